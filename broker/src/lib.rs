@@ -1,0 +1,18 @@
+//! `bus-broker`: the engine of the bus event broker.
+//!
+//! A tour of the crate, in the order data flows through it:
+//!
+//! - [`subject`]: the grammar of subjects (`user.created`) and patterns (`user.*`, `user.>`).
+//!   Parsing yields typed [`subject::Subject`] and [`subject::Pattern`] values or an error that
+//!   says what is wrong and where.
+//! - [`trie`]: [`trie::SubjectTrie`], which matches a published subject against every live
+//!   subscription pattern, visiting only branches that can match.
+//! - [`storage`]: the durable event log, one per namespace (the first token of a subject).
+//!   Framed, checksummed records in rolling segment files, group-committed `fdatasync`,
+//!   memory-mapped reads of sealed segments, crash recovery, retention. Everything above it
+//!   reaches storage only through the [`storage::Storage`] trait, so another engine can be
+//!   plugged in later.
+
+pub mod storage;
+pub mod subject;
+pub mod trie;

@@ -1,0 +1,1 @@
+//! Subjects and patterns (being written).

@@ -1,0 +1,1 @@
+//! The subject trie (being written).
