@@ -1,1 +1,898 @@
-//! The subject trie (being written).
+//! The subject trie: which subscribers want an event published on a given subject.
+//!
+//! [`SubjectTrie`] maps subscription [`Pattern`]s to subscriber handles (the broker uses small
+//! integer ids). It is keyed by token: each node holds its literal children, one `*` child, the
+//! subscribers whose pattern ends there, and those whose pattern ends there with `>`. A `>` is
+//! always the last token, so it needs no node of its own: its subscribers sit in the node before
+//! it.
+//!
+//! Matching walks the subject's tokens and visits only branches that can match: at each node the
+//! literal child for the next token, the `*` child, and the `>` list. Its cost grows with the
+//! subject's depth and with the number of matches, never with the number of subscriptions, and it
+//! allocates nothing besides the caller's output buffer ([`SubjectTrie::match_into`]).
+//!
+//! Memory: a node with few literal children keeps them inline in a sorted `Vec`; past
+//! [`PROMOTE_CHILDREN`] children they move to a `HashMap` (keyed with std's randomly seeded hasher,
+//! since tokens come from clients). Tokens of up to [`INLINE_TOKEN_BYTES`] bytes are stored
+//! without a heap allocation. Removal prunes nodes left empty and gives back spare capacity, so a
+//! trie that had a million subscriptions added and then removed holds nothing but its root.
+//!
+//! Concurrency: [`SubjectTrie`] itself is a plain single-owner structure (`&mut self` to change).
+//! [`SharedSubjectTrie`] wraps it in a `std::sync::RwLock`: any number of publishers match at
+//! once under the read lock, and adding or removing a subscription takes the write lock for one
+//! insert or remove, a critical section of a few microseconds, so a publish never waits longer
+//! than that. The lock is never held across an `.await` (no method is async).
+//!
+//! There is no match cache: the benchmark (`BENCHMARKS.md`) matches over a million distinct
+//! subjects, where a cache would only add cost, and the plain trie meets its targets.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{PoisonError, RwLock};
+
+use crate::subject::{Pattern, PatternToken, Subject, is_reserved_namespace};
+
+/// Tokens up to this many bytes are stored inline in the node, without a heap allocation.
+pub const INLINE_TOKEN_BYTES: usize = 22;
+
+/// A node's literal children move from a sorted `Vec` to a `HashMap` when there are more than
+/// this many.
+pub const PROMOTE_CHILDREN: usize = 16;
+
+/// A node's literal children move back from a `HashMap` to a sorted `Vec` when they drop to this
+/// many (below [`PROMOTE_CHILDREN`], so a node at the threshold does not flip back and forth).
+pub const DEMOTE_CHILDREN: usize = 8;
+
+/// The text of one literal token, compared as bytes.
+#[derive(Clone)]
+enum Token {
+    /// A short token, stored in place.
+    Inline {
+        /// How many bytes of `bytes` are used.
+        len: u8,
+        /// The token, zero-padded.
+        bytes: [u8; INLINE_TOKEN_BYTES],
+    },
+    /// A longer token, on the heap.
+    Heap(Box<[u8]>),
+}
+
+impl Token {
+    /// Stores `text`, inline if it is short enough.
+    fn new(text: &str) -> Token {
+        let source = text.as_bytes();
+        match u8::try_from(source.len()) {
+            Ok(len) if source.len() <= INLINE_TOKEN_BYTES => {
+                let mut bytes = [0; INLINE_TOKEN_BYTES];
+                bytes[..source.len()].copy_from_slice(source);
+                Token::Inline { len, bytes }
+            }
+            _ => Token::Heap(source.into()),
+        }
+    }
+
+    /// The token's bytes (always valid UTF-8: they came from a `&str`).
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Token::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Token::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Token {}
+
+impl Hash for Token {
+    /// Hashes exactly like the `[u8]` it borrows as, so maps can be searched by `&[u8]`.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for Token {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+/// The literal children of a node.
+enum Children<T> {
+    /// Up to [`PROMOTE_CHILDREN`] children, sorted by token.
+    Few(Vec<(Token, Node<T>)>),
+    /// More children, by token. Boxed so that the far more common `Few` nodes stay small (24
+    /// bytes for this enum instead of 48).
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<Token, Node<T>>>),
+}
+
+impl<T> Children<T> {
+    /// The child for `token`, if any.
+    #[inline]
+    fn get(&self, token: &[u8]) -> Option<&Node<T>> {
+        match self {
+            Children::Few(children) => children
+                .binary_search_by(|(t, _)| t.as_bytes().cmp(token))
+                .ok()
+                .map(|i| &children[i].1),
+            Children::Many(children) => children.get(token),
+        }
+    }
+
+    /// The child for `token`, if any, to change.
+    fn get_mut(&mut self, token: &[u8]) -> Option<&mut Node<T>> {
+        match self {
+            Children::Few(children) => children
+                .binary_search_by(|(t, _)| t.as_bytes().cmp(token))
+                .ok()
+                .map(|i| &mut children[i].1),
+            Children::Many(children) => children.get_mut(token),
+        }
+    }
+
+    /// The child for `token`, made (and counted in `nodes`) if missing.
+    fn get_or_insert(&mut self, token: &str, nodes: &mut usize) -> &mut Node<T> {
+        let key = token.as_bytes();
+        if let Children::Few(children) = self
+            && children.len() >= PROMOTE_CHILDREN
+            && children
+                .binary_search_by(|(t, _)| t.as_bytes().cmp(key))
+                .is_err()
+        {
+            let map: HashMap<Token, Node<T>> = std::mem::take(children).into_iter().collect();
+            *self = Children::Many(Box::new(map));
+        }
+        match self {
+            Children::Few(children) => {
+                let index = match children.binary_search_by(|(t, _)| t.as_bytes().cmp(key)) {
+                    Ok(index) => index,
+                    Err(index) => {
+                        *nodes += 1;
+                        reserve_one(children);
+                        children.insert(index, (Token::new(token), Node::new()));
+                        index
+                    }
+                };
+                &mut children[index].1
+            }
+            Children::Many(children) => children.entry(Token::new(token)).or_insert_with(|| {
+                *nodes += 1;
+                Node::new()
+            }),
+        }
+    }
+
+    /// Removes the child for `token`, giving back spare capacity.
+    fn remove(&mut self, token: &[u8]) {
+        match self {
+            Children::Few(children) => {
+                if let Ok(index) = children.binary_search_by(|(t, _)| t.as_bytes().cmp(token)) {
+                    children.remove(index);
+                    shrink(children);
+                }
+            }
+            Children::Many(children) => {
+                children.remove(token);
+                if children.len() <= DEMOTE_CHILDREN {
+                    let mut few: Vec<(Token, Node<T>)> = children.drain().collect();
+                    few.sort_unstable_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
+                    few.shrink_to_fit();
+                    *self = Children::Few(few);
+                } else if children.len() * 4 < children.capacity() {
+                    children.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    /// Whether there are no children.
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(children) => children.is_empty(),
+            Children::Many(children) => children.is_empty(),
+        }
+    }
+
+    /// Calls `f` on every child with its token.
+    fn for_each<'a>(&'a self, mut f: impl FnMut(&'a [u8], &'a Node<T>)) {
+        match self {
+            Children::Few(children) => children.iter().for_each(|(t, n)| f(t.as_bytes(), n)),
+            Children::Many(children) => children.iter().for_each(|(t, n)| f(t.as_bytes(), n)),
+        }
+    }
+}
+
+/// One level of the trie: what follows a given sequence of pattern tokens.
+struct Node<T> {
+    /// Children for literal next tokens.
+    literals: Children<T>,
+    /// The child for a `*` next token.
+    wildcard: Option<Box<Node<T>>>,
+    /// Subscribers whose pattern ends here with `>`: they match when at least one more subject
+    /// token follows. Sorted, no duplicates.
+    tail: Vec<T>,
+    /// Subscribers whose pattern ends exactly here. Sorted, no duplicates.
+    exact: Vec<T>,
+}
+
+impl<T> Node<T> {
+    /// An empty node (allocates nothing).
+    fn new() -> Node<T> {
+        Node {
+            literals: Children::Few(Vec::new()),
+            wildcard: None,
+            tail: Vec::new(),
+            exact: Vec::new(),
+        }
+    }
+
+    /// Whether the node holds nothing and can be pruned.
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty()
+            && self.tail.is_empty()
+            && self.wildcard.is_none()
+            && self.literals.is_empty()
+    }
+}
+
+/// Makes room for one more element, growing exactly while the vector is small (most nodes hold
+/// one or two subscribers) and doubling after.
+fn reserve_one<E>(v: &mut Vec<E>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().clamp(1, usize::MAX / 2));
+    }
+}
+
+/// Gives back memory after a removal: all of it when empty, the spare part when mostly unused.
+fn shrink<E>(v: &mut Vec<E>) {
+    if v.is_empty() {
+        *v = Vec::new();
+    } else if v.len() * 4 <= v.capacity() {
+        v.shrink_to_fit();
+    }
+}
+
+/// Adds `handle` to the sorted list `list`; false if it was already there.
+fn insert_sorted<T: Ord>(list: &mut Vec<T>, handle: T) -> bool {
+    match list.binary_search(&handle) {
+        Ok(_) => false,
+        Err(index) => {
+            reserve_one(list);
+            list.insert(index, handle);
+            true
+        }
+    }
+}
+
+/// Removes `handle` from the sorted list `list`; false if it was not there.
+fn remove_sorted<T: Ord>(list: &mut Vec<T>, handle: &T) -> bool {
+    match list.binary_search(handle) {
+        Ok(index) => {
+            list.remove(index);
+            shrink(list);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Subscriptions (pattern, subscriber handle), matched against published subjects.
+///
+/// A subscriber may hold several patterns; a match returns it once however many of them match.
+/// Handles are compared with `Ord` (they are kept sorted), so small integer ids are ideal.
+pub struct SubjectTrie<T> {
+    /// The node before the first token. Never pruned.
+    root: Node<T>,
+    /// How many (pattern, handle) pairs are stored.
+    len: usize,
+    /// How many nodes exist besides the root.
+    nodes: usize,
+}
+
+impl<T> Default for SubjectTrie<T> {
+    fn default() -> Self {
+        SubjectTrie {
+            root: Node::new(),
+            len: 0,
+            nodes: 0,
+        }
+    }
+}
+
+impl<T: Clone + Ord> SubjectTrie<T> {
+    /// An empty trie.
+    pub fn new() -> SubjectTrie<T> {
+        SubjectTrie::default()
+    }
+
+    /// How many subscriptions (pattern, handle pairs) are stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no subscription is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many nodes the trie holds besides its root: zero when empty, since removal prunes.
+    pub fn node_count(&self) -> usize {
+        self.nodes
+    }
+
+    /// Subscribes `handle` to `pattern`. Returns false if that exact pair was already there.
+    pub fn insert(&mut self, pattern: &Pattern, handle: T) -> bool {
+        let mut node = &mut self.root;
+        for token in pattern.tokens() {
+            node = match token {
+                PatternToken::Literal(literal) => {
+                    node.literals.get_or_insert(literal, &mut self.nodes)
+                }
+                PatternToken::Wildcard => node.wildcard.get_or_insert_with(|| {
+                    self.nodes += 1;
+                    Box::new(Node::new())
+                }),
+                PatternToken::Tail => {
+                    let added = insert_sorted(&mut node.tail, handle);
+                    self.len += usize::from(added);
+                    return added;
+                }
+            };
+        }
+        let added = insert_sorted(&mut node.exact, handle);
+        self.len += usize::from(added);
+        added
+    }
+
+    /// Unsubscribes `handle` from `pattern`, pruning nodes left empty. Returns false if that pair
+    /// was not there.
+    pub fn remove(&mut self, pattern: &Pattern, handle: &T) -> bool {
+        let removed = remove_at(&mut self.root, pattern.tokens(), handle, &mut self.nodes);
+        self.len -= usize::from(removed);
+        removed
+    }
+
+    /// Whether `handle` is subscribed to exactly `pattern`.
+    pub fn contains(&self, pattern: &Pattern, handle: &T) -> bool {
+        let mut node = &self.root;
+        for token in pattern.tokens() {
+            let next = match token {
+                PatternToken::Literal(literal) => node.literals.get(literal.as_bytes()),
+                PatternToken::Wildcard => node.wildcard.as_deref(),
+                PatternToken::Tail => return node.tail.binary_search(handle).is_ok(),
+            };
+            match next {
+                Some(next) => node = next,
+                None => return false,
+            }
+        }
+        node.exact.binary_search(handle).is_ok()
+    }
+
+    /// Puts into `out` (cleared first) every handle with a pattern matching `subject`, each once,
+    /// in ascending order. Reusing `out` across calls avoids allocating per match.
+    pub fn match_into(&self, subject: &Subject, out: &mut Vec<T>) {
+        out.clear();
+        let mut tokens = subject.tokens();
+        let Some(namespace) = tokens.next() else {
+            return;
+        };
+        let root = &self.root;
+        // Patterns starting with a wildcard never reach the reserved namespaces.
+        if !is_reserved_namespace(namespace) {
+            out.extend_from_slice(&root.tail);
+            if let Some(wildcard) = &root.wildcard {
+                collect(wildcard, tokens.clone(), out);
+            }
+        }
+        if let Some(child) = root.literals.get(namespace.as_bytes()) {
+            collect(child, tokens, out);
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+
+    /// Every handle with a pattern matching `subject`, each once, in ascending order.
+    pub fn matches(&self, subject: &Subject) -> Vec<T> {
+        let mut out = Vec::new();
+        self.match_into(subject, &mut out);
+        out
+    }
+
+    /// Whether some subscription can match a subject in `namespace`: one whose pattern starts
+    /// with `namespace`, or (outside the reserved namespaces) one starting with `*` or `>`.
+    pub fn touches_namespace(&self, namespace: &str) -> bool {
+        self.root.literals.get(namespace.as_bytes()).is_some()
+            || (!is_reserved_namespace(namespace)
+                && (self.root.wildcard.is_some() || !self.root.tail.is_empty()))
+    }
+
+    /// Calls `f` with every subscription's pattern text and handle, in no particular order.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &T)) {
+        let mut path = Vec::new();
+        walk(&self.root, &mut path, &mut f);
+    }
+}
+
+/// Appends to `out` the handles under `node` matching the remaining subject `tokens`.
+fn collect<T: Clone>(node: &Node<T>, mut tokens: std::str::Split<'_, char>, out: &mut Vec<T>) {
+    match tokens.next() {
+        None => out.extend_from_slice(&node.exact),
+        Some(token) => {
+            out.extend_from_slice(&node.tail);
+            if let Some(wildcard) = &node.wildcard {
+                collect(wildcard, tokens.clone(), out);
+            }
+            if let Some(child) = node.literals.get(token.as_bytes()) {
+                collect(child, tokens, out);
+            }
+        }
+    }
+}
+
+/// Removes `handle` for the remaining pattern `tokens` under `node`, pruning emptied children
+/// (and counting them off `nodes`). Recursion depth is the pattern's token count (bounded).
+fn remove_at<'p, T: Ord>(
+    node: &mut Node<T>,
+    mut tokens: impl Iterator<Item = PatternToken<'p>>,
+    handle: &T,
+    nodes: &mut usize,
+) -> bool {
+    match tokens.next() {
+        None => remove_sorted(&mut node.exact, handle),
+        Some(PatternToken::Tail) => remove_sorted(&mut node.tail, handle),
+        Some(PatternToken::Wildcard) => {
+            let Some(child) = node.wildcard.as_deref_mut() else {
+                return false;
+            };
+            let removed = remove_at(child, tokens, handle, nodes);
+            if removed && child.is_empty() {
+                node.wildcard = None;
+                *nodes -= 1;
+            }
+            removed
+        }
+        Some(PatternToken::Literal(literal)) => {
+            let key = literal.as_bytes();
+            let Some(child) = node.literals.get_mut(key) else {
+                return false;
+            };
+            let removed = remove_at(child, tokens, handle, nodes);
+            if removed && child.is_empty() {
+                node.literals.remove(key);
+                *nodes -= 1;
+            }
+            removed
+        }
+    }
+}
+
+/// Calls `f` for every subscription under `node`, whose pattern so far is the tokens in `path`.
+fn walk<'a, T>(node: &'a Node<T>, path: &mut Vec<&'a [u8]>, f: &mut impl FnMut(&str, &T)) {
+    let text = |path: &[&[u8]], last: Option<&[u8]>| {
+        let bytes: Vec<u8> = path
+            .iter()
+            .copied()
+            .chain(last)
+            .collect::<Vec<_>>()
+            .join(&b'.');
+        // Tokens were `&str`s split on an ASCII '.', so the join is valid UTF-8.
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    if !node.exact.is_empty() {
+        let pattern = text(path, None);
+        node.exact.iter().for_each(|h| f(&pattern, h));
+    }
+    if !node.tail.is_empty() {
+        let pattern = text(path, Some(b">"));
+        node.tail.iter().for_each(|h| f(&pattern, h));
+    }
+    if let Some(wildcard) = &node.wildcard {
+        path.push(b"*");
+        walk(wildcard, path, f);
+        path.pop();
+    }
+    node.literals.for_each(|token, child| {
+        path.push(token);
+        walk(child, path, f);
+        path.pop();
+    });
+}
+
+/// A [`SubjectTrie`] shared by many threads: publishers match concurrently under a read lock;
+/// subscribing and unsubscribing take the write lock for one insert or remove.
+///
+/// A publish waits at most for the writers queued ahead of it, each a short critical section.
+/// No method is async and no lock outlives a call, so no lock is held across an `.await`. A
+/// panic while the write lock is held cannot leave the trie half-changed in a way matching
+/// trusts (sizes are updated after the change), so a poisoned lock is used as is.
+pub struct SharedSubjectTrie<T> {
+    /// The trie, behind its lock.
+    inner: RwLock<SubjectTrie<T>>,
+}
+
+impl<T> Default for SharedSubjectTrie<T> {
+    fn default() -> Self {
+        SharedSubjectTrie {
+            inner: RwLock::new(SubjectTrie::default()),
+        }
+    }
+}
+
+impl<T: Clone + Ord> SharedSubjectTrie<T> {
+    /// An empty shared trie.
+    pub fn new() -> SharedSubjectTrie<T> {
+        SharedSubjectTrie::default()
+    }
+
+    /// Runs `f` under the read lock.
+    fn read<R>(&self, f: impl FnOnce(&SubjectTrie<T>) -> R) -> R {
+        f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `f` under the write lock.
+    fn write<R>(&self, f: impl FnOnce(&mut SubjectTrie<T>) -> R) -> R {
+        f(&mut self.inner.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// See [`SubjectTrie::insert`].
+    pub fn insert(&self, pattern: &Pattern, handle: T) -> bool {
+        self.write(|trie| trie.insert(pattern, handle))
+    }
+
+    /// See [`SubjectTrie::remove`].
+    pub fn remove(&self, pattern: &Pattern, handle: &T) -> bool {
+        self.write(|trie| trie.remove(pattern, handle))
+    }
+
+    /// See [`SubjectTrie::match_into`].
+    pub fn match_into(&self, subject: &Subject, out: &mut Vec<T>) {
+        self.read(|trie| trie.match_into(subject, out))
+    }
+
+    /// See [`SubjectTrie::matches`].
+    pub fn matches(&self, subject: &Subject) -> Vec<T> {
+        self.read(|trie| trie.matches(subject))
+    }
+
+    /// See [`SubjectTrie::contains`].
+    pub fn contains(&self, pattern: &Pattern, handle: &T) -> bool {
+        self.read(|trie| trie.contains(pattern, handle))
+    }
+
+    /// See [`SubjectTrie::touches_namespace`].
+    pub fn touches_namespace(&self, namespace: &str) -> bool {
+        self.read(|trie| trie.touches_namespace(namespace))
+    }
+
+    /// See [`SubjectTrie::len`].
+    pub fn len(&self) -> usize {
+        self.read(|trie| trie.len())
+    }
+
+    /// See [`SubjectTrie::is_empty`].
+    pub fn is_empty(&self) -> bool {
+        self.read(|trie| trie.is_empty())
+    }
+
+    /// See [`SubjectTrie::node_count`].
+    pub fn node_count(&self) -> usize {
+        self.read(|trie| trie.node_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn pattern(text: &str) -> Pattern {
+        Pattern::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    fn subject(text: &str) -> Subject {
+        Subject::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    /// A trie holding `patterns`, the i-th subscribed by handle i.
+    fn trie_of(patterns: &[&str]) -> SubjectTrie<usize> {
+        let mut trie = SubjectTrie::new();
+        for (handle, text) in patterns.iter().enumerate() {
+            assert!(trie.insert(&pattern(text), handle));
+        }
+        trie
+    }
+
+    #[test]
+    fn matches_only_the_subscriptions_that_match() {
+        let patterns = [
+            "a", "a.b", "a.*", "a.>", "*.b", ">", "*", "a.*.c", "a.b.>", "_bus_.>", "*.*", "x.y",
+        ];
+        let trie = trie_of(&patterns);
+        let cases: &[(&str, &[usize])] = &[
+            ("a", &[0, 5, 6]),
+            ("a.b", &[1, 2, 3, 4, 5, 10]),
+            ("a.c", &[2, 3, 5, 10]),
+            ("a.b.c", &[3, 5, 7, 8]),
+            ("a.x.c", &[3, 5, 7]),
+            ("q", &[5, 6]),
+            ("q.b", &[4, 5, 10]),
+            ("_bus_", &[]),
+            ("_bus_.dead", &[9]),
+            ("_bus_.b", &[9]),
+            ("_inbox.b", &[]),
+            ("A.b", &[4, 5, 10]),
+        ];
+        for &(text, expected) in cases {
+            assert_eq!(trie.matches(&subject(text)), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn returns_each_subscriber_once() {
+        let mut trie = SubjectTrie::new();
+        for text in ["a.b", "a.*", "a.>", ">", "*.b"] {
+            assert!(trie.insert(&pattern(text), 7_u64));
+        }
+        assert!(trie.insert(&pattern("a.b"), 3));
+        assert!(!trie.insert(&pattern("a.b"), 7), "same pair twice");
+        assert_eq!(trie.len(), 6);
+        assert_eq!(trie.matches(&subject("a.b")), [3, 7]);
+        let mut buffer = vec![99];
+        trie.match_into(&subject("z"), &mut buffer);
+        assert_eq!(buffer, [7], "the buffer is cleared first");
+    }
+
+    #[test]
+    fn remove_reports_what_was_there() {
+        let mut trie = trie_of(&["a.b", "a.>"]);
+        let cases: &[(&str, usize, bool)] = &[
+            ("a.b", 1, false),
+            ("a.c", 0, false),
+            ("a.*", 0, false),
+            ("a.b.c", 0, false),
+            ("a.b", 0, true),
+            ("a.b", 0, false),
+            ("a.>", 1, true),
+        ];
+        for &(text, handle, expected) in cases {
+            assert_eq!(
+                trie.remove(&pattern(text), &handle),
+                expected,
+                "{text} {handle}"
+            );
+        }
+        assert!(trie.is_empty());
+        assert_eq!(trie.node_count(), 0);
+    }
+
+    #[test]
+    fn prunes_everything_after_mass_removal() {
+        const N: u64 = 100_000;
+        let mut trie = SubjectTrie::new();
+        let text = |i: u64| match i % 4 {
+            0 => format!("user.{i}.created"),
+            1 => format!("user.{}.*", i / 7),
+            2 => format!("user.*.ev{}", i % 100),
+            _ => format!("ns{}.{i}.>", i % 50),
+        };
+        for i in 0..N {
+            assert!(trie.insert(&pattern(&text(i)), i));
+        }
+        assert_eq!(trie.len(), N as usize);
+        assert!(trie.node_count() > 0);
+        for i in (0..N).rev() {
+            assert!(trie.remove(&pattern(&text(i)), &i));
+        }
+        assert!(trie.is_empty());
+        assert_eq!(trie.node_count(), 0);
+        match &trie.root.literals {
+            Children::Few(children) => assert_eq!(children.capacity(), 0, "memory given back"),
+            Children::Many(_) => panic!("root children still a map"),
+        }
+    }
+
+    #[test]
+    fn children_move_between_vec_and_map_without_losing_any() {
+        let mut trie = SubjectTrie::new();
+        for n in 0..40_u32 {
+            assert!(trie.insert(&pattern(&format!("a.t{n}")), n));
+            for m in 0..=n {
+                assert_eq!(trie.matches(&subject(&format!("a.t{m}"))), [m], "after {n}");
+            }
+        }
+        for n in (0..40_u32).rev() {
+            assert!(trie.remove(&pattern(&format!("a.t{n}")), &n));
+            for m in 0..n {
+                assert_eq!(trie.matches(&subject(&format!("a.t{m}"))), [m], "after {n}");
+            }
+        }
+        assert_eq!(trie.node_count(), 0);
+    }
+
+    #[test]
+    fn long_tokens_are_kept_exactly() {
+        let long = "x".repeat(INLINE_TOKEN_BYTES + 10);
+        let trie = trie_of(&[&format!("a.{long}"), &format!("a.{long}x")]);
+        assert_eq!(trie.matches(&subject(&format!("a.{long}"))), [0]);
+        assert_eq!(trie.matches(&subject(&format!("a.{long}x"))), [1]);
+        assert!(trie.matches(&subject("a.x")).is_empty());
+    }
+
+    #[test]
+    fn touches_namespace_follows_namespace_scope() {
+        /// Namespaces with whether the trie can touch them.
+        type Touches = &'static [(&'static str, bool)];
+        let cases: &[(&[&str], Touches)] = &[
+            (&[], &[("user", false)]),
+            (&["user.>"], &[("user", true), ("order", false)]),
+            (
+                &["*.created"],
+                &[("user", true), ("_bus_", false), ("_inbox", false)],
+            ),
+            (&[">"], &[("order", true), ("_bus_", false)]),
+            (&["_bus_.>"], &[("_bus_", true), ("user", false)]),
+        ];
+        for &(patterns, namespaces) in cases {
+            let trie = trie_of(patterns);
+            for &(namespace, expected) in namespaces {
+                assert_eq!(
+                    trie.touches_namespace(namespace),
+                    expected,
+                    "{patterns:?} {namespace}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn for_each_lists_every_subscription() {
+        let patterns = ["a", "a.b", "a.*.>", ">", "*.b.c"];
+        let trie = trie_of(&patterns);
+        let mut listed = BTreeSet::new();
+        trie.for_each(|text, &handle| {
+            listed.insert((text.to_owned(), handle));
+        });
+        let expected: BTreeSet<_> = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.to_string(), i))
+            .collect();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn shared_trie_matches_while_subscriptions_come_and_go() {
+        let trie = std::sync::Arc::new(SharedSubjectTrie::new());
+        assert!(trie.insert(&pattern("user.>"), 0_u64));
+        std::thread::scope(|scope| {
+            for writer in 1..3_u64 {
+                let trie = &trie;
+                scope.spawn(move || {
+                    for i in 0..2_000 {
+                        let p = pattern(&format!("user.{}.*", i % 50));
+                        let handle = writer * 10_000 + i;
+                        assert!(trie.insert(&p, handle));
+                        assert!(trie.remove(&p, &handle));
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let trie = &trie;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for i in 0..2_000 {
+                        trie.match_into(&subject(&format!("user.{}.x", i % 50)), &mut out);
+                        assert_eq!(
+                            out.first(),
+                            Some(&0),
+                            "the stable subscription is always seen"
+                        );
+                    }
+                });
+            }
+        });
+        assert_eq!(trie.len(), 1);
+        assert!(trie.contains(&pattern("user.>"), &0));
+        assert!(trie.touches_namespace("user"));
+        assert!(!trie.is_empty());
+        assert!(trie.remove(&pattern("user.>"), &0));
+        assert_eq!(trie.node_count(), 0);
+    }
+
+    /// Literal tokens for random tests: few, so patterns and subjects often meet, plus the
+    /// reserved namespaces and one long (heap-stored) token.
+    fn literal() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("c".to_owned()),
+            Just("_bus_".to_owned()),
+            Just("_inbox".to_owned()),
+            Just("x".repeat(INLINE_TOKEN_BYTES + 1)),
+        ]
+    }
+
+    fn random_subject() -> impl Strategy<Value = Subject> {
+        prop::collection::vec(literal(), 1..6).prop_map(|tokens| subject(&tokens.join(".")))
+    }
+
+    fn random_pattern() -> impl Strategy<Value = Pattern> {
+        let token = prop_oneof![3 => literal(), 1 => Just("*".to_owned())];
+        (prop::collection::vec(token, 1..5), any::<bool>()).prop_map(|(mut tokens, tail)| {
+            if tail {
+                *tokens.last_mut().expect("at least one token") = ">".to_owned();
+            }
+            pattern(&tokens.join("."))
+        })
+    }
+
+    /// The answer of the naive token-by-token matcher over a model of the subscriptions.
+    fn naive(model: &BTreeSet<(Pattern, u8)>, subject: &Subject) -> Vec<u8> {
+        let handles: BTreeSet<u8> = model
+            .iter()
+            .filter(|(p, _)| p.matches(subject))
+            .map(|&(_, h)| h)
+            .collect();
+        handles.into_iter().collect()
+    }
+
+    proptest! {
+        #[test]
+        fn trie_agrees_with_the_naive_matcher(
+            subscriptions in prop::collection::vec((random_pattern(), 0..8_u8), 0..40),
+            subjects in prop::collection::vec(random_subject(), 1..20),
+        ) {
+            let mut trie = SubjectTrie::new();
+            let mut model = BTreeSet::new();
+            for (p, h) in subscriptions {
+                prop_assert_eq!(trie.insert(&p, h), model.insert((p, h)));
+            }
+            for s in &subjects {
+                prop_assert_eq!(trie.matches(s), naive(&model, s), "subject {}", s);
+            }
+        }
+
+        #[test]
+        fn insert_and_remove_leave_the_trie_equal_to_a_model(
+            operations in prop::collection::vec((any::<bool>(), random_pattern(), 0..4_u8), 1..80),
+            subjects in prop::collection::vec(random_subject(), 1..10),
+        ) {
+            let mut trie = SubjectTrie::new();
+            let mut model = BTreeSet::new();
+            for (insert, p, h) in operations {
+                if insert {
+                    prop_assert_eq!(trie.insert(&p, h), model.insert((p, h)));
+                } else {
+                    prop_assert_eq!(trie.remove(&p, &h), model.remove(&(p, h)));
+                }
+                prop_assert_eq!(trie.len(), model.len());
+            }
+            let mut listed = BTreeSet::new();
+            trie.for_each(|text, &h| { listed.insert((pattern(text), h)); });
+            prop_assert_eq!(&listed, &model);
+            for (p, h) in &model {
+                prop_assert!(trie.contains(p, h));
+            }
+            for s in &subjects {
+                prop_assert_eq!(trie.matches(s), naive(&model, s), "subject {}", s);
+            }
+            for (p, h) in &model {
+                prop_assert!(trie.remove(p, h));
+            }
+            prop_assert!(trie.is_empty());
+            prop_assert_eq!(trie.node_count(), 0);
+        }
+    }
+}
