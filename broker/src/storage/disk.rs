@@ -1,0 +1,231 @@
+//! [`DiskStorage`]: the data directory, its lock, and one [`Log`] per namespace.
+//!
+//! Layout: `<data>/<namespace>/` per namespace (segments, indexes, checkpoint),
+//! `<data>/.state/` for the broker's own state (a log too), `<data>/.lock`. The lock is an
+//! `flock` held for the life of the storage: a second broker on the same directory is
+//! refused, and since the kernel drops it when the process dies, a restart right after
+//! `kill -9` is not blocked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
+
+use super::io::{FileSystem, StdFs};
+use super::log::{Log, OpenReport};
+use super::state::LogStateStore;
+use super::{EventLog, LogConfig, StateStore, Storage, StorageError, check_namespace};
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE: &str = ".lock";
+/// Directory of the broker's own state in the data directory.
+pub const STATE_DIR: &str = ".state";
+
+/// How to open a data directory.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// The data directory (created if missing).
+    pub dir: PathBuf,
+    /// Settings of every namespace without an override.
+    pub defaults: LogConfig,
+    /// Per-namespace settings (e.g. `rpc` with fsync `never`).
+    pub overrides: HashMap<String, LogConfig>,
+    /// The file layer (the real one unless a test injects faults).
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl StorageOptions {
+    /// Defaults for `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StorageOptions {
+            dir: dir.into(),
+            defaults: LogConfig::default(),
+            overrides: HashMap::new(),
+            fs: Arc::new(StdFs),
+        }
+    }
+
+    /// The settings of namespace `name`.
+    pub fn config_for(&self, name: &str) -> LogConfig {
+        self.overrides
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone())
+    }
+}
+
+/// The disk storage engine.
+pub struct DiskStorage {
+    options: StorageOptions,
+    /// Held for the lock it carries.
+    _lock: File,
+    logs: RwLock<BTreeMap<String, Arc<Log>>>,
+    state: Arc<LogStateStore>,
+}
+
+impl std::fmt::Debug for DiskStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStorage")
+            .field("dir", &self.options.dir)
+            .finish()
+    }
+}
+
+impl DiskStorage {
+    /// Locks the data directory and opens every namespace in it, recovering each. The
+    /// reports say what each namespace held and what recovery cut.
+    pub fn open(options: StorageOptions) -> Result<(DiskStorage, Vec<OpenReport>), StorageError> {
+        options.defaults.validate()?;
+        for c in options.overrides.values() {
+            c.validate()?;
+        }
+        let dir = &options.dir;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
+        let lock = lock_dir(dir)?;
+        let mut logs = BTreeMap::new();
+        let mut reports = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
+            let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if entry.path().is_dir() && check_namespace(&name).is_ok() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let (log, report) = Log::open(
+                &dir.join(&name),
+                &name,
+                options.config_for(&name),
+                options.fs.clone(),
+            )?;
+            logs.insert(name, Arc::new(log));
+            reports.push(report);
+        }
+        let state = Arc::new(LogStateStore::open(
+            &dir.join(STATE_DIR),
+            options.fs.clone(),
+        )?);
+        Ok((
+            DiskStorage {
+                options,
+                _lock: lock,
+                logs: RwLock::new(logs),
+                state,
+            },
+            reports,
+        ))
+    }
+
+    /// The concrete log of namespace `name` (see [`Storage::namespace`]).
+    pub fn log(&self, name: &str, create: bool) -> Result<Option<Arc<Log>>, StorageError> {
+        check_namespace(name)?;
+        if let Some(l) = self
+            .logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(Some(l.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        // Opening under the write lock: two first publishes to a new namespace must not
+        // both create it. Opening a new namespace only creates one small file.
+        let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = logs.get(name) {
+            return Ok(Some(l.clone()));
+        }
+        let dir = self.options.dir.join(name);
+        let (log, _) = Log::open(
+            &dir,
+            name,
+            self.options.config_for(name),
+            self.options.fs.clone(),
+        )?;
+        let log = Arc::new(log);
+        logs.insert(name.to_owned(), log.clone());
+        Ok(Some(log))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.options.dir
+    }
+}
+
+impl Storage for DiskStorage {
+    fn namespace(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<Arc<dyn EventLog>>, StorageError> {
+        Ok(self.log(name, create)?.map(|l| l as Arc<dyn EventLog>))
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn state(&self) -> Arc<dyn StateStore> {
+        self.state.clone()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let logs: Vec<_> = self
+                .logs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for log in logs {
+                log.close().await;
+            }
+            self.state.close().await;
+            Ok(())
+        })
+    }
+}
+
+/// Takes the data directory's lock, writing our pid into it for the error others see.
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StorageError::io("open", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => String::new(),
+                p => format!(" (pid {p})"),
+            };
+            return Err(StorageError::Locked { path, holder });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &path, e)),
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = write!(f, "{}", std::process::id());
+    Ok(f)
+}

@@ -1,0 +1,231 @@
+//! The file operations the log's writer uses, behind a trait so that tests can inject
+//! failures and simulate a power loss.
+//!
+//! [`StdFs`] is the real file system. [`SimFs`] wraps it for tests: it remembers how much of
+//! each file was covered by the last `fdatasync`, so [`SimFs::power_loss`] can throw away
+//! everything written after it (a `SIGKILL` cannot: the page cache survives it), and it can
+//! make a chosen write or sync fail, or lie about syncing (to show that a test would catch
+//! an acknowledgement given before the data was durable).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One open data file.
+pub trait DataFile: Send + Sync + std::fmt::Debug {
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Reads into `buf` from `offset`; returns the bytes read (0 at the end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// `fdatasync`.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+    /// True when the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// Opens data files and syncs directories.
+pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates `path` (truncating any file there) for reading and writing.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn DataFile>>;
+    /// Opens the existing file at `path` for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn DataFile>>;
+    /// Makes a directory's entries durable (`fsync` on the directory).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+#[derive(Debug)]
+struct StdFile(File);
+
+impl DataFile for StdFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(&self.0, buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+impl FileSystem for StdFs {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn DataFile>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Arc::new(StdFile(f)))
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn DataFile>> {
+        let f = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Arc::new(StdFile(f)))
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+}
+
+/// Which operation a [`SimFs`] fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// `write_all_at`.
+    Write,
+    /// `sync_data`.
+    Sync,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// Length of each file covered by its last sync.
+    synced: HashMap<PathBuf, u64>,
+    /// Armed faults: (operation, calls to let through first, error kind).
+    faults: Vec<(FaultOp, u64, io::ErrorKind)>,
+}
+
+/// A file system for tests: real files, plus power-loss simulation and fault injection.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<SimState>>,
+    /// When set, `sync_data` does nothing but report success (a lying disk).
+    skip_sync: Arc<std::sync::atomic::AtomicBool>,
+    /// Successful syncs so far.
+    syncs: Arc<AtomicU64>,
+}
+
+impl SimFs {
+    /// A simulator with no faults armed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the operation fail with `kind` after `after` more successful calls.
+    pub fn fail(&self, op: FaultOp, after: u64, kind: io::ErrorKind) {
+        self.lock().faults.push((op, after, kind));
+    }
+
+    /// Makes every sync a no-op that claims success.
+    pub fn skip_syncs(&self, skip: bool) {
+        self.skip_sync.store(skip, Ordering::SeqCst);
+    }
+
+    /// Successful syncs so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Throws away everything written to each file after its last sync, as a power loss
+    /// would. Call it after the log using this file system has stopped.
+    pub fn power_loss(&self) -> io::Result<()> {
+        let st = self.lock();
+        for (path, &len) in &st.synced {
+            match OpenOptions::new().write(true).open(path) {
+                Ok(f) if f.metadata()?.len() > len => f.set_len(len)?,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        // A panic while holding this lock can only come from a test's own assertion.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(&self, op: FaultOp) -> io::Result<()> {
+        let mut st = self.lock();
+        for fault in st.faults.iter_mut().filter(|f| f.0 == op) {
+            if fault.1 == 0 {
+                return Err(io::Error::new(fault.2, "injected fault"));
+            }
+            fault.1 -= 1;
+        }
+        Ok(())
+    }
+
+    fn wrap(&self, path: &Path, file: Arc<dyn DataFile>, synced: u64) -> Arc<dyn DataFile> {
+        self.lock().synced.insert(path.to_owned(), synced);
+        Arc::new(SimFile {
+            fs: self.clone(),
+            path: path.to_owned(),
+            inner: file,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    fs: SimFs,
+    path: PathBuf,
+    inner: Arc<dyn DataFile>,
+}
+
+impl DataFile for SimFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fs.check(FaultOp::Write)?;
+        self.inner.write_all_at(buf, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.fs.check(FaultOp::Sync)?;
+        if self.fs.skip_sync.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.sync_data()?;
+        let len = self.inner.len()?;
+        self.fs.lock().synced.insert(self.path.clone(), len);
+        self.fs.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)?;
+        let mut st = self.fs.lock();
+        let synced = st.synced.entry(self.path.clone()).or_insert(len);
+        *synced = (*synced).min(len);
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl FileSystem for SimFs {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn DataFile>> {
+        let f = StdFs.create(path)?;
+        Ok(self.wrap(path, f, 0))
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn DataFile>> {
+        let f = StdFs.open(path)?;
+        // What was on disk before this run counts as synced.
+        let len = f.len()?;
+        Ok(self.wrap(path, f, len))
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        StdFs.sync_dir(path)
+    }
+}

@@ -1,0 +1,1168 @@
+//! [`Log`]: one namespace's durable log.
+//!
+//! **Writing.** One writer thread per namespace. Appenders put their events in a queue and
+//! wait; the writer takes everything queued at once, encodes it into one buffer, issues one
+//! `write` and (under `always`) one `fdatasync`, then makes the records visible to readers and
+//! answers every appender of the group. Appends that arrive while a write or sync is in
+//! progress form the next group: that is group commit. The queue is bounded by encoded
+//! bytes ([`LogConfig::queue_bytes`]); past the bound, appenders wait for room.
+//!
+//! **Visibility.** Readers see only records that are durable under the policy: under
+//! `always` after their sync, under `interval` and `never` after their write. The view
+//! readers consult (segments, offsets, the visible end) sits behind a `RwLock` held only for
+//! a few instructions; readers read the files without holding it, so they never block the
+//! writer.
+//!
+//! **Failure.** A failed write or sync fails the appends of its group and turns the namespace
+//! read-only (sync errors are not retried: the page cache may already have dropped the
+//! data). Nothing acknowledged earlier is lost, and no later append can leave a gap.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+
+use super::checkpoint::Checkpoint;
+use super::config::{FsyncPolicy, LogConfig};
+use super::dedup::{DedupEntry, DedupTable};
+use super::index::SegmentIndex;
+use super::io::{DataFile, FileSystem};
+use super::reader::Reader;
+use super::record::{self, Decoded};
+use super::recovery::{self, Repair, TornTail};
+use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
+use super::{
+    EventLog, IdLookup, LogReader, NewEvent, Receipt, Start, StorageError, check_namespace,
+    event_id, now_ns, parse_event_id,
+};
+
+/// How often the writer applies retention when idle.
+const RETENTION_TICK: Duration = Duration::from_secs(1);
+/// Largest batch, in encoded bytes (record offsets within a segment are 32-bit).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Locks a std mutex, ignoring poisoning: every critical section here leaves the data
+/// consistent at each step, and none is held across an await.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Events appended.
+    pub appended: AtomicU64,
+    /// Encoded bytes appended.
+    pub bytes_appended: AtomicU64,
+    /// Write groups (one write, at most one sync each).
+    pub groups: AtomicU64,
+    /// `fdatasync` calls.
+    pub syncs: AtomicU64,
+    /// Total time spent in `fdatasync`, in ns.
+    pub sync_ns: AtomicU64,
+    /// Corrupt records reported to readers.
+    pub corrupt_reads: AtomicU64,
+}
+
+/// Figures of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStats {
+    /// Events held.
+    pub events: u64,
+    /// Bytes on disk (segments).
+    pub bytes: u64,
+    /// Oldest sequence held (the next one when empty).
+    pub first_seq: u64,
+    /// Newest sequence held (0 when nothing was ever appended).
+    pub last_seq: u64,
+    /// Time of the newest event, ns since the epoch (0 when none).
+    pub last_time_ns: u64,
+    /// Segments (sealed plus the active one).
+    pub segments: u64,
+    /// Why the namespace is read-only, if it is.
+    pub read_only: Option<String>,
+    /// Events appended since open.
+    pub appended: u64,
+    /// Write groups since open.
+    pub groups: u64,
+    /// `fdatasync` calls since open.
+    pub syncs: u64,
+    /// Time spent in `fdatasync` since open, ns.
+    pub sync_ns: u64,
+    /// Corrupt records reported to readers since open.
+    pub corrupt_reads: u64,
+}
+
+/// What opening a namespace found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The namespace.
+    pub namespace: String,
+    /// Events held.
+    pub events: u64,
+    /// Oldest sequence held.
+    pub first_seq: u64,
+    /// Newest sequence held.
+    pub last_seq: u64,
+    /// True when the last close was clean.
+    pub clean_shutdown: bool,
+    /// The active segment's file.
+    pub active_segment: PathBuf,
+    /// A torn tail that was cut from the active segment.
+    pub torn: Option<TornTail>,
+    /// Damage that repair cut from the active segment.
+    pub repaired: Option<Repair>,
+}
+
+/// The active segment as readers see it.
+#[derive(Debug)]
+pub(crate) struct ActiveView {
+    pub first_seq: u64,
+    pub path: PathBuf,
+    pub file: Arc<dyn DataFile>,
+    /// Offsets of the visible records.
+    pub offsets: Vec<u32>,
+    /// Times of the visible records.
+    pub times: Vec<u64>,
+    /// End of the visible records.
+    pub len: u64,
+}
+
+/// What readers consult: which segments hold which sequences, and what is visible.
+#[derive(Debug)]
+pub(crate) struct View {
+    pub sealed: VecDeque<Arc<SealedSegment>>,
+    pub active: ActiveView,
+    /// Oldest retained sequence.
+    pub first_seq: u64,
+    /// One past the newest visible sequence.
+    pub next_seq: u64,
+    /// Time of the newest visible event.
+    pub last_time: u64,
+    /// Bytes in sealed segments.
+    pub sealed_bytes: u64,
+    /// Set when the writer has stopped.
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Finish queued appends, sync, write a clean checkpoint.
+    Clean,
+    /// Stop now (drop without close): fail queued appends, write nothing more.
+    Abort,
+}
+
+struct Request {
+    events: Vec<NewEvent>,
+    tx: oneshot::Sender<Result<Vec<Receipt>, StorageError>>,
+    /// Room in the queue, released when the writer is done with the request.
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct Queue {
+    reqs: Vec<Request>,
+    stop: Option<Stop>,
+}
+
+/// State shared by the log handle, its writer and its readers.
+pub(crate) struct Shared {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub incarnation: u32,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    permits: Arc<Semaphore>,
+    permit_cap: usize,
+    pub view: RwLock<View>,
+    /// The newest visible sequence; readers wait on it. Bumped once more at close.
+    pub tail: watch::Sender<u64>,
+    dedup: Mutex<DedupTable>,
+    failure: Mutex<Option<String>>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub(crate) fn read_view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_view(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_only_error(&self) -> Option<StorageError> {
+        lock(&self.failure)
+            .clone()
+            .map(|cause| StorageError::ReadOnly {
+                namespace: self.name.clone(),
+                cause,
+            })
+    }
+}
+
+/// One namespace's log. Dropping it without [`Log::close`] stops the writer as a crash
+/// would (queued appends fail, no clean checkpoint is written).
+pub struct Log {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("namespace", &self.shared.name)
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log of namespace `name` in directory `dir`, recovering
+    /// the active segment. Reads no sealed segment after a clean close.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        config: LogConfig,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<(Log, OpenReport), StorageError> {
+        config.validate()?;
+        check_namespace(name)?;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
+        let (mut logs, idxs) = list_dir(dir)?;
+        let first_time = logs.is_empty();
+        if first_time {
+            let inc = (uuid::Uuid::new_v4().as_u128() >> 96) as u32;
+            let path = dir.join(segment::segment_name(1));
+            create_segment(&*fs, dir, &path, inc, 1)?;
+            logs.insert(1, path);
+        }
+        let (&active_first, active_path) = logs.last_key_value().expect("at least one segment");
+        let active_path = active_path.clone();
+        for (first, idx) in &idxs {
+            // An index without its segment is left over from retention; one beside the
+            // active segment from a seal that did not finish. Both are rewritten if needed.
+            if !logs.contains_key(first) || *first == active_first {
+                let _ = std::fs::remove_file(idx);
+            }
+        }
+        let checkpoint = match Checkpoint::read(dir) {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::warn!(namespace = name, reason, "ignoring damaged checkpoint");
+                None
+            }
+        };
+
+        let file = fs
+            .open(&active_path)
+            .map_err(|e| StorageError::io("open", &active_path, e))?;
+        let mut scan = recovery::scan_active(&active_path, &file, active_first, config.repair)?;
+        let incarnation = match scan.incarnation {
+            Some(inc) => inc,
+            None => {
+                // The active segment's header was torn: rewrite it.
+                let inc = previous_incarnation(&logs, active_first, checkpoint.as_ref());
+                let h = segment::encode_header(inc, active_first);
+                file.write_all_at(&h, 0)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| StorageError::io("write", &active_path, e))?;
+                scan.end = SEGMENT_HEADER_BYTES as u64;
+                inc
+            }
+        };
+
+        let mut sealed = VecDeque::new();
+        let mut sealed_bytes = 0;
+        let firsts: Vec<u64> = logs.keys().copied().collect();
+        for pair in firsts.windows(2) {
+            let (first, next) = (pair[0], pair[1]);
+            let path = &logs[&first];
+            if next <= first {
+                return Err(StorageError::corrupt(
+                    path,
+                    0,
+                    first,
+                    "empty sealed segment",
+                ));
+            }
+            let bytes = std::fs::metadata(path)
+                .map_err(|e| StorageError::io("stat", path, e))?
+                .len();
+            sealed_bytes += bytes;
+            sealed.push_back(Arc::new(SealedSegment::new(
+                path.clone(),
+                first,
+                next - 1,
+                bytes,
+            )));
+        }
+        let first_seq = sealed.front().map_or(active_first, |s| s.first_seq);
+        let next_seq = active_first + scan.offsets.len() as u64;
+
+        let ck = checkpoint.filter(|c| c.incarnation == incarnation);
+        let mut last_time = scan.times.last().copied().unwrap_or(0);
+        if last_time == 0 {
+            last_time = match &ck {
+                Some(c) if c.last_seq + 1 == next_seq => c.last_time,
+                _ => last_sealed_time(&sealed).unwrap_or(0),
+            };
+        }
+
+        let mut dedup = DedupTable::new(config.dedup_window, config.dedup_max_entries);
+        let covered = ck.as_ref().map_or(0, |c| c.last_seq);
+        if let Some(c) = &ck {
+            for (id, e) in c.dedup.iter().filter(|(_, e)| e.sequence < next_seq) {
+                dedup.insert(id, *e);
+            }
+        }
+        for seg in sealed.iter().filter(|s| s.last_seq > covered) {
+            // Sealed after the checkpoint (a seal interrupted by a crash): rare and short.
+            for (id, sequence, time_ns) in sealed_msg_ids(seg)? {
+                dedup.insert(&id, DedupEntry { sequence, time_ns });
+            }
+        }
+        for (id, sequence, time_ns) in &scan.msg_ids {
+            dedup.insert(
+                id,
+                DedupEntry {
+                    sequence: *sequence,
+                    time_ns: *time_ns,
+                },
+            );
+        }
+        let clean_shutdown = ck
+            .as_ref()
+            .is_some_and(|c| c.clean && c.last_seq + 1 == next_seq);
+        // From now on a crash must not look clean.
+        Checkpoint::write(
+            dir,
+            false,
+            incarnation,
+            next_seq - 1,
+            last_time,
+            dedup.entries(),
+        )
+        .map_err(|e| StorageError::io("write checkpoint", dir, e))?;
+
+        let report = OpenReport {
+            namespace: name.to_owned(),
+            events: next_seq - first_seq,
+            first_seq,
+            last_seq: next_seq - 1,
+            clean_shutdown: clean_shutdown || first_time,
+            active_segment: active_path.clone(),
+            torn: scan.torn.clone(),
+            repaired: scan.repaired.clone(),
+        };
+        let permit_cap = config.queue_bytes.min(u32::MAX as usize);
+        let active_len = scan.end;
+        let active_count = scan.offsets.len() as u64;
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            incarnation,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            permits: Arc::new(Semaphore::new(permit_cap)),
+            permit_cap,
+            view: RwLock::new(View {
+                sealed,
+                active: ActiveView {
+                    first_seq: active_first,
+                    path: active_path.clone(),
+                    file: file.clone(),
+                    offsets: scan.offsets,
+                    times: scan.times,
+                    len: active_len,
+                },
+                first_seq,
+                next_seq,
+                last_time,
+                sealed_bytes,
+                closed: false,
+            }),
+            tail: watch::Sender::new(next_seq - 1),
+            dedup: Mutex::new(dedup),
+            failure: Mutex::new(None),
+            metrics: Metrics::default(),
+            config,
+        });
+        let writer = Writer {
+            shared: shared.clone(),
+            fs,
+            file,
+            path: active_path,
+            active_first,
+            active_count,
+            write_pos: active_len,
+            next_seq,
+            last_time,
+            buf: Vec::new(),
+            offsets: Vec::new(),
+            times: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now(),
+            last_retention: Instant::now(),
+            failed: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("bus-log-{name}"))
+            .spawn(move || writer.run())
+            .map_err(|e| StorageError::io("spawn writer for", dir, e))?;
+        Ok((
+            Log {
+                shared,
+                writer: Mutex::new(Some(handle)),
+            },
+            report,
+        ))
+    }
+
+    /// Finishes queued appends, syncs, writes a clean checkpoint and stops the writer.
+    /// Appends after this fail with [`StorageError::Closed`].
+    pub async fn close(&self) {
+        let handle = lock(&self.writer).take();
+        if let Some(h) = handle {
+            self.stop(Stop::Clean);
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    /// Stops the writer at once, as a crash would: queued appends fail, no clean checkpoint
+    /// is written, later appends fail with [`StorageError::Closed`]. Dropping the log does
+    /// the same; this is for when others still hold it (tests simulating a crash).
+    pub fn halt(&self) {
+        if let Some(h) = lock(&self.writer).take() {
+            self.stop(Stop::Abort);
+            let _ = h.join();
+        }
+    }
+
+    fn stop(&self, how: Stop) {
+        lock(&self.shared.queue).stop.get_or_insert(how);
+        self.shared.wake.notify_all();
+        self.shared.permits.close();
+    }
+
+    /// The namespace's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The namespace's settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
+    /// Deletes the sealed segments that hold only sequences below `floor` (used by the state
+    /// store once a snapshot has superseded them). Returns the events deleted.
+    pub fn delete_before(&self, floor: u64) -> Result<u64, StorageError> {
+        remove_oldest(&self.shared, floor)
+    }
+
+    /// A reader positioned at `start` (the concrete type behind [`EventLog::reader`]).
+    pub fn open_reader(&self, start: Start) -> Result<Reader, StorageError> {
+        Reader::new(self.shared.clone(), start)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl EventLog for Log {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn append(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'static, Result<Vec<Receipt>, StorageError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if events.is_empty() {
+                return Err(StorageError::InvalidEvent("empty batch".into()));
+            }
+            let id_len = shared.name.len() + 30;
+            let mut bytes = 0usize;
+            for e in &events {
+                if e.payload.len() > shared.config.max_payload_bytes {
+                    return Err(StorageError::PayloadTooLarge {
+                        size: e.payload.len(),
+                        limit: shared.config.max_payload_bytes,
+                    });
+                }
+                record::check_limits(e).map_err(StorageError::InvalidEvent)?;
+                bytes += record::encoded_len(e, id_len);
+            }
+            if bytes > MAX_BATCH_BYTES {
+                return Err(StorageError::InvalidEvent(format!(
+                    "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
+                )));
+            }
+            if let Some(e) = shared.read_only_error() {
+                return Err(e);
+            }
+            let want = bytes.min(shared.permit_cap) as u32;
+            let permit = shared
+                .permits
+                .clone()
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| StorageError::Closed)?;
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut q = lock(&shared.queue);
+                if q.stop.is_some() {
+                    return Err(StorageError::Closed);
+                }
+                q.reqs.push(Request {
+                    events,
+                    tx,
+                    _permit: permit,
+                });
+            }
+            shared.wake.notify_one();
+            rx.await.map_err(|_| StorageError::Closed)?
+        })
+    }
+
+    fn reader(&self, start: Start) -> Result<Box<dyn LogReader>, StorageError> {
+        Ok(Box::new(self.open_reader(start)?))
+    }
+
+    fn lookup_id(&self, id: &str) -> IdLookup {
+        lookup_id(&self.shared, id)
+    }
+
+    fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt> {
+        let entry = lock(&self.shared.dedup).get(msg_id, now_ns())?;
+        Some(Receipt {
+            id: event_id(&self.shared.name, entry.sequence, self.shared.incarnation),
+            namespace: self.shared.name.clone(),
+            sequence: entry.sequence,
+            time_ns: entry.time_ns,
+            duplicate: true,
+        })
+    }
+
+    fn apply_retention(&self) -> Result<u64, StorageError> {
+        apply_retention(&self.shared)
+    }
+
+    fn stats(&self) -> LogStats {
+        let s = &self.shared;
+        let v = s.read_view();
+        let m = &s.metrics;
+        LogStats {
+            events: v.next_seq - v.first_seq,
+            bytes: v.sealed_bytes + v.active.len,
+            first_seq: v.first_seq,
+            last_seq: v.next_seq - 1,
+            last_time_ns: v.last_time,
+            segments: v.sealed.len() as u64 + 1,
+            read_only: lock(&s.failure).clone(),
+            appended: m.appended.load(Ordering::Relaxed),
+            groups: m.groups.load(Ordering::Relaxed),
+            syncs: m.syncs.load(Ordering::Relaxed),
+            sync_ns: m.sync_ns.load(Ordering::Relaxed),
+            corrupt_reads: m.corrupt_reads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Resolves an event id against a log's view.
+pub(crate) fn lookup_id(shared: &Shared, id: &str) -> IdLookup {
+    let Some((ns, sequence, inc)) = parse_event_id(id) else {
+        return IdLookup::Unknown;
+    };
+    if ns != shared.name || inc != shared.incarnation || sequence == 0 {
+        return IdLookup::Unknown;
+    }
+    let v = shared.read_view();
+    if sequence >= v.next_seq {
+        IdLookup::Unknown
+    } else if sequence < v.first_seq {
+        IdLookup::Deleted {
+            sequence,
+            first_available: v.first_seq,
+        }
+    } else {
+        IdLookup::Found(sequence)
+    }
+}
+
+/// Deletes whole sealed segments, oldest first, as the retention settings ask. Returns the
+/// events deleted.
+pub(crate) fn apply_retention(shared: &Shared) -> Result<u64, StorageError> {
+    let r = shared.config.retention;
+    if r.max_age.is_none() && r.max_bytes.is_none() && r.max_events.is_none() {
+        return Ok(0);
+    }
+    remove_oldest(shared, 0)
+}
+
+/// Deletes sealed segments, oldest first, while retention asks for it or while the segment
+/// holds only sequences below `floor`.
+fn remove_oldest(shared: &Shared, floor: u64) -> Result<u64, StorageError> {
+    let r = shared.config.retention;
+    let now = now_ns();
+    let mut removed = Vec::new();
+    loop {
+        let Some(oldest) = shared.read_view().sealed.front().cloned() else {
+            break;
+        };
+        // The age check needs the segment's newest time: load it without holding the view.
+        let too_old = match r.max_age {
+            Some(age) => match segment_last_time(&oldest) {
+                Ok(t) => now.saturating_sub(t) > age.as_nanos().min(u64::MAX as u128) as u64,
+                Err(e) => {
+                    tracing::warn!(namespace = %shared.name, error = %e, "retention: cannot read segment age");
+                    false
+                }
+            },
+            None => false,
+        };
+        let mut v = shared.write_view();
+        if !v.sealed.front().is_some_and(|f| Arc::ptr_eq(f, &oldest)) {
+            continue;
+        }
+        let total_bytes = v.sealed_bytes + v.active.len;
+        let total_events = v.next_seq - v.first_seq;
+        let by_bytes = r.max_bytes.is_some_and(|m| total_bytes - oldest.bytes >= m);
+        let by_events = r
+            .max_events
+            .is_some_and(|m| total_events - oldest.events() >= m);
+        let below_floor = oldest.last_seq < floor;
+        if !(too_old || by_bytes || by_events || below_floor) {
+            break;
+        }
+        v.sealed.pop_front();
+        v.sealed_bytes -= oldest.bytes;
+        v.first_seq = oldest.last_seq + 1;
+        drop(v);
+        removed.push(oldest);
+    }
+    let mut events = 0;
+    for seg in &removed {
+        events += seg.events();
+        for path in [seg.path.clone(), seg.index_path()] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(StorageError::io("delete", path, e));
+            }
+        }
+        tracing::info!(namespace = %shared.name, segment = %seg.path.display(), events = seg.events(), "retention deleted segment");
+    }
+    if !removed.is_empty() {
+        let _ = std::fs::File::open(&shared.dir).and_then(|d| d.sync_all());
+    }
+    Ok(events)
+}
+
+/// The time of a sealed segment's newest event.
+pub(crate) fn segment_last_time(seg: &SealedSegment) -> Result<u64, StorageError> {
+    let l = seg.load()?;
+    let off = l.index.offset(l.index.len() - 1);
+    record::peek_time(&l.data[off..]).ok_or_else(|| {
+        StorageError::corrupt(&seg.path, off as u64, seg.last_seq, "truncated record")
+    })
+}
+
+fn last_sealed_time(sealed: &VecDeque<Arc<SealedSegment>>) -> Option<u64> {
+    segment_last_time(sealed.back()?).ok()
+}
+
+fn sealed_msg_ids(seg: &SealedSegment) -> Result<Vec<(String, u64, u64)>, StorageError> {
+    let l = seg.load()?;
+    let mut out = Vec::new();
+    for i in 0..l.index.len() {
+        let off = l.index.offset(i);
+        match record::decode(&l.data[off..]) {
+            Decoded::Record(r, _) => {
+                if let Some(m) = r.msg_id {
+                    out.push((m.to_owned(), r.sequence, r.time_ns));
+                }
+            }
+            _ => {
+                let seq = seg.first_seq + i as u64;
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    off as u64,
+                    seq,
+                    "damaged record",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The incarnation to give an active segment whose header was torn.
+fn previous_incarnation(
+    logs: &BTreeMap<u64, PathBuf>,
+    active: u64,
+    ck: Option<&Checkpoint>,
+) -> u32 {
+    let prev = logs.range(..active).next_back().and_then(|(first, path)| {
+        let mut h = [0u8; SEGMENT_HEADER_BYTES];
+        let f = std::fs::File::open(path).ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 0).ok()?;
+        segment::decode_header(&h, *first).ok()
+    });
+    prev.or(ck.map(|c| c.incarnation))
+        .unwrap_or_else(|| (uuid::Uuid::new_v4().as_u128() >> 96) as u32)
+}
+
+type Listing = (BTreeMap<u64, PathBuf>, Vec<(u64, PathBuf)>);
+
+/// Segments and index files of a namespace directory; removes leftover temporary files.
+fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
+    let mut logs = BTreeMap::new();
+    let mut idxs = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("tmp.") {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        match segment::parse_name(name) {
+            Some((first, false)) => {
+                logs.insert(first, entry.path());
+            }
+            Some((first, true)) => idxs.push((first, entry.path())),
+            None => {}
+        }
+    }
+    Ok((logs, idxs))
+}
+
+/// Creates a segment file with its header, durably (file and directory entry).
+fn create_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    path: &Path,
+    incarnation: u32,
+    first: u64,
+) -> Result<Arc<dyn DataFile>, StorageError> {
+    let file = fs
+        .create(path)
+        .map_err(|e| StorageError::io("create", path, e))?;
+    file.write_all_at(&segment::encode_header(incarnation, first), 0)
+        .map_err(|e| StorageError::io("write", path, e))?;
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| StorageError::io("fsync", dir, e))?;
+    Ok(file)
+}
+
+/// How one event of a request is answered.
+enum Slot {
+    /// Written: the receipt is filled in when the event is encoded.
+    Write(Option<Receipt>),
+    /// A dedup id seen within the window.
+    Duplicate(Receipt),
+    /// The same dedup id as an earlier event of the same request.
+    SameAs(usize),
+}
+
+/// A request whose events are encoded and that waits for its group's write.
+struct Done {
+    tx: oneshot::Sender<Result<Vec<Receipt>, StorageError>>,
+    slots: Vec<Slot>,
+}
+
+/// The writer thread's own state.
+struct Writer {
+    shared: Arc<Shared>,
+    fs: Arc<dyn FileSystem>,
+    file: Arc<dyn DataFile>,
+    path: PathBuf,
+    active_first: u64,
+    /// Records in the active segment, written and visible.
+    active_count: u64,
+    /// End of what was written to the active segment.
+    write_pos: u64,
+    /// Next sequence to assign.
+    next_seq: u64,
+    last_time: u64,
+    /// The group being encoded.
+    buf: Vec<u8>,
+    offsets: Vec<u32>,
+    times: Vec<u64>,
+    /// Written but not yet synced (interval and never policies).
+    unsynced: bool,
+    last_sync: Instant,
+    last_retention: Instant,
+    failed: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let stop = loop {
+            let (reqs, stop) = {
+                let mut q = lock(&self.shared.queue);
+                while q.reqs.is_empty() && q.stop.is_none() {
+                    let timeout = self.next_timer_in();
+                    let (g, res) = self
+                        .shared
+                        .wake
+                        .wait_timeout(q, timeout)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = g;
+                    if res.timed_out() {
+                        break;
+                    }
+                }
+                (std::mem::take(&mut q.reqs), q.stop)
+            };
+            if stop == Some(Stop::Abort) {
+                for r in reqs {
+                    let _ = r.tx.send(Err(StorageError::Closed));
+                }
+                break Stop::Abort;
+            }
+            if !reqs.is_empty() {
+                self.process(reqs);
+            }
+            self.on_timers();
+            if let Some(stop) = stop {
+                break stop;
+            }
+        };
+        if stop == Stop::Clean && !self.failed {
+            self.close_cleanly();
+        }
+        self.shared.write_view().closed = true;
+        self.shared.tail.send_modify(|_| {});
+    }
+
+    fn next_timer_in(&self) -> Duration {
+        let mut t = RETENTION_TICK.saturating_sub(self.last_retention.elapsed());
+        if let (true, FsyncPolicy::Interval(every)) = (self.unsynced, self.shared.config.fsync) {
+            t = t.min(every.saturating_sub(self.last_sync.elapsed()));
+        }
+        t.max(Duration::from_micros(100))
+    }
+
+    fn on_timers(&mut self) {
+        if let (true, FsyncPolicy::Interval(every)) = (self.unsynced, self.shared.config.fsync)
+            && self.last_sync.elapsed() >= every
+            && !self.failed
+            && let Err(e) = self.sync()
+        {
+            self.fail(e, &mut Vec::new(), &mut Vec::new());
+        }
+        if self.last_retention.elapsed() >= RETENTION_TICK {
+            self.last_retention = Instant::now();
+            if let Err(e) = apply_retention(&self.shared) {
+                tracing::warn!(namespace = %self.shared.name, error = %e, "retention failed");
+            }
+        }
+    }
+
+    fn process(&mut self, reqs: Vec<Request>) {
+        let now = now_ns();
+        let mut done: Vec<Done> = Vec::with_capacity(reqs.len());
+        let mut inserted: Vec<String> = Vec::new();
+        let id_len = self.shared.name.len() + 30;
+        for req in reqs {
+            if self.failed {
+                let err = self
+                    .shared
+                    .read_only_error()
+                    .unwrap_or(StorageError::Closed);
+                let _ = req.tx.send(Err(err));
+                continue;
+            }
+            // Which events are duplicates, and how many bytes the others need.
+            let mut slots = Vec::with_capacity(req.events.len());
+            let mut bytes = 0;
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            {
+                let dedup = lock(&self.shared.dedup);
+                for (i, e) in req.events.iter().enumerate() {
+                    if let Some(m) = e.msg_id.as_deref() {
+                        if let Some(d) = dedup.get(m, now) {
+                            slots.push(Slot::Duplicate(self.receipt(d.sequence, d.time_ns, true)));
+                            continue;
+                        }
+                        if let Some(&first) = seen.get(m) {
+                            slots.push(Slot::SameAs(first));
+                            continue;
+                        }
+                        seen.insert(m, i);
+                    }
+                    bytes += record::encoded_len(e, id_len);
+                    slots.push(Slot::Write(None));
+                }
+            }
+            let writes = slots.iter().filter(|s| matches!(s, Slot::Write(_))).count();
+            // A batch never straddles segments: roll first if it would overflow this one.
+            let pending = self.active_count + self.offsets.len() as u64;
+            let end = self.write_pos + (self.buf.len() + bytes) as u64;
+            if writes > 0 && pending > 0 && end > self.shared.config.segment_bytes {
+                self.flush(&mut done, &mut inserted);
+                if !self.failed
+                    && let Err(e) = self.roll()
+                {
+                    self.fail(e, &mut done, &mut inserted);
+                }
+                if self.failed {
+                    let err = self
+                        .shared
+                        .read_only_error()
+                        .unwrap_or(StorageError::Closed);
+                    let _ = req.tx.send(Err(err));
+                    continue;
+                }
+            }
+            let mut left = writes as u32;
+            let mut dedup = lock(&self.shared.dedup);
+            for (e, slot) in req.events.iter().zip(slots.iter_mut()) {
+                let Slot::Write(receipt) = slot else { continue };
+                left -= 1;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let time = now.max(self.last_time);
+                self.last_time = time;
+                let id = event_id(&self.shared.name, seq, self.shared.incarnation);
+                self.offsets
+                    .push((self.write_pos + self.buf.len() as u64) as u32);
+                self.times.push(time);
+                record::encode(&mut self.buf, e, seq, time, left, &id);
+                if let Some(m) = &e.msg_id {
+                    dedup.insert(
+                        m,
+                        DedupEntry {
+                            sequence: seq,
+                            time_ns: time,
+                        },
+                    );
+                    inserted.push(m.clone());
+                }
+                *receipt = Some(Receipt {
+                    id,
+                    namespace: self.shared.name.clone(),
+                    sequence: seq,
+                    time_ns: time,
+                    duplicate: false,
+                });
+            }
+            drop(dedup);
+            done.push(Done { tx: req.tx, slots });
+        }
+        self.flush(&mut done, &mut inserted);
+    }
+
+    fn receipt(&self, sequence: u64, time_ns: u64, duplicate: bool) -> Receipt {
+        Receipt {
+            id: event_id(&self.shared.name, sequence, self.shared.incarnation),
+            namespace: self.shared.name.clone(),
+            sequence,
+            time_ns,
+            duplicate,
+        }
+    }
+
+    /// Writes the encoded group, syncs it under `always`, makes it visible and answers its
+    /// appenders.
+    fn flush(&mut self, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        if self.failed {
+            return;
+        }
+        if !self.buf.is_empty() {
+            if let Err(e) = self.file.write_all_at(&self.buf, self.write_pos) {
+                let err = StorageError::io("write", &self.path, e);
+                return self.fail(err, done, inserted);
+            }
+            self.write_pos += self.buf.len() as u64;
+            self.unsynced = true;
+            if self.shared.config.fsync == FsyncPolicy::Always
+                && let Err(e) = self.sync()
+            {
+                return self.fail(e, done, inserted);
+            }
+            let n = self.offsets.len() as u64;
+            {
+                let mut v = self.shared.write_view();
+                v.active.offsets.extend_from_slice(&self.offsets);
+                v.active.times.extend_from_slice(&self.times);
+                v.active.len = self.write_pos;
+                v.next_seq = self.next_seq;
+                v.last_time = self.last_time;
+            }
+            self.active_count += n;
+            let m = &self.shared.metrics;
+            m.appended.fetch_add(n, Ordering::Relaxed);
+            m.bytes_appended
+                .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+            m.groups.fetch_add(1, Ordering::Relaxed);
+            self.shared.tail.send_replace(self.next_seq - 1);
+            self.buf.clear();
+            self.offsets.clear();
+            self.times.clear();
+        }
+        inserted.clear();
+        for d in done.drain(..) {
+            let _ = d.tx.send(Ok(resolve(d.slots)));
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let t = Instant::now();
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
+        let m = &self.shared.metrics;
+        m.syncs.fetch_add(1, Ordering::Relaxed);
+        m.sync_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Turns the namespace read-only and fails the group being written.
+    fn fail(&mut self, err: StorageError, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        let cause = err.to_string();
+        tracing::error!(namespace = %self.shared.name, error = %cause, "storage failure: namespace is now read-only");
+        *lock(&self.shared.failure) = Some(cause.clone());
+        self.failed = true;
+        {
+            let mut dedup = lock(&self.shared.dedup);
+            for m in inserted.drain(..) {
+                dedup.remove(&m);
+            }
+        }
+        for d in done.drain(..) {
+            let e = match &err {
+                StorageError::DiskFull { path } => StorageError::DiskFull { path: path.clone() },
+                _ => StorageError::ReadOnly {
+                    namespace: self.shared.name.clone(),
+                    cause: cause.clone(),
+                },
+            };
+            let _ = d.tx.send(Err(e));
+        }
+        self.buf.clear();
+        self.offsets.clear();
+        self.times.clear();
+    }
+
+    /// Seals the active segment (synced, indexed) and starts a new one.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        if self.unsynced {
+            self.sync()?;
+        }
+        let offsets = self.shared.read_view().active.offsets.clone();
+        let idx = segment::index_path_for(&self.path);
+        if let Err(e) = SegmentIndex::write(&idx, self.active_first, self.write_pos, &offsets) {
+            // Not fatal: a missing index is rebuilt when the segment is first read.
+            tracing::warn!(index = %idx.display(), error = %e, "could not write segment index");
+        }
+        let dir = self.shared.dir.clone();
+        let new_first = self.next_seq;
+        let new_path = dir.join(segment::segment_name(new_first));
+        let file = create_segment(
+            &*self.fs,
+            &dir,
+            &new_path,
+            self.shared.incarnation,
+            new_first,
+        )?;
+        {
+            let dedup = lock(&self.shared.dedup);
+            Checkpoint::write(
+                &dir,
+                false,
+                self.shared.incarnation,
+                new_first - 1,
+                self.last_time,
+                dedup.entries(),
+            )
+            .map_err(|e| StorageError::io("write checkpoint", &dir, e))?;
+        }
+        {
+            let mut v = self.shared.write_view();
+            let sealed = SealedSegment::new(
+                self.path.clone(),
+                self.active_first,
+                new_first - 1,
+                self.write_pos,
+            );
+            v.sealed.push_back(Arc::new(sealed));
+            v.sealed_bytes += self.write_pos;
+            v.active = ActiveView {
+                first_seq: new_first,
+                path: new_path.clone(),
+                file: file.clone(),
+                offsets: Vec::new(),
+                times: Vec::new(),
+                len: SEGMENT_HEADER_BYTES as u64,
+            };
+        }
+        self.file = file;
+        self.path = new_path;
+        self.active_first = new_first;
+        self.active_count = 0;
+        self.write_pos = SEGMENT_HEADER_BYTES as u64;
+        if let Err(e) = apply_retention(&self.shared) {
+            tracing::warn!(namespace = %self.shared.name, error = %e, "retention failed");
+        }
+        Ok(())
+    }
+
+    fn close_cleanly(&mut self) {
+        if self.unsynced
+            && let Err(e) = self.sync()
+        {
+            tracing::error!(namespace = %self.shared.name, error = %e, "final sync failed");
+            return;
+        }
+        let dedup = lock(&self.shared.dedup);
+        let res = Checkpoint::write(
+            &self.shared.dir,
+            true,
+            self.shared.incarnation,
+            self.next_seq - 1,
+            self.last_time,
+            dedup.entries(),
+        );
+        if let Err(e) = res {
+            tracing::error!(namespace = %self.shared.name, error = %e, "could not write checkpoint");
+        }
+    }
+}
+
+/// The receipts of a request, in event order.
+fn resolve(slots: Vec<Slot>) -> Vec<Receipt> {
+    let mut out: Vec<Receipt> = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let r = match slot {
+            Slot::Write(Some(r)) | Slot::Duplicate(r) => r,
+            Slot::SameAs(i) => Receipt {
+                duplicate: true,
+                ..out[i].clone()
+            },
+            // Every written slot is filled before its group is flushed.
+            Slot::Write(None) => continue,
+        };
+        out.push(r);
+    }
+    out
+}

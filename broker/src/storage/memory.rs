@@ -1,0 +1,383 @@
+//! [`MemoryStorage`]: the storage traits kept in memory, for tests and embedding.
+//!
+//! Same semantics as the disk engine (sequences, ids, dedup window, gaps after retention,
+//! waiting readers) without durability: everything is gone when it is dropped. Retention
+//! here drops single events rather than whole segments. Bounded only by the retention
+//! settings: with none, it grows with what is appended.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use super::dedup::{DedupEntry, DedupTable};
+use super::log::lock;
+use super::{
+    EventLog, IdLookup, LogConfig, LogReader, LogStats, NewEvent, ReadItem, Receipt, Start,
+    StateStore, Storage, StorageError, check_namespace, event_id, now_ns, parse_event_id, record,
+};
+use crate::storage::Event;
+
+#[derive(Debug)]
+struct Inner {
+    events: VecDeque<Event>,
+    first_seq: u64,
+    next_seq: u64,
+    last_time: u64,
+    bytes: u64,
+    dedup: DedupTable,
+    closed: bool,
+}
+
+/// One namespace in memory.
+#[derive(Debug)]
+pub struct MemoryLog {
+    name: String,
+    config: LogConfig,
+    incarnation: u32,
+    inner: Mutex<Inner>,
+    tail: watch::Sender<u64>,
+}
+
+impl MemoryLog {
+    /// An empty log.
+    pub fn new(name: &str, config: LogConfig) -> Self {
+        MemoryLog {
+            name: name.to_owned(),
+            incarnation: (uuid::Uuid::new_v4().as_u128() >> 96) as u32,
+            inner: Mutex::new(Inner {
+                events: VecDeque::new(),
+                first_seq: 1,
+                next_seq: 1,
+                last_time: 0,
+                bytes: 0,
+                dedup: DedupTable::new(config.dedup_window, config.dedup_max_entries),
+                closed: false,
+            }),
+            tail: watch::Sender::new(0),
+            config,
+        }
+    }
+
+    fn receipt(&self, sequence: u64, time_ns: u64, duplicate: bool) -> Receipt {
+        Receipt {
+            id: event_id(&self.name, sequence, self.incarnation),
+            namespace: self.name.clone(),
+            sequence,
+            time_ns,
+            duplicate,
+        }
+    }
+
+    fn append_now(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>, StorageError> {
+        if events.is_empty() {
+            return Err(StorageError::InvalidEvent("empty batch".into()));
+        }
+        for e in &events {
+            if e.payload.len() > self.config.max_payload_bytes {
+                let limit = self.config.max_payload_bytes;
+                return Err(StorageError::PayloadTooLarge {
+                    size: e.payload.len(),
+                    limit,
+                });
+            }
+            record::check_limits(e).map_err(StorageError::InvalidEvent)?;
+        }
+        let now = now_ns();
+        let mut g = lock(&self.inner);
+        if g.closed {
+            return Err(StorageError::Closed);
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if let Some(m) = e.msg_id.as_deref()
+                && let Some(d) = g.dedup.get(m, now)
+            {
+                out.push(self.receipt(d.sequence, d.time_ns, true));
+                continue;
+            }
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            let time = now.max(g.last_time);
+            g.last_time = time;
+            if let Some(m) = e.msg_id.as_deref() {
+                g.dedup.insert(
+                    m,
+                    DedupEntry {
+                        sequence: seq,
+                        time_ns: time,
+                    },
+                );
+            }
+            let id = event_id(&self.name, seq, self.incarnation);
+            g.bytes += record::encoded_len(&e, id.len()) as u64;
+            g.events.push_back(Event {
+                sequence: seq,
+                id,
+                subject: e.subject,
+                time_ns: time,
+                headers: e.headers,
+                reply_to: e.reply_to,
+                msg_id: e.msg_id,
+                content_type: e.content_type,
+                payload: e.payload,
+            });
+            out.push(self.receipt(seq, time, false));
+        }
+        self.retain(&mut g, now);
+        let last = g.next_seq - 1;
+        drop(g);
+        self.tail.send_replace(last);
+        Ok(out)
+    }
+
+    fn retain(&self, g: &mut Inner, now: u64) -> u64 {
+        let r = self.config.retention;
+        let mut dropped = 0;
+        while let Some(front) = g.events.front() {
+            let size = record::encoded_len_of(front) as u64;
+            let old = r
+                .max_age
+                .is_some_and(|a| now.saturating_sub(front.time_ns) > a.as_nanos() as u64);
+            let bytes = r.max_bytes.is_some_and(|m| g.bytes - size >= m);
+            let count = r.max_events.is_some_and(|m| g.events.len() as u64 > m);
+            if !(old || bytes || count) {
+                break;
+            }
+            g.events.pop_front();
+            g.bytes -= size;
+            g.first_seq += 1;
+            dropped += 1;
+        }
+        dropped
+    }
+
+    fn close(&self) {
+        lock(&self.inner).closed = true;
+        self.tail.send_modify(|_| {});
+    }
+}
+
+/// Implemented on the `Arc` so that readers can hold their log.
+impl EventLog for Arc<MemoryLog> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn append(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'static, Result<Vec<Receipt>, StorageError>> {
+        let res = self.append_now(events);
+        Box::pin(async move { res })
+    }
+
+    fn reader(&self, start: Start) -> Result<Box<dyn LogReader>, StorageError> {
+        let next = {
+            let g = lock(&self.inner);
+            match start {
+                Start::Oldest => g.first_seq,
+                Start::Newest => g.next_seq,
+                Start::Sequence(s) => s.max(1),
+                Start::Time(t) => {
+                    let i = g.events.partition_point(|e| e.time_ns < t);
+                    g.first_seq + i as u64
+                }
+                Start::AfterId(id) => {
+                    drop(g);
+                    match self.lookup_id(&id) {
+                        IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => s + 1,
+                        IdLookup::Unknown => return Err(StorageError::UnknownEvent(id)),
+                    }
+                }
+            }
+        };
+        Ok(Box::new(MemoryReader {
+            log: self.clone(),
+            next,
+            tail: self.tail.subscribe(),
+        }))
+    }
+
+    fn lookup_id(&self, id: &str) -> IdLookup {
+        let Some((ns, sequence, inc)) = parse_event_id(id) else {
+            return IdLookup::Unknown;
+        };
+        let g = lock(&self.inner);
+        if ns != self.name || inc != self.incarnation || sequence == 0 || sequence >= g.next_seq {
+            IdLookup::Unknown
+        } else if sequence < g.first_seq {
+            IdLookup::Deleted {
+                sequence,
+                first_available: g.first_seq,
+            }
+        } else {
+            IdLookup::Found(sequence)
+        }
+    }
+
+    fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt> {
+        let d = lock(&self.inner).dedup.get(msg_id, now_ns())?;
+        Some(self.receipt(d.sequence, d.time_ns, true))
+    }
+
+    fn apply_retention(&self) -> Result<u64, StorageError> {
+        let mut g = lock(&self.inner);
+        Ok(self.retain(&mut g, now_ns()))
+    }
+
+    fn stats(&self) -> LogStats {
+        let g = lock(&self.inner);
+        LogStats {
+            events: g.next_seq - g.first_seq,
+            bytes: g.bytes,
+            first_seq: g.first_seq,
+            last_seq: g.next_seq - 1,
+            last_time_ns: g.last_time,
+            segments: 0,
+            read_only: None,
+            appended: g.next_seq - 1,
+            groups: 0,
+            syncs: 0,
+            sync_ns: 0,
+            corrupt_reads: 0,
+        }
+    }
+}
+
+struct MemoryReader {
+    log: Arc<MemoryLog>,
+    next: u64,
+    tail: watch::Receiver<u64>,
+}
+
+impl LogReader for MemoryReader {
+    fn try_next(&mut self) -> Result<Option<ReadItem>, StorageError> {
+        let g = lock(&self.log.inner);
+        if self.next < g.first_seq {
+            let gap = ReadItem::Gap {
+                missed_from: self.next,
+                resume_at: g.first_seq,
+            };
+            self.next = g.first_seq;
+            return Ok(Some(gap));
+        }
+        let i = (self.next - g.first_seq) as usize;
+        Ok(g.events.get(i).map(|e| {
+            self.next += 1;
+            ReadItem::Event(e.clone())
+        }))
+    }
+
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<ReadItem>, StorageError>> {
+        Box::pin(async move {
+            loop {
+                self.tail.borrow_and_update();
+                if let Some(item) = self.try_next()? {
+                    return Ok(Some(item));
+                }
+                if lock(&self.log.inner).closed || self.tail.changed().await.is_err() {
+                    return Ok(None);
+                }
+            }
+        })
+    }
+
+    fn position(&self) -> u64 {
+        self.next
+    }
+}
+
+/// Key-value state in memory.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    map: Mutex<BTreeMap<String, Bytes>>,
+}
+
+impl StateStore for MemoryState {
+    fn get(&self, key: &str) -> Option<Bytes> {
+        lock(&self.map).get(key).cloned()
+    }
+    fn list(&self, prefix: &str) -> Vec<(String, Bytes)> {
+        lock(&self.map)
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+    fn put(&self, key: &str, value: Bytes) -> BoxFuture<'static, Result<(), StorageError>> {
+        lock(&self.map).insert(key.to_owned(), value);
+        Box::pin(async { Ok(()) })
+    }
+    fn delete(&self, key: &str) -> BoxFuture<'static, Result<(), StorageError>> {
+        lock(&self.map).remove(key);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The in-memory storage engine.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    defaults: LogConfig,
+    overrides: HashMap<String, LogConfig>,
+    logs: RwLock<BTreeMap<String, Arc<MemoryLog>>>,
+    state: Arc<MemoryState>,
+}
+
+impl MemoryStorage {
+    /// An empty storage whose namespaces use `defaults`, or their entry in `overrides`.
+    pub fn new(defaults: LogConfig, overrides: HashMap<String, LogConfig>) -> Self {
+        MemoryStorage {
+            defaults,
+            overrides,
+            ..MemoryStorage::default()
+        }
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn namespace(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<Arc<dyn EventLog>>, StorageError> {
+        check_namespace(name)?;
+        let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = logs.get(name) {
+            return Ok(Some(Arc::new(l.clone())));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let config = self
+            .overrides
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone());
+        let log = Arc::new(MemoryLog::new(name, config));
+        logs.insert(name.to_owned(), log.clone());
+        Ok(Some(Arc::new(log)))
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn state(&self) -> Arc<dyn StateStore> {
+        self.state.clone()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        for log in self.logs.read().unwrap_or_else(|e| e.into_inner()).values() {
+            log.close();
+        }
+        Box::pin(async { Ok(()) })
+    }
+}

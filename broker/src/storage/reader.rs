@@ -1,0 +1,299 @@
+//! [`Reader`]: a cursor that reads a namespace's log forward from a position.
+//!
+//! Sealed segments are read straight from their memory map (payloads are zero-copy slices
+//! of it); the active segment is read with positioned reads in chunks of up to
+//! [`CHUNK_BYTES`], never past the visible end. Every record's checksum is verified on every
+//! read: damage reaches the reader as [`StorageError::Corrupt`] naming file, offset and
+//! sequence, and the reader stays where it was. A reader whose position was deleted by
+//! retention gets a [`ReadItem::Gap`] saying from where it resumes. A reader at the end
+//! waits on the writer's notification, without polling. Its memory does not grow with its
+//! lag: it holds at most one chunk (or one map).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use super::log::{Shared, lookup_id, segment_last_time};
+use super::record::{self, Decoded};
+use super::{IdLookup, LogReader, ReadItem, Start, StorageError};
+
+/// Most bytes a reader reads from the active segment at once (a larger record is read whole).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Bytes being decoded: a sealed segment's map, or a chunk of the active segment.
+struct Chunk {
+    bytes: Bytes,
+    /// Position of the next record in `bytes`.
+    pos: usize,
+    /// End of the records in `bytes`.
+    end: usize,
+    /// Offset of `bytes[0]` in the file (for error reports).
+    file_offset: u64,
+    /// A chunk of the active segment, which may end inside a record.
+    partial: bool,
+    path: PathBuf,
+}
+
+/// Reads one namespace's log forward.
+pub struct Reader {
+    shared: Arc<Shared>,
+    next: u64,
+    tail: watch::Receiver<u64>,
+    chunk: Option<Chunk>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("namespace", &self.shared.name)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl Reader {
+    pub(crate) fn new(shared: Arc<Shared>, start: Start) -> Result<Reader, StorageError> {
+        let tail = shared.tail.subscribe();
+        let next = match start {
+            Start::Oldest => shared.read_view().first_seq,
+            Start::Newest => shared.read_view().next_seq,
+            Start::Sequence(s) => s.max(1),
+            Start::AfterId(id) => match lookup_id(&shared, &id) {
+                IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => s + 1,
+                IdLookup::Unknown => return Err(StorageError::UnknownEvent(id)),
+            },
+            Start::Time(t) => seek_time(&shared, t)?,
+        };
+        Ok(Reader {
+            shared,
+            next,
+            tail,
+            chunk: None,
+        })
+    }
+
+    /// Decodes the next record of the current chunk, if it holds one.
+    fn decode_chunk(&mut self) -> Result<Option<ReadItem>, StorageError> {
+        let Some(c) = &mut self.chunk else {
+            return Ok(None);
+        };
+        if c.pos >= c.end {
+            self.chunk = None;
+            return Ok(None);
+        }
+        match record::decode(&c.bytes[c.pos..c.end]) {
+            Decoded::Record(r, n) if r.sequence == self.next => {
+                let event = r.to_event(c.bytes.slice_ref(r.payload));
+                c.pos += n;
+                self.next += 1;
+                Ok(Some(ReadItem::Event(event)))
+            }
+            // A chunk of the active segment cut a record short: read again from it.
+            Decoded::Incomplete if c.partial && c.pos > 0 => {
+                self.chunk = None;
+                Ok(None)
+            }
+            other => {
+                let reason = match other {
+                    Decoded::Invalid(r) => r,
+                    Decoded::Incomplete => "segment ends inside a record",
+                    Decoded::Record(..) => "sequence out of order",
+                };
+                let offset = c.file_offset + c.pos as u64;
+                let path = c.path.clone();
+                self.chunk = None;
+                self.shared
+                    .metrics
+                    .corrupt_reads
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::corrupt(path, offset, self.next, reason))
+            }
+        }
+    }
+
+    /// Positions a chunk at `self.next`, or says why not: a gap, or nothing visible yet.
+    fn refill(&mut self) -> Result<Option<ReadItem>, StorageError> {
+        enum Source {
+            Sealed(Arc<super::segment::SealedSegment>),
+            Active {
+                file: Arc<dyn super::io::DataFile>,
+                path: PathBuf,
+                offset: u64,
+                end: u64,
+            },
+        }
+        let source = {
+            let v = self.shared.read_view();
+            if self.next < v.first_seq {
+                let gap = ReadItem::Gap {
+                    missed_from: self.next,
+                    resume_at: v.first_seq,
+                };
+                self.next = v.first_seq;
+                return Ok(Some(gap));
+            }
+            if self.next >= v.next_seq {
+                return Ok(None);
+            }
+            if self.next >= v.active.first_seq {
+                let i = (self.next - v.active.first_seq) as usize;
+                Source::Active {
+                    file: v.active.file.clone(),
+                    path: v.active.path.clone(),
+                    offset: u64::from(v.active.offsets[i]),
+                    end: v.active.len,
+                }
+            } else {
+                // Sealed segments are in order: binary search the one holding `next`.
+                let i = v.sealed.partition_point(|s| s.last_seq < self.next);
+                Source::Sealed(v.sealed[i].clone())
+            }
+        };
+        match source {
+            Source::Sealed(seg) => {
+                let loaded = seg.load()?;
+                let i = (self.next - seg.first_seq) as usize;
+                let pos = loaded.index.offset(i);
+                let end = loaded.index.end_offset() as usize;
+                self.chunk = Some(Chunk {
+                    bytes: loaded.data.clone(),
+                    pos,
+                    end: end.min(loaded.data.len()),
+                    file_offset: 0,
+                    partial: false,
+                    path: seg.path.clone(),
+                });
+            }
+            Source::Active {
+                file,
+                path,
+                offset,
+                end,
+            } => {
+                let avail = (end - offset) as usize;
+                let mut want = avail.min(CHUNK_BYTES);
+                let mut buf = read_exact(&*file, &path, offset, want)?;
+                // A record larger than the chunk: read it whole (its length is checked
+                // against the visible bytes, so it cannot ask for more than exists).
+                if let Some(n) = record::claimed_len(&buf)
+                    && n > want
+                    && n <= avail
+                {
+                    want = n;
+                    buf = read_exact(&*file, &path, offset, want)?;
+                }
+                let len = buf.len();
+                let partial = len < avail;
+                self.chunk = Some(Chunk {
+                    bytes: Bytes::from(buf),
+                    pos: 0,
+                    end: len,
+                    file_offset: offset,
+                    partial,
+                    path,
+                });
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn read_exact(
+    file: &dyn super::io::DataFile,
+    path: &PathBuf,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>, StorageError> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = file
+            .read_at(&mut buf[got..], offset + got as u64)
+            .map_err(|e| StorageError::io("read", path, e))?;
+        if n == 0 {
+            return Err(StorageError::corrupt(
+                path,
+                offset + got as u64,
+                0,
+                "segment shorter than its visible end",
+            ));
+        }
+        got += n;
+    }
+    Ok(buf)
+}
+
+impl LogReader for Reader {
+    fn try_next(&mut self) -> Result<Option<ReadItem>, StorageError> {
+        for _ in 0..3 {
+            if let Some(item) = self.decode_chunk()? {
+                return Ok(Some(item));
+            }
+            if let Some(gap) = self.refill()? {
+                return Ok(Some(gap));
+            }
+            if self.chunk.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<ReadItem>, StorageError>> {
+        Box::pin(async move {
+            loop {
+                self.tail.borrow_and_update();
+                if let Some(item) = self.try_next()? {
+                    return Ok(Some(item));
+                }
+                if self.shared.read_view().closed {
+                    return Ok(None);
+                }
+                if self.tail.changed().await.is_err() {
+                    return Ok(None);
+                }
+            }
+        })
+    }
+
+    fn position(&self) -> u64 {
+        self.next
+    }
+}
+
+/// The sequence of the first event at or after `t` (the next sequence when there is none).
+fn seek_time(shared: &Shared, t: u64) -> Result<u64, StorageError> {
+    let (sealed, active_hit, next_seq) = {
+        let v = shared.read_view();
+        let sealed: Vec<_> = v.sealed.iter().cloned().collect();
+        let i = v.active.times.partition_point(|&x| x < t);
+        let hit = (i < v.active.times.len()).then(|| v.active.first_seq + i as u64);
+        (sealed, hit, v.next_seq)
+    };
+    // The first sealed segment whose newest event is at or after `t` (O(log n) loads).
+    let (mut lo, mut hi) = (0, sealed.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if segment_last_time(&sealed[mid])? < t {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if let Some(seg) = sealed.get(lo) {
+        let l = seg.load()?;
+        let time_at =
+            |i: usize| record::peek_time(&l.data[l.index.offset(i)..]).unwrap_or(u64::MAX);
+        let (mut a, mut b) = (0, l.index.len());
+        while a < b {
+            let m = (a + b) / 2;
+            if time_at(m) < t { a = m + 1 } else { b = m }
+        }
+        return Ok(seg.first_seq + a as u64);
+    }
+    Ok(active_hit.unwrap_or(next_seq))
+}

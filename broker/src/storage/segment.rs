@@ -1,0 +1,214 @@
+//! Segment files: their names, their header, and sealed segments read through memory maps.
+//!
+//! A namespace directory holds `<first sequence, 20 digits>.log` segments, each with its
+//! index `<same digits>.idx` once sealed. The newest segment is the active one, written by
+//! the namespace's writer; the others are sealed and immutable.
+//!
+//! Segment header, 32 bytes, little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `BUSSEG\r\n` |
+//! | 8 | 2 | format version (1) |
+//! | 10 | 2 | flags, must be 0 |
+//! | 12 | 4 | namespace incarnation (random, fixed when the namespace is created) |
+//! | 16 | 8 | first sequence (equals the file name) |
+//! | 24 | 4 | reserved, must be 0 |
+//! | 28 | 4 | CRC-32 of bytes 0..28 |
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::StorageError;
+use super::index::SegmentIndex;
+use super::mmap::MappedFile;
+
+/// Magic number at the start of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"BUSSEG\r\n";
+/// Current segment format version.
+pub const SEGMENT_VERSION: u16 = 1;
+/// Size of the segment header.
+pub const SEGMENT_HEADER_BYTES: usize = 32;
+
+/// The file name of the segment whose first sequence is `first`.
+pub fn segment_name(first: u64) -> String {
+    format!("{first:020}.log")
+}
+
+/// The file name of the index of the segment whose first sequence is `first`.
+pub fn index_name(first: u64) -> String {
+    format!("{first:020}.idx")
+}
+
+/// Parses a segment or index file name: `(first sequence, is_index)`.
+pub fn parse_name(name: &str) -> Option<(u64, bool)> {
+    let (digits, ext) = name.split_once('.')?;
+    let is_index = match ext {
+        "log" => false,
+        "idx" => true,
+        _ => return None,
+    };
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((digits.parse().ok()?, is_index))
+}
+
+/// Encodes a segment header.
+pub fn encode_header(incarnation: u32, first_seq: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&incarnation.to_le_bytes());
+    h[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32fast::hash(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Decodes and checks a segment header: returns the incarnation, or what is wrong.
+pub fn decode_header(h: &[u8], first_seq: u64) -> Result<u32, &'static str> {
+    if h.len() < SEGMENT_HEADER_BYTES {
+        return Err("segment shorter than its header");
+    }
+    let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+    if crc32fast::hash(&h[..28]) != crc {
+        return Err("segment header checksum mismatch");
+    }
+    if h[0..8] != SEGMENT_MAGIC {
+        return Err("not a bus segment (bad magic)");
+    }
+    if u16::from_le_bytes([h[8], h[9]]) != SEGMENT_VERSION {
+        return Err("unsupported segment format version");
+    }
+    if h[10..12] != [0, 0] || h[24..28] != [0, 0, 0, 0] {
+        return Err("unknown segment header flags");
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h[16..24]);
+    if u64::from_le_bytes(first) != first_seq {
+        return Err("segment header's first sequence differs from its file name");
+    }
+    Ok(u32::from_le_bytes([h[12], h[13], h[14], h[15]]))
+}
+
+/// What a sealed segment needs once it is read: its map and its index.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The segment's bytes.
+    pub data: Bytes,
+    /// Offsets of its records.
+    pub index: SegmentIndex,
+}
+
+/// A sealed (immutable) segment. Its file is mapped and its index loaded on first use, so
+/// opening a namespace reads no sealed segment.
+#[derive(Debug)]
+pub struct SealedSegment {
+    /// The `.log` file.
+    pub path: PathBuf,
+    /// First sequence held.
+    pub first_seq: u64,
+    /// Last sequence held (the next segment's first, minus one).
+    pub last_seq: u64,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+    /// The map and index, once loaded.
+    loaded: Mutex<Option<Arc<Loaded>>>,
+}
+
+impl SealedSegment {
+    /// A sealed segment holding `first_seq..=last_seq` whose file is `bytes` long; nothing is
+    /// read yet.
+    pub fn new(path: PathBuf, first_seq: u64, last_seq: u64, bytes: u64) -> Self {
+        SealedSegment {
+            path,
+            first_seq,
+            last_seq,
+            bytes,
+            loaded: Mutex::new(None),
+        }
+    }
+
+    /// Events held.
+    pub fn events(&self) -> u64 {
+        self.last_seq + 1 - self.first_seq
+    }
+
+    /// Maps the segment and loads (or rebuilds) its index, once.
+    pub fn load(&self) -> Result<Arc<Loaded>, StorageError> {
+        // The lock is held while loading so that two readers do not both rebuild an index;
+        // it is a std mutex held by synchronous code only, never across an await.
+        let mut slot = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = &*slot {
+            return Ok(l.clone());
+        }
+        let map =
+            MappedFile::open(&self.path).map_err(|e| StorageError::io("map", &self.path, e))?;
+        let data = Bytes::from_owner(map);
+        decode_header(&data, self.first_seq)
+            .map_err(|r| StorageError::corrupt(&self.path, 0, self.first_seq, r))?;
+        let index =
+            SegmentIndex::load_or_rebuild(&self.index_path(), &self.path, &data, self.first_seq)?;
+        if index.len() as u64 != self.events() {
+            return Err(StorageError::corrupt(
+                &self.path,
+                index.end_offset(),
+                self.first_seq + index.len() as u64,
+                format!(
+                    "segment holds {} events where {} were expected",
+                    index.len(),
+                    self.events()
+                ),
+            ));
+        }
+        let loaded = Arc::new(Loaded { data, index });
+        *slot = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The index file's path.
+    pub fn index_path(&self) -> PathBuf {
+        index_path_for(&self.path)
+    }
+}
+
+/// The `.idx` path beside a `.log` path.
+pub fn index_path_for(log: &Path) -> PathBuf {
+    log.with_extension("idx")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(segment_name(1), "00000000000000000001.log");
+        assert_eq!(parse_name("00000000000000000001.log"), Some((1, false)));
+        assert_eq!(parse_name("00000000000000000042.idx"), Some((42, true)));
+        for bad in [
+            "1.log",
+            "0000000000000000000x.log",
+            "00000000000000000001.tmp",
+            "checkpoint",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_every_flip_is_caught() {
+        let h = encode_header(0xdead_beef, 42);
+        assert_eq!(decode_header(&h, 42), Ok(0xdead_beef));
+        assert!(decode_header(&h, 43).is_err());
+        for i in 0..SEGMENT_HEADER_BYTES {
+            let mut bad = h;
+            bad[i] ^= 0x10;
+            assert!(decode_header(&bad, 42).is_err(), "flip at {i} passed");
+        }
+        assert!(decode_header(&[0; 32], 0).is_err());
+    }
+}

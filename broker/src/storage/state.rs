@@ -1,0 +1,202 @@
+//! [`LogStateStore`]: the broker's own durable key-value state (consumer positions, ...),
+//! kept in a [`Log`] of its own so that it shares the log's framing, group commit and
+//! recovery.
+//!
+//! Each write is one record: the key as its subject, the value as its payload, a deletion
+//! marked by the header `op: del`. The map is rebuilt at open by reading the log. When the
+//! log holds more than twice the live entries (plus [`COMPACT_SLACK`]), the live entries are
+//! appended again as one atomic batch and the segments before it are deleted: the log stays
+//! proportional to the live state.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use super::io::FileSystem;
+use super::log::{Log, lock};
+use super::{EventLog, LogConfig, LogReader, NewEvent, ReadItem, Start, StateStore, StorageError};
+
+/// Records beyond twice the live entries tolerated before compaction.
+pub const COMPACT_SLACK: u64 = 4096;
+const STATE_NAMESPACE: &str = "state";
+const OP_HEADER: &str = "op";
+const OP_DELETE: &str = "del";
+
+#[derive(Debug, Default)]
+struct Map {
+    /// Key → (sequence of the write, value; `None` for a deletion not yet compacted away).
+    entries: BTreeMap<String, (u64, Option<Bytes>)>,
+    live: u64,
+}
+
+impl Map {
+    fn apply(&mut self, key: &str, seq: u64, value: Option<Bytes>) {
+        let is_live = value.is_some();
+        match self.entries.get_mut(key) {
+            Some(e) if e.0 >= seq => {}
+            Some(e) => {
+                self.live = self.live + u64::from(is_live) - u64::from(e.1.is_some());
+                *e = (seq, value);
+            }
+            None => {
+                self.live += u64::from(is_live);
+                self.entries.insert(key.to_owned(), (seq, value));
+            }
+        }
+    }
+}
+
+/// Durable key-value state in a log.
+pub struct LogStateStore {
+    log: Arc<Log>,
+    map: Arc<Mutex<Map>>,
+    /// Records in the log since the last compaction.
+    records: Arc<AtomicU64>,
+    /// Puts hold it shared; compaction exclusively, so no write is in flight while the
+    /// snapshot is taken and the older segments are deleted.
+    gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl std::fmt::Debug for LogStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStateStore")
+            .field("dir", &self.log.dir())
+            .finish()
+    }
+}
+
+impl LogStateStore {
+    /// Opens (or creates) the state in `dir`, reading it whole.
+    pub fn open(dir: &Path, fs: Arc<dyn FileSystem>) -> Result<LogStateStore, StorageError> {
+        let config = LogConfig {
+            segment_bytes: 1024 * 1024,
+            max_payload_bytes: 16 * 1024 * 1024,
+            dedup_window: std::time::Duration::ZERO,
+            ..LogConfig::default()
+        };
+        let (log, _) = Log::open(dir, STATE_NAMESPACE, config, fs)?;
+        let mut map = Map::default();
+        let mut reader = log.open_reader(Start::Oldest)?;
+        let mut records = 0;
+        while let Some(item) = reader.try_next()? {
+            if let ReadItem::Event(e) = item {
+                let delete = e
+                    .headers
+                    .iter()
+                    .any(|(n, v)| n == OP_HEADER && v == OP_DELETE);
+                map.apply(&e.subject, e.sequence, (!delete).then_some(e.payload));
+                records += 1;
+            }
+        }
+        Ok(LogStateStore {
+            log: Arc::new(log),
+            map: Arc::new(Mutex::new(map)),
+            records: Arc::new(AtomicU64::new(records)),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+        })
+    }
+
+    /// Syncs and closes the state log.
+    pub async fn close(&self) {
+        self.log.close().await;
+    }
+
+    fn write(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+    ) -> BoxFuture<'static, Result<(), StorageError>> {
+        let mut event = NewEvent::new(key, value.clone().unwrap_or_default());
+        if value.is_none() {
+            event.headers.push((OP_HEADER.into(), OP_DELETE.into()));
+        }
+        let (log, map, records, gate) = (
+            self.log.clone(),
+            self.map.clone(),
+            self.records.clone(),
+            self.gate.clone(),
+        );
+        let key = key.to_owned();
+        Box::pin(async move {
+            {
+                let _shared = gate.read().await;
+                let receipts = log.append(vec![event]).await?;
+                let seq = receipts.first().map_or(0, |r| r.sequence);
+                lock(&map).apply(&key, seq, value);
+            }
+            let n = records.fetch_add(1, Ordering::Relaxed) + 1;
+            let live = lock(&map).live;
+            if n > 2 * live + COMPACT_SLACK {
+                compact(&log, &map, &records, &gate).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn compact(
+    log: &Log,
+    map: &Mutex<Map>,
+    records: &AtomicU64,
+    gate: &tokio::sync::RwLock<()>,
+) -> Result<(), StorageError> {
+    let _exclusive = gate.write().await;
+    let live = lock(map).live;
+    if records.load(Ordering::Relaxed) <= 2 * live + COMPACT_SLACK {
+        return Ok(()); // another writer compacted meanwhile
+    }
+    let snapshot: Vec<NewEvent> = lock(map)
+        .entries
+        .iter()
+        .filter_map(|(k, (_, v))| v.as_ref().map(|v| NewEvent::new(k.clone(), v.clone())))
+        .collect();
+    if snapshot.is_empty() {
+        // Nothing live: a single deletion marker keeps the sequence moving past the old ones.
+        let mut m = NewEvent::new("_", Bytes::new());
+        m.headers.push((OP_HEADER.into(), OP_DELETE.into()));
+        let r = log.append(vec![m]).await?;
+        log.delete_before(r[0].sequence)?;
+    } else {
+        let receipts = log.append(snapshot).await?;
+        let first = receipts.first().map_or(0, |r| r.sequence);
+        let mut m = lock(map);
+        m.entries.retain(|_, (_, v)| v.is_some());
+        for ((_, entry), r) in m.entries.iter_mut().zip(&receipts) {
+            entry.0 = r.sequence;
+        }
+        drop(m);
+        log.delete_before(first)?;
+    }
+    records.store(live, Ordering::Relaxed);
+    Ok(())
+}
+
+impl StateStore for LogStateStore {
+    fn get(&self, key: &str) -> Option<Bytes> {
+        lock(&self.map)
+            .entries
+            .get(key)
+            .and_then(|(_, v)| v.clone())
+    }
+
+    fn list(&self, prefix: &str) -> Vec<(String, Bytes)> {
+        lock(&self.map)
+            .entries
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, (_, v))| v.clone().map(|v| (k.clone(), v)))
+            .collect()
+    }
+
+    fn put(&self, key: &str, value: Bytes) -> BoxFuture<'static, Result<(), StorageError>> {
+        self.write(key, Some(value))
+    }
+
+    fn delete(&self, key: &str) -> BoxFuture<'static, Result<(), StorageError>> {
+        self.write(key, None)
+    }
+}
