@@ -27,7 +27,7 @@ fn main() {
     let seed = std::env::var("BUS_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| bus_broker::storage::now_ns());
+        .unwrap_or_else(bus_broker::storage::now_ns);
     println!("running 1 test (crash seed {seed}: set BUS_CRASH_SEED={seed} to replay)");
     let result = std::panic::catch_unwind(|| parent(seed));
     match result {
