@@ -13,6 +13,8 @@
 //!   reaches storage only through the [`storage::Storage`] trait, so another engine can be
 //!   plugged in later.
 
+pub mod config;
 pub mod storage;
 pub mod subject;
 pub mod trie;
+pub mod units;

@@ -1,0 +1,246 @@
+//! The broker's configuration: every setting with its documented default, validated once at
+//! start. `bus server` maps its flags and environment variables onto [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::storage::{FsyncPolicy, LogConfig, Retention};
+use crate::units::{parse_duration, parse_size};
+
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:2021";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./bus-data";
+/// Default bound on open connections; past it new connections wait.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default interval of SSE keep-alive comments.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// File in the data directory keeping per-namespace overrides across restarts.
+pub const OVERRIDES_FILE: &str = "namespaces.json";
+
+/// Settings of one namespace that differ from the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOverride {
+    /// `always`, `never` or `interval:<ms>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<String>,
+    /// Retention by age, as a duration (`7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_age: Option<String>,
+    /// Retention by bytes, as a size (`10GiB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<String>,
+    /// Retention by event count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_events: Option<u64>,
+}
+
+impl NamespaceOverride {
+    /// Parses `key=value,...` with keys `fsync`, `retention-age`, `retention-bytes`,
+    /// `retention-events`.
+    pub fn parse(spec: &str) -> Result<NamespaceOverride, String> {
+        let mut o = NamespaceOverride::default();
+        for kv in spec.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {kv:?}"))?;
+            match k.trim() {
+                "fsync" => o.fsync = Some(v.trim().to_owned()),
+                "retention-age" => o.retention_age = Some(v.trim().to_owned()),
+                "retention-bytes" => o.retention_bytes = Some(v.trim().to_owned()),
+                "retention-events" => {
+                    o.retention_events = Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| format!("invalid event count {v:?}"))?,
+                    )
+                }
+                other => {
+                    return Err(format!(
+                        "unknown namespace setting {other:?} (fsync, retention-age, retention-bytes, retention-events)"
+                    ));
+                }
+            }
+        }
+        o.apply(&LogConfig::default())?;
+        Ok(o)
+    }
+
+    /// Later settings win key by key.
+    pub fn merge(&mut self, later: NamespaceOverride) {
+        self.fsync = later.fsync.or(self.fsync.take());
+        self.retention_age = later.retention_age.or(self.retention_age.take());
+        self.retention_bytes = later.retention_bytes.or(self.retention_bytes.take());
+        self.retention_events = later.retention_events.or(self.retention_events.take());
+    }
+
+    /// `base` with these settings applied.
+    pub fn apply(&self, base: &LogConfig) -> Result<LogConfig, String> {
+        let mut c = base.clone();
+        if let Some(f) = &self.fsync {
+            c.fsync = f.parse()?;
+        }
+        if let Some(a) = &self.retention_age {
+            c.retention.max_age = Some(parse_duration(a)?);
+        }
+        if let Some(b) = &self.retention_bytes {
+            c.retention.max_bytes = Some(parse_size(b)?);
+        }
+        if let Some(n) = self.retention_events {
+            c.retention.max_events = Some(n);
+        }
+        Ok(c)
+    }
+}
+
+/// Everything the broker is configured with. `Default` is the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address. Default: `127.0.0.1:2021`.
+    pub addr: SocketAddr,
+    /// Data directory. Default: `./bus-data`.
+    pub data_dir: PathBuf,
+    /// When set, the only namespaces that exist besides the reserved ones. Default: any,
+    /// created on first publish.
+    pub namespaces: Option<Vec<String>>,
+    /// Settings of every namespace: fsync (default `always`), segment size (64 MiB), payload
+    /// limit (1 MiB), retention (none), dedup window (2 min).
+    pub log: LogConfig,
+    /// Per-namespace overrides; saved in the data directory and kept on later starts.
+    pub overrides: BTreeMap<String, NamespaceOverride>,
+    /// Origins allowed by CORS (`*` for any). Default: none (no CORS headers).
+    pub cors_origins: Vec<String>,
+    /// Open connections at most; past it new connections wait. Default: 10,000.
+    pub max_connections: usize,
+    /// Interval of SSE keep-alive comments. Default: 15 s.
+    pub heartbeat: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: DEFAULT_ADDR.parse().expect("valid default address"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            namespaces: None,
+            log: LogConfig::default(),
+            overrides: BTreeMap::new(),
+            cors_origins: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            heartbeat: DEFAULT_HEARTBEAT,
+        }
+    }
+}
+
+impl Config {
+    /// Merges the overrides saved in `data_dir` under this config's (which win key by key),
+    /// saves the result back, and returns the log settings of every overridden namespace.
+    pub fn resolve_overrides(&mut self) -> Result<BTreeMap<String, LogConfig>, String> {
+        let saved = load_overrides(&self.data_dir)?;
+        let mut merged = saved;
+        for (ns, o) in std::mem::take(&mut self.overrides) {
+            merged.entry(ns).or_default().merge(o);
+        }
+        if !merged.is_empty() {
+            save_overrides(&self.data_dir, &merged)?;
+        }
+        let mut out = BTreeMap::new();
+        for (ns, o) in &merged {
+            crate::storage::check_namespace(ns).map_err(|e| e.to_string())?;
+            out.insert(
+                ns.clone(),
+                o.apply(&self.log)
+                    .map_err(|e| format!("namespace {ns}: {e}"))?,
+            );
+        }
+        self.overrides = merged;
+        Ok(out)
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), String> {
+        self.log.validate().map_err(|e| e.to_string())?;
+        if let Some(ns) = &self.namespaces {
+            for n in ns {
+                crate::subject::validate_namespace(n).map_err(|e| e.to_string())?;
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The fsync policy in force for `namespace`.
+    pub fn fsync_for(&self, namespace: &str) -> FsyncPolicy {
+        self.overrides
+            .get(namespace)
+            .and_then(|o| o.apply(&self.log).ok())
+            .map_or(self.log.fsync, |c| c.fsync)
+    }
+
+    /// Retention in force by default.
+    pub fn retention(&self) -> Retention {
+        self.log.retention
+    }
+}
+
+fn load_overrides(dir: &Path) -> Result<BTreeMap<String, NamespaceOverride>, String> {
+    let path = dir.join(OVERRIDES_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn save_overrides(dir: &Path, o: &BTreeMap<String, NamespaceOverride>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let json = serde_json::to_vec_pretty(o).map_err(|e| e.to_string())?;
+    crate::storage::index::write_atomically(&dir.join(OVERRIDES_FILE), &json)
+        .map_err(|e| format!("{}: {e}", dir.join(OVERRIDES_FILE).display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_parse_merge_and_are_kept() {
+        let o = NamespaceOverride::parse("fsync=never,retention-age=1h").unwrap();
+        assert_eq!(o.fsync.as_deref(), Some("never"));
+        assert!(NamespaceOverride::parse("fsync=sometimes").is_err());
+        assert!(NamespaceOverride::parse("colour=blue").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        c.overrides.insert("rpc".into(), o);
+        let logs = c.resolve_overrides().unwrap();
+        assert_eq!(logs["rpc"].fsync, FsyncPolicy::Never);
+        assert_eq!(
+            logs["rpc"].retention.max_age,
+            Some(Duration::from_secs(3600))
+        );
+        // A later start without flags keeps them; a flag for one key replaces only that key.
+        let mut again = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        again.overrides.insert(
+            "rpc".into(),
+            NamespaceOverride::parse("fsync=always").unwrap(),
+        );
+        let logs = again.resolve_overrides().unwrap();
+        assert_eq!(logs["rpc"].fsync, FsyncPolicy::Always);
+        assert_eq!(
+            logs["rpc"].retention.max_age,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(again.fsync_for("rpc"), FsyncPolicy::Always);
+        assert_eq!(again.fsync_for("user"), FsyncPolicy::Always);
+    }
+}
