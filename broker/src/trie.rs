@@ -31,10 +31,17 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{PoisonError, RwLock};
 
-use crate::subject::{Pattern, PatternToken, Subject, is_reserved_namespace};
+use crate::subject::{
+    MAX_PREFIX_TOKENS, MAX_SUBJECT_TOKENS, Pattern, PatternToken, Subject, is_reserved_namespace,
+};
 
 /// Tokens up to this many bytes are stored inline in the node, without a heap allocation.
 pub const INLINE_TOKEN_BYTES: usize = 22;
+
+/// Subjects up to this many tokens are split on the stack when matched: every subject a client
+/// or the broker makes ([`crate::subject::MAX_SUBJECT_TOKENS`] plus a prefix of
+/// [`crate::subject::MAX_PREFIX_TOKENS`]). Deeper ones are split into a `Vec`.
+const MATCH_STACK_TOKENS: usize = MAX_SUBJECT_TOKENS + MAX_PREFIX_TOKENS;
 
 /// A node's literal children move from a sorted `Vec` to a `HashMap` when there are more than
 /// this many.
@@ -73,6 +80,7 @@ impl Token {
     }
 
     /// The token's bytes (always valid UTF-8: they came from a `&str`).
+    #[inline]
     fn as_bytes(&self) -> &[u8] {
         match self {
             Token::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -82,6 +90,7 @@ impl Token {
 }
 
 impl PartialEq for Token {
+    #[inline]
     fn eq(&self, other: &Token) -> bool {
         self.as_bytes() == other.as_bytes()
     }
@@ -91,12 +100,14 @@ impl Eq for Token {}
 
 impl Hash for Token {
     /// Hashes exactly like the `[u8]` it borrows as, so maps can be searched by `&[u8]`.
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_bytes().hash(state);
     }
 }
 
 impl Borrow<[u8]> for Token {
+    #[inline]
     fn borrow(&self) -> &[u8] {
         self.as_bytes()
     }
@@ -212,13 +223,17 @@ impl<T> Children<T> {
 struct Node<T> {
     /// Children for literal next tokens.
     literals: Children<T>,
-    /// The child for a `*` next token.
+    /// The child for a `*` next token that more tokens follow.
     wildcard: Option<Box<Node<T>>>,
+    /// Subscribers whose pattern ends here with `*`: they match when exactly one more subject
+    /// token follows. Kept here rather than in a `*` child, which saves that child (and the cache
+    /// miss to reach it) for the common `a.b.*` pattern.
+    last_wildcard: Handles<T>,
     /// Subscribers whose pattern ends here with `>`: they match when at least one more subject
     /// token follows. Sorted, no duplicates.
-    tail: Vec<T>,
-    /// Subscribers whose pattern ends exactly here. Sorted, no duplicates.
-    exact: Vec<T>,
+    tail: Handles<T>,
+    /// Subscribers whose pattern ends exactly here.
+    exact: Handles<T>,
 }
 
 impl<T> Node<T> {
@@ -227,8 +242,9 @@ impl<T> Node<T> {
         Node {
             literals: Children::Few(Vec::new()),
             wildcard: None,
-            tail: Vec::new(),
-            exact: Vec::new(),
+            last_wildcard: Handles::Zero,
+            tail: Handles::Zero,
+            exact: Handles::Zero,
         }
     }
 
@@ -236,6 +252,7 @@ impl<T> Node<T> {
     fn is_empty(&self) -> bool {
         self.exact.is_empty()
             && self.tail.is_empty()
+            && self.last_wildcard.is_empty()
             && self.wildcard.is_none()
             && self.literals.is_empty()
     }
@@ -258,27 +275,98 @@ fn shrink<E>(v: &mut Vec<E>) {
     }
 }
 
-/// Adds `handle` to the sorted list `list`; false if it was already there.
-fn insert_sorted<T: Ord>(list: &mut Vec<T>, handle: T) -> bool {
-    match list.binary_search(&handle) {
-        Ok(_) => false,
-        Err(index) => {
-            reserve_one(list);
-            list.insert(index, handle);
-            true
+/// The subscriber handles at one place in the trie: sorted, no duplicates. Most places hold a
+/// single handle, which is kept in place (no allocation, no extra cache miss when matching).
+enum Handles<T> {
+    /// No handle.
+    Zero,
+    /// Exactly one handle.
+    One(T),
+    /// Two or more handles, sorted.
+    Many(Vec<T>),
+}
+
+impl<T> Handles<T> {
+    /// The handles, sorted.
+    #[inline]
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Handles::Zero => &[],
+            Handles::One(handle) => std::slice::from_ref(handle),
+            Handles::Many(handles) => handles,
         }
+    }
+
+    /// Whether there is no handle.
+    fn is_empty(&self) -> bool {
+        matches!(self, Handles::Zero)
     }
 }
 
-/// Removes `handle` from the sorted list `list`; false if it was not there.
-fn remove_sorted<T: Ord>(list: &mut Vec<T>, handle: &T) -> bool {
-    match list.binary_search(handle) {
-        Ok(index) => {
-            list.remove(index);
-            shrink(list);
-            true
+impl<T: Ord> Handles<T> {
+    /// Whether `handle` is there.
+    fn contains(&self, handle: &T) -> bool {
+        self.as_slice().binary_search(handle).is_ok()
+    }
+
+    /// Adds `handle`; false if it was already there.
+    fn insert(&mut self, handle: T) -> bool {
+        match std::mem::replace(self, Handles::Zero) {
+            Handles::Zero => {
+                *self = Handles::One(handle);
+                true
+            }
+            Handles::One(first) => {
+                let added = first != handle;
+                *self = if !added {
+                    Handles::One(first)
+                } else if first < handle {
+                    Handles::Many(vec![first, handle])
+                } else {
+                    Handles::Many(vec![handle, first])
+                };
+                added
+            }
+            Handles::Many(mut handles) => {
+                let added = match handles.binary_search(&handle) {
+                    Ok(_) => false,
+                    Err(index) => {
+                        handles.insert(index, handle);
+                        true
+                    }
+                };
+                *self = Handles::Many(handles);
+                added
+            }
         }
-        Err(_) => false,
+    }
+
+    /// Removes `handle`, giving back memory; false if it was not there.
+    fn remove(&mut self, handle: &T) -> bool {
+        match std::mem::replace(self, Handles::Zero) {
+            Handles::Zero => false,
+            Handles::One(only) if only == *handle => true,
+            one @ Handles::One(_) => {
+                *self = one;
+                false
+            }
+            Handles::Many(mut handles) => {
+                let removed = match handles.binary_search(handle) {
+                    Ok(index) => {
+                        handles.remove(index);
+                        true
+                    }
+                    Err(_) => false,
+                };
+                *self = if handles.len() == 1 {
+                    handles.pop().map_or(Handles::Zero, Handles::One)
+                } else {
+                    shrink(&mut handles);
+                    Handles::Many(handles)
+                };
+                removed
+            }
+        }
     }
 }
 
@@ -329,23 +417,29 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     /// Subscribes `handle` to `pattern`. Returns false if that exact pair was already there.
     pub fn insert(&mut self, pattern: &Pattern, handle: T) -> bool {
         let mut node = &mut self.root;
-        for token in pattern.tokens() {
+        let mut tokens = pattern.tokens().peekable();
+        while let Some(token) = tokens.next() {
             node = match token {
                 PatternToken::Literal(literal) => {
                     node.literals.get_or_insert(literal, &mut self.nodes)
+                }
+                PatternToken::Wildcard if tokens.peek().is_none() => {
+                    let added = node.last_wildcard.insert(handle);
+                    self.len += usize::from(added);
+                    return added;
                 }
                 PatternToken::Wildcard => node.wildcard.get_or_insert_with(|| {
                     self.nodes += 1;
                     Box::new(Node::new())
                 }),
                 PatternToken::Tail => {
-                    let added = insert_sorted(&mut node.tail, handle);
+                    let added = node.tail.insert(handle);
                     self.len += usize::from(added);
                     return added;
                 }
             };
         }
-        let added = insert_sorted(&mut node.exact, handle);
+        let added = node.exact.insert(handle);
         self.len += usize::from(added);
         added
     }
@@ -353,7 +447,8 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     /// Unsubscribes `handle` from `pattern`, pruning nodes left empty. Returns false if that pair
     /// was not there.
     pub fn remove(&mut self, pattern: &Pattern, handle: &T) -> bool {
-        let removed = remove_at(&mut self.root, pattern.tokens(), handle, &mut self.nodes);
+        let tokens: Vec<PatternToken<'_>> = pattern.tokens().collect();
+        let removed = remove_at(&mut self.root, &tokens, handle, &mut self.nodes);
         self.len -= usize::from(removed);
         removed
     }
@@ -361,38 +456,61 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     /// Whether `handle` is subscribed to exactly `pattern`.
     pub fn contains(&self, pattern: &Pattern, handle: &T) -> bool {
         let mut node = &self.root;
-        for token in pattern.tokens() {
+        let mut tokens = pattern.tokens().peekable();
+        while let Some(token) = tokens.next() {
             let next = match token {
                 PatternToken::Literal(literal) => node.literals.get(literal.as_bytes()),
+                PatternToken::Wildcard if tokens.peek().is_none() => {
+                    return node.last_wildcard.contains(handle);
+                }
                 PatternToken::Wildcard => node.wildcard.as_deref(),
-                PatternToken::Tail => return node.tail.binary_search(handle).is_ok(),
+                PatternToken::Tail => return node.tail.contains(handle),
             };
             match next {
                 Some(next) => node = next,
                 None => return false,
             }
         }
-        node.exact.binary_search(handle).is_ok()
+        node.exact.contains(handle)
     }
 
     /// Puts into `out` (cleared first) every handle with a pattern matching `subject`, each once,
     /// in ascending order. Reusing `out` across calls avoids allocating per match.
     pub fn match_into(&self, subject: &Subject, out: &mut Vec<T>) {
         out.clear();
-        let mut tokens = subject.tokens();
-        let Some(namespace) = tokens.next() else {
+        // Split the subject once, on the stack; only a subject deeper than any the broker makes
+        // would need the heap.
+        let mut stack = [""; MATCH_STACK_TOKENS];
+        let mut depth = 0;
+        for token in subject.tokens() {
+            match stack.get_mut(depth) {
+                Some(slot) => *slot = token,
+                None => break,
+            }
+            depth += 1;
+        }
+        let heap: Vec<&str>;
+        let tokens: &[&str] = if depth < MATCH_STACK_TOKENS || subject.token_count() == depth {
+            &stack[..depth]
+        } else {
+            heap = subject.tokens().collect();
+            &heap
+        };
+        let Some((namespace, rest)) = tokens.split_first() else {
             return;
         };
         let root = &self.root;
         // Patterns starting with a wildcard never reach the reserved namespaces.
         if !is_reserved_namespace(namespace) {
-            out.extend_from_slice(&root.tail);
-            if let Some(wildcard) = &root.wildcard {
-                collect(wildcard, tokens.clone(), out);
+            append(out, &root.tail);
+            if rest.is_empty() {
+                append(out, &root.last_wildcard);
+            } else if let Some(wildcard) = &root.wildcard {
+                collect(wildcard, rest, out);
             }
         }
         if let Some(child) = root.literals.get(namespace.as_bytes()) {
-            collect(child, tokens, out);
+            collect(child, rest, out);
         }
         if out.len() > 1 {
             out.sort_unstable();
@@ -412,7 +530,9 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     pub fn touches_namespace(&self, namespace: &str) -> bool {
         self.root.literals.get(namespace.as_bytes()).is_some()
             || (!is_reserved_namespace(namespace)
-                && (self.root.wildcard.is_some() || !self.root.tail.is_empty()))
+                && (self.root.wildcard.is_some()
+                    || !self.root.tail.is_empty()
+                    || !self.root.last_wildcard.is_empty()))
     }
 
     /// Calls `f` with every subscription's pattern text and handle, in no particular order.
@@ -422,50 +542,63 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     }
 }
 
+/// Appends `handles` to `out`. Pushes the common lone handle directly: `extend_from_slice`
+/// would call `memcpy` for it, which showed in the benchmark's profile.
+#[inline]
+fn append<T: Clone>(out: &mut Vec<T>, handles: &Handles<T>) {
+    match handles {
+        Handles::Zero => {}
+        Handles::One(handle) => out.push(handle.clone()),
+        Handles::Many(many) => out.extend_from_slice(many),
+    }
+}
+
 /// Appends to `out` the handles under `node` matching the remaining subject `tokens`.
-fn collect<T: Clone>(node: &Node<T>, mut tokens: std::str::Split<'_, char>, out: &mut Vec<T>) {
-    match tokens.next() {
-        None => out.extend_from_slice(&node.exact),
-        Some(token) => {
-            out.extend_from_slice(&node.tail);
-            if let Some(wildcard) = &node.wildcard {
-                collect(wildcard, tokens.clone(), out);
-            }
-            if let Some(child) = node.literals.get(token.as_bytes()) {
-                collect(child, tokens, out);
-            }
-        }
+fn collect<T: Clone>(node: &Node<T>, tokens: &[&str], out: &mut Vec<T>) {
+    let Some((token, rest)) = tokens.split_first() else {
+        append(out, &node.exact);
+        return;
+    };
+    append(out, &node.tail);
+    if rest.is_empty() {
+        append(out, &node.last_wildcard);
+    } else if let Some(wildcard) = &node.wildcard {
+        collect(wildcard, rest, out);
+    }
+    if let Some(child) = node.literals.get(token.as_bytes()) {
+        collect(child, rest, out);
     }
 }
 
 /// Removes `handle` for the remaining pattern `tokens` under `node`, pruning emptied children
 /// (and counting them off `nodes`). Recursion depth is the pattern's token count (bounded).
-fn remove_at<'p, T: Ord>(
+fn remove_at<T: Ord>(
     node: &mut Node<T>,
-    mut tokens: impl Iterator<Item = PatternToken<'p>>,
+    tokens: &[PatternToken<'_>],
     handle: &T,
     nodes: &mut usize,
 ) -> bool {
-    match tokens.next() {
-        None => remove_sorted(&mut node.exact, handle),
-        Some(PatternToken::Tail) => remove_sorted(&mut node.tail, handle),
-        Some(PatternToken::Wildcard) => {
+    match tokens {
+        [] => node.exact.remove(handle),
+        [PatternToken::Tail, ..] => node.tail.remove(handle),
+        [PatternToken::Wildcard] => node.last_wildcard.remove(handle),
+        [PatternToken::Wildcard, rest @ ..] => {
             let Some(child) = node.wildcard.as_deref_mut() else {
                 return false;
             };
-            let removed = remove_at(child, tokens, handle, nodes);
+            let removed = remove_at(child, rest, handle, nodes);
             if removed && child.is_empty() {
                 node.wildcard = None;
                 *nodes -= 1;
             }
             removed
         }
-        Some(PatternToken::Literal(literal)) => {
+        [PatternToken::Literal(literal), rest @ ..] => {
             let key = literal.as_bytes();
             let Some(child) = node.literals.get_mut(key) else {
                 return false;
             };
-            let removed = remove_at(child, tokens, handle, nodes);
+            let removed = remove_at(child, rest, handle, nodes);
             if removed && child.is_empty() {
                 node.literals.remove(key);
                 *nodes -= 1;
@@ -489,11 +622,18 @@ fn walk<'a, T>(node: &'a Node<T>, path: &mut Vec<&'a [u8]>, f: &mut impl FnMut(&
     };
     if !node.exact.is_empty() {
         let pattern = text(path, None);
-        node.exact.iter().for_each(|h| f(&pattern, h));
+        node.exact.as_slice().iter().for_each(|h| f(&pattern, h));
+    }
+    if !node.last_wildcard.is_empty() {
+        let pattern = text(path, Some(b"*"));
+        node.last_wildcard
+            .as_slice()
+            .iter()
+            .for_each(|h| f(&pattern, h));
     }
     if !node.tail.is_empty() {
         let pattern = text(path, Some(b">"));
-        node.tail.iter().for_each(|h| f(&pattern, h));
+        node.tail.as_slice().iter().for_each(|h| f(&pattern, h));
     }
     if let Some(wildcard) = &node.wildcard {
         path.push(b"*");
