@@ -1,0 +1,518 @@
+//! [`Client`]: a cheap, cloneable handle over a pool of HTTP/1.1 connections to one broker,
+//! and [`ConnectOptions`], its settings.
+//!
+//! Requests are never retried: a failed publish may or may not have been stored, so the
+//! caller decides (a `msg_id` makes a retry safe). Every one-shot request is bounded by the
+//! request timeout, every new connection by the connect timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::value::RawValue;
+
+use crate::error::{ApiError, Error, ErrorKind};
+use crate::message::{Gap, Message, NamespaceInfo, Page, Start};
+use crate::publish::{BatchItem, PublishBuilder};
+use crate::sse::DEFAULT_MAX_EVENT_BYTES;
+use crate::subscription::Subscription;
+use crate::{PublishError, Receipt};
+
+/// Default time to open a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time for a one-shot request's whole answer (for `pull`, on top of its `wait`; for
+/// `subscribe`, until the stream's headers).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest non-stream answer body read; a larger one is a protocol error. Pull pages hold
+/// at most 1,000 events.
+const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
+
+const CLIENT_AGENT: &str = concat!("bus-client/", env!("CARGO_PKG_VERSION"));
+
+/// The request body type.
+pub(crate) type Body = Full<Bytes>;
+
+/// Settings of a [`Client`]. `Default` equals [`ConnectOptions::new`], the documented
+/// defaults.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_event_bytes: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions::new()
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
+
+    /// Time to open one TCP connection; past it the operation fails with
+    /// [`ErrorKind::Connect`]. Default: 2 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time for a one-shot request's whole answer; past it the operation fails with
+    /// [`ErrorKind::Timeout`]. `pull` adds its `wait`; `subscribe` applies it until the
+    /// stream starts. Default: 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Largest event a [`Subscription`] accepts, in bytes of its SSE form; a larger one ends
+    /// the subscription with [`ErrorKind::Protocol`]. Default: 64 MiB.
+    pub fn max_event_bytes(mut self, bytes: usize) -> ConnectOptions {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// The request timeout in force.
+    pub(crate) fn request_timeout_value(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Builds the client and checks that the broker answers (`GET /healthz`).
+    ///
+    /// `url` is `http://host:port`, optionally with a path prefix under which the API is
+    /// served. Fails with [`ErrorKind::InvalidUrl`], [`ErrorKind::Connect`] (within the
+    /// connect timeout on a refused or unreachable address), [`ErrorKind::Timeout`], or
+    /// [`ErrorKind::Api`] (for example `503 shutting_down`).
+    pub async fn connect(self, url: &str) -> Result<Client, Error> {
+        let client = self.build(url)?;
+        client.health().await?;
+        Ok(client)
+    }
+
+    /// Builds the client without touching the network.
+    fn build(self, url: &str) -> Result<Client, Error> {
+        let base = parse_base(url)?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(self.connect_timeout));
+        connector.set_nodelay(true);
+        let http = HttpClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                options: self,
+            }),
+        })
+    }
+}
+
+/// Checks `url` and returns it without a trailing slash.
+fn parse_base(url: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::new(ErrorKind::InvalidUrl, format!("invalid URL {url:?}: {why}"));
+    let uri: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(bad(&format!("unsupported scheme {other:?} (use http)"))),
+        None => return Err(bad("expected http://host:port")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if uri.query().is_some() {
+        return Err(bad("a query is not allowed"));
+    }
+    let path = uri.path().trim_end_matches('/');
+    Ok(format!("http://{authority}{path}"))
+}
+
+/// A handle to one broker. Cheap to clone; clones share the connection pool.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = bus_client::Client::connect("http://127.0.0.1:2021").await?;
+/// let receipt = client.publish("user.created", r#"{"name":"ada"}"#).await?;
+/// println!("stored as {} (sequence {})", receipt.id, receipt.sequence);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The pooled HTTP client.
+    http: HttpClient<HttpConnector, Body>,
+    /// `http://authority[/prefix]`, no trailing slash.
+    base: String,
+    /// The settings.
+    options: ConnectOptions,
+}
+
+impl Client {
+    /// Connects with the default [`ConnectOptions`]; see [`ConnectOptions::connect`].
+    pub async fn connect(url: &str) -> Result<Client, Error> {
+        ConnectOptions::new().connect(url).await
+    }
+
+    /// The broker's base URL.
+    pub fn url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// The settings in force.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.inner.options
+    }
+
+    /// Checks that the broker answers `GET /healthz` with 200.
+    pub async fn health(&self) -> Result<(), Error> {
+        let req = self.request(Method::GET, "/healthz", Body::default())?;
+        self.call(req, self.inner.options.request_timeout).await?;
+        Ok(())
+    }
+
+    /// Publishes `payload` on `subject`; await the returned builder, after setting headers, a
+    /// dedup id, a content type or a reply subject on it if needed.
+    ///
+    /// Resolves once the event is durable under the namespace's fsync policy, to its
+    /// [`Receipt`] (with `duplicate: true` when the dedup id was seen within the window).
+    pub fn publish(&self, subject: impl Into<String>, payload: impl Into<Bytes>) -> PublishBuilder {
+        PublishBuilder::new(self.clone(), subject.into(), payload.into())
+    }
+
+    /// Publishes several events of one namespace atomically: all are stored, or none.
+    /// Returns one receipt per item, in order. At most 10,000 items.
+    pub async fn publish_batch(&self, items: Vec<BatchItem>) -> Result<Vec<Receipt>, PublishError> {
+        crate::publish::publish_batch(self, items).await
+    }
+
+    /// The namespaces and their figures.
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, Error> {
+        let req = self.request(Method::GET, "/v1/namespaces", Body::default())?;
+        let body = self.call(req, self.inner.options.request_timeout).await?;
+        decode_json(&body)
+    }
+
+    /// One page of at most `limit` (1 to 1,000) events matching `pattern`, starting at
+    /// `from`. When none is available, waits up to `wait` (at most 60 s) for the first.
+    /// Continue with `Start::Cursor(page.cursor)`.
+    pub async fn pull(
+        &self,
+        pattern: &str,
+        from: impl Into<Start>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Page, Error> {
+        let from = from.into();
+        let path = format!(
+            "/v1/events?pattern={}&from={}&limit={limit}&wait={}ms",
+            encode(pattern),
+            encode(&from.as_param()),
+            wait.as_millis()
+        );
+        let req = self.request(Method::GET, &path, Body::default())?;
+        let body = self
+            .call(req, self.inner.options.request_timeout + wait)
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct WirePage {
+            events: Vec<Box<RawValue>>,
+            cursor: String,
+            #[serde(default)]
+            gaps: Vec<Gap>,
+        }
+        let page: WirePage = decode_json(&body)?;
+        let events = page
+            .events
+            .into_iter()
+            .map(|raw| {
+                Message::from_raw(raw).map_err(|e| {
+                    Error::with_source(ErrorKind::Protocol, "the broker sent a bad event", e)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            events,
+            cursor: page.cursor,
+            gaps: page.gaps,
+        })
+    }
+
+    /// Subscribes to `pattern` from `from` over Server-Sent Events. The returned
+    /// [`Subscription`] is a `Stream` of events, gap notices and the subscription's
+    /// confirmation; dropping it unsubscribes (closes the connection).
+    ///
+    /// Fails before any stream starts on a bad pattern or start (`400`), an unknown start
+    /// event (`404 unknown_event`), or when the broker cannot be reached.
+    pub async fn subscribe(
+        &self,
+        pattern: &str,
+        from: impl Into<Start>,
+    ) -> Result<Subscription, Error> {
+        let from = from.into();
+        let path = format!(
+            "/v1/stream?pattern={}&from={}",
+            encode(pattern),
+            encode(&from.as_param())
+        );
+        let mut req = self.request(Method::GET, &path, Body::default())?;
+        req.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let timeout = self.inner.options.request_timeout;
+        let resp = self.send(req, timeout).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(self.error_answer(resp, timeout).await);
+        }
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "the broker answered the stream request without text/event-stream",
+            ));
+        }
+        Ok(Subscription::new(
+            resp.into_body(),
+            self.inner.options.max_event_bytes,
+        ))
+    }
+
+    /// A request to `path` (which starts with `/`) under the base URL.
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<Request<Body>, Error> {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.inner.base))
+            .header(USER_AGENT, CLIENT_AGENT)
+            .body(body)
+            .map_err(|e| Error::with_source(ErrorKind::InvalidInput, "cannot build the request", e))
+    }
+
+    /// Sends a request; resolves at the answer's headers.
+    pub(crate) async fn send(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, Error> {
+        match tokio::time::timeout(timeout, self.inner.http.request(req)).await {
+            Err(_) => Err(self.timed_out(timeout)),
+            Ok(Err(e)) => Err(self.transport_error(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Sends a request and reads the whole answer within `timeout`; an error status becomes
+    /// [`ErrorKind::Api`].
+    pub(crate) async fn call(&self, req: Request<Body>, timeout: Duration) -> Result<Bytes, Error> {
+        let exchange = async {
+            let resp = self.send(req, timeout).await?;
+            let status = resp.status();
+            let body = read_body(resp.into_body()).await?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(Error::api(ApiError::from_response(status.as_u16(), &body)))
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(timeout)))
+    }
+
+    /// Reads an error answer's body into an error.
+    async fn error_answer(&self, resp: Response<Incoming>, timeout: Duration) -> Error {
+        let status = resp.status().as_u16();
+        match tokio::time::timeout(timeout, read_body(resp.into_body())).await {
+            Ok(Ok(body)) => Error::api(ApiError::from_response(status, &body)),
+            Ok(Err(e)) => e,
+            Err(_) => self.timed_out(timeout),
+        }
+    }
+
+    fn timed_out(&self, timeout: Duration) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the broker at {} did not answer within {}",
+                self.inner.base,
+                format_duration(timeout)
+            ),
+        )
+    }
+
+    fn transport_error(&self, e: &hyper_util::client::legacy::Error) -> Error {
+        // Report the innermost I/O error ("Connection refused") rather than hyper's layers.
+        let cause = innermost_io_error(e);
+        if e.is_connect() {
+            let msg = format!("cannot reach the broker at {}", self.inner.base);
+            match cause {
+                Some(io) => Error::with_source(ErrorKind::Connect, msg, io),
+                None => Error::with_source(ErrorKind::Connect, msg, e.to_string()),
+            }
+        } else {
+            let msg = format!("the connection to the broker at {} failed", self.inner.base);
+            match cause {
+                Some(io) => Error::with_source(ErrorKind::Io, msg, io),
+                None => Error::with_source(ErrorKind::Io, msg, e.to_string()),
+            }
+        }
+    }
+}
+
+/// The innermost `std::io::Error` of a chain, as a new error with its kind and text.
+fn innermost_io_error(e: &(dyn std::error::Error + 'static)) -> Option<std::io::Error> {
+    let mut found = None;
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            found = Some(std::io::Error::new(io.kind(), io.to_string()));
+        }
+        cur = err.source();
+    }
+    found
+}
+
+/// Reads a whole body, bounded by [`MAX_BODY_BYTES`].
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, Error> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("the broker's answer exceeds {MAX_BODY_BYTES} bytes"),
+                ))
+            } else {
+                let io = innermost_io_error(e.as_ref());
+                let msg = "the connection to the broker failed while reading an answer";
+                Err(match io {
+                    Some(io) => Error::with_source(ErrorKind::Io, msg, io),
+                    None => Error::with_source(ErrorKind::Io, msg, e.to_string()),
+                })
+            }
+        }
+    }
+}
+
+/// Decodes a JSON answer.
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Protocol,
+            "the broker's answer is not the expected JSON",
+            e,
+        )
+    })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a path segment or a
+/// query value.
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `2s`, `1500ms`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_base_urls() {
+        assert_eq!(
+            parse_base("http://127.0.0.1:2021").unwrap(),
+            "http://127.0.0.1:2021"
+        );
+        assert_eq!(parse_base("http://h:1/bus/").unwrap(), "http://h:1/bus");
+        assert_eq!(parse_base(" http://h ").unwrap(), "http://h");
+        for bad in [
+            "",
+            "127.0.0.1:2021",
+            "https://h",
+            "ftp://h",
+            "http://h/?x=1",
+            "/v1",
+        ] {
+            let e = parse_base(bad).unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::InvalidUrl, "{bad}");
+        }
+    }
+
+    #[test]
+    fn encodes_query_values() {
+        assert_eq!(encode("user.>"), "user.%3E");
+        assert_eq!(encode("a.*"), "a.%2A");
+        assert_eq!(
+            encode("2026-11-23T13:22:11.1+01:00"),
+            "2026-11-23T13%3A22%3A11.1%2B01%3A00"
+        );
+        assert_eq!(encode("a-1-0,b-2-f"), "a-1-0%2Cb-2-f");
+    }
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::ZERO), "0ms");
+    }
+
+    #[tokio::test]
+    async fn fails_fast_on_a_refused_connection() {
+        // Bind then close a port so nothing listens on it.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let start = std::time::Instant::now();
+        let e = Client::connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Connect);
+        assert!(start.elapsed() < Duration::from_secs(3));
+        assert!(
+            e.to_string()
+                .starts_with("cannot reach the broker at http://127.0.0.1:")
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

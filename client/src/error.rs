@@ -1,0 +1,281 @@
+//! Errors of the client: one type per operation family, each with a [`kind`](Error::kind) to
+//! match on.
+//!
+//! [`Error`] is returned by connecting, reading (`namespaces`, `pull`, `subscribe`) and by a
+//! [`Subscription`](crate::Subscription)'s items; [`PublishError`] by `publish` and
+//! `publish_batch`, naming the subject it failed for. Their `Display` says what failed; the
+//! cause (the broker's answer, the I/O error) is the [`source`](std::error::Error::source), so
+//! a program printing the chain gets `cannot publish to a..b: broker answered 400
+//! invalid_subject: empty token at position 2 in "a..b"`.
+
+use std::fmt;
+
+/// A boxed cause.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, to branch on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The URL given to `connect` is not an `http://` URL with a host.
+    InvalidUrl,
+    /// An argument could not be sent as given (a header name that is not a valid HTTP
+    /// header name, for example). Nothing was sent.
+    InvalidInput,
+    /// The broker could not be reached: connection refused, name not resolved, or the
+    /// connection did not open within the connect timeout.
+    Connect,
+    /// The broker did not answer within the request timeout.
+    Timeout,
+    /// The broker answered with an error status; `code` is its stable error code
+    /// (`invalid_subject`, `unknown_event`, ...). The message is in [`ApiError`], the
+    /// error's source.
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The broker's error code.
+        code: String,
+    },
+    /// A stream reported an error (`event: error`) and ended; `code` is the broker's code.
+    Stream {
+        /// The broker's error code.
+        code: String,
+    },
+    /// The connection failed after it was established (reset, closed mid-body).
+    Io,
+    /// The broker's answer did not follow the protocol (unparsable JSON, wrong content
+    /// type, an SSE event larger than the limit).
+    Protocol,
+}
+
+/// The broker's error answer: `{"error":{"code","message"}}` and the HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("broker answered {status} {code}: {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable error code (`invalid_subject`, ...); `http_<status>` when the body was not
+    /// the broker's error JSON.
+    pub code: String,
+    /// The human message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Reads an error answer. A body that is not the documented error JSON still yields an
+    /// error: its code is `http_<status>` and its message the body's start.
+    pub fn from_response(status: u16, body: &[u8]) -> ApiError {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            error: Inner,
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner {
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        match serde_json::from_slice::<Body>(body) {
+            Ok(b) => ApiError {
+                status,
+                code: b.error.code,
+                message: b.error.message,
+            },
+            Err(_) => {
+                let text = String::from_utf8_lossy(body);
+                let text: String = text.trim().chars().take(200).collect();
+                ApiError {
+                    status,
+                    code: format!("http_{status}"),
+                    message: if text.is_empty() {
+                        "(no body)".to_owned()
+                    } else {
+                        text
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// An error of connecting or reading.
+pub struct Error(Box<Inner>);
+
+/// The error's parts, boxed to keep `Result`s small.
+#[derive(Debug)]
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    source: Option<BoxError>,
+    /// The broker's answer, for [`ErrorKind::Api`] and [`ErrorKind::Stream`].
+    api: Option<ApiError>,
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error(Box::new(Inner {
+            kind,
+            message: message.into(),
+            source: None,
+            api: None,
+        }))
+    }
+
+    pub(crate) fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Error {
+        Error(Box::new(Inner {
+            kind,
+            message: message.into(),
+            source: Some(source.into()),
+            api: None,
+        }))
+    }
+
+    /// The broker answered with an error status.
+    pub(crate) fn api(api: ApiError) -> Error {
+        Error(Box::new(Inner {
+            kind: ErrorKind::Api {
+                status: api.status,
+                code: api.code.clone(),
+            },
+            message: api.to_string(),
+            source: None,
+            api: Some(api),
+        }))
+    }
+
+    /// A stream sent `event: error`.
+    pub(crate) fn stream(code: String, message: String) -> Error {
+        Error(Box::new(Inner {
+            kind: ErrorKind::Stream { code: code.clone() },
+            message: format!("the stream failed: {code}: {message}"),
+            source: None,
+            api: Some(ApiError {
+                status: 200,
+                code,
+                message,
+            }),
+        }))
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0.kind
+    }
+
+    /// The broker's error answer (status, code and message), when the error is one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        self.0.api.as_ref()
+    }
+}
+
+/// An error of publishing.
+#[derive(Debug, thiserror::Error)]
+pub struct PublishError {
+    /// The subject (or, for a batch, the first item's subject) the publish was for.
+    subject: String,
+    batch: bool,
+    #[source]
+    source: Error,
+}
+
+impl PublishError {
+    pub(crate) fn new(subject: impl Into<String>, batch: bool, source: Error) -> PublishError {
+        PublishError {
+            subject: subject.into(),
+            batch,
+            source,
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        self.source.kind()
+    }
+
+    /// The broker's error answer, when the error is one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        self.source.api_error()
+    }
+
+    /// The subject the publish was for (for a batch, its first item's).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.batch {
+            write!(f, "cannot publish batch to {}", self.subject)
+        } else {
+            write!(f, "cannot publish to {}", self.subject)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_the_error_body() {
+        let body = br#"{"error":{"code":"invalid_subject","message":"empty token at position 2 in \"a..b\""}}"#;
+        let api = ApiError::from_response(400, body);
+        assert_eq!(api.status, 400);
+        assert_eq!(api.code, "invalid_subject");
+        assert_eq!(api.message, "empty token at position 2 in \"a..b\"");
+        let e = Error::api(api.clone());
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::Api {
+                status: 400,
+                code: "invalid_subject".into()
+            }
+        );
+        assert_eq!(e.api_error(), Some(&api));
+        let p = PublishError::new("a..b", false, e);
+        assert_eq!(p.to_string(), "cannot publish to a..b");
+        let cause = std::error::Error::source(&p).unwrap().to_string();
+        assert_eq!(
+            cause,
+            "broker answered 400 invalid_subject: empty token at position 2 in \"a..b\""
+        );
+    }
+
+    #[test]
+    fn maps_a_foreign_error_body() {
+        let api = ApiError::from_response(502, b"<html>bad gateway</html>\n");
+        assert_eq!(api.code, "http_502");
+        assert_eq!(api.message, "<html>bad gateway</html>");
+        let api = ApiError::from_response(500, b"");
+        assert_eq!(api.message, "(no body)");
+        // Extra fields and a missing message are tolerated.
+        let api = ApiError::from_response(404, br#"{"error":{"code":"not_found","x":1}}"#);
+        assert_eq!((api.code.as_str(), api.message.as_str()), ("not_found", ""));
+    }
+}

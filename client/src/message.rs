@@ -1,0 +1,413 @@
+//! The values the broker sends: events ([`Message`]), publish receipts ([`Receipt`]),
+//! namespace figures ([`NamespaceInfo`]), retention gaps ([`Gap`]), pull pages ([`Page`]),
+//! and where reading starts ([`Start`]).
+//!
+//! Events are decoded from the one event JSON form of the protocol (`proto-docs/http-api.md`,
+//! "The event JSON"). The payload comes back as the bytes that were published: a JSON payload
+//! is the JSON text exactly as the broker sent it, a string payload its UTF-8 bytes, a base64
+//! payload the decoded bytes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use bus_broker::units::{format_rfc3339, parse_rfc3339};
+
+/// An event as delivered by the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The event's unique id (`user-42-9f3c2a1b`); also a start position for reading.
+    pub id: String,
+    /// The subject it was published on.
+    pub subject: String,
+    /// The subject's first token.
+    pub namespace: String,
+    /// Its sequence number in the namespace: from 1, strictly increasing, no gaps.
+    pub sequence: u64,
+    /// Creation time as the broker wrote it (RFC 3339 UTC with nanoseconds).
+    pub time: String,
+    /// Creation time in nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    /// Event headers, names in lowercase.
+    pub headers: BTreeMap<String, String>,
+    /// The reply subject, when the publisher gave one.
+    pub reply_to: Option<String>,
+    /// The Content-Type the publisher gave, if any.
+    pub content_type: Option<String>,
+    /// The payload bytes.
+    pub payload: Bytes,
+    /// The event JSON exactly as received, so it can be passed on without re-encoding.
+    json: Box<str>,
+}
+
+/// The event JSON's fields.
+#[derive(Deserialize)]
+struct WireEvent {
+    id: String,
+    subject: String,
+    namespace: String,
+    sequence: u64,
+    time: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    reply_to: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+    /// `Some` also for a JSON `null` payload, which is the four bytes `null`.
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Box<RawValue>>,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+impl Message {
+    /// Decodes one event from its JSON form.
+    pub fn from_json(json: &str) -> Result<Message, DecodeError> {
+        let raw: Box<RawValue> = serde_json::from_str(json).map_err(DecodeError::Json)?;
+        Message::from_raw(raw)
+    }
+
+    /// Decodes one event from an already delimited JSON value, keeping it as the raw form.
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> Result<Message, DecodeError> {
+        let w: WireEvent = serde_json::from_str(raw.get()).map_err(DecodeError::Json)?;
+        let time_ns = parse_rfc3339(&w.time).ok_or_else(|| DecodeError::Time(w.time.clone()))?;
+        let payload = match (&w.payload, w.encoding.as_deref()) {
+            (None, _) => Bytes::new(),
+            (Some(p), Some("base64")) => {
+                let s: String = serde_json::from_str(p.get())
+                    .map_err(|_| DecodeError::Payload("a base64 payload must be a string"))?;
+                Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s)
+                        .map_err(|_| DecodeError::Payload("invalid base64 payload"))?,
+                )
+            }
+            (Some(_), Some(other)) => return Err(DecodeError::Encoding(other.to_owned())),
+            (Some(p), None) if p.get().starts_with('"') => {
+                let s: String = serde_json::from_str(p.get()).map_err(DecodeError::Json)?;
+                Bytes::from(s)
+            }
+            (Some(p), None) => Bytes::copy_from_slice(p.get().as_bytes()),
+        };
+        Ok(Message {
+            id: w.id,
+            subject: w.subject,
+            namespace: w.namespace,
+            sequence: w.sequence,
+            time: w.time,
+            time_ns,
+            headers: w.headers,
+            reply_to: w.reply_to,
+            content_type: w.content_type,
+            payload,
+            json: raw.into(),
+        })
+    }
+
+    /// The event JSON exactly as the broker sent it (one line).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// An event's JSON could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not JSON, or a field missing or of the wrong type.
+    #[error("invalid event JSON")]
+    Json(#[source] serde_json::Error),
+    /// The time is not RFC 3339.
+    #[error("invalid event time {0:?}")]
+    Time(String),
+    /// The payload does not match its encoding.
+    #[error("{0}")]
+    Payload(&'static str),
+    /// An encoding this client does not know.
+    #[error("unknown payload encoding {0:?}")]
+    Encoding(String),
+}
+
+/// The broker's answer to a publish: where the event was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Receipt {
+    /// The event id.
+    pub id: String,
+    /// The namespace it went to.
+    pub namespace: String,
+    /// Its sequence in the namespace.
+    pub sequence: u64,
+    /// The subject.
+    pub subject: String,
+    /// Its creation time, RFC 3339.
+    pub time: String,
+    /// True when the dedup id had been seen within the window: nothing was stored and this is
+    /// the original event's receipt.
+    #[serde(default)]
+    pub duplicate: bool,
+    /// The receipt JSON exactly as received.
+    #[serde(skip)]
+    pub(crate) json: String,
+}
+
+impl Receipt {
+    /// Decodes a receipt, keeping its JSON text.
+    pub(crate) fn from_json(json: &str) -> Result<Receipt, serde_json::Error> {
+        let mut r: Receipt = serde_json::from_str(json)?;
+        json.clone_into(&mut r.json);
+        Ok(r)
+    }
+
+    /// The receipt JSON exactly as the broker sent it.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// A namespace and its figures, from `GET /v1/namespaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    /// The namespace name.
+    pub name: String,
+    /// Events retained.
+    pub events: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Oldest retained sequence (the next one when empty).
+    pub first_sequence: u64,
+    /// Newest sequence (0 when nothing was published).
+    pub last_sequence: u64,
+    /// Segment files.
+    #[serde(default)]
+    pub segments: u64,
+    /// Live subscriptions reading it.
+    #[serde(default)]
+    pub subscribers: u64,
+    /// The fsync policy in force (`always`, `never`, `interval:<ms>`).
+    #[serde(default)]
+    pub fsync: String,
+    /// Why the namespace is read-only, when its storage failed.
+    #[serde(default)]
+    pub read_only: Option<String>,
+}
+
+/// Events a reader had not read were deleted by retention; reading resumed after them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The namespace.
+    pub namespace: String,
+    /// First sequence missed.
+    pub missed_from: u64,
+    /// Sequence reading resumed at.
+    pub resume_at: u64,
+}
+
+/// One page of `pull`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The events, in order within each namespace.
+    pub events: Vec<Message>,
+    /// Pass as the next pull's `from` ([`Start::Cursor`]) to continue exactly after this page.
+    pub cursor: String,
+    /// Retention gaps met while reading the page.
+    pub gaps: Vec<Gap>,
+}
+
+/// Where reading starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Start {
+    /// The oldest retained event of every namespace the pattern touches.
+    Oldest,
+    /// Only events published after the subscription started. The default.
+    #[default]
+    Newest,
+    /// The first event at or after this time (nanoseconds since the epoch), in every
+    /// namespace.
+    Time(u64),
+    /// After the event with this id, or at the position this cursor records.
+    Cursor(String),
+}
+
+impl Start {
+    /// The query parameter value.
+    pub fn as_param(&self) -> String {
+        match self {
+            Start::Oldest => "oldest".to_owned(),
+            Start::Newest => "newest".to_owned(),
+            Start::Time(ns) => format_rfc3339(*ns),
+            Start::Cursor(c) => c.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Start {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_param())
+    }
+}
+
+/// `from` was empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("empty start position: expected oldest, newest, an event id, a cursor or an RFC 3339 time")]
+pub struct StartParseError;
+
+impl FromStr for Start {
+    type Err = StartParseError;
+
+    /// `oldest`, `newest`, an RFC 3339 time, else an event id or cursor (checked by the
+    /// broker).
+    fn from_str(s: &str) -> Result<Start, StartParseError> {
+        let s = s.trim();
+        Ok(match s {
+            "" => return Err(StartParseError),
+            "oldest" => Start::Oldest,
+            "newest" => Start::Newest,
+            _ => match parse_rfc3339(s) {
+                Some(ns) => Start::Time(ns),
+                None => Start::Cursor(s.to_owned()),
+            },
+        })
+    }
+}
+
+impl From<&str> for Start {
+    /// Like [`FromStr`], with an empty string meaning [`Start::Newest`].
+    fn from(s: &str) -> Start {
+        s.parse().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#""id":"user-42-9f3c2a1b","subject":"user.created","namespace":"user","sequence":42,"time":"2026-11-23T13:22:11.123456789Z""#;
+
+    fn event(rest: &str) -> String {
+        format!("{{{BASE}{rest}}}")
+    }
+
+    #[test]
+    fn decodes_a_json_payload_verbatim() {
+        let json = event(
+            r#","headers":{"trace":"abc"},"content_type":"application/json","payload":{"name":"ada","n":[1,2.50]}"#,
+        );
+        let m = Message::from_json(&json).unwrap();
+        assert_eq!(m.id, "user-42-9f3c2a1b");
+        assert_eq!(m.subject, "user.created");
+        assert_eq!(m.namespace, "user");
+        assert_eq!(m.sequence, 42);
+        assert_eq!(m.time, "2026-11-23T13:22:11.123456789Z");
+        assert_eq!(
+            m.time_ns,
+            parse_rfc3339("2026-11-23T13:22:11.123456789Z").unwrap()
+        );
+        assert_eq!(m.headers["trace"], "abc");
+        assert_eq!(m.content_type.as_deref(), Some("application/json"));
+        assert_eq!(m.reply_to, None);
+        assert_eq!(&m.payload[..], br#"{"name":"ada","n":[1,2.50]}"#);
+        assert_eq!(m.json(), json);
+    }
+
+    #[test]
+    fn decodes_scalar_json_payloads() {
+        for p in ["42", "true", "null", "[]", "-1.5e3"] {
+            let m = Message::from_json(&event(&format!(r#","payload":{p}"#))).unwrap();
+            assert_eq!(&m.payload[..], p.as_bytes());
+        }
+    }
+
+    #[test]
+    fn decodes_a_string_payload_to_its_utf8_bytes() {
+        let json = event(r#","headers":{},"reply_to":"_inbox.x","payload":"h\u00e9llo \"q\"\n""#);
+        let m = Message::from_json(&json).unwrap();
+        assert_eq!(&m.payload[..], "héllo \"q\"\n".as_bytes());
+        assert_eq!(m.reply_to.as_deref(), Some("_inbox.x"));
+        assert!(m.headers.is_empty());
+        assert_eq!(m.content_type, None);
+    }
+
+    #[test]
+    fn decodes_a_base64_payload() {
+        let json = event(r#","payload":"AP8Q","encoding":"base64""#);
+        let m = Message::from_json(&json).unwrap();
+        assert_eq!(&m.payload[..], &[0x00, 0xFF, 0x10]);
+        let bad = event(r#","payload":"@@@","encoding":"base64""#);
+        assert!(matches!(
+            Message::from_json(&bad),
+            Err(DecodeError::Payload(_))
+        ));
+        let bad = event(r#","payload":{"a":1},"encoding":"base64""#);
+        assert!(matches!(
+            Message::from_json(&bad),
+            Err(DecodeError::Payload(_))
+        ));
+        let bad = event(r#","payload":"x","encoding":"rot13""#);
+        assert!(matches!(
+            Message::from_json(&bad),
+            Err(DecodeError::Encoding(_))
+        ));
+    }
+
+    #[test]
+    fn empty_and_missing_payloads_are_empty() {
+        let m = Message::from_json(&event(r#","payload":"""#)).unwrap();
+        assert!(m.payload.is_empty());
+        let m = Message::from_json(&event("")).unwrap();
+        assert!(m.payload.is_empty());
+    }
+
+    #[test]
+    fn refuses_broken_events() {
+        assert!(Message::from_json("{").is_err());
+        assert!(Message::from_json(r#"{"id":"x"}"#).is_err());
+        let bad_time =
+            r#"{"id":"a-1-0","subject":"a","namespace":"a","sequence":1,"time":"yesterday"}"#;
+        assert!(matches!(
+            Message::from_json(bad_time),
+            Err(DecodeError::Time(_))
+        ));
+        // Unknown fields are tolerated, for later protocol additions.
+        assert!(Message::from_json(&event(r#","attempt":2"#)).is_ok());
+    }
+
+    #[test]
+    fn parses_start_positions() {
+        assert_eq!("oldest".parse(), Ok(Start::Oldest));
+        assert_eq!("newest".parse(), Ok(Start::Newest));
+        let t: Start = "2026-11-23T14:22:11+01:00".parse().unwrap();
+        assert_eq!(t.as_param(), "2026-11-23T13:22:11.000000000Z");
+        assert_eq!(
+            "user-42-9f3c2a1b,rpc-0-00000000".parse(),
+            Ok(Start::Cursor("user-42-9f3c2a1b,rpc-0-00000000".into()))
+        );
+        assert_eq!("".parse::<Start>(), Err(StartParseError));
+        assert_eq!(Start::from(""), Start::Newest);
+    }
+
+    #[test]
+    fn decodes_receipts_and_namespaces() {
+        let json = r#"{"id":"user-1-9f3c2a1b","namespace":"user","sequence":1,"subject":"user.created","time":"2026-11-23T13:22:11.123456789Z"}"#;
+        let r = Receipt::from_json(json).unwrap();
+        assert!(!r.duplicate);
+        assert_eq!(r.json(), json);
+        let r = Receipt::from_json(&json.replace('}', r#","duplicate":true}"#)).unwrap();
+        assert!(r.duplicate);
+        let n: Vec<NamespaceInfo> = serde_json::from_str(
+            r#"[{"name":"user","events":42,"bytes":8192,"first_sequence":1,"last_sequence":42,"segments":1,"subscribers":2,"fsync":"always","read_only":null}]"#,
+        )
+        .unwrap();
+        assert_eq!(n[0].last_sequence, 42);
+        assert_eq!(n[0].read_only, None);
+    }
+}

@@ -1,0 +1,330 @@
+//! Publishing: [`PublishBuilder`] for one event (`POST /v1/events/{subject}`) and
+//! [`BatchItem`] for an atomic batch (`POST /v1/events`).
+
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::client::{Body, Client, decode_json, encode};
+use crate::error::{Error, ErrorKind, PublishError};
+use crate::message::Receipt;
+
+/// Prefix of request headers that become event headers.
+const EVENT_HEADER_PREFIX: &str = "bus-header-";
+
+/// One publish, built by [`Client::publish`]; `.await` it to send.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+/// let receipt = client
+///     .publish("order.placed", r#"{"id":17}"#)
+///     .content_type("application/json")
+///     .header("trace", "abc")
+///     .msg_id("order-17")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a publish does nothing until awaited"]
+#[derive(Debug)]
+pub struct PublishBuilder {
+    client: Client,
+    subject: String,
+    payload: Bytes,
+    headers: Vec<(String, String)>,
+    msg_id: Option<String>,
+    content_type: Option<String>,
+    reply_to: Option<String>,
+}
+
+impl PublishBuilder {
+    pub(crate) fn new(client: Client, subject: String, payload: Bytes) -> PublishBuilder {
+        PublishBuilder {
+            client,
+            subject,
+            payload,
+            headers: Vec::new(),
+            msg_id: None,
+            content_type: None,
+            reply_to: None,
+        }
+    }
+
+    /// Adds an event header; the broker stores its name in lowercase. Default: none.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> PublishBuilder {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the dedup id: a repeat within the namespace's dedup window stores nothing and
+    /// answers with the original receipt. Default: none.
+    pub fn msg_id(mut self, id: impl Into<String>) -> PublishBuilder {
+        self.msg_id = Some(id.into());
+        self
+    }
+
+    /// Sets the payload's content type, kept with the event. Default: none.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> PublishBuilder {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets the event's reply subject. Default: none.
+    pub fn reply_to(mut self, subject: impl Into<String>) -> PublishBuilder {
+        self.reply_to = Some(subject.into());
+        self
+    }
+
+    async fn send(self) -> Result<Receipt, PublishError> {
+        let subject = self.subject.clone();
+        self.send_inner()
+            .await
+            .map_err(|e| PublishError::new(subject, false, e))
+    }
+
+    async fn send_inner(self) -> Result<Receipt, Error> {
+        let path = format!("/v1/events/{}", encode(&self.subject));
+        let mut req = self
+            .client
+            .request(Method::POST, &path, Body::new(self.payload))?;
+        let h = req.headers_mut();
+        for (name, value) in &self.headers {
+            h.append(
+                header_name(&format!("{EVENT_HEADER_PREFIX}{name}"))?,
+                header_value(name, value)?,
+            );
+        }
+        if let Some(id) = &self.msg_id {
+            h.insert("bus-msg-id", header_value("msg id", id)?);
+        }
+        if let Some(r) = &self.reply_to {
+            h.insert("bus-reply-to", header_value("reply subject", r)?);
+        }
+        if let Some(ct) = &self.content_type {
+            h.insert(CONTENT_TYPE, header_value("content type", ct)?);
+        }
+        let body = self
+            .client
+            .call(req, self.client.options().request_timeout_value())
+            .await?;
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            Error::with_source(ErrorKind::Protocol, "the broker's receipt is not UTF-8", e)
+        })?;
+        Receipt::from_json(text.trim_end()).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Protocol,
+                "the broker's receipt is not the expected JSON",
+                e,
+            )
+        })
+    }
+}
+
+impl IntoFuture for PublishBuilder {
+    type Output = Result<Receipt, PublishError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+fn header_name(name: &str) -> Result<HeaderName, Error> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
+        Error::with_source(
+            ErrorKind::InvalidInput,
+            format!(
+                "invalid header name {:?}",
+                &name[EVENT_HEADER_PREFIX.len().min(name.len())..]
+            ),
+            e,
+        )
+    })
+}
+
+fn header_value(what: &str, value: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::from_str(value).map_err(|e| {
+        Error::with_source(
+            ErrorKind::InvalidInput,
+            format!("invalid value for {what}: {value:?}"),
+            e,
+        )
+    })
+}
+
+/// One item of [`Client::publish_batch`].
+///
+/// The payload is sent as a JSON string when it is valid UTF-8, else as base64, so the broker
+/// stores exactly these bytes. Without [`content_type`](Self::content_type) the broker gives
+/// the item its default for that form (`text/plain; charset=utf-8` or
+/// `application/octet-stream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    /// The publish subject.
+    pub subject: String,
+    /// The payload bytes.
+    pub payload: Bytes,
+    /// The content type. Default: the broker's, see above.
+    pub content_type: Option<String>,
+    /// Event headers. Default: none.
+    pub headers: BTreeMap<String, String>,
+    /// Dedup id. Default: none.
+    pub msg_id: Option<String>,
+    /// Reply subject. Default: none.
+    pub reply_to: Option<String>,
+}
+
+impl BatchItem {
+    /// An item with no headers, dedup id, content type or reply subject.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> BatchItem {
+        BatchItem {
+            subject: subject.into(),
+            payload: payload.into(),
+            content_type: None,
+            headers: BTreeMap::new(),
+            msg_id: None,
+            reply_to: None,
+        }
+    }
+
+    /// Adds an event header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> BatchItem {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the dedup id.
+    pub fn msg_id(mut self, id: impl Into<String>) -> BatchItem {
+        self.msg_id = Some(id.into());
+        self
+    }
+
+    /// Sets the content type.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> BatchItem {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets the reply subject.
+    pub fn reply_to(mut self, subject: impl Into<String>) -> BatchItem {
+        self.reply_to = Some(subject.into());
+        self
+    }
+}
+
+/// A batch item's JSON form.
+#[derive(Serialize)]
+struct WireItem<'a> {
+    subject: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    payload: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
+}
+
+impl<'a> WireItem<'a> {
+    fn of(item: &'a BatchItem) -> WireItem<'a> {
+        let (payload, encoding) = match std::str::from_utf8(&item.payload) {
+            Ok(s) => (s.to_owned(), None),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(&item.payload),
+                Some("base64"),
+            ),
+        };
+        WireItem {
+            subject: &item.subject,
+            payload,
+            encoding,
+            content_type: item.content_type.as_deref(),
+            headers: &item.headers,
+            msg_id: item.msg_id.as_deref(),
+            reply_to: item.reply_to.as_deref(),
+        }
+    }
+}
+
+/// Encodes a batch as the JSON array the broker takes.
+fn encode_batch(items: &[BatchItem]) -> Result<Vec<u8>, Error> {
+    let wire: Vec<WireItem<'_>> = items.iter().map(WireItem::of).collect();
+    serde_json::to_vec(&wire)
+        .map_err(|e| Error::with_source(ErrorKind::InvalidInput, "cannot encode the batch", e))
+}
+
+pub(crate) async fn publish_batch(
+    client: &Client,
+    items: Vec<BatchItem>,
+) -> Result<Vec<Receipt>, PublishError> {
+    let subject = items.first().map(|i| i.subject.clone()).unwrap_or_default();
+    let inner = async {
+        let body = encode_batch(&items)?;
+        let mut req = client.request(Method::POST, "/v1/events", Body::new(Bytes::from(body)))?;
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = client
+            .call(req, client.options().request_timeout_value())
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Receipts {
+            receipts: Vec<Box<RawValue>>,
+        }
+        let r: Receipts = decode_json(&body)?;
+        r.receipts
+            .iter()
+            .map(|raw| {
+                Receipt::from_json(raw.get()).map_err(|e| {
+                    Error::with_source(ErrorKind::Protocol, "the broker sent a bad receipt", e)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    inner.await.map_err(|e| PublishError::new(subject, true, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_batch_items_so_the_bytes_survive() {
+        let items = vec![
+            BatchItem::new("user.created", r#"{"name":"ada"}"#)
+                .content_type("application/json")
+                .header("trace", "abc")
+                .msg_id("m-1"),
+            BatchItem::new("user.raw", vec![0u8, 0xFF]).reply_to("_inbox.x"),
+            BatchItem::new("user.empty", Bytes::new()),
+        ];
+        let json = String::from_utf8(encode_batch(&items).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"[{"subject":"user.created","payload":"{\"name\":\"ada\"}","content_type":"application/json","headers":{"trace":"abc"},"msg_id":"m-1"},"#,
+                r#"{"subject":"user.raw","payload":"AP8=","encoding":"base64","reply_to":"_inbox.x"},"#,
+                r#"{"subject":"user.empty"}]"#
+            )
+        );
+    }
+
+    #[test]
+    fn refuses_bad_header_names_locally() {
+        let e = header_name("bus-header-bad name").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::InvalidInput);
+        assert_eq!(e.to_string(), "invalid header name \"bad name\"");
+        let e = header_value("x", "a\nb").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::InvalidInput);
+    }
+}

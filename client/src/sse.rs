@@ -1,0 +1,417 @@
+//! An incremental parser of Server-Sent Events (the `text/event-stream` format of the HTML
+//! standard, "Parsing an event stream").
+//!
+//! Bytes go in as they arrive, in chunks split anywhere ([`SseParser::feed`]); complete events
+//! come out ([`SseParser::next_event`]). Lines end with CRLF, LF or CR; a CRLF split across two
+//! chunks counts once. A leading byte-order mark is skipped. Comment lines (`: keep-alive`)
+//! are counted and otherwise ignored. A field line without a colon is a field with an empty
+//! value. `data:` lines of one event are joined with LF. `id:` sets the last event id, which
+//! every later event carries until another `id:` changes it. `retry:` with only digits sets
+//! the reconnection delay. An event is dispatched at an empty line, and only when it has data.
+//!
+//! The parser holds at most `max_event_bytes` of one pending line plus one pending event's
+//! data; past that [`SseParser::next_event`] returns [`SseError::TooLarge`] and the stream
+//! cannot be parsed further.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Default bound on the bytes of one event (its line and data buffers): 64 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The event type: the last `event:` field's value, `message` when there was none.
+    pub event: String,
+    /// The `data:` lines joined with LF.
+    pub data: String,
+    /// The last event id in force when the event was dispatched (set by this event's `id:`
+    /// field or an earlier one).
+    pub id: Option<String>,
+}
+
+/// The parser met something it cannot go on from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// An event or line exceeded the bound.
+    #[error("an SSE event exceeds {limit} bytes")]
+    TooLarge {
+        /// The bound, in bytes.
+        limit: usize,
+    },
+}
+
+/// The incremental parser. See the module docs.
+#[derive(Debug)]
+pub struct SseParser {
+    /// Bytes received but not yet split into lines.
+    buf: Vec<u8>,
+    /// How far `buf` has been scanned for a line end without finding one, so each byte is
+    /// scanned once however the input is chunked.
+    scanned: usize,
+    /// The previous chunk ended in CR: an LF at the start of the next one ends no line.
+    skip_lf: bool,
+    /// Still at the start of the stream, where a BOM may be (possibly split over chunks).
+    at_start: bool,
+    /// The pending event's data.
+    data: String,
+    /// Whether a `data:` field was seen for the pending event.
+    has_data: bool,
+    /// The pending event's type.
+    event: String,
+    /// The last event id buffer.
+    last_id: Option<String>,
+    /// The reconnection delay, when a `retry:` field set one.
+    retry: Option<Duration>,
+    /// Comment lines seen.
+    comments: u64,
+    /// Events dispatched and not yet taken.
+    ready: VecDeque<SseEvent>,
+    /// The bound on one event's bytes.
+    max_event_bytes: usize,
+    /// Set once the bound was exceeded.
+    failed: bool,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser::new(DEFAULT_MAX_EVENT_BYTES)
+    }
+}
+
+impl SseParser {
+    /// A parser bounding one event (and one line) to `max_event_bytes`.
+    pub fn new(max_event_bytes: usize) -> SseParser {
+        SseParser {
+            buf: Vec::new(),
+            scanned: 0,
+            skip_lf: false,
+            at_start: true,
+            data: String::new(),
+            has_data: false,
+            event: String::new(),
+            last_id: None,
+            retry: None,
+            comments: 0,
+            ready: VecDeque::new(),
+            max_event_bytes,
+            failed: false,
+        }
+    }
+
+    /// Adds received bytes. Complete lines are processed at once; events they complete are
+    /// queued for [`next_event`](Self::next_event).
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.failed {
+            return;
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.at_start {
+            let n = self.buf.len().min(BOM.len());
+            if self.buf[..n] != BOM[..n] {
+                self.at_start = false;
+            } else if n == BOM.len() {
+                self.buf.drain(..BOM.len());
+                self.at_start = false;
+            } else {
+                return; // a BOM's first bytes; wait for the rest
+            }
+        }
+        let mut start = 0;
+        let mut i = self.scanned;
+        while i < self.buf.len() {
+            let b = self.buf[i];
+            if self.skip_lf {
+                self.skip_lf = false;
+                if b == b'\n' && i == start {
+                    start = i + 1;
+                    i += 1;
+                    continue;
+                }
+            }
+            if b == b'\n' || b == b'\r' {
+                let line = String::from_utf8_lossy(&self.buf[start..i]).into_owned();
+                self.line(&line);
+                if b == b'\r' {
+                    if i + 1 < self.buf.len() {
+                        if self.buf[i + 1] == b'\n' {
+                            i += 1;
+                        }
+                    } else {
+                        self.skip_lf = true;
+                    }
+                }
+                start = i + 1;
+                if self.failed {
+                    return;
+                }
+            }
+            i += 1;
+        }
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        if self.buf.len() > self.max_event_bytes {
+            self.fail();
+        }
+    }
+
+    /// The next complete event, `Ok(None)` when more bytes are needed.
+    pub fn next_event(&mut self) -> Result<Option<SseEvent>, SseError> {
+        if let Some(e) = self.ready.pop_front() {
+            return Ok(Some(e));
+        }
+        if self.failed {
+            return Err(SseError::TooLarge {
+                limit: self.max_event_bytes,
+            });
+        }
+        Ok(None)
+    }
+
+    /// The reconnection delay the stream asked for with `retry:`, if any.
+    pub fn retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
+    /// The last event id buffer: the value of the last `id:` field seen.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// Comment lines (keep-alives) seen so far.
+    pub fn comments(&self) -> u64 {
+        self.comments
+    }
+
+    fn fail(&mut self) {
+        self.failed = true;
+        self.buf = Vec::new();
+        self.data = String::new();
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.is_empty() {
+            self.dispatch();
+            return;
+        }
+        if line.starts_with(':') {
+            self.comments += 1;
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => value.clone_into(&mut self.event),
+            "data" => {
+                if self.data.len() + value.len() + 1 > self.max_event_bytes {
+                    self.fail();
+                    return;
+                }
+                self.data.push_str(value);
+                self.data.push('\n');
+                self.has_data = true;
+            }
+            // An id holding NUL is ignored.
+            "id" if !value.contains('\0') => self.last_id = Some(value.to_owned()),
+            // Only digits; `parse` alone would also take a leading `+`.
+            "retry" if value.bytes().all(|b| b.is_ascii_digit()) => {
+                if let Ok(ms) = value.parse::<u64>() {
+                    self.retry = Some(Duration::from_millis(ms));
+                }
+            }
+            _ => {} // unknown fields, and ignored values, change nothing
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let event = std::mem::take(&mut self.event);
+        if !self.has_data {
+            self.data.clear();
+            return;
+        }
+        self.has_data = false;
+        let mut data = std::mem::take(&mut self.data);
+        if data.ends_with('\n') {
+            data.pop();
+        }
+        self.ready.push_back(SseEvent {
+            event: if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            },
+            data,
+            id: self.last_id.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: &str, data: &str, id: Option<&str>) -> SseEvent {
+        SseEvent {
+            event: event.into(),
+            data: data.into(),
+            id: id.map(Into::into),
+        }
+    }
+
+    fn parse_chunks(chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.feed(c);
+            while let Some(e) = p.next_event().unwrap() {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Parses `input` whole, byte by byte, and split at every position; all must agree.
+    fn parse_every_way(input: &[u8]) -> Vec<SseEvent> {
+        let whole = parse_chunks(&[input]);
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(parse_chunks(&bytes), whole, "byte by byte");
+        for cut in 0..=input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(parse_chunks(&[a, b]), whole, "split at {cut}");
+        }
+        whole
+    }
+
+    #[test]
+    fn parses_events_of_every_line_ending() {
+        let want = vec![ev("message", "one", None), ev("gap", "two", Some("c-2"))];
+        for nl in ["\n", "\r\n", "\r"] {
+            let input = format!("data: one{nl}{nl}event: gap{nl}id: c-2{nl}data: two{nl}{nl}");
+            assert_eq!(parse_every_way(input.as_bytes()), want, "{nl:?}");
+        }
+    }
+
+    #[test]
+    fn mixed_line_endings_and_crlf_split_across_chunks() {
+        let got = parse_chunks(&[b"data: a\r", b"\n\r", b"\ndata: b\n", b"\r\n"]);
+        assert_eq!(
+            got,
+            vec![ev("message", "a", None), ev("message", "b", None)]
+        );
+        // CR then LF in separate chunks is one line end, not an empty line.
+        let got = parse_chunks(&[b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"]);
+        assert_eq!(got, vec![ev("message", "a\nb", None)]);
+    }
+
+    #[test]
+    fn joins_multi_line_data() {
+        let got = parse_every_way(b"data: {\"a\":\ndata:1}\ndata\n\n");
+        assert_eq!(got, vec![ev("message", "{\"a\":\n1}\n", None)]);
+    }
+
+    #[test]
+    fn skips_comments_and_counts_them() {
+        let mut p = SseParser::default();
+        p.feed(b": keep-alive\n\n:\ndata: x\n: mid-event\n\n");
+        assert_eq!(p.next_event().unwrap(), Some(ev("message", "x", None)));
+        assert_eq!(p.next_event().unwrap(), None);
+        assert_eq!(p.comments(), 3);
+    }
+
+    #[test]
+    fn id_persists_and_is_reset_only_by_another_id() {
+        let got =
+            parse_every_way(b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: x\0y\ndata: d\n\n");
+        assert_eq!(
+            got,
+            vec![
+                ev("message", "a", Some("1")),
+                ev("message", "b", Some("1")),
+                ev("message", "c", Some("")),
+                // An id holding NUL is ignored.
+                ev("message", "d", Some("")),
+            ]
+        );
+    }
+
+    #[test]
+    fn event_type_resets_after_each_dispatch_and_needs_data() {
+        // An event with no data is not dispatched, and its type does not leak.
+        let got = parse_every_way(b"event: shutdown\n\nevent: subscribed\ndata: {}\n\ndata: x\n\n");
+        assert_eq!(
+            got,
+            vec![ev("subscribed", "{}", None), ev("message", "x", None)]
+        );
+        let got = parse_every_way(b"event: shutdown\ndata: {}\n\n");
+        assert_eq!(got, vec![ev("shutdown", "{}", None)]);
+    }
+
+    #[test]
+    fn retry_takes_only_digits() {
+        let mut p = SseParser::default();
+        p.feed(b"retry: 1000\n\n");
+        assert_eq!(p.retry(), Some(Duration::from_millis(1000)));
+        p.feed(b"retry: 5s\nretry:\n\n");
+        assert_eq!(p.retry(), Some(Duration::from_millis(1000)));
+        p.feed(b"retry:250\n\n");
+        assert_eq!(p.retry(), Some(Duration::from_millis(250)));
+        assert_eq!(p.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn field_without_colon_and_value_spacing() {
+        // Only one leading space is removed; a field name without colon has an empty value.
+        let got = parse_every_way(b"data:  two spaces\ndata\ndata:no space\n\n");
+        assert_eq!(got, vec![ev("message", " two spaces\n\nno space", None)]);
+        // A field with a colon later in the value keeps it.
+        let got = parse_every_way(b"data: a: b\n\n");
+        assert_eq!(got, vec![ev("message", "a: b", None)]);
+    }
+
+    #[test]
+    fn skips_a_leading_bom_once() {
+        let got = parse_every_way(b"\xEF\xBB\xBFdata: a\n\n");
+        assert_eq!(got, vec![ev("message", "a", None)]);
+        // A BOM later in the stream is not skipped: the field name is then unknown.
+        let got = parse_every_way(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n");
+        assert_eq!(got, vec![ev("message", "a", None)]);
+        // A stream that starts like a BOM but is not one keeps its bytes.
+        let got = parse_chunks(&[b"\xEF", b"data: a\n\n"]);
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn incomplete_event_is_not_dispatched() {
+        let mut p = SseParser::default();
+        p.feed(b"data: a\n");
+        assert_eq!(p.next_event().unwrap(), None);
+        p.feed(b"data: b");
+        assert_eq!(p.next_event().unwrap(), None);
+        p.feed(b"\n\n");
+        assert_eq!(p.next_event().unwrap(), Some(ev("message", "a\nb", None)));
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let got = parse_every_way(b"data: a\xFFb\n\n");
+        assert_eq!(got, vec![ev("message", "a\u{FFFD}b", None)]);
+    }
+
+    #[test]
+    fn bounds_one_event() {
+        let mut p = SseParser::new(16);
+        p.feed(b"data: 0123456789\n");
+        assert_eq!(p.next_event().unwrap(), None);
+        p.feed(b"data: 0123456789\n\n");
+        assert_eq!(p.next_event(), Err(SseError::TooLarge { limit: 16 }));
+        // A line that never ends is bounded too.
+        let mut p = SseParser::new(16);
+        p.feed(&[b'x'; 17]);
+        assert_eq!(p.next_event(), Err(SseError::TooLarge { limit: 16 }));
+    }
+}

@@ -1,0 +1,287 @@
+//! [`Subscription`]: the `Stream` over one `GET /v1/stream` response, decoding its
+//! Server-Sent Events into [`StreamItem`]s.
+//!
+//! The stream ends (`None`) after the broker's `event: shutdown`, or after an error item: a
+//! broken connection ([`ErrorKind::Io`]), a stream error sent by the broker
+//! ([`ErrorKind::Stream`]), or something unparsable ([`ErrorKind::Protocol`]). The
+//! subscription keeps the cursor after the last event it yielded ([`Subscription::cursor`]),
+//! so a later reconnect can resume exactly there.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
+
+use crate::error::{Error, ErrorKind};
+use crate::message::{Gap, Message};
+use crate::sse::{SseEvent, SseParser};
+
+/// One item of a [`Subscription`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StreamItem {
+    /// The broker confirmed the subscription (always the first item).
+    Subscribed(Subscribed),
+    /// An event.
+    Event(Message),
+    /// Events this subscription had not read were deleted by retention; it resumed after them.
+    Gap(Gap),
+}
+
+/// The broker's confirmation of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Subscribed {
+    /// The subscription's id on the broker (as listed by `GET /v1/subscriptions`).
+    pub subscription: String,
+    /// The pattern.
+    pub pattern: String,
+    /// The start position as the broker understood it.
+    #[serde(default)]
+    pub from: String,
+}
+
+type DataStream = BodyDataStream<Incoming>;
+
+/// A live subscription: a `Stream` of [`StreamItem`]s. Dropping it closes the connection,
+/// which ends the subscription on the broker.
+pub struct Subscription {
+    /// The response body, `None` once it ended.
+    body: Option<DataStream>,
+    /// Decodes the body.
+    parser: SseParser,
+    /// Items decoded and not yet yielded.
+    ready: VecDeque<Result<StreamItem, Error>>,
+    /// Set once the stream has ended or failed: nothing more is yielded after `ready`.
+    done: bool,
+    /// The SSE id of the last event yielded: the cursor after it.
+    cursor: Option<String>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("done", &self.done)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(body: Incoming, max_event_bytes: usize) -> Subscription {
+        Subscription {
+            body: Some(BodyDataStream::new(body)),
+            parser: SseParser::new(max_event_bytes),
+            ready: VecDeque::new(),
+            done: false,
+            cursor: None,
+        }
+    }
+
+    /// The cursor after the last event yielded: pass it as `Start::Cursor` to resume exactly
+    /// after that event. `None` before the first event.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// The reconnection delay the broker asked for (`retry:`), if it sent one.
+    pub fn retry(&self) -> Option<Duration> {
+        self.parser.retry()
+    }
+
+    /// Feeds bytes and queues what they complete.
+    fn take_bytes(&mut self, chunk: &Bytes) {
+        self.parser.feed(chunk);
+        loop {
+            match self.parser.next_event() {
+                Ok(Some(ev)) => {
+                    if let Some(item) = self.decode(ev) {
+                        let failed = item.is_err();
+                        self.ready.push_back(item);
+                        if failed {
+                            self.finish();
+                            return;
+                        }
+                    }
+                    if self.done {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.ready.push_back(Err(Error::with_source(
+                        ErrorKind::Protocol,
+                        "the broker's event stream is unreadable",
+                        e,
+                    )));
+                    self.finish();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One SSE event to an item; `None` for events that yield nothing.
+    fn decode(&mut self, ev: SseEvent) -> Option<Result<StreamItem, Error>> {
+        let bad = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| {
+            Err(Error::with_source(
+                ErrorKind::Protocol,
+                format!("the broker sent a bad {what}"),
+                e,
+            ))
+        };
+        match ev.event.as_str() {
+            "message" => match Message::from_json(&ev.data) {
+                Ok(m) => {
+                    if let Some(id) = ev.id {
+                        self.cursor = Some(id);
+                    }
+                    Some(Ok(StreamItem::Event(m)))
+                }
+                Err(e) => Some(bad("event", Box::new(e))),
+            },
+            "subscribed" => match serde_json::from_str::<Subscribed>(&ev.data) {
+                Ok(s) => Some(Ok(StreamItem::Subscribed(s))),
+                Err(e) => Some(bad("subscription confirmation", Box::new(e))),
+            },
+            "gap" => match serde_json::from_str::<Gap>(&ev.data) {
+                Ok(g) => Some(Ok(StreamItem::Gap(g))),
+                Err(e) => Some(bad("gap notice", Box::new(e))),
+            },
+            "error" => {
+                #[derive(serde::Deserialize)]
+                struct StreamError {
+                    code: String,
+                    #[serde(default)]
+                    message: String,
+                }
+                let e = match serde_json::from_str::<StreamError>(&ev.data) {
+                    Ok(e) => Error::stream(e.code, e.message),
+                    Err(_) => Error::stream("unknown".to_owned(), ev.data),
+                };
+                Some(Err(e))
+            }
+            "shutdown" => {
+                self.finish();
+                None
+            }
+            _ => None, // event types of later protocol versions
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.body = None; // closes the connection
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<StreamItem, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(item) = this.ready.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(body).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => this.take_bytes(&chunk),
+                Poll::Ready(Some(Err(e))) => {
+                    this.finish();
+                    return Poll::Ready(Some(Err(Error::with_source(
+                        ErrorKind::Io,
+                        "the event stream broke",
+                        e,
+                    ))));
+                }
+                Poll::Ready(None) => {
+                    this.finish();
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::Io,
+                        "the broker closed the event stream without a shutdown notice",
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detached() -> Subscription {
+        Subscription {
+            body: None,
+            parser: SseParser::default(),
+            ready: VecDeque::new(),
+            done: false,
+            cursor: None,
+        }
+    }
+
+    const EVENT: &str = r#"{"id":"user-1-9f3c2a1b","subject":"user.created","namespace":"user","sequence":1,"time":"2026-11-23T13:22:11.123456789Z","headers":{},"payload":"hi"}"#;
+
+    #[test]
+    fn decodes_a_stream_and_ends_at_shutdown() {
+        let mut s = detached();
+        let text = format!(
+            "event: subscribed\ndata: {{\"subscription\":\"s-3\",\"pattern\":\"user.>\",\"from\":\"oldest\"}}\n\n\
+             : keep-alive\n\n\
+             retry: 1000\nid: user-1-9f3c2a1b\ndata: {EVENT}\n\n\
+             event: gap\ndata: {{\"namespace\":\"user\",\"missed_from\":2,\"resume_at\":5}}\n\n\
+             event: future\ndata: {{}}\n\n\
+             event: shutdown\ndata: {{}}\n\n\
+             data: {EVENT}\n\n"
+        );
+        s.take_bytes(&Bytes::from(text));
+        let items: Vec<_> = s.ready.drain(..).map(Result::unwrap).collect();
+        assert_eq!(items.len(), 3);
+        assert!(matches!(&items[0], StreamItem::Subscribed(x) if x.subscription == "s-3"));
+        assert!(
+            matches!(&items[1], StreamItem::Event(m) if &m.payload[..] == b"hi" && m.json() == EVENT)
+        );
+        assert!(matches!(&items[2], StreamItem::Gap(g) if g.missed_from == 2 && g.resume_at == 5));
+        assert!(s.done);
+        assert_eq!(s.cursor(), Some("user-1-9f3c2a1b"));
+        assert_eq!(s.retry(), Some(Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn an_error_event_is_the_last_item() {
+        let mut s = detached();
+        s.take_bytes(&Bytes::from_static(
+            b"event: error\ndata: {\"code\":\"corrupt\",\"message\":\"bad crc at 00000000000000000001.log offset 40\"}\n\ndata: x\n\n",
+        ));
+        assert_eq!(s.ready.len(), 1);
+        let e = s.ready.pop_front().unwrap().unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::Stream {
+                code: "corrupt".into()
+            }
+        );
+        assert!(e.to_string().contains("bad crc"));
+        assert!(s.done);
+    }
+
+    #[test]
+    fn a_bad_event_fails_the_stream() {
+        let mut s = detached();
+        s.take_bytes(&Bytes::from_static(b"data: {\"id\":1}\n\n"));
+        let e = s.ready.pop_front().unwrap().unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Protocol);
+        assert!(s.done);
+    }
+}
