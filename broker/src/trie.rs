@@ -559,13 +559,16 @@ fn collect<T: Clone>(node: &Node<T>, tokens: &[&str], out: &mut Vec<T>) {
         append(out, &node.exact);
         return;
     };
+    // Look the literal child up first, though it is walked last: its (often cold) memory loads
+    // then overlap with the work on the other branches.
+    let literal = node.literals.get(token.as_bytes());
     append(out, &node.tail);
     if rest.is_empty() {
         append(out, &node.last_wildcard);
     } else if let Some(wildcard) = &node.wildcard {
         collect(wildcard, rest, out);
     }
-    if let Some(child) = node.literals.get(token.as_bytes()) {
+    if let Some(child) = literal {
         collect(child, rest, out);
     }
 }
