@@ -1,17 +1,77 @@
 //! `bus`: the command-line front end of the bus broker.
 //!
-//! The subcommands (`server`, `put`, `get`, ...) arrive with the HTTP server; until then
-//! the binary only prints its version and help.
+//! `bus put`, `bus get` and `bus ns` talk to a broker over HTTP through `bus-client`. The modules: [`args`] (the command line), [`commands`] (one
+//! file per subcommand), [`output`] (what goes to stdout and stderr), [`error`] (exit
+//! statuses and the `bus: <error>: <cause>` line).
+//!
+//! Rules every command keeps: with `--json`, stdout carries only results; notices and errors
+//! go to stderr. Exit status 0 ok, 1 a negative result, 2 an error, 3 no responders, 4
+//! timeout. A closed stdout pipe ends the command quietly with 0.
 
-use clap::Parser;
+mod args;
+mod commands;
+mod error;
+mod output;
 
-/// The `bus` command.
-#[derive(Parser, Debug)]
-#[command(name = "bus", version, about = "A persistent, subject-routed event broker")]
-struct Cli {}
+use std::process::ExitCode;
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("bus: no subcommand yet: the server arrives with the HTTP API work");
-    std::process::exit(2);
+use clap::Parser as _;
+
+use crate::args::{Cli, Command};
+use crate::error::{CliError, EXIT_ERROR};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = run(cli);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(line) = e.render() {
+                output::notice_raw(&line);
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Runs the command on a current-thread runtime.
+fn run(cli: Cli) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::with_cause("cannot start the async runtime", e))?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Put(args) => commands::put::run(&cli.url, cli.json, args).await,
+            Command::Get(args) => commands::get::run(&cli.url, cli.json, args).await,
+            Command::Ns(_) => commands::ns::run(&cli.url, cli.json).await,
+        }
+    })
+}
+
+/// Help and version go to stdout with status 0; a usage error is printed as
+/// `bus: <error>` with clap's hints, status 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            output::notice_raw(&format!("bus: {}", text.trim_end()));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }

@@ -1,0 +1,218 @@
+//! What the commands print. Results go to stdout, a line at a time, flushed at once so a
+//! pipe sees each as it comes; notices and errors go to stderr. Colour only when stdout is a
+//! terminal and `NO_COLOR` is not set.
+
+use std::io::{IsTerminal as _, Write as _};
+
+use bus_client::{Message, NamespaceInfo};
+
+use crate::error::CliError;
+
+const BOLD_CYAN: &str = "\x1b[1;36m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// Stdout, with the decision whether to colour.
+#[derive(Debug)]
+pub struct Output {
+    /// Whether to write ANSI colours.
+    color: bool,
+}
+
+impl Output {
+    /// Colours when stdout is a terminal and `NO_COLOR` is unset or empty.
+    pub fn new() -> Output {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Output {
+            color: std::io::stdout().is_terminal() && !no_color,
+        }
+    }
+
+    /// Whether output is coloured.
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
+    /// Writes `text` and a newline to stdout and flushes. A closed pipe becomes a quiet
+    /// [`CliError`] with status 0.
+    pub fn line(&mut self, text: &str) -> Result<(), CliError> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .map_err(CliError::write)
+    }
+}
+
+/// Prints a notice on stderr, `bus: ` in front.
+pub fn notice(text: &str) {
+    notice_raw(&format!("bus: {text}"));
+}
+
+/// Prints a line on stderr as it is.
+pub fn notice_raw(line: &str) {
+    // Nothing sensible is left to do when stderr itself is gone.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// One event for people: `subject #sequence time [headers] payload`.
+pub fn format_event(m: &Message, color: bool) -> String {
+    let (subj, dim, reset) = if color {
+        (BOLD_CYAN, DIM, RESET)
+    } else {
+        ("", "", "")
+    };
+    let mut s = format!(
+        "{subj}{}{reset} {dim}#{} {}{reset}",
+        m.subject, m.sequence, m.time
+    );
+    if !m.headers.is_empty() || m.reply_to.is_some() {
+        let mut parts: Vec<String> = m.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(r) = &m.reply_to {
+            parts.push(format!("reply-to={r}"));
+        }
+        s.push_str(&format!(" {dim}[{}]{reset}", parts.join(" ")));
+    }
+    s.push(' ');
+    match std::str::from_utf8(&m.payload) {
+        Ok(text) => s.push_str(text),
+        Err(_) => s.push_str(&format!(
+            "{dim}<{} bytes of {}>{reset}",
+            m.payload.len(),
+            m.content_type.as_deref().unwrap_or("binary data")
+        )),
+    }
+    s
+}
+
+/// The namespaces as an aligned table with a header row.
+pub fn namespace_table(list: &[NamespaceInfo]) -> String {
+    let header = [
+        "NAMESPACE",
+        "EVENTS",
+        "SIZE",
+        "FIRST",
+        "LAST",
+        "SEGMENTS",
+        "SUBSCRIBERS",
+        "FSYNC",
+        "STATE",
+    ];
+    let rows: Vec<[String; 9]> = list
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                n.events.to_string(),
+                human_size(n.bytes),
+                n.first_sequence.to_string(),
+                n.last_sequence.to_string(),
+                n.segments.to_string(),
+                n.subscribers.to_string(),
+                n.fsync.clone(),
+                match &n.read_only {
+                    Some(why) => format!("read-only: {why}"),
+                    None => "ok".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: &[&str]| {
+        let mut line = String::new();
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            if i + 1 == cells.len() {
+                line.push_str(cell);
+            } else if (1..=6).contains(&i) {
+                // Numbers align right.
+                line.push_str(&format!("{cell:>w$}  "));
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    push_row(&header);
+    for r in &rows {
+        push_row(&r.each_ref().map(String::as_str));
+    }
+    out.pop();
+    out
+}
+
+/// `512 B`, `8.0 KiB`, `1.5 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_events_plain_and_coloured() {
+        let m = Message::from_json(
+            r#"{"id":"user-42-9f","subject":"user.created","namespace":"user","sequence":42,"time":"2026-11-23T13:22:11.123456789Z","headers":{"trace":"abc"},"payload":{"name":"ada"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format_event(&m, false),
+            r#"user.created #42 2026-11-23T13:22:11.123456789Z [trace=abc] {"name":"ada"}"#
+        );
+        let coloured = format_event(&m, true);
+        assert!(coloured.starts_with("\x1b[1;36muser.created\x1b[0m"));
+        let bin = Message::from_json(
+            r#"{"id":"b-1-0","subject":"b","namespace":"b","sequence":1,"time":"2026-11-23T13:22:11.123456789Z","payload":"AP8=","encoding":"base64"}"#,
+        )
+        .unwrap();
+        assert!(format_event(&bin, false).ends_with("<2 bytes of binary data>"));
+    }
+
+    #[test]
+    fn tabulates_namespaces() {
+        let list: Vec<NamespaceInfo> = serde_json::from_str(
+            r#"[{"name":"user","events":42,"bytes":8192,"first_sequence":1,"last_sequence":42,"segments":1,"subscribers":2,"fsync":"always","read_only":null},
+                {"name":"rpc","events":0,"bytes":0,"first_sequence":1,"last_sequence":0,"segments":1,"subscribers":0,"fsync":"never","read_only":"disk full"}]"#,
+        )
+        .unwrap();
+        let t = namespace_table(&list);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAMESPACE  EVENTS"));
+        assert!(
+            lines[1].starts_with("user           42  8.0 KiB"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with("never   read-only: disk full"),
+            "{}",
+            lines[2]
+        );
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(64 << 20), "64.0 MiB");
+    }
+}
