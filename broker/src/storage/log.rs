@@ -544,6 +544,10 @@ impl EventLog for Log {
         lookup_id(&self.shared, id)
     }
 
+    fn id_of(&self, sequence: u64) -> String {
+        event_id(&self.shared.name, sequence, self.shared.incarnation)
+    }
+
     fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt> {
         let entry = lock(&self.shared.dedup).get(msg_id, now_ns())?;
         Some(Receipt {

@@ -218,6 +218,10 @@ impl EventLog for Arc<MemoryLog> {
         }
     }
 
+    fn id_of(&self, sequence: u64) -> String {
+        event_id(&self.name, sequence, self.incarnation)
+    }
+
     fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt> {
         let d = lock(&self.inner).dedup.get(msg_id, now_ns())?;
         Some(self.receipt(d.sequence, d.time_ns, true))

@@ -121,6 +121,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// Resolves an event id.
     fn lookup_id(&self, id: &str) -> IdLookup;
 
+    /// The id the event at `sequence` has (or will have); sequence 0 names the position
+    /// before the first event. Used for cursors.
+    fn id_of(&self, sequence: u64) -> String;
+
     /// The receipt of the event stored with this dedup id, if within the window.
     fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt>;
 
@@ -206,7 +210,11 @@ pub fn parse_event_id(id: &str) -> Option<(&str, u64, u32)> {
     let inc = parts.next()?;
     let seq = parts.next()?;
     let ns = parts.next()?;
-    if inc.len() != 8 || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+    let canonical_seq = seq == "0" || (!seq.starts_with('0') && !seq.is_empty());
+    let lower_hex = inc
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if inc.len() != 8 || !lower_hex || !canonical_seq || !seq.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Some((ns, seq.parse().ok()?, u32::from_str_radix(inc, 16).ok()?))

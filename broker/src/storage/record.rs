@@ -166,6 +166,13 @@ pub fn check_limits(event: &NewEvent) -> Result<(), String> {
             return Err(format!("header {n:?} is over {MAX_FIELD_BYTES} bytes"));
         }
     }
+    // The largest id the log makes: a 255-byte namespace, 20 digits, 8 hex digits, 2 dashes.
+    let body = encoded_len(event, 285) - FRAME_HEADER_BYTES;
+    if body > MAX_BODY_BYTES {
+        return Err(format!(
+            "event of {body} bytes exceeds the record limit of {MAX_BODY_BYTES} bytes"
+        ));
+    }
     Ok(())
 }
 
@@ -424,6 +431,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_event_over_the_record_limit_is_refused_before_it_is_written() {
+        let big = "x".repeat(MAX_FIELD_BYTES);
+        let mut e = NewEvent::new("a", vec![0u8; 1024 * 1024]);
+        e.headers = (0..2310)
+            .map(|i| (format!("{i}{}", &big[..MAX_FIELD_BYTES - 5]), big.clone()))
+            .collect();
+        assert!(check_limits(&e).unwrap_err().contains("record limit"));
+        e.headers.truncate(10);
+        assert!(check_limits(&e).is_ok());
     }
 
     #[test]

@@ -163,6 +163,13 @@ pub fn scan_active(
     // A batch missing its last records was never acknowledged: cut all of it.
     if batch_open {
         let (begin, count) = batch_begin;
+        if let Some(r) = &mut scan.repaired {
+            // The incomplete batch before the damage is lost too.
+            let cut = scan.offsets.len() - count;
+            r.first_lost -= cut as u64;
+            r.events_lost += cut as u64;
+            r.offset = begin as u64;
+        }
         scan.offsets.truncate(count);
         scan.times.truncate(count);
         scan.msg_ids.retain(|m| m.1 < first_seq + count as u64);
