@@ -13,8 +13,17 @@
 //!   reaches storage only through the [`storage::Storage`] trait, so another engine can be
 //!   plugged in later.
 
+pub mod broker;
 pub mod config;
+pub mod cursor;
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod server;
 pub mod storage;
 pub mod subject;
+pub mod subscription;
 pub mod trie;
 pub mod units;

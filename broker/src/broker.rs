@@ -1,0 +1,492 @@
+//! [`Broker`]: the cheap-to-clone handle that everything above storage goes through:
+//! publish, subscribe, pull, and the figures management and metrics report.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorCode};
+use crate::metrics::Metrics;
+use crate::storage::{
+    DiskStorage, EventLog, NewEvent, OpenReport, Receipt, Storage, StorageError, StorageOptions,
+    now_ns,
+};
+use crate::subject::{Pattern, Subject, is_reserved_namespace};
+use crate::subscription::{Delivery, StartSpec, Subscription};
+use crate::trie::SharedSubjectTrie;
+
+/// Why the broker could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Invalid settings.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory could not be opened (locked, damaged, unreadable).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A live subscription as management lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionInfo {
+    /// Subscription id.
+    pub id: String,
+    /// Its pattern.
+    pub pattern: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// Events delivered so far.
+    pub delivered: u64,
+    /// `stream`.
+    pub kind: &'static str,
+}
+
+/// Figures of one namespace, as management reports them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NamespaceInfo {
+    /// The namespace.
+    pub name: String,
+    /// Events held.
+    pub events: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Oldest retained sequence (the next one when empty).
+    pub first_sequence: u64,
+    /// Newest sequence (0 when nothing was published).
+    pub last_sequence: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Live subscriptions whose pattern touches this namespace.
+    pub subscribers: u64,
+    /// The fsync policy.
+    pub fsync: String,
+    /// Why the namespace is read-only, if it is.
+    pub read_only: Option<String>,
+}
+
+/// One event of a publish request.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// The subject, as given.
+    pub subject: String,
+    /// Event headers (names lowercased by the caller).
+    pub headers: Vec<(String, String)>,
+    /// Dedup id.
+    pub msg_id: Option<String>,
+    /// Reply subject.
+    pub reply_to: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// A page of pulled events.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The events, with their namespaces.
+    pub events: Vec<(String, crate::storage::Event)>,
+    /// Gaps met: (namespace, missed_from, resume_at).
+    pub gaps: Vec<(String, u64, u64)>,
+    /// Where to continue from.
+    pub cursor: String,
+}
+
+/// Most events in one pull page.
+pub const MAX_PULL_LIMIT: usize = 1000;
+/// Longest wait of one pull.
+pub const MAX_PULL_WAIT: Duration = Duration::from_secs(60);
+/// Most items in one batch publish.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+
+struct SubEntry {
+    pattern: Pattern,
+    started_ns: u64,
+    delivered: Arc<AtomicU64>,
+}
+
+struct Inner {
+    config: Config,
+    storage: Arc<DiskStorage>,
+    subs: SharedSubjectTrie<u64>,
+    sub_info: Mutex<BTreeMap<u64, SubEntry>>,
+    next_sub: AtomicU64,
+    /// Bumped whenever a namespace is created, so multi-namespace subscriptions pick it up.
+    namespaces: watch::Sender<u64>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+/// The broker. Cloning is cheap (a reference count).
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
+    }
+}
+
+/// Keeps a subscription registered; unregisters it when dropped.
+pub struct SubscriptionGuard {
+    broker: Broker,
+    id: u64,
+    pattern: Pattern,
+    delivered: Arc<AtomicU64>,
+}
+
+impl SubscriptionGuard {
+    /// Counts one delivery.
+    pub fn delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The subscription's id.
+    pub fn id(&self) -> String {
+        format!("s-{}", self.id)
+    }
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.broker.inner.subs.remove(&self.pattern, &self.id);
+        crate::storage::log::lock(&self.broker.inner.sub_info).remove(&self.id);
+    }
+}
+
+impl Broker {
+    /// Opens the data directory (locking it and recovering every namespace) with `config`.
+    pub async fn open(mut config: Config) -> Result<(Broker, Vec<OpenReport>), BrokerError> {
+        config.validate().map_err(BrokerError::Config)?;
+        let overrides = config.resolve_overrides().map_err(BrokerError::Config)?;
+        let mut options = StorageOptions::new(&config.data_dir);
+        options.defaults = config.log.clone();
+        options.overrides = overrides.into_iter().collect();
+        let (storage, reports) = tokio::task::spawn_blocking(move || DiskStorage::open(options))
+            .await
+            .map_err(|e| BrokerError::Config(format!("open task failed: {e}")))??;
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                config,
+                storage: Arc::new(storage),
+                subs: SharedSubjectTrie::new(),
+                sub_info: Mutex::new(BTreeMap::new()),
+                next_sub: AtomicU64::new(1),
+                namespaces: watch::Sender::new(0),
+                metrics: Metrics::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        Ok((broker, reports))
+    }
+
+    /// Syncs and closes every log. Streams end first (through the shutdown token).
+    pub async fn close(&self) {
+        self.inner.shutdown.cancel();
+        if let Err(e) = self.inner.storage.close().await {
+            tracing::error!(error = %e, "closing storage");
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Cancelled when the broker begins to shut down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn namespace_changes(&self) -> watch::Receiver<u64> {
+        self.inner.namespaces.subscribe()
+    }
+
+    pub(crate) fn namespace_names(&self) -> Vec<String> {
+        self.inner.storage.namespaces()
+    }
+
+    pub(crate) fn log(&self, namespace: &str) -> Option<Arc<dyn EventLog>> {
+        self.inner
+            .storage
+            .namespace(namespace, false)
+            .ok()
+            .flatten()
+    }
+
+    fn check_allowed(&self, namespace: &str) -> Result<(), Error> {
+        if let Some(allowed) = &self.inner.config.namespaces
+            && !is_reserved_namespace(namespace)
+            && !allowed.iter().any(|a| a == namespace)
+        {
+            return Err(Error::new(
+                ErrorCode::UnknownNamespace,
+                format!(
+                    "namespace {namespace:?} does not exist; namespaces: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log of `namespace`, created on first use.
+    fn log_for_publish(&self, namespace: &str) -> Result<Arc<dyn EventLog>, Error> {
+        self.check_allowed(namespace)?;
+        if let Some(log) = self.log(namespace) {
+            return Ok(log);
+        }
+        let log = self
+            .inner
+            .storage
+            .namespace(namespace, true)?
+            .ok_or_else(|| Error::internal("creating a namespace", namespace))?;
+        self.inner.namespaces.send_modify(|v| *v += 1);
+        tracing::info!(namespace, "namespace created");
+        Ok(log)
+    }
+
+    fn new_event(p: Publish) -> Result<NewEvent, Error> {
+        if let Some(r) = &p.reply_to {
+            Subject::parse(r).map_err(|e| {
+                Error::new(
+                    ErrorCode::InvalidHeader,
+                    format!("invalid reply subject: {e}"),
+                )
+            })?;
+        }
+        Ok(NewEvent {
+            subject: p.subject,
+            headers: p.headers,
+            reply_to: p.reply_to,
+            msg_id: p.msg_id,
+            content_type: p.content_type,
+            payload: p.payload,
+        })
+    }
+
+    fn check_subject(subject: &str) -> Result<Subject, Error> {
+        let s = Subject::parse(subject).map_err(Error::subject)?;
+        // Replies to inboxes arrive with request/reply; until then no inbox is live.
+        s.check_publish(|_| false).map_err(Error::subject)?;
+        Ok(s)
+    }
+
+    /// Publishes one event; resolves once it is durable under the namespace's policy.
+    pub async fn publish(&self, p: Publish) -> Result<Receipt, Error> {
+        let mut receipts = self.publish_batch(vec![p]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| Error::internal("publishing", "no receipt"))
+    }
+
+    /// Publishes events of one namespace atomically.
+    pub async fn publish_batch(&self, items: Vec<Publish>) -> Result<Vec<Receipt>, Error> {
+        let started = Instant::now();
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::new(
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            ));
+        }
+        let mut namespace: Option<String> = None;
+        let mut events = Vec::with_capacity(items.len());
+        let mut bytes = 0;
+        for (i, p) in items.into_iter().enumerate() {
+            let subject = Self::check_subject(&p.subject).map_err(|e| at_item(e, i))?;
+            match &namespace {
+                None => namespace = Some(subject.namespace().to_owned()),
+                Some(ns) if ns != subject.namespace() => {
+                    return Err(Error::new(
+                        ErrorCode::InvalidBatch,
+                        format!(
+                            "item {i}: subject {:?} is not in namespace {ns:?}: a batch must stay in one namespace",
+                            p.subject
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            bytes += p.payload.len() as u64;
+            events.push(Self::new_event(p).map_err(|e| at_item(e, i))?);
+        }
+        let namespace =
+            namespace.ok_or_else(|| Error::new(ErrorCode::InvalidBatch, "empty batch"))?;
+        let single = events.len() == 1;
+        let log = self.log_for_publish(&namespace)?;
+        let receipts = log.append(events).await.map_err(|e| match Error::from(e) {
+            e if single && e.code == ErrorCode::InvalidBatch => {
+                Error::new(ErrorCode::InvalidHeader, e.message)
+            }
+            e => e,
+        })?;
+        let fresh = receipts.iter().filter(|r| !r.duplicate).count() as u64;
+        let c = self.inner.metrics.namespace(&namespace);
+        c.published.fetch_add(fresh, Ordering::Relaxed);
+        if fresh == receipts.len() as u64 {
+            c.published_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        self.inner
+            .metrics
+            .publish_latency
+            .observe(started.elapsed());
+        Ok(receipts)
+    }
+
+    fn parse_pattern(&self, pattern: &str) -> Result<Pattern, Error> {
+        let p = Pattern::parse(pattern).map_err(Error::pattern)?;
+        if let crate::subject::NamespaceScope::One(ns) = p.namespace() {
+            self.check_allowed(ns)?;
+        }
+        Ok(p)
+    }
+
+    /// A registered (listed, counted) subscription from `from`.
+    pub fn subscribe(&self, pattern: &str, from: &str) -> Result<Subscription, Error> {
+        let pattern = self.parse_pattern(pattern)?;
+        let start = StartSpec::parse(from)?;
+        let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
+        let delivered = Arc::new(AtomicU64::new(0));
+        self.inner.subs.insert(&pattern, id);
+        crate::storage::log::lock(&self.inner.sub_info).insert(
+            id,
+            SubEntry {
+                pattern: pattern.clone(),
+                started_ns: now_ns(),
+                delivered: delivered.clone(),
+            },
+        );
+        let guard = SubscriptionGuard {
+            broker: self.clone(),
+            id,
+            pattern: pattern.clone(),
+            delivered,
+        };
+        Subscription::open(self.clone(), pattern, &start, Some(guard))
+    }
+
+    /// A page of up to `limit` events from `from`, waiting up to `wait` for the first.
+    pub async fn pull(
+        &self,
+        pattern: &str,
+        from: &str,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Page, Error> {
+        let pattern = self.parse_pattern(pattern)?;
+        let start = StartSpec::parse(from)?;
+        let mut sub = Subscription::open(self.clone(), pattern, &start, None)?;
+        let mut page = Page::default();
+        let take = |d: Delivery, page: &mut Page| match d {
+            Delivery::Event {
+                namespace, event, ..
+            } => page.events.push((namespace, event)),
+            Delivery::Gap {
+                namespace,
+                missed_from,
+                resume_at,
+            } => page.gaps.push((namespace, missed_from, resume_at)),
+        };
+        if !wait.is_zero() {
+            match sub.try_next()? {
+                Some(d) => take(d, &mut page),
+                None => {
+                    let token = self.inner.shutdown.clone();
+                    tokio::select! {
+                        d = sub.next() => { if let Some(d) = d? { take(d, &mut page) } }
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = token.cancelled() => {
+                            return Err(Error::new(ErrorCode::ShuttingDown, "the broker is shutting down"));
+                        }
+                    }
+                }
+            }
+        }
+        while page.events.len() < limit {
+            match sub.try_next()? {
+                Some(d) => take(d, &mut page),
+                None => break,
+            }
+        }
+        page.cursor = sub.cursor();
+        Ok(page)
+    }
+
+    /// Figures of every namespace.
+    pub fn namespaces(&self) -> Vec<NamespaceInfo> {
+        self.namespace_names()
+            .iter()
+            .filter_map(|n| self.namespace(n))
+            .collect()
+    }
+
+    /// Figures of one namespace.
+    pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        let log = self.log(name)?;
+        let s = log.stats();
+        let subscribers = crate::storage::log::lock(&self.inner.sub_info)
+            .values()
+            .filter(|e| e.pattern.may_match_namespace(name))
+            .count() as u64;
+        Some(NamespaceInfo {
+            name: name.to_owned(),
+            events: s.events,
+            bytes: s.bytes,
+            first_sequence: s.first_seq,
+            last_sequence: s.last_seq,
+            segments: s.segments,
+            subscribers,
+            fsync: self.inner.config.fsync_for(name).to_string(),
+            read_only: s.read_only,
+        })
+    }
+
+    /// Live subscriptions.
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        crate::storage::log::lock(&self.inner.sub_info)
+            .iter()
+            .map(|(id, e)| SubscriptionInfo {
+                id: format!("s-{id}"),
+                pattern: e.pattern.as_str().to_owned(),
+                started: crate::units::format_rfc3339(e.started_ns),
+                delivered: e.delivered.load(Ordering::Relaxed),
+                kind: "stream",
+            })
+            .collect()
+    }
+
+    /// Whether any live subscription matches `subject` (for request/reply's no-responders).
+    pub fn has_subscribers(&self, subject: &Subject) -> bool {
+        !self.inner.subs.matches(subject).is_empty()
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub fn metrics_text(&self) -> String {
+        let stats: Vec<_> = self
+            .namespace_names()
+            .into_iter()
+            .filter_map(|n| self.log(&n).map(|l| (n, l.stats())))
+            .collect();
+        let subs = crate::storage::log::lock(&self.inner.sub_info).len();
+        self.inner.metrics.render(&stats, subs)
+    }
+}
+
+fn at_item(e: Error, i: usize) -> Error {
+    Error::new(e.code, format!("item {i}: {}", e.message))
+}

@@ -1,0 +1,160 @@
+//! The broker's error: a stable code, an HTTP status, and a human message.
+//!
+//! The codes are the protocol's (see `proto-docs/http-api.md`); clients match on them. 4xx
+//! messages say what is wrong with the request; 5xx messages are generic and the detail goes
+//! to the log.
+
+use crate::storage::StorageError;
+use crate::subject::SubjectError;
+
+/// The stable error codes of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: a subject that does not follow the grammar.
+    InvalidSubject,
+    /// 400: a publish subject holding `*` or `>`.
+    WildcardInSubject,
+    /// 400: a pattern that does not follow the grammar.
+    InvalidPattern,
+    /// 400: a start position that is none of the accepted forms.
+    InvalidStart,
+    /// 400: an empty, malformed or cross-namespace batch.
+    InvalidBatch,
+    /// 400: a malformed `Bus-*` header.
+    InvalidHeader,
+    /// 400: a malformed or out-of-range query parameter.
+    InvalidParameter,
+    /// 403: publishing into a reserved namespace.
+    ReservedNamespace,
+    /// 404: a namespace that does not exist or is not allowed.
+    UnknownNamespace,
+    /// 404: a start id or cursor naming an event this broker never held.
+    UnknownEvent,
+    /// 404: no such path.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 413: a payload or body over its limit.
+    PayloadTooLarge,
+    /// 503: the namespace's storage failed.
+    ReadOnly,
+    /// 503: the broker is stopping.
+    ShuttingDown,
+    /// 500: anything else.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidSubject => "invalid_subject",
+            ErrorCode::WildcardInSubject => "wildcard_in_subject",
+            ErrorCode::InvalidPattern => "invalid_pattern",
+            ErrorCode::InvalidStart => "invalid_start",
+            ErrorCode::InvalidBatch => "invalid_batch",
+            ErrorCode::InvalidHeader => "invalid_header",
+            ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::ReservedNamespace => "reserved_namespace",
+            ErrorCode::UnknownNamespace => "unknown_namespace",
+            ErrorCode::UnknownEvent => "unknown_event",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::ReadOnly => "read_only",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidSubject
+            | ErrorCode::WildcardInSubject
+            | ErrorCode::InvalidPattern
+            | ErrorCode::InvalidStart
+            | ErrorCode::InvalidBatch
+            | ErrorCode::InvalidHeader
+            | ErrorCode::InvalidParameter => 400,
+            ErrorCode::ReservedNamespace => 403,
+            ErrorCode::UnknownNamespace | ErrorCode::UnknownEvent | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::ReadOnly | ErrorCode::ShuttingDown => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// An error with its code and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl Error {
+    /// An error with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A subject error: wildcards and reserved namespaces get their own codes.
+    pub fn subject(e: SubjectError) -> Self {
+        let code = match e {
+            SubjectError::WildcardNotAllowed { .. } | SubjectError::WildcardInsideToken { .. } => {
+                ErrorCode::WildcardInSubject
+            }
+            SubjectError::Reserved { .. } => ErrorCode::ReservedNamespace,
+            _ => ErrorCode::InvalidSubject,
+        };
+        Error::new(code, e.to_string())
+    }
+
+    /// A pattern error.
+    pub fn pattern(e: SubjectError) -> Self {
+        Error::new(ErrorCode::InvalidPattern, e.to_string())
+    }
+
+    /// An internal error: logged in full, answered with a generic message.
+    pub fn internal(what: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "{what}");
+        Error::new(
+            ErrorCode::Internal,
+            format!("internal error while {what}; see the broker log"),
+        )
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::PayloadTooLarge { .. } => {
+                Error::new(ErrorCode::PayloadTooLarge, e.to_string())
+            }
+            StorageError::InvalidEvent(_) => Error::new(ErrorCode::InvalidBatch, e.to_string()),
+            StorageError::InvalidNamespace(_) => {
+                Error::new(ErrorCode::InvalidSubject, e.to_string())
+            }
+            StorageError::UnknownEvent(_) => Error::new(ErrorCode::UnknownEvent, e.to_string()),
+            StorageError::ReadOnly { .. } | StorageError::DiskFull { .. } => {
+                tracing::error!(error = %e, "append refused");
+                Error::new(
+                    ErrorCode::ReadOnly,
+                    "the namespace is read-only after a storage failure; see the broker log",
+                )
+            }
+            StorageError::Closed => {
+                Error::new(ErrorCode::ShuttingDown, "the broker is shutting down")
+            }
+            other => Error::internal("accessing storage", other),
+        }
+    }
+}

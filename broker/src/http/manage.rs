@@ -1,0 +1,58 @@
+//! Management endpoints: namespaces, subscriptions, health and metrics.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+
+use crate::broker::Broker;
+use crate::error::{Error, ErrorCode};
+
+/// `GET /v1/namespaces`.
+pub async fn namespaces(State(broker): State<Broker>) -> Response {
+    axum::Json(broker.namespaces()).into_response()
+}
+
+/// `GET /v1/namespaces/{name}`.
+pub async fn namespace(
+    State(broker): State<Broker>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, Error> {
+    let Path(name) = name.map_err(super::error::bad_path)?;
+    broker
+        .namespace(&name)
+        .map(|n| axum::Json(n).into_response())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::UnknownNamespace,
+                format!("namespace {name:?} does not exist"),
+            )
+        })
+}
+
+/// `GET /v1/subscriptions`.
+pub async fn subscriptions(State(broker): State<Broker>) -> Response {
+    axum::Json(broker.subscriptions()).into_response()
+}
+
+/// `GET /healthz`.
+pub async fn healthz(State(broker): State<Broker>) -> Result<Response, Error> {
+    if broker.shutdown_token().is_cancelled() {
+        return Err(Error::new(
+            ErrorCode::ShuttingDown,
+            "the broker is shutting down",
+        ));
+    }
+    Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(broker): State<Broker>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        broker.metrics_text(),
+    )
+        .into_response()
+}

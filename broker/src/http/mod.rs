@@ -1,0 +1,85 @@
+//! The HTTP API (`proto-docs/http-api.md`): [`router`] maps each path to its handler, one
+//! file per endpoint family; [`error`] holds the one `IntoResponse` for errors.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::broker::Broker;
+use crate::error::{Error, ErrorCode};
+
+pub mod error;
+pub mod manage;
+pub mod publish;
+pub mod stream;
+
+/// Every route, as (method, path) in the router's syntax; the OpenAPI test checks this list
+/// against `proto-docs/openapi.yaml`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/events/{subject}"),
+    ("POST", "/v1/events"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/stream"),
+    ("GET", "/v1/namespaces"),
+    ("GET", "/v1/namespaces/{name}"),
+    ("GET", "/v1/subscriptions"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+];
+
+/// New requests are answered `503 shutting_down` once shutdown began (streams already
+/// open end by themselves).
+async fn refuse_when_stopping(State(broker): State<Broker>, req: Request, next: Next) -> Response {
+    if broker.shutdown_token().is_cancelled() {
+        return Error::new(ErrorCode::ShuttingDown, "the broker is shutting down").into_response();
+    }
+    next.run(req).await
+}
+
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(ExposeHeaders::any()),
+    )
+}
+
+/// The application: every route, JSON 404/405, shutdown refusal, CORS.
+pub fn router(broker: Broker) -> Router {
+    let cors = cors(&broker.config().cors_origins);
+    let app = Router::new()
+        .route("/v1/events/{subject}", post(publish::publish_one))
+        .route("/v1/events", post(publish::publish_batch).get(stream::pull))
+        .route("/v1/stream", get(stream::stream))
+        .route("/v1/namespaces", get(manage::namespaces))
+        .route("/v1/namespaces/{name}", get(manage::namespace))
+        .route("/v1/subscriptions", get(manage::subscriptions))
+        .route("/healthz", get(manage::healthz))
+        .route("/metrics", get(manage::metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        // Bodies are read with their own limits, which answer in JSON.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            refuse_when_stopping,
+        ))
+        .with_state(broker);
+    match cors {
+        Some(c) => app.layer(c),
+        None => app,
+    }
+}

@@ -1,0 +1,237 @@
+//! `POST /v1/events/{subject}` (one event, the body is the payload) and `POST /v1/events`
+//! (a batch, JSON array or NDJSON).
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+
+use crate::broker::{Broker, MAX_BATCH_ITEMS, Publish};
+use crate::error::{Error, ErrorCode};
+use crate::storage::Receipt;
+use crate::units::format_rfc3339;
+
+/// Header prefix of event headers.
+pub const HEADER_PREFIX: &str = "bus-header-";
+/// Slack above the payload limit allowed for a single publish's body.
+const BODY_SLACK_BYTES: usize = 64 * 1024;
+/// Body limit of a batch.
+pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// A receipt as JSON.
+pub fn receipt_json(r: &Receipt, subject: &str) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": r.id, "namespace": r.namespace, "sequence": r.sequence,
+        "subject": subject, "time": format_rfc3339(r.time_ns),
+    });
+    if r.duplicate {
+        v["duplicate"] = serde_json::Value::Bool(true);
+    }
+    v
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Error::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    })
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Result<Option<String>, Error> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
+            Error::new(
+                ErrorCode::InvalidHeader,
+                format!("header {name} is not visible ASCII"),
+            )
+        }),
+    }
+}
+
+/// `POST /v1/events/{subject}`.
+pub async fn publish_one(
+    State(broker): State<Broker>,
+    subject: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let Path(subject) = subject.map_err(super::error::bad_path)?;
+    let limit = broker.config().log.max_payload_bytes;
+    let payload = read_body(body, limit + BODY_SLACK_BYTES).await?;
+    if payload.len() > limit {
+        return Err(Error::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "payload of {} bytes exceeds the limit of {limit} bytes",
+                payload.len()
+            ),
+        ));
+    }
+    let mut event_headers = Vec::new();
+    for (name, value) in &headers {
+        if let Some(n) = name.as_str().strip_prefix(HEADER_PREFIX) {
+            if n.is_empty() {
+                return Err(Error::new(
+                    ErrorCode::InvalidHeader,
+                    "empty event header name",
+                ));
+            }
+            let v = value.to_str().map_err(|_| {
+                Error::new(
+                    ErrorCode::InvalidHeader,
+                    format!("header {name} is not visible ASCII"),
+                )
+            })?;
+            event_headers.retain(|(k, _): &(String, String)| k != n);
+            event_headers.push((n.to_owned(), v.to_owned()));
+        }
+    }
+    let msg_id = header_str(&headers, "bus-msg-id")?.filter(|s| !s.is_empty());
+    let p = Publish {
+        subject: subject.clone(),
+        headers: event_headers,
+        msg_id,
+        reply_to: header_str(&headers, "bus-reply-to")?.filter(|s| !s.is_empty()),
+        content_type: header_str(&headers, "content-type")?,
+        payload,
+    };
+    let r = broker.publish(p).await?;
+    let status = if r.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(receipt_json(&r, &subject))).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    subject: String,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    msg_id: Option<String>,
+    #[serde(default)]
+    reply_to: Option<String>,
+}
+
+fn batch_error(i: usize, what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::InvalidBatch, format!("item {i}: {what}"))
+}
+
+fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error> {
+    let (payload, default_ct) = match (item.payload, item.encoding.as_deref()) {
+        (None, _) => (Bytes::new(), None),
+        (Some(serde_json::Value::String(s)), Some("base64")) => {
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(s.as_bytes())
+                .map_err(|e| batch_error(i, format!("payload is not valid base64: {e}")))?;
+            (Bytes::from(b), Some("application/octet-stream"))
+        }
+        (Some(_), Some("base64")) => {
+            return Err(batch_error(i, "a base64 payload must be a string"));
+        }
+        (_, Some(other)) => {
+            return Err(batch_error(
+                i,
+                format!("unknown encoding {other:?} (only \"base64\")"),
+            ));
+        }
+        (Some(serde_json::Value::String(s)), None) => {
+            (Bytes::from(s), Some("text/plain; charset=utf-8"))
+        }
+        (Some(v), None) => (Bytes::from(v.to_string()), Some("application/json")),
+    };
+    if payload.len() > limit {
+        return Err(Error::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "item {i}: payload of {} bytes exceeds the limit of {limit} bytes",
+                payload.len()
+            ),
+        ));
+    }
+    let headers = item
+        .headers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    Ok(Publish {
+        subject: item.subject,
+        headers,
+        msg_id: item.msg_id.filter(|s| !s.is_empty()),
+        reply_to: item.reply_to,
+        content_type: item.content_type.or(default_ct.map(str::to_owned)),
+        payload,
+    })
+}
+
+/// `POST /v1/events`.
+pub async fn publish_batch(State(broker): State<Broker>, body: Body) -> Result<Response, Error> {
+    let body = read_body(body, MAX_BATCH_BODY_BYTES).await?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Error::new(ErrorCode::InvalidBatch, "body is not UTF-8"))?;
+    let trimmed = text.trim_start();
+    let items: Vec<BatchItem> = if trimmed.starts_with('[') {
+        serde_json::from_str(trimmed)
+            .map_err(|e| Error::new(ErrorCode::InvalidBatch, format!("invalid JSON array: {e}")))?
+    } else {
+        let mut v = Vec::new();
+        for (line_no, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            if v.len() >= MAX_BATCH_ITEMS {
+                break;
+            }
+            v.push(serde_json::from_str(line).map_err(|e| {
+                Error::new(
+                    ErrorCode::InvalidBatch,
+                    format!("line {}: {e}", line_no + 1),
+                )
+            })?);
+        }
+        v
+    };
+    if items.is_empty() {
+        return Err(Error::new(ErrorCode::InvalidBatch, "empty batch"));
+    }
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(Error::new(
+            ErrorCode::InvalidBatch,
+            format!("more than {MAX_BATCH_ITEMS} items"),
+        ));
+    }
+    let limit = broker.config().log.max_payload_bytes;
+    let mut publishes = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        publishes.push(to_publish(i, item, limit)?);
+    }
+    let subjects: Vec<String> = publishes.iter().map(|p| p.subject.clone()).collect();
+    let receipts = broker.publish_batch(publishes).await?;
+    let out: Vec<_> = receipts
+        .iter()
+        .zip(&subjects)
+        .map(|(r, s)| receipt_json(r, s))
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "receipts": out })),
+    )
+        .into_response())
+}

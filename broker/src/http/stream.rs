@@ -1,0 +1,175 @@
+//! `GET /v1/stream`: a subscription as Server-Sent Events, and `GET /v1/events`: a pulled page.
+//!
+//! The stream is produced as the client consumes it (the log is the buffer), watches the
+//! broker's shutdown token (sending `event: shutdown` and ending), and sends keep-alive
+//! comments. Every option is a query parameter, since `EventSource` cannot set headers;
+//! `Last-Event-ID` (sent by `EventSource` when it reconnects) wins over `from`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+
+use crate::broker::{Broker, MAX_PULL_LIMIT, MAX_PULL_WAIT};
+use crate::error::{Error, ErrorCode};
+use crate::subscription::Delivery;
+use crate::units::parse_duration;
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.get(name).map(String::as_str)
+}
+
+fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, Error> {
+    param(q, name).ok_or_else(|| {
+        Error::new(
+            ErrorCode::InvalidParameter,
+            format!("missing query parameter {name:?}"),
+        )
+    })
+}
+
+fn duration_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, Error> {
+    let Some(v) = param(q, name) else {
+        return Ok(default);
+    };
+    let d = parse_duration(v)
+        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("{name}: {e}")))?;
+    if d < min || d > max {
+        return Err(Error::new(
+            ErrorCode::InvalidParameter,
+            format!("{name} must be between {min:?} and {max:?}, got {v:?}"),
+        ));
+    }
+    Ok(d)
+}
+
+/// `GET /v1/stream`.
+pub async fn stream(
+    State(broker): State<Broker>,
+    query: Params,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let Query(q) = query.map_err(super::error::bad_query)?;
+    let pattern = required(&q, "pattern")?;
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty());
+    let from = last_id.or(param(&q, "from")).unwrap_or("newest").to_owned();
+    let heartbeat = duration_param(
+        &q,
+        "heartbeat",
+        broker.config().heartbeat,
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    )?;
+    let mut sub = broker.subscribe(pattern, &from)?;
+    let token = broker.shutdown_token();
+    let hello = serde_json::json!({
+        "subscription": sub_id(&sub), "pattern": sub.pattern().as_str(), "from": from,
+    });
+    let events = async_stream::stream! {
+        yield Ok::<_, Infallible>(
+            SseEvent::default().event("subscribed").retry(Duration::from_millis(1000)).data(hello.to_string()),
+        );
+        loop {
+            let next = tokio::select! {
+                _ = token.cancelled() => None,
+                d = sub.next() => Some(d),
+            };
+            match next {
+                None | Some(Ok(None)) => {
+                    yield Ok(SseEvent::default().event("shutdown").data("{}"));
+                    break;
+                }
+                Some(Ok(Some(Delivery::Event { namespace, event, cursor }))) => {
+                    yield Ok(SseEvent::default().id(cursor).data(crate::event::to_json(&event, &namespace, None)));
+                }
+                Some(Ok(Some(Delivery::Gap { namespace, missed_from, resume_at }))) => {
+                    let gap = serde_json::json!({"namespace": namespace, "missed_from": missed_from, "resume_at": resume_at});
+                    yield Ok(SseEvent::default().event("gap").data(gap.to_string()));
+                }
+                Some(Err(e)) => {
+                    let err = serde_json::json!({"code": e.code.as_str(), "message": e.message});
+                    yield Ok(SseEvent::default().event("error").data(err.to_string()));
+                    break;
+                }
+            }
+        }
+    };
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("keep-alive"))
+        .into_response();
+    // Proxies must not buffer the stream.
+    resp.headers_mut().insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    resp.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    Ok(resp)
+}
+
+fn sub_id(sub: &crate::subscription::Subscription) -> String {
+    sub.id().unwrap_or_default()
+}
+
+/// `GET /v1/events`: a page of events and the cursor to continue from.
+pub async fn pull(State(broker): State<Broker>, query: Params) -> Result<Response, Error> {
+    let Query(q) = query.map_err(super::error::bad_query)?;
+    let pattern = required(&q, "pattern")?;
+    let from = param(&q, "from").unwrap_or("newest");
+    let limit = match param(&q, "limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PULL_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvalidParameter,
+                    format!("limit must be 1 to {MAX_PULL_LIMIT}, got {v:?}"),
+                )
+            })?,
+    };
+    let wait = duration_param(&q, "wait", Duration::ZERO, Duration::ZERO, MAX_PULL_WAIT)?;
+    let page = broker.pull(pattern, from, limit, wait).await?;
+    let mut body = String::with_capacity(256 + page.events.len() * 256);
+    body.push_str("{\"events\":[");
+    for (i, (ns, e)) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&crate::event::to_json(e, ns, None));
+    }
+    body.push_str("],\"cursor\":");
+    body.push_str(&serde_json::Value::String(page.cursor).to_string());
+    let gaps: Vec<_> = page
+        .gaps
+        .iter()
+        .map(|(ns, from, to)| serde_json::json!({"namespace": ns, "missed_from": from, "resume_at": to}))
+        .collect();
+    body.push_str(",\"gaps\":");
+    body.push_str(&serde_json::Value::Array(gaps).to_string());
+    body.push('}');
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}

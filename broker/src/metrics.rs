@@ -1,0 +1,185 @@
+//! Counters and histograms for `GET /metrics`, rendered in the Prometheus text format.
+//!
+//! Per-namespace counters live in a map that grows with the number of namespaces (bounded by
+//! the namespaces that exist); the storage engine's own figures (fsyncs, write groups,
+//! corrupt reads) are read from its stats when rendering.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::storage::LogStats;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A fixed-bucket histogram of durations.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.counts[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// Counters of one namespace.
+#[derive(Debug, Default)]
+pub struct NamespaceCounters {
+    /// Events published (duplicates not counted).
+    pub published: AtomicU64,
+    /// Payload bytes published.
+    pub published_bytes: AtomicU64,
+    /// Events delivered to subscribers (each delivery counts).
+    pub delivered: AtomicU64,
+    /// Payload bytes delivered.
+    pub delivered_bytes: AtomicU64,
+}
+
+/// The broker's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    namespaces: RwLock<BTreeMap<String, Arc<NamespaceCounters>>>,
+    /// Time from receiving a publish to answering it durable.
+    pub publish_latency: Histogram,
+}
+
+impl Metrics {
+    /// The counters of `namespace`, created on first use.
+    pub fn namespace(&self, namespace: &str) -> Arc<NamespaceCounters> {
+        if let Some(c) = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+        {
+            return c.clone();
+        }
+        let mut w = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        w.entry(namespace.to_owned()).or_default().clone()
+    }
+
+    /// The Prometheus text: these metrics, the storage figures of each namespace, and the
+    /// number of live subscriptions.
+    pub fn render(&self, stats: &[(String, LogStats)], subscriptions: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let counters: Vec<(String, Arc<NamespaceCounters>)> = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        type Get = fn(&NamespaceCounters) -> &AtomicU64;
+        let families: [(&str, &str, Get); 4] = [
+            ("bus_events_published_total", "Events published.", |c| {
+                &c.published
+            }),
+            (
+                "bus_bytes_published_total",
+                "Payload bytes published.",
+                |c| &c.published_bytes,
+            ),
+            (
+                "bus_events_delivered_total",
+                "Events delivered to subscribers.",
+                |c| &c.delivered,
+            ),
+            (
+                "bus_bytes_delivered_total",
+                "Payload bytes delivered to subscribers.",
+                |c| &c.delivered_bytes,
+            ),
+        ];
+        for (name, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (ns, c) in &counters {
+                let _ = writeln!(
+                    out,
+                    "{name}{{namespace=\"{ns}\"}} {}",
+                    get(c).load(Ordering::Relaxed)
+                );
+            }
+        }
+        type Stat = fn(&LogStats) -> String;
+        let storage: [(&str, &str, &str, Stat); 7] = [
+            ("bus_namespace_events", "gauge", "Events held.", |s| {
+                s.events.to_string()
+            }),
+            ("bus_namespace_bytes", "gauge", "Bytes on disk.", |s| {
+                s.bytes.to_string()
+            }),
+            ("bus_fsync_total", "counter", "fdatasync calls.", |s| {
+                s.syncs.to_string()
+            }),
+            (
+                "bus_fsync_seconds_total",
+                "counter",
+                "Time in fdatasync.",
+                |s| (s.sync_ns as f64 / 1e9).to_string(),
+            ),
+            (
+                "bus_write_groups_total",
+                "counter",
+                "Group-committed writes.",
+                |s| s.groups.to_string(),
+            ),
+            (
+                "bus_events_appended_total",
+                "counter",
+                "Events appended since start (appended / groups = group size).",
+                |s| s.appended.to_string(),
+            ),
+            (
+                "bus_corrupt_reads_total",
+                "counter",
+                "Damaged records reported to readers.",
+                |s| s.corrupt_reads.to_string(),
+            ),
+        ];
+        for (name, kind, help, get) in storage {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (ns, s) in stats {
+                let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {}", get(s));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bus_subscriptions Live subscriptions.\n# TYPE bus_subscriptions gauge\nbus_subscriptions {subscriptions}"
+        );
+        self.publish_latency.render(
+            &mut out,
+            "bus_publish_duration_seconds",
+            "Publish until durable.",
+        );
+        out
+    }
+}

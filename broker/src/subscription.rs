@@ -1,0 +1,371 @@
+//! [`Subscription`]: one reader per namespace a pattern touches, merged into one sequence of
+//! deliveries, with a cursor that records the position in every namespace.
+//!
+//! Each subscription reads the logs at its own pace (the log is the buffer), so a slow
+//! subscriber slows only itself and its memory does not grow with its lag. Events are read
+//! in sequence order within each namespace; namespaces are interleaved round-robin among
+//! those with events ready. Events that do not match the pattern are passed over, but the
+//! cursor moves past them too, so resuming never reads them again. Namespaces created after
+//! the subscription started are picked up and read from their oldest event.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+
+use crate::broker::{Broker, SubscriptionGuard};
+use crate::cursor::Cursor;
+use crate::error::{Error, ErrorCode};
+use crate::metrics::NamespaceCounters;
+use crate::storage::{Event, EventLog, IdLookup, LogReader, ReadItem, Start};
+use crate::subject::{NamespaceScope, Pattern, Subject};
+use crate::units::parse_rfc3339;
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartSpec {
+    /// The oldest retained event of every namespace.
+    Oldest,
+    /// Only events published after the subscription started.
+    Newest,
+    /// The first event at or after this time (ns since the epoch).
+    Time(u64),
+    /// The positions of a cursor (or an event id); namespaces it does not name from oldest.
+    Cursor(Cursor),
+}
+
+impl StartSpec {
+    /// Parses `oldest`, `newest`, an RFC 3339 time, or an event id / cursor.
+    pub fn parse(s: &str) -> Result<StartSpec, Error> {
+        match s.trim() {
+            "oldest" => Ok(StartSpec::Oldest),
+            "newest" | "" => Ok(StartSpec::Newest),
+            t => {
+                if let Some(ns) = parse_rfc3339(t) {
+                    return Ok(StartSpec::Time(ns));
+                }
+                Cursor::parse(t).map(StartSpec::Cursor).ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::InvalidStart,
+                        format!("invalid start {t:?}: expected oldest, newest, an RFC 3339 time, or an event id or cursor"),
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An event matching the pattern, and the cursor just after it.
+    Event {
+        /// The namespace.
+        namespace: String,
+        /// The event.
+        event: Event,
+        /// The cursor positioned just after this event.
+        cursor: String,
+    },
+    /// Events the subscription had not read were deleted by retention.
+    Gap {
+        /// The namespace.
+        namespace: String,
+        /// First sequence missed.
+        missed_from: u64,
+        /// Sequence reading resumed at.
+        resume_at: u64,
+    },
+}
+
+struct NsReader {
+    namespace: String,
+    log: Arc<dyn EventLog>,
+    reader: Box<dyn LogReader>,
+    counters: Arc<NamespaceCounters>,
+}
+
+/// A live subscription. Dropping it unsubscribes.
+pub struct Subscription {
+    broker: Broker,
+    pattern: Pattern,
+    readers: Vec<NsReader>,
+    known: HashSet<String>,
+    namespaces: watch::Receiver<u64>,
+    next_rr: usize,
+    /// Registration in the broker's subscription table; removed on drop.
+    guard: Option<SubscriptionGuard>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pattern", &self.pattern.as_str())
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// Opens readers on every existing namespace the pattern touches, positioned at `start`.
+    pub(crate) fn open(
+        broker: Broker,
+        pattern: Pattern,
+        start: &StartSpec,
+        guard: Option<SubscriptionGuard>,
+    ) -> Result<Subscription, Error> {
+        let namespaces = broker.namespace_changes();
+        if let StartSpec::Cursor(c) = start {
+            for ns in c.positions.keys() {
+                if !pattern.may_match_namespace(ns) {
+                    return Err(Error::new(
+                        ErrorCode::InvalidStart,
+                        format!(
+                            "start position is in namespace {ns:?}, which pattern {:?} does not touch",
+                            pattern.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut sub = Subscription {
+            broker,
+            pattern,
+            readers: Vec::new(),
+            known: HashSet::new(),
+            namespaces,
+            next_rr: 0,
+            guard,
+        };
+        for ns in sub.candidate_namespaces() {
+            let log = sub.broker.log(&ns).ok_or_else(|| {
+                Error::new(
+                    ErrorCode::UnknownEvent,
+                    format!("namespace {ns:?} no longer exists"),
+                )
+            })?;
+            let start = resolve(&*log, &ns, start)?;
+            sub.add_reader(ns, log, start)?;
+        }
+        if let StartSpec::Cursor(c) = start {
+            for ns in c.positions.keys() {
+                if !sub.known.contains(ns) {
+                    return Err(Error::new(
+                        ErrorCode::UnknownEvent,
+                        format!("unknown event: namespace {ns:?} does not exist"),
+                    ));
+                }
+            }
+        }
+        Ok(sub)
+    }
+
+    fn candidate_namespaces(&self) -> Vec<String> {
+        let scope = self.pattern.namespace();
+        self.broker
+            .namespace_names()
+            .into_iter()
+            .filter(|ns| scope.includes(ns) && !self.known.contains(ns))
+            .collect()
+    }
+
+    fn add_reader(
+        &mut self,
+        namespace: String,
+        log: Arc<dyn EventLog>,
+        start: Start,
+    ) -> Result<(), Error> {
+        let reader = log.reader(start)?;
+        let counters = self.broker.metrics().namespace(&namespace);
+        self.known.insert(namespace.clone());
+        self.readers.push(NsReader {
+            namespace,
+            log,
+            reader,
+            counters,
+        });
+        Ok(())
+    }
+
+    /// Picks up namespaces created since the last look; they are read from their oldest event.
+    fn refresh(&mut self) -> Result<(), Error> {
+        if !self.namespaces.has_changed().unwrap_or(false) {
+            return Ok(());
+        }
+        self.namespaces.borrow_and_update();
+        for ns in self.candidate_namespaces() {
+            if let Some(log) = self.broker.log(&ns) {
+                self.add_reader(ns, log, Start::Oldest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The subscription's id, when it is registered.
+    pub fn id(&self) -> Option<String> {
+        self.guard.as_ref().map(SubscriptionGuard::id)
+    }
+
+    /// The pattern.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+
+    /// The cursor of the current position: after everything delivered or passed over.
+    pub fn cursor(&self) -> String {
+        let ids: Vec<String> = self
+            .readers
+            .iter()
+            .map(|r| r.log.id_of(r.reader.position().saturating_sub(1)))
+            .collect();
+        Cursor::format(ids.iter().map(String::as_str))
+    }
+
+    /// Handles one item read from reader `i`: a delivery, or `None` when it was passed over.
+    fn handle(&mut self, i: usize, item: ReadItem) -> Option<Delivery> {
+        let r = &self.readers[i];
+        match item {
+            ReadItem::Gap {
+                missed_from,
+                resume_at,
+            } => Some(Delivery::Gap {
+                namespace: r.namespace.clone(),
+                missed_from,
+                resume_at,
+            }),
+            ReadItem::Event(event) => {
+                let matches = match &self.pattern.namespace() {
+                    NamespaceScope::One(_) if self.pattern.is_literal() => {
+                        self.pattern.as_str() == event.subject
+                    }
+                    _ => Subject::parse_internal(&event.subject)
+                        .is_ok_and(|s| self.pattern.matches(&s)),
+                };
+                if !matches {
+                    return None;
+                }
+                r.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                r.counters
+                    .delivered_bytes
+                    .fetch_add(event.payload.len() as u64, Ordering::Relaxed);
+                if let Some(g) = &self.guard {
+                    g.delivered();
+                }
+                let namespace = r.namespace.clone();
+                Some(Delivery::Event {
+                    namespace,
+                    event,
+                    cursor: self.cursor(),
+                })
+            }
+        }
+    }
+
+    /// The next delivery available now, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<Delivery>, Error> {
+        self.refresh()?;
+        let n = self.readers.len();
+        let mut idle = 0;
+        while idle < n {
+            let i = self.next_rr % n;
+            match self.readers[i]
+                .reader
+                .try_next()
+                .map_err(|e| read_error(&self.readers[i].namespace, e))?
+            {
+                Some(item) => {
+                    idle = 0;
+                    if let Some(d) = self.handle(i, item) {
+                        self.next_rr = i + 1;
+                        return Ok(Some(d));
+                    }
+                }
+                None => {
+                    idle += 1;
+                    self.next_rr = i + 1;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next delivery, waiting for it; `Ok(None)` once the broker closes.
+    pub async fn next(&mut self) -> Result<Option<Delivery>, Error> {
+        loop {
+            if let Some(d) = self.try_next()? {
+                return Ok(Some(d));
+            }
+            // Wait for any reader or a new namespace. The outcome is taken out of the select
+            // so that the readers are no longer borrowed when it is handled.
+            let outcome = if self.readers.is_empty() {
+                if self.namespaces.changed().await.is_err() {
+                    return Ok(None);
+                }
+                self.namespaces.mark_changed();
+                None
+            } else {
+                let any =
+                    futures::future::select_all(self.readers.iter_mut().map(|r| r.reader.next()));
+                tokio::select! {
+                    (res, i, _) = any => Some((res, i)),
+                    changed = self.namespaces.changed() => {
+                        if changed.is_err() {
+                            return Ok(None);
+                        }
+                        // Let refresh see the change.
+                        self.namespaces.mark_changed();
+                        None
+                    }
+                }
+            };
+            if let Some((res, i)) = outcome {
+                match res.map_err(|e| read_error(&self.readers[i].namespace, e))? {
+                    None => return Ok(None),
+                    Some(item) => {
+                        if let Some(d) = self.handle(i, item) {
+                            return Ok(Some(d));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A read failure as an API error: damage is reported without internals.
+fn read_error(namespace: &str, e: crate::storage::StorageError) -> Error {
+    if let Some(c) = e.corruption() {
+        tracing::error!(namespace, corruption = %c, "damaged record");
+        return Error::new(
+            ErrorCode::Internal,
+            format!(
+                "damaged data in namespace {namespace} at sequence {}; see the broker log",
+                c.sequence
+            ),
+        );
+    }
+    Error::from(e)
+}
+
+/// The storage start position in `namespace` for a subscription start.
+fn resolve(log: &dyn EventLog, namespace: &str, start: &StartSpec) -> Result<Start, Error> {
+    Ok(match start {
+        StartSpec::Oldest => Start::Oldest,
+        StartSpec::Newest => Start::Newest,
+        StartSpec::Time(t) => Start::Time(*t),
+        StartSpec::Cursor(c) => match c.positions.get(namespace) {
+            None | Some((0, _)) => Start::Oldest,
+            Some((_, id)) => match log.lookup_id(id) {
+                IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => {
+                    Start::Sequence(s + 1)
+                }
+                IdLookup::Unknown => {
+                    return Err(Error::new(
+                        ErrorCode::UnknownEvent,
+                        format!("unknown event {id:?}"),
+                    ));
+                }
+            },
+        },
+    })
+}
