@@ -289,7 +289,7 @@ impl Broker {
 
     /// Publishes one event; resolves once it is durable under the namespace's policy.
     pub async fn publish(&self, p: Publish) -> Result<Receipt, Error> {
-        let mut receipts = self.publish_batch(vec![p]).await?;
+        let mut receipts = self.append(vec![p], false).await?;
         receipts
             .pop()
             .ok_or_else(|| Error::internal("publishing", "no receipt"))
@@ -297,6 +297,12 @@ impl Broker {
 
     /// Publishes events of one namespace atomically.
     pub async fn publish_batch(&self, items: Vec<Publish>) -> Result<Vec<Receipt>, Error> {
+        self.append(items, true).await
+    }
+
+    /// Appends; errors name the item at fault when `batch` is set.
+    async fn append(&self, items: Vec<Publish>, batch: bool) -> Result<Vec<Receipt>, Error> {
+        let at_item = |e: Error, i: usize| if batch { at_item(e, i) } else { e };
         let started = Instant::now();
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::new(
@@ -327,10 +333,9 @@ impl Broker {
         }
         let namespace =
             namespace.ok_or_else(|| Error::new(ErrorCode::InvalidBatch, "empty batch"))?;
-        let single = events.len() == 1;
         let log = self.log_for_publish(&namespace)?;
         let receipts = log.append(events).await.map_err(|e| match Error::from(e) {
-            e if single && e.code == ErrorCode::InvalidBatch => {
+            e if !batch && e.code == ErrorCode::InvalidBatch => {
                 Error::new(ErrorCode::InvalidHeader, e.message)
             }
             e => e,
