@@ -1,6 +1,17 @@
 //! The command line: global flags, subcommands and their flags, and the parsers of their
-//! values (headers, start positions).
+//! values (sizes, durations, fsync policies, namespace overrides, headers, start positions).
+//!
+//! Every `bus server` flag can also come from a `BUS_*` environment variable; a flag given on
+//! the command line wins. Lists from the environment are comma-separated, except
+//! `BUS_NS_CONFIG`, whose entries hold commas and are separated by `;`.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bus_broker::config::{DEFAULT_ADDR, DEFAULT_DATA_DIR, NamespaceOverride};
+use bus_broker::storage::FsyncPolicy;
+use bus_broker::units::{parse_duration, parse_size};
 use bus_client::Start;
 use clap::{Args, Parser, Subcommand};
 
@@ -32,12 +43,92 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the broker.
+    Server(ServerArgs),
     /// Publish one event.
     Put(PutArgs),
     /// Read events: from the log, then live.
     Get(GetArgs),
     /// List namespaces and their figures.
     Ns(NsArgs),
+}
+
+/// `bus server`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BUS_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+
+    /// Data directory.
+    #[arg(long, env = "BUS_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+
+    /// The only namespaces that may exist (comma-separated); default: any, created on first
+    /// publish.
+    #[arg(
+        long,
+        env = "BUS_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NAME,..."
+    )]
+    pub namespaces: Option<Vec<String>>,
+
+    /// When a publish counts as durable: always, interval:<ms> or never.
+    #[arg(long, env = "BUS_FSYNC", default_value = "always", value_parser = parse_fsync, value_name = "POLICY")]
+    pub fsync: FsyncPolicy,
+
+    /// Largest payload accepted (65536, 64KiB, 1MiB).
+    #[arg(long, env = "BUS_MAX_PAYLOAD", default_value = "1MiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub max_payload: u64,
+
+    /// Size at which a namespace's log rolls to a new segment file.
+    #[arg(long, env = "BUS_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub segment_size: u64,
+
+    /// Delete segments whose newest event is older than this (30s, 12h, 7d); default: keep.
+    #[arg(long, env = "BUS_RETENTION_AGE", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub retention_age: Option<Duration>,
+
+    /// Keep at most about this many bytes per namespace; default: no limit.
+    #[arg(long, env = "BUS_RETENTION_BYTES", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub retention_bytes: Option<u64>,
+
+    /// Keep at most about this many events per namespace; default: no limit.
+    #[arg(long, env = "BUS_RETENTION_EVENTS", value_name = "COUNT")]
+    pub retention_events: Option<u64>,
+
+    /// A repeated dedup id (Bus-Msg-Id) within this window stores nothing.
+    #[arg(long, env = "BUS_DEDUP_WINDOW", default_value = "2m", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub dedup_window: Duration,
+
+    /// An origin allowed by CORS, `*` for any (repeatable); default: no CORS headers.
+    #[arg(
+        long = "cors-origin",
+        env = "BUS_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Log level or filter (error, warn, info, debug, trace; or `bus_broker=debug,info`).
+    #[arg(
+        long,
+        env = "BUS_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    pub log_level: String,
+
+    /// Most open connections; past it new connections wait.
+    #[arg(long, env = "BUS_MAX_CONNECTIONS", default_value_t = bus_broker::config::DEFAULT_MAX_CONNECTIONS, value_name = "COUNT")]
+    pub max_connections: usize,
+
+    /// Settings of one namespace, NAME:key=value,... with keys fsync, retention-age,
+    /// retention-bytes, retention-events (repeatable; `;`-separated in BUS_NS_CONFIG).
+    /// Kept in the data directory for later starts.
+    #[arg(long = "ns-config", env = "BUS_NS_CONFIG", value_delimiter = ';', value_parser = parse_ns_config, value_name = "NAME:SETTINGS")]
+    pub ns_config: Vec<(String, NamespaceOverride)>,
 }
 
 /// `bus put`.
@@ -86,9 +177,34 @@ pub struct GetArgs {
 #[derive(Args, Debug)]
 pub struct NsArgs {}
 
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    s.parse()
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
 fn parse_start(s: &str) -> Result<Start, String> {
     s.parse()
         .map_err(|e: bus_client::StartParseError| e.to_string())
+}
+
+/// `NAME:key=value,...`.
+fn parse_ns_config(s: &str) -> Result<(String, NamespaceOverride), String> {
+    let (name, spec) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected NAME:key=value,..., got {s:?}"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("no namespace name in {s:?}"));
+    }
+    let o = NamespaceOverride::parse(spec)?;
+    Ok((name.to_owned(), o))
 }
 
 /// `name=value`.
@@ -131,9 +247,84 @@ mod tests {
     }
 
     #[test]
+    fn server_defaults_are_the_documented_ones() {
+        let cli = parse(&["server"]).unwrap();
+        let Command::Server(s) = cli.command else {
+            panic!("not server")
+        };
+        // These hold unless the environment sets BUS_* variables, which the test run does not.
+        assert_eq!(s.addr, DEFAULT_ADDR.parse().unwrap());
+        assert_eq!(s.data, PathBuf::from("./bus-data"));
+        assert_eq!(s.fsync, FsyncPolicy::Always);
+        assert_eq!(s.max_payload, 1 << 20);
+        assert_eq!(s.segment_size, 64 << 20);
+        assert_eq!(s.dedup_window, Duration::from_secs(120));
+        assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.log_level, "info");
+        assert_eq!(s.namespaces, None);
+        assert!(s.cors_origins.is_empty() && s.ns_config.is_empty());
+        assert_eq!(
+            (s.retention_age, s.retention_bytes, s.retention_events),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn parses_server_flags() {
+        let cli = parse(&[
+            "server",
+            "--addr",
+            "0.0.0.0:9000",
+            "--namespaces",
+            "user,rpc",
+            "--fsync",
+            "interval:5",
+            "--max-payload",
+            "64KiB",
+            "--retention-age",
+            "7d",
+            "--retention-bytes",
+            "10GiB",
+            "--retention-events",
+            "1000",
+            "--cors-origin",
+            "http://a",
+            "--cors-origin",
+            "http://b",
+            "--ns-config",
+            "rpc:fsync=never,retention-age=1h",
+            "--ns-config",
+            "user:retention-events=5",
+        ])
+        .unwrap();
+        let Command::Server(s) = cli.command else {
+            panic!("not server")
+        };
+        assert_eq!(s.addr.port(), 9000);
+        assert_eq!(s.namespaces, Some(vec!["user".into(), "rpc".into()]));
+        assert_eq!(s.fsync, FsyncPolicy::Interval(Duration::from_millis(5)));
+        assert_eq!(s.max_payload, 65536);
+        assert_eq!(s.retention_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(s.retention_bytes, Some(10 << 30));
+        assert_eq!(s.retention_events, Some(1000));
+        assert_eq!(s.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(s.ns_config.len(), 2);
+        assert_eq!(s.ns_config[0].0, "rpc");
+        assert_eq!(s.ns_config[0].1.fsync.as_deref(), Some("never"));
+        assert_eq!(s.ns_config[1].1.retention_events, Some(5));
+    }
+
+    #[test]
     fn refuses_bad_values() {
         for args in [
-            &["put", "a.b", "x", "-H", "novalue"][..],
+            &["server", "--fsync", "sometimes"][..],
+            &["server", "--max-payload", "1XB"],
+            &["server", "--retention-age", "5"],
+            &["server", "--ns-config", "rpc"],
+            &["server", "--ns-config", ":fsync=never"],
+            &["server", "--ns-config", "rpc:colour=blue"],
+            &["server", "--addr", "nowhere"],
+            &["put", "a.b", "x", "-H", "novalue"],
             &["get", "a", "--from", ""],
             &["get", "a", "--count", "-1"],
             &["get"],

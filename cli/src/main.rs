@@ -1,6 +1,7 @@
 //! `bus`: the command-line front end of the bus broker.
 //!
-//! `bus put`, `bus get` and `bus ns` talk to a broker over HTTP through `bus-client`. The modules: [`args`] (the command line), [`commands`] (one
+//! `bus server` runs the broker (`bus-broker`); `bus put`, `bus get` and `bus ns` talk to one
+//! over HTTP through `bus-client`. The modules: [`args`] (the command line), [`commands`] (one
 //! file per subcommand), [`output`] (what goes to stdout and stderr), [`error`] (exit
 //! statuses and the `bus: <error>: <cause>` line).
 //!
@@ -37,14 +38,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the command on a current-thread runtime.
+/// Runs the command on a runtime of its size: the server on all cores, a client command on
+/// the current thread.
 fn run(cli: Cli) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::with_cause("cannot start the async runtime", e))?;
+    let runtime = match &cli.command {
+        Command::Server(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .map_err(|e| CliError::with_cause("cannot start the async runtime", e))?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Server(args) => commands::server::run(args).await,
             Command::Put(args) => commands::put::run(&cli.url, cli.json, args).await,
             Command::Get(args) => commands::get::run(&cli.url, cli.json, args).await,
             Command::Ns(_) => commands::ns::run(&cli.url, cli.json).await,

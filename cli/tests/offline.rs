@@ -113,7 +113,43 @@ fn usage_errors_exit_2_with_the_bus_prefix() {
     }
     let o = run(bus().arg("--help"));
     assert_eq!(o.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("put"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("server"));
+}
+
+#[test]
+fn server_flags_come_from_the_environment() {
+    // Each variable is read: an invalid value is refused naming its flag, before anything
+    // is opened or bound.
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, expect) in [
+        ("BUS_ADDR", "nowhere", "--addr"),
+        ("BUS_FSYNC", "sometimes", "--fsync"),
+        ("BUS_MAX_PAYLOAD", "1XB", "--max-payload"),
+        ("BUS_SEGMENT_SIZE", "big", "--segment-size"),
+        ("BUS_RETENTION_AGE", "5", "--retention-age"),
+        ("BUS_RETENTION_BYTES", "-1", "--retention-bytes"),
+        ("BUS_RETENTION_EVENTS", "many", "--retention-events"),
+        ("BUS_DEDUP_WINDOW", "2", "--dedup-window"),
+        ("BUS_MAX_CONNECTIONS", "lots", "--max-connections"),
+        ("BUS_NS_CONFIG", "rpc:colour=blue", "--ns-config"),
+        (
+            "BUS_MAX_CONNECTIONS",
+            "0",
+            "max connections must be positive",
+        ),
+        ("BUS_NAMESPACES", "user,a.b", "invalid configuration"),
+        ("BUS_LOG_LEVEL", "info,=[", "invalid log level"),
+    ] {
+        let o = run(bus()
+            .arg("server")
+            .env("BUS_DATA", dir.path())
+            .env("BUS_ADDR", "127.0.0.1:0")
+            .env(var, value));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{var}={value}: {err}");
+        assert!(err.starts_with("bus: "), "{var}={value}: {err}");
+        assert!(err.contains(expect), "{var}={value}: {err}");
+    }
 }
 
 /// A canned HTTP/1.1 responder: answers `/healthz` with 200, `POST /v1/events/...` with

@@ -4,6 +4,7 @@
 pub mod get;
 pub mod ns;
 pub mod put;
+pub mod server;
 
 use bus_client::Client;
 

@@ -1,0 +1,250 @@
+//! `bus server`: run the broker until SIGINT or SIGTERM.
+//!
+//! Maps the flags onto [`Config`], validates it, opens the data directory (recovering every
+//! namespace's log), binds the listener, logs one line saying what it serves, and runs the
+//! HTTP server with a shutdown future that resolves on the first signal. After the signal,
+//! open responses drain and the broker closes its logs; all of it is bounded so the process
+//! exits within [`EXIT_DEADLINE`] of the signal.
+
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use bus_broker::broker::Broker;
+use bus_broker::config::Config;
+use bus_broker::storage::OpenReport;
+use tokio::time::Instant;
+
+use crate::args::ServerArgs;
+use crate::error::CliError;
+
+/// From the signal to the process's exit, at most (with a margin under the promised 10 s).
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(9);
+
+/// The broker settings the flags ask for.
+pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
+    let mut config = Config {
+        addr: args.addr,
+        data_dir: args.data.clone(),
+        namespaces: args.namespaces.clone(),
+        cors_origins: args.cors_origins.clone(),
+        max_connections: args.max_connections,
+        ..Config::default()
+    };
+    let log = &mut config.log;
+    log.fsync = args.fsync;
+    log.segment_bytes = args.segment_size;
+    log.max_payload_bytes = usize::try_from(args.max_payload)
+        .map_err(|_| CliError::msg(format!("payload limit {} is too large", args.max_payload)))?;
+    log.retention.max_age = args.retention_age;
+    log.retention.max_bytes = args.retention_bytes;
+    log.retention.max_events = args.retention_events;
+    log.dedup_window = args.dedup_window;
+    for (ns, o) in &args.ns_config {
+        config
+            .overrides
+            .entry(ns.clone())
+            .or_default()
+            .merge(o.clone());
+    }
+    config
+        .validate()
+        .map_err(|e| CliError::with_cause("invalid configuration", e))?;
+    Ok(config)
+}
+
+/// Runs `bus server`.
+pub async fn run(args: ServerArgs) -> Result<(), CliError> {
+    init_tracing(&args.log_level)?;
+    let config = config(&args)?;
+    let addr = config.addr;
+    let data_dir = config.data_dir.clone();
+    let (broker, reports) = Broker::open(config)
+        .await
+        .map_err(|e| CliError::with_cause("cannot open data directory", e))?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            broker.close().await;
+            return Err(CliError::with_cause(format!("cannot listen on {addr}"), e));
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(
+        addr = %local,
+        data_dir = %data_dir.display(),
+        namespaces = %recovered(&reports),
+        "bus listening on http://{local}"
+    );
+
+    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let shutdown = async move {
+        let which = wait_for_signal().await;
+        tracing::info!(signal = which, "shutting down");
+        let _ = signalled_tx.send(Some(Instant::now()));
+    };
+    let mut server = tokio::spawn(bus_broker::server::run(listener, broker.clone(), shutdown));
+    // The server returns after draining; past the deadline after a signal, stop waiting.
+    let deadline = async {
+        let at = loop {
+            if let Some(at) = *signalled_rx.borrow_and_update() {
+                break at;
+            }
+            if signalled_rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::time::sleep_until(at + EXIT_DEADLINE - CLOSE_BUDGET).await;
+        at
+    };
+    let served = tokio::select! {
+        r = &mut server => r,
+        at = deadline => {
+            tracing::warn!(waited = ?at.elapsed(), "open connections did not drain in time; closing anyway");
+            server.abort();
+            Ok(Ok(()))
+        }
+    };
+    let close_by = signalled_rx
+        .borrow()
+        .map_or(Instant::now() + CLOSE_BUDGET, |at| at + EXIT_DEADLINE);
+    if tokio::time::timeout_at(close_by, broker.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the logs took too long; exiting without a clean close");
+    }
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CliError::with_cause("the server failed", e)),
+        Err(e) => Err(CliError::with_cause("the server task failed", e)),
+    }
+}
+
+/// Time kept for closing the logs after the drain.
+const CLOSE_BUDGET: Duration = Duration::from_secs(3);
+
+/// Logs to stderr with `level` as the filter.
+fn init_tracing(level: &str) -> Result<(), CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| CliError::with_cause(format!("invalid log level {level:?}"), e))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+/// `user: 42 events, rpc: 3 events (torn tail of 17 bytes cut at offset 4096)`.
+fn recovered(reports: &[OpenReport]) -> String {
+    if reports.is_empty() {
+        return "none".to_owned();
+    }
+    reports
+        .iter()
+        .map(|r| {
+            let mut s = format!("{}: {} events", r.namespace, r.events);
+            if let Some(t) = &r.torn {
+                s.push_str(&format!(
+                    " (torn tail of {} bytes cut at offset {} of {})",
+                    t.bytes_cut,
+                    t.offset,
+                    r.active_segment.display()
+                ));
+            }
+            if let Some(rep) = &r.repaired {
+                s.push_str(&format!(" (repaired: {rep:?})"));
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => {
+            // Without signal handlers, only Ctrl-C can stop the server.
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use bus_broker::storage::FsyncPolicy;
+    use clap::Parser as _;
+
+    fn server_args(args: &[&str]) -> ServerArgs {
+        let cli = Cli::try_parse_from(["bus", "server"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Server(s) => s,
+            _ => panic!("not server"),
+        }
+    }
+
+    #[test]
+    fn maps_flags_onto_the_config() {
+        let c = config(&server_args(&[
+            "--data",
+            "/tmp/x",
+            "--namespaces",
+            "user,rpc",
+            "--fsync",
+            "never",
+            "--max-payload",
+            "2MiB",
+            "--segment-size",
+            "1MiB",
+            "--retention-events",
+            "9",
+            "--dedup-window",
+            "5s",
+            "--max-connections",
+            "7",
+            "--cors-origin",
+            "*",
+            "--ns-config",
+            "rpc:fsync=never",
+            "--ns-config",
+            "rpc:retention-age=1h",
+        ]))
+        .unwrap();
+        assert_eq!(c.data_dir, std::path::PathBuf::from("/tmp/x"));
+        assert_eq!(c.namespaces, Some(vec!["user".into(), "rpc".into()]));
+        assert_eq!(c.log.fsync, FsyncPolicy::Never);
+        assert_eq!(c.log.max_payload_bytes, 2 << 20);
+        assert_eq!(c.log.segment_bytes, 1 << 20);
+        assert_eq!(c.log.retention.max_events, Some(9));
+        assert_eq!(c.log.dedup_window, Duration::from_secs(5));
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.cors_origins, ["*"]);
+        // Two flags for one namespace merge key by key.
+        let rpc = &c.overrides["rpc"];
+        assert_eq!(rpc.fsync.as_deref(), Some("never"));
+        assert_eq!(rpc.retention_age.as_deref(), Some("1h"));
+    }
+
+    #[test]
+    fn refuses_an_invalid_config() {
+        for args in [
+            &["--max-connections", "0"][..],
+            &["--segment-size", "1KiB"],
+            &["--namespaces", "a.b"],
+        ] {
+            assert!(config(&server_args(args)).is_err(), "{args:?}");
+        }
+    }
+}

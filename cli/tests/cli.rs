@@ -1,0 +1,390 @@
+//! End-to-end tests of the built `bus` binary against a real broker: one started in-process
+//! on port 0 with a temporary data directory, and `bus server` itself as a child process.
+//! Every wait is bounded; nothing sleeps for a fixed time.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bus_broker::broker::Broker;
+use bus_broker::config::Config;
+
+/// Longest any one run of the binary, or any await, may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A broker serving on a loopback port until dropped.
+struct TestBroker {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    fn start() -> TestBroker {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let addr = runtime.block_on(async {
+            let (broker, _) = tokio::time::timeout(TIMEOUT, Broker::open(config))
+                .await
+                .expect("open in time")
+                .expect("open");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(bus_broker::server::run(listener, broker, async {
+                let _ = rx.await;
+            }));
+            addr
+        });
+        TestBroker {
+            addr,
+            shutdown: Some(tx),
+            runtime: Some(runtime),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `bus --url <this broker> args...`.
+    fn bus(&self, args: &[&str]) -> Command {
+        let mut c = bus();
+        c.arg("--url").arg(self.url()).args(args);
+        c
+    }
+
+    /// Starts the broker's shutdown.
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+fn bus() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bus"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("BUS_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("NO_COLOR", "1").stdin(Stdio::null());
+    c
+}
+
+/// Waits for `child` at most [`TIMEOUT`], killing it past that.
+fn wait(mut child: Child) -> Output {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "bus did not exit within {TIMEOUT:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    wait(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bus"),
+    )
+}
+
+/// Runs with `input` on stdin.
+fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bus");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    wait(child)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("UTF-8 stdout")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn ok(o: Output) -> Output {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    o
+}
+
+#[test]
+fn put_get_and_ns_round_trip() {
+    let b = TestBroker::start();
+    let o = ok(run(&mut b.bus(&[
+        "put",
+        "user.created",
+        r#"{"name":"ada"}"#,
+    ])));
+    let line = stdout(&o);
+    assert!(
+        line.starts_with("published user.created as user-1-"),
+        "{line}"
+    );
+    assert!(line.ends_with(" (sequence 1)\n"), "{line}");
+
+    let o = ok(run(&mut b.bus(&["put", "--json", "user.deleted", "bye"])));
+    let receipt: serde_json::Value = serde_json::from_str(stdout(&o).trim_end()).unwrap();
+    assert_eq!(receipt["sequence"], 2);
+    assert_eq!(receipt["subject"], "user.deleted");
+    assert_eq!(stdout(&o).lines().count(), 1);
+
+    let o = ok(run(&mut b.bus(&[
+        "get", "user.>", "--from", "oldest", "--count", "2", "--json",
+    ])));
+    let events = json_lines(&o);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["sequence"], 1);
+    assert_eq!(events[0]["payload"]["name"], "ada");
+    assert_eq!(events[0]["content_type"], "application/json");
+    assert_eq!(events[1]["payload"], "bye");
+    assert_eq!(events[1]["content_type"], "text/plain; charset=utf-8");
+
+    // Readable output: one line per event, subject first.
+    let o = ok(run(
+        &mut b.bus(&["get", "user.>", "--from", "oldest", "-n", "1"])
+    ));
+    assert!(stdout(&o).starts_with("user.created #1 "), "{}", stdout(&o));
+    assert!(stdout(&o).trim_end().ends_with(r#"{"name":"ada"}"#));
+
+    let o = ok(run(&mut b.bus(&["ns", "--json"])));
+    let list: serde_json::Value = serde_json::from_str(stdout(&o).trim_end()).unwrap();
+    let user = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "user")
+        .expect("namespace user");
+    assert_eq!(user["events"], 2);
+    assert_eq!(user["first_sequence"], 1);
+    assert_eq!(user["last_sequence"], 2);
+    assert!(user["bytes"].as_u64().unwrap() > 0);
+
+    let o = ok(run(&mut b.bus(&["ns"])));
+    assert!(stdout(&o).starts_with("NAMESPACE"), "{}", stdout(&o));
+    assert!(stdout(&o).lines().any(|l| l.starts_with("user ")));
+}
+
+#[test]
+fn put_reads_stdin_and_detects_its_content_type() {
+    let b = TestBroker::start();
+    ok(run_with_stdin(
+        &mut b.bus(&["put", "bin.raw"]),
+        &[0, 0xFF, 0x10],
+    ));
+    ok(run_with_stdin(
+        &mut b.bus(&["put", "bin.text", "-"]),
+        b"hello\n",
+    ));
+    ok(run(&mut b.bus(&[
+        "put",
+        "bin.hdr",
+        "x",
+        "-H",
+        "trace=abc",
+        "--id",
+        "m-1",
+        "--content-type",
+        "text/csv",
+    ])));
+    let o = ok(run(&mut b.bus(&["put", "bin.hdr", "x", "--id", "m-1"])));
+    assert!(
+        stdout(&o).starts_with("duplicate of bin-3-"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = ok(run(&mut b.bus(&[
+        "get", "bin.*", "--from", "oldest", "--count", "3", "--json",
+    ])));
+    let events = json_lines(&o);
+    assert_eq!(events[0]["encoding"], "base64");
+    assert_eq!(events[0]["payload"], "AP8Q");
+    assert_eq!(events[0]["content_type"], "application/octet-stream");
+    assert_eq!(events[1]["payload"], "hello\n");
+    assert_eq!(events[1]["content_type"], "text/plain; charset=utf-8");
+    assert_eq!(events[2]["headers"]["trace"], "abc");
+    assert_eq!(events[2]["content_type"], "text/csv");
+}
+
+#[test]
+fn get_json_prints_each_event_as_the_broker_sent_it() {
+    let b = TestBroker::start();
+    for i in 0..5 {
+        ok(run(&mut b.bus(&["put", "log.line", &format!("line {i}")])));
+    }
+    let o =
+        ok(run(&mut b.bus(&[
+            "get", ">", "--from", "oldest", "--count", "5", "--json",
+        ])));
+    let text = stdout(&o);
+    assert_eq!(text.lines().count(), 5);
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["sequence"], i as u64 + 1);
+        assert_eq!(v["payload"], format!("line {i}"));
+        // Re-encoding the value gives the same line: the broker's compact form was kept.
+        assert_eq!(serde_json::to_string(&v).unwrap().len(), line.len());
+    }
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn error_answers_exit_2_with_the_brokers_code() {
+    let b = TestBroker::start();
+    let o = run(&mut b.bus(&["put", "a..b", "x"]));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("bus: cannot publish to a..b: broker answered 400 invalid_subject: "),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+
+    let o = run(&mut b.bus(&["get", "a.>.b", "--json"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("400 invalid_pattern"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+
+    let o = run(&mut b.bus(&["put", "_inbox.x", "x"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("403 reserved_namespace"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The lines `r` yields, read on a thread so the test can wait for them with a timeout.
+fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_followed_stream_ends_when_the_broker_stops() {
+    let mut b = TestBroker::start();
+    ok(run(&mut b.bus(&["put", "user.created", "one"])));
+    let mut child = b
+        .bus(&["get", "user.>", "--from", "oldest", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let first = out.recv_timeout(TIMEOUT).expect("the first event");
+    assert!(first.contains("\"payload\":\"one\""), "{first}");
+    b.stop();
+    let o = wait(child);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out.recv_timeout(TIMEOUT).is_err(),
+        "nothing after the event"
+    );
+    assert!(stderr(&o).contains("shut down"), "{}", stderr(&o));
+}
+
+#[test]
+fn bus_server_serves_and_exits_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = bus()
+        .args(["server", "--addr", "127.0.0.1:0", "--log-level", "info"])
+        .arg("--data")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The one start-up line names the address.
+    let log = lines_of(server.stderr.take().unwrap());
+    let line = log.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
+        let _ = server.kill();
+        panic!("no start-up line")
+    });
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let o = ok(run(bus().args(["--url", &url, "put", "user.created", "x"])));
+    assert!(stdout(&o).contains("(sequence 1)"));
+
+    let start = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = wait(server);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(0));
+
+    // Started again on the same directory with its address taken, it opens the directory
+    // and then fails to bind, with status 2.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = run(bus()
+        .args(["server", "--addr", &addr, "--data"])
+        .arg(dir.path()));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("bus: cannot listen on {addr}: ")),
+        "{}",
+        stderr(&o)
+    );
+}
