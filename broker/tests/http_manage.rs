@@ -1,0 +1,274 @@
+//! End to end: the management endpoints (`/healthz`, `/v1/namespaces`, `/v1/subscriptions`,
+//! `/metrics`), CORS, and HTTP/2 prior knowledge (h2c).
+
+mod http_common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_common::{TestServer, WAIT, assert_time, h2c_client, metric, send, sse};
+use hyper::{Method, StatusCode, Version};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_ok() {
+    let s = TestServer::start_default().await;
+    let r = s.get("/healthz").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!({"status": "ok"}));
+}
+
+fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .expect("namespace list is an array")
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("namespace {name} not in {list}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_report_events_bytes_sequences_and_subscribers() {
+    let s = TestServer::start_default().await;
+    for i in 0..3 {
+        s.publish("user.a", &format!("payload-{i}")).await;
+    }
+    s.publish("order.a", "o").await;
+    let _user_stream = s.subscribe("pattern=user.%3E").await;
+    let _both = s.subscribe("pattern=%3E").await;
+
+    let list = s.get_json("/v1/namespaces").await;
+    let user = find(&list, "user");
+    assert_eq!(user["events"], 3, "{user}");
+    assert!(user["bytes"].as_u64().is_some_and(|b| b >= 3 * 9), "{user}");
+    assert_eq!(user["first_sequence"], 1, "{user}");
+    assert_eq!(user["last_sequence"], 3, "{user}");
+    assert!(user["segments"].as_u64().is_some_and(|n| n >= 1), "{user}");
+    assert_eq!(user["subscribers"], 2, "{user}");
+    assert_eq!(user["fsync"], "always", "{user}");
+    assert_eq!(user["read_only"], Value::Null, "{user}");
+    assert!(
+        user.get("read_only").is_some(),
+        "read_only is present as null: {user}"
+    );
+
+    let order = find(&list, "order");
+    assert_eq!(order["events"], 1, "{order}");
+    assert_eq!(order["last_sequence"], 1, "{order}");
+    assert_eq!(order["subscribers"], 1, "{order}");
+
+    let one = s.get_json("/v1/namespaces/user").await;
+    assert!(one.is_object(), "{one}");
+    for k in [
+        "name",
+        "events",
+        "bytes",
+        "first_sequence",
+        "last_sequence",
+        "subscribers",
+        "fsync",
+    ] {
+        assert_eq!(one[k], user[k], "field {k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_fsync_shows_the_configured_policy() {
+    let s = TestServer::start(|c| c.log.fsync = bus_broker::storage::FsyncPolicy::Never).await;
+    s.publish("user.a", "x").await;
+    let one = s.get_json("/v1/namespaces/user").await;
+    assert_eq!(one["fsync"], "never", "{one}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_list_a_live_stream_until_it_closes() {
+    let s = TestServer::start_default().await;
+    let mut st = s.stream("pattern=user.%3E&heartbeat=1s", &[]).await;
+    let sub = st.expect_subscribed().await;
+    let id = sub["subscription"]
+        .as_str()
+        .expect("subscription id")
+        .to_owned();
+
+    let list = s.get_json("/v1/subscriptions").await;
+    let entry = list
+        .as_array()
+        .expect("subscriptions is an array")
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("subscription {id} not in {list}"))
+        .clone();
+    assert_eq!(entry["pattern"], "user.>");
+    assert_eq!(entry["kind"], "stream");
+    assert_time(entry["started"].as_str().expect("started"));
+    assert!(entry["delivered"].is_u64(), "{entry}");
+
+    // `delivered` counts what the stream sent (observed by polling, bounded by WAIT).
+    s.publish("user.a", "1").await;
+    s.publish("user.a", "2").await;
+    st.expect_events(2).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = s.get_json("/v1/subscriptions").await;
+        let delivered = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id.as_str())
+            .map(|e| e["delivered"].as_u64().unwrap_or(0));
+        if delivered == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivered never reached 2: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Once the client goes away the subscription is removed (the 1 s heartbeat lets the server
+    // notice); waited for by polling, bounded by WAIT.
+    drop(st);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = s.get_json("/v1/subscriptions").await;
+        if !list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == id.as_str())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscription still listed: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_published_events_per_namespace() {
+    let s = TestServer::start_default().await;
+    for _ in 0..3 {
+        s.publish("user.a", "abcd").await;
+    }
+    s.publish("order.a", "x").await;
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(ct.starts_with("text/plain"), "content-type {ct:?}");
+    let text = r.text();
+    assert_eq!(
+        metric(&text, r#"bus_events_published_total{namespace="user"}"#),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"bus_events_published_total{namespace="order"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"bus_bytes_published_total{namespace="user"}"#),
+        Some(12.0),
+        "payload bytes: {text}"
+    );
+    assert!(
+        text.contains("# TYPE bus_events_published_total counter"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_gauge_counts_open_subscriptions() {
+    let s = TestServer::start_default().await;
+    let _a = s.subscribe("pattern=user.%3E").await;
+    let _b = s.subscribe("pattern=%3E").await;
+    let text = s.get("/metrics").await.text();
+    assert_eq!(metric(&text, "bus_subscriptions"), Some(2.0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_a_configured_origin() {
+    let s = TestServer::start(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    let r = s
+        .get_with("/healthz", &[("origin", "https://app.example")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let r = s
+        .get_with("/healthz", &[("origin", "https://evil.example")])
+        .await;
+    assert!(
+        r.header("access-control-allow-origin")
+            .is_none_or(|o| o != "https://evil.example" && o != "*"),
+        "another origin is not allowed: {:?}",
+        r.headers
+    );
+
+    // The event stream, the one browsers read, carries it too.
+    let mut st = s
+        .stream("pattern=user.%3E", &[("origin", "https://app.example")])
+        .await;
+    assert_eq!(
+        st.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    st.expect_subscribed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cors_headers_without_configured_origins() {
+    let s = TestServer::start_default().await;
+    let r = s
+        .get_with("/healthz", &[("origin", "https://app.example")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_serves_publish_pull_and_stream() {
+    let s = TestServer::start_default().await;
+    let h2 = h2c_client();
+    let r = send(&h2, Method::GET, &s.url("/healthz"), &[], Bytes::new()).await;
+    assert_eq!(r.version, Version::HTTP_2);
+    assert_eq!(r.status, StatusCode::OK);
+
+    let mut st = sse(&h2, &s.url("/v1/stream?pattern=user.%3E"), &[]).await;
+    assert_eq!(st.version, Version::HTTP_2);
+    st.expect_subscribed().await;
+
+    let r = send(
+        &h2,
+        Method::POST,
+        &s.url("/v1/events/user.created"),
+        &[("content-type", "application/json")],
+        Bytes::from_static(br#"{"name":"ada"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.version, Version::HTTP_2);
+
+    let e = st.expect_event().await.json();
+    assert_eq!(e["payload"], json!({"name": "ada"}));
+
+    let r = send(
+        &h2,
+        Method::GET,
+        &s.url("/v1/events?pattern=user.%3E&from=oldest"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["events"][0]["payload"], json!({"name": "ada"}));
+}
