@@ -90,10 +90,14 @@ fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String
     // Read until the headers and the start of the body are in.
     let mut got = Vec::new();
     // Streams never end by themselves: the status line and first bytes are enough.
-    while !String::from_utf8_lossy(&got)
-        .split_once("\r\n\r\n")
-        .is_some_and(|(_, b)| !b.is_empty())
-    {
+    loop {
+        let text = String::from_utf8_lossy(&got);
+        if text
+            .split_once("\r\n\r\n")
+            .is_some_and(|(_, b)| !b.is_empty())
+        {
+            break;
+        }
         let n = s.read(&mut buf).unwrap();
         if n == 0 {
             break;

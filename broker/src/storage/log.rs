@@ -36,8 +36,8 @@ use super::record::{self, Decoded};
 use super::recovery::{self, Repair, TornTail};
 use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
 use super::{
-    EventLog, IdLookup, LogReader, NewEvent, Receipt, Start, StorageError, check_namespace,
-    event_id, now_ns, parse_event_id,
+    EventIdRef, EventLog, IdLookup, LogReader, NewEvent, Receipt, Start, StorageError,
+    check_namespace, event_id, now_ns, parse_event_id,
 };
 
 /// How often the writer applies retention when idle.
@@ -159,7 +159,7 @@ enum Stop {
 
 struct Request {
     events: Vec<NewEvent>,
-    tx: oneshot::Sender<Result<Vec<Receipt>, StorageError>>,
+    tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>,
     /// Room in the queue, released when the writer is done with the request.
     _permit: OwnedSemaphorePermit,
 }
@@ -532,7 +532,18 @@ impl EventLog for Log {
                 });
             }
             shared.wake.notify_one();
-            rx.await.map_err(|_| StorageError::Closed)?
+            let stamps = rx.await.map_err(|_| StorageError::Closed)??;
+            // Receipts are built here, on the appender's task, not on the writer thread.
+            Ok(stamps
+                .into_iter()
+                .map(|s| Receipt {
+                    id: event_id(&shared.name, s.sequence, shared.incarnation),
+                    namespace: shared.name.clone(),
+                    sequence: s.sequence,
+                    time_ns: s.time_ns,
+                    duplicate: s.duplicate,
+                })
+                .collect())
         })
     }
 
@@ -774,19 +785,27 @@ fn create_segment(
     Ok(file)
 }
 
+/// What the writer answers for one event; the appender turns it into a [`Receipt`].
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    sequence: u64,
+    time_ns: u64,
+    duplicate: bool,
+}
+
 /// How one event of a request is answered.
 enum Slot {
-    /// Written: the receipt is filled in when the event is encoded.
-    Write(Option<Receipt>),
+    /// Written: the stamp is filled in when the event is encoded.
+    Write(Option<Stamp>),
     /// A dedup id seen within the window.
-    Duplicate(Receipt),
+    Duplicate(Stamp),
     /// The same dedup id as an earlier event of the same request.
     SameAs(usize),
 }
 
 /// A request whose events are encoded and that waits for its group's write.
 struct Done {
-    tx: oneshot::Sender<Result<Vec<Receipt>, StorageError>>,
+    tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>,
     slots: Vec<Slot>,
 }
 
@@ -902,7 +921,11 @@ impl Writer {
                 for (i, e) in req.events.iter().enumerate() {
                     if let Some(m) = e.msg_id.as_deref() {
                         if let Some(d) = dedup.get(m, now) {
-                            slots.push(Slot::Duplicate(self.receipt(d.sequence, d.time_ns, true)));
+                            slots.push(Slot::Duplicate(Stamp {
+                                sequence: d.sequence,
+                                time_ns: d.time_ns,
+                                duplicate: true,
+                            }));
                             continue;
                         }
                         if let Some(&first) = seen.get(m) {
@@ -944,11 +967,15 @@ impl Writer {
                 self.next_seq += 1;
                 let time = now.max(self.last_time);
                 self.last_time = time;
-                let id = event_id(&self.shared.name, seq, self.shared.incarnation);
+                let id = EventIdRef {
+                    namespace: &self.shared.name,
+                    sequence: seq,
+                    incarnation: self.shared.incarnation,
+                };
                 self.offsets
                     .push((self.write_pos + self.buf.len() as u64) as u32);
                 self.times.push(time);
-                record::encode(&mut self.buf, e, seq, time, left, &id);
+                record::encode(&mut self.buf, e, seq, time, left, id);
                 if let Some(m) = &e.msg_id {
                     dedup.insert(
                         m,
@@ -959,9 +986,7 @@ impl Writer {
                     );
                     inserted.push(m.clone());
                 }
-                *receipt = Some(Receipt {
-                    id,
-                    namespace: self.shared.name.clone(),
+                *receipt = Some(Stamp {
                     sequence: seq,
                     time_ns: time,
                     duplicate: false,
@@ -971,16 +996,6 @@ impl Writer {
             done.push(Done { tx: req.tx, slots });
         }
         self.flush(&mut done, &mut inserted);
-    }
-
-    fn receipt(&self, sequence: u64, time_ns: u64, duplicate: bool) -> Receipt {
-        Receipt {
-            id: event_id(&self.shared.name, sequence, self.shared.incarnation),
-            namespace: self.shared.name.clone(),
-            sequence,
-            time_ns,
-            duplicate,
-        }
     }
 
     /// Writes the encoded group, syncs it under `always`, makes it visible and answers its
@@ -1153,15 +1168,15 @@ impl Writer {
     }
 }
 
-/// The receipts of a request, in event order.
-fn resolve(slots: Vec<Slot>) -> Vec<Receipt> {
-    let mut out: Vec<Receipt> = Vec::with_capacity(slots.len());
+/// The stamps of a request, in event order.
+fn resolve(slots: Vec<Slot>) -> Vec<Stamp> {
+    let mut out: Vec<Stamp> = Vec::with_capacity(slots.len());
     for slot in slots {
         let r = match slot {
             Slot::Write(Some(r)) | Slot::Duplicate(r) => r,
-            Slot::SameAs(i) => Receipt {
+            Slot::SameAs(i) => Stamp {
                 duplicate: true,
-                ..out[i].clone()
+                ..out[i]
             },
             // Every written slot is filled before its group is flushed.
             Slot::Write(None) => continue,

@@ -201,7 +201,33 @@ pub fn check_namespace(name: &str) -> Result<(), StorageError> {
 /// the sequence, and the namespace's incarnation (so that an id from a deleted and
 /// re-created namespace is told apart from a live one).
 pub fn event_id(namespace: &str, sequence: u64, incarnation: u32) -> String {
-    format!("{namespace}-{sequence}-{incarnation:08x}")
+    EventIdRef {
+        namespace,
+        sequence,
+        incarnation,
+    }
+    .to_string()
+}
+
+/// An event id not yet formatted: writes itself where it is needed.
+#[derive(Debug, Clone, Copy)]
+pub struct EventIdRef<'a> {
+    /// The namespace.
+    pub namespace: &'a str,
+    /// The sequence.
+    pub sequence: u64,
+    /// The namespace's incarnation.
+    pub incarnation: u32,
+}
+
+impl std::fmt::Display for EventIdRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-{}-{:08x}",
+            self.namespace, self.sequence, self.incarnation
+        )
+    }
 }
 
 /// Splits an event id into (namespace, sequence, incarnation).

@@ -184,7 +184,7 @@ pub fn encode(
     sequence: u64,
     time_ns: u64,
     batch_left: u32,
-    id: &str,
+    id: impl std::fmt::Display,
 ) {
     let start = buf.len();
     buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
@@ -196,7 +196,13 @@ pub fn encode(
         buf.extend_from_slice(&(s.len() as u16).to_le_bytes());
         buf.extend_from_slice(s.as_bytes());
     };
-    put_str(buf, id);
+    // The id is formatted straight into the buffer (no allocation on the writer's path),
+    // then its length is filled in.
+    let at = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    let _ = std::io::Write::write_fmt(buf, format_args!("{id}"));
+    let id_len = (buf.len() - at - 2) as u16;
+    buf[at..at + 2].copy_from_slice(&id_len.to_le_bytes());
     put_str(buf, &event.subject);
     put_str(buf, event.reply_to.as_deref().unwrap_or(""));
     put_str(buf, event.msg_id.as_deref().unwrap_or(""));
