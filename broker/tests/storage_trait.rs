@@ -1,0 +1,148 @@
+//! The `Storage` trait's contract, checked against both engines (disk and memory), through
+//! the trait only: what routing and delivery rely on.
+
+use std::sync::Arc;
+
+use bus_broker::storage::{
+    DiskStorage, IdLookup, LogConfig, MemoryStorage, NewEvent, ReadItem, Retention, Start, Storage,
+    StorageError, StorageOptions,
+};
+
+fn with_id(subject: &str, msg_id: &str) -> NewEvent {
+    NewEvent {
+        msg_id: Some(msg_id.into()),
+        ..NewEvent::new(subject, "x")
+    }
+}
+
+async fn contract(storage: Arc<dyn Storage>) {
+    assert!(storage.namespace("user", false).unwrap().is_none());
+    assert!(matches!(
+        storage.namespace("a.b", true),
+        Err(StorageError::InvalidNamespace(_))
+    ));
+    let log = storage.namespace("user", true).unwrap().unwrap();
+    assert_eq!(storage.namespaces(), ["user"]);
+
+    // Appends: sequences from 1, atomic batches, dedup.
+    let r = log
+        .append(vec![NewEvent::new("user.a", "1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r[0].sequence, r[0].namespace.as_str(), r[0].duplicate),
+        (1, "user", false)
+    );
+    let r = log
+        .append(vec![NewEvent::new("user.b", "2"), with_id("user.c", "m")])
+        .await
+        .unwrap();
+    assert_eq!(r.iter().map(|r| r.sequence).collect::<Vec<_>>(), [2, 3]);
+    let dup = log.append(vec![with_id("user.c", "m")]).await.unwrap();
+    assert!(dup[0].duplicate && dup[0].sequence == 3);
+    assert_eq!(log.lookup_msg_id("m").map(|r| r.sequence), Some(3));
+    assert!(matches!(
+        log.append(vec![]).await,
+        Err(StorageError::InvalidEvent(_))
+    ));
+
+    // Readers: every start position; a waiting reader wakes on append.
+    let mut all = log.reader(Start::Oldest).unwrap();
+    let mut seen = Vec::new();
+    while let Some(ReadItem::Event(e)) = all.try_next().unwrap() {
+        seen.push((e.sequence, e.subject));
+    }
+    assert_eq!(
+        seen,
+        [
+            (1, "user.a".into()),
+            (2, "user.b".into()),
+            (3, "user.c".into())
+        ]
+    );
+    let id2 = log.id_of(2);
+    assert_eq!(log.lookup_id(&id2), IdLookup::Found(2));
+    assert_eq!(log.lookup_id(&log.id_of(9)), IdLookup::Unknown);
+    let mut after = log.reader(Start::AfterId(id2)).unwrap();
+    assert!(matches!(after.try_next().unwrap(), Some(ReadItem::Event(e)) if e.sequence == 3));
+    assert!(matches!(
+        log.reader(Start::AfterId("user-1-ffffffff".into())),
+        Err(StorageError::UnknownEvent(_))
+    ));
+    let mut tail = log.reader(Start::Newest).unwrap();
+    assert!(tail.try_next().unwrap().is_none());
+    let waiter = tokio::spawn(async move { tail.next().await });
+    log.append(vec![NewEvent::new("user.d", "4")])
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(got, Ok(Some(ReadItem::Event(e))) if e.sequence == 4));
+
+    // Stats, and the durable state store.
+    let s = log.stats();
+    assert_eq!((s.events, s.first_seq, s.last_seq), (4, 1, 4));
+    let st = storage.state();
+    st.put("c/1", "a".into()).await.unwrap();
+    st.put("c/2", "b".into()).await.unwrap();
+    st.delete("c/1").await.unwrap();
+    assert_eq!(
+        st.list("c/"),
+        vec![("c/2".to_string(), bytes::Bytes::from("b"))]
+    );
+    storage.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_disk_engine_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, _) = DiskStorage::open(StorageOptions::new(dir.path())).unwrap();
+    contract(Arc::new(disk)).await;
+}
+
+#[tokio::test]
+async fn the_memory_engine_keeps_the_contract() {
+    contract(Arc::new(MemoryStorage::default())).await;
+}
+
+#[tokio::test]
+async fn the_memory_engine_reports_gaps_after_retention() {
+    let config = LogConfig {
+        retention: Retention {
+            max_events: Some(2),
+            ..Retention::default()
+        },
+        ..LogConfig::default()
+    };
+    let storage = MemoryStorage::new(config, Default::default());
+    let log = storage.namespace("user", true).unwrap().unwrap();
+    let mut early = log.reader(Start::Oldest).unwrap();
+    let first = log
+        .append(vec![NewEvent::new("user.a", "0")])
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    for i in 1..5 {
+        log.append(vec![NewEvent::new("user.a", format!("{i}"))])
+            .await
+            .unwrap();
+    }
+    assert_eq!(log.stats().first_seq, 4);
+    assert_eq!(
+        early.try_next().unwrap(),
+        Some(ReadItem::Gap {
+            missed_from: 1,
+            resume_at: 4
+        })
+    );
+    assert_eq!(
+        log.lookup_id(&first),
+        IdLookup::Deleted {
+            sequence: 1,
+            first_available: 4
+        }
+    );
+}
