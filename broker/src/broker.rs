@@ -102,6 +102,9 @@ pub struct Page {
 pub const MAX_PULL_LIMIT: usize = 1000;
 /// Longest wait of one pull.
 pub const MAX_PULL_WAIT: Duration = Duration::from_secs(60);
+/// A pull page stops once its payloads reach this many bytes (it always holds at least one
+/// event when one is available).
+pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Most items in one batch publish.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
 
@@ -312,7 +315,7 @@ impl Broker {
         }
         let mut namespace: Option<String> = None;
         let mut events = Vec::with_capacity(items.len());
-        let mut bytes = 0;
+        let mut sizes = Vec::with_capacity(items.len());
         for (i, p) in items.into_iter().enumerate() {
             let subject = Self::check_subject(&p.subject).map_err(|e| at_item(e, i))?;
             match &namespace {
@@ -328,7 +331,7 @@ impl Broker {
                 }
                 Some(_) => {}
             }
-            bytes += p.payload.len() as u64;
+            sizes.push(p.payload.len() as u64);
             events.push(Self::new_event(p).map_err(|e| at_item(e, i))?);
         }
         let namespace =
@@ -341,11 +344,15 @@ impl Broker {
             e => e,
         })?;
         let fresh = receipts.iter().filter(|r| !r.duplicate).count() as u64;
+        let fresh_bytes: u64 = receipts
+            .iter()
+            .zip(&sizes)
+            .filter(|(r, _)| !r.duplicate)
+            .map(|(_, n)| n)
+            .sum();
         let c = self.inner.metrics.namespace(&namespace);
         c.published.fetch_add(fresh, Ordering::Relaxed);
-        if fresh == receipts.len() as u64 {
-            c.published_bytes.fetch_add(bytes, Ordering::Relaxed);
-        }
+        c.published_bytes.fetch_add(fresh_bytes, Ordering::Relaxed);
         self.inner
             .metrics
             .publish_latency
@@ -422,10 +429,19 @@ impl Broker {
                 }
             }
         }
-        while page.events.len() < limit {
-            match sub.try_next()? {
-                Some(d) => take(d, &mut page),
-                None => break,
+        let mut bytes: usize = page.events.iter().map(|(_, e)| e.payload.len()).sum();
+        while page.events.len() < limit && bytes < MAX_PAGE_BYTES {
+            match sub.try_next() {
+                Ok(Some(d)) => {
+                    if let Delivery::Event { event, .. } = &d {
+                        bytes += event.payload.len();
+                    }
+                    take(d, &mut page)
+                }
+                Ok(None) => break,
+                // Damage further on: return what was read; the cursor stops before it.
+                Err(_) if !page.events.is_empty() => break,
+                Err(e) => return Err(e),
             }
         }
         page.cursor = sub.cursor();

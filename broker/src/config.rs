@@ -167,6 +167,9 @@ impl Config {
                 crate::subject::validate_namespace(n).map_err(|e| e.to_string())?;
             }
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.heartbeat) {
+            return Err(format!("heartbeat {:?} is outside 1s..=5m", self.heartbeat));
+        }
         if self.max_connections == 0 {
             return Err("max connections must be positive".into());
         }

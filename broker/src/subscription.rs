@@ -56,6 +56,19 @@ impl StartSpec {
     }
 }
 
+/// Records a subscription may pass over (not matching its pattern) in one go before it
+/// lets other tasks run.
+pub const SCAN_BUDGET: usize = 1024;
+
+/// The outcome of one round of reading.
+enum Step {
+    Ready(Box<Delivery>),
+    /// Every reader is at its end.
+    Idle,
+    /// The scan budget ran out; there may be more.
+    Budget,
+}
+
 /// What a subscription yields.
 #[derive(Debug, Clone)]
 pub enum Delivery {
@@ -79,20 +92,34 @@ pub enum Delivery {
     },
 }
 
+/// The reader of one namespace.
 struct NsReader {
+    /// The namespace.
     namespace: String,
+    /// Its log (for cursor ids).
     log: Arc<dyn EventLog>,
+    /// The position in it.
     reader: Box<dyn LogReader>,
+    /// Its delivery counters.
     counters: Arc<NamespaceCounters>,
 }
 
 /// A live subscription. Dropping it unsubscribes.
+///
+/// Bounded: one reader (at most one chunk or one map) per namespace the pattern touches,
+/// whatever the subscriber's lag.
 pub struct Subscription {
+    /// The broker, for namespace lookups.
     broker: Broker,
+    /// What is delivered.
     pattern: Pattern,
+    /// One reader per namespace the pattern touches.
     readers: Vec<NsReader>,
+    /// Namespaces already given a reader.
     known: HashSet<String>,
+    /// Changes when a namespace is created.
     namespaces: watch::Receiver<u64>,
+    /// The reader whose turn is next.
     next_rr: usize,
     /// Registration in the broker's subscription table; removed on drop.
     guard: Option<SubscriptionGuard>,
@@ -212,12 +239,23 @@ impl Subscription {
     }
 
     /// The cursor of the current position: after everything delivered or passed over.
+    ///
+    /// Namespaces where nothing was read yet are left out (an absent namespace is read from
+    /// its oldest event), which keeps cursors short; when nothing was read anywhere the cursor
+    /// is `oldest`, which is exactly that position. A cursor holds one id (about 30 bytes)
+    /// per namespace the subscription has read from.
     pub fn cursor(&self) -> String {
         let ids: Vec<String> = self
             .readers
             .iter()
-            .map(|r| r.log.id_of(r.reader.position().saturating_sub(1)))
+            .map(|r| r.reader.position().saturating_sub(1))
+            .zip(&self.readers)
+            .filter(|(seq, _)| *seq > 0)
+            .map(|(seq, r)| r.log.id_of(seq))
             .collect();
+        if ids.is_empty() {
+            return "oldest".to_owned();
+        }
         Cursor::format(ids.iter().map(String::as_str))
     }
 
@@ -263,11 +301,23 @@ impl Subscription {
 
     /// The next delivery available now, without waiting.
     pub fn try_next(&mut self) -> Result<Option<Delivery>, Error> {
+        Ok(match self.poll()? {
+            Step::Ready(d) => Some(*d),
+            Step::Idle | Step::Budget => None,
+        })
+    }
+
+    /// Reads until a delivery, until every reader is idle, or until [`SCAN_BUDGET`] records
+    /// were passed over (so that a selective pattern over a busy namespace never holds a
+    /// worker thread for long). Namespaces take turns, also while passing over records.
+    fn poll(&mut self) -> Result<Step, Error> {
         self.refresh()?;
         let n = self.readers.len();
         let mut idle = 0;
+        let mut examined = 0;
         while idle < n {
             let i = self.next_rr % n;
+            self.next_rr = i + 1;
             match self.readers[i]
                 .reader
                 .try_next()
@@ -276,24 +326,30 @@ impl Subscription {
                 Some(item) => {
                     idle = 0;
                     if let Some(d) = self.handle(i, item) {
-                        self.next_rr = i + 1;
-                        return Ok(Some(d));
+                        return Ok(Step::Ready(Box::new(d)));
+                    }
+                    examined += 1;
+                    if examined >= SCAN_BUDGET {
+                        return Ok(Step::Budget);
                     }
                 }
-                None => {
-                    idle += 1;
-                    self.next_rr = i + 1;
-                }
+                None => idle += 1,
             }
         }
-        Ok(None)
+        Ok(Step::Idle)
     }
 
     /// The next delivery, waiting for it; `Ok(None)` once the broker closes.
     pub async fn next(&mut self) -> Result<Option<Delivery>, Error> {
         loop {
-            if let Some(d) = self.try_next()? {
-                return Ok(Some(d));
+            match self.poll()? {
+                Step::Ready(d) => return Ok(Some(*d)),
+                Step::Budget => {
+                    // Let other tasks (and this stream's shutdown arm) run between budgets.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Step::Idle => {}
             }
             // Wait for any reader or a new namespace. The outcome is taken out of the select
             // so that the readers are no longer borrowed when it is handled.

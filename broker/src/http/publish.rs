@@ -114,8 +114,9 @@ pub async fn publish_one(
 #[serde(deny_unknown_fields)]
 struct BatchItem {
     subject: String,
+    /// Kept as its exact text: a JSON payload is stored as given, never re-serialised.
     #[serde(default)]
-    payload: Option<serde_json::Value>,
+    payload: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     encoding: Option<String>,
     #[serde(default)]
@@ -133,16 +134,25 @@ fn batch_error(i: usize, what: impl std::fmt::Display) -> Error {
 }
 
 fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error> {
+    // A JSON string payload is decoded; any other JSON value is kept as its exact text.
+    let text = |raw: &serde_json::value::RawValue| -> Result<Option<String>, Error> {
+        if raw.get().starts_with('"') {
+            serde_json::from_str::<String>(raw.get())
+                .map(Some)
+                .map_err(|e| batch_error(i, e))
+        } else {
+            Ok(None)
+        }
+    };
     let (payload, default_ct) = match (item.payload, item.encoding.as_deref()) {
         (None, _) => (Bytes::new(), None),
-        (Some(serde_json::Value::String(s)), Some("base64")) => {
+        (Some(raw), Some("base64")) => {
+            let s =
+                text(&raw)?.ok_or_else(|| batch_error(i, "a base64 payload must be a string"))?;
             let b = base64::engine::general_purpose::STANDARD
                 .decode(s.as_bytes())
                 .map_err(|e| batch_error(i, format!("payload is not valid base64: {e}")))?;
             (Bytes::from(b), Some("application/octet-stream"))
-        }
-        (Some(_), Some("base64")) => {
-            return Err(batch_error(i, "a base64 payload must be a string"));
         }
         (_, Some(other)) => {
             return Err(batch_error(
@@ -150,10 +160,10 @@ fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error>
                 format!("unknown encoding {other:?} (only \"base64\")"),
             ));
         }
-        (Some(serde_json::Value::String(s)), None) => {
-            (Bytes::from(s), Some("text/plain; charset=utf-8"))
-        }
-        (Some(v), None) => (Bytes::from(v.to_string()), Some("application/json")),
+        (Some(raw), None) => match text(&raw)? {
+            Some(s) => (Bytes::from(s), Some("text/plain; charset=utf-8")),
+            None => (Bytes::from(raw.get().to_owned()), Some("application/json")),
+        },
     };
     if payload.len() > limit {
         return Err(Error::new(
@@ -164,17 +174,21 @@ fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error>
             ),
         ));
     }
-    let headers = item
-        .headers
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
+    // Validated and lowercased as the single publish does; a later duplicate name wins.
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (k, v) in item.headers.unwrap_or_default() {
+        if k.is_empty() {
+            return Err(batch_error(i, "empty header name"));
+        }
+        let k = k.to_ascii_lowercase();
+        headers.retain(|(n, _)| *n != k);
+        headers.push((k, v));
+    }
     Ok(Publish {
         subject: item.subject,
         headers,
         msg_id: item.msg_id.filter(|s| !s.is_empty()),
-        reply_to: item.reply_to,
+        reply_to: item.reply_to.filter(|s| !s.is_empty()),
         content_type: item.content_type.or(default_ct.map(str::to_owned)),
         payload,
     })
@@ -197,7 +211,8 @@ pub async fn publish_batch(State(broker): State<Broker>, body: Body) -> Result<R
             .filter(|(_, l)| !l.trim().is_empty())
         {
             if v.len() >= MAX_BATCH_ITEMS {
-                break;
+                let msg = format!("more than {MAX_BATCH_ITEMS} items");
+                return Err(Error::new(ErrorCode::InvalidBatch, msg));
             }
             v.push(serde_json::from_str(line).map_err(|e| {
                 Error::new(

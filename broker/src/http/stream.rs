@@ -64,10 +64,16 @@ pub async fn stream(
 ) -> Result<Response, Error> {
     let Query(q) = query.map_err(super::error::bad_query)?;
     let pattern = required(&q, "pattern")?;
-    let last_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty());
+    let last_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            Error::new(
+                ErrorCode::InvalidStart,
+                "Last-Event-ID is not visible ASCII",
+            )
+        })?),
+    }
+    .filter(|s| !s.is_empty());
     let from = last_id.or(param(&q, "from")).unwrap_or("newest").to_owned();
     let heartbeat = duration_param(
         &q,

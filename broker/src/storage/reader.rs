@@ -155,7 +155,23 @@ impl Reader {
         };
         match source {
             Source::Sealed(seg) => {
-                let loaded = seg.load()?;
+                let loaded = match seg.load() {
+                    Ok(l) => l,
+                    // Retention may have deleted the segment since the view was read: that is
+                    // a gap, not an error.
+                    Err(e) => {
+                        let first = self.shared.read_view().first_seq;
+                        if self.next < first {
+                            let gap = ReadItem::Gap {
+                                missed_from: self.next,
+                                resume_at: first,
+                            };
+                            self.next = first;
+                            return Ok(Some(gap));
+                        }
+                        return Err(e);
+                    }
+                };
                 let i = (self.next - seg.first_seq) as usize;
                 let pos = loaded.index.offset(i);
                 let end = loaded.index.end_offset() as usize;
