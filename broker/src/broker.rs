@@ -254,6 +254,15 @@ impl Broker {
         if let Some(log) = self.log(namespace) {
             return Ok(log);
         }
+        let max = self.inner.config.max_namespaces;
+        if self.inner.storage.namespaces().len() >= max {
+            return Err(Error::new(
+                ErrorCode::NamespaceLimit,
+                format!(
+                    "cannot create namespace {namespace:?}: the broker holds its limit of {max} namespaces (--max-namespaces)"
+                ),
+            ));
+        }
         let log = self
             .inner
             .storage

@@ -15,6 +15,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:2021";
 pub const DEFAULT_DATA_DIR: &str = "./bus-data";
 /// Default bound on open connections; past it new connections wait.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default bound on namespaces; creating one more is refused.
+pub const DEFAULT_MAX_NAMESPACES: usize = 1_000;
 /// Default interval of SSE keep-alive comments.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// File in the data directory keeping per-namespace overrides across restarts.
@@ -117,6 +119,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Interval of SSE keep-alive comments. Default: 15 s.
     pub heartbeat: Duration,
+    /// Namespaces at most (each holds a directory, an open file and a writer thread);
+    /// creating one more is refused with `namespace_limit`. Default: 1,000.
+    pub max_namespaces: usize,
 }
 
 impl Default for Config {
@@ -130,6 +135,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             heartbeat: DEFAULT_HEARTBEAT,
+            max_namespaces: DEFAULT_MAX_NAMESPACES,
         }
     }
 }

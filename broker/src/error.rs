@@ -26,6 +26,8 @@ pub enum ErrorCode {
     InvalidParameter,
     /// 403: publishing into a reserved namespace.
     ReservedNamespace,
+    /// 403: creating a namespace past the configured bound.
+    NamespaceLimit,
     /// 404: a namespace that does not exist or is not allowed.
     UnknownNamespace,
     /// 404: a start id or cursor naming an event this broker never held.
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::InvalidHeader => "invalid_header",
             ErrorCode::InvalidParameter => "invalid_parameter",
             ErrorCode::ReservedNamespace => "reserved_namespace",
+            ErrorCode::NamespaceLimit => "namespace_limit",
             ErrorCode::UnknownNamespace => "unknown_namespace",
             ErrorCode::UnknownEvent => "unknown_event",
             ErrorCode::NotFound => "not_found",
@@ -77,7 +80,7 @@ impl ErrorCode {
             | ErrorCode::InvalidBatch
             | ErrorCode::InvalidHeader
             | ErrorCode::InvalidParameter => 400,
-            ErrorCode::ReservedNamespace => 403,
+            ErrorCode::ReservedNamespace | ErrorCode::NamespaceLimit => 403,
             ErrorCode::UnknownNamespace | ErrorCode::UnknownEvent | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,

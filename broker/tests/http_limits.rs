@@ -97,3 +97,16 @@ async fn an_empty_page_before_any_namespace_exists_misses_nothing_published_late
         .collect();
     assert_eq!(got, [Value::from("first")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_namespace_past_the_limit_is_refused() {
+    let s = TestServer::start(|c| c.max_namespaces = 2).await;
+    s.publish("a.x", "1").await;
+    s.publish("b.x", "1").await;
+    let r = s.post("/v1/events/c.x", &[], "1").await;
+    let msg = r.assert_error(StatusCode::FORBIDDEN, "namespace_limit");
+    assert!(msg.contains("limit of 2"), "{msg}");
+    // Existing namespaces still take events.
+    s.publish("a.y", "2").await;
+    assert!(s.broker().namespace("c").is_none());
+}

@@ -58,6 +58,7 @@ fn every_error_code_is_in_the_spec() {
         InvalidHeader,
         InvalidParameter,
         ReservedNamespace,
+        NamespaceLimit,
         UnknownNamespace,
         UnknownEvent,
         NotFound,

@@ -124,6 +124,10 @@ pub struct ServerArgs {
     #[arg(long, env = "BUS_MAX_CONNECTIONS", default_value_t = bus_broker::config::DEFAULT_MAX_CONNECTIONS, value_name = "COUNT")]
     pub max_connections: usize,
 
+    /// Most namespaces; creating one more is refused (403 namespace_limit).
+    #[arg(long, env = "BUS_MAX_NAMESPACES", default_value_t = bus_broker::config::DEFAULT_MAX_NAMESPACES, value_name = "COUNT")]
+    pub max_namespaces: usize,
+
     /// Settings of one namespace, NAME:key=value,... with keys fsync, retention-age,
     /// retention-bytes, retention-events (repeatable; `;`-separated in BUS_NS_CONFIG).
     /// Kept in the data directory for later starts.

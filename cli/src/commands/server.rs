@@ -28,6 +28,7 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
         namespaces: args.namespaces.clone(),
         cors_origins: args.cors_origins.clone(),
         max_connections: args.max_connections,
+        max_namespaces: args.max_namespaces,
         ..Config::default()
     };
     let log = &mut config.log;
