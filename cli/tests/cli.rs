@@ -4,12 +4,15 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bus_broker::broker::Broker;
 use bus_broker::config::Config;
+use common::{bus, run, wait};
 
 /// Longest any one run of the binary, or any await, may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -81,45 +84,6 @@ impl Drop for TestBroker {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
     }
-}
-
-fn bus() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bus"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("BUS_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("NO_COLOR", "1").stdin(Stdio::null());
-    c
-}
-
-/// Waits for `child` at most [`TIMEOUT`], killing it past that.
-fn wait(mut child: Child) -> Output {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "bus did not exit within {TIMEOUT:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    wait(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bus"),
-    )
 }
 
 /// Runs with `input` on stdin.

@@ -4,51 +4,12 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Longest any one run of the binary may take.
-const RUN_TIMEOUT: Duration = Duration::from_secs(20);
+mod common;
 
-fn bus() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bus"));
-    // Keep the caller's environment from changing what is tested.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("BUS_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("NO_COLOR", "1").stdin(Stdio::null());
-    c
-}
-
-/// Waits for `child` at most [`RUN_TIMEOUT`], killing it past that.
-fn wait(mut child: Child) -> Output {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "bus did not exit within {RUN_TIMEOUT:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    wait(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bus"),
-    )
-}
+use common::{RUN_TIMEOUT, bus, run, wait};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

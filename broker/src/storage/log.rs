@@ -905,11 +905,7 @@ impl Writer {
         let id_len = self.shared.name.len() + 30;
         for req in reqs {
             if self.failed {
-                let err = self
-                    .shared
-                    .read_only_error()
-                    .unwrap_or(StorageError::Closed);
-                let _ = req.tx.send(Err(err));
+                self.refuse(req);
                 continue;
             }
             // Which events are duplicates, and how many bytes the others need.
@@ -950,11 +946,7 @@ impl Writer {
                     self.fail(e, &mut done, &mut inserted);
                 }
                 if self.failed {
-                    let err = self
-                        .shared
-                        .read_only_error()
-                        .unwrap_or(StorageError::Closed);
-                    let _ = req.tx.send(Err(err));
+                    self.refuse(req);
                     continue;
                 }
             }
@@ -996,6 +988,15 @@ impl Writer {
             done.push(Done { tx: req.tx, slots });
         }
         self.flush(&mut done, &mut inserted);
+    }
+
+    /// Answers a request the writer cannot take: the namespace failed.
+    fn refuse(&self, req: Request) {
+        let err = self
+            .shared
+            .read_only_error()
+            .unwrap_or(StorageError::Closed);
+        let _ = req.tx.send(Err(err));
     }
 
     /// Writes the encoded group, syncs it under `always`, makes it visible and answers its
