@@ -11,11 +11,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::{Attach, Confirmations, Consumers, Member};
 use crate::error::{Error, ErrorCode};
 use crate::metrics::Metrics;
 use crate::storage::{
-    DiskStorage, EventLog, NewEvent, OpenReport, Receipt, Storage, StorageError, StorageOptions,
-    now_ns,
+    DiskStorage, EventLog, NewEvent, OpenReport, Receipt, StateStore, Storage, StorageError,
+    StorageOptions, now_ns,
 };
 use crate::subject::{Pattern, Subject, is_reserved_namespace};
 use crate::subscription::{Delivery, StartSpec, Subscription};
@@ -43,7 +44,7 @@ pub struct SubscriptionInfo {
     pub started: String,
     /// Events delivered so far.
     pub delivered: u64,
-    /// `stream`.
+    /// `stream` (ack mode none, no consumer) or `consumer` (a member of a consumer).
     pub kind: &'static str,
 }
 
@@ -112,6 +113,7 @@ struct SubEntry {
     pattern: Pattern,
     started_ns: u64,
     delivered: Arc<AtomicU64>,
+    kind: &'static str,
 }
 
 struct Inner {
@@ -124,6 +126,8 @@ struct Inner {
     namespaces: watch::Sender<u64>,
     metrics: Metrics,
     shutdown: CancellationToken,
+    consumers: Consumers,
+    confirmations: Confirmations,
 }
 
 /// The broker. Cloning is cheap (a reference count).
@@ -188,14 +192,26 @@ impl Broker {
                 namespaces: watch::Sender::new(0),
                 metrics: Metrics::default(),
                 shutdown: CancellationToken::new(),
+                consumers: Consumers::default(),
+                confirmations: Confirmations::default(),
             }),
         };
+        let restored = broker
+            .inner
+            .consumers
+            .restore(&broker)
+            .map_err(|e| BrokerError::Config(format!("restoring consumers: {}", e.message)))?;
+        if restored > 0 {
+            tracing::info!(consumers = restored, "durable consumers restored");
+        }
         Ok((broker, reports))
     }
 
     /// Syncs and closes every log. Streams end first (through the shutdown token).
     pub async fn close(&self) {
         self.inner.shutdown.cancel();
+        // Consumers hold the broker (through their readers): forgetting them breaks the cycle.
+        self.inner.consumers.close().await;
         if let Err(e) = self.inner.storage.close().await {
             tracing::error!(error = %e, "closing storage");
         }
@@ -214,6 +230,65 @@ impl Broker {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The consumers.
+    pub fn consumers(&self) -> &Consumers {
+        &self.inner.consumers
+    }
+
+    /// Publishes waiting for acks.
+    pub fn confirmations(&self) -> &Confirmations {
+        &self.inner.confirmations
+    }
+
+    /// The broker's own durable state.
+    pub(crate) fn state_store(&self) -> Arc<dyn StateStore> {
+        self.inner.storage.state()
+    }
+
+    /// Attaches a live subscription to a consumer (created on first attach).
+    pub async fn attach(&self, pattern: &str, from: &str, a: Attach) -> Result<Member, Error> {
+        let pattern = self.parse_pattern(pattern)?;
+        let start = StartSpec::parse(from)?;
+        let guard = self.register(&pattern, "consumer");
+        self.inner
+            .consumers
+            .attach(self, pattern, start, a, guard)
+            .await
+    }
+
+    /// Publishes one event and waits until `required` distinct consumers acked it, or
+    /// `timeout`: the receipt and how many confirmed. A duplicate does not wait.
+    pub async fn publish_confirmed(
+        &self,
+        p: Publish,
+        required: usize,
+        timeout: Duration,
+    ) -> Result<(Receipt, Option<usize>), Error> {
+        let subject = Self::check_subject(&p.subject)?;
+        let confirms = &self.inner.confirmations;
+        let interest = confirms.interest(subject.namespace());
+        let receipt = self.publish(p).await?;
+        if receipt.duplicate {
+            return Ok((receipt, None));
+        }
+        let token = self.inner.shutdown.clone();
+        let n = tokio::select! {
+            n = confirms.wait(&interest, &receipt.namespace, receipt.sequence, required, timeout) => n,
+            _ = token.cancelled() => {
+                return Err(Error::new(ErrorCode::ShuttingDown, "the broker is shutting down"));
+            }
+        };
+        Ok((receipt, Some(n)))
+    }
+
+    /// Publishes an event the broker makes itself (dead letters), into any namespace.
+    pub(crate) async fn publish_internal(&self, p: Publish) -> Result<Receipt, Error> {
+        let mut receipts = self.append_checked(vec![p], false, true).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| Error::internal("publishing", "no receipt"))
     }
 
     pub(crate) fn namespace_changes(&self) -> watch::Receiver<u64> {
@@ -314,6 +389,16 @@ impl Broker {
 
     /// Appends; errors name the item at fault when `batch` is set.
     async fn append(&self, items: Vec<Publish>, batch: bool) -> Result<Vec<Receipt>, Error> {
+        self.append_checked(items, batch, false).await
+    }
+
+    /// Appends; `internal` events may go to reserved namespaces and exceed the client limits.
+    async fn append_checked(
+        &self,
+        items: Vec<Publish>,
+        batch: bool,
+        internal: bool,
+    ) -> Result<Vec<Receipt>, Error> {
         let at_item = |e: Error, i: usize| if batch { at_item(e, i) } else { e };
         let started = Instant::now();
         if self.inner.shutdown.is_cancelled() {
@@ -326,7 +411,11 @@ impl Broker {
         let mut events = Vec::with_capacity(items.len());
         let mut sizes = Vec::with_capacity(items.len());
         for (i, p) in items.into_iter().enumerate() {
-            let subject = Self::check_subject(&p.subject).map_err(|e| at_item(e, i))?;
+            let subject = if internal {
+                Subject::parse_internal(&p.subject).map_err(Error::subject)?
+            } else {
+                Self::check_subject(&p.subject).map_err(|e| at_item(e, i))?
+            };
             match &namespace {
                 None => namespace = Some(subject.namespace().to_owned()),
                 Some(ns) if ns != subject.namespace() => {
@@ -381,6 +470,13 @@ impl Broker {
     pub fn subscribe(&self, pattern: &str, from: &str) -> Result<Subscription, Error> {
         let pattern = self.parse_pattern(pattern)?;
         let start = StartSpec::parse(from)?;
+        let guard = self.register(&pattern, "stream");
+        Subscription::open(self.clone(), pattern, &start, Some(guard))
+    }
+
+    /// Registers a live subscriber of `pattern` (listed, counted, and seen by
+    /// [`Broker::has_subscribers`]) until the guard drops.
+    pub(crate) fn register(&self, pattern: &Pattern, kind: &'static str) -> SubscriptionGuard {
         let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         let delivered = Arc::new(AtomicU64::new(0));
         self.inner.subs.insert(&pattern, id);
@@ -390,15 +486,15 @@ impl Broker {
                 pattern: pattern.clone(),
                 started_ns: now_ns(),
                 delivered: delivered.clone(),
+                kind,
             },
         );
-        let guard = SubscriptionGuard {
+        SubscriptionGuard {
             broker: self.clone(),
             id,
             pattern: pattern.clone(),
             delivered,
-        };
-        Subscription::open(self.clone(), pattern, &start, Some(guard))
+        }
     }
 
     /// A page of up to `limit` events from `from`, waiting up to `wait` for the first.
@@ -495,7 +591,7 @@ impl Broker {
                 pattern: e.pattern.as_str().to_owned(),
                 started: crate::units::format_rfc3339(e.started_ns),
                 delivered: e.delivered.load(Ordering::Relaxed),
-                kind: "stream",
+                kind: e.kind,
             })
             .collect()
     }

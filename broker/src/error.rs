@@ -34,6 +34,14 @@ pub enum ErrorCode {
     UnknownEvent,
     /// 404: no such path.
     NotFound,
+    /// 404: no consumer by that name.
+    UnknownConsumer,
+    /// 404: an acknowledgement for an event this consumer was never delivered.
+    NotDelivered,
+    /// 409: attaching to a consumer with another filter or of another kind.
+    ConsumerConflict,
+    /// 409: `in progress` for a delivery whose ack wait already ran out.
+    NotHeld,
     /// 405: the path exists, the method does not.
     MethodNotAllowed,
     /// 413: a payload or body over its limit.
@@ -62,6 +70,10 @@ impl ErrorCode {
             ErrorCode::UnknownNamespace => "unknown_namespace",
             ErrorCode::UnknownEvent => "unknown_event",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::UnknownConsumer => "unknown_consumer",
+            ErrorCode::NotDelivered => "not_delivered",
+            ErrorCode::ConsumerConflict => "consumer_conflict",
+            ErrorCode::NotHeld => "not_held",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ReadOnly => "read_only",
@@ -81,7 +93,12 @@ impl ErrorCode {
             | ErrorCode::InvalidHeader
             | ErrorCode::InvalidParameter => 400,
             ErrorCode::ReservedNamespace | ErrorCode::NamespaceLimit => 403,
-            ErrorCode::UnknownNamespace | ErrorCode::UnknownEvent | ErrorCode::NotFound => 404,
+            ErrorCode::UnknownNamespace
+            | ErrorCode::UnknownEvent
+            | ErrorCode::NotFound
+            | ErrorCode::UnknownConsumer
+            | ErrorCode::NotDelivered => 404,
+            ErrorCode::ConsumerConflict | ErrorCode::NotHeld => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::ReadOnly | ErrorCode::ShuttingDown => 503,

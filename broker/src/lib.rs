@@ -16,6 +16,7 @@
 pub mod broker;
 pub mod config;
 pub mod cursor;
+pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod http;

@@ -33,6 +33,9 @@ pub enum StartSpec {
     Time(u64),
     /// The positions of a cursor (or an event id); namespaces it does not name from oldest.
     Cursor(Cursor),
+    /// The next sequence to read per namespace (a consumer's saved position); namespaces it
+    /// does not name from oldest.
+    Positions(std::collections::BTreeMap<String, u64>),
 }
 
 impl StartSpec {
@@ -228,6 +231,14 @@ impl Subscription {
         Ok(())
     }
 
+    /// The next sequence to read in every namespace with a reader.
+    pub fn positions(&self) -> Vec<(String, u64)> {
+        self.readers
+            .iter()
+            .map(|r| (r.namespace.clone(), r.reader.position()))
+            .collect()
+    }
+
     /// The subscription's id, when it is registered.
     pub fn id(&self) -> Option<String> {
         self.guard.as_ref().map(SubscriptionGuard::id)
@@ -409,6 +420,7 @@ fn resolve(log: &dyn EventLog, namespace: &str, start: &StartSpec) -> Result<Sta
         StartSpec::Oldest => Start::Oldest,
         StartSpec::Newest => Start::Newest,
         StartSpec::Time(t) => Start::Time(*t),
+        StartSpec::Positions(p) => p.get(namespace).map_or(Start::Oldest, |n| Start::Sequence(*n)),
         StartSpec::Cursor(c) => match c.positions.get(namespace) {
             None | Some((0, _)) => Start::Oldest,
             Some((_, id)) => match log.lookup_id(id) {

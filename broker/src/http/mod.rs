@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 
+pub mod consumers;
 pub mod error;
 pub mod manage;
 pub mod publish;
@@ -25,6 +26,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/namespaces"),
     ("GET", "/v1/namespaces/{name}"),
     ("GET", "/v1/subscriptions"),
+    ("GET", "/v1/consumers"),
+    ("GET", "/v1/consumers/{name}"),
+    ("DELETE", "/v1/consumers/{name}"),
+    ("POST", "/v1/consumers/{name}/seek"),
+    ("POST", "/v1/consumers/{name}/acks"),
+    ("POST", "/v1/consumers/{name}/events/{id}/{op}"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
 ];
@@ -51,7 +58,11 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE,
+            ])
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(ExposeHeaders::any()),
     )
@@ -67,6 +78,17 @@ pub fn router(broker: Broker) -> Router {
         .route("/v1/namespaces", get(manage::namespaces))
         .route("/v1/namespaces/{name}", get(manage::namespace))
         .route("/v1/subscriptions", get(manage::subscriptions))
+        .route("/v1/consumers", get(consumers::list))
+        .route(
+            "/v1/consumers/{name}",
+            get(consumers::get).delete(consumers::delete),
+        )
+        .route("/v1/consumers/{name}/seek", post(consumers::seek))
+        .route("/v1/consumers/{name}/acks", post(consumers::acknowledge_batch))
+        .route(
+            "/v1/consumers/{name}/events/{id}/{op}",
+            post(consumers::acknowledge_one),
+        )
         .route("/healthz", get(manage::healthz))
         .route("/metrics", get(manage::metrics))
         .fallback(error::not_found)

@@ -54,14 +54,62 @@ fn header_str(headers: &HeaderMap, name: &str) -> Result<Option<String>, Error> 
     }
 }
 
+/// Most consumers a publish can wait for.
+pub const MAX_CONFIRM: usize = 1000;
+/// Default wait for confirmations.
+pub const DEFAULT_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for confirmations.
+pub const MAX_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `confirm=N` and `timeout=<duration>`: (N, timeout) when confirmation is asked for.
+fn confirm_params(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Option<(usize, std::time::Duration)>, Error> {
+    let Some(n) = q.get("confirm") else {
+        if q.contains_key("timeout") {
+            return Err(Error::new(
+                ErrorCode::InvalidParameter,
+                "timeout is only meaningful with confirm=N",
+            ));
+        }
+        return Ok(None);
+    };
+    let n = n
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONFIRM).contains(n))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidParameter,
+                format!("confirm must be 1 to {MAX_CONFIRM}, got {n:?}"),
+            )
+        })?;
+    let timeout = match q.get("timeout") {
+        None => DEFAULT_CONFIRM_TIMEOUT,
+        Some(t) => crate::units::parse_duration(t)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= MAX_CONFIRM_TIMEOUT)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvalidParameter,
+                    format!("timeout must be a duration from 1ms to 5m, got {t:?}"),
+                )
+            })?,
+    };
+    Ok(Some((n, timeout)))
+}
+
 /// `POST /v1/events/{subject}`.
 pub async fn publish_one(
     State(broker): State<Broker>,
     subject: Result<Path<String>, PathRejection>,
+    query: super::stream::Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let Path(subject) = subject.map_err(super::error::bad_path)?;
+    let axum::extract::Query(q) = query.map_err(super::error::bad_query)?;
+    let confirm = confirm_params(&q)?;
     let limit = broker.config().log.max_payload_bytes;
     let payload = read_body(body, limit + BODY_SLACK_BYTES).await?;
     if payload.len() > limit {
@@ -101,6 +149,23 @@ pub async fn publish_one(
         content_type: header_str(&headers, "content-type")?,
         payload,
     };
+    if let Some((required, timeout)) = confirm {
+        let (r, confirmed) = broker.publish_confirmed(p, required, timeout).await?;
+        let mut body = receipt_json(&r, &subject);
+        let status = match confirmed {
+            None => StatusCode::OK,
+            Some(k) => {
+                body["confirmed"] = k.into();
+                body["required"] = required.into();
+                if k >= required {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::ACCEPTED
+                }
+            }
+        };
+        return Ok((status, axum::Json(body)).into_response());
+    }
     let r = broker.publish(p).await?;
     let status = if r.duplicate {
         StatusCode::OK

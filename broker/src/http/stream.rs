@@ -16,17 +16,18 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 
 use crate::broker::{Broker, MAX_PULL_LIMIT, MAX_PULL_WAIT};
+use crate::delivery::{AckMode, Attach, ConsumerSettings, Out};
 use crate::error::{Error, ErrorCode};
 use crate::subscription::Delivery;
 use crate::units::parse_duration;
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(crate) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     q.get(name).map(String::as_str)
 }
 
-fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, Error> {
+pub(crate) fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, Error> {
     param(q, name).ok_or_else(|| {
         Error::new(
             ErrorCode::InvalidParameter,
@@ -82,6 +83,9 @@ pub async fn stream(
         Duration::from_secs(1),
         Duration::from_secs(300),
     )?;
+    if is_consumer_stream(&q) {
+        return consumer_stream(broker, &q, pattern, &from, heartbeat).await;
+    }
     let mut sub = broker.subscribe(pattern, &from)?;
     let token = broker.shutdown_token();
     let hello = serde_json::json!({
@@ -116,6 +120,13 @@ pub async fn stream(
             }
         }
     };
+    Ok(sse_response(events, heartbeat))
+}
+
+fn sse_response(
+    events: impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+    heartbeat: Duration,
+) -> Response {
     let mut resp = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(heartbeat).text("keep-alive"))
         .into_response();
@@ -128,7 +139,82 @@ pub async fn stream(
         "x-accel-buffering",
         axum::http::HeaderValue::from_static("no"),
     );
-    Ok(resp)
+    resp
+}
+
+/// Whether the subscription attaches to a consumer: manual acks, a durable, or a group.
+fn is_consumer_stream(q: &HashMap<String, String>) -> bool {
+    q.contains_key("durable")
+        || q.contains_key("group")
+        || param(q, "ack").is_some_and(|a| a != "none")
+}
+
+/// A stream of a consumer's deliveries to one member.
+async fn consumer_stream(
+    broker: Broker,
+    q: &HashMap<String, String>,
+    pattern: &str,
+    from: &str,
+    heartbeat: Duration,
+) -> Result<Response, Error> {
+    let settings = ConsumerSettings::from_query(q)?;
+    let member_max = param(q, "max_in_flight")
+        .map(crate::delivery::settings::parse_max_in_flight)
+        .transpose()?;
+    let attach = Attach {
+        durable: param(q, "durable").map(str::to_owned),
+        group: param(q, "group").map(str::to_owned),
+        settings,
+        member_max,
+    };
+    let member = broker.attach(pattern, from, attach).await?;
+    let consumer = member.consumer().clone();
+    let info = consumer.info();
+    let manual = info.ack == AckMode::Manual;
+    let hello = serde_json::json!({
+        "subscription": member.subscription_id(),
+        "consumer": info.name,
+        "kind": info.kind,
+        "pattern": info.pattern,
+        "from": from,
+        "ack": info.ack,
+        "ack_wait": info.ack_wait,
+        "max_deliver": info.max_deliver,
+        "backoff": info.backoff,
+        "max_in_flight": info.max_in_flight,
+    });
+    let token = broker.shutdown_token();
+    let events = async_stream::stream! {
+        yield Ok::<_, Infallible>(
+            SseEvent::default().event("subscribed").retry(Duration::from_millis(1000)).data(hello.to_string()),
+        );
+        loop {
+            let next = tokio::select! {
+                _ = token.cancelled() => None,
+                d = member.next() => Some(d),
+            };
+            match next {
+                None | Some(Ok(None)) => {
+                    yield Ok(SseEvent::default().event("shutdown").data("{}"));
+                    break;
+                }
+                Some(Ok(Some(Out::Event { namespace, event, count }))) => {
+                    let json = crate::event::to_json(&event, &namespace, manual.then_some(count));
+                    yield Ok(SseEvent::default().id(event.id.clone()).data(json));
+                }
+                Some(Ok(Some(Out::Gap { namespace, missed_from, resume_at }))) => {
+                    let gap = serde_json::json!({"namespace": namespace, "missed_from": missed_from, "resume_at": resume_at});
+                    yield Ok(SseEvent::default().event("gap").data(gap.to_string()));
+                }
+                Some(Err(e)) => {
+                    let err = serde_json::json!({"code": e.code.as_str(), "message": e.message});
+                    yield Ok(SseEvent::default().event("error").data(err.to_string()));
+                    break;
+                }
+            }
+        }
+    };
+    Ok(sse_response(events, heartbeat))
 }
 
 fn sub_id(sub: &crate::subscription::Subscription) -> String {

@@ -1,0 +1,796 @@
+//! [`Consumer`]: one durable consumer, ephemeral queue group, or manual-ack subscription,
+//! shared by its members (live subscriptions). Each event goes to exactly one member.
+//!
+//! The consumer reads the log through one shared [`Subscription`] (the log is the buffer:
+//! nothing is queued in memory ahead of the members), and keeps its bookkeeping in a
+//! [`ConsumerState`]. A member asking for its next delivery gets, in order: a pending event
+//! that is ready to go out again (lowest sequence first), else, while the consumer has room
+//! under `max_in_flight` and the member under its own cap, the next matching event from the
+//! log. Members take turns at the reader (a fair lock), which spreads events over them.
+//!
+//! Durable consumers persist their state as one record in the broker's state store. Acks
+//! wait until a record that includes them is durable; many acks share one write (the writer
+//! takes the newest state each time round, so acks arriving during a write ride the next
+//! one). Other changes (deliveries, nacks) are written within [`LAZY_PERSIST`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::consumer_state::{ConsumerState, Key, MemberId, Outcome, Snapshot, Verb};
+use super::settings::{AckMode, ConsumerSettings};
+use crate::broker::{Broker, Publish};
+use crate::error::{Error, ErrorCode};
+use crate::storage::log::lock;
+use crate::storage::{Event, IdLookup, ReadItem, Start, StateStore, parse_event_id};
+use crate::subject::{Pattern, Subject};
+use crate::subscription::{Delivery, StartSpec, Subscription};
+
+/// Longest time a change that no ack waits for stays unwritten.
+pub const LAZY_PERSIST: Duration = Duration::from_millis(100);
+/// Prefix of the dead-letter subjects: `_bus_.dead.<original subject>`.
+pub const DEAD_LETTER_PREFIX: &str = "_bus_.dead";
+/// Key prefix of durable consumers in the state store.
+pub const STATE_PREFIX: &str = "consumer/";
+
+/// What kind of consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumerKind {
+    /// Named, persisted, survives its members and restarts.
+    Durable,
+    /// Named, in memory, dropped with its last member.
+    Group,
+    /// One manual-ack subscription (a group of one), dropped with it.
+    Subscription,
+}
+
+/// The persisted record of a durable consumer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ConsumerRecord {
+    /// Its name.
+    pub name: String,
+    /// Its filter pattern.
+    pub pattern: String,
+    /// Its settings.
+    pub settings: ConsumerSettings,
+    /// When it was created (ns since the epoch).
+    pub created_ns: u64,
+    /// Its position and pending deliveries.
+    pub state: Snapshot,
+}
+
+/// What a member receives.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// An event, with its delivery count (1 on first delivery).
+    Event {
+        /// The namespace.
+        namespace: String,
+        /// The event.
+        event: Event,
+        /// Deliveries of this event to this consumer, this one included.
+        count: u32,
+    },
+    /// Events were deleted by retention before they were delivered or acknowledged.
+    Gap {
+        /// The namespace.
+        namespace: String,
+        /// First sequence missed.
+        missed_from: u64,
+        /// Where delivery resumes.
+        resume_at: u64,
+    },
+}
+
+/// Why an event goes to the dead-letter subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Delivered `max_deliver` times without an ack.
+    MaxDeliver,
+    /// A member said `term`.
+    Terminated,
+}
+
+impl DeadReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::MaxDeliver => "max_deliver",
+            DeadReason::Terminated => "terminated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    /// Highest state version known durable.
+    version: u64,
+    /// Set when a write failed: waiting acks fail too.
+    failed: Option<String>,
+}
+
+struct Persist {
+    store: Arc<dyn StateStore>,
+    durable: watch::Sender<Durable>,
+    /// An ack waits: write now.
+    urgent: Notify,
+    /// Something changed: write within [`LAZY_PERSIST`].
+    nudge: Notify,
+    stop: CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Outcome of reading one event back for redelivery or dead-lettering.
+enum ReadBack {
+    Found(Event),
+    Gone { resume_at: u64 },
+}
+
+/// A consumer. See the module documentation.
+pub struct Consumer {
+    name: String,
+    kind: ConsumerKind,
+    pattern: Pattern,
+    created_ns: u64,
+    broker: Broker,
+    state: std::sync::Mutex<ConsumerState>,
+    /// Woken when a delivery may have become possible (ack, nack, member left, seek...).
+    changed: Notify,
+    reader: tokio::sync::Mutex<Subscription>,
+    /// Set while a seek waits for the reader, so that no member takes it meanwhile.
+    seeking: AtomicBool,
+    /// Cancelled when the consumer is deleted (or its last member left, for ephemeral ones).
+    deleted: CancellationToken,
+    persist: Option<Persist>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .field("pattern", &self.pattern.as_str())
+            .finish()
+    }
+}
+
+/// A consumer as `GET /v1/consumers` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerInfo {
+    /// Name.
+    pub name: String,
+    /// `durable`, `group` or `subscription`.
+    pub kind: ConsumerKind,
+    /// Filter pattern.
+    pub pattern: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Ack mode.
+    pub ack: AckMode,
+    /// Ack wait.
+    pub ack_wait: String,
+    /// Deliveries before dead-lettering (absent: unlimited).
+    pub max_deliver: Option<u32>,
+    /// Backoff steps.
+    pub backoff: Vec<String>,
+    /// Bound on unacknowledged deliveries.
+    pub max_in_flight: usize,
+    /// Next sequence to read, per namespace read so far.
+    pub positions: BTreeMap<String, u64>,
+    /// Delivered, not yet acknowledged.
+    pub pending: usize,
+    /// Redeliveries made.
+    pub redelivered: u64,
+    /// Live members.
+    pub members: usize,
+    /// Events in the namespaces it touches not yet read (an upper bound: events not
+    /// matching the filter count too).
+    pub lag: u64,
+}
+
+/// One acknowledgement of a batch.
+#[derive(Debug, Clone)]
+pub struct AckItem {
+    /// The event id.
+    pub id: String,
+    /// What to do.
+    pub verb: Verb,
+}
+
+impl Consumer {
+    /// A new consumer reading from `start`; durable ones are written before this returns.
+    pub(crate) async fn create(
+        broker: &Broker,
+        name: String,
+        kind: ConsumerKind,
+        pattern: Pattern,
+        start: &StartSpec,
+        settings: ConsumerSettings,
+    ) -> Result<Arc<Consumer>, Error> {
+        let reader = Subscription::open(broker.clone(), pattern.clone(), start, None)?;
+        let mut state = ConsumerState::new(settings);
+        for (ns, next) in reader.positions() {
+            state.set_position(&ns, next);
+        }
+        let c = Consumer::build(broker, name, kind, pattern, crate::storage::now_ns(), state, reader);
+        if let Some(p) = &c.persist {
+            p.store.put(&c.state_key(), c.record()?).await?;
+            c.start_persister();
+        }
+        Ok(c)
+    }
+
+    /// A durable consumer read back from its record at start-up.
+    pub(crate) fn restore(broker: &Broker, record: ConsumerRecord) -> Result<Arc<Consumer>, Error> {
+        let pattern = Pattern::parse(&record.pattern).map_err(Error::pattern)?;
+        let positions = record.state.next.clone();
+        let (state, dead) = ConsumerState::restore(record.settings, record.state);
+        let reader = Subscription::open(
+            broker.clone(),
+            pattern.clone(),
+            &StartSpec::Positions(positions),
+            None,
+        )?;
+        let c = Consumer::build(
+            broker,
+            record.name,
+            ConsumerKind::Durable,
+            pattern,
+            record.created_ns,
+            state,
+            reader,
+        );
+        c.start_persister();
+        if !dead.is_empty() {
+            c.spawn_dead_letters(dead, DeadReason::MaxDeliver);
+        }
+        Ok(c)
+    }
+
+    fn build(
+        broker: &Broker,
+        name: String,
+        kind: ConsumerKind,
+        pattern: Pattern,
+        created_ns: u64,
+        state: ConsumerState,
+        reader: Subscription,
+    ) -> Arc<Consumer> {
+        let persist = (kind == ConsumerKind::Durable).then(|| Persist {
+            store: broker.state_store(),
+            durable: watch::Sender::new(Durable::default()),
+            urgent: Notify::new(),
+            nudge: Notify::new(),
+            stop: CancellationToken::new(),
+            task: std::sync::Mutex::new(None),
+        });
+        Arc::new(Consumer {
+            name,
+            kind,
+            pattern,
+            created_ns,
+            broker: broker.clone(),
+            state: std::sync::Mutex::new(state),
+            changed: Notify::new(),
+            reader: tokio::sync::Mutex::new(reader),
+            seeking: AtomicBool::new(false),
+            deleted: CancellationToken::new(),
+            persist,
+        })
+    }
+
+    /// The name (generated for single subscriptions: `~s-<n>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ConsumerKind {
+        self.kind
+    }
+
+    /// The filter pattern.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+
+    /// When it was created (ns since the epoch).
+    pub fn created_ns(&self) -> u64 {
+        self.created_ns
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> ConsumerSettings {
+        lock(&self.state).settings().clone()
+    }
+
+    /// Cancelled once the consumer is deleted.
+    pub fn deleted(&self) -> &CancellationToken {
+        &self.deleted
+    }
+
+    /// The consumer as management lists it.
+    pub fn info(&self) -> ConsumerInfo {
+        let (settings, positions, pending, redelivered, members) = {
+            let st = lock(&self.state);
+            let positions: BTreeMap<String, u64> =
+                st.positions().map(|(k, v)| (k.to_owned(), v)).collect();
+            (
+                st.settings().clone(),
+                positions,
+                st.pending_count(),
+                st.redelivered(),
+                st.member_count(),
+            )
+        };
+        let scope = self.pattern.namespace();
+        let mut lag = 0;
+        for ns in self.broker.namespace_names() {
+            if !scope.includes(&ns) {
+                continue;
+            }
+            if let Some(log) = self.broker.log(&ns) {
+                let s = log.stats();
+                let next = positions.get(&ns).copied().unwrap_or(s.first_seq);
+                lag += (s.last_seq + 1).saturating_sub(next.max(s.first_seq));
+            }
+        }
+        ConsumerInfo {
+            name: self.name.clone(),
+            kind: self.kind,
+            pattern: self.pattern.as_str().to_owned(),
+            created: crate::units::format_rfc3339(self.created_ns),
+            ack: settings.ack,
+            ack_wait: format!("{}ms", settings.ack_wait.as_millis()),
+            max_deliver: settings.max_deliver,
+            backoff: settings
+                .backoff
+                .iter()
+                .map(|d| format!("{}ms", d.as_millis()))
+                .collect(),
+            max_in_flight: settings.max_in_flight,
+            positions,
+            pending,
+            redelivered,
+            members,
+            lag,
+        }
+    }
+
+    fn state_key(&self) -> String {
+        format!("{STATE_PREFIX}{}", self.name)
+    }
+
+    fn record(&self) -> Result<Bytes, Error> {
+        let st = lock(&self.state);
+        let record = ConsumerRecord {
+            name: self.name.clone(),
+            pattern: self.pattern.as_str().to_owned(),
+            settings: st.settings().clone(),
+            created_ns: self.created_ns,
+            state: st.snapshot(),
+        };
+        drop(st);
+        serde_json::to_vec(&record)
+            .map(Bytes::from)
+            .map_err(|e| Error::internal("encoding consumer state", e))
+    }
+
+    fn start_persister(self: &Arc<Self>) {
+        let Some(p) = &self.persist else { return };
+        let this = self.clone();
+        let handle = tokio::spawn(async move { this.persist_loop().await });
+        *lock(&p.task) = Some(handle);
+    }
+
+    /// Writes the newest state whenever it changed: at once when an ack waits for it, else
+    /// within [`LAZY_PERSIST`]; a last time when stopped.
+    async fn persist_loop(self: Arc<Self>) {
+        let Some(p) = &self.persist else { return };
+        let mut written = p.durable.borrow().version;
+        loop {
+            let dirty = lock(&self.state).version() > written;
+            let stopping = tokio::select! {
+                _ = p.urgent.notified() => false,
+                _ = tokio::time::sleep(LAZY_PERSIST), if dirty => false,
+                // Now dirty: go round to wait at most LAZY_PERSIST.
+                _ = p.nudge.notified(), if !dirty => continue,
+                _ = p.stop.cancelled() => true,
+            };
+            let version = lock(&self.state).version();
+            if version > written {
+                let result = match self.record() {
+                    Ok(bytes) => p.store.put(&self.state_key(), bytes).await.map_err(Error::from),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {
+                        written = version;
+                        p.durable.send_modify(|d| d.version = version);
+                    }
+                    Err(e) => {
+                        tracing::error!(consumer = %self.name, error = %e.message, "writing consumer state");
+                        p.durable.send_modify(|d| d.failed = Some(e.message.clone()));
+                    }
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+    }
+
+    /// Waits until the state at `version` is durable (at once for ephemeral consumers).
+    async fn durable(&self, version: u64) -> Result<(), Error> {
+        let Some(p) = &self.persist else {
+            return Ok(());
+        };
+        let mut rx = p.durable.subscribe();
+        p.urgent.notify_one();
+        let d = rx
+            .wait_for(|d| d.version >= version || d.failed.is_some())
+            .await
+            .map_err(|_| Error::new(ErrorCode::ShuttingDown, "the broker is shutting down"))?;
+        match &d.failed {
+            Some(_) if d.version < version => Err(Error::new(
+                ErrorCode::ReadOnly,
+                "consumer state could not be written; see the broker log",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the state a last time and stops the writer.
+    pub(crate) async fn close(&self) {
+        if let Some(p) = &self.persist {
+            p.stop.cancel();
+            let task = lock(&p.task).take();
+            if let Some(t) = task {
+                let _ = t.await;
+            }
+        }
+    }
+
+    /// Deletes the consumer: members' streams end; a durable's record is removed.
+    pub(crate) async fn delete(&self) -> Result<(), Error> {
+        self.deleted.cancel();
+        self.changed.notify_waiters();
+        if let Some(p) = &self.persist {
+            p.stop.cancel();
+            let task = lock(&p.task).take();
+            if let Some(t) = task {
+                let _ = t.await;
+            }
+            p.store.delete(&self.state_key()).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a member holding at most `max` deliveries at once.
+    pub(crate) fn join(&self, member: MemberId, max: Option<usize>) {
+        lock(&self.state).join(member, max);
+    }
+
+    /// Removes a member; what it held goes to the others at once. Returns the members left.
+    pub(crate) fn leave(self: &Arc<Self>, member: MemberId) -> usize {
+        let (left, dead) = {
+            let mut st = lock(&self.state);
+            let dead = st.leave(member);
+            (st.member_count(), dead)
+        };
+        if !dead.is_empty() {
+            self.spawn_dead_letters(dead, DeadReason::MaxDeliver);
+        }
+        self.changed.notify_waiters();
+        self.wake_persister();
+        left
+    }
+
+    /// Deliveries and nacks are written lazily, within [`LAZY_PERSIST`].
+    fn wake_persister(&self) {
+        if let Some(p) = &self.persist {
+            p.nudge.notify_one();
+        }
+    }
+
+    fn deleted_error(&self) -> Error {
+        Error::new(
+            ErrorCode::UnknownConsumer,
+            format!("consumer {:?} was deleted", self.name),
+        )
+    }
+
+    /// The next delivery for `member`, waiting for one; `Ok(None)` once the broker closes.
+    pub async fn next(self: &Arc<Self>, member: MemberId) -> Result<Option<Out>, Error> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.deleted.is_cancelled() {
+                return Err(self.deleted_error());
+            }
+            let now = Instant::now();
+            let (ready, room, deadline, dead) = {
+                let mut st = lock(&self.state);
+                let dead = st.expire(now);
+                let ready = st.take_ready(member, now);
+                let room = st.room_for_new(member);
+                (ready, room, st.next_deadline(), dead)
+            };
+            if !dead.is_empty() {
+                self.spawn_dead_letters(dead, DeadReason::MaxDeliver);
+            }
+            if let Some((key, count)) = ready {
+                self.wake_persister();
+                match self.read_back(&key)? {
+                    ReadBack::Found(event) => {
+                        return Ok(Some(Out::Event {
+                            namespace: key.ns.to_string(),
+                            event,
+                            count,
+                        }));
+                    }
+                    ReadBack::Gone { resume_at } => {
+                        lock(&self.state).gap(&key.ns, resume_at);
+                        self.changed.notify_waiters();
+                        return Ok(Some(Out::Gap {
+                            namespace: key.ns.to_string(),
+                            missed_from: key.seq,
+                            resume_at,
+                        }));
+                    }
+                }
+            }
+            let sleep = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(sleep);
+            if !room || self.seeking.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = &mut sleep => {}
+                }
+                continue;
+            }
+            let mut reader = tokio::select! {
+                g = self.reader.lock() => g,
+                _ = &mut notified => continue,
+                _ = &mut sleep => continue,
+            };
+            // Another member may have used the last room meanwhile, or a seek begun.
+            if self.seeking.load(Ordering::Acquire) || !lock(&self.state).room_for_new(member) {
+                continue;
+            }
+            let item = tokio::select! {
+                d = reader.next() => d?,
+                _ = &mut notified => continue,
+                _ = &mut sleep => continue,
+            };
+            let out = match item {
+                None => return Ok(None),
+                Some(Delivery::Event {
+                    namespace, event, ..
+                }) => {
+                    let key = Key::new(&namespace, event.sequence);
+                    let count = lock(&self.state).deliver_new(member, key, Instant::now());
+                    Out::Event {
+                        namespace,
+                        event,
+                        count,
+                    }
+                }
+                Some(Delivery::Gap {
+                    namespace,
+                    missed_from,
+                    resume_at,
+                }) => {
+                    lock(&self.state).gap(&namespace, resume_at);
+                    Out::Gap {
+                        namespace,
+                        missed_from,
+                        resume_at,
+                    }
+                }
+            };
+            drop(reader);
+            self.wake_persister();
+            return Ok(Some(out));
+        }
+    }
+
+    /// Reads one event of the log again.
+    fn read_back(&self, key: &Key) -> Result<ReadBack, Error> {
+        let Some(log) = self.broker.log(&key.ns) else {
+            return Ok(ReadBack::Gone {
+                resume_at: key.seq + 1,
+            });
+        };
+        let mut r = log.reader(Start::Sequence(key.seq))?;
+        Ok(match r.try_next()? {
+            Some(ReadItem::Event(e)) if e.sequence == key.seq => ReadBack::Found(e),
+            Some(ReadItem::Gap { resume_at, .. }) => ReadBack::Gone { resume_at },
+            _ => ReadBack::Gone {
+                resume_at: key.seq + 1,
+            },
+        })
+    }
+
+    /// Publishes dead letters in the background. Outside a runtime (a member dropped at
+    /// teardown) nothing is spawned: the events stay pending with their counts, and are
+    /// dead-lettered when the consumer is next restored.
+    fn spawn_dead_letters(self: &Arc<Self>, keys: Vec<Key>, reason: DeadReason) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            for key in keys {
+                this.dead_letter(&key, reason).await;
+            }
+        });
+    }
+
+    /// Publishes the dead letter of `key`, then forgets the event. On failure the event
+    /// stays pending (and counted), and is dead-lettered again after a restart.
+    async fn dead_letter(&self, key: &Key, reason: DeadReason) {
+        let count = lock(&self.state).count(key).unwrap_or(0);
+        let published = match self.read_back(key) {
+            Ok(ReadBack::Found(e)) => self.publish_dead_letter(e, count, reason).await,
+            Ok(ReadBack::Gone { .. }) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match published {
+            Ok(()) => {
+                lock(&self.state).resolve(key);
+                self.changed.notify_waiters();
+                self.wake_persister();
+            }
+            Err(e) => {
+                tracing::error!(consumer = %self.name, namespace = %key.ns, sequence = key.seq, error = %e.message, "publishing a dead letter");
+            }
+        }
+    }
+
+    async fn publish_dead_letter(&self, e: Event, count: u32, reason: DeadReason) -> Result<(), Error> {
+        let original = Subject::parse_internal(&e.subject).map_err(Error::subject)?;
+        let subject = Subject::prefixed(DEAD_LETTER_PREFIX, &original).map_err(Error::subject)?;
+        let mut headers = e.headers;
+        headers.retain(|(n, _)| !n.starts_with("bus-"));
+        headers.extend([
+            ("bus-consumer".to_owned(), self.name.clone()),
+            ("bus-original-id".to_owned(), e.id.clone()),
+            ("bus-original-subject".to_owned(), e.subject.clone()),
+            ("bus-delivery-count".to_owned(), count.to_string()),
+            ("bus-reason".to_owned(), reason.as_str().to_owned()),
+        ]);
+        let p = Publish {
+            subject: subject.as_str().to_owned(),
+            headers,
+            msg_id: Some(format!("dead:{}:{}", self.name, e.id)),
+            reply_to: None,
+            content_type: e.content_type,
+            payload: e.payload,
+        };
+        self.broker.publish_internal(p).await.map(|_| ())
+    }
+
+    /// The key of event `id`, or why it cannot be one of this consumer's.
+    fn key_of(&self, id: &str) -> Result<Key, Error> {
+        let unknown = || Error::new(ErrorCode::UnknownEvent, format!("unknown event {id:?}"));
+        let (ns, _, _) = parse_event_id(id).ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidParameter,
+                format!("{id:?} is not an event id"),
+            )
+        })?;
+        let log = self.broker.log(ns).ok_or_else(unknown)?;
+        match log.lookup_id(id) {
+            IdLookup::Found(seq) | IdLookup::Deleted { sequence: seq, .. } => Ok(Key::new(ns, seq)),
+            IdLookup::Unknown => Err(unknown()),
+        }
+    }
+
+    /// Whether event `key` (already read by the consumer) matches its filter, so that it
+    /// was delivered to it.
+    fn was_delivered(&self, key: &Key) -> bool {
+        match self.read_back(key) {
+            Ok(ReadBack::Found(e)) => Subject::parse_internal(&e.subject)
+                .is_ok_and(|s| self.pattern.matches(&s)),
+            // Deleted by retention since: it was read, so count it as handled.
+            Ok(ReadBack::Gone { .. }) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Applies a batch of acknowledgements, answering each. Acks and terms are answered
+    /// once the state recording them is durable.
+    pub async fn acknowledge(self: &Arc<Self>, items: &[AckItem]) -> Vec<Result<Outcome, Error>> {
+        if self.deleted.is_cancelled() {
+            return items.iter().map(|_| Err(self.deleted_error())).collect();
+        }
+        if lock(&self.state).settings().ack == AckMode::None {
+            let e = Error::new(
+                ErrorCode::InvalidParameter,
+                format!("consumer {:?} uses ack mode none: there is nothing to acknowledge", self.name),
+            );
+            return items.iter().map(|_| Err(e.clone())).collect();
+        }
+        let keys: Vec<Result<Key, Error>> = items.iter().map(|i| self.key_of(&i.id)).collect();
+        let now = Instant::now();
+        let mut results = Vec::with_capacity(items.len());
+        let mut dead = Vec::new();
+        let mut acked = Vec::new();
+        let version = {
+            let mut st = lock(&self.state);
+            for (item, key) in items.iter().zip(&keys) {
+                results.push(key.clone().map(|key| {
+                    let (outcome, d) = st.apply(&key, item.verb, now);
+                    if outcome == Outcome::Acked {
+                        acked.push(key);
+                    }
+                    dead.extend(d);
+                    outcome
+                }));
+            }
+            st.version()
+        };
+        // An event the consumer read but that is no longer pending was handled before,
+        // unless it never matched the filter (another consumer's event).
+        for (r, key) in results.iter_mut().zip(&keys) {
+            if let (Ok(Outcome::AlreadyResolved), Ok(key)) = (&r, key)
+                && !self.was_delivered(key)
+            {
+                *r = Ok(Outcome::NotDelivered);
+            }
+        }
+        self.changed.notify_waiters();
+        self.wake_persister();
+        if !dead.is_empty() {
+            self.spawn_dead_letters(dead, DeadReason::Terminated);
+        }
+        let needs_durable = results
+            .iter()
+            .any(|r| matches!(r, Ok(Outcome::Acked | Outcome::Terminated)));
+        if needs_durable && let Err(e) = self.durable(version).await {
+            return results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(Outcome::Acked | Outcome::Terminated) => Err(e.clone()),
+                    other => other,
+                })
+                .collect();
+        }
+        let confirms = self.broker.confirmations();
+        for key in &acked {
+            confirms.acked(&key.ns, key.seq, &self.name);
+        }
+        results
+    }
+
+    /// Moves the consumer to `start`: pending deliveries are dropped and reading restarts.
+    pub async fn seek(&self, start: &StartSpec) -> Result<(), Error> {
+        self.seeking.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+        let result = async {
+            let mut reader = self.reader.lock().await;
+            let fresh = Subscription::open(self.broker.clone(), self.pattern.clone(), start, None)?;
+            let positions = fresh.positions().into_iter().collect();
+            *reader = fresh;
+            Ok::<_, Error>(lock(&self.state).reset(positions))
+        }
+        .await;
+        self.seeking.store(false, Ordering::Release);
+        self.changed.notify_waiters();
+        result?;
+        let version = lock(&self.state).version();
+        self.durable(version).await
+    }
+}

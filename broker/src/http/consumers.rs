@@ -1,0 +1,208 @@
+//! `/v1/consumers`: list, inspect, seek and delete consumers, and acknowledge their
+//! deliveries, one event per request or many in one batch.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+
+use super::stream::{Params, param, required};
+use crate::broker::Broker;
+use crate::delivery::consumers::unknown;
+use crate::delivery::settings::parse_delay;
+use crate::delivery::{AckItem, Consumer, Outcome, Verb};
+use crate::error::{Error, ErrorCode};
+use crate::subscription::StartSpec;
+
+/// Most acknowledgements in one batch.
+pub const MAX_ACK_BATCH: usize = 10_000;
+/// Body limit of an acknowledgement batch.
+pub const MAX_ACK_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+fn consumer(broker: &Broker, name: &str) -> Result<std::sync::Arc<Consumer>, Error> {
+    broker.consumers().get(name).ok_or_else(|| unknown(name))
+}
+
+/// `GET /v1/consumers`.
+pub async fn list(State(broker): State<Broker>) -> Response {
+    let all: Vec<_> = broker.consumers().all().iter().map(|c| c.info()).collect();
+    axum::Json(all).into_response()
+}
+
+/// `GET /v1/consumers/{name}`.
+pub async fn get(
+    State(broker): State<Broker>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, Error> {
+    let Path(name) = name.map_err(super::error::bad_path)?;
+    Ok(axum::Json(consumer(&broker, &name)?.info()).into_response())
+}
+
+/// `DELETE /v1/consumers/{name}`.
+pub async fn delete(
+    State(broker): State<Broker>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, Error> {
+    let Path(name) = name.map_err(super::error::bad_path)?;
+    broker.consumers().delete(&name).await?;
+    Ok(axum::Json(serde_json::json!({"deleted": name})).into_response())
+}
+
+/// `POST /v1/consumers/{name}/seek?to=<start>`.
+pub async fn seek(
+    State(broker): State<Broker>,
+    name: Result<Path<String>, PathRejection>,
+    query: Params,
+) -> Result<Response, Error> {
+    let Path(name) = name.map_err(super::error::bad_path)?;
+    let Query(q) = query.map_err(super::error::bad_query)?;
+    let start = StartSpec::parse(required(&q, "to")?)?;
+    let c = consumer(&broker, &name)?;
+    c.seek(&start).await?;
+    Ok(axum::Json(c.info()).into_response())
+}
+
+fn status(o: Outcome, id: &str, consumer: &str) -> Result<&'static str, Error> {
+    Ok(match o {
+        Outcome::Acked => "acked",
+        Outcome::AlreadyResolved => "already_acked",
+        Outcome::Nacked => "nacked",
+        Outcome::InProgress => "in_progress",
+        Outcome::Terminated => "terminated",
+        Outcome::NotDelivered => {
+            return Err(Error::new(
+                ErrorCode::NotDelivered,
+                format!("event {id:?} was never delivered to consumer {consumer:?}"),
+            ));
+        }
+        Outcome::NotHeld => {
+            return Err(Error::new(
+                ErrorCode::NotHeld,
+                format!(
+                    "the ack wait of event {id:?} ran out before this request: it awaits redelivery"
+                ),
+            ));
+        }
+    })
+}
+
+fn verb(op: &str, delay: Option<&str>) -> Result<Verb, Error> {
+    let delay = delay.map(parse_delay).transpose()?;
+    match (op, delay) {
+        ("ack", None) => Ok(Verb::Ack),
+        ("nack", d) => Ok(Verb::Nack(d)),
+        ("progress" | "in_progress", None) => Ok(Verb::InProgress),
+        ("term", None) => Ok(Verb::Term),
+        ("ack" | "progress" | "in_progress" | "term", Some(_)) => Err(Error::new(
+            ErrorCode::InvalidParameter,
+            format!("only nack takes a delay, not {op}"),
+        )),
+        _ => Err(Error::new(
+            ErrorCode::InvalidParameter,
+            format!("unknown operation {op:?}: use ack, nack, progress or term"),
+        )),
+    }
+}
+
+/// `POST /v1/consumers/{name}/events/{id}/{op}` with `op` one of `ack`, `nack` (optional
+/// `?delay=`), `progress`, `term`.
+pub async fn acknowledge_one(
+    State(broker): State<Broker>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Error> {
+    let Path((name, id, op)) = path.map_err(super::error::bad_path)?;
+    let Query(q) = query.map_err(super::error::bad_query)?;
+    let verb = verb(&op, param(&q, "delay"))?;
+    let c = consumer(&broker, &name)?;
+    let item = AckItem { id: id.clone(), verb };
+    let outcome = c
+        .acknowledge(std::slice::from_ref(&item))
+        .await
+        .pop()
+        .ok_or_else(|| Error::internal("acknowledging", "no outcome"))??;
+    let status = status(outcome, &id, &name)?;
+    Ok(axum::Json(serde_json::json!({"id": id, "status": status})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum BatchEntry {
+    Id(String),
+    Op {
+        id: String,
+        #[serde(default)]
+        op: Option<String>,
+        #[serde(default)]
+        delay: Option<String>,
+    },
+}
+
+/// `POST /v1/consumers/{name}/acks`: a JSON array of event ids (acks) or of
+/// `{"id", "op", "delay"}` objects; answers each in order.
+pub async fn acknowledge_batch(
+    State(broker): State<Broker>,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, Error> {
+    let Path(name) = name.map_err(super::error::bad_path)?;
+    let bytes = axum::body::to_bytes(body, MAX_ACK_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!("an ack batch is limited to {MAX_ACK_BODY_BYTES} bytes"),
+            )
+        })?;
+    let entries: Vec<BatchEntry> = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(
+            ErrorCode::InvalidBatch,
+            format!("an ack batch is a JSON array of event ids or {{\"id\", \"op\", \"delay\"}} objects: {e}"),
+        )
+    })?;
+    if entries.is_empty() || entries.len() > MAX_ACK_BATCH {
+        return Err(Error::new(
+            ErrorCode::InvalidBatch,
+            format!(
+                "an ack batch holds 1 to {MAX_ACK_BATCH} entries, got {}",
+                entries.len()
+            ),
+        ));
+    }
+    let c = consumer(&broker, &name)?;
+    // Entries that do not parse are answered in place; the rest go in one call.
+    let mut parsed: Vec<(String, Result<Verb, Error>)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        parsed.push(match e {
+            BatchEntry::Id(id) => (id, Ok(Verb::Ack)),
+            BatchEntry::Op { id, op, delay } => {
+                let v = verb(op.as_deref().unwrap_or("ack"), delay.as_deref());
+                (id, v)
+            }
+        });
+    }
+    let items: Vec<AckItem> = parsed
+        .iter()
+        .filter_map(|(id, v)| v.as_ref().ok().map(|v| AckItem { id: id.clone(), verb: *v }))
+        .collect();
+    let mut outcomes = c.acknowledge(&items).await.into_iter();
+    let mut results = Vec::with_capacity(parsed.len());
+    for (id, v) in parsed {
+        let r = match v {
+            Err(e) => Err(e),
+            Ok(_) => outcomes
+                .next()
+                .unwrap_or_else(|| Err(Error::internal("acknowledging", "missing outcome")))
+                .and_then(|o| status(o, &id, &name)),
+        };
+        results.push(match r {
+            Ok(s) => serde_json::json!({"id": id, "status": s}),
+            Err(e) => {
+                serde_json::json!({"id": id, "error": {"code": e.code.as_str(), "message": e.message}})
+            }
+        });
+    }
+    Ok(axum::Json(serde_json::json!({"results": results})).into_response())
+}
