@@ -18,6 +18,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::value::RawValue;
 
+use crate::ack::{AckItem, AckOp, AckResult, AckStatus};
+use crate::consumer::{ConsumerInfo, SubscribeOptions};
 use crate::error::{ApiError, Error, ErrorKind};
 use crate::message::{Gap, Message, NamespaceInfo, Page, Start};
 use crate::publish::{BatchItem, PublishBuilder};
@@ -266,12 +268,41 @@ impl Client {
         pattern: &str,
         from: impl Into<Start>,
     ) -> Result<Subscription, Error> {
-        let from = from.into();
-        let path = format!(
-            "/v1/stream?pattern={}&from={}",
-            encode(pattern),
-            encode(&from.as_param())
-        );
+        self.subscribe_with(pattern, SubscribeOptions::new().from(from))
+            .await
+    }
+
+    /// Subscribes to `pattern` with `options`: a plain subscription, or a member of a
+    /// consumer (manual acks, a durable consumer, a queue group). Returns once the broker
+    /// confirmed the subscription, so [`Subscription::consumer`] names the consumer; the
+    /// confirmation is still the stream's first item.
+    ///
+    /// Fails like [`subscribe`](Self::subscribe), and also on bad settings or a bad name
+    /// (`400 invalid_parameter`) and when the durable name is bound to another pattern or is
+    /// not a durable (`409 consumer_conflict`).
+    ///
+    /// ```no_run
+    /// use futures::StreamExt as _;
+    /// use bus_client::{AckMode, Client, StreamItem, SubscribeOptions};
+    ///
+    /// # async fn demo(client: Client) -> Result<(), bus_client::Error> {
+    /// // Two processes running this share the work: each event goes to one of them.
+    /// let options = SubscribeOptions::new().group("resizers").ack(AckMode::Manual);
+    /// let mut sub = client.subscribe_with("image.uploaded", options).await?;
+    /// while let Some(item) = sub.next().await {
+    ///     if let StreamItem::Event(m) = item? {
+    ///         // ... handle it, then:
+    ///         m.ack().await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_with(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        let path = format!("/v1/stream?{}", options.query(pattern));
         let mut req = self.request(Method::GET, &path, Body::default())?;
         req.headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
@@ -291,10 +322,123 @@ impl Client {
                 "the broker answered the stream request without text/event-stream",
             ));
         }
-        Ok(Subscription::new(
+        let mut sub = Subscription::new(
             resp.into_body(),
             self.inner.options.max_event_bytes,
-        ))
+            self.clone(),
+        );
+        tokio::time::timeout(timeout, sub.await_first_item())
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(timeout)))?;
+        Ok(sub)
+    }
+
+    /// Does `op` to event `id` delivered by `consumer`; the same as the methods of a
+    /// delivered [`Message`] ([`Message::ack`], ...), for a program that kept only the ids.
+    /// Acknowledging an event already acked, terminated or dead-lettered succeeds with
+    /// [`AckStatus::AlreadyAcked`].
+    ///
+    /// Fails with [`ErrorKind::Api`]: `404 unknown_consumer`, `404 unknown_event`,
+    /// `404 not_delivered` (not delivered to this consumer), `409 not_held`
+    /// ([`AckOp::InProgress`] after the ack wait ran out), `400 invalid_parameter`.
+    pub async fn acknowledge(
+        &self,
+        consumer: &str,
+        id: &str,
+        op: AckOp,
+    ) -> Result<AckStatus, Error> {
+        crate::ack::acknowledge(self, consumer, id, op).await
+    }
+
+    /// Acknowledges many deliveries of `consumer` in one request (at most 10,000 entries),
+    /// answered entry by entry in order: one entry's failure does not affect the others.
+    /// An empty batch sends nothing and answers nothing.
+    ///
+    /// The request as a whole fails only when the consumer does not exist
+    /// (`404 unknown_consumer`), the batch is refused (`400 invalid_batch`,
+    /// `413 payload_too_large`) or the broker cannot be reached.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use bus_client::AckItem;
+    ///
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// let results = client
+    ///     .ack_batch(
+    ///         "orders",
+    ///         [
+    ///             AckItem::ack("order-7-9f3c2a1b"),
+    ///             AckItem::nack_with_delay("order-8-9f3c2a1b", Duration::from_secs(60)),
+    ///         ],
+    ///     )
+    ///     .await?;
+    /// for r in &results {
+    ///     if let Err(e) = &r.result {
+    ///         eprintln!("{}: {e}", r.id);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ack_batch(
+        &self,
+        consumer: &str,
+        items: impl IntoIterator<Item = impl Into<AckItem>>,
+    ) -> Result<Vec<AckResult>, Error> {
+        let items: Vec<AckItem> = items.into_iter().map(Into::into).collect();
+        crate::ack::ack_batch(self, consumer, items).await
+    }
+
+    /// The consumers: durable, queue groups and manual-ack subscriptions.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, Error> {
+        let req = self.request(Method::GET, "/v1/consumers", Body::default())?;
+        let body = self
+            .call(req, self.inner.options.request_timeout)
+            .await
+            .map_err(|e| e.context("cannot list the consumers"))?;
+        decode_json(&body)
+    }
+
+    /// One consumer; `404 unknown_consumer` when there is none by that name.
+    pub async fn consumer(&self, name: &str) -> Result<ConsumerInfo, Error> {
+        let path = format!("/v1/consumers/{}", encode(name));
+        let req = self.request(Method::GET, &path, Body::default())?;
+        let body = self
+            .call(req, self.inner.options.request_timeout)
+            .await
+            .map_err(|e| e.context(format!("cannot read consumer {name}")))?;
+        decode_json(&body)
+    }
+
+    /// Moves consumer `name` to `to` (any start position): its pending deliveries are
+    /// dropped and reading restarts there. Returns the consumer as it is now.
+    pub async fn seek_consumer(
+        &self,
+        name: &str,
+        to: impl Into<Start>,
+    ) -> Result<ConsumerInfo, Error> {
+        let to = to.into();
+        let path = format!(
+            "/v1/consumers/{}/seek?to={}",
+            encode(name),
+            encode(&to.as_param())
+        );
+        let req = self.request(Method::POST, &path, Body::default())?;
+        let body = self
+            .call(req, self.inner.options.request_timeout)
+            .await
+            .map_err(|e| e.context(format!("cannot move consumer {name} to {to}")))?;
+        decode_json(&body)
+    }
+
+    /// Deletes consumer `name`: its members' streams end with a `unknown_consumer` stream
+    /// error, and a durable's state is removed. `404 unknown_consumer` when there is none.
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), Error> {
+        let path = format!("/v1/consumers/{}", encode(name));
+        let req = self.request(Method::DELETE, &path, Body::default())?;
+        self.call(req, self.inner.options.request_timeout)
+            .await
+            .map_err(|e| e.context(format!("cannot delete consumer {name}")))?;
+        Ok(())
     }
 
     /// A request to `path` (which starts with `/`) under the base URL.

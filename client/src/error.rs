@@ -1,8 +1,9 @@
 //! Errors of the client: one type per operation family, each with a [`kind`](Error::kind) to
 //! match on.
 //!
-//! [`Error`] is returned by connecting, reading (`namespaces`, `pull`, `subscribe`) and by a
-//! [`Subscription`](crate::Subscription)'s items; [`PublishError`] by `publish` and
+//! [`Error`] is returned by connecting, reading (`namespaces`, `pull`, `subscribe`), by a
+//! [`Subscription`](crate::Subscription)'s items, by acknowledgements and by managing
+//! consumers; [`PublishError`] by `publish` and
 //! `publish_batch`, naming the subject it failed for. Their `Display` says what failed; the
 //! cause (the broker's answer, the I/O error) is the [`source`](std::error::Error::source), so
 //! a program printing the chain gets `cannot publish to a..b: broker answered 400
@@ -182,6 +183,19 @@ impl Error {
         }))
     }
 
+    /// The same error behind `message`, which is what it displays: the kind and the
+    /// broker's answer stay, and the error becomes the source.
+    pub(crate) fn context(self, message: impl Into<String>) -> Error {
+        let kind = self.0.kind.clone();
+        let api = self.0.api.clone();
+        Error(Box::new(Inner {
+            kind,
+            message: message.into(),
+            source: Some(Box::new(self)),
+            api,
+        }))
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
         &self.0.kind
@@ -264,6 +278,28 @@ mod tests {
         assert_eq!(
             cause,
             "broker answered 400 invalid_subject: empty token at position 2 in \"a..b\""
+        );
+    }
+
+    #[test]
+    fn context_keeps_the_kind_and_the_answer() {
+        let api = ApiError::from_response(
+            404,
+            br#"{"error":{"code":"unknown_consumer","message":"no consumer named \"x\""}}"#,
+        );
+        let e = Error::api(api.clone()).context("cannot delete consumer x");
+        assert_eq!(e.to_string(), "cannot delete consumer x");
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::Api {
+                status: 404,
+                code: "unknown_consumer".into()
+            }
+        );
+        assert_eq!(e.api_error(), Some(&api));
+        assert_eq!(
+            std::error::Error::source(&e).unwrap().to_string(),
+            "broker answered 404 unknown_consumer: no consumer named \"x\""
         );
     }
 

@@ -9,7 +9,16 @@
 //!   [`PublishBuilder`] sets headers, a dedup id, a content type or a reply subject before it is
 //!   awaited. [`Client::publish_batch`] stores several [`BatchItem`]s atomically.
 //! - [`Client::subscribe`] returns a [`Subscription`], a `futures::Stream` of [`StreamItem`]s
-//!   read from Server-Sent Events; dropping it unsubscribes.
+//!   read from Server-Sent Events; dropping it unsubscribes. [`Client::subscribe_with`] takes
+//!   [`SubscribeOptions`]: manual acks, a durable consumer, a queue group, redelivery
+//!   settings.
+//! - A manual-ack delivery is acknowledged through its [`Message`] ([`Message::ack`],
+//!   [`Message::nack`], [`Message::nack_with_delay`], [`Message::in_progress`],
+//!   [`Message::term`]), or by id with [`Client::acknowledge`] and, many in one request,
+//!   [`Client::ack_batch`].
+//! - [`PublishBuilder::confirm`] makes a publish wait until N consumers acked the event.
+//! - [`Client::consumers`], [`Client::consumer`], [`Client::seek_consumer`] and
+//!   [`Client::delete_consumer`] manage consumers.
 //! - [`Client::pull`] reads one [`Page`] of events and a cursor to continue from.
 //! - [`Client::namespaces`] lists the namespaces and their figures.
 //!
@@ -19,7 +28,7 @@
 //!
 //! ```no_run
 //! use futures::StreamExt as _;
-//! use bus_client::{Client, Start, StreamItem};
+//! use bus_client::{AckMode, Client, Start, StreamItem, SubscribeOptions};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = Client::connect("http://127.0.0.1:2021").await?;
@@ -43,6 +52,16 @@
 //!     }
 //! }
 //!
+//! // A durable consumer with manual acks: what is not acked comes back.
+//! let options = SubscribeOptions::new().durable("mailer").ack(AckMode::Manual);
+//! let mut work = client.subscribe_with("user.created", options).await?;
+//! while let Some(item) = work.next().await {
+//!     if let StreamItem::Event(m) = item? {
+//!         // ... send the welcome mail, then:
+//!         m.ack().await?;
+//!     }
+//! }
+//!
 //! // Or pull pages, continuing from each page's cursor.
 //! let page = client.pull("user.>", Start::Oldest, 100, std::time::Duration::ZERO).await?;
 //! let next = client.pull("user.>", Start::Cursor(page.cursor), 100, std::time::Duration::from_secs(5)).await?;
@@ -50,14 +69,18 @@
 //! # Ok(()) }
 //! ```
 
+mod ack;
 mod client;
+mod consumer;
 mod error;
 mod message;
 mod publish;
 pub mod sse;
 mod subscription;
 
+pub use ack::{AckItem, AckOp, AckResult, AckStatus};
 pub use client::{Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use consumer::{AckMode, ConsumerInfo, ConsumerKind, SubscribeOptions};
 pub use error::{ApiError, Error, ErrorKind, PublishError};
 pub use message::{
     DecodeError, Gap, Message, NamespaceInfo, Page, Receipt, Start, StartParseError,

@@ -2,6 +2,9 @@
 //! namespace figures ([`NamespaceInfo`]), retention gaps ([`Gap`]), pull pages ([`Page`]),
 //! and where reading starts ([`Start`]).
 //!
+//! An event delivered by a manual-ack consumer carries its delivery count and knows its
+//! consumer, so it can be acknowledged itself ([`Message::ack`], [`Message::nack`], ...).
+//!
 //! Events are decoded from the one event JSON form of the protocol (`proto-docs/http-api.md`,
 //! "The event JSON"). The payload comes back as the bytes that were published: a JSON payload
 //! is the JSON text exactly as the broker sent it, a string payload its UTF-8 bytes, a base64
@@ -10,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -17,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use bus_broker::units::{format_rfc3339, parse_rfc3339};
+
+use crate::ack::{AckOp, AckStatus, Acker};
+use crate::error::{Error, ErrorKind};
 
 /// An event as delivered by the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +48,13 @@ pub struct Message {
     pub content_type: Option<String>,
     /// The payload bytes.
     pub payload: Bytes,
+    /// Deliveries of this event to this consumer, 1 on the first: present only for
+    /// deliveries of a manual-ack consumer.
+    pub delivery_count: Option<u32>,
     /// The event JSON exactly as received, so it can be passed on without re-encoding.
     json: Box<str>,
+    /// Where acknowledgements go: set for deliveries of a manual-ack consumer.
+    acker: Option<Acker>,
 }
 
 /// The event JSON's fields.
@@ -64,6 +76,8 @@ struct WireEvent {
     payload: Option<Box<RawValue>>,
     #[serde(default)]
     encoding: Option<String>,
+    #[serde(default)]
+    delivery_count: Option<u32>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -110,13 +124,86 @@ impl Message {
             reply_to: w.reply_to,
             content_type: w.content_type,
             payload,
+            delivery_count: w.delivery_count,
             json: raw.into(),
+            acker: None,
         })
     }
 
-    /// The event JSON exactly as the broker sent it (one line).
+    /// Attaches the consumer the event was delivered by.
+    pub(crate) fn with_acker(mut self, acker: Acker) -> Message {
+        self.acker = Some(acker);
+        self
+    }
+
+    /// The event JSON exactly as the broker sent it (one line; with `delivery_count` when a
+    /// manual-ack consumer delivered it).
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The consumer that delivered the event, when it is a manual-ack consumer's delivery
+    /// (one that can be acknowledged).
+    pub fn consumer(&self) -> Option<&str> {
+        self.acker.as_ref().map(Acker::consumer)
+    }
+
+    /// Acks the delivery: done, never redelivered. Resolves once the broker recorded it
+    /// (for a durable consumer: durably). Acking again, or acking an event that was
+    /// terminated or dead-lettered, succeeds with [`AckStatus::AlreadyAcked`].
+    ///
+    /// Fails with [`ErrorKind::InvalidInput`] (nothing sent) when the event was not delivered
+    /// by a manual-ack consumer, and with [`ErrorKind::Api`] when the broker refuses
+    /// (`unknown_consumer` when the consumer was deleted, for example).
+    ///
+    /// ```no_run
+    /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+    /// println!("{}", String::from_utf8_lossy(&m.payload));
+    /// m.ack().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn ack(&self) -> Result<AckStatus, Error> {
+        self.acknowledge(AckOp::Ack).await
+    }
+
+    /// Nacks the delivery: it is redelivered now (to this or another member), its delivery
+    /// count going up.
+    pub async fn nack(&self) -> Result<AckStatus, Error> {
+        self.acknowledge(AckOp::Nack(None)).await
+    }
+
+    /// Nacks the delivery, to be redelivered after `delay` (at most 24 h, in whole
+    /// milliseconds rounded up): the way to back off from an event that cannot be handled
+    /// yet.
+    pub async fn nack_with_delay(&self, delay: Duration) -> Result<AckStatus, Error> {
+        self.acknowledge(AckOp::Nack(Some(delay))).await
+    }
+
+    /// Says the work goes on: the ack wait restarts. Fails with `409 not_held` when the ack
+    /// wait had already run out (the event awaits redelivery).
+    pub async fn in_progress(&self) -> Result<AckStatus, Error> {
+        self.acknowledge(AckOp::InProgress).await
+    }
+
+    /// Terminates the delivery: never redelivered, published to the dead-letter subject
+    /// (`_bus_.dead.<subject>`).
+    pub async fn term(&self) -> Result<AckStatus, Error> {
+        self.acknowledge(AckOp::Term).await
+    }
+
+    /// Does `op` to this delivery.
+    pub async fn acknowledge(&self, op: AckOp) -> Result<AckStatus, Error> {
+        match &self.acker {
+            Some(a) => a.send(&self.id, op).await,
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "cannot {} event {}: it was not delivered by a manual-ack consumer",
+                    op.as_str(),
+                    self.id
+                ),
+            )),
+        }
     }
 }
 
@@ -155,6 +242,15 @@ pub struct Receipt {
     /// the original event's receipt.
     #[serde(default)]
     pub duplicate: bool,
+    /// With [`PublishBuilder::confirm`](crate::PublishBuilder::confirm): the distinct
+    /// consumers that acked the event before the answer. `None` when no confirmation was
+    /// asked for, or for a duplicate (nothing is awaited then).
+    #[serde(default)]
+    pub confirmed: Option<u64>,
+    /// With [`PublishBuilder::confirm`](crate::PublishBuilder::confirm): the confirmations
+    /// asked for.
+    #[serde(default)]
+    pub required: Option<u64>,
     /// The receipt JSON exactly as received.
     #[serde(skip)]
     pub(crate) json: String,
@@ -171,6 +267,12 @@ impl Receipt {
     /// The receipt JSON exactly as the broker sent it.
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// Whether confirmation was asked for and all of it arrived in time (`confirmed` reached
+    /// `required`). False for a receipt without confirmation figures.
+    pub fn is_confirmed(&self) -> bool {
+        matches!((self.confirmed, self.required), (Some(k), Some(n)) if k >= n)
     }
 }
 
@@ -382,6 +484,28 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_delivery_count() {
+        let m = Message::from_json(&event(r#","delivery_count":3,"payload":"x""#)).unwrap();
+        assert_eq!(m.delivery_count, Some(3));
+        assert_eq!(m.consumer(), None);
+        let m = Message::from_json(&event("")).unwrap();
+        assert_eq!(m.delivery_count, None);
+    }
+
+    #[tokio::test]
+    async fn a_message_without_a_consumer_cannot_be_acked() {
+        let m = Message::from_json(&event("")).unwrap();
+        let e = m.ack().await.unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::InvalidInput);
+        assert_eq!(
+            e.to_string(),
+            "cannot ack event user-42-9f3c2a1b: it was not delivered by a manual-ack consumer"
+        );
+        let e = m.nack_with_delay(Duration::from_secs(1)).await.unwrap_err();
+        assert!(e.to_string().starts_with("cannot nack "));
+    }
+
+    #[test]
     fn parses_start_positions() {
         assert_eq!("oldest".parse(), Ok(Start::Oldest));
         assert_eq!("newest".parse(), Ok(Start::Newest));
@@ -403,6 +527,12 @@ mod tests {
         assert_eq!(r.json(), json);
         let r = Receipt::from_json(&json.replace('}', r#","duplicate":true}"#)).unwrap();
         assert!(r.duplicate);
+        assert!(!r.is_confirmed());
+        let r = Receipt::from_json(&json.replace('}', r#","confirmed":1,"required":2}"#)).unwrap();
+        assert_eq!((r.confirmed, r.required), (Some(1), Some(2)));
+        assert!(!r.is_confirmed());
+        let r = Receipt::from_json(&json.replace('}', r#","confirmed":2,"required":2}"#)).unwrap();
+        assert!(r.is_confirmed());
         let n: Vec<NamespaceInfo> = serde_json::from_str(
             r#"[{"name":"user","events":42,"bytes":8192,"first_sequence":1,"last_sequence":42,"segments":1,"subscribers":2,"fsync":"always","read_only":null}]"#,
         )

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::client::{Body, Client, decode_json, encode};
+use crate::consumer::millis_param;
 use crate::error::{Error, ErrorKind, PublishError};
 use crate::message::Receipt;
 
@@ -41,6 +43,8 @@ pub struct PublishBuilder {
     msg_id: Option<String>,
     content_type: Option<String>,
     reply_to: Option<String>,
+    /// Confirmations asked for and how long to wait for them.
+    confirm: Option<(u32, Duration)>,
 }
 
 impl PublishBuilder {
@@ -53,6 +57,7 @@ impl PublishBuilder {
             msg_id: None,
             content_type: None,
             reply_to: None,
+            confirm: None,
         }
     }
 
@@ -81,6 +86,34 @@ impl PublishBuilder {
         self
     }
 
+    /// Waits until `consumers` distinct consumers (1 to 1,000) have acked the event, or
+    /// until `timeout` (1 ms to 5 min) runs out: the way to make a publish synchronous with
+    /// its handlers. A consumer counts once however often it acks; consumers in ack mode
+    /// `none` never count.
+    ///
+    /// Either way the event stays stored and the publish succeeds: the receipt says how many
+    /// confirmed ([`Receipt::confirmed`], [`Receipt::required`],
+    /// [`Receipt::is_confirmed`]). A duplicate dedup id awaits nothing and has neither
+    /// figure. The request may take the request timeout plus `timeout`. Default: no
+    /// confirmation.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// let receipt = client
+    ///     .publish("order.placed", r#"{"id":17}"#)
+    ///     .confirm(2, Duration::from_secs(5))
+    ///     .await?;
+    /// if !receipt.is_confirmed() {
+    ///     eprintln!("only {:?} of 2 handlers confirmed", receipt.confirmed);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn confirm(mut self, consumers: u32, timeout: Duration) -> PublishBuilder {
+        self.confirm = Some((consumers, timeout));
+        self
+    }
+
     async fn send(self) -> Result<Receipt, PublishError> {
         let subject = self.subject.clone();
         self.send_inner()
@@ -89,7 +122,12 @@ impl PublishBuilder {
     }
 
     async fn send_inner(self) -> Result<Receipt, Error> {
-        let path = format!("/v1/events/{}", encode(&self.subject));
+        let mut path = format!("/v1/events/{}", encode(&self.subject));
+        let mut timeout = self.client.options().request_timeout_value();
+        if let Some((n, wait)) = self.confirm {
+            path.push_str(&format!("?confirm={n}&timeout={}", millis_param(wait)));
+            timeout = timeout.saturating_add(wait);
+        }
         let mut req = self
             .client
             .request(Method::POST, &path, Body::new(self.payload))?;
@@ -109,10 +147,7 @@ impl PublishBuilder {
         if let Some(ct) = &self.content_type {
             h.insert(CONTENT_TYPE, header_value("content type", ct)?);
         }
-        let body = self
-            .client
-            .call(req, self.client.options().request_timeout_value())
-            .await?;
+        let body = self.client.call(req, timeout).await?;
         let text = std::str::from_utf8(&body).map_err(|e| {
             Error::with_source(ErrorKind::Protocol, "the broker's receipt is not UTF-8", e)
         })?;

@@ -6,17 +6,26 @@
 //! ([`ErrorKind::Stream`]), or something unparsable ([`ErrorKind::Protocol`]). The
 //! subscription keeps the cursor after the last event it yielded ([`Subscription::cursor`]),
 //! so a later reconnect can resume exactly there.
+//!
+//! A member of a consumer ([`SubscribeOptions`](crate::SubscribeOptions) with manual acks, a
+//! durable or a group name) learns its consumer from the `subscribed` event
+//! ([`Subscription::consumer`]); in manual mode each event it yields carries its delivery
+//! count and can be acknowledged itself ([`Message::ack`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 
+use crate::ack::Acker;
+use crate::client::Client;
+use crate::consumer::{AckMode, ConsumerKind};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Gap, Message};
 use crate::sse::{SseEvent, SseParser};
@@ -33,7 +42,9 @@ pub enum StreamItem {
     Gap(Gap),
 }
 
-/// The broker's confirmation of a subscription.
+/// The broker's confirmation of a subscription. The consumer fields are set only for a
+/// member of a consumer; they are the consumer's settings, which were fixed when it was
+/// created (they may differ from what this subscription asked for).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Subscribed {
     /// The subscription's id on the broker (as listed by `GET /v1/subscriptions`).
@@ -43,6 +54,31 @@ pub struct Subscribed {
     /// The start position as the broker understood it.
     #[serde(default)]
     pub from: String,
+    /// The consumer's name: the durable or group name, or `~s-<n>` for an unnamed
+    /// manual-ack subscription.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// The consumer's kind.
+    #[serde(default)]
+    pub kind: Option<ConsumerKind>,
+    /// The consumer's ack mode.
+    #[serde(default)]
+    pub ack: Option<AckMode>,
+    /// The consumer's ack wait.
+    #[serde(
+        default,
+        deserialize_with = "crate::consumer::wire_duration_opt::deserialize"
+    )]
+    pub ack_wait: Option<Duration>,
+    /// The consumer's deliveries before dead-lettering; `None`: unlimited.
+    #[serde(default)]
+    pub max_deliver: Option<u32>,
+    /// The consumer's backoff list.
+    #[serde(default, with = "crate::consumer::wire_durations")]
+    pub backoff: Vec<Duration>,
+    /// The consumer's bound on unacknowledged deliveries.
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
 }
 
 type DataStream = BodyDataStream<Incoming>;
@@ -60,6 +96,12 @@ pub struct Subscription {
     done: bool,
     /// The SSE id of the last event yielded: the cursor after it.
     cursor: Option<String>,
+    /// The client, to acknowledge through; `None` only in unit tests.
+    client: Option<Client>,
+    /// The broker's confirmation, once received.
+    subscribed: Option<Subscribed>,
+    /// Where this member's deliveries are acknowledged, for a manual-ack consumer.
+    acker: Option<Acker>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -67,25 +109,77 @@ impl std::fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("done", &self.done)
             .field("cursor", &self.cursor)
+            .field("consumer", &self.consumer())
             .finish_non_exhaustive()
     }
 }
 
 impl Subscription {
-    pub(crate) fn new(body: Incoming, max_event_bytes: usize) -> Subscription {
+    pub(crate) fn new(body: Incoming, max_event_bytes: usize, client: Client) -> Subscription {
         Subscription {
             body: Some(BodyDataStream::new(body)),
             parser: SseParser::new(max_event_bytes),
             ready: VecDeque::new(),
             done: false,
             cursor: None,
+            client: Some(client),
+            subscribed: None,
+            acker: None,
+        }
+    }
+
+    /// Reads until the first item is decoded (normally the `subscribed` confirmation, which
+    /// stays queued as the first item). An error before any item is returned.
+    pub(crate) async fn await_first_item(&mut self) -> Result<(), Error> {
+        while self.ready.is_empty() && !self.done {
+            let Some(body) = self.body.as_mut() else {
+                break;
+            };
+            match body.next().await {
+                Some(Ok(chunk)) => self.take_bytes(&chunk),
+                Some(Err(e)) => {
+                    self.finish();
+                    return Err(Error::with_source(
+                        ErrorKind::Io,
+                        "the event stream broke before it started",
+                        e,
+                    ));
+                }
+                None => {
+                    self.finish();
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        "the broker closed the event stream before confirming it",
+                    ));
+                }
+            }
+        }
+        match self.ready.front() {
+            Some(Err(_)) => match self.ready.pop_front() {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
 
     /// The cursor after the last event yielded: pass it as `Start::Cursor` to resume exactly
-    /// after that event. `None` before the first event.
+    /// after that event. `None` before the first event. (A consumer's stream resumes from the
+    /// consumer's state instead; there this is the last event's id.)
     pub fn cursor(&self) -> Option<&str> {
         self.cursor.as_deref()
+    }
+
+    /// The broker's confirmation of the subscription. [`Client::subscribe_with`] returns once
+    /// it arrived, so this is `Some` unless the broker sent something else first.
+    pub fn subscribed(&self) -> Option<&Subscribed> {
+        self.subscribed.as_ref()
+    }
+
+    /// The name of the consumer this subscription is a member of (`None` for a plain
+    /// subscription): what acknowledgements name, for example with [`Client::ack_batch`].
+    pub fn consumer(&self) -> Option<&str> {
+        self.subscribed.as_ref()?.consumer.as_deref()
     }
 
     /// The reconnection delay the broker asked for (`retry:`), if it sent one.
@@ -140,12 +234,24 @@ impl Subscription {
                     if let Some(id) = ev.id {
                         self.cursor = Some(id);
                     }
+                    let m = match &self.acker {
+                        Some(a) => m.with_acker(a.clone()),
+                        None => m,
+                    };
                     Some(Ok(StreamItem::Event(m)))
                 }
                 Err(e) => Some(bad("event", Box::new(e))),
             },
             "subscribed" => match serde_json::from_str::<Subscribed>(&ev.data) {
-                Ok(s) => Some(Ok(StreamItem::Subscribed(s))),
+                Ok(s) => {
+                    if let (Some(AckMode::Manual), Some(name), Some(client)) =
+                        (s.ack, &s.consumer, &self.client)
+                    {
+                        self.acker = Some(Acker::new(client.clone(), Arc::from(name.as_str())));
+                    }
+                    self.subscribed = Some(s.clone());
+                    Some(Ok(StreamItem::Subscribed(s)))
+                }
                 Err(e) => Some(bad("subscription confirmation", Box::new(e))),
             },
             "gap" => match serde_json::from_str::<Gap>(&ev.data) {
@@ -228,6 +334,9 @@ mod tests {
             ready: VecDeque::new(),
             done: false,
             cursor: None,
+            client: None,
+            subscribed: None,
+            acker: None,
         }
     }
 
@@ -256,6 +365,31 @@ mod tests {
         assert!(s.done);
         assert_eq!(s.cursor(), Some("user-1-9f3c2a1b"));
         assert_eq!(s.retry(), Some(Duration::from_millis(1000)));
+        assert_eq!(s.consumer(), None);
+        assert_eq!(s.subscribed().unwrap().ack, None);
+    }
+
+    #[test]
+    fn a_consumer_stream_names_its_consumer_and_settings() {
+        let mut s = detached();
+        let event = EVENT.replace(r#""payload""#, r#""delivery_count":2,"payload""#);
+        let text = format!(
+            "event: subscribed\ndata: {{\"ack\":\"manual\",\"ack_wait\":\"30000ms\",\"backoff\":[\"1000ms\"],\"consumer\":\"orders\",\"from\":\"oldest\",\"kind\":\"durable\",\"max_deliver\":null,\"max_in_flight\":2,\"pattern\":\"user.>\",\"subscription\":\"s-1\"}}\n\n\
+             id: user-1-9f3c2a1b\ndata: {event}\n\n"
+        );
+        s.take_bytes(&Bytes::from(text));
+        assert_eq!(s.consumer(), Some("orders"));
+        let sub = s.subscribed().unwrap();
+        assert_eq!(sub.kind, Some(ConsumerKind::Durable));
+        assert_eq!(sub.ack, Some(AckMode::Manual));
+        assert_eq!(sub.ack_wait, Some(Duration::from_secs(30)));
+        assert_eq!(sub.backoff, [Duration::from_secs(1)]);
+        assert_eq!((sub.max_deliver, sub.max_in_flight), (None, Some(2)));
+        let items: Vec<_> = s.ready.drain(..).map(Result::unwrap).collect();
+        let StreamItem::Event(m) = &items[1] else {
+            panic!("not an event: {:?}", items[1])
+        };
+        assert_eq!(m.delivery_count, Some(2));
     }
 
     #[test]

@@ -1,0 +1,390 @@
+//! Consumers: how a subscription attaches to one ([`SubscribeOptions`], [`AckMode`]) and what
+//! the broker reports about them ([`ConsumerInfo`], [`ConsumerKind`]).
+//!
+//! A plain subscription reads the log and acknowledges nothing. Asking for manual acks,
+//! naming a durable consumer or naming a queue group makes the subscription a **member of a
+//! consumer**: each event goes to exactly one member, and in manual mode every delivery is
+//! pending until it is acknowledged ([`Message::ack`](crate::Message::ack) and its
+//! siblings), coming back when it is not (`proto-docs/http-api.md`, "Consumers and
+//! acknowledgements").
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::encode;
+use crate::message::Start;
+
+/// How a consumer's deliveries are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AckMode {
+    /// Every event counts as handled once sent. The default.
+    #[default]
+    None,
+    /// Every delivery is pending until acked; unacknowledged ones are redelivered.
+    Manual,
+}
+
+impl AckMode {
+    /// `none` or `manual`, as the protocol spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::None => "none",
+            AckMode::Manual => "manual",
+        }
+    }
+}
+
+/// What kind of consumer a subscription belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ConsumerKind {
+    /// Named with `durable`; its state is persisted and survives disconnects and restarts.
+    Durable,
+    /// Named with `group`; in memory, dropped when its last member leaves.
+    Group,
+    /// An unnamed manual-ack subscription (a group of one, named `~s-<n>`).
+    Subscription,
+    /// A kind this client does not know (a later protocol version).
+    #[serde(other)]
+    Other,
+}
+
+impl ConsumerKind {
+    /// `durable`, `group`, `subscription` (or `other`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerKind::Durable => "durable",
+            ConsumerKind::Group => "group",
+            ConsumerKind::Subscription => "subscription",
+            ConsumerKind::Other => "other",
+        }
+    }
+}
+
+/// How [`Client::subscribe_with`](crate::Client::subscribe_with) subscribes: where it starts
+/// and, for a consumer, its name and delivery settings. `Default` equals
+/// [`SubscribeOptions::new`]: a plain subscription from [`Start::Newest`].
+///
+/// The start position and the settings apply when the consumer is **created**; attaching
+/// again to an existing durable consumer resumes from its state, whatever they say. Settings
+/// left unset take the broker's defaults.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use futures::StreamExt as _;
+/// use bus_client::{AckMode, Client, Start, StreamItem, SubscribeOptions};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::connect("http://127.0.0.1:2021").await?;
+/// let options = SubscribeOptions::new()
+///     .from(Start::Oldest)
+///     .durable("orders")
+///     .ack(AckMode::Manual)
+///     .ack_wait(Duration::from_secs(10))
+///     .max_deliver(5);
+/// let mut sub = client.subscribe_with("order.>", options).await?;
+/// println!("attached to consumer {:?}", sub.consumer());
+/// while let Some(item) = sub.next().await {
+///     if let StreamItem::Event(m) = item? {
+///         println!("{} (delivery {:?})", m.subject, m.delivery_count);
+///         m.ack().await?;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubscribeOptions {
+    /// Where reading starts (for a consumer: where a new one starts).
+    from: Start,
+    /// The ack mode.
+    ack: AckMode,
+    /// The durable consumer to attach to.
+    durable: Option<String>,
+    /// The ephemeral queue group to join.
+    group: Option<String>,
+    /// Redelivery wait; `None`: the broker's default.
+    ack_wait: Option<Duration>,
+    /// Deliveries before dead-lettering; `None`: unlimited.
+    max_deliver: Option<u32>,
+    /// Successive redelivery waits; empty: `ack_wait` every time.
+    backoff: Vec<Duration>,
+    /// Bound on unacknowledged deliveries; `None`: the broker's default.
+    max_in_flight: Option<usize>,
+}
+
+impl SubscribeOptions {
+    /// A plain subscription from [`Start::Newest`], no consumer.
+    pub fn new() -> SubscribeOptions {
+        SubscribeOptions::default()
+    }
+
+    /// Where reading starts; for a consumer, where it starts when it is created.
+    /// Default: [`Start::Newest`].
+    pub fn from(mut self, from: impl Into<Start>) -> SubscribeOptions {
+        self.from = from.into();
+        self
+    }
+
+    /// The ack mode; [`AckMode::Manual`] makes the subscription a member of a consumer
+    /// (unnamed: a group of one). Default: [`AckMode::None`].
+    pub fn ack(mut self, ack: AckMode) -> SubscribeOptions {
+        self.ack = ack;
+        self
+    }
+
+    /// Attaches to (or creates) the durable consumer `name`: 1 to 64 ASCII letters, digits,
+    /// `_` and `-`. Connections with the same durable name share its events. Default: none.
+    pub fn durable(mut self, name: impl Into<String>) -> SubscribeOptions {
+        self.durable = Some(name.into());
+        self
+    }
+
+    /// Joins (or creates) the ephemeral queue group `name`, dropped with its last member.
+    /// Default: none.
+    pub fn group(mut self, name: impl Into<String>) -> SubscribeOptions {
+        self.group = Some(name.into());
+        self
+    }
+
+    /// A delivery not acked within this is redelivered (1 ms to 24 h, sent in whole
+    /// milliseconds, rounded up). Default: unset, the broker's 30 s.
+    pub fn ack_wait(mut self, wait: Duration) -> SubscribeOptions {
+        self.ack_wait = Some(wait);
+        self
+    }
+
+    /// Deliveries of one event before it goes to the dead-letter subject. Default: unset,
+    /// unlimited.
+    pub fn max_deliver(mut self, n: u32) -> SubscribeOptions {
+        self.max_deliver = Some(n);
+        self
+    }
+
+    /// Ack waits of successive deliveries: `backoff[i]` after delivery `i + 1`, the last
+    /// repeating; replaces [`ack_wait`](Self::ack_wait). Default: empty.
+    pub fn backoff(mut self, waits: impl IntoIterator<Item = Duration>) -> SubscribeOptions {
+        self.backoff = waits.into_iter().collect();
+        self
+    }
+
+    /// Most unacknowledged deliveries across the consumer's members (1 to 100,000); given
+    /// when attaching, it also caps this member alone. Default: unset, the broker's 1,000.
+    pub fn max_in_flight(mut self, n: usize) -> SubscribeOptions {
+        self.max_in_flight = Some(n);
+        self
+    }
+
+    /// The start position.
+    pub fn start(&self) -> &Start {
+        &self.from
+    }
+
+    /// The query string of `GET /v1/stream` for `pattern`, without the `?`.
+    pub(crate) fn query(&self, pattern: &str) -> String {
+        let mut q = format!(
+            "pattern={}&from={}",
+            encode(pattern),
+            encode(&self.from.as_param())
+        );
+        if self.ack == AckMode::Manual {
+            q.push_str("&ack=manual");
+        }
+        if let Some(d) = &self.durable {
+            q.push_str(&format!("&durable={}", encode(d)));
+        }
+        if let Some(g) = &self.group {
+            q.push_str(&format!("&group={}", encode(g)));
+        }
+        if let Some(w) = self.ack_wait {
+            q.push_str(&format!("&ack_wait={}", millis_param(w)));
+        }
+        if let Some(n) = self.max_deliver {
+            q.push_str(&format!("&max_deliver={n}"));
+        }
+        if !self.backoff.is_empty() {
+            let steps: Vec<String> = self.backoff.iter().map(|d| millis_param(*d)).collect();
+            q.push_str(&format!("&backoff={}", encode(&steps.join(","))));
+        }
+        if let Some(n) = self.max_in_flight {
+            q.push_str(&format!("&max_in_flight={n}"));
+        }
+        q
+    }
+}
+
+/// `1500ms`: whole milliseconds, rounded up so that a positive duration never becomes 0.
+pub(crate) fn millis_param(d: Duration) -> String {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    format!("{ms}ms")
+}
+
+/// A consumer as `GET /v1/consumers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    /// Its name (`~s-<n>` for an unnamed manual-ack subscription).
+    pub name: String,
+    /// Durable, group or subscription.
+    pub kind: ConsumerKind,
+    /// The filter pattern.
+    pub pattern: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// The ack mode.
+    pub ack: AckMode,
+    /// The redelivery wait.
+    #[serde(with = "wire_duration")]
+    pub ack_wait: Duration,
+    /// Deliveries before dead-lettering; `None`: unlimited.
+    #[serde(default)]
+    pub max_deliver: Option<u32>,
+    /// Successive redelivery waits (empty: `ack_wait` every time).
+    #[serde(default, with = "wire_durations")]
+    pub backoff: Vec<Duration>,
+    /// Bound on unacknowledged deliveries.
+    pub max_in_flight: u64,
+    /// Next sequence to read, per namespace read so far.
+    #[serde(default)]
+    pub positions: BTreeMap<String, u64>,
+    /// Delivered and not acknowledged.
+    #[serde(default)]
+    pub pending: u64,
+    /// Redeliveries made since the broker started.
+    #[serde(default)]
+    pub redelivered: u64,
+    /// Live member streams.
+    #[serde(default)]
+    pub members: u64,
+    /// Events in the namespaces the filter touches not yet read (an upper bound).
+    #[serde(default)]
+    pub lag: u64,
+}
+
+/// A duration as the broker writes it (`30000ms`), read with any unit.
+pub(crate) mod wire_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        bus_broker::units::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A list of durations as the broker writes them (`["1000ms","5000ms"]`).
+pub(crate) mod wire_durations {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| format!("{}ms", d.as_millis())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v = Option::<Vec<String>>::deserialize(d)?.unwrap_or_default();
+        v.iter()
+            .map(|s| bus_broker::units::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// An optional duration as the broker writes it.
+pub(crate) mod wire_duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => bus_broker::units::parse_duration(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_subscription_sends_only_pattern_and_start() {
+        assert_eq!(
+            SubscribeOptions::new().query("user.>"),
+            "pattern=user.%3E&from=newest"
+        );
+        assert_eq!(SubscribeOptions::default(), SubscribeOptions::new());
+        // Ack mode none is the broker's default and is not sent.
+        assert_eq!(
+            SubscribeOptions::new()
+                .ack(AckMode::None)
+                .from(Start::Oldest)
+                .query("a"),
+            "pattern=a&from=oldest"
+        );
+    }
+
+    #[test]
+    fn consumer_settings_become_query_parameters() {
+        let q = SubscribeOptions::new()
+            .from(Start::Cursor("user-3-ab".into()))
+            .ack(AckMode::Manual)
+            .durable("orders-1")
+            .ack_wait(Duration::from_secs(10))
+            .max_deliver(5)
+            .backoff([Duration::from_secs(1), Duration::from_millis(2500)])
+            .max_in_flight(20)
+            .query("order.*");
+        assert_eq!(
+            q,
+            "pattern=order.%2A&from=user-3-ab&ack=manual&durable=orders-1&ack_wait=10000ms\
+             &max_deliver=5&backoff=1000ms%2C2500ms&max_in_flight=20"
+        );
+        let q = SubscribeOptions::new().group("g w").query("a");
+        assert_eq!(q, "pattern=a&from=newest&group=g%20w");
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_milliseconds() {
+        assert_eq!(millis_param(Duration::from_micros(1)), "1ms");
+        assert_eq!(millis_param(Duration::from_micros(1500)), "2ms");
+        assert_eq!(millis_param(Duration::from_secs(30)), "30000ms");
+        assert_eq!(millis_param(Duration::ZERO), "0ms");
+    }
+
+    #[test]
+    fn decodes_and_reencodes_a_listed_consumer() {
+        let json = r#"{"name":"orders","kind":"durable","pattern":"order.>","created":"2026-11-23T13:22:11.123456789Z",
+            "ack":"manual","ack_wait":"30000ms","max_deliver":5,"backoff":["1000ms","1m"],"max_in_flight":1000,
+            "positions":{"order":43},"pending":2,"redelivered":1,"members":1,"lag":0,"future":true}"#;
+        let c: ConsumerInfo = serde_json::from_str(json).unwrap();
+        assert_eq!(c.kind, ConsumerKind::Durable);
+        assert_eq!(c.ack, AckMode::Manual);
+        assert_eq!(c.ack_wait, Duration::from_secs(30));
+        assert_eq!(c.backoff, [Duration::from_secs(1), Duration::from_secs(60)]);
+        assert_eq!(c.max_deliver, Some(5));
+        assert_eq!(c.positions["order"], 43);
+        assert_eq!((c.pending, c.redelivered, c.members), (2, 1, 1));
+        let again: ConsumerInfo =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        // Unlimited deliveries may come as null or be absent; unknown kinds are tolerated.
+        let c: ConsumerInfo = serde_json::from_str(
+            r#"{"name":"~s-4","kind":"mirror","pattern":">","created":"x","ack":"manual","ack_wait":"5s","max_deliver":null,"max_in_flight":1}"#,
+        )
+        .unwrap();
+        assert_eq!((c.kind, c.max_deliver), (ConsumerKind::Other, None));
+        assert!(c.backoff.is_empty());
+    }
+}
