@@ -7,11 +7,10 @@
 //! base64 with `"encoding": "base64"`.
 
 use base64::Engine;
-use serde::ser::{SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use crate::storage::Event;
-use crate::units::format_rfc3339;
+use crate::units::write_rfc3339;
 
 /// Whether a content type says JSON.
 pub fn is_json_content_type(ct: &str) -> bool {
@@ -30,36 +29,28 @@ enum Payload<'a> {
     Base64(String),
 }
 
-/// Serialises headers as an object.
-struct Headers<'a>(&'a [(String, String)]);
-
-impl serde::Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            m.serialize_entry(k, v)?;
+/// Appends `s` as a JSON string (RFC 8259 escapes; control characters as `\u00XX`).
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    if !s.bytes().any(needs) {
+        out.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                }
+                c => out.push(c),
+            }
         }
-        m.end()
     }
-}
-
-#[derive(serde::Serialize)]
-struct EventJson<'a> {
-    id: &'a str,
-    subject: &'a str,
-    namespace: &'a str,
-    sequence: u64,
-    time: String,
-    headers: Headers<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reply_to: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delivery_count: Option<u32>,
-    payload: &'a RawValue,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    encoding: Option<&'static str>,
+    out.push('"');
 }
 
 fn payload_form(e: &Event) -> Payload<'_> {
@@ -82,32 +73,54 @@ fn payload_form(e: &Event) -> Payload<'_> {
 
 /// The event JSON of `e` in `namespace`, on one line. `delivery_count` is set for
 /// manual-ack deliveries.
+///
+/// Written field by field into one buffer: this runs once per event sent to a subscriber.
 pub fn to_json(e: &Event, namespace: &str, delivery_count: Option<u32>) -> String {
-    let (payload, encoding) = match payload_form(e) {
-        Payload::Json(raw) => (raw, None),
-        Payload::Text(t) => (to_raw(&serde_json::to_string(t).unwrap_or_default()), None),
-        Payload::Base64(b) => (to_raw(&format!("\"{b}\"")), Some("base64")),
-    };
-    let j = EventJson {
-        id: &e.id,
-        subject: &e.subject,
-        namespace,
-        sequence: e.sequence,
-        time: format_rfc3339(e.time_ns),
-        headers: Headers(&e.headers),
-        reply_to: e.reply_to.as_deref(),
-        content_type: e.content_type.as_deref(),
-        delivery_count,
-        payload: &payload,
-        encoding,
-    };
-    // Serialising these types cannot fail: every field is a plain string, number or map.
-    serde_json::to_string(&j).unwrap_or_default()
-}
-
-fn to_raw(json: &str) -> Box<RawValue> {
-    RawValue::from_string(json.to_owned())
-        .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(160 + e.id.len() + 2 * e.subject.len() + e.payload.len());
+    out.push_str("{\"id\":");
+    push_json_str(&mut out, &e.id);
+    out.push_str(",\"subject\":");
+    push_json_str(&mut out, &e.subject);
+    out.push_str(",\"namespace\":");
+    push_json_str(&mut out, namespace);
+    // Writing into a String cannot fail.
+    let _ = write!(out, ",\"sequence\":{},\"time\":\"", e.sequence);
+    write_rfc3339(&mut out, e.time_ns);
+    out.push_str("\",\"headers\":{");
+    for (i, (k, v)) in e.headers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, k);
+        out.push(':');
+        push_json_str(&mut out, v);
+    }
+    out.push('}');
+    if let Some(r) = &e.reply_to {
+        out.push_str(",\"reply_to\":");
+        push_json_str(&mut out, r);
+    }
+    if let Some(ct) = &e.content_type {
+        out.push_str(",\"content_type\":");
+        push_json_str(&mut out, ct);
+    }
+    if let Some(n) = delivery_count {
+        let _ = write!(out, ",\"delivery_count\":{n}");
+    }
+    out.push_str(",\"payload\":");
+    match payload_form(e) {
+        Payload::Json(raw) => out.push_str(raw.get()),
+        Payload::Text(t) => push_json_str(&mut out, t),
+        Payload::Base64(b) => {
+            out.push('"');
+            out.push_str(&b);
+            out.push_str("\",\"encoding\":\"base64");
+            out.push('"');
+        }
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
@@ -166,6 +179,20 @@ mod tests {
             (j["payload"].as_str(), j["encoding"].as_str()),
             (Some("/wAB"), Some("base64"))
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_like_serde_json() {
+        let tricky = "q\"b\\s\n\r\t\u{1}\u{1f}é😀";
+        let mut out = String::new();
+        push_json_str(&mut out, tricky);
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, tricky);
+        let mut e = ev(Some("text/plain"), tricky.as_bytes());
+        e.headers = vec![(tricky.into(), tricky.into())];
+        let j = parse(&to_json(&e, "user", None));
+        assert_eq!(j["payload"], tricky);
+        assert_eq!(j["headers"][tricky], tricky);
     }
 
     #[test]

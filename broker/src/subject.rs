@@ -564,10 +564,17 @@ impl Pattern {
     /// Whether `subject` matches, token by token. This is the reference the trie is tested
     /// against; routing uses [`crate::trie::SubjectTrie`].
     pub fn matches(&self, subject: &Subject) -> bool {
-        if !self.may_match_namespace(subject.namespace()) {
+        self.matches_text(subject.as_str())
+    }
+
+    /// Whether the pattern matches `subject`, a subject's text already known to follow the
+    /// grammar (for example read back from the broker's own log), without building a
+    /// [`Subject`].
+    pub fn matches_text(&self, subject: &str) -> bool {
+        if !self.may_match_namespace(first_token(subject)) {
             return false;
         }
-        let mut tokens = subject.tokens();
+        let mut tokens = subject.split('.');
         for wanted in self.tokens() {
             match wanted {
                 PatternToken::Literal(literal) => {

@@ -19,7 +19,7 @@ use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::metrics::NamespaceCounters;
 use crate::storage::{Event, EventLog, IdLookup, LogReader, ReadItem, Start};
-use crate::subject::{NamespaceScope, Pattern, Subject};
+use crate::subject::{NamespaceScope, Pattern};
 use crate::units::parse_rfc3339;
 
 /// Where a subscription starts.
@@ -283,12 +283,12 @@ impl Subscription {
                 resume_at,
             }),
             ReadItem::Event(event) => {
+                // Subjects read from the log were checked when published.
                 let matches = match &self.pattern.namespace() {
                     NamespaceScope::One(_) if self.pattern.is_literal() => {
                         self.pattern.as_str() == event.subject
                     }
-                    _ => Subject::parse_internal(&event.subject)
-                        .is_ok_and(|s| self.pattern.matches(&s)),
+                    _ => self.pattern.matches_text(&event.subject),
                 };
                 if !matches {
                     return None;

@@ -79,16 +79,37 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Formats nanoseconds since the epoch as RFC 3339 UTC with nanoseconds.
 pub fn format_rfc3339(ns: u64) -> String {
+    let mut out = String::with_capacity(30);
+    write_rfc3339(&mut out, ns);
+    out
+}
+
+/// Appends [`format_rfc3339`]'s text to `out` (digit by digit: this runs once per event sent).
+pub fn write_rfc3339(out: &mut String, ns: u64) {
+    fn digits(out: &mut String, v: u64, width: u32) {
+        for i in (0..width).rev() {
+            let d = (v / 10u64.pow(i)) % 10;
+            out.push(char::from(b'0' + d as u8));
+        }
+    }
     let secs = (ns / 1_000_000_000) as i64;
     let nanos = ns % 1_000_000_000;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    let sod = secs.rem_euclid(86_400) as u64;
+    digits(out, y.clamp(0, 9999) as u64, 4);
+    out.push('-');
+    digits(out, u64::from(mo), 2);
+    out.push('-');
+    digits(out, u64::from(d), 2);
+    out.push('T');
+    digits(out, sod / 3600, 2);
+    out.push(':');
+    digits(out, sod % 3600 / 60, 2);
+    out.push(':');
+    digits(out, sod % 60, 2);
+    out.push('.');
+    digits(out, nanos, 9);
+    out.push('Z');
 }
 
 /// Parses an RFC 3339 time (`2026-11-23T13:22:11.5Z`, `2026-11-23T14:22:11+01:00`; a space

@@ -1,0 +1,245 @@
+//! Consume-and-ack benchmark: events/s a consumer with manual acks receives over Server-Sent
+//! Events and acknowledges over HTTP, with the consumer state fsynced (`always`, the state
+//! log's policy) and acks group-committed.
+//!
+//! Run with `cargo bench -p bus-broker --bench delivery`; pass `one` or `group` to run only
+//! that case. Each run: a broker in this process on `127.0.0.1:0` over a fresh data
+//! directory under `target/bench-tmp` (a real disk, so `fdatasync` costs what it costs),
+//! [`EVENTS`] events of 128 B published beforehand (not measured), then a durable consumer
+//! (`ack=manual`, default `max_in_flight` 1,000) reading from `oldest`:
+//!
+//! - **one**: one SSE member; a second task acks what it has received in batches
+//!   (`POST /v1/consumers/{name}/acks`, everything received since the last batch, up to 1,000
+//!   ids), one batch in flight at a time.
+//! - **group**: four members of the same durable, each with its own acking task.
+//!
+//! Measured: from opening the stream(s) until every event's ack was answered. Reported: the
+//! median and min–max of [`RUNS`] runs, because the machine is shared and noisy. The bench
+//! client shares the machine's two cores with the broker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bus_broker::broker::{Broker, Publish};
+use bus_broker::config::Config;
+use bus_broker::storage::FsyncPolicy;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+/// Events consumed per run.
+const EVENTS: usize = 200_000;
+/// Runs per case.
+const RUNS: usize = 5;
+/// Payload size.
+const PAYLOAD: usize = 128;
+/// Most ids per ack request.
+const ACK_BATCH: usize = 1000;
+/// Bound on one run.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// `max_in_flight` of the consumer: `BUS_BENCH_MAX_IN_FLIGHT`, default the broker's 1,000.
+fn max_in_flight() -> usize {
+    std::env::var("BUS_BENCH_MAX_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Server {
+    broker: Broker,
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Server {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
+    std::fs::create_dir_all(&base).expect("bench-tmp");
+    let dir = tempfile::tempdir_in(&base).expect("tempdir");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0u16))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = Config {
+        addr,
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    // Publishing is not measured; the consumer state is fsynced whatever this says.
+    config.log.fsync = FsyncPolicy::Never;
+    let (broker, _) = Broker::open(config).await.expect("open");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bus_broker::server::run(listener, broker.clone(), async move {
+        let _ = rx.await;
+    }));
+    Server {
+        broker,
+        addr,
+        stop: Some(tx),
+        task,
+        _dir: dir,
+    }
+}
+
+async fn fill(broker: &Broker) {
+    let payload = Bytes::from(vec![b'x'; PAYLOAD]);
+    for chunk in 0..EVENTS / 1000 {
+        let items = (0..1000)
+            .map(|i| Publish {
+                subject: format!("bench.e{}", (chunk * 1000 + i) % 16),
+                payload: payload.clone(),
+                ..Publish::default()
+            })
+            .collect();
+        broker.publish_batch(items).await.expect("publish");
+    }
+}
+
+/// Reads one member's stream, sending every event id to `ids`; ends after `stop` ids overall.
+async fn member(client: HttpClient, url: String, ids: mpsc::UnboundedSender<String>) {
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("stream");
+    assert_eq!(resp.status(), 200, "stream refused");
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return };
+        let Some(data) = frame.data_ref() else { continue };
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &buf[start..start + pos];
+            if let Some(id) = line.strip_prefix(b"id: ")
+                && ids.send(String::from_utf8_lossy(id).into_owned()).is_err()
+            {
+                return;
+            }
+            start += pos + 1;
+        }
+        buf.drain(..start);
+    }
+}
+
+/// Acks everything received, in batches, one request at a time; counts answered acks.
+async fn acker(
+    client: HttpClient,
+    url: String,
+    mut ids: mpsc::UnboundedReceiver<String>,
+    acked: Arc<AtomicU64>,
+    done: Arc<tokio::sync::Notify>,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    while let Some(id) = ids.recv().await {
+        batch.push(id);
+        while batch.len() < ACK_BATCH {
+            match ids.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
+        let body = serde_json::to_vec(&batch).expect("json");
+        let req = hyper::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        let resp = client.request(req).await.expect("ack");
+        assert_eq!(resp.status(), 200, "ack refused");
+        let answer = resp.into_body().collect().await.expect("ack body").to_bytes();
+        // Counting the answers' statuses is enough to check them (and cheaper than parsing:
+        // the client shares the cores with the broker).
+        let text = String::from_utf8_lossy(&answer);
+        let ok = text.matches("\"status\":\"acked\"").count();
+        assert_eq!(ok, batch.len(), "every ack succeeds: {text}");
+        let total = acked.fetch_add(ok as u64, Ordering::AcqRel) + ok as u64;
+        if total >= EVENTS as u64 {
+            done.notify_one();
+        }
+        batch.clear();
+    }
+}
+
+/// One run with `members` members: events/s consumed and acked.
+async fn run_once(members: usize) -> f64 {
+    let mut server = start().await;
+    fill(&server.broker).await;
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let base = format!("http://{}", server.addr);
+    let acked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..members {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let url = format!(
+            "{base}/v1/stream?pattern=bench.%3E&from=oldest&durable=bench&ack=manual&ack_wait=60s&max_in_flight={}",
+            max_in_flight()
+        );
+        tasks.push(tokio::spawn(member(client.clone(), url, tx)));
+        tasks.push(tokio::spawn(acker(
+            client.clone(),
+            format!("{base}/v1/consumers/bench/acks"),
+            rx,
+            acked.clone(),
+            done.clone(),
+        )));
+    }
+    tokio::time::timeout(RUN_LIMIT, done.notified())
+        .await
+        .expect("run finished in time");
+    let elapsed = started.elapsed();
+    for t in &tasks {
+        t.abort();
+    }
+    if let Some(tx) = server.stop.take() {
+        let _ = tx.send(());
+    }
+    let _ = (&mut server.task).await;
+    server.broker.close().await;
+    EVENTS as f64 / elapsed.as_secs_f64()
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "median {:>9.0} events/s  (min {:.0}, max {:.0}, {} runs)",
+        v[v.len() / 2],
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    )
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (name, members) in [("one", 1), ("group", 4)] {
+        if !wanted(name) {
+            continue;
+        }
+        let rates: Vec<f64> = (0..RUNS).map(|_| rt.block_on(run_once(members))).collect();
+        println!(
+            "consume+ack/{name} ({members} member{}, {EVENTS} x {PAYLOAD} B, max_in_flight {}, state fsync always): {}",
+            if members == 1 { "" } else { "s" },
+            max_in_flight(),
+            summary(rates)
+        );
+    }
+}
