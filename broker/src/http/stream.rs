@@ -189,7 +189,9 @@ async fn consumer_stream(
             SseEvent::default().event("subscribed").retry(Duration::from_millis(1000)).data(hello.to_string()),
         );
         loop {
+            // Shutdown first: closing the broker also retires its consumers.
             let next = tokio::select! {
+                biased;
                 _ = token.cancelled() => None,
                 d = member.next() => Some(d),
             };
