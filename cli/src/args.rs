@@ -13,7 +13,7 @@ use bus_broker::config::{DEFAULT_ADDR, DEFAULT_DATA_DIR, NamespaceOverride};
 use bus_broker::storage::FsyncPolicy;
 use bus_broker::units::{parse_duration, parse_size};
 use bus_client::Start;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default broker URL of the client commands.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:2021";
@@ -47,10 +47,24 @@ pub enum Command {
     Server(ServerArgs),
     /// Publish one event.
     Put(PutArgs),
-    /// Read events: from the log, then live.
+    /// Read events: from the log, then live; or as a member of a consumer, with acks.
     Get(GetArgs),
     /// List namespaces and their figures.
     Ns(NsArgs),
+    /// Acknowledge events delivered by a consumer: done, never redelivered.
+    #[command(
+        after_help = "All ids go in one request. Acking an event that was already acked succeeds.\n\
+                      Exit status 2 when any id failed (each is named on stderr)."
+    )]
+    Ack(AckArgs),
+    /// Have events delivered by a consumer redelivered, now or after --delay.
+    #[command(
+        after_help = "All ids go in one request. Exit status 2 when any id failed (each is named \
+                      on stderr)."
+    )]
+    Nack(NackArgs),
+    /// List the consumers; show, move or delete one.
+    Consumers(ConsumersArgs),
 }
 
 /// `bus server`.
@@ -160,6 +174,26 @@ pub struct PutArgs {
     /// The event's reply subject.
     #[arg(long, value_name = "SUBJECT")]
     pub reply_to: Option<String>,
+
+    /// Wait until this many distinct consumers have acked the event (1 to 1000); exit
+    /// status 4, after printing the receipt, when fewer did within --timeout.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub confirm: Option<u32>,
+
+    /// How long --confirm waits (1ms to 5m).
+    #[arg(long, requires = "confirm", default_value = "5s", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// `bus get --ack`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckArg {
+    /// Read the log; nothing is acknowledged.
+    None,
+    /// Each event stays pending until acknowledged (`bus ack`), else it comes back.
+    Manual,
+    /// Manual on the broker; each event is acked once printed.
+    Auto,
 }
 
 /// `bus get`.
@@ -173,8 +207,111 @@ pub struct GetArgs {
     pub from: Start,
 
     /// Exit after exactly this many events; 0 follows the stream until the broker stops.
+    /// As a consumer member it also asks for at most N unacknowledged events at a time.
     #[arg(short = 'n', long, default_value_t = 0, value_name = "N")]
     pub count: u64,
+
+    /// How events are acknowledged: none, manual (pending until `bus ack`; printed events
+    /// carry delivery_count) or auto (acked once printed; with --count, exit once the acks
+    /// are confirmed).
+    #[arg(long, value_enum, default_value_t = AckArg::None, value_name = "MODE")]
+    pub ack: AckArg,
+
+    /// Read as the durable consumer NAME (created on first use, kept across restarts; runs
+    /// with the same name share the events). Letters, digits, '_' and '-'.
+    #[arg(long, value_name = "NAME", conflicts_with = "group")]
+    pub durable: Option<String>,
+
+    /// Read as a member of the queue group NAME: each event goes to one member; the group
+    /// ends with its last member.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
+    /// Redeliver an event not acked within this (consumer default 30s); applies when the
+    /// consumer is created.
+    #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub ack_wait: Option<Duration>,
+
+    /// Deliveries of one event before it goes to the dead-letter subject (default
+    /// unlimited); applies when the consumer is created.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_deliver: Option<u32>,
+
+    /// Ack waits of successive redeliveries, comma-separated (1s,10s,1m); applies when the
+    /// consumer is created.
+    #[arg(long, value_delimiter = ',', value_parser = parse_duration_arg, value_name = "DURATION,...")]
+    pub backoff: Vec<Duration>,
+
+    /// Most unacknowledged events at a time (consumer default 1000; with --count N, at
+    /// most N).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_in_flight: Option<u64>,
+}
+
+impl GetArgs {
+    /// Whether the stream attaches to a consumer rather than reading the log.
+    pub fn is_consumer(&self) -> bool {
+        self.ack != AckArg::None || self.durable.is_some() || self.group.is_some()
+    }
+}
+
+/// `bus ack`.
+#[derive(Args, Debug)]
+pub struct AckArgs {
+    /// The consumer that delivered the events (as `bus get` or `bus consumers` names it).
+    pub consumer: String,
+
+    /// The event ids.
+    #[arg(required = true, value_name = "EVENT_ID")]
+    pub ids: Vec<String>,
+}
+
+/// `bus nack`.
+#[derive(Args, Debug)]
+pub struct NackArgs {
+    /// The consumer that delivered the events.
+    pub consumer: String,
+
+    /// The event ids.
+    #[arg(required = true, value_name = "EVENT_ID")]
+    pub ids: Vec<String>,
+
+    /// Redeliver after this delay (at most 24h) rather than now.
+    #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub delay: Option<Duration>,
+}
+
+/// `bus consumers`.
+#[derive(Args, Debug)]
+pub struct ConsumersArgs {
+    /// What to do; default: list.
+    #[command(subcommand)]
+    pub action: Option<ConsumersAction>,
+}
+
+/// `bus consumers <action>`.
+#[derive(Subcommand, Debug)]
+pub enum ConsumersAction {
+    /// List the consumers (the default).
+    List,
+    /// Show one consumer.
+    Info {
+        /// The consumer's name.
+        name: String,
+    },
+    /// Move a consumer: its pending deliveries are dropped and reading restarts at --to.
+    Seek {
+        /// The consumer's name.
+        name: String,
+        /// Where to restart: oldest, newest, an event id or cursor, or an RFC 3339 time.
+        #[arg(long, value_parser = parse_start, value_name = "START")]
+        to: Start,
+    },
+    /// Delete a consumer and, for a durable one, its saved state.
+    Delete {
+        /// The consumer's name.
+        name: String,
+    },
 }
 
 /// `bus ns`.
@@ -331,11 +468,97 @@ mod tests {
             &["put", "a.b", "x", "-H", "novalue"],
             &["get", "a", "--from", ""],
             &["get", "a", "--count", "-1"],
+            &["get", "a", "--ack", "sometimes"],
+            &["get", "a", "--durable", "d", "--group", "g"],
+            &["get", "a", "--max-in-flight", "0"],
+            &["get", "a", "--max-deliver", "0"],
+            &["get", "a", "--ack-wait", "soon"],
             &["get"],
+            &["put", "a.b", "x", "--confirm", "0"],
+            &["put", "a.b", "x", "--timeout", "1s"],
+            &["ack", "orders"],
+            &["nack", "orders", "a-1-0", "--delay", "later"],
+            &["consumers", "seek", "orders"],
+            &["consumers", "delete"],
             &["frobnicate"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn parses_consumer_flags_of_get() {
+        let cli = parse(&["get", "a.>"]).unwrap();
+        let Command::Get(g) = cli.command else {
+            panic!("not get")
+        };
+        assert_eq!(g.ack, AckArg::None);
+        assert!(!g.is_consumer());
+        let cli = parse(&[
+            "get",
+            "a.>",
+            "--ack",
+            "auto",
+            "--durable",
+            "d-1",
+            "--ack-wait",
+            "10s",
+            "--max-deliver",
+            "3",
+            "--backoff",
+            "1s,1m",
+            "--max-in-flight",
+            "50",
+        ])
+        .unwrap();
+        let Command::Get(g) = cli.command else {
+            panic!("not get")
+        };
+        assert_eq!(g.ack, AckArg::Auto);
+        assert_eq!(g.durable.as_deref(), Some("d-1"));
+        assert_eq!(g.ack_wait, Some(Duration::from_secs(10)));
+        assert_eq!(g.max_deliver, Some(3));
+        assert_eq!(g.backoff, [Duration::from_secs(1), Duration::from_secs(60)]);
+        assert_eq!(g.max_in_flight, Some(50));
+        assert!(g.is_consumer());
+        let cli = parse(&["get", "a", "--group", "g"]).unwrap();
+        let Command::Get(g) = cli.command else {
+            panic!("not get")
+        };
+        assert!(g.is_consumer());
+    }
+
+    #[test]
+    fn parses_acks_confirm_and_consumers() {
+        let Command::Put(p) = parse(&["put", "a.b", "x", "--confirm", "2"])
+            .unwrap()
+            .command
+        else {
+            panic!("not put")
+        };
+        assert_eq!((p.confirm, p.timeout), (Some(2), Duration::from_secs(5)));
+        let Command::Nack(n) = parse(&["nack", "c", "a-1-0", "a-2-0", "--delay", "5s"])
+            .unwrap()
+            .command
+        else {
+            panic!("not nack")
+        };
+        assert_eq!(n.ids, ["a-1-0", "a-2-0"]);
+        assert_eq!(n.delay, Some(Duration::from_secs(5)));
+        let Command::Consumers(c) = parse(&["consumers", "--json"]).unwrap().command else {
+            panic!("not consumers")
+        };
+        assert!(c.action.is_none());
+        let Command::Consumers(c) = parse(&["consumers", "seek", "orders", "--to", "oldest"])
+            .unwrap()
+            .command
+        else {
+            panic!("not consumers")
+        };
+        assert!(matches!(
+            c.action,
+            Some(ConsumersAction::Seek { name, to: Start::Oldest }) if name == "orders"
+        ));
     }
 
     #[test]

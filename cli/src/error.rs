@@ -59,6 +59,15 @@ impl CliError {
         }
     }
 
+    /// Time ran out before the result was complete (`bus put --confirm`): `message`
+    /// printed, exit status 4.
+    pub fn timeout(message: impl Into<String>) -> CliError {
+        CliError {
+            code: EXIT_TIMEOUT,
+            error: Some(message.into().into()),
+        }
+    }
+
     /// A client error, with its exit status by kind.
     pub fn client(e: bus_client::Error) -> CliError {
         CliError {

@@ -1,7 +1,7 @@
 //! `bus`: the command-line front end of the bus broker.
 //!
-//! `bus server` runs the broker (`bus-broker`); `bus put`, `bus get` and `bus ns` talk to one
-//! over HTTP through `bus-client`. The modules: [`args`] (the command line), [`commands`] (one
+//! `bus server` runs the broker (`bus-broker`); `bus put`, `bus get`, `bus ns`, `bus ack`,
+//! `bus nack` and `bus consumers` talk to one over HTTP through `bus-client`. The modules: [`args`] (the command line), [`commands`] (one
 //! file per subcommand), [`output`] (what goes to stdout and stderr), [`error`] (exit
 //! statuses and the `bus: <error>: <cause>` line).
 //!
@@ -16,6 +16,7 @@ mod output;
 
 use std::process::ExitCode;
 
+use bus_client::AckOp;
 use clap::Parser as _;
 
 use crate::args::{Cli, Command};
@@ -56,6 +57,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Put(args) => commands::put::run(&cli.url, cli.json, args).await,
             Command::Get(args) => commands::get::run(&cli.url, cli.json, args).await,
             Command::Ns(_) => commands::ns::run(&cli.url, cli.json).await,
+            Command::Ack(a) => {
+                commands::ack::run(&cli.url, cli.json, &a.consumer, a.ids, AckOp::Ack).await
+            }
+            Command::Nack(a) => {
+                let op = AckOp::Nack(a.delay);
+                commands::ack::run(&cli.url, cli.json, &a.consumer, a.ids, op).await
+            }
+            Command::Consumers(a) => commands::consumers::run(&cli.url, cli.json, a.action).await,
         }
     })
 }

@@ -4,7 +4,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 
-use bus_client::{Message, NamespaceInfo};
+use bus_client::{ConsumerInfo, Message, NamespaceInfo};
 
 use crate::error::CliError;
 
@@ -55,7 +55,9 @@ pub fn notice_raw(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// One event for people: `subject #sequence time [headers] payload`.
+/// One event for people: `subject #sequence time [headers] payload`; a consumer's
+/// manual-ack delivery also shows the id to acknowledge and the delivery count:
+/// `subject #sequence time id (delivery n) [headers] payload`.
 pub fn format_event(m: &Message, color: bool) -> String {
     let (subj, dim, reset) = if color {
         (BOLD_CYAN, DIM, RESET)
@@ -66,6 +68,9 @@ pub fn format_event(m: &Message, color: bool) -> String {
         "{subj}{}{reset} {dim}#{} {}{reset}",
         m.subject, m.sequence, m.time
     );
+    if let Some(n) = m.delivery_count {
+        s.push_str(&format!(" {} {dim}(delivery {n}){reset}", m.id));
+    }
     if !m.headers.is_empty() || m.reply_to.is_some() {
         let mut parts: Vec<String> = m.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if let Some(r) = &m.reply_to {
@@ -98,10 +103,10 @@ pub fn namespace_table(list: &[NamespaceInfo]) -> String {
         "FSYNC",
         "STATE",
     ];
-    let rows: Vec<[String; 9]> = list
+    let rows: Vec<Vec<String>> = list
         .iter()
         .map(|n| {
-            [
+            vec![
                 n.name.clone(),
                 n.events.to_string(),
                 human_size(n.bytes),
@@ -117,8 +122,60 @@ pub fn namespace_table(list: &[NamespaceInfo]) -> String {
             ]
         })
         .collect();
-    let mut width = header.map(str::len);
-    for r in &rows {
+    table(&header, &rows, |i| (1..=6).contains(&i))
+}
+
+/// The consumers as an aligned table with a header row. `NEXT` is the next sequence to read
+/// per namespace (`order:43`); `MAX DELIVER` is `-` when unlimited.
+pub fn consumer_table(list: &[ConsumerInfo]) -> String {
+    let header = [
+        "CONSUMER",
+        "KIND",
+        "PATTERN",
+        "ACK",
+        "PENDING",
+        "REDELIVERED",
+        "MEMBERS",
+        "LAG",
+        "ACK WAIT",
+        "MAX DELIVER",
+        "NEXT",
+    ];
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let next: Vec<String> = c
+                .positions
+                .iter()
+                .map(|(ns, seq)| format!("{ns}:{seq}"))
+                .collect();
+            vec![
+                c.name.clone(),
+                c.kind.as_str().to_owned(),
+                c.pattern.clone(),
+                c.ack.as_str().to_owned(),
+                c.pending.to_string(),
+                c.redelivered.to_string(),
+                c.members.to_string(),
+                c.lag.to_string(),
+                human_duration(c.ack_wait),
+                c.max_deliver.map_or("-".to_owned(), |n| n.to_string()),
+                if next.is_empty() {
+                    "-".to_owned()
+                } else {
+                    next.join(",")
+                },
+            ]
+        })
+        .collect();
+    table(&header, &rows, |i| (4..=9).contains(&i))
+}
+
+/// An aligned table: columns padded to their widest cell, those `numeric` says aligned
+/// right, the last column unpadded, no trailing spaces.
+fn table(header: &[&str], rows: &[Vec<String>], numeric: impl Fn(usize) -> bool) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
         for (w, cell) in width.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
@@ -126,11 +183,11 @@ pub fn namespace_table(list: &[NamespaceInfo]) -> String {
     let mut out = String::new();
     let mut push_row = |cells: &[&str]| {
         let mut line = String::new();
-        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(&width).enumerate() {
+            let w = *w;
             if i + 1 == cells.len() {
                 line.push_str(cell);
-            } else if (1..=6).contains(&i) {
-                // Numbers align right.
+            } else if numeric(i) {
                 line.push_str(&format!("{cell:>w$}  "));
             } else {
                 line.push_str(&format!("{cell:<w$}  "));
@@ -139,12 +196,29 @@ pub fn namespace_table(list: &[NamespaceInfo]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     };
-    push_row(&header);
-    for r in &rows {
-        push_row(&r.each_ref().map(String::as_str));
+    push_row(header);
+    for r in rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        push_row(&cells);
     }
     out.pop();
     out
+}
+
+/// `30s`, `1500ms`, `2m`, `1h`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 || !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 /// `512 B`, `8.0 KiB`, `1.5 GiB`.
@@ -183,6 +257,50 @@ mod tests {
         )
         .unwrap();
         assert!(format_event(&bin, false).ends_with("<2 bytes of binary data>"));
+        let manual = Message::from_json(
+            r#"{"id":"user-42-9f","subject":"user.created","namespace":"user","sequence":42,"time":"2026-11-23T13:22:11.123456789Z","delivery_count":2,"payload":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format_event(&manual, false),
+            "user.created #42 2026-11-23T13:22:11.123456789Z user-42-9f (delivery 2) x"
+        );
+    }
+
+    #[test]
+    fn tabulates_consumers() {
+        let list: Vec<ConsumerInfo> = serde_json::from_str(
+            r#"[{"name":"orders","kind":"durable","pattern":"order.>","created":"2026-11-23T13:22:11.123456789Z",
+                 "ack":"manual","ack_wait":"30000ms","max_deliver":5,"backoff":[],"max_in_flight":1000,
+                 "positions":{"order":43,"b":1},"pending":2,"redelivered":1,"members":1,"lag":0},
+                {"name":"~s-4","kind":"subscription","pattern":">","created":"2026-11-23T13:22:11.123456789Z",
+                 "ack":"manual","ack_wait":"1500ms","max_deliver":null,"backoff":[],"max_in_flight":1,
+                 "positions":{},"pending":0,"redelivered":0,"members":1,"lag":12}]"#,
+        )
+        .unwrap();
+        let t = consumer_table(&list);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(
+            lines[0].starts_with("CONSUMER  KIND          PATTERN  ACK"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("orders    durable       order.>  manual"),
+            "{t}"
+        );
+        assert!(lines[1].ends_with("30s            5  b:1,order:43"), "{t}");
+        assert!(lines[2].ends_with("1500ms            -  -"), "{t}");
+    }
+
+    #[test]
+    fn durations_for_people() {
+        use std::time::Duration;
+        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(human_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(human_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(human_duration(Duration::ZERO), "0ms");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! One file per subcommand. Each `run` returns `Ok(())` for exit status 0 or a
 //! [`CliError`](crate::error::CliError) carrying the status and what to print.
 
+pub mod ack;
+pub mod consumers;
 pub mod get;
 pub mod ns;
 pub mod put;

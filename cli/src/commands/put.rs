@@ -4,11 +4,16 @@
 //! `--content-type`, a payload that parses as JSON is sent as `application/json`, other
 //! UTF-8 text as `text/plain; charset=utf-8`, and anything else as
 //! `application/octet-stream`.
+//!
+//! With `--confirm N` the publish waits until N distinct consumers acked the event, at most
+//! `--timeout`. The receipt is printed either way; when fewer than N confirmed in time the
+//! command exits with status 4 (the event stays stored).
 
 use std::io::{IsTerminal as _, Read as _};
 
 use crate::args::PutArgs;
 use crate::error::CliError;
+use crate::output::human_duration;
 use crate::output::{Output, notice};
 
 /// Largest payload read from stdin: the largest payload limit a broker can have
@@ -38,20 +43,39 @@ pub async fn run(url: &str, json: bool, args: PutArgs) -> Result<(), CliError> {
     if let Some(r) = args.reply_to {
         publish = publish.reply_to(r);
     }
+    if let Some(n) = args.confirm {
+        publish = publish.confirm(n, args.timeout);
+    }
     let receipt = publish.await?;
     let mut out = Output::new();
+    let confirmation = match (receipt.confirmed, receipt.required) {
+        (Some(k), Some(n)) => Some((k, n)),
+        _ => None,
+    };
     if json {
-        out.line(receipt.json())
+        out.line(receipt.json())?;
     } else if receipt.duplicate {
         out.line(&format!(
             "duplicate of {} (sequence {}): nothing stored",
             receipt.id, receipt.sequence
-        ))
+        ))?;
     } else {
-        out.line(&format!(
+        let mut line = format!(
             "published {} as {} (sequence {})",
             receipt.subject, receipt.id, receipt.sequence
-        ))
+        );
+        if let Some((k, n)) = confirmation {
+            line.push_str(&format!(", confirmed by {k} of {n}"));
+        }
+        out.line(&line)?;
+    }
+    match confirmation {
+        Some((k, n)) if k < n => Err(CliError::timeout(format!(
+            "only {k} of {n} consumers confirmed {} within {}",
+            receipt.id,
+            human_duration(args.timeout)
+        ))),
+        _ => Ok(()),
     }
 }
 
