@@ -217,7 +217,15 @@ impl Consumer {
         for (ns, next) in reader.positions() {
             state.set_position(&ns, next);
         }
-        let c = Consumer::build(broker, name, kind, pattern, crate::storage::now_ns(), state, reader);
+        let c = Consumer::build(
+            broker,
+            name,
+            kind,
+            pattern,
+            crate::storage::now_ns(),
+            state,
+            reader,
+        );
         if let Some(p) = &c.persist {
             p.store.put(&c.state_key(), c.record()?).await?;
             c.start_persister();
@@ -405,7 +413,11 @@ impl Consumer {
             let version = lock(&self.state).version();
             if version > written {
                 let result = match self.record() {
-                    Ok(bytes) => p.store.put(&self.state_key(), bytes).await.map_err(Error::from),
+                    Ok(bytes) => p
+                        .store
+                        .put(&self.state_key(), bytes)
+                        .await
+                        .map_err(Error::from),
                     Err(e) => Err(e),
                 };
                 match result {
@@ -415,7 +427,8 @@ impl Consumer {
                     }
                     Err(e) => {
                         tracing::error!(consumer = %self.name, error = %e.message, "writing consumer state");
-                        p.durable.send_modify(|d| d.failed = Some(e.message.clone()));
+                        p.durable
+                            .send_modify(|d| d.failed = Some(e.message.clone()));
                     }
                 }
             }
@@ -659,7 +672,12 @@ impl Consumer {
         }
     }
 
-    async fn publish_dead_letter(&self, e: Event, count: u32, reason: DeadReason) -> Result<(), Error> {
+    async fn publish_dead_letter(
+        &self,
+        e: Event,
+        count: u32,
+        reason: DeadReason,
+    ) -> Result<(), Error> {
         let original = Subject::parse_internal(&e.subject).map_err(Error::subject)?;
         let subject = Subject::prefixed(DEAD_LETTER_PREFIX, &original).map_err(Error::subject)?;
         let mut headers = e.headers;
@@ -702,8 +720,9 @@ impl Consumer {
     /// was delivered to it.
     fn was_delivered(&self, key: &Key) -> bool {
         match self.read_back(key) {
-            Ok(ReadBack::Found(e)) => Subject::parse_internal(&e.subject)
-                .is_ok_and(|s| self.pattern.matches(&s)),
+            Ok(ReadBack::Found(e)) => {
+                Subject::parse_internal(&e.subject).is_ok_and(|s| self.pattern.matches(&s))
+            }
             // Deleted by retention since: it was read, so count it as handled.
             Ok(ReadBack::Gone { .. }) => true,
             Err(_) => false,
@@ -719,7 +738,10 @@ impl Consumer {
         if lock(&self.state).settings().ack == AckMode::None {
             let e = Error::new(
                 ErrorCode::InvalidParameter,
-                format!("consumer {:?} uses ack mode none: there is nothing to acknowledge", self.name),
+                format!(
+                    "consumer {:?} uses ack mode none: there is nothing to acknowledge",
+                    self.name
+                ),
             );
             return items.iter().map(|_| Err(e.clone())).collect();
         }

@@ -37,10 +37,7 @@ pub struct Key {
 impl Key {
     /// The key of `seq` in `ns`.
     pub fn new(ns: &str, seq: u64) -> Key {
-        Key {
-            ns: ns.into(),
-            seq,
-        }
+        Key { ns: ns.into(), seq }
     }
 }
 
@@ -689,7 +686,10 @@ mod tests {
         }
         assert_eq!(s.gap("n", 3), 2);
         assert_eq!(s.pending_count(), 1);
-        assert_eq!(s.apply(&Key::new("n", 1), Verb::Ack, now).0, Outcome::AlreadyResolved);
+        assert_eq!(
+            s.apply(&Key::new("n", 1), Verb::Ack, now).0,
+            Outcome::AlreadyResolved
+        );
     }
 
     #[test]

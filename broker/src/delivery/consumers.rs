@@ -21,8 +21,7 @@ use crate::subject::Pattern;
 use crate::subscription::StartSpec;
 
 /// What a subscription asks for when it attaches to a consumer.
-#[derive(Debug, Clone)]
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Attach {
     /// Durable consumer name.
     pub durable: Option<String>,
@@ -78,7 +77,9 @@ impl Consumers {
 
     /// Writes every durable consumer a last time, and forgets all (at broker close).
     pub(crate) async fn close(&self) {
-        let all: Vec<_> = std::mem::take(&mut *lock(&self.map)).into_values().collect();
+        let all: Vec<_> = std::mem::take(&mut *lock(&self.map))
+            .into_values()
+            .collect();
         for c in all {
             c.deleted().cancel();
             c.close().await;
@@ -113,17 +114,31 @@ impl Consumers {
         };
         let member = self.next_member.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = self.try_join(&name, kind, &pattern, &a, member)? {
-            return Ok(Member { consumer: m, id: member, guard, broker: broker.clone() });
+            return Ok(Member {
+                consumer: m,
+                id: member,
+                guard,
+                broker: broker.clone(),
+            });
         }
         let _creating = self.creating.lock().await;
         if let Some(m) = self.try_join(&name, kind, &pattern, &a, member)? {
-            return Ok(Member { consumer: m, id: member, guard, broker: broker.clone() });
+            return Ok(Member {
+                consumer: m,
+                id: member,
+                guard,
+                broker: broker.clone(),
+            });
         }
-        let c = Consumer::create(broker, name.clone(), kind, pattern, &start, a.settings)
-            .await?;
+        let c = Consumer::create(broker, name.clone(), kind, pattern, &start, a.settings).await?;
         c.join(member, a.member_max);
         lock(&self.map).insert(name, c.clone());
-        Ok(Member { consumer: c, id: member, guard, broker: broker.clone() })
+        Ok(Member {
+            consumer: c,
+            id: member,
+            guard,
+            broker: broker.clone(),
+        })
     }
 
     fn try_join(

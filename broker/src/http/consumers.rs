@@ -117,7 +117,10 @@ pub async fn acknowledge_one(
     let Query(q) = query.map_err(super::error::bad_query)?;
     let verb = verb(&op, param(&q, "delay"))?;
     let c = consumer(&broker, &name)?;
-    let item = AckItem { id: id.clone(), verb };
+    let item = AckItem {
+        id: id.clone(),
+        verb,
+    };
     let outcome = c
         .acknowledge(std::slice::from_ref(&item))
         .await
@@ -185,7 +188,12 @@ pub async fn acknowledge_batch(
     }
     let items: Vec<AckItem> = parsed
         .iter()
-        .filter_map(|(id, v)| v.as_ref().ok().map(|v| AckItem { id: id.clone(), verb: *v }))
+        .filter_map(|(id, v)| {
+            v.as_ref().ok().map(|v| AckItem {
+                id: id.clone(),
+                verb: *v,
+            })
+        })
         .collect();
     let mut outcomes = c.acknowledge(&items).await.into_iter();
     let mut results = Vec::with_capacity(parsed.len());
