@@ -38,6 +38,24 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// Checks `condition` every 20 ms until it holds, panicking with `what` when it still does
+/// not after [`WAIT`]. For state the server reaches on its own (a disconnect noticed, a
+/// consumer dropped), never instead of waiting for an event that can be awaited.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 type Tweak = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
 /// One running incarnation of the server.
@@ -273,6 +291,59 @@ impl TestServer {
         let mut s = self.stream(query, headers).await;
         s.expect_subscribed().await;
         s
+    }
+
+    /// Opens a consumer stream (`GET /v1/stream?<query>` with `durable`, `group` or
+    /// `ack=manual`), reads its `subscribed` message, and returns the reader with that
+    /// message's data (which names the consumer).
+    pub async fn attach(&self, query: &str) -> (SseReader, Value) {
+        let mut s = self.stream(query, &[]).await;
+        let hello = s.expect_subscribed().await;
+        assert!(
+            hello["consumer"].as_str().is_some_and(|c| !c.is_empty()),
+            "a consumer stream's `subscribed` names its consumer: {hello}"
+        );
+        (s, hello)
+    }
+
+    /// `POST /v1/consumers/{consumer}/events/{id}/{op}`; `op` may carry a query
+    /// (`nack?delay=1s`). Returns the raw response.
+    pub async fn ack_op(&self, consumer: &str, id: &str, op: &str) -> Resp {
+        let path = format!("/v1/consumers/{}/events/{}/{op}", enc(consumer), enc(id));
+        self.post(&path, &[], Bytes::new()).await
+    }
+
+    /// Like [`TestServer::ack_op`], asserting `200 {"id": id, "status": status}`.
+    pub async fn expect_ack(&self, consumer: &str, id: &str, op: &str, status: &str) {
+        let r = self.ack_op(consumer, id, op).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{op} of {id} by {consumer}: {}",
+            r.text()
+        );
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"id": id, "status": status}),
+            "{op} of {id} by {consumer}"
+        );
+    }
+
+    /// `POST /v1/consumers/{consumer}/acks` with `body`; returns the raw response.
+    pub async fn ack_batch(&self, consumer: &str, body: impl Into<Bytes>) -> Resp {
+        let path = format!("/v1/consumers/{}/acks", enc(consumer));
+        self.post(&path, &[("content-type", "application/json")], body)
+            .await
+    }
+
+    /// `GET /v1/consumers/{name}`, asserting `200`; returns the consumer as listed.
+    pub async fn consumer(&self, name: &str) -> Value {
+        self.get_json(&format!("/v1/consumers/{}", enc(name))).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.request(Method::DELETE, path, &[], Bytes::new()).await
     }
 }
 
