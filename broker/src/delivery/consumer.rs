@@ -748,7 +748,8 @@ impl Consumer {
         let keys: Vec<Result<Key, Error>> = items.iter().map(|i| self.key_of(&i.id)).collect();
         let now = Instant::now();
         let mut results = Vec::with_capacity(items.len());
-        let mut dead = Vec::new();
+        // Dead letters by reason: a `term`, or a nack ending the last allowed delivery.
+        let (mut terminated, mut exhausted) = (Vec::new(), Vec::new());
         let mut acked = Vec::new();
         let version = {
             let mut st = lock(&self.state);
@@ -758,7 +759,11 @@ impl Consumer {
                     if outcome == Outcome::Acked {
                         acked.push(key);
                     }
-                    dead.extend(d);
+                    if outcome == Outcome::Terminated {
+                        terminated.extend(d);
+                    } else {
+                        exhausted.extend(d);
+                    }
                     outcome
                 }));
             }
@@ -775,8 +780,11 @@ impl Consumer {
         }
         self.changed.notify_waiters();
         self.wake_persister();
-        if !dead.is_empty() {
-            self.spawn_dead_letters(dead, DeadReason::Terminated);
+        if !terminated.is_empty() {
+            self.spawn_dead_letters(terminated, DeadReason::Terminated);
+        }
+        if !exhausted.is_empty() {
+            self.spawn_dead_letters(exhausted, DeadReason::MaxDeliver);
         }
         let needs_durable = results
             .iter()
