@@ -84,7 +84,10 @@ pub async fn stream(
         Duration::from_secs(300),
     )?;
     if is_consumer_stream(&q) {
-        return consumer_stream(broker, &q, pattern, &from, heartbeat).await;
+        // A consumer resumes from its own state; a new one starts at `from`. Last-Event-ID,
+        // which EventSource sends on every reconnect, is ignored (http-api.md).
+        let from = param(&q, "from").unwrap_or("newest");
+        return consumer_stream(broker, &q, pattern, from, heartbeat).await;
     }
     let mut sub = broker.subscribe(pattern, &from)?;
     let token = broker.shutdown_token();
