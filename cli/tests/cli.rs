@@ -2,89 +2,16 @@
 //! on port 0 with a temporary data directory, and `bus server` itself as a child process.
 //! Every wait is bounded; nothing sleeps for a fixed time.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::SocketAddr;
+use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use bus_broker::broker::Broker;
-use bus_broker::config::Config;
-use common::{bus, run, wait};
+use common::{TestBroker, bus, json_lines, lines_of, ok, run, stderr, stdout, wait};
 
-/// Longest any one run of the binary, or any await, may take.
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A broker serving on a loopback port until dropped.
-struct TestBroker {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    runtime: Option<tokio::runtime::Runtime>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestBroker {
-    fn start() -> TestBroker {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
-        let addr = runtime.block_on(async {
-            let (broker, _) = tokio::time::timeout(TIMEOUT, Broker::open(config))
-                .await
-                .expect("open in time")
-                .expect("open");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(bus_broker::server::run(listener, broker, async {
-                let _ = rx.await;
-            }));
-            addr
-        });
-        TestBroker {
-            addr,
-            shutdown: Some(tx),
-            runtime: Some(runtime),
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `bus --url <this broker> args...`.
-    fn bus(&self, args: &[&str]) -> Command {
-        let mut c = bus();
-        c.arg("--url").arg(self.url()).args(args);
-        c
-    }
-
-    /// Starts the broker's shutdown.
-    fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        self.stop();
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(5));
-        }
-    }
-}
+/// Longest any one run of the binary, or any wait for a line, may take.
+const TIMEOUT: Duration = common::RUN_TIMEOUT;
 
 /// Runs with `input` on stdin.
 fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
@@ -96,26 +23,6 @@ fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
         .expect("spawn bus");
     child.stdin.take().unwrap().write_all(input).unwrap();
     wait(child)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).expect("UTF-8 stdout")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
-fn ok(o: Output) -> Output {
-    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
-    o
 }
 
 #[test]
@@ -263,20 +170,6 @@ fn error_answers_exit_2_with_the_brokers_code() {
         "{}",
         stderr(&o)
     );
-}
-
-/// The lines `r` yields, read on a thread so the test can wait for them with a timeout.
-fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 #[test]

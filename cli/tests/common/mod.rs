@@ -1,10 +1,21 @@
-//! Helpers shared by the tests that run the built `bus` binary.
+//! Helpers shared by the tests that run the built `bus` binary: running it with a bounded
+//! wait, a broker served in-process on a loopback port ([`TestBroker`]), `bus server` as a
+//! child process ([`ServerProcess`]), and a long-running `bus get` whose output is read
+//! line by line with timeouts ([`Reader`]). Every wait is bounded; nothing sleeps for a fixed
+//! time hoping something happened.
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Longest any one run of the binary may take.
+use bus_broker::broker::Broker;
+use bus_broker::config::Config;
+
+/// Longest any one run of the binary, or any wait for a line, may take.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `bus` command, with the caller's `BUS_*` environment removed and colour off.
@@ -46,4 +57,311 @@ pub fn run(cmd: &mut Command) -> Output {
             .spawn()
             .expect("spawn bus"),
     )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("UTF-8 stdout")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Each stdout line parsed as JSON.
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Asserts status 0, showing stderr otherwise.
+pub fn ok(o: Output) -> Output {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    o
+}
+
+/// The lines `r` yields, read on a thread so the test can wait for them with a timeout.
+/// The thread reads to the end even when nobody listens any more, so a child writing to
+/// the pipe never blocks on it.
+pub fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// A broker serving on a loopback port until dropped.
+pub struct TestBroker {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    pub fn start() -> TestBroker {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let addr = runtime.block_on(async {
+            let (broker, _) = tokio::time::timeout(RUN_TIMEOUT, Broker::open(config))
+                .await
+                .expect("open in time")
+                .expect("open");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(bus_broker::server::run(listener, broker, async {
+                let _ = rx.await;
+            }));
+            addr
+        });
+        TestBroker {
+            addr,
+            shutdown: Some(tx),
+            runtime: Some(runtime),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `bus --url <this broker> args...`.
+    pub fn bus(&self, args: &[&str]) -> Command {
+        let mut c = bus();
+        c.arg("--url").arg(self.url()).args(args);
+        c
+    }
+
+    /// Starts the broker's shutdown.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Waits for `child` to exit, at most [`RUN_TIMEOUT`]; kills it and panics past that.
+pub fn wait_status(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `bus server` as a child process on a free loopback port (`--addr 127.0.0.1:0`), its log
+/// read on a thread. Killed (SIGKILL) when dropped.
+pub struct ServerProcess {
+    child: Child,
+    url: String,
+    /// The log lines after the one naming the address.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts `bus server` on `data` and waits for the start-up line that names its address.
+    pub fn start(data: &Path) -> ServerProcess {
+        let mut child = bus()
+            .args(["server", "--addr", "127.0.0.1:0", "--log-level", "info"])
+            .arg("--data")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bus server");
+        let log = lines_of(child.stderr.take().unwrap());
+        // Recovery may log first; the line naming the address comes once it listens.
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let mut seen = Vec::new();
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line
+                        .split("listening on ")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                    {
+                        break url.to_owned();
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("bus server did not say where it listens; its log: {seen:?}");
+                }
+            }
+        };
+        ServerProcess { url, child, log }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `bus --url <this server> args...`.
+    pub fn bus(&self, args: &[&str]) -> Command {
+        let mut c = bus();
+        c.arg("--url").arg(&self.url).args(args);
+        c
+    }
+
+    /// Sends `signal` (`-9`, `-TERM`) with kill(1) and waits until the process is gone.
+    pub fn signal_and_wait(mut self, signal: &str) -> ExitStatus {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+        wait_status(&mut self.child, "bus server")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `bus get` (or any long-running `bus`), its stdout and stderr read line by line
+/// on threads. Killed when dropped.
+pub struct Reader {
+    child: Child,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+    /// Stderr lines seen so far, for failure messages.
+    err_seen: Vec<String>,
+}
+
+impl Reader {
+    pub fn spawn(cmd: &mut Command) -> Reader {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bus");
+        let out = lines_of(child.stdout.take().unwrap());
+        let err = lines_of(child.stderr.take().unwrap());
+        Reader {
+            child,
+            out,
+            err,
+            err_seen: Vec::new(),
+        }
+    }
+
+    /// The next stdout line, waiting at most [`RUN_TIMEOUT`].
+    pub fn line(&mut self) -> String {
+        match self.out.recv_timeout(RUN_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                self.err_seen.extend(self.err.try_iter());
+                panic!(
+                    "no stdout line within {RUN_TIMEOUT:?}; stderr: {:?}",
+                    self.err_seen
+                )
+            }
+        }
+    }
+
+    /// The next stdout line as JSON.
+    pub fn json(&mut self) -> serde_json::Value {
+        let line = self.line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// The next stdout line as JSON if one has arrived; does not wait.
+    pub fn try_json(&mut self) -> Option<serde_json::Value> {
+        let line = self.out.try_recv().ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+    }
+
+    /// Waits for a stderr line containing `text` and returns it.
+    pub fn wait_stderr(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(line) => {
+                    self.err_seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {text:?} within {RUN_TIMEOUT:?}; stderr: {:?}",
+                    self.err_seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit; returns its status, the stdout lines not yet taken
+    /// and all of stderr.
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        let status = wait_status(&mut self.child, "bus");
+        // The pipes close when the process exits; the reader threads then end.
+        let mut rest = Vec::new();
+        while let Ok(line) = self.out.recv_timeout(RUN_TIMEOUT) {
+            rest.push(line);
+        }
+        while let Ok(line) = self.err.recv_timeout(RUN_TIMEOUT) {
+            self.err_seen.push(line);
+        }
+        (status, rest, self.err_seen.join("\n"))
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
