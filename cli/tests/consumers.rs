@@ -118,7 +118,6 @@ fn get_ack_auto_with_a_durable_acks_what_it_printed() {
 /// so the broker may hand the first run events it exits without printing; they must come
 /// back to the second run.
 #[test]
-#[ignore = "broker bug: deliveries held by a member that disconnects are never redelivered (ConsumerState::leave releases them without making them ready)"]
 fn get_ack_auto_with_a_durable_resumes_after_what_it_acked() {
     let b = TestBroker::start();
     publish(&b, "job.run", 4);
@@ -160,7 +159,6 @@ fn get_ack_auto_with_a_durable_resumes_after_what_it_acked() {
 /// The broker rule behind the test above, on its own: what a member held when it left goes
 /// to the next member at once.
 #[test]
-#[ignore = "broker bug: deliveries held by a member that disconnects are never redelivered (ConsumerState::leave releases them without making them ready)"]
 fn a_member_that_leaves_hands_its_deliveries_back() {
     let b = TestBroker::start();
     let id = publish(&b, "hand.over", 1);
@@ -245,7 +243,6 @@ fn group_members_share_the_events() {
 /// Two members reading three events each out of six: each prints exactly three, so both
 /// got a share, and none is printed twice.
 #[test]
-#[ignore = "broker bug: deliveries held by a member that disconnects are never redelivered (ConsumerState::leave releases them without making them ready)"]
 fn group_members_with_counts_split_the_events() {
     let b = TestBroker::start();
     let member = |b: &TestBroker| {
@@ -649,9 +646,9 @@ fn consumer_errors_exit_2_with_the_brokers_code() {
 /// A durable consumer across a SIGKILL of `bus server`: what was acked is never delivered
 /// again, what was delivered and not acked comes back with a higher delivery count.
 ///
-/// Events are acked by id with `bus ack` after a `--ack manual` run rather than by `--ack
-/// auto` runs that leave with more events published than they print, so that no member
-/// leaves holding deliveries it did not print (see `a_member_that_leaves_hands_its_deliveries_back`).
+/// Events are acked by id with `bus ack` after `--ack manual` runs, so the test decides
+/// exactly which events are acked, which are held by a live member at the kill, and that
+/// no member leaves holding deliveries it did not print.
 #[test]
 fn durable_state_survives_a_sigkill_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
