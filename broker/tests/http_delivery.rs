@@ -307,6 +307,31 @@ async fn nack_with_a_delay_redelivers_after_the_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_with_a_delay_holds_back_an_event_that_nobody_holds() {
+    let s = TestServer::start_default().await;
+    let q = "pattern=job.%3E&durable=w&ack=manual&ack_wait=1h&heartbeat=1s";
+    let (mut st, _) = s.attach(q).await;
+    let e1 = put(&s, "job.run", "e1").await;
+    assert_eq!(next(&mut st).await, d("e1", 1));
+    // Its holder leaves: e1 awaits the next member.
+    drop(st);
+    eventually("the member's departure is noticed", || async {
+        s.consumer("w").await["members"] == 0
+    })
+    .await;
+    let nacked = Instant::now();
+    s.expect_ack("w", &e1, "nack?delay=300ms", "nacked").await;
+    let (mut st, _) = s.attach(q).await;
+    put(&s, "job.run", "marker").await;
+    assert_eq!(next_n(&mut st, 2).await, [d("marker", 1), d("e1", 2)]);
+    assert!(
+        nacked.elapsed() >= Duration::from_millis(300),
+        "redelivered {:?} after a 300ms-delayed nack",
+        nacked.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_restarts_the_ack_wait_and_is_refused_once_the_event_awaits_redelivery() {
     let s = TestServer::start_default().await;
     let (mut st, _) = s

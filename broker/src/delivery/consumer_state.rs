@@ -435,6 +435,8 @@ impl ConsumerState {
                 self.release(key);
                 match delay {
                     Some(d) if !d.is_zero() => {
+                        // Also when nobody held it (it awaited redelivery): it waits too.
+                        self.ready.remove(key);
                         let due = now + d;
                         if let Some(e) = self.pending.get_mut(key) {
                             e.due = Some(due);
@@ -610,6 +612,25 @@ mod tests {
         );
         let (o, dead) = s.apply(&d, Verb::Term, now);
         assert_eq!((o, dead), (Outcome::Terminated, Some(d.clone())));
+    }
+
+    #[test]
+    fn a_delayed_nack_holds_back_an_event_that_awaited_redelivery() {
+        let now = Instant::now();
+        let mut s = manual(None, 10);
+        s.join(1, None);
+        let k = Key::new("n", 1);
+        s.deliver_new(1, k.clone(), now);
+        s.leave(1);
+        s.join(2, None);
+        let delay = Duration::from_secs(5);
+        assert_eq!(s.apply(&k, Verb::Nack(Some(delay)), now).0, Outcome::Nacked);
+        assert!(
+            s.take_ready(2, now).is_none(),
+            "redelivered before the delay"
+        );
+        s.expire(now + delay);
+        assert_eq!(s.take_ready(2, now + delay), Some((k, 2)));
     }
 
     #[test]
