@@ -455,7 +455,6 @@ fn ack_and_nack_by_id() {
 /// A nack with a delay of an event nobody holds (it awaits redelivery after a nack, an
 /// ack wait that ran out, or its holder leaving) holds it back for the delay.
 #[test]
-#[ignore = "broker bug: a nack with delay of an event that awaits redelivery leaves it ready, so it is redelivered at once"]
 fn nack_with_delay_holds_back_an_event_nobody_holds() {
     let b = TestBroker::start();
     let id = publish(&b, "later.job", 1);

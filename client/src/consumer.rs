@@ -115,6 +115,8 @@ pub struct SubscribeOptions {
     backoff: Vec<Duration>,
     /// Bound on unacknowledged deliveries; `None`: the broker's default.
     max_in_flight: Option<usize>,
+    /// Most deliveries this member takes; `None`: no bound.
+    limit: Option<u64>,
 }
 
 impl SubscribeOptions {
@@ -179,6 +181,13 @@ impl SubscribeOptions {
         self
     }
 
+    /// This member takes at most `n` deliveries (redeliveries included), then the broker
+    /// sends it nothing more while it stays connected to ack them. Default: no bound.
+    pub fn limit(mut self, n: u64) -> SubscribeOptions {
+        self.limit = Some(n);
+        self
+    }
+
     /// The start position.
     pub fn start(&self) -> &Start {
         &self.from
@@ -212,6 +221,9 @@ impl SubscribeOptions {
         }
         if let Some(n) = self.max_in_flight {
             q.push_str(&format!("&max_in_flight={n}"));
+        }
+        if let Some(n) = self.limit {
+            q.push_str(&format!("&limit={n}"));
         }
         q
     }

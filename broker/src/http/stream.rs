@@ -170,6 +170,15 @@ async fn consumer_stream(
         settings,
         member_max,
     };
+    let limit = match param(q, "limit") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidParameter,
+                format!("limit must be a whole number from 1, got {v:?}"),
+            )
+        })?),
+    };
     let member = broker.attach(pattern, from, attach).await?;
     let consumer = member.consumer().clone();
     let info = consumer.info();
@@ -191,7 +200,15 @@ async fn consumer_stream(
         yield Ok::<_, Infallible>(
             SseEvent::default().event("subscribed").retry(Duration::from_millis(1000)).data(hello.to_string()),
         );
+        let mut delivered = 0u64;
         loop {
+            if limit.is_some_and(|l| delivered >= l) {
+                // Took its share: hold what it has (so that it can still ack it) until the
+                // client disconnects or the broker stops.
+                token.cancelled().await;
+                yield Ok(SseEvent::default().event("shutdown").data("{}"));
+                break;
+            }
             // Shutdown first: closing the broker also retires its consumers.
             let next = tokio::select! {
                 biased;
@@ -204,6 +221,7 @@ async fn consumer_stream(
                     break;
                 }
                 Some(Ok(Some(Out::Event { namespace, event, count }))) => {
+                    delivered += 1;
                     let json = crate::event::to_json(&event, &namespace, manual.then_some(count));
                     yield Ok(SseEvent::default().id(event.id.clone()).data(json));
                 }

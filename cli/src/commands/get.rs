@@ -11,10 +11,8 @@
 //! stream never waits one round trip per event; with `--count N` the command exits only
 //! once the broker confirmed every ack, and only then disconnects (disconnecting first would
 //! hand the printed events to another member at once). With `--count N` a member asks for at
-//! most N unacknowledged events, so it is not handed more than it prints while it holds
-//! them; each ack frees room, though, so the broker may send a few more before the
-//! disconnect: those go back to the consumer unprinted, their `delivery_count` one higher
-//! when they are delivered again.
+//! most N unacknowledged events and at most N deliveries in all (`limit=N`), so the broker
+//! never hands it an event it will not print.
 
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
@@ -175,6 +173,9 @@ fn options(args: &GetArgs) -> Result<SubscribeOptions, CliError> {
     }
     if let Some(n) = max_in_flight(args.max_in_flight, args.count) {
         o = o.max_in_flight(n as usize);
+    }
+    if args.count > 0 {
+        o = o.limit(args.count);
     }
     Ok(o)
 }
