@@ -420,7 +420,9 @@ fn resolve(log: &dyn EventLog, namespace: &str, start: &StartSpec) -> Result<Sta
         StartSpec::Oldest => Start::Oldest,
         StartSpec::Newest => Start::Newest,
         StartSpec::Time(t) => Start::Time(*t),
-        StartSpec::Positions(p) => p.get(namespace).map_or(Start::Oldest, |n| Start::Sequence(*n)),
+        StartSpec::Positions(p) => p
+            .get(namespace)
+            .map_or(Start::Oldest, |n| Start::Sequence(*n)),
         StartSpec::Cursor(c) => match c.positions.get(namespace) {
             None | Some((0, _)) => Start::Oldest,
             Some((_, id)) => match log.lookup_id(id) {

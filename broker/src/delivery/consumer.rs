@@ -518,8 +518,13 @@ impl Consumer {
         )
     }
 
-    /// The next delivery for `member`, waiting for one; `Ok(None)` once the broker closes.
-    pub async fn next(self: &Arc<Self>, member: MemberId) -> Result<Option<Out>, Error> {
+    /// The next deliveries for `member` (at least one, at most `max`), waiting for one;
+    /// `Ok(None)` once the broker closes.
+    pub async fn next(
+        self: &Arc<Self>,
+        member: MemberId,
+        max: usize,
+    ) -> Result<Option<Vec<Out>>, Error> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -542,20 +547,20 @@ impl Consumer {
                 self.wake_persister();
                 match self.read_back(&key)? {
                     ReadBack::Found(event) => {
-                        return Ok(Some(Out::Event {
+                        return Ok(Some(vec![Out::Event {
                             namespace: key.ns.to_string(),
                             event,
                             count,
-                        }));
+                        }]));
                     }
                     ReadBack::Gone { resume_at } => {
                         lock(&self.state).gap(&key.ns, resume_at);
                         self.changed.notify_waiters();
-                        return Ok(Some(Out::Gap {
+                        return Ok(Some(vec![Out::Gap {
                             namespace: key.ns.to_string(),
                             missed_from: key.seq,
                             resume_at,
-                        }));
+                        }]));
                     }
                 }
             }
@@ -587,35 +592,56 @@ impl Consumer {
                 _ = &mut notified => continue,
                 _ = &mut sleep => continue,
             };
-            let out = match item {
-                None => return Ok(None),
-                Some(Delivery::Event {
-                    namespace, event, ..
-                }) => {
-                    let key = Key::new(&namespace, event.sequence);
-                    let count = lock(&self.state).deliver_new(member, key, Instant::now());
-                    Out::Event {
-                        namespace,
-                        event,
-                        count,
-                    }
-                }
-                Some(Delivery::Gap {
-                    namespace,
-                    missed_from,
-                    resume_at,
-                }) => {
-                    lock(&self.state).gap(&namespace, resume_at);
-                    Out::Gap {
-                        namespace,
-                        missed_from,
-                        resume_at,
-                    }
-                }
+            let Some(first) = item else {
+                return Ok(None);
             };
+            let mut out = Vec::new();
+            {
+                // Take what else is ready at once, while there is room, under one lock.
+                let mut st = lock(&self.state);
+                let now = Instant::now();
+                let mut item = Some(first);
+                while let Some(d) = item.take() {
+                    out.push(Self::register(&mut st, member, d, now));
+                    if out.len() >= max || !st.room_for_new(member) {
+                        break;
+                    }
+                    // A read error after the first item surfaces on the next call.
+                    item = reader.try_next().ok().flatten();
+                }
+            }
             drop(reader);
             self.wake_persister();
             return Ok(Some(out));
+        }
+    }
+
+    /// Records a delivery read from the log as going to `member`.
+    fn register(st: &mut ConsumerState, member: MemberId, d: Delivery, now: Instant) -> Out {
+        match d {
+            Delivery::Event {
+                namespace, event, ..
+            } => {
+                let key = st.key(&namespace, event.sequence);
+                let count = st.deliver_new(member, key, now);
+                Out::Event {
+                    namespace,
+                    event,
+                    count,
+                }
+            }
+            Delivery::Gap {
+                namespace,
+                missed_from,
+                resume_at,
+            } => {
+                st.gap(&namespace, resume_at);
+                Out::Gap {
+                    namespace,
+                    missed_from,
+                    resume_at,
+                }
+            }
         }
     }
 

@@ -163,6 +163,14 @@ impl ConsumerState {
         (s, dead)
     }
 
+    /// The key of `seq` in `ns`, sharing the namespace's text with the positions.
+    pub fn key(&self, ns: &str, seq: u64) -> Key {
+        Key {
+            ns: self.intern(ns),
+            seq,
+        }
+    }
+
     fn intern(&self, ns: &str) -> Arc<str> {
         self.next
             .get_key_value(ns)

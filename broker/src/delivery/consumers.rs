@@ -20,6 +20,10 @@ use crate::storage::log::lock;
 use crate::subject::Pattern;
 use crate::subscription::StartSpec;
 
+/// Most deliveries a member takes from the consumer in one go (fewer when the consumer or
+/// the member has less room): amortises the locks over events that are ready anyway.
+pub const MEMBER_BATCH: usize = 64;
+
 /// What a subscription asks for when it attaches to a consumer.
 #[derive(Debug, Clone, Default)]
 pub struct Attach {
@@ -117,6 +121,9 @@ impl Consumers {
             return Ok(Member {
                 consumer: m,
                 id: member,
+                buffered: Default::default(),
+                limit: None,
+                taken: 0,
                 guard,
                 broker: broker.clone(),
             });
@@ -126,6 +133,9 @@ impl Consumers {
             return Ok(Member {
                 consumer: m,
                 id: member,
+                buffered: Default::default(),
+                limit: None,
+                taken: 0,
                 guard,
                 broker: broker.clone(),
             });
@@ -136,6 +146,9 @@ impl Consumers {
         Ok(Member {
             consumer: c,
             id: member,
+            buffered: Default::default(),
+            limit: None,
+            taken: 0,
             guard,
             broker: broker.clone(),
         })
@@ -212,6 +225,12 @@ pub fn unknown(name: &str) -> Error {
 pub struct Member {
     consumer: Arc<Consumer>,
     id: MemberId,
+    /// Deliveries taken (held by this member) and not yet handed out.
+    buffered: std::collections::VecDeque<Out>,
+    /// Most events to take in all.
+    limit: Option<u64>,
+    /// Events taken so far.
+    taken: u64,
     guard: SubscriptionGuard,
     broker: Broker,
 }
@@ -222,14 +241,39 @@ impl Member {
         &self.consumer
     }
 
+    /// Takes at most `n` events in all (redeliveries included) from the consumer.
+    pub fn set_limit(&mut self, n: u64) {
+        self.limit = Some(n);
+    }
+
     /// The registered subscription's id (`s-<n>`).
     pub fn subscription_id(&self) -> String {
         self.guard.id()
     }
 
     /// The next delivery, waiting for it; `Ok(None)` once the broker closes.
-    pub async fn next(&self) -> Result<Option<Out>, Error> {
-        let out = self.consumer.next(self.id).await?;
+    ///
+    /// With a [`limit`](Member::set_limit) reached, waits for ever (the caller's shutdown
+    /// arm ends it).
+    pub async fn next(&mut self) -> Result<Option<Out>, Error> {
+        if self.buffered.is_empty() {
+            let room = self.limit.map_or(MEMBER_BATCH as u64, |l| l - self.taken);
+            if room == 0 {
+                std::future::pending::<()>().await;
+            }
+            let max = room.min(MEMBER_BATCH as u64) as usize;
+            match self.consumer.next(self.id, max).await? {
+                None => return Ok(None),
+                Some(batch) => {
+                    self.taken += batch
+                        .iter()
+                        .filter(|o| matches!(o, Out::Event { .. }))
+                        .count() as u64;
+                    self.buffered.extend(batch)
+                }
+            }
+        }
+        let out = self.buffered.pop_front();
         if let Some(Out::Event { .. }) = &out {
             self.guard.delivered();
         }

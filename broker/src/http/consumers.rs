@@ -130,17 +130,63 @@ pub async fn acknowledge_one(
     Ok(axum::Json(serde_json::json!({"id": id, "status": status})).into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
+/// One entry of an ack batch: an event id (an ack), or `{"id", "op", "delay"}`.
 enum BatchEntry {
     Id(String),
     Op {
         id: String,
-        #[serde(default)]
         op: Option<String>,
-        #[serde(default)]
         delay: Option<String>,
     },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpEntry {
+    id: String,
+    #[serde(default)]
+    op: Option<String>,
+    #[serde(default)]
+    delay: Option<String>,
+}
+
+/// Deserialised by hand rather than as an untagged enum, which would buffer every entry
+/// before trying each form: this runs for every ack a busy consumer sends.
+impl<'de> serde::Deserialize<'de> for BatchEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BatchEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event id or an object {\"id\", \"op\", \"delay\"}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BatchEntry, E> {
+                Ok(BatchEntry::Id(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<BatchEntry, E> {
+                Ok(BatchEntry::Id(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BatchEntry, A::Error> {
+                let e = <OpEntry as serde::Deserialize>::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(BatchEntry::Op {
+                    id: e.id,
+                    op: e.op,
+                    delay: e.delay,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Appends `s` as a JSON string.
+fn push_json(out: &mut String, s: &str) {
+    out.push_str(&serde_json::Value::from(s).to_string());
 }
 
 /// `POST /v1/consumers/{name}/acks`: a JSON array of event ids (acks) or of
@@ -196,7 +242,9 @@ pub async fn acknowledge_batch(
         })
         .collect();
     let mut outcomes = c.acknowledge(&items).await.into_iter();
-    let mut results = Vec::with_capacity(parsed.len());
+    // Written by hand: one answer per entry, for every ack a busy consumer sends.
+    let mut body = String::with_capacity(32 + parsed.len() * 64);
+    body.push_str("{\"results\":[");
     for (id, v) in parsed {
         let r = match v {
             Err(e) => Err(e),
@@ -205,12 +253,30 @@ pub async fn acknowledge_batch(
                 .unwrap_or_else(|| Err(Error::internal("acknowledging", "missing outcome")))
                 .and_then(|o| status(o, &id, &name)),
         };
-        results.push(match r {
-            Ok(s) => serde_json::json!({"id": id, "status": s}),
-            Err(e) => {
-                serde_json::json!({"id": id, "error": {"code": e.code.as_str(), "message": e.message}})
+        if !body.ends_with('[') {
+            body.push(',');
+        }
+        body.push_str("{\"id\":");
+        push_json(&mut body, &id);
+        match r {
+            Ok(s) => {
+                body.push_str(",\"status\":\"");
+                body.push_str(s);
+                body.push_str("\"}");
             }
-        });
+            Err(e) => {
+                body.push_str(",\"error\":{\"code\":\"");
+                body.push_str(e.code.as_str());
+                body.push_str("\",\"message\":");
+                push_json(&mut body, &e.message);
+                body.push_str("}}");
+            }
+        }
     }
-    Ok(axum::Json(serde_json::json!({"results": results})).into_response())
+    body.push_str("]}");
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

@@ -84,7 +84,10 @@ pub fn router(broker: Broker) -> Router {
             get(consumers::get).delete(consumers::delete),
         )
         .route("/v1/consumers/{name}/seek", post(consumers::seek))
-        .route("/v1/consumers/{name}/acks", post(consumers::acknowledge_batch))
+        .route(
+            "/v1/consumers/{name}/acks",
+            post(consumers::acknowledge_batch),
+        )
         .route(
             "/v1/consumers/{name}/events/{id}/{op}",
             post(consumers::acknowledge_one),

@@ -179,7 +179,10 @@ async fn consumer_stream(
             )
         })?),
     };
-    let member = broker.attach(pattern, from, attach).await?;
+    let mut member = broker.attach(pattern, from, attach).await?;
+    if let Some(l) = limit {
+        member.set_limit(l);
+    }
     let consumer = member.consumer().clone();
     let info = consumer.info();
     let manual = info.ack == AckMode::Manual;
