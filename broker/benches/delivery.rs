@@ -77,9 +77,13 @@ async fn start() -> Server {
     config.log.fsync = FsyncPolicy::Never;
     let (broker, _) = Broker::open(config).await.expect("open");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(bus_broker::server::run(listener, broker.clone(), async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(bus_broker::server::run(
+        listener,
+        broker.clone(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Server {
         broker,
         addr,
@@ -114,7 +118,9 @@ async fn member(client: HttpClient, url: String, ids: mpsc::UnboundedSender<Stri
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return };
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         buf.extend_from_slice(data);
         let mut start = 0;
         while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
@@ -154,7 +160,12 @@ async fn acker(
             .expect("request");
         let resp = client.request(req).await.expect("ack");
         assert_eq!(resp.status(), 200, "ack refused");
-        let answer = resp.into_body().collect().await.expect("ack body").to_bytes();
+        let answer = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("ack body")
+            .to_bytes();
         // Counting the answers' statuses is enough to check them (and cheaper than parsing:
         // the client shares the cores with the broker).
         let text = String::from_utf8_lossy(&answer);
