@@ -479,7 +479,7 @@ impl Broker {
     pub(crate) fn register(&self, pattern: &Pattern, kind: &'static str) -> SubscriptionGuard {
         let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         let delivered = Arc::new(AtomicU64::new(0));
-        self.inner.subs.insert(&pattern, id);
+        self.inner.subs.insert(pattern, id);
         crate::storage::log::lock(&self.inner.sub_info).insert(
             id,
             SubEntry {

@@ -840,7 +840,8 @@ impl Consumer {
             let fresh = Subscription::open(self.broker.clone(), self.pattern.clone(), start, None)?;
             let positions = fresh.positions().into_iter().collect();
             *reader = fresh;
-            Ok::<_, Error>(lock(&self.state).reset(positions))
+            lock(&self.state).reset(positions);
+            Ok::<_, Error>(())
         }
         .await;
         self.seeking.store(false, Ordering::Release);
