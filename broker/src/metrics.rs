@@ -70,6 +70,14 @@ pub struct Metrics {
     namespaces: RwLock<BTreeMap<String, Arc<NamespaceCounters>>>,
     /// Time from receiving a publish to answering it durable.
     pub publish_latency: Histogram,
+    /// Acknowledgements answered `acked` (durable).
+    pub acked: AtomicU64,
+    /// Nacks (now or delayed).
+    pub nacked: AtomicU64,
+    /// Redeliveries (ack wait ran out, nack, holder left, restart).
+    pub redelivered: AtomicU64,
+    /// Dead letters published.
+    pub dead_lettered: AtomicU64,
 }
 
 impl Metrics {
@@ -175,6 +183,30 @@ impl Metrics {
             out,
             "# HELP bus_subscriptions Live subscriptions.\n# TYPE bus_subscriptions gauge\nbus_subscriptions {subscriptions}"
         );
+        for (name, help, v) in [
+            (
+                "bus_acks_total",
+                "Deliveries acknowledged (durably).",
+                &self.acked,
+            ),
+            ("bus_nacks_total", "Deliveries nacked.", &self.nacked),
+            (
+                "bus_redeliveries_total",
+                "Events delivered again to a consumer.",
+                &self.redelivered,
+            ),
+            (
+                "bus_dead_letters_total",
+                "Events published to a dead-letter subject.",
+                &self.dead_lettered,
+            ),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
         self.publish_latency.render(
             &mut out,
             "bus_publish_duration_seconds",

@@ -6,7 +6,7 @@ mod http_common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_common::{TestServer, WAIT, assert_time, h2c_client, metric, send, sse};
+use http_common::{TestServer, WAIT, assert_time, eventually, h2c_client, metric, send, sse};
 use hyper::{Method, StatusCode, Version};
 use serde_json::{Value, json};
 
@@ -271,4 +271,39 @@ async fn http2_prior_knowledge_serves_publish_pull_and_stream() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["events"][0]["payload"], json!({"name": "ada"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_acks_nacks_redeliveries_and_dead_letters() {
+    let s = TestServer::start_default().await;
+    let (mut st, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=m&ack=manual&max_deliver=2")
+        .await;
+    let a = s.publish("job.a", "a").await;
+    let b = s.publish("job.b", "b").await;
+    let c = s.publish("job.c", "c").await;
+    let id = |v: &Value| v["id"].as_str().expect("id").to_owned();
+    st.expect_events(3).await;
+    s.expect_ack("m", &id(&a), "ack", "acked").await;
+    s.expect_ack("m", &id(&b), "nack", "nacked").await;
+    // The nacked event comes back at once: one redelivery.
+    let again = st.expect_event().await.json();
+    assert_eq!(
+        (again["id"].as_str(), again["delivery_count"].as_u64()),
+        (Some(id(&b).as_str()), Some(2))
+    );
+    s.expect_ack("m", &id(&c), "term", "terminated").await;
+    let mut dead = s.subscribe("pattern=_bus_.dead.%3E&from=oldest").await;
+    let letter = dead.expect_event().await.json();
+    assert_eq!(letter["headers"]["bus-original-id"], id(&c));
+    let text = s.get("/metrics").await.text();
+    assert_eq!(metric(&text, "bus_acks_total"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "bus_nacks_total"), Some(1.0));
+    assert_eq!(metric(&text, "bus_redeliveries_total"), Some(1.0));
+    // Counted just after the dead letter is stored, so possibly after a reader saw it.
+    eventually("the dead letter is counted", || async {
+        let text = s.get("/metrics").await.text();
+        metric(&text, "bus_dead_letters_total") == Some(1.0)
+    })
+    .await;
 }

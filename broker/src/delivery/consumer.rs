@@ -544,6 +544,10 @@ impl Consumer {
                 self.spawn_dead_letters(dead, DeadReason::MaxDeliver);
             }
             if let Some((key, count)) = ready {
+                self.broker
+                    .metrics()
+                    .redelivered
+                    .fetch_add(1, Ordering::Relaxed);
                 self.wake_persister();
                 match self.read_back(&key)? {
                     ReadBack::Found(event) => {
@@ -688,6 +692,10 @@ impl Consumer {
         };
         match published {
             Ok(()) => {
+                self.broker
+                    .metrics()
+                    .dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
                 lock(&self.state).resolve(key);
                 self.changed.notify_waiters();
                 self.wake_persister();
@@ -824,6 +832,13 @@ impl Consumer {
                 })
                 .collect();
         }
+        let m = self.broker.metrics();
+        let nacked = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Outcome::Nacked)))
+            .count() as u64;
+        m.acked.fetch_add(acked.len() as u64, Ordering::Relaxed);
+        m.nacked.fetch_add(nacked, Ordering::Relaxed);
         let confirms = self.broker.confirmations();
         for key in &acked {
             confirms.acked(&key.ns, key.seq, &self.name);
