@@ -613,14 +613,17 @@ impl SseReader {
     }
 
     /// The next message (of any event type), skipping comments; `None` once the stream ended.
-    /// Panics when nothing arrives within [`WAIT`].
+    /// Panics when no message arrives within [`WAIT`], also while keep-alive comments do.
     pub async fn next_event(&mut self) -> Option<SseMessage> {
-        loop {
-            match self.next_item().await? {
-                Item::Message(m) => return Some(m),
-                Item::Comment => {}
+        within("the next SSE message", async {
+            loop {
+                match self.next_item().await? {
+                    Item::Message(m) => return Some(m),
+                    Item::Comment => {}
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Reads until a comment line arrives (panics on a message or the end of the stream).
