@@ -166,6 +166,54 @@ async fn durable_members_share_its_events_within_their_own_caps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_bounds_the_consumer_across_its_members() {
+    let s = TestServer::start_default().await;
+    // Each member may hold 2 (the consumer's bound is its default cap), the two together 2.
+    let q = "pattern=job.%3E&group=g&ack=manual&ack_wait=300ms&max_in_flight=2";
+    let (mut a, _) = s.attach(q).await;
+    let (mut b, hb) = s
+        .attach("pattern=job.%3E&group=g&ack=manual&ack_wait=300ms")
+        .await;
+    assert_eq!(hb["max_in_flight"], 2, "{hb}");
+    let mut ids = Vec::new();
+    for i in 1..=4 {
+        ids.push(put(&s, &format!("job.e{i}"), "x").await);
+    }
+    // e1 and e2 go out, then only come back (count 2) until an ack: e3 and e4 wait.
+    let got = read_both(&mut a, &mut b, 4).await;
+    let seen: Vec<(String, u64)> = got
+        .iter()
+        .map(|(_, e)| {
+            (
+                e["subject"].as_str().unwrap().to_owned(),
+                e["delivery_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut first = seen[..2].to_vec();
+    first.sort();
+    let mut second = seen[2..].to_vec();
+    second.sort();
+    assert_eq!(first, [d("job.e1", 1), d("job.e2", 1)], "{seen:?}");
+    assert_eq!(second, [d("job.e1", 2), d("job.e2", 2)], "{seen:?}");
+    // Acking both lets exactly e3 and e4 out.
+    let r = s.ack_batch("g", json!([ids[0], ids[1]]).to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let mut subjects = Vec::new();
+    while subjects.len() < 2 {
+        let (_, e) = read_both(&mut a, &mut b, 1).await.remove(0);
+        let subject = e["subject"].as_str().unwrap().to_owned();
+        // An e1 or e2 redelivery may still be on its way from before the acks.
+        if subject == "job.e3" || subject == "job.e4" {
+            assert_eq!(e["delivery_count"], 1, "{e}");
+            subjects.push(subject);
+        }
+    }
+    subjects.sort();
+    assert_eq!(subjects, ["job.e3", "job.e4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_leaving_member_held_goes_to_the_other_at_once() {
     for kind in ["group=g", "durable=g"] {
         let s = TestServer::start_default().await;
@@ -601,15 +649,20 @@ async fn the_listing_shows_each_consumer_s_settings_and_figures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledgement_errors_have_their_documented_codes() {
     let s = TestServer::start_default().await;
+    // Matching, but published before the consumer existed (it starts at newest).
+    let before = put(&s, "job.a.x", "before").await;
     let (mut w, _) = s
         .attach("pattern=job.a.%3E&durable=w&ack=manual&ack_wait=1h")
         .await;
     let (mut n, _) = s.attach("pattern=job.%3E&durable=n").await;
+    // Outside w's filter, in its namespace: below w's position once e1 is read.
+    let other_subject = put(&s, "job.b.x", "e0").await;
     let e1 = put(&s, "job.a.x", "e1").await;
-    let other_subject = put(&s, "job.b.x", "e2").await;
+    let after = put(&s, "job.a.x", "e2").await;
     let other_namespace = put(&s, "mail.x", "e3").await;
-    assert_eq!(next(&mut w).await, d("e1", 1));
-    assert_eq!(n.expect_event().await.json()["payload"], "e1");
+    assert_eq!(next_n(&mut w, 2).await, [d("e1", 1), d("e2", 1)]);
+    assert_eq!(n.expect_event().await.json()["payload"], "e0");
+    s.expect_ack("w", &after, "ack", "acked").await;
 
     // No such consumer, whatever the operation.
     for op in ["ack", "nack", "progress", "term"] {
@@ -651,8 +704,9 @@ async fn acknowledgement_errors_have_their_documented_codes() {
             .await
             .assert_error(StatusCode::BAD_REQUEST, "invalid_parameter");
     }
-    // Events the consumer never had: outside its filter, in another namespace.
-    for id in [&other_subject, &other_namespace] {
+    // Events the consumer never had: from before it existed, outside its filter, in another
+    // namespace.
+    for id in [&before, &other_subject, &other_namespace] {
         for op in ["ack", "nack", "progress", "term"] {
             s.ack_op("w", id, op)
                 .await

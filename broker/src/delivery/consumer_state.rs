@@ -98,6 +98,10 @@ pub struct Snapshot {
     pub next: BTreeMap<String, u64>,
     /// (namespace, sequence, deliveries so far) of every pending event.
     pub pending: Vec<(String, u64, u32)>,
+    /// Namespace → lowest sequence the consumer ever started reading at (absent in records
+    /// written before it existed: no floor).
+    #[serde(default)]
+    pub origin: BTreeMap<String, u64>,
 }
 
 /// The bookkeeping of one consumer.
@@ -109,6 +113,9 @@ pub struct ConsumerState {
     ready: BTreeSet<Key>,
     timers: BTreeSet<(Instant, Key)>,
     members: HashMap<MemberId, Member>,
+    /// Per namespace, the lowest sequence the consumer ever started reading at (creation,
+    /// seek): events below it were never delivered to it. Absent: read from the oldest.
+    origin: BTreeMap<Arc<str>, u64>,
     /// Redeliveries made (for the listing).
     redelivered: u64,
     /// Bumped by every change worth persisting.
@@ -125,6 +132,7 @@ impl ConsumerState {
             ready: BTreeSet::new(),
             timers: BTreeSet::new(),
             members: HashMap::new(),
+            origin: BTreeMap::new(),
             redelivered: 0,
             version: 0,
         }
@@ -139,6 +147,11 @@ impl ConsumerState {
             .next
             .into_iter()
             .map(|(ns, n)| (Arc::from(ns.as_str()), n))
+            .collect();
+        s.origin = snapshot
+            .origin
+            .into_iter()
+            .map(|(ns, n)| (s.intern(&ns), n))
             .collect();
         let mut dead = Vec::new();
         for (ns, seq, count) in snapshot.pending {
@@ -187,6 +200,11 @@ impl ConsumerState {
                 .iter()
                 .map(|(k, e)| (k.ns.to_string(), k.seq, e.count))
                 .collect(),
+            origin: self
+                .origin
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         }
     }
 
@@ -213,6 +231,8 @@ impl ConsumerState {
     /// Records where reading starts in `ns` (when the reader opens there).
     pub fn set_position(&mut self, ns: &str, next: u64) {
         let ns = self.intern(ns);
+        let o = self.origin.entry(ns.clone()).or_insert(next);
+        *o = (*o).min(next);
         let e = self.next.entry(ns).or_insert(next);
         *e = (*e).max(next);
         self.bump();
@@ -418,7 +438,8 @@ impl ConsumerState {
     /// Applies a verb to `key`; `dead` receives the key when it must be dead-lettered.
     pub fn apply(&mut self, key: &Key, verb: Verb, now: Instant) -> (Outcome, Option<Key>) {
         let Some(e) = self.pending.get(key) else {
-            return if self.was_read(&key.ns, key.seq) {
+            let before_start = self.origin.get(&key.ns).is_some_and(|o| key.seq < *o);
+            return if !before_start && self.was_read(&key.ns, key.seq) {
                 (Outcome::AlreadyResolved, None)
             } else {
                 (Outcome::NotDelivered, None)
@@ -507,6 +528,15 @@ impl ConsumerState {
         for m in self.members.values_mut() {
             m.held = 0;
         }
+        // Reading restarts at `positions`: the floor of what may have been delivered only
+        // goes down (a namespace not named is read from its oldest: no floor).
+        self.origin.retain(|ns, o| match positions.get(&**ns) {
+            Some(p) => {
+                *o = (*o).min(*p);
+                true
+            }
+            None => false,
+        });
         self.next = positions
             .into_iter()
             .map(|(k, v)| (Arc::from(k.as_str()), v))
@@ -639,6 +669,60 @@ mod tests {
         );
         s.expire(now + delay);
         assert_eq!(s.take_ready(2, now + delay), Some((k, 2)));
+    }
+
+    #[test]
+    fn events_before_where_the_consumer_started_were_never_delivered() {
+        let now = Instant::now();
+        let mut s = manual(None, 10);
+        s.join(1, None);
+        s.set_position("n", 5);
+        s.deliver_new(1, Key::new("n", 6), now);
+        assert_eq!(s.apply(&Key::new("n", 6), Verb::Ack, now).0, Outcome::Acked);
+        assert_eq!(
+            s.apply(&Key::new("n", 6), Verb::Ack, now).0,
+            Outcome::AlreadyResolved
+        );
+        assert_eq!(
+            s.apply(&Key::new("n", 4), Verb::Ack, now).0,
+            Outcome::NotDelivered
+        );
+        // Kept across a restart.
+        let (r, _) = ConsumerState::restore(s.settings().clone(), s.snapshot());
+        let mut r = r;
+        assert_eq!(
+            r.apply(&Key::new("n", 4), Verb::Ack, now).0,
+            Outcome::NotDelivered
+        );
+        // A seek further on keeps the floor; one back lowers it; one from the oldest drops it.
+        r.reset(BTreeMap::from([("n".to_owned(), 9)]));
+        assert_eq!(
+            r.apply(&Key::new("n", 6), Verb::Ack, now).0,
+            Outcome::AlreadyResolved
+        );
+        assert_eq!(
+            r.apply(&Key::new("n", 4), Verb::Ack, now).0,
+            Outcome::NotDelivered
+        );
+        r.reset(BTreeMap::from([("n".to_owned(), 2)]));
+        r.next.insert(Arc::from("n"), 9);
+        assert_eq!(
+            r.apply(&Key::new("n", 4), Verb::Ack, now).0,
+            Outcome::AlreadyResolved
+        );
+        r.reset(BTreeMap::new());
+        r.next.insert(Arc::from("n"), 9);
+        assert_eq!(
+            r.apply(&Key::new("n", 1), Verb::Ack, now).0,
+            Outcome::AlreadyResolved
+        );
+        // Records written before the floor existed read back without one.
+        let old: Snapshot = serde_json::from_str(r#"{"next":{"n":9},"pending":[]}"#).unwrap();
+        let (mut o, _) = ConsumerState::restore(s.settings().clone(), old);
+        assert_eq!(
+            o.apply(&Key::new("n", 1), Verb::Ack, now).0,
+            Outcome::AlreadyResolved
+        );
     }
 
     #[test]
