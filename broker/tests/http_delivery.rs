@@ -653,6 +653,27 @@ async fn a_durable_resumes_after_a_graceful_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_delivery_held_at_a_restart_is_dead_lettered_once() {
+    let mut s = TestServer::start_default().await;
+    let q = "pattern=job.%3E&durable=w&ack=manual&ack_wait=1h&max_deliver=1";
+    let (mut st, _) = s.attach(q).await;
+    let e1 = put(&s, "job.run", "e1").await;
+    assert_eq!(next(&mut st).await, d("e1", 1));
+    // Its only delivery ends with the broker (or with the member at shutdown).
+    s.restart().await;
+    drop(st);
+    let mut dead = s.subscribe("pattern=_bus_.dead.%3E&from=oldest").await;
+    expect_dead_letter(&mut dead, "w", &e1, "job.run", 1, "max_deliver").await;
+    // Not redelivered, and not dead-lettered twice: the next dead letter is e2's.
+    let (mut st, _) = s.attach(q).await;
+    let e2 = put(&s, "job.run", "e2").await;
+    assert_eq!(next(&mut st).await, d("e2", 1));
+    s.expect_ack("w", &e2, "term", "terminated").await;
+    expect_dead_letter(&mut dead, "w", &e2, "job.run", 1, "terminated").await;
+    s.expect_ack("w", &e1, "ack", "already_acked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_created_from_newest_does_not_replay_history_after_a_restart() {
     let mut s = TestServer::start_default().await;
     put(&s, "job.run", "old").await;
