@@ -858,3 +858,63 @@ async fn a_malformed_ack_batch_is_refused_whole() {
     assert_eq!(results[0]["status"], "acked");
     assert!(results[1..].iter().all(|x| x["status"] == "already_acked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_wins_over_pending_deliveries_with_a_gap_notice() {
+    const EVENTS: u64 = 100;
+    let s = TestServer::start(|c| {
+        c.log.fsync = bus_broker::storage::FsyncPolicy::Never;
+        c.log.segment_bytes = 4096;
+        c.log.retention.max_events = Some(5);
+    })
+    .await;
+    let query = "pattern=user.%3E&from=oldest&durable=r&ack=manual&ack_wait=1h&max_in_flight=3";
+    let (mut st, _) = s.attach(query).await;
+    let payload = "p".repeat(100);
+    for _ in 0..3 {
+        s.publish("user.a", &payload).await;
+    }
+    let held: Vec<u64> = st
+        .expect_events(3)
+        .await
+        .iter()
+        .map(|m| m.json()["sequence"].as_u64().expect("sequence"))
+        .collect();
+    assert_eq!(held, vec![1, 2, 3]);
+    for _ in 3..EVENTS {
+        s.publish("user.a", &payload).await;
+    }
+    // Retention runs when a segment rolls: wait until it deleted what the consumer holds.
+    eventually("retention deletes the held events", || async {
+        let ns = s.get_json("/v1/namespaces/user").await;
+        ns["first_sequence"].as_u64().expect("first_sequence") > 3
+    })
+    .await;
+    // The holder leaves; the next member is told of the gap instead of getting the events,
+    // and delivery resumes at the oldest retained event.
+    drop(st);
+    let (mut st, _) = s.attach(query).await;
+    let mut gaps = Vec::new();
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        let m = st.next_event().await.expect("a message");
+        let v = m.json();
+        match m.event.as_deref() {
+            Some("gap") => gaps.push(v),
+            None => {
+                assert_eq!(v["delivery_count"], 1, "{v}");
+                seqs.push(v["sequence"].as_u64().expect("sequence"));
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert!(!gaps.is_empty(), "a gap notice comes first");
+    assert!(gaps.iter().all(|g| g["namespace"] == "user"), "{gaps:?}");
+    assert_eq!(gaps[0]["missed_from"], 1, "{gaps:?}");
+    let resume = gaps.last().and_then(|g| g["resume_at"].as_u64());
+    assert!(seqs[0] > 3, "{seqs:?}");
+    assert_eq!(Some(seqs[0]), resume, "{gaps:?}");
+    assert_eq!(seqs, vec![seqs[0], seqs[0] + 1, seqs[0] + 2]);
+    let c = s.consumer("r").await;
+    assert_eq!(c["pending"], 3, "only the new deliveries are pending: {c}");
+}
