@@ -126,6 +126,8 @@ pub struct Subscription {
     next_rr: usize,
     /// Registration in the broker's subscription table; removed on drop.
     guard: Option<SubscriptionGuard>,
+    /// Whether deliveries carry their cursor (consumers keep their own positions).
+    cursors: bool,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -166,6 +168,7 @@ impl Subscription {
             namespaces,
             next_rr: 0,
             guard,
+            cursors: true,
         };
         for ns in sub.candidate_namespaces() {
             let log = sub.broker.log(&ns).ok_or_else(|| {
@@ -229,6 +232,13 @@ impl Subscription {
             }
         }
         Ok(())
+    }
+
+    /// Stops computing a cursor for each delivery (theirs is then empty): for readers whose
+    /// owner records positions itself.
+    pub(crate) fn without_cursors(mut self) -> Subscription {
+        self.cursors = false;
+        self
     }
 
     /// The next sequence to read in every namespace with a reader.
@@ -304,7 +314,11 @@ impl Subscription {
                 Some(Delivery::Event {
                     namespace,
                     event,
-                    cursor: self.cursor(),
+                    cursor: if self.cursors {
+                        self.cursor()
+                    } else {
+                        String::new()
+                    },
                 })
             }
         }

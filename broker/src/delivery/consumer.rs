@@ -212,7 +212,8 @@ impl Consumer {
         start: &StartSpec,
         settings: ConsumerSettings,
     ) -> Result<Arc<Consumer>, Error> {
-        let reader = Subscription::open(broker.clone(), pattern.clone(), start, None)?;
+        let reader =
+            Subscription::open(broker.clone(), pattern.clone(), start, None)?.without_cursors();
         let mut state = ConsumerState::new(settings);
         for (ns, next) in reader.positions() {
             state.set_position(&ns, next);
@@ -243,7 +244,8 @@ impl Consumer {
             pattern.clone(),
             &StartSpec::Positions(positions),
             None,
-        )?;
+        )?
+        .without_cursors();
         let c = Consumer::build(
             broker,
             record.name,
@@ -788,7 +790,9 @@ impl Consumer {
         let version = {
             let mut st = lock(&self.state);
             for (item, key) in items.iter().zip(&keys) {
-                results.push(key.clone().map(|key| {
+                results.push(key.as_ref().map_err(Clone::clone).map(|key| {
+                    // Shares the namespace's text with the state: cheaper comparisons.
+                    let key = st.key(&key.ns, key.seq);
                     let (outcome, d) = st.apply(&key, item.verb, now);
                     if outcome == Outcome::Acked {
                         acked.push(key);
@@ -852,7 +856,8 @@ impl Consumer {
         self.changed.notify_waiters();
         let result = async {
             let mut reader = self.reader.lock().await;
-            let fresh = Subscription::open(self.broker.clone(), self.pattern.clone(), start, None)?;
+            let fresh = Subscription::open(self.broker.clone(), self.pattern.clone(), start, None)?
+                .without_cursors();
             let positions = fresh.positions().into_iter().collect();
             *reader = fresh;
             lock(&self.state).reset(positions);

@@ -26,12 +26,36 @@ use super::settings::{AckMode, ConsumerSettings};
 pub type MemberId = u64;
 
 /// An event of the consumer: namespace and sequence.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Eq)]
 pub struct Key {
     /// The namespace.
     pub ns: Arc<str>,
     /// The sequence in it.
     pub seq: u64,
+}
+
+// Ordered by namespace text, then sequence. Keys of one consumer share their namespace's
+// text (see [`ConsumerState::key`]), so the common comparison is a pointer test, not a
+// string comparison: these run for every delivery and ack.
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.ns, &other.ns) {
+            return self.seq.cmp(&other.seq);
+        }
+        self.ns.cmp(&other.ns).then(self.seq.cmp(&other.seq))
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.seq == other.seq && (Arc::ptr_eq(&self.ns, &other.ns) || self.ns == other.ns)
+    }
 }
 
 impl Key {
