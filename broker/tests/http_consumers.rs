@@ -11,41 +11,9 @@ mod http_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use http_common::{Resp, SseMessage, SseReader, TestServer, assert_time, eventually};
+use http_common::{Resp, SseReader, TestServer, assert_time, d, eventually, next, next_n, put};
 use hyper::StatusCode;
 use serde_json::{Value, json};
-
-/// `(payload, delivery_count)` of a consumer delivery.
-fn delivery(m: &SseMessage) -> (String, u64) {
-    let e = m.json();
-    (
-        e["payload"].as_str().expect("text payload").to_owned(),
-        e["delivery_count"].as_u64().expect("delivery_count"),
-    )
-}
-
-async fn next(st: &mut SseReader) -> (String, u64) {
-    delivery(&st.expect_event().await)
-}
-
-async fn next_n(st: &mut SseReader, n: usize) -> Vec<(String, u64)> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(next(st).await);
-    }
-    out
-}
-
-fn d(payload: &str, count: u64) -> (String, u64) {
-    (payload.to_owned(), count)
-}
-
-async fn put(s: &TestServer, subject: &str, payload: &str) -> String {
-    s.publish(subject, payload).await["id"]
-        .as_str()
-        .expect("receipt id")
-        .to_owned()
-}
 
 /// Reads from two members until `n` deliveries arrived between them; returns (member index,
 /// event JSON) in arrival order.

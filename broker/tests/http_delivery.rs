@@ -13,62 +13,11 @@ mod http_common;
 
 use std::time::{Duration, Instant};
 
-use http_common::{SseMessage, SseReader, TestServer, enc, eventually, send, within};
+use http_common::{
+    SseReader, TestServer, d, enc, eventually, name_of, next, next_n, put, send, within,
+};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// `(payload, delivery_count)` of a consumer delivery; also checks that its SSE id is the
-/// event id.
-fn delivery(m: &SseMessage) -> (String, u64) {
-    let e = m.json();
-    assert_eq!(
-        m.id.as_deref(),
-        e["id"].as_str(),
-        "a consumer delivery's SSE id is the event id: {m:?}"
-    );
-    (
-        e["payload"]
-            .as_str()
-            .unwrap_or_else(|| panic!("text payload in {e}"))
-            .to_owned(),
-        e["delivery_count"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("delivery_count in {e}")),
-    )
-}
-
-/// The next delivery as `(payload, delivery_count)`.
-async fn next(st: &mut SseReader) -> (String, u64) {
-    delivery(&st.expect_event().await)
-}
-
-/// The next `n` deliveries as `(payload, delivery_count)`.
-async fn next_n(st: &mut SseReader, n: usize) -> Vec<(String, u64)> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(next(st).await);
-    }
-    out
-}
-
-fn d(payload: &str, count: u64) -> (String, u64) {
-    (payload.to_owned(), count)
-}
-
-/// Publishes `payload` on `subject` and returns the event id.
-async fn put(s: &TestServer, subject: &str, payload: &str) -> String {
-    s.publish(subject, payload).await["id"]
-        .as_str()
-        .expect("receipt id")
-        .to_owned()
-}
-
-fn name_of(hello: &Value) -> String {
-    hello["consumer"]
-        .as_str()
-        .expect("consumer name")
-        .to_owned()
-}
 
 /// The next dead letter on a `_bus_.dead.>` stream, checked for the documented shape;
 /// returns its event JSON.

@@ -118,40 +118,16 @@ impl Consumers {
         };
         let member = self.next_member.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = self.try_join(&name, kind, &pattern, &a, member)? {
-            return Ok(Member {
-                consumer: m,
-                id: member,
-                buffered: Default::default(),
-                limit: None,
-                taken: 0,
-                guard,
-                broker: broker.clone(),
-            });
+            return Ok(Member::new(m, member, guard, broker));
         }
         let _creating = self.creating.lock().await;
         if let Some(m) = self.try_join(&name, kind, &pattern, &a, member)? {
-            return Ok(Member {
-                consumer: m,
-                id: member,
-                buffered: Default::default(),
-                limit: None,
-                taken: 0,
-                guard,
-                broker: broker.clone(),
-            });
+            return Ok(Member::new(m, member, guard, broker));
         }
         let c = Consumer::create(broker, name.clone(), kind, pattern, &start, a.settings).await?;
         c.join(member, a.member_max);
         lock(&self.map).insert(name, c.clone());
-        Ok(Member {
-            consumer: c,
-            id: member,
-            buffered: Default::default(),
-            limit: None,
-            taken: 0,
-            guard,
-            broker: broker.clone(),
-        })
+        Ok(Member::new(c, member, guard, broker))
     }
 
     fn try_join(
@@ -236,6 +212,23 @@ pub struct Member {
 }
 
 impl Member {
+    fn new(
+        consumer: Arc<Consumer>,
+        id: MemberId,
+        guard: SubscriptionGuard,
+        broker: &Broker,
+    ) -> Member {
+        Member {
+            consumer,
+            id,
+            buffered: Default::default(),
+            limit: None,
+            taken: 0,
+            guard,
+            broker: broker.clone(),
+        }
+    }
+
     /// The consumer.
     pub fn consumer(&self) -> &Arc<Consumer> {
         &self.consumer

@@ -112,18 +112,28 @@ pub async fn stream(
                     yield Ok(SseEvent::default().id(cursor).data(crate::event::to_json(&event, &namespace, None)));
                 }
                 Some(Ok(Some(Delivery::Gap { namespace, missed_from, resume_at }))) => {
-                    let gap = serde_json::json!({"namespace": namespace, "missed_from": missed_from, "resume_at": resume_at});
-                    yield Ok(SseEvent::default().event("gap").data(gap.to_string()));
+                    yield Ok(gap_event(&namespace, missed_from, resume_at));
                 }
                 Some(Err(e)) => {
-                    let err = serde_json::json!({"code": e.code.as_str(), "message": e.message});
-                    yield Ok(SseEvent::default().event("error").data(err.to_string()));
+                    yield Ok(error_event(&e));
                     break;
                 }
             }
         }
     };
     Ok(sse_response(events, heartbeat))
+}
+
+/// `event: gap`: events `missed_from..resume_at` of `namespace` were deleted by retention.
+fn gap_event(namespace: &str, missed_from: u64, resume_at: u64) -> SseEvent {
+    let gap = serde_json::json!({"namespace": namespace, "missed_from": missed_from, "resume_at": resume_at});
+    SseEvent::default().event("gap").data(gap.to_string())
+}
+
+/// `event: error`: the stream ends because of `e`.
+fn error_event(e: &Error) -> SseEvent {
+    let err = serde_json::json!({"code": e.code.as_str(), "message": e.message});
+    SseEvent::default().event("error").data(err.to_string())
 }
 
 fn sse_response(
@@ -229,12 +239,10 @@ async fn consumer_stream(
                     yield Ok(SseEvent::default().id(event.id.clone()).data(json));
                 }
                 Some(Ok(Some(Out::Gap { namespace, missed_from, resume_at }))) => {
-                    let gap = serde_json::json!({"namespace": namespace, "missed_from": missed_from, "resume_at": resume_at});
-                    yield Ok(SseEvent::default().event("gap").data(gap.to_string()));
+                    yield Ok(gap_event(&namespace, missed_from, resume_at));
                 }
                 Some(Err(e)) => {
-                    let err = serde_json::json!({"code": e.code.as_str(), "message": e.message});
-                    yield Ok(SseEvent::default().event("error").data(err.to_string()));
+                    yield Ok(error_event(&e));
                     break;
                 }
             }
