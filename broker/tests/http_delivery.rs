@@ -335,6 +335,9 @@ async fn term_dead_letters_at_once_and_never_redelivers() {
     let e1 = r["id"].as_str().unwrap().to_owned();
     assert_eq!(next(&mut st).await, d("e1", 1));
     s.expect_ack(&name, &e1, "term", "terminated").await;
+    // Answered once the dead letter is stored and the event is no longer pending (so a
+    // crash after the answer cannot bring it back).
+    assert_eq!(s.consumer(&name).await["pending"], 0);
     let letter = expect_dead_letter(&mut dead, &name, &e1, "job.run", 1, "terminated").await;
     assert_eq!(letter["payload"], "e1", "{letter}");
     assert_eq!(letter["headers"]["k"], "v", "{letter}");

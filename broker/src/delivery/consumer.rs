@@ -685,7 +685,7 @@ impl Consumer {
 
     /// Publishes the dead letter of `key`, then forgets the event. On failure the event
     /// stays pending (and counted), and is dead-lettered again after a restart.
-    async fn dead_letter(&self, key: &Key, reason: DeadReason) {
+    async fn dead_letter(&self, key: &Key, reason: DeadReason) -> bool {
         let count = lock(&self.state).count(key).unwrap_or(0);
         let published = match self.read_back(key) {
             Ok(ReadBack::Found(e)) => self.publish_dead_letter(e, count, reason).await,
@@ -701,9 +701,11 @@ impl Consumer {
                 lock(&self.state).resolve(key);
                 self.changed.notify_waiters();
                 self.wake_persister();
+                true
             }
             Err(e) => {
                 tracing::error!(consumer = %self.name, namespace = %key.ns, sequence = key.seq, error = %e.message, "publishing a dead letter");
+                false
             }
         }
     }
@@ -818,12 +820,30 @@ impl Consumer {
         }
         self.changed.notify_waiters();
         self.wake_persister();
-        if !terminated.is_empty() {
-            self.spawn_dead_letters(terminated, DeadReason::Terminated);
-        }
         if !exhausted.is_empty() {
             self.spawn_dead_letters(exhausted, DeadReason::MaxDeliver);
         }
+        // A `term` is answered once its dead letter is stored and the event is no longer
+        // pending in durable state: a crash after the answer cannot bring it back.
+        let mut undead = Vec::new();
+        for key in &terminated {
+            if !self.dead_letter(key, DeadReason::Terminated).await {
+                undead.push(key.clone());
+            }
+        }
+        if !undead.is_empty() {
+            for (r, key) in results.iter_mut().zip(&keys) {
+                if let (Ok(Outcome::Terminated), Ok(k)) = (&r, key)
+                    && undead.contains(k)
+                {
+                    *r = Err(Error::new(
+                        ErrorCode::ReadOnly,
+                        "the dead letter could not be stored; the event stays pending (see the broker log)",
+                    ));
+                }
+            }
+        }
+        let version = lock(&self.state).version().max(version);
         let needs_durable = results
             .iter()
             .any(|r| matches!(r, Ok(Outcome::Acked | Outcome::Terminated)));
