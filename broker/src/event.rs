@@ -30,7 +30,7 @@ enum Payload<'a> {
 }
 
 /// Appends `s` as a JSON string (RFC 8259 escapes; control characters as `\u00XX`).
-fn push_json_str(out: &mut String, s: &str) {
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
     if !s.bytes().any(needs) {

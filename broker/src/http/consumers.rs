@@ -14,6 +14,7 @@ use crate::delivery::consumers::unknown;
 use crate::delivery::settings::parse_delay;
 use crate::delivery::{AckItem, Consumer, Outcome, Verb};
 use crate::error::{Error, ErrorCode};
+use crate::event::push_json_str;
 use crate::subscription::StartSpec;
 
 /// Most acknowledgements in one batch.
@@ -184,11 +185,6 @@ impl<'de> serde::Deserialize<'de> for BatchEntry {
     }
 }
 
-/// Appends `s` as a JSON string.
-fn push_json(out: &mut String, s: &str) {
-    out.push_str(&serde_json::Value::from(s).to_string());
-}
-
 /// `POST /v1/consumers/{name}/acks`: a JSON array of event ids (acks) or of
 /// `{"id", "op", "delay"}` objects; answers each in order.
 pub async fn acknowledge_batch(
@@ -257,7 +253,7 @@ pub async fn acknowledge_batch(
             body.push(',');
         }
         body.push_str("{\"id\":");
-        push_json(&mut body, &id);
+        push_json_str(&mut body, &id);
         match r {
             Ok(s) => {
                 body.push_str(",\"status\":\"");
@@ -268,7 +264,7 @@ pub async fn acknowledge_batch(
                 body.push_str(",\"error\":{\"code\":\"");
                 body.push_str(e.code.as_str());
                 body.push_str("\",\"message\":");
-                push_json(&mut body, &e.message);
+                push_json_str(&mut body, &e.message);
                 body.push_str("}}");
             }
         }

@@ -213,16 +213,10 @@ async fn consumer_stream(
         yield Ok::<_, Infallible>(
             SseEvent::default().event("subscribed").retry(Duration::from_millis(1000)).data(hello.to_string()),
         );
-        let mut delivered = 0u64;
         loop {
-            if limit.is_some_and(|l| delivered >= l) {
-                // Took its share: hold what it has (so that it can still ack it) until the
-                // client disconnects or the broker stops.
-                token.cancelled().await;
-                yield Ok(SseEvent::default().event("shutdown").data("{}"));
-                break;
-            }
-            // Shutdown first: closing the broker also retires its consumers.
+            // Shutdown first: closing the broker also retires its consumers. A member that
+            // took its `limit` waits here (holding what it has, so that it can still ack it)
+            // until the client disconnects or the broker stops.
             let next = tokio::select! {
                 biased;
                 _ = token.cancelled() => None,
@@ -234,7 +228,6 @@ async fn consumer_stream(
                     break;
                 }
                 Some(Ok(Some(Out::Event { namespace, event, count }))) => {
-                    delivered += 1;
                     let json = crate::event::to_json(&event, &namespace, manual.then_some(count));
                     yield Ok(SseEvent::default().id(event.id.clone()).data(json));
                 }
