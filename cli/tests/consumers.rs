@@ -68,23 +68,26 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// `bus get` of two `job.>` events through durable `d`, acking each after printing it.
+const AUTO_GET_D_2: [&str; 11] = [
+    "get",
+    "job.>",
+    "--from",
+    "oldest",
+    "--ack",
+    "auto",
+    "--durable",
+    "d",
+    "--count",
+    "2",
+    "--json",
+];
+
 #[test]
 fn get_ack_auto_with_a_durable_acks_what_it_printed() {
     let b = TestBroker::start();
     publish(&b, "job.run", 2);
-    let args = [
-        "get",
-        "job.>",
-        "--from",
-        "oldest",
-        "--ack",
-        "auto",
-        "--durable",
-        "d",
-        "--count",
-        "2",
-        "--json",
-    ];
+    let args = AUTO_GET_D_2;
     let o = ok(run(&mut b.bus(&args)));
     let first = json_lines(&o);
     assert_eq!(sequences(&first), [1, 2]);
@@ -114,26 +117,14 @@ fn get_ack_auto_with_a_durable_acks_what_it_printed() {
     assert_eq!(c["positions"]["job"], 5, "{c}");
 }
 
-/// As above, with more events published than the first run prints: each ack frees room,
-/// so the broker may hand the first run events it exits without printing; they must come
-/// back to the second run.
+/// As above, with more events published than the first run prints: the events it does not
+/// print (it takes only `--count`, `limit=N`) go to the second run, and nothing acked comes
+/// back.
 #[test]
 fn get_ack_auto_with_a_durable_resumes_after_what_it_acked() {
     let b = TestBroker::start();
     publish(&b, "job.run", 4);
-    let args = [
-        "get",
-        "job.>",
-        "--from",
-        "oldest",
-        "--ack",
-        "auto",
-        "--durable",
-        "d",
-        "--count",
-        "2",
-        "--json",
-    ];
+    let args = AUTO_GET_D_2;
     let o = ok(run(&mut b.bus(&args)));
     assert_eq!(sequences(&json_lines(&o)), [1, 2]);
     let o = ok(run(&mut b.bus(&args)));
@@ -156,8 +147,8 @@ fn get_ack_auto_with_a_durable_resumes_after_what_it_acked() {
     assert_eq!(c["pending"], 0, "{c}");
 }
 
-/// The broker rule behind the test above, on its own: what a member held when it left goes
-/// to the next member at once.
+/// What a member held when it left (here: printed, never acked) goes to the next member at
+/// once, with its delivery count one higher.
 #[test]
 fn a_member_that_leaves_hands_its_deliveries_back() {
     let b = TestBroker::start();

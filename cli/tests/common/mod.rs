@@ -31,23 +31,32 @@ pub fn bus() -> Command {
     c
 }
 
-/// Waits for `child` at most [`RUN_TIMEOUT`], killing it past that.
-pub fn wait(mut child: Child) -> Output {
+/// Polls `child` until it exits or [`RUN_TIMEOUT`] passes (`None`). Polling: a child's exit
+/// announces itself to no one we can await without a runtime.
+fn exit_within_timeout(child: &mut Child) -> Option<ExitStatus> {
     let deadline = Instant::now() + RUN_TIMEOUT;
     loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "bus did not exit within {RUN_TIMEOUT:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits for `child` at most [`RUN_TIMEOUT`], killing it past that.
+pub fn wait(mut child: Child) -> Output {
+    if exit_within_timeout(&mut child).is_none() {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        panic!(
+            "bus did not exit within {RUN_TIMEOUT:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.wait_with_output().expect("output")
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -166,17 +175,13 @@ impl Drop for TestBroker {
 
 /// Waits for `child` to exit, at most [`RUN_TIMEOUT`]; kills it and panics past that.
 pub fn wait_status(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
+    match exit_within_timeout(child) {
+        Some(status) => status,
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             panic!("{what} did not exit within {RUN_TIMEOUT:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
