@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::{Attach, Confirmations, Consumers, Member};
 use crate::error::{Error, ErrorCode};
+use crate::inboxes::Inboxes;
 use crate::metrics::Metrics;
 use crate::storage::{
     DiskStorage, EventLog, NewEvent, OpenReport, Receipt, StateStore, Storage, StorageError,
@@ -128,6 +129,7 @@ struct Inner {
     shutdown: CancellationToken,
     consumers: Consumers,
     confirmations: Confirmations,
+    inboxes: Inboxes,
 }
 
 /// The broker. Cloning is cheap (a reference count).
@@ -194,6 +196,7 @@ impl Broker {
                 shutdown: CancellationToken::new(),
                 consumers: Consumers::default(),
                 confirmations: Confirmations::default(),
+                inboxes: Inboxes::default(),
             }),
         };
         let restored = broker
@@ -240,6 +243,11 @@ impl Broker {
     /// Publishes waiting for acks.
     pub fn confirmations(&self) -> &Confirmations {
         &self.inner.confirmations
+    }
+
+    /// Requests waiting for replies.
+    pub fn inboxes(&self) -> &Inboxes {
+        &self.inner.inboxes
     }
 
     /// The broker's own durable state.
@@ -307,7 +315,7 @@ impl Broker {
             .flatten()
     }
 
-    fn check_allowed(&self, namespace: &str) -> Result<(), Error> {
+    pub(crate) fn check_allowed(&self, namespace: &str) -> Result<(), Error> {
         if let Some(allowed) = &self.inner.config.namespaces
             && !is_reserved_namespace(namespace)
             && !allowed.iter().any(|a| a == namespace)
@@ -367,9 +375,10 @@ impl Broker {
         })
     }
 
-    fn check_subject(subject: &str) -> Result<Subject, Error> {
+    /// A subject events may be stored under. Inboxes are never stored: a reply goes through
+    /// [`Broker::reply`], so here every inbox counts as not live.
+    pub(crate) fn check_subject(subject: &str) -> Result<Subject, Error> {
         let s = Subject::parse(subject).map_err(Error::subject)?;
-        // Replies to inboxes arrive with request/reply; until then no inbox is live.
         s.check_publish(|_| false).map_err(Error::subject)?;
         Ok(s)
     }

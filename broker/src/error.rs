@@ -50,6 +50,16 @@ pub enum ErrorCode {
     ReadOnly,
     /// 503: the broker is stopping.
     ShuttingDown,
+    /// 404: a reply to an inbox no request waits on (timed out, answered, or never opened).
+    UnknownInbox,
+    /// 429: too many requests wait for replies already.
+    TooManyRequests,
+    /// 502: the responder answered a request with an error reply.
+    ReplyError,
+    /// 503: no live subscription matches a request's subject.
+    NoResponders,
+    /// 504: no reply came before the request's timeout.
+    Timeout,
     /// 500: anything else.
     Internal,
 }
@@ -78,6 +88,11 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::UnknownInbox => "unknown_inbox",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::ReplyError => "reply_error",
+            ErrorCode::NoResponders => "no_responders",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
         }
     }
@@ -97,11 +112,15 @@ impl ErrorCode {
             | ErrorCode::UnknownEvent
             | ErrorCode::NotFound
             | ErrorCode::UnknownConsumer
-            | ErrorCode::NotDelivered => 404,
+            | ErrorCode::NotDelivered
+            | ErrorCode::UnknownInbox => 404,
             ErrorCode::ConsumerConflict | ErrorCode::NotHeld => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::ReadOnly | ErrorCode::ShuttingDown => 503,
+            ErrorCode::TooManyRequests => 429,
+            ErrorCode::ReplyError => 502,
+            ErrorCode::ReadOnly | ErrorCode::ShuttingDown | ErrorCode::NoResponders => 503,
+            ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
         }
     }

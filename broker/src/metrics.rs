@@ -78,6 +78,16 @@ pub struct Metrics {
     pub redelivered: AtomicU64,
     /// Dead letters published.
     pub dead_lettered: AtomicU64,
+    /// Requests answered by a reply.
+    pub requests_replied: AtomicU64,
+    /// Requests answered by an error reply.
+    pub requests_failed: AtomicU64,
+    /// Requests refused because nothing subscribed to their subject.
+    pub requests_no_responders: AtomicU64,
+    /// Requests that got no reply in time (or whose caller left first).
+    pub requests_timed_out: AtomicU64,
+    /// Replies dropped: late, a second answer, or to an inbox that never was.
+    pub replies_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -207,6 +217,24 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP bus_requests_total Requests by outcome.\n# TYPE bus_requests_total counter"
+        );
+        for (outcome, v) in [
+            ("replied", &self.requests_replied),
+            ("error", &self.requests_failed),
+            ("no_responders", &self.requests_no_responders),
+            ("timeout", &self.requests_timed_out),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "bus_requests_total{{outcome=\"{outcome}\"}} {v}");
+        }
+        let v = self.replies_dropped.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP bus_replies_dropped_total Replies no request waited for (late, repeated, unknown).\n# TYPE bus_replies_dropped_total counter\nbus_replies_dropped_total {v}"
+        );
         self.publish_latency.render(
             &mut out,
             "bus_publish_duration_seconds",

@@ -14,6 +14,7 @@ pub mod consumers;
 pub mod error;
 pub mod manage;
 pub mod publish;
+pub mod request;
 pub mod stream;
 
 /// Every route, as (method, path) in the router's syntax; the OpenAPI test checks this list
@@ -22,6 +23,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/events/{subject}"),
     ("POST", "/v1/events"),
     ("GET", "/v1/events"),
+    ("POST", "/v1/requests/{subject}"),
     ("GET", "/v1/stream"),
     ("GET", "/v1/namespaces"),
     ("GET", "/v1/namespaces/{name}"),
@@ -74,6 +76,7 @@ pub fn router(broker: Broker) -> Router {
     let app = Router::new()
         .route("/v1/events/{subject}", post(publish::publish_one))
         .route("/v1/events", post(publish::publish_batch).get(stream::pull))
+        .route("/v1/requests/{subject}", post(request::request))
         .route("/v1/stream", get(stream::stream))
         .route("/v1/namespaces", get(manage::namespaces))
         .route("/v1/namespaces/{name}", get(manage::namespace))

@@ -99,17 +99,18 @@ fn confirm_params(
     Ok(Some((n, timeout)))
 }
 
-/// `POST /v1/events/{subject}`.
-pub async fn publish_one(
-    State(broker): State<Broker>,
-    subject: Result<Path<String>, PathRejection>,
-    query: super::stream::Params,
-    headers: HeaderMap,
+/// Subjects of this prefix are replies: handed to the waiting request, never stored.
+const INBOX_PREFIX: &str = "_inbox.";
+
+/// One event as a single publish or a request carries it: `subject` from the path, the
+/// payload from the body, event headers from `Bus-Header-*`, the dedup id from `Bus-Msg-Id`,
+/// the reply subject from `Bus-Reply-To`, the content type from `Content-Type`.
+pub(crate) async fn read_publish(
+    broker: &Broker,
+    subject: String,
+    headers: &HeaderMap,
     body: Body,
-) -> Result<Response, Error> {
-    let Path(subject) = subject.map_err(super::error::bad_path)?;
-    let axum::extract::Query(q) = query.map_err(super::error::bad_query)?;
-    let confirm = confirm_params(&q)?;
+) -> Result<Publish, Error> {
     let limit = broker.config().log.max_payload_bytes;
     let payload = read_body(body, limit + BODY_SLACK_BYTES).await?;
     if payload.len() > limit {
@@ -122,7 +123,7 @@ pub async fn publish_one(
         ));
     }
     let mut event_headers = Vec::new();
-    for (name, value) in &headers {
+    for (name, value) in headers {
         if let Some(n) = name.as_str().strip_prefix(HEADER_PREFIX) {
             if n.is_empty() {
                 return Err(Error::new(
@@ -140,15 +141,39 @@ pub async fn publish_one(
             event_headers.push((n.to_owned(), v.to_owned()));
         }
     }
-    let msg_id = header_str(&headers, "bus-msg-id")?.filter(|s| !s.is_empty());
-    let p = Publish {
-        subject: subject.clone(),
+    Ok(Publish {
+        subject,
         headers: event_headers,
-        msg_id,
-        reply_to: header_str(&headers, "bus-reply-to")?.filter(|s| !s.is_empty()),
-        content_type: header_str(&headers, "content-type")?,
+        msg_id: header_str(headers, "bus-msg-id")?.filter(|s| !s.is_empty()),
+        reply_to: header_str(headers, "bus-reply-to")?.filter(|s| !s.is_empty()),
+        content_type: header_str(headers, "content-type")?,
         payload,
-    };
+    })
+}
+
+/// `POST /v1/events/{subject}`; to an inbox (`_inbox.…`), a reply to a waiting request.
+pub async fn publish_one(
+    State(broker): State<Broker>,
+    subject: Result<Path<String>, PathRejection>,
+    query: super::stream::Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let Path(subject) = subject.map_err(super::error::bad_path)?;
+    let axum::extract::Query(q) = query.map_err(super::error::bad_query)?;
+    let confirm = confirm_params(&q)?;
+    let p = read_publish(&broker, subject.clone(), &headers, body).await?;
+    if p.subject.starts_with(INBOX_PREFIX) {
+        if confirm.is_some() {
+            return Err(Error::new(
+                ErrorCode::InvalidParameter,
+                "a reply cannot wait for confirmations",
+            ));
+        }
+        broker.reply(p)?;
+        let body = serde_json::json!({ "subject": subject, "replied": true });
+        return Ok((StatusCode::OK, axum::Json(body)).into_response());
+    }
     if let Some((required, timeout)) = confirm {
         let (r, confirmed) = broker.publish_confirmed(p, required, timeout).await?;
         let mut body = receipt_json(&r, &subject);

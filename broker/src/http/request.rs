@@ -1,0 +1,91 @@
+//! `POST /v1/requests/{subject}`: publish a request and answer with its reply, in one call.
+//!
+//! The body and headers are those of a single publish (`Bus-Header-*`, `Content-Type`); the
+//! answer carries the reply's payload as its body, the reply's Content-Type, its event headers
+//! as `Bus-Header-*`, and the stored request's id as `Bus-Request-Id`. An error reply (event
+//! header `bus-error`) answers `502 reply_error` with the responder's message, the reply's
+//! headers still attached.
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::broker::Broker;
+use crate::error::{Error, ErrorCode};
+use crate::inboxes::Reply;
+use crate::request::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
+
+use super::publish::{HEADER_PREFIX, read_publish};
+
+/// `timeout=<duration>` (default 5 s, at most 5 min).
+fn timeout_param(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<std::time::Duration, Error> {
+    if let Some(k) = q.keys().find(|k| *k != "timeout") {
+        return Err(Error::new(
+            ErrorCode::InvalidParameter,
+            format!("unknown parameter {k:?} (a request takes only timeout)"),
+        ));
+    }
+    match q.get("timeout") {
+        None => Ok(DEFAULT_REQUEST_TIMEOUT),
+        Some(t) => crate::units::parse_duration(t)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= MAX_REQUEST_TIMEOUT)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvalidParameter,
+                    format!("timeout must be a duration from 1ms to 5m, got {t:?}"),
+                )
+            }),
+    }
+}
+
+/// The reply's headers as `Bus-Header-*` response headers, plus `Bus-Request-Id`. A header
+/// that cannot be an HTTP header (only possible for replies not made over HTTP) is left out.
+fn reply_headers(reply: &Reply, request_id: &str) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in &reply.headers {
+        let name = HeaderName::try_from(format!("{HEADER_PREFIX}{k}"));
+        match (name, HeaderValue::from_str(v)) {
+            (Ok(n), Ok(v)) => {
+                out.append(n, v);
+            }
+            _ => tracing::debug!(header = %k, "reply header not representable in HTTP; left out"),
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        out.insert("bus-request-id", v);
+    }
+    out
+}
+
+/// `POST /v1/requests/{subject}`.
+pub async fn request(
+    State(broker): State<Broker>,
+    subject: Result<Path<String>, PathRejection>,
+    query: super::stream::Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let Path(subject) = subject.map_err(super::error::bad_path)?;
+    let axum::extract::Query(q) = query.map_err(super::error::bad_query)?;
+    let timeout = timeout_param(&q)?;
+    let p = read_publish(&broker, subject, &headers, body).await?;
+    let (receipt, reply) = broker.request(p, timeout).await?;
+    let mut out = reply_headers(&reply, &receipt.id);
+    if let Some(message) = reply.error() {
+        let mut response = Error::new(ErrorCode::ReplyError, message).into_response();
+        response.headers_mut().extend(out);
+        return Ok(response);
+    }
+    let ct = reply
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    out.insert(header::CONTENT_TYPE, ct);
+    Ok((StatusCode::OK, out, Body::from(reply.payload)).into_response())
+}
