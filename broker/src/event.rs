@@ -30,7 +30,7 @@ enum Payload<'a> {
 }
 
 /// Appends `s` as a JSON string (RFC 8259 escapes; control characters as `\u00XX`).
-pub(crate) fn push_json_str(out: &mut String, s: &str) {
+pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
     if !s.bytes().any(needs) {
@@ -53,9 +53,9 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn payload_form(e: &Event) -> Payload<'_> {
-    let json_ct = e.content_type.as_deref().is_some_and(is_json_content_type);
-    if json_ct && let Ok(text) = std::str::from_utf8(&e.payload) {
+fn payload_form<'a>(payload: &'a [u8], content_type: Option<&str>) -> Payload<'a> {
+    let json_ct = content_type.is_some_and(is_json_content_type);
+    if json_ct && let Ok(text) = std::str::from_utf8(payload) {
         let one_line = if text.contains(['\n', '\r']) {
             text.replace(['\n', '\r'], " ")
         } else {
@@ -65,9 +65,25 @@ fn payload_form(e: &Event) -> Payload<'_> {
             return Payload::Json(raw);
         }
     }
-    match std::str::from_utf8(&e.payload) {
+    match std::str::from_utf8(payload) {
         Ok(t) => Payload::Text(t),
-        Err(_) => Payload::Base64(base64::engine::general_purpose::STANDARD.encode(&e.payload)),
+        Err(_) => Payload::Base64(base64::engine::general_purpose::STANDARD.encode(payload)),
+    }
+}
+
+/// Appends `,"payload":<payload>` in the event JSON's form for `content_type` (embedded
+/// JSON, a string, or base64 followed by `,"encoding":"base64"`).
+pub fn push_payload(out: &mut String, payload: &[u8], content_type: Option<&str>) {
+    out.push_str(",\"payload\":");
+    match payload_form(payload, content_type) {
+        Payload::Json(raw) => out.push_str(raw.get()),
+        Payload::Text(t) => push_json_str(out, t),
+        Payload::Base64(b) => {
+            out.push('"');
+            out.push_str(&b);
+            out.push_str("\",\"encoding\":\"base64");
+            out.push('"');
+        }
     }
 }
 
@@ -108,17 +124,7 @@ pub fn to_json(e: &Event, namespace: &str, delivery_count: Option<u32>) -> Strin
     if let Some(n) = delivery_count {
         let _ = write!(out, ",\"delivery_count\":{n}");
     }
-    out.push_str(",\"payload\":");
-    match payload_form(e) {
-        Payload::Json(raw) => out.push_str(raw.get()),
-        Payload::Text(t) => push_json_str(&mut out, t),
-        Payload::Base64(b) => {
-            out.push('"');
-            out.push_str(&b);
-            out.push_str("\",\"encoding\":\"base64");
-            out.push('"');
-        }
-    }
+    push_payload(&mut out, &e.payload, e.content_type.as_deref());
     out.push('}');
     out
 }

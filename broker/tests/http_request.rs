@@ -418,7 +418,13 @@ async fn malformed_requests_are_refused() {
     let s = TestServer::start_default().await;
     let _responder = s.subscribe("pattern=rpc.%3E").await;
     /// (subject, query, request headers, status, code)
-    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], StatusCode, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        StatusCode,
+        &'a str,
+    );
     let cases: &[Case] = &[
         (
             "rpc.x",

@@ -65,6 +65,79 @@ pub enum Command {
     Nack(NackArgs),
     /// List the consumers; show, move or delete one.
     Consumers(ConsumersArgs),
+    /// Send a request and print the reply's payload.
+    #[command(
+        after_help = "Exit status: 0 replied, 1 the responder answered with an error reply, \
+                      3 no responders (nothing stored), 4 no reply within --timeout."
+    )]
+    Req(ReqArgs),
+    /// Answer requests from the shell: a long-lived responder in a queue group.
+    #[command(
+        after_help = "With --exec, CMD runs through `sh -c` once per request, the request \
+                      payload on its stdin; its stdout is the reply. A non-zero exit becomes an \
+                      error reply carrying the exit status and the first line of stderr.\n\
+                      Responders with the same --group share the requests; each request is \
+                      acked once answered, so one whose responder dies goes to another."
+    )]
+    Reply(ReplyArgs),
+}
+
+/// `bus req`.
+#[derive(Args, Debug)]
+pub struct ReqArgs {
+    /// The subject to send the request on (`rpc.user.get`).
+    pub subject: String,
+
+    /// The payload; read from stdin when `-`; empty when absent.
+    pub payload: Option<String>,
+
+    /// An event header of the request, name=value (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = parse_header, value_name = "NAME=VALUE")]
+    pub headers: Vec<(String, String)>,
+
+    /// Content type of the payload; default as for `bus put`.
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+
+    /// How long to wait for the reply (1ms to 5m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// `bus reply`.
+#[derive(Args, Debug)]
+pub struct ReplyArgs {
+    /// The pattern of the requests to answer (`rpc.user.get`, `rpc.>`).
+    pub pattern: String,
+
+    /// Answer each request with CMD's stdout (run through `sh -c`, the payload on stdin).
+    #[arg(
+        long,
+        value_name = "CMD",
+        conflicts_with = "echo",
+        required_unless_present = "echo"
+    )]
+    pub exec: Option<String>,
+
+    /// Answer each request with its own payload.
+    #[arg(long)]
+    pub echo: bool,
+
+    /// The queue group to answer in; default: the pattern itself.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
+    /// Most requests handled at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+    pub concurrency: u32,
+
+    /// How long a request may take before it goes to another responder (the ack wait).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub ack_wait: Duration,
+
+    /// Exit after answering this many requests; 0 answers until the broker stops.
+    #[arg(short = 'n', long, default_value_t = 0, value_name = "N")]
+    pub count: u64,
 }
 
 /// `bus server`.

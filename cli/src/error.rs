@@ -14,7 +14,6 @@ pub const EXIT_NEGATIVE: u8 = 1;
 /// An error: bad input, an error answer of the broker, the broker unreachable.
 pub const EXIT_ERROR: u8 = 2;
 /// A request found no responders.
-#[allow(dead_code)] // request/reply arrives with a later issue
 pub const EXIT_NO_RESPONDERS: u8 = 3;
 /// The broker did not answer in time.
 pub const EXIT_TIMEOUT: u8 = 4;
@@ -113,10 +112,21 @@ impl From<bus_client::PublishError> for CliError {
     }
 }
 
+impl From<bus_client::RequestError> for CliError {
+    fn from(e: bus_client::RequestError) -> CliError {
+        CliError {
+            code: code_of(e.kind()),
+            error: Some(Box::new(e)),
+        }
+    }
+}
+
 /// The exit status of a client error kind.
 pub fn code_of(kind: &bus_client::ErrorKind) -> u8 {
     match kind {
         bus_client::ErrorKind::Timeout => EXIT_TIMEOUT,
+        bus_client::ErrorKind::NoResponders => EXIT_NO_RESPONDERS,
+        bus_client::ErrorKind::ReplyError => EXIT_NEGATIVE,
         _ => EXIT_ERROR,
     }
 }

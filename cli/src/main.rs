@@ -65,6 +65,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 commands::ack::run(&cli.url, cli.json, &a.consumer, a.ids, op).await
             }
             Command::Consumers(a) => commands::consumers::run(&cli.url, cli.json, a.action).await,
+            Command::Req(args) => commands::req::run(&cli.url, cli.json, args).await,
+            Command::Reply(args) => commands::reply::run(&cli.url, cli.json, args).await,
         }
     })
 }

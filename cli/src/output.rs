@@ -44,6 +44,25 @@ impl Output {
     }
 }
 
+impl Output {
+    /// Writes `data` to stdout as it is and flushes; on a terminal a newline follows when
+    /// `data` does not end with one. A closed pipe is handled as by [`Output::line`].
+    pub fn bytes(&mut self, data: &[u8]) -> Result<(), CliError> {
+        let mut out = std::io::stdout().lock();
+        let newline = std::io::stdout().is_terminal() && !data.ends_with(b"\n");
+        out.write_all(data)
+            .and_then(|()| {
+                if newline {
+                    out.write_all(b"\n")
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| out.flush())
+            .map_err(CliError::write)
+    }
+}
+
 /// Prints a notice on stderr, `bus: ` in front.
 pub fn notice(text: &str) {
     notice_raw(&format!("bus: {text}"));

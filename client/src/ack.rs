@@ -278,7 +278,7 @@ pub(crate) async fn acknowledge(
     }
     let what = || format!("cannot {} event {id} of consumer {consumer}", op.as_str());
     let inner = async {
-        let req = client.request(Method::POST, &path, Body::default())?;
+        let req = client.http_request(Method::POST, &path, Body::default())?;
         let body = client
             .call(req, client.options().request_timeout_value())
             .await?;
@@ -303,7 +303,7 @@ pub(crate) async fn ack_batch(
             Error::with_source(ErrorKind::InvalidInput, "cannot encode the ack batch", e)
         })?;
         let path = format!("/v1/consumers/{}/acks", encode(consumer));
-        let mut req = client.request(Method::POST, &path, Body::new(Bytes::from(body)))?;
+        let mut req = client.http_request(Method::POST, &path, Body::new(Bytes::from(body)))?;
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = client

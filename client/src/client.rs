@@ -23,6 +23,7 @@ use crate::consumer::{ConsumerInfo, SubscribeOptions};
 use crate::error::{ApiError, Error, ErrorKind};
 use crate::message::{Gap, Message, NamespaceInfo, Page, Start};
 use crate::publish::{BatchItem, PublishBuilder};
+use crate::request::{ReplyBuilder, RequestBuilder};
 use crate::sse::DEFAULT_MAX_EVENT_BYTES;
 use crate::subscription::Subscription;
 use crate::{PublishError, Receipt};
@@ -185,7 +186,7 @@ impl Client {
 
     /// Checks that the broker answers `GET /healthz` with 200.
     pub async fn health(&self) -> Result<(), Error> {
-        let req = self.request(Method::GET, "/healthz", Body::default())?;
+        let req = self.http_request(Method::GET, "/healthz", Body::default())?;
         self.call(req, self.inner.options.request_timeout).await?;
         Ok(())
     }
@@ -199,6 +200,44 @@ impl Client {
         PublishBuilder::new(self.clone(), subject.into(), payload.into())
     }
 
+    /// Sends a request on `subject` and waits for the first reply (request/reply); await the
+    /// returned builder, after setting headers, a content type or a timeout on it if needed.
+    ///
+    /// Fails at once with [`ErrorKind::NoResponders`] when nothing subscribes to `subject`
+    /// (nothing is stored), with [`ErrorKind::Timeout`] when no reply came in time (default
+    /// 5 s), and with [`ErrorKind::ReplyError`] when the responder answered with an error
+    /// reply.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+    /// use std::time::Duration;
+    /// let reply = client
+    ///     .request("rpc.user.get", r#"{"id":7}"#)
+    ///     .content_type("application/json")
+    ///     .timeout(Duration::from_secs(2))
+    ///     .await?;
+    /// println!("{}", String::from_utf8_lossy(&reply.payload));
+    /// # Ok(()) }
+    /// ```
+    pub fn request(&self, subject: impl Into<String>, payload: impl Into<Bytes>) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), subject.into(), payload.into())
+    }
+
+    /// Answers a request: publishes `payload` to its reply subject (`_inbox.…`, the request
+    /// event's [`Message::reply_to`]). Replies are never stored; a reply to an inbox no request
+    /// waits on (late, answered already) fails with `404 unknown_inbox`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client, m: bus_client::Message) -> Result<(), bus_client::PublishError> {
+    /// if let Some(inbox) = &m.reply_to {
+    ///     client.reply(inbox, "pong").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn reply(&self, inbox: impl Into<String>, payload: impl Into<Bytes>) -> ReplyBuilder {
+        ReplyBuilder::new(self.clone(), inbox.into(), payload.into())
+    }
+
     /// Publishes several events of one namespace atomically: all are stored, or none.
     /// Returns one receipt per item, in order. At most 10,000 items.
     pub async fn publish_batch(&self, items: Vec<BatchItem>) -> Result<Vec<Receipt>, PublishError> {
@@ -207,7 +246,7 @@ impl Client {
 
     /// The namespaces and their figures.
     pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, Error> {
-        let req = self.request(Method::GET, "/v1/namespaces", Body::default())?;
+        let req = self.http_request(Method::GET, "/v1/namespaces", Body::default())?;
         let body = self.call(req, self.inner.options.request_timeout).await?;
         decode_json(&body)
     }
@@ -229,7 +268,7 @@ impl Client {
             encode(&from.as_param()),
             wait.as_millis()
         );
-        let req = self.request(Method::GET, &path, Body::default())?;
+        let req = self.http_request(Method::GET, &path, Body::default())?;
         let body = self
             .call(req, self.inner.options.request_timeout + wait)
             .await?;
@@ -303,7 +342,7 @@ impl Client {
         options: SubscribeOptions,
     ) -> Result<Subscription, Error> {
         let path = format!("/v1/stream?{}", options.query(pattern));
-        let mut req = self.request(Method::GET, &path, Body::default())?;
+        let mut req = self.http_request(Method::GET, &path, Body::default())?;
         req.headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         let timeout = self.inner.options.request_timeout;
@@ -390,7 +429,7 @@ impl Client {
 
     /// The consumers: durable, queue groups and manual-ack subscriptions.
     pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, Error> {
-        let req = self.request(Method::GET, "/v1/consumers", Body::default())?;
+        let req = self.http_request(Method::GET, "/v1/consumers", Body::default())?;
         let body = self
             .call(req, self.inner.options.request_timeout)
             .await
@@ -401,7 +440,7 @@ impl Client {
     /// One consumer; `404 unknown_consumer` when there is none by that name.
     pub async fn consumer(&self, name: &str) -> Result<ConsumerInfo, Error> {
         let path = format!("/v1/consumers/{}", encode(name));
-        let req = self.request(Method::GET, &path, Body::default())?;
+        let req = self.http_request(Method::GET, &path, Body::default())?;
         let body = self
             .call(req, self.inner.options.request_timeout)
             .await
@@ -422,7 +461,7 @@ impl Client {
             encode(name),
             encode(&to.as_param())
         );
-        let req = self.request(Method::POST, &path, Body::default())?;
+        let req = self.http_request(Method::POST, &path, Body::default())?;
         let body = self
             .call(req, self.inner.options.request_timeout)
             .await
@@ -434,7 +473,7 @@ impl Client {
     /// error, and a durable's state is removed. `404 unknown_consumer` when there is none.
     pub async fn delete_consumer(&self, name: &str) -> Result<(), Error> {
         let path = format!("/v1/consumers/{}", encode(name));
-        let req = self.request(Method::DELETE, &path, Body::default())?;
+        let req = self.http_request(Method::DELETE, &path, Body::default())?;
         self.call(req, self.inner.options.request_timeout)
             .await
             .map_err(|e| e.context(format!("cannot delete consumer {name}")))?;
@@ -442,7 +481,7 @@ impl Client {
     }
 
     /// A request to `path` (which starts with `/`) under the base URL.
-    pub(crate) fn request(
+    pub(crate) fn http_request(
         &self,
         method: Method,
         path: &str,
@@ -472,15 +511,25 @@ impl Client {
     /// Sends a request and reads the whole answer within `timeout`; an error status becomes
     /// [`ErrorKind::Api`].
     pub(crate) async fn call(&self, req: Request<Body>, timeout: Duration) -> Result<Bytes, Error> {
+        let (status, _, body) = self.exchange(req, timeout).await?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(Error::api(ApiError::from_response(status.as_u16(), &body)))
+        }
+    }
+
+    /// Sends a request and reads the whole answer, whatever its status, within `timeout`.
+    pub(crate) async fn exchange(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<(hyper::StatusCode, hyper::HeaderMap, Bytes), Error> {
         let exchange = async {
             let resp = self.send(req, timeout).await?;
-            let status = resp.status();
-            let body = read_body(resp.into_body()).await?;
-            if status.is_success() {
-                Ok(body)
-            } else {
-                Err(Error::api(ApiError::from_response(status.as_u16(), &body)))
-            }
+            let (parts, body) = resp.into_parts();
+            let body = read_body(body).await?;
+            Ok((parts.status, parts.headers, body))
         };
         tokio::time::timeout(timeout, exchange)
             .await

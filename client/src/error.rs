@@ -26,8 +26,16 @@ pub enum ErrorKind {
     /// The broker could not be reached: connection refused, name not resolved, or the
     /// connection did not open within the connect timeout.
     Connect,
-    /// The broker did not answer within the request timeout.
+    /// The broker did not answer within the request timeout; for a request
+    /// ([`Client::request`](crate::Client::request)), no reply came within its timeout
+    /// (`504 timeout`).
     Timeout,
+    /// A request found no live subscription to its subject (`503 no_responders`); nothing was
+    /// stored.
+    NoResponders,
+    /// A request was answered with an error reply (`502 reply_error`); the responder's message
+    /// is the [`ApiError`]'s.
+    ReplyError,
     /// The broker answered with an error status; `code` is its stable error code
     /// (`invalid_subject`, `unknown_event`, ...). The message is in [`ApiError`], the
     /// error's source.
@@ -169,6 +177,12 @@ impl Error {
         }))
     }
 
+    /// The broker answered with an error status that has a kind of its own.
+    pub(crate) fn api_as(kind: ErrorKind, api: ApiError) -> Error {
+        let e = Error::api(api);
+        Error(Box::new(Inner { kind, ..*e.0 }))
+    }
+
     /// A stream sent `event: error`.
     pub(crate) fn stream(code: String, message: String) -> Error {
         Error(Box::new(Inner {
@@ -204,6 +218,62 @@ impl Error {
     /// The broker's error answer (status, code and message), when the error is one.
     pub fn api_error(&self) -> Option<&ApiError> {
         self.0.api.as_ref()
+    }
+}
+
+/// An error of a request ([`Client::request`](crate::Client::request)).
+#[derive(Debug, thiserror::Error)]
+#[error("request to {subject} failed")]
+pub struct RequestError {
+    subject: String,
+    /// For an error reply: the reply's event headers and the stored request's id.
+    reply_headers: std::collections::BTreeMap<String, String>,
+    request_id: Option<String>,
+    #[source]
+    source: Error,
+}
+
+impl RequestError {
+    pub(crate) fn new(
+        subject: impl Into<String>,
+        source: Error,
+        reply_headers: std::collections::BTreeMap<String, String>,
+        request_id: Option<String>,
+    ) -> RequestError {
+        RequestError {
+            subject: subject.into(),
+            reply_headers,
+            request_id,
+            source,
+        }
+    }
+
+    /// What went wrong: [`ErrorKind::NoResponders`], [`ErrorKind::Timeout`],
+    /// [`ErrorKind::ReplyError`], or any error of reaching the broker.
+    pub fn kind(&self) -> &ErrorKind {
+        self.source.kind()
+    }
+
+    /// The broker's error answer; for [`ErrorKind::ReplyError`] its message is the
+    /// responder's.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        self.source.api_error()
+    }
+
+    /// The subject the request was sent on.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The event headers of an error reply (empty otherwise), `bus-error` among them.
+    pub fn reply_headers(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.reply_headers
+    }
+
+    /// The id of the stored request, when it was stored and the broker said so (error
+    /// replies).
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 }
 

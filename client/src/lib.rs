@@ -19,10 +19,12 @@
 //! - [`PublishBuilder::confirm`] makes a publish wait until N consumers acked the event.
 //! - [`Client::consumers`], [`Client::consumer`], [`Client::seek_consumer`] and
 //!   [`Client::delete_consumer`] manage consumers.
+//! - [`Client::request`] sends a request and waits for its [`Reply`] (request/reply);
+//!   [`Client::reply`] answers a request delivered with a `reply_to` inbox.
 //! - [`Client::pull`] reads one [`Page`] of events and a cursor to continue from.
 //! - [`Client::namespaces`] lists the namespaces and their figures.
 //!
-//! Every operation family has its error type ([`Error`], [`PublishError`]) with a
+//! Every operation family has its error type ([`Error`], [`PublishError`], [`RequestError`]) with a
 //! [`kind`](Error::kind) to match on; the broker's `{"error":{"code","message"}}` answers
 //! become [`ErrorKind::Api`] with the status and code, the message in [`ApiError`].
 //!
@@ -75,15 +77,17 @@ mod consumer;
 mod error;
 mod message;
 mod publish;
+mod request;
 pub mod sse;
 mod subscription;
 
 pub use ack::{AckItem, AckOp, AckResult, AckStatus};
 pub use client::{Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use consumer::{AckMode, ConsumerInfo, ConsumerKind, SubscribeOptions};
-pub use error::{ApiError, Error, ErrorKind, PublishError};
+pub use error::{ApiError, Error, ErrorKind, PublishError, RequestError};
 pub use message::{
     DecodeError, Gap, Message, NamespaceInfo, Page, Receipt, Start, StartParseError,
 };
 pub use publish::{BatchItem, PublishBuilder};
+pub use request::{ERROR_HEADER, Reply, ReplyBuilder, RequestBuilder};
 pub use subscription::{StreamItem, Subscribed, Subscription};

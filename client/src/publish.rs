@@ -130,22 +130,18 @@ impl PublishBuilder {
         }
         let mut req = self
             .client
-            .request(Method::POST, &path, Body::new(self.payload))?;
+            .http_request(Method::POST, &path, Body::new(self.payload))?;
+        set_event_headers(
+            req.headers_mut(),
+            &self.headers,
+            self.content_type.as_deref(),
+        )?;
         let h = req.headers_mut();
-        for (name, value) in &self.headers {
-            h.append(
-                header_name(&format!("{EVENT_HEADER_PREFIX}{name}"))?,
-                header_value(name, value)?,
-            );
-        }
         if let Some(id) = &self.msg_id {
             h.insert("bus-msg-id", header_value("msg id", id)?);
         }
         if let Some(r) = &self.reply_to {
             h.insert("bus-reply-to", header_value("reply subject", r)?);
-        }
-        if let Some(ct) = &self.content_type {
-            h.insert(CONTENT_TYPE, header_value("content type", ct)?);
         }
         let body = self.client.call(req, timeout).await?;
         let text = std::str::from_utf8(&body).map_err(|e| {
@@ -168,6 +164,35 @@ impl IntoFuture for PublishBuilder {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())
     }
+}
+
+/// Sets event headers (`Bus-Header-<name>`) and the content type on a request, refusing
+/// (nothing sent) names and values HTTP cannot carry.
+pub(crate) fn set_event_headers(
+    h: &mut hyper::HeaderMap,
+    headers: &[(String, String)],
+    content_type: Option<&str>,
+) -> Result<(), Error> {
+    for (name, value) in headers {
+        h.append(
+            header_name(&format!("{EVENT_HEADER_PREFIX}{name}"))?,
+            header_value(name, value)?,
+        );
+    }
+    if let Some(ct) = content_type {
+        h.insert(CONTENT_TYPE, header_value("content type", ct)?);
+    }
+    Ok(())
+}
+
+/// The event headers (`Bus-Header-<name>`) of an answer, names in lowercase.
+pub(crate) fn event_headers(h: &hyper::HeaderMap) -> BTreeMap<String, String> {
+    h.iter()
+        .filter_map(|(k, v)| {
+            let name = k.as_str().strip_prefix(EVENT_HEADER_PREFIX)?;
+            Some((name.to_owned(), v.to_str().ok()?.to_owned()))
+        })
+        .collect()
 }
 
 fn header_name(name: &str) -> Result<HeaderName, Error> {
@@ -306,7 +331,8 @@ pub(crate) async fn publish_batch(
     let subject = items.first().map(|i| i.subject.clone()).unwrap_or_default();
     let inner = async {
         let body = encode_batch(&items)?;
-        let mut req = client.request(Method::POST, "/v1/events", Body::new(Bytes::from(body)))?;
+        let mut req =
+            client.http_request(Method::POST, "/v1/events", Body::new(Bytes::from(body)))?;
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = client

@@ -167,15 +167,26 @@ impl ConsumerSettings {
     }
 }
 
-/// Checks a durable or group name: 1 to 64 ASCII letters, digits, `_` and `-`.
+/// Checks a durable or group name: 1 to 64 ASCII letters, digits, `_` and `-`. A group
+/// name may also hold `.`, `*` and `>`, so that a pattern can name the group of its
+/// responders (`bus reply rpc.>`): groups live in memory only, while durable names are kept
+/// in the broker's state.
 pub fn check_name(kind: &str, name: &str) -> Result<(), Error> {
+    let group = kind == "group";
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || b == b'_'
+                || b == b'-'
+                || (group && matches!(b, b'.' | b'*' | b'>'))
+        });
     if ok {
         Ok(())
+    } else if group {
+        Err(invalid(format!(
+            "invalid group name {name:?}: use 1 to {MAX_NAME_BYTES} ASCII letters, digits, '_', '-', '.', '*' and '>'"
+        )))
     } else {
         Err(invalid(format!(
             "invalid {kind} name {name:?}: use 1 to {MAX_NAME_BYTES} ASCII letters, digits, '_' and '-'"
@@ -262,6 +273,12 @@ mod tests {
         assert!(check_name("durable", "orders-worker_1").is_ok());
         for bad in ["", "a.b", "a*", ">", "a b", &"x".repeat(65)] {
             assert!(check_name("durable", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["rpc.>", "rpc.*.get", "workers"] {
+            assert!(check_name("group", ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "a b", "a/b", "a%b", &"x".repeat(65)] {
+            assert!(check_name("group", bad).is_err(), "{bad:?}");
         }
     }
 }

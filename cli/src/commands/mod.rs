@@ -6,6 +6,8 @@ pub mod consumers;
 pub mod get;
 pub mod ns;
 pub mod put;
+pub mod reply;
+pub mod req;
 pub mod server;
 
 use bus_client::Client;

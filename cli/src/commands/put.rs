@@ -91,7 +91,7 @@ pub fn detect_content_type(payload: &[u8]) -> &'static str {
 }
 
 /// Reads all of stdin, at most [`MAX_STDIN_BYTES`].
-fn read_stdin() -> Result<Vec<u8>, CliError> {
+pub fn read_stdin() -> Result<Vec<u8>, CliError> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         notice("reading the payload from stdin (end it with Ctrl-D)");

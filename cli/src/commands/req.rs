@@ -1,0 +1,92 @@
+//! `bus req <subject> [payload]`: send a request and print the reply's payload as it came
+//! (with `--json`, the reply as one JSON object: `request_id`, `subject`, `headers`,
+//! `content_type` and `payload` in the event JSON's payload form).
+//!
+//! Exit statuses: 0 replied; 1 an error reply (the responder's message on stderr); 3 no
+//! responders (nothing stored); 4 no reply within `--timeout`.
+
+use bus_broker::event::{push_json_str, push_payload};
+use bus_client::Reply;
+
+use crate::args::ReqArgs;
+use crate::error::CliError;
+use crate::output::Output;
+
+/// Runs `bus req`.
+pub async fn run(url: &str, json: bool, args: ReqArgs) -> Result<(), CliError> {
+    let client = super::connect(url).await?;
+    let payload = match args.payload.as_deref() {
+        Some("-") => super::put::read_stdin()?,
+        Some(p) => p.as_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    let content_type = args.content_type.or_else(|| {
+        (!payload.is_empty()).then(|| super::put::detect_content_type(&payload).to_owned())
+    });
+    let mut request = client
+        .request(args.subject.clone(), payload)
+        .timeout(args.timeout);
+    if let Some(ct) = content_type {
+        request = request.content_type(ct);
+    }
+    for (name, value) in args.headers {
+        request = request.header(name, value);
+    }
+    let reply = request.await?;
+    let mut out = Output::new();
+    if json {
+        out.line(&reply_json(&args.subject, &reply))
+    } else {
+        out.bytes(&reply.payload)
+    }
+}
+
+/// The reply as one line of JSON.
+fn reply_json(subject: &str, reply: &Reply) -> String {
+    let mut out = String::from("{\"request_id\":");
+    push_json_str(&mut out, &reply.request_id);
+    out.push_str(",\"subject\":");
+    push_json_str(&mut out, subject);
+    out.push_str(",\"headers\":{");
+    for (i, (k, v)) in reply.headers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, k);
+        out.push(':');
+        push_json_str(&mut out, v);
+    }
+    out.push('}');
+    if let Some(ct) = &reply.content_type {
+        out.push_str(",\"content_type\":");
+        push_json_str(&mut out, ct);
+    }
+    push_payload(&mut out, &reply.payload, reply.content_type.as_deref());
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_json_takes_the_event_payload_forms() {
+        let mut reply = Reply {
+            request_id: "rpc-1-0".into(),
+            headers: [("source".to_owned(), "users".to_owned())].into(),
+            content_type: Some("application/json".into()),
+            payload: br#"{"name":"ada"}"#.to_vec().into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&reply_json("rpc.get", &reply)).unwrap();
+        assert_eq!(v["request_id"], "rpc-1-0");
+        assert_eq!(v["subject"], "rpc.get");
+        assert_eq!(v["headers"]["source"], "users");
+        assert_eq!(v["payload"]["name"], "ada");
+        reply.content_type = Some("application/octet-stream".into());
+        reply.payload = b"\xff\x00".to_vec().into();
+        let v: serde_json::Value = serde_json::from_str(&reply_json("rpc.get", &reply)).unwrap();
+        assert_eq!(v["payload"], "/wA=");
+        assert_eq!(v["encoding"], "base64");
+    }
+}
