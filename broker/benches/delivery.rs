@@ -22,14 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bus_broker::broker::{Broker, Publish};
-use bus_broker::config::Config;
 use bus_broker::storage::FsyncPolicy;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
+
+mod common;
+use common::{HttpClient, Server};
 
 /// Events consumed per run.
 const EVENTS: usize = 200_000;
@@ -48,49 +47,6 @@ fn max_in_flight() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000)
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-struct Server {
-    broker: Broker,
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Server {
-    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
-    std::fs::create_dir_all(&base).expect("bench-tmp");
-    let dir = tempfile::tempdir_in(&base).expect("tempdir");
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0u16))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut config = Config {
-        addr,
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    // Publishing is not measured; the consumer state is fsynced whatever this says.
-    config.log.fsync = FsyncPolicy::Never;
-    let (broker, _) = Broker::open(config).await.expect("open");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(bus_broker::server::run(
-        listener,
-        broker.clone(),
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    Server {
-        broker,
-        addr,
-        stop: Some(tx),
-        task,
-        _dir: dir,
-    }
 }
 
 async fn fill(broker: &Broker) {
@@ -181,10 +137,11 @@ async fn acker(
 
 /// One run with `members` members: events/s consumed and acked.
 async fn run_once(members: usize) -> f64 {
-    let mut server = start().await;
+    // Publishing is not measured; the consumer state is fsynced whatever the policy says.
+    let server = Server::start(FsyncPolicy::Never).await;
     fill(&server.broker).await;
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let base = format!("http://{}", server.addr);
+    let client = common::http_client();
+    let base = server.base();
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
     let started = Instant::now();
@@ -211,11 +168,7 @@ async fn run_once(members: usize) -> f64 {
     for t in &tasks {
         t.abort();
     }
-    if let Some(tx) = server.stop.take() {
-        let _ = tx.send(());
-    }
-    let _ = (&mut server.task).await;
-    server.broker.close().await;
+    server.stop().await;
     EVENTS as f64 / elapsed.as_secs_f64()
 }
 
