@@ -160,7 +160,7 @@ fn main() {
                 continue;
             }
             let runs: Vec<_> = (0..RUNS)
-                .map(|_| rt.block_on(run_once(fsync.clone(), callers)))
+                .map(|_| rt.block_on(run_once(fsync, callers)))
                 .collect();
             let (p50, p50_lo, p50_hi) = median_range(runs.iter().map(|r| r.0).collect());
             let (p99, p99_lo, p99_hi) = median_range(runs.iter().map(|r| r.1).collect());
