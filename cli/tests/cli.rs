@@ -163,7 +163,7 @@ fn error_answers_exit_2_with_the_brokers_code() {
     assert!(stderr(&o).contains("400 invalid_pattern"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
 
-    let o = run(&mut b.bus(&["put", "_inbox.x", "x"]));
+    let o = run(&mut b.bus(&["put", "_bus_.x", "x"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("403 reserved_namespace"),

@@ -14,6 +14,7 @@ use hyper::Method;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
+use crate::ack_batcher::AckBatcher;
 use crate::client::{Body, Client, decode_json, encode};
 use crate::consumer::millis_param;
 use crate::error::{ApiError, Error, ErrorKind};
@@ -173,13 +174,16 @@ pub struct AckResult {
     pub result: Result<AckStatus, Error>,
 }
 
-/// Where a delivery's acknowledgements go: its consumer on its broker.
+/// Where a delivery's acknowledgements go: its consumer on its broker, and the background
+/// task that sends its acks in batches.
 #[derive(Clone, Debug)]
 pub(crate) struct Acker {
     /// The client the delivery came through.
     client: Client,
     /// The consumer's name.
     consumer: Arc<str>,
+    /// Sends acks in batches.
+    batcher: AckBatcher,
 }
 
 impl PartialEq for Acker {
@@ -191,8 +195,19 @@ impl PartialEq for Acker {
 impl Eq for Acker {}
 
 impl Acker {
+    /// An acker for `consumer`, with its background task (needs a Tokio runtime).
     pub(crate) fn new(client: Client, consumer: Arc<str>) -> Acker {
-        Acker { client, consumer }
+        let batcher = AckBatcher::start(client.clone(), consumer.clone());
+        Acker {
+            client,
+            consumer,
+            batcher,
+        }
+    }
+
+    /// The background acknowledger.
+    pub(crate) fn batcher(&self) -> &AckBatcher {
+        &self.batcher
     }
 
     pub(crate) fn consumer(&self) -> &str {

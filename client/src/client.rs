@@ -23,6 +23,7 @@ use crate::consumer::{ConsumerInfo, SubscribeOptions};
 use crate::error::{ApiError, Error, ErrorKind};
 use crate::message::{Gap, Message, NamespaceInfo, Page, Start};
 use crate::publish::{BatchItem, PublishBuilder};
+use crate::reconnect::ReconnectPolicy;
 use crate::request::{ReplyBuilder, RequestBuilder};
 use crate::sse::DEFAULT_MAX_EVENT_BYTES;
 use crate::subscription::Subscription;
@@ -51,6 +52,8 @@ pub struct ConnectOptions {
     connect_timeout: Duration,
     request_timeout: Duration,
     max_event_bytes: usize,
+    authorization: Option<HeaderValue>,
+    reconnect: ReconnectPolicy,
 }
 
 impl Default for ConnectOptions {
@@ -66,7 +69,33 @@ impl ConnectOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            authorization: None,
+            reconnect: ReconnectPolicy::new(),
         }
+    }
+
+    /// Sends `Authorization: <value>` with every request (for a broker behind an
+    /// authenticating proxy; the broker itself does not check it yet). Default: none.
+    /// Fails with [`ErrorKind::InvalidInput`] when `value` is not a valid header value.
+    pub fn authorization(mut self, value: &str) -> Result<ConnectOptions, Error> {
+        let mut v = HeaderValue::from_str(value).map_err(|e| {
+            Error::with_source(ErrorKind::InvalidInput, "invalid authorization header", e)
+        })?;
+        v.set_sensitive(true);
+        self.authorization = Some(v);
+        Ok(self)
+    }
+
+    /// How subscriptions reconnect and publishes retry after a dropped connection. Default:
+    /// [`ReconnectPolicy::new`].
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> ConnectOptions {
+        self.reconnect = policy;
+        self
+    }
+
+    /// The reconnect policy in force.
+    pub(crate) fn reconnect_policy(&self) -> ReconnectPolicy {
+        self.reconnect
     }
 
     /// Time to open one TCP connection; past it the operation fails with
@@ -238,6 +267,25 @@ impl Client {
         ReplyBuilder::new(self.clone(), inbox.into(), payload.into())
     }
 
+    /// Publishes `value` as JSON (content type `application/json`); await the returned
+    /// builder as for [`Client::publish`]. Fails at once with [`ErrorKind::InvalidInput`] when
+    /// `value` does not serialise.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// #[derive(serde::Serialize)]
+    /// struct Signup<'a> { name: &'a str }
+    /// client.publish_json("user.created", &Signup { name: "ada" })?.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_json<T: serde::Serialize + ?Sized>(
+        &self,
+        subject: impl Into<String>,
+        value: &T,
+    ) -> Result<PublishBuilder, PublishError> {
+        PublishBuilder::json(self.clone(), subject.into(), value)
+    }
+
     /// Publishes several events of one namespace atomically: all are stored, or none.
     /// Returns one receipt per item, in order. At most 10,000 items.
     pub async fn publish_batch(&self, items: Vec<BatchItem>) -> Result<Vec<Receipt>, PublishError> {
@@ -341,6 +389,28 @@ impl Client {
         pattern: &str,
         options: SubscribeOptions,
     ) -> Result<Subscription, Error> {
+        let body = self.open_stream(pattern, &options).await?;
+        let timeout = self.inner.options.request_timeout;
+        let mut sub = Subscription::new(
+            body,
+            self.inner.options.max_event_bytes,
+            self.clone(),
+            pattern,
+            options,
+        );
+        tokio::time::timeout(timeout, sub.await_first_item())
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(timeout)))?;
+        Ok(sub)
+    }
+
+    /// Opens `GET /v1/stream` for `pattern` with `options`: the body of a
+    /// `200 text/event-stream` answer.
+    pub(crate) async fn open_stream(
+        &self,
+        pattern: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Incoming, Error> {
         let path = format!("/v1/stream?{}", options.query(pattern));
         let mut req = self.http_request(Method::GET, &path, Body::default())?;
         req.headers_mut()
@@ -361,15 +431,7 @@ impl Client {
                 "the broker answered the stream request without text/event-stream",
             ));
         }
-        let mut sub = Subscription::new(
-            resp.into_body(),
-            self.inner.options.max_event_bytes,
-            self.clone(),
-        );
-        tokio::time::timeout(timeout, sub.await_first_item())
-            .await
-            .unwrap_or_else(|_| Err(self.timed_out(timeout)))?;
-        Ok(sub)
+        Ok(resp.into_body())
     }
 
     /// Does `op` to event `id` delivered by `consumer`; the same as the methods of a
@@ -487,11 +549,14 @@ impl Client {
         path: &str,
         body: Body,
     ) -> Result<Request<Body>, Error> {
-        Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.inner.base))
-            .header(USER_AGENT, CLIENT_AGENT)
-            .body(body)
+            .header(USER_AGENT, CLIENT_AGENT);
+        if let Some(auth) = &self.inner.options.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
+        }
+        req.body(body)
             .map_err(|e| Error::with_source(ErrorKind::InvalidInput, "cannot build the request", e))
     }
 

@@ -188,6 +188,11 @@ impl SubscribeOptions {
         self
     }
 
+    /// The bound on deliveries, if set.
+    pub(crate) fn limit_value(&self) -> Option<u64> {
+        self.limit
+    }
+
     /// The start position.
     pub fn start(&self) -> &Start {
         &self.from

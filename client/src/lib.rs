@@ -72,11 +72,13 @@
 //! ```
 
 mod ack;
+mod ack_batcher;
 mod client;
 mod consumer;
 mod error;
 mod message;
 mod publish;
+mod reconnect;
 mod request;
 pub mod sse;
 mod subscription;
@@ -89,5 +91,6 @@ pub use message::{
     DecodeError, Gap, Message, NamespaceInfo, Page, Receipt, Start, StartParseError,
 };
 pub use publish::{BatchItem, PublishBuilder};
+pub use reconnect::ReconnectPolicy;
 pub use request::{ERROR_HEADER, Reply, ReplyBuilder, RequestBuilder};
 pub use subscription::{StreamItem, Subscribed, Subscription};

@@ -137,9 +137,29 @@ impl Message {
     }
 
     /// The event JSON exactly as the broker sent it (one line; with `delivery_count` when a
-    /// manual-ack consumer delivered it).
+    /// manual-ack consumer delivered it). For the payload decoded from JSON, see
+    /// [`Message::payload_json`].
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The payload as text, when it is UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.payload).ok()
+    }
+
+    /// The payload decoded from JSON into `T`.
+    ///
+    /// ```no_run
+    /// # fn demo(m: bus_client::Message) -> Result<(), serde_json::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Signup { name: String }
+    /// let signup: Signup = m.payload_json()?;
+    /// println!("welcome, {}", signup.name);
+    /// # Ok(()) }
+    /// ```
+    pub fn payload_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
     }
 
     /// The consumer that delivered the event, when it is a manual-ack consumer's delivery
@@ -148,13 +168,16 @@ impl Message {
         self.acker.as_ref().map(Acker::consumer)
     }
 
-    /// Acks the delivery: done, never redelivered. Resolves once the broker recorded it
-    /// (for a durable consumer: durably). Acking again, or acking an event that was
-    /// terminated or dead-lettered, succeeds with [`AckStatus::AlreadyAcked`].
+    /// Acks the delivery: done, never redelivered. The ack is queued and sent in the
+    /// background with others of the same subscription, many per request, so a consumer
+    /// loop does not wait one round trip per event: this resolves once the ack is queued
+    /// (waiting only while 10,000 acks are queued already). Dropping the subscription and
+    /// its messages sends what is queued; [`Subscription::flush_acks`](crate::Subscription::flush_acks)
+    /// waits for it. An ack lost with a broken connection means a redelivery, never a loss:
+    /// use [`Message::double_ack`] to know the broker recorded it.
     ///
     /// Fails with [`ErrorKind::InvalidInput`] (nothing sent) when the event was not delivered
-    /// by a manual-ack consumer, and with [`ErrorKind::Api`] when the broker refuses
-    /// (`unknown_consumer` when the consumer was deleted, for example).
+    /// by a manual-ack consumer.
     ///
     /// ```no_run
     /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
@@ -162,8 +185,40 @@ impl Message {
     /// m.ack().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn ack(&self) -> Result<AckStatus, Error> {
-        self.acknowledge(AckOp::Ack).await
+    pub async fn ack(&self) -> Result<(), Error> {
+        self.acker("ack")?.batcher().ack(&self.id).await
+    }
+
+    /// Acks the delivery and resolves once the broker recorded it (for a durable consumer:
+    /// durably), with its answer. The ack still travels in a batch with others queued at
+    /// the same time. Acking again, or acking an event that was terminated or dead-lettered,
+    /// succeeds with [`AckStatus::AlreadyAcked`].
+    ///
+    /// Fails with [`ErrorKind::InvalidInput`] (nothing sent) when the event was not delivered
+    /// by a manual-ack consumer, and with [`ErrorKind::Api`] when the broker refuses
+    /// (`unknown_consumer` when the consumer was deleted, for example).
+    ///
+    /// ```no_run
+    /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+    /// let status = m.double_ack().await?;
+    /// println!("{}", status.as_str());
+    /// # Ok(()) }
+    /// ```
+    pub async fn double_ack(&self) -> Result<AckStatus, Error> {
+        self.acker("ack")?.batcher().ack_and_wait(&self.id).await
+    }
+
+    /// The acker, or the error of an event not delivered by a manual-ack consumer.
+    fn acker(&self, op: &str) -> Result<&Acker, Error> {
+        self.acker.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "cannot {op} event {}: it was not delivered by a manual-ack consumer",
+                    self.id
+                ),
+            )
+        })
     }
 
     /// Nacks the delivery: it is redelivered now (to this or another member), its delivery
@@ -191,19 +246,10 @@ impl Message {
         self.acknowledge(AckOp::Term).await
     }
 
-    /// Does `op` to this delivery.
+    /// Does `op` to this delivery, in a request of its own, and resolves with the broker's
+    /// answer.
     pub async fn acknowledge(&self, op: AckOp) -> Result<AckStatus, Error> {
-        match &self.acker {
-            Some(a) => a.send(&self.id, op).await,
-            None => Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "cannot {} event {}: it was not delivered by a manual-ack consumer",
-                    op.as_str(),
-                    self.id
-                ),
-            )),
-        }
+        self.acker(op.as_str())?.send(&self.id, op).await
     }
 }
 

@@ -17,6 +17,7 @@ use crate::client::{Body, Client, decode_json, encode};
 use crate::consumer::millis_param;
 use crate::error::{Error, ErrorKind, PublishError};
 use crate::message::Receipt;
+use crate::reconnect::with_retries;
 
 /// Prefix of request headers that become event headers.
 const EVENT_HEADER_PREFIX: &str = "bus-header-";
@@ -40,11 +41,17 @@ pub struct PublishBuilder {
     subject: String,
     payload: Bytes,
     headers: Vec<(String, String)>,
+    /// `None` only after [`PublishBuilder::no_msg_id`].
     msg_id: Option<String>,
     content_type: Option<String>,
     reply_to: Option<String>,
     /// Confirmations asked for and how long to wait for them.
     confirm: Option<(u32, Duration)>,
+}
+
+/// A fresh dedup id: what the client gives every publish unless told otherwise.
+pub(crate) fn fresh_msg_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 impl PublishBuilder {
@@ -54,11 +61,32 @@ impl PublishBuilder {
             subject,
             payload,
             headers: Vec::new(),
-            msg_id: None,
+            msg_id: Some(fresh_msg_id()),
             content_type: None,
             reply_to: None,
             confirm: None,
         }
+    }
+
+    /// Publishes `value` serialised as JSON, with content type `application/json`.
+    pub(crate) fn json<T: Serialize + ?Sized>(
+        client: Client,
+        subject: String,
+        value: &T,
+    ) -> Result<PublishBuilder, PublishError> {
+        let payload = serde_json::to_vec(value).map_err(|e| {
+            PublishError::new(
+                subject.clone(),
+                false,
+                Error::with_source(
+                    ErrorKind::InvalidInput,
+                    "cannot encode the payload as JSON",
+                    e,
+                ),
+            )
+        })?;
+        Ok(PublishBuilder::new(client, subject, Bytes::from(payload))
+            .content_type("application/json"))
     }
 
     /// Adds an event header; the broker stores its name in lowercase. Default: none.
@@ -68,9 +96,18 @@ impl PublishBuilder {
     }
 
     /// Sets the dedup id: a repeat within the namespace's dedup window stores nothing and
-    /// answers with the original receipt. Default: none.
+    /// answers with the original receipt. Default: a fresh random id, so that the client's
+    /// own retries after a dropped connection cannot store the event twice; set one derived
+    /// from the data (an order number, say) to make the application's retries safe too.
     pub fn msg_id(mut self, id: impl Into<String>) -> PublishBuilder {
         self.msg_id = Some(id.into());
+        self
+    }
+
+    /// Sends no dedup id: the broker stores every copy, and the client does not retry after
+    /// a dropped connection (it cannot know whether the broker stored the event).
+    pub fn no_msg_id(mut self) -> PublishBuilder {
+        self.msg_id = None;
         self
     }
 
@@ -121,16 +158,23 @@ impl PublishBuilder {
             .map_err(|e| PublishError::new(subject, false, e))
     }
 
+    /// Sends, and sends again after a dropped connection when the publish has a dedup id
+    /// (as the reconnect policy allows).
     async fn send_inner(self) -> Result<Receipt, Error> {
+        let policy = self.client.options().reconnect_policy();
+        with_retries(policy, self.msg_id.is_some(), || self.send_once()).await
+    }
+
+    async fn send_once(&self) -> Result<Receipt, Error> {
         let mut path = format!("/v1/events/{}", encode(&self.subject));
         let mut timeout = self.client.options().request_timeout_value();
         if let Some((n, wait)) = self.confirm {
             path.push_str(&format!("?confirm={n}&timeout={}", millis_param(wait)));
             timeout = timeout.saturating_add(wait);
         }
-        let mut req = self
-            .client
-            .http_request(Method::POST, &path, Body::new(self.payload))?;
+        let mut req =
+            self.client
+                .http_request(Method::POST, &path, Body::new(self.payload.clone()))?;
         set_event_headers(
             req.headers_mut(),
             &self.headers,
@@ -234,21 +278,22 @@ pub struct BatchItem {
     pub content_type: Option<String>,
     /// Event headers. Default: none.
     pub headers: BTreeMap<String, String>,
-    /// Dedup id. Default: none.
+    /// Dedup id. Default: a fresh random one (see [`PublishBuilder::msg_id`]); `None` sends
+    /// none.
     pub msg_id: Option<String>,
     /// Reply subject. Default: none.
     pub reply_to: Option<String>,
 }
 
 impl BatchItem {
-    /// An item with no headers, dedup id, content type or reply subject.
+    /// An item with a fresh random dedup id and no headers, content type or reply subject.
     pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> BatchItem {
         BatchItem {
             subject: subject.into(),
             payload: payload.into(),
             content_type: None,
             headers: BTreeMap::new(),
-            msg_id: None,
+            msg_id: Some(fresh_msg_id()),
             reply_to: None,
         }
     }
@@ -329,10 +374,16 @@ pub(crate) async fn publish_batch(
     items: Vec<BatchItem>,
 ) -> Result<Vec<Receipt>, PublishError> {
     let subject = items.first().map(|i| i.subject.clone()).unwrap_or_default();
-    let inner = async {
-        let body = encode_batch(&items)?;
-        let mut req =
-            client.http_request(Method::POST, "/v1/events", Body::new(Bytes::from(body)))?;
+    // Atomic and, when every item has a dedup id, idempotent: then safe to send again.
+    let retry_safe = items.iter().all(|i| i.msg_id.is_some());
+    let policy = client.options().reconnect_policy();
+    let body = match encode_batch(&items) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => return Err(PublishError::new(subject, true, e)),
+    };
+    let once = || async {
+        let body = body.clone();
+        let mut req = client.http_request(Method::POST, "/v1/events", Body::new(body))?;
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = client
@@ -352,7 +403,9 @@ pub(crate) async fn publish_batch(
             })
             .collect::<Result<Vec<_>, _>>()
     };
-    inner.await.map_err(|e| PublishError::new(subject, true, e))
+    with_retries(policy, retry_safe, once)
+        .await
+        .map_err(|e| PublishError::new(subject, true, e))
 }
 
 #[cfg(test)]
@@ -366,8 +419,14 @@ mod tests {
                 .content_type("application/json")
                 .header("trace", "abc")
                 .msg_id("m-1"),
-            BatchItem::new("user.raw", vec![0u8, 0xFF]).reply_to("_inbox.x"),
-            BatchItem::new("user.empty", Bytes::new()),
+            BatchItem {
+                msg_id: None,
+                ..BatchItem::new("user.raw", vec![0u8, 0xFF]).reply_to("_inbox.x")
+            },
+            BatchItem {
+                msg_id: None,
+                ..BatchItem::new("user.empty", Bytes::new())
+            },
         ];
         let json = String::from_utf8(encode_batch(&items).unwrap()).unwrap();
         assert_eq!(
@@ -378,6 +437,15 @@ mod tests {
                 r#"{"subject":"user.empty"}]"#
             )
         );
+    }
+
+    #[test]
+    fn every_publish_gets_its_own_dedup_id_by_default() {
+        let a = BatchItem::new("a.b", "x");
+        let b = BatchItem::new("a.b", "x");
+        let (a, b) = (a.msg_id.unwrap(), b.msg_id.unwrap());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
     }
 
     #[test]

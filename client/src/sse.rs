@@ -171,6 +171,11 @@ impl SseParser {
         Ok(None)
     }
 
+    /// The bound on one event given to [`SseParser::new`].
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
     /// The reconnection delay the stream asked for with `retry:`, if any.
     pub fn retry(&self) -> Option<Duration> {
         self.retry

@@ -2,10 +2,19 @@
 //! Server-Sent Events into [`StreamItem`]s.
 //!
 //! The stream ends (`None`) after the broker's `event: shutdown`, or after an error item: a
-//! broken connection ([`ErrorKind::Io`]), a stream error sent by the broker
-//! ([`ErrorKind::Stream`]), or something unparsable ([`ErrorKind::Protocol`]). The
-//! subscription keeps the cursor after the last event it yielded ([`Subscription::cursor`]),
-//! so a later reconnect can resume exactly there.
+//! stream error sent by the broker ([`ErrorKind::Stream`]), something unparsable
+//! ([`ErrorKind::Protocol`]), or a broken connection ([`ErrorKind::Io`]) that reconnecting
+//! could not mend.
+//!
+//! **Reconnecting.** When the connection drops (reset, closed without the shutdown notice),
+//! the subscription reconnects by itself, as the client's
+//! [`ReconnectPolicy`](crate::ReconnectPolicy) allows, and resumes exactly after the last
+//! event it yielded: a plain subscription from its cursor ([`Subscription::cursor`], the SSE
+//! id of that event), so nothing is missed and nothing repeated; a member of a durable
+//! consumer or a group by attaching again, the consumer's state saying where it is (what was
+//! delivered and not acked comes again, as at-least-once promises); an unnamed manual-ack
+//! subscription (whose consumer ended with the connection) after its last event. The
+//! broker's confirmation of the new connection is not yielded again.
 //!
 //! A member of a consumer ([`SubscribeOptions`](crate::SubscribeOptions) with manual acks, a
 //! durable or a group name) learns its consumer from the `subscribed` event
@@ -25,9 +34,11 @@ use hyper::body::Incoming;
 
 use crate::ack::Acker;
 use crate::client::Client;
-use crate::consumer::{AckMode, ConsumerKind};
+use crate::consumer::{AckMode, ConsumerKind, SubscribeOptions};
 use crate::error::{Error, ErrorKind};
+use crate::message::Start;
 use crate::message::{Gap, Message};
+use crate::reconnect::is_disconnect;
 use crate::sse::{SseEvent, SseParser};
 
 /// One item of a [`Subscription`].
@@ -83,6 +94,23 @@ pub struct Subscribed {
 
 type DataStream = BodyDataStream<Incoming>;
 
+/// A reconnection in progress: the wait, then the new stream's body.
+type Reconnecting = Pin<Box<dyn std::future::Future<Output = Result<Incoming, Error>> + Send>>;
+
+/// What it takes to open the stream again.
+struct Resume {
+    pattern: String,
+    options: SubscribeOptions,
+    /// Failed attempts since the last connection that worked.
+    attempts: u32,
+    /// Set while reconnecting.
+    pending: Option<Reconnecting>,
+    /// Whether to swallow the next `subscribed` (the confirmation of a reconnection).
+    reconnected: bool,
+    /// Events yielded (a member's `limit` counts down across connections).
+    yielded: u64,
+}
+
 /// A live subscription: a `Stream` of [`StreamItem`]s. Dropping it closes the connection,
 /// which ends the subscription on the broker.
 pub struct Subscription {
@@ -102,6 +130,8 @@ pub struct Subscription {
     subscribed: Option<Subscribed>,
     /// Where this member's deliveries are acknowledged, for a manual-ack consumer.
     acker: Option<Acker>,
+    /// How to reconnect; `None` only in unit tests.
+    resume: Option<Resume>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -115,7 +145,13 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn new(body: Incoming, max_event_bytes: usize, client: Client) -> Subscription {
+    pub(crate) fn new(
+        body: Incoming,
+        max_event_bytes: usize,
+        client: Client,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Subscription {
         Subscription {
             body: Some(BodyDataStream::new(body)),
             parser: SseParser::new(max_event_bytes),
@@ -125,7 +161,58 @@ impl Subscription {
             client: Some(client),
             subscribed: None,
             acker: None,
+            resume: Some(Resume {
+                pattern: pattern.to_owned(),
+                options,
+                attempts: 0,
+                pending: None,
+                reconnected: false,
+                yielded: 0,
+            }),
         }
+    }
+
+    /// After the connection broke with `e`: starts reconnecting and returns `None`, or
+    /// returns the error to end the stream with when the policy says stop.
+    fn reconnect_or(&mut self, e: Error) -> Option<Error> {
+        self.body = None;
+        let (Some(client), Some(resume)) = (self.client.clone(), self.resume.as_mut()) else {
+            return Some(e);
+        };
+        if !is_disconnect(&e) && !matches!(e.kind(), ErrorKind::Timeout) {
+            return Some(e);
+        }
+        resume.attempts += 1;
+        let Some(delay) = client.options().reconnect_policy().delay(resume.attempts) else {
+            return Some(e.context(format!(
+                "the event stream broke and {} reconnection attempts failed",
+                resume.attempts - 1
+            )));
+        };
+        let mut options = resume.options.clone();
+        let named = matches!(
+            self.subscribed.as_ref().and_then(|s| s.kind),
+            Some(ConsumerKind::Durable | ConsumerKind::Group)
+        );
+        // A plain stream (or an unnamed consumer, which ended with the connection) resumes
+        // after the last event it yielded; a named consumer from its own state.
+        if !named && let Some(c) = &self.cursor {
+            options = options.from(Start::Cursor(c.clone()));
+        }
+        if let Some(limit) = options.limit_value() {
+            let left = limit.saturating_sub(resume.yielded);
+            if left == 0 {
+                return Some(e);
+            }
+            options = options.limit(left);
+        }
+        let pattern = resume.pattern.clone();
+        resume.reconnected = true;
+        resume.pending = Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            client.open_stream(&pattern, &options).await
+        }));
+        None
     }
 
     /// Reads until the first item is decoded (normally the `subscribed` confirmation, which
@@ -180,6 +267,46 @@ impl Subscription {
     /// subscription): what acknowledgements name, for example with [`Client::ack_batch`].
     pub fn consumer(&self) -> Option<&str> {
         self.subscribed.as_ref()?.consumer.as_deref()
+    }
+
+    /// Resolves once every ack queued by this subscription's messages ([`Message::ack`])
+    /// was sent and answered. Nothing to do (at once `Ok`) for a subscription that is not a
+    /// manual-ack consumer's member.
+    pub async fn flush_acks(&self) -> Result<(), Error> {
+        match &self.acker {
+            Some(a) => a.batcher().flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Acks queued with [`Message::ack`] that the broker did not record (their events come
+    /// back as redeliveries).
+    pub fn failed_acks(&self) -> u64 {
+        self.acker.as_ref().map_or(0, |a| a.batcher().failed())
+    }
+
+    /// Requests the background acknowledger has made so far (each carries up to 1,000 acks).
+    pub fn ack_requests(&self) -> u64 {
+        self.acker.as_ref().map_or(0, |a| a.batcher().requests())
+    }
+
+    /// A future that resolves once the background acknowledger has sent every queued ack and
+    /// stopped, which it does when this subscription and every message it delivered are
+    /// dropped: a program that must not leave acks behind drops them, then awaits this.
+    /// Resolves at once for a subscription that is not a manual-ack consumer's member.
+    ///
+    /// ```no_run
+    /// # async fn demo(sub: bus_client::Subscription) {
+    /// let flushed = sub.ack_flushed();
+    /// drop(sub);
+    /// flushed.await;
+    /// # }
+    /// ```
+    pub fn ack_flushed(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        match &self.acker {
+            Some(a) => Box::pin(a.batcher().ended()),
+            None => Box::pin(std::future::ready(())),
+        }
     }
 
     /// The reconnection delay the broker asked for (`retry:`), if it sent one.
@@ -238,6 +365,9 @@ impl Subscription {
                         Some(a) => m.with_acker(a.clone()),
                         None => m,
                     };
+                    if let Some(r) = self.resume.as_mut() {
+                        r.yielded += 1;
+                    }
                     Some(Ok(StreamItem::Event(m)))
                 }
                 Err(e) => Some(bad("event", Box::new(e))),
@@ -247,10 +377,21 @@ impl Subscription {
                     if let (Some(AckMode::Manual), Some(name), Some(client)) =
                         (s.ack, &s.consumer, &self.client)
                     {
-                        self.acker = Some(Acker::new(client.clone(), Arc::from(name.as_str())));
+                        let same = self.acker.as_ref().is_some_and(|a| a.consumer() == name);
+                        if !same {
+                            self.acker = Some(Acker::new(client.clone(), Arc::from(name.as_str())));
+                        }
                     }
                     self.subscribed = Some(s.clone());
-                    Some(Ok(StreamItem::Subscribed(s)))
+                    let again = self
+                        .resume
+                        .as_mut()
+                        .is_some_and(|r| std::mem::take(&mut r.reconnected));
+                    if again {
+                        None
+                    } else {
+                        Some(Ok(StreamItem::Subscribed(s)))
+                    }
                 }
                 Err(e) => Some(bad("subscription confirmation", Box::new(e))),
             },
@@ -297,27 +438,51 @@ impl Stream for Subscription {
             if this.done {
                 return Poll::Ready(None);
             }
+            if let Some(pending) = this.resume.as_mut().and_then(|r| r.pending.as_mut()) {
+                let result = match pending.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                if let Some(r) = this.resume.as_mut() {
+                    r.pending = None;
+                }
+                match result {
+                    Ok(body) => {
+                        if let Some(r) = this.resume.as_mut() {
+                            r.attempts = 0;
+                        }
+                        this.body = Some(BodyDataStream::new(body));
+                        this.parser = SseParser::new(this.parser.max_event_bytes());
+                    }
+                    Err(e) => {
+                        if let Some(e) = this.reconnect_or(e) {
+                            this.finish();
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+                continue;
+            }
             let Some(body) = this.body.as_mut() else {
                 return Poll::Ready(None);
             };
-            match Pin::new(body).poll_next(cx) {
+            let broken = match Pin::new(body).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => this.take_bytes(&chunk),
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.take_bytes(&chunk);
+                    continue;
+                }
                 Poll::Ready(Some(Err(e))) => {
-                    this.finish();
-                    return Poll::Ready(Some(Err(Error::with_source(
-                        ErrorKind::Io,
-                        "the event stream broke",
-                        e,
-                    ))));
+                    Error::with_source(ErrorKind::Io, "the event stream broke", e)
                 }
-                Poll::Ready(None) => {
-                    this.finish();
-                    return Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::Io,
-                        "the broker closed the event stream without a shutdown notice",
-                    ))));
-                }
+                Poll::Ready(None) => Error::new(
+                    ErrorKind::Io,
+                    "the broker closed the event stream without a shutdown notice",
+                ),
+            };
+            if let Some(e) = this.reconnect_or(broken) {
+                this.finish();
+                return Poll::Ready(Some(Err(e)));
             }
         }
     }
@@ -337,6 +502,7 @@ mod tests {
             client: None,
             subscribed: None,
             acker: None,
+            resume: None,
         }
     }
 

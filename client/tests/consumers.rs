@@ -63,9 +63,9 @@ async fn a_delivered_message_acknowledges_itself() {
         (ids[0].as_str(), Some(1))
     );
     assert_eq!(m1.consumer(), Some("orders"));
-    assert_eq!(m1.ack().await.unwrap(), AckStatus::Acked);
+    assert_eq!(m1.double_ack().await.unwrap(), AckStatus::Acked);
     // Acking again is safe.
-    assert_eq!(m1.ack().await.unwrap(), AckStatus::AlreadyAcked);
+    assert_eq!(m1.double_ack().await.unwrap(), AckStatus::AlreadyAcked);
 
     let m2 = next_event(&mut sub).await;
     assert_eq!(m2.in_progress().await.unwrap(), AckStatus::InProgress);

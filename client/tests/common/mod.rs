@@ -17,6 +17,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A broker on a loopback port for the test's lifetime, and a client of it.
 pub struct TestBroker {
     pub client: Client,
+    /// Where the broker listens.
+    pub addr: std::net::SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -33,7 +35,8 @@ impl TestBroker {
             .unwrap()
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(bus_broker::server::run(listener, broker, async {
             let _ = rx.await;
@@ -44,6 +47,7 @@ impl TestBroker {
             .unwrap();
         TestBroker {
             client,
+            addr,
             shutdown: Some(tx),
             _dir: dir,
         }
@@ -69,5 +73,48 @@ pub async fn next_event(sub: &mut Subscription) -> Message {
         if let StreamItem::Event(m) = item {
             return m;
         }
+    }
+}
+
+/// A TCP proxy on a loopback port in front of `upstream` whose open connections can be cut
+/// at once ([`Proxy::cut`]), as a network failure would; new connections go through again.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = cuts.subscribe();
+                cut.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                    // Dropping both sockets closes them: the client sees its connection drop.
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    /// `http://<proxy>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every connection open through the proxy now.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 }
