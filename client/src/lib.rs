@@ -80,6 +80,7 @@ mod message;
 mod publish;
 mod reconnect;
 mod request;
+mod serve;
 pub mod sse;
 mod subscription;
 
@@ -93,4 +94,5 @@ pub use message::{
 pub use publish::{BatchItem, PublishBuilder};
 pub use reconnect::ReconnectPolicy;
 pub use request::{ERROR_HEADER, Reply, ReplyBuilder, RequestBuilder};
+pub use serve::{Answer, HandlerError, ServeOptions, header_safe};
 pub use subscription::{StreamItem, Subscribed, Subscription};

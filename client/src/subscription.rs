@@ -103,8 +103,9 @@ struct Resume {
     options: SubscribeOptions,
     /// Failed attempts since the last connection that worked.
     attempts: u32,
-    /// Set while reconnecting.
-    pending: Option<Reconnecting>,
+    /// Set while reconnecting. In a mutex only so that the subscription stays `Sync` (the
+    /// future is reached through `&mut self`, with `get_mut`, never locked).
+    pending: Option<std::sync::Mutex<Reconnecting>>,
     /// Whether to swallow the next `subscribed` (the confirmation of a reconnection).
     reconnected: bool,
     /// Events yielded (a member's `limit` counts down across connections).
@@ -208,10 +209,10 @@ impl Subscription {
         }
         let pattern = resume.pattern.clone();
         resume.reconnected = true;
-        resume.pending = Some(Box::pin(async move {
+        resume.pending = Some(std::sync::Mutex::new(Box::pin(async move {
             tokio::time::sleep(delay).await;
             client.open_stream(&pattern, &options).await
-        }));
+        })));
         None
     }
 
@@ -439,6 +440,7 @@ impl Stream for Subscription {
                 return Poll::Ready(None);
             }
             if let Some(pending) = this.resume.as_mut().and_then(|r| r.pending.as_mut()) {
+                let pending = pending.get_mut().unwrap_or_else(|e| e.into_inner());
                 let result = match pending.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => r,

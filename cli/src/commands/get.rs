@@ -7,18 +7,16 @@
 //! With `--ack manual|auto`, `--durable` or `--group` the stream is a member of a consumer,
 //! named on stderr when it attaches. In manual mode the events stay pending until acked
 //! (`bus ack`), and each printed event carries its `delivery_count`. In auto mode each event
-//! is acked after it is printed: the ids go to a task that sends them in batches, so the
-//! stream never waits one round trip per event; with `--count N` the command exits only
-//! once the broker confirmed every ack, and only then disconnects (disconnecting first would
-//! hand the printed events to another member at once). With `--count N` a member asks for at
+//! is acked after it is printed, through the client's background acknowledger (many acks
+//! per request), so the stream never waits one round trip per event; with `--count N` the
+//! command exits only once the broker confirmed every ack, and only then disconnects
+//! (disconnecting first would hand the printed events to another member at once). With `--count N` a member asks for at
 //! most N unacknowledged events and at most N deliveries in all (`limit=N`), so the broker
 //! never hands it an event it will not print.
 
 use futures::StreamExt as _;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use bus_client::{AckMode, Client, StreamItem, SubscribeOptions};
+use bus_client::{AckMode, StreamItem, SubscribeOptions, Subscription};
 
 use crate::args::{AckArg, GetArgs};
 use crate::error::CliError;
@@ -26,10 +24,6 @@ use crate::output::{Output, format_event, notice};
 
 /// Largest `max_in_flight` the broker accepts.
 const MAX_IN_FLIGHT: u64 = 100_000;
-/// Ids printed and not yet handed to the ack task, at most; past it printing waits.
-const ACK_QUEUE_IDS: usize = 1024;
-/// Most acks sent in one request (the broker takes up to 10,000).
-const ACK_BATCH_IDS: usize = 1000;
 
 /// Runs `bus get`.
 pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
@@ -39,7 +33,7 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
         .subscribe_with(&args.pattern, options)
         .await
         .map_err(|e| CliError::client_context(format!("cannot read {}", args.pattern), e))?;
-    let mut auto_ack = None;
+    let mut auto_ack = false;
     if args.is_consumer() {
         let name = sub
             .consumer()
@@ -65,29 +59,18 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
                 }
             )));
         }
-        if args.ack == AckArg::Auto {
-            auto_ack = Some(AutoAck::start(client.clone(), name));
-        }
+        auto_ack = args.ack == AckArg::Auto;
     }
     let mut out = Output::new();
     let mut seen: u64 = 0;
-    loop {
-        let item = match &mut auto_ack {
-            Some(a) => tokio::select! {
-                item = sub.next() => item,
-                // The ack task ends early only when it failed.
-                r = &mut a.task => return Err(joined(r).err().unwrap_or_else(ack_task_gone)),
-            },
-            None => sub.next().await,
-        };
-        let Some(item) = item else { break };
+    while let Some(item) = sub.next().await {
         let item = match item {
             Ok(item) => item,
             Err(e) => {
                 let err = CliError::client_context(format!("reading {} failed", args.pattern), e);
-                if let Some(a) = auto_ack {
+                if auto_ack {
                     // Send the acks of what was printed; the stream's failure is the news.
-                    if let Err(ack_err) = a.finish().await
+                    if let Err(ack_err) = finish_acks(&sub).await
                         && let Some(line) = ack_err.render()
                     {
                         crate::output::notice_raw(&line);
@@ -103,13 +86,14 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
                 } else {
                     out.line(&format_event(&m, out.color()))?;
                 }
-                if let Some(a) = &mut auto_ack {
-                    a.push(m.id).await?;
+                if auto_ack {
+                    m.ack().await.map_err(CliError::client)?;
+                    check_acks(&sub)?;
                 }
                 seen += 1;
                 if seen == args.count {
-                    if let Some(a) = auto_ack {
-                        a.finish().await?;
+                    if auto_ack {
+                        finish_acks(&sub).await?;
                     }
                     return Ok(());
                 }
@@ -124,8 +108,8 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
         }
     }
     // The broker announced its shutdown.
-    if let Some(a) = auto_ack {
-        a.finish().await?;
+    if auto_ack {
+        finish_acks(&sub).await?;
     }
     if args.count > 0 {
         return Err(CliError::negative(format!(
@@ -135,6 +119,23 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
     }
     notice("the broker shut down; the stream has ended");
     Ok(())
+}
+
+/// Fails once an ack sent in the background was refused.
+fn check_acks(sub: &Subscription) -> Result<(), CliError> {
+    match sub.failed_acks() {
+        0 => Ok(()),
+        n => Err(CliError::msg(format!(
+            "the broker did not record {n} acks of consumer {}; those events will come again",
+            sub.consumer().unwrap_or("?")
+        ))),
+    }
+}
+
+/// Waits until every ack queued was answered; fails if any was refused.
+async fn finish_acks(sub: &Subscription) -> Result<(), CliError> {
+    sub.flush_acks().await.map_err(CliError::client)?;
+    check_acks(sub)
 }
 
 /// The subscription the flags ask for.
@@ -188,74 +189,6 @@ fn max_in_flight(flag: Option<u64>, count: u64) -> Option<u64> {
         (Some(f), Some(c)) => Some(f.min(c)),
         (f, c) => f.or(c),
     }
-}
-
-/// `--ack auto`: a task acking the printed events in batches.
-struct AutoAck {
-    /// Ids to ack, in print order.
-    tx: mpsc::Sender<String>,
-    /// The task; it ends when `tx` is dropped and everything was acked, or at the first
-    /// failure.
-    task: JoinHandle<Result<(), CliError>>,
-}
-
-impl AutoAck {
-    fn start(client: Client, consumer: String) -> AutoAck {
-        let (tx, rx) = mpsc::channel(ACK_QUEUE_IDS);
-        AutoAck {
-            tx,
-            task: tokio::spawn(ack_loop(client, consumer, rx)),
-        }
-    }
-
-    /// Queues `id` to be acked; waits while the queue is full. Fails when the task failed.
-    async fn push(&mut self, id: String) -> Result<(), CliError> {
-        if self.tx.send(id).await.is_err() {
-            return Err(joined((&mut self.task).await)
-                .err()
-                .unwrap_or_else(ack_task_gone));
-        }
-        Ok(())
-    }
-
-    /// Waits until every queued id was acked (the broker confirmed each), or the first
-    /// failure.
-    async fn finish(self) -> Result<(), CliError> {
-        drop(self.tx);
-        joined(self.task.await)
-    }
-}
-
-fn joined(r: Result<Result<(), CliError>, tokio::task::JoinError>) -> Result<(), CliError> {
-    r.map_err(|e| CliError::with_cause("the ack task failed", e))?
-}
-
-fn ack_task_gone() -> CliError {
-    CliError::msg("the ack task ended before the stream")
-}
-
-/// Acks what arrives on `rx`, taking all that is queued (up to a batch) per request.
-async fn ack_loop(
-    client: Client,
-    consumer: String,
-    mut rx: mpsc::Receiver<String>,
-) -> Result<(), CliError> {
-    let mut ids = Vec::with_capacity(ACK_BATCH_IDS);
-    while rx.recv_many(&mut ids, ACK_BATCH_IDS).await > 0 {
-        let results = client
-            .ack_batch(&consumer, ids.drain(..))
-            .await
-            .map_err(CliError::client)?;
-        if let Some(r) = results.into_iter().find(|r| r.result.is_err())
-            && let Err(e) = r.result
-        {
-            return Err(CliError::client_context(
-                format!("cannot ack event {} of consumer {consumer}", r.id),
-                e,
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `bus reply <pattern> --exec CMD | --echo`: a long-lived responder from the shell.
+//! `bus reply <pattern> --exec CMD | --echo`: a long-lived responder from the shell, built on
+//! [`Client::serve`](bus_client::Client::serve).
 //!
 //! It joins the queue group `--group` (default: the pattern itself) from `newest` with manual
 //! acks, so responders started with the same pattern share the requests and a request whose
@@ -7,26 +8,25 @@
 //! environment) and replies with its stdout; a non-zero exit becomes an error reply carrying
 //! the exit status and the first line of stderr. Each request is acked once answered.
 //!
-//! One line per request goes to stdout (`<subject> <id> replied|error: ...`, or a JSON object
-//! with `--json`). At most `--concurrency` requests run at once (the broker delivers no more:
-//! it is the group's `max_in_flight`). SIGINT or SIGTERM stops taking requests; those in
-//! flight finish and are answered before the command exits 0.
+//! One line per request goes to stdout (`<subject> <id> replied` or `... error: <message>`,
+//! or a JSON object with `--json`). At most `--concurrency` requests run at once. SIGINT or
+//! SIGTERM (or `--count` answers) stops taking requests; those in flight finish and are
+//! answered before the command exits 0.
 
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::StreamExt as _;
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt as _;
-use tokio::task::JoinSet;
 
-use bus_client::{AckMode, Client, ErrorKind, Message, Start, StreamItem, SubscribeOptions};
+use bus_client::{
+    Answer, HandlerError, Message, ServeOptions, Start, SubscribeOptions, header_safe,
+};
 
 use crate::args::ReplyArgs;
 use crate::error::CliError;
 use crate::output::{Output, notice};
-
-/// Longest error message sent in an error reply, in bytes.
-const MAX_ERROR_MESSAGE: usize = 512;
 
 /// What answers a request.
 #[derive(Debug)]
@@ -35,32 +35,16 @@ enum Handler {
     Exec(String),
 }
 
-/// How one request was answered.
-struct Outcome {
-    subject: String,
-    id: String,
-    /// `None` for a reply, else the error reply's message.
-    error: Option<String>,
-    /// Why the reply did not reach the caller, if it did not.
-    undelivered: Option<String>,
-}
-
 /// Runs `bus reply`.
 pub async fn run(url: &str, json: bool, args: ReplyArgs) -> Result<(), CliError> {
     let group = args.group.clone().unwrap_or_else(|| args.pattern.clone());
-    let mut options = SubscribeOptions::new()
+    let mut subscribe = SubscribeOptions::new()
         .from(Start::Newest)
         .group(group.clone())
-        .ack(AckMode::Manual)
-        .ack_wait(args.ack_wait)
-        .max_in_flight(args.concurrency as usize);
+        .ack_wait(args.ack_wait);
     if args.count > 0 {
-        options = options.limit(args.count);
+        subscribe = subscribe.limit(args.count);
     }
-    let handler = Arc::new(match args.exec {
-        Some(cmd) => Handler::Exec(cmd),
-        None => Handler::Echo,
-    });
     // Handlers first: a signal from the moment the notice below is printed must be caught.
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
@@ -72,126 +56,99 @@ pub async fn run(url: &str, json: bool, args: ReplyArgs) -> Result<(), CliError>
             "cannot install the SIGINT and SIGTERM handlers",
         ));
     };
+    let answered = Arc::new(AtomicU64::new(0));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let stop = {
+        let (answered, enough, count) = (answered.clone(), enough.clone(), args.count);
+        async move {
+            let reached = async {
+                loop {
+                    let n = enough.notified();
+                    if count > 0 && answered.load(Ordering::SeqCst) >= count {
+                        return;
+                    }
+                    n.await;
+                }
+            };
+            tokio::select! {
+                _ = sigint.recv() => notice("SIGINT: finishing the requests in flight"),
+                _ = sigterm.recv() => notice("SIGTERM: finishing the requests in flight"),
+                _ = reached => {}
+            }
+        }
+    };
+    let options = ServeOptions::new()
+        .subscribe(subscribe)
+        .concurrency(args.concurrency as usize)
+        .shutdown(stop);
+    let handler = Arc::new(match args.exec {
+        Some(cmd) => Handler::Exec(cmd),
+        None => Handler::Echo,
+    });
     let client = super::connect(url).await?;
-    let mut sub = client
-        .subscribe_with(&args.pattern, options)
-        .await
-        .map_err(|e| CliError::client_context(format!("cannot answer {}", args.pattern), e))?;
     notice(&format!(
         "answering requests on {} in group {group}",
         args.pattern
     ));
-    let mut out = Output::new();
-    let mut tasks: JoinSet<Outcome> = JoinSet::new();
-    let mut answered: u64 = 0;
-    let mut stream_open = true;
-    let limit = args.concurrency as usize;
-    while stream_open || !tasks.is_empty() {
-        tokio::select! {
-            item = sub.next(), if stream_open && tasks.len() < limit => match item {
-                Some(Ok(StreamItem::Event(m))) => {
-                    tasks.spawn(answer(client.clone(), m, handler.clone()));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    notice(&format!("the request stream failed: {}", crate::error::chain(&e)));
-                    stream_open = false;
-                }
-                None => {
-                    notice("the broker shut down; finishing the requests in flight");
-                    stream_open = false;
-                }
-            },
-            Some(done) = tasks.join_next() => {
-                let o = done.map_err(|e| CliError::with_cause("a request handler failed", e))?;
-                out.line(&report(&o, json))?;
-                answered += 1;
-                if answered == args.count {
-                    stream_open = false;
-                }
-            }
-            _ = sigint.recv(), if stream_open => {
-                notice("SIGINT: finishing the requests in flight");
-                stream_open = false;
-            }
-            _ = sigterm.recv(), if stream_open => {
-                notice("SIGTERM: finishing the requests in flight");
-                stream_open = false;
-            }
+    let served = client.serve(&args.pattern, options, move |m| {
+        let (handler, answered, enough) = (handler.clone(), answered.clone(), enough.clone());
+        async move {
+            let outcome = answer(&handler, &m).await;
+            let line = report(&m, outcome.as_ref().err(), json);
+            // A closed stdout does not stop the responder.
+            let _ = Output::new().line(&line);
+            answered.fetch_add(1, Ordering::SeqCst);
+            enough.notify_waiters();
+            outcome
         }
-    }
-    Ok(())
+    });
+    served
+        .await
+        .map_err(|e| CliError::client_context(format!("cannot answer {}", args.pattern), e))
 }
 
-/// One line for stdout about `o`.
-fn report(o: &Outcome, json: bool) -> String {
+/// One line for stdout about request `m`.
+fn report(m: &Message, error: Option<&HandlerError>, json: bool) -> String {
     if json {
         let mut v = serde_json::json!({
-            "id": o.id,
-            "subject": o.subject,
-            "status": if o.error.is_some() { "error" } else { "replied" },
+            "id": m.id,
+            "subject": m.subject,
+            "status": if error.is_some() { "error" } else { "replied" },
         });
-        if let Some(e) = &o.error {
-            v["error"] = e.as_str().into();
-        }
-        if let Some(u) = &o.undelivered {
-            v["undelivered"] = u.as_str().into();
+        if let Some(e) = error {
+            v["error"] = e.message().into();
         }
         return v.to_string();
     }
-    let mut line = format!("{} {}", o.subject, o.id);
-    match &o.error {
-        None => line.push_str(" replied"),
-        Some(e) => line.push_str(&format!(" error: {e}")),
+    match error {
+        None => format!("{} {} replied", m.subject, m.id),
+        Some(e) => format!("{} {} error: {}", m.subject, m.id, e.message()),
     }
-    if let Some(u) = &o.undelivered {
-        line.push_str(&format!(" (not delivered: {u})"));
-    }
-    line
 }
 
-/// Answers one request and acks it.
-async fn answer(client: Client, m: Message, handler: Arc<Handler>) -> Outcome {
-    let mut outcome = Outcome {
-        subject: m.subject.clone(),
-        id: m.id.clone(),
-        error: None,
-        undelivered: None,
-    };
-    match &m.reply_to {
-        None => outcome.undelivered = Some("the event has no reply_to".into()),
-        Some(inbox) => {
-            let (payload, content_type, error) = match handler.as_ref() {
-                Handler::Echo => (m.payload.to_vec(), m.content_type.clone(), None),
-                Handler::Exec(cmd) => run_command(cmd, &m).await,
-            };
-            let mut reply = client.reply(inbox, payload);
-            if let Some(ct) = content_type {
-                reply = reply.content_type(ct);
-            }
-            if let Some(e) = &error {
-                reply = reply.error(e.clone());
-            }
-            outcome.error = error;
-            if let Err(e) = reply.await {
-                outcome.undelivered = Some(match e.api_error() {
-                    Some(a) if a.code == "unknown_inbox" => "the caller stopped waiting".into(),
-                    _ => crate::error::chain(&e),
-                });
-            }
+/// The reply to `m`, or an error reply's message.
+async fn answer(handler: &Handler, m: &Message) -> Result<Answer, HandlerError> {
+    if m.reply_to.is_none() {
+        return Err(HandlerError::new("the event has no reply_to"));
+    }
+    match handler {
+        Handler::Echo => {
+            let a = Answer::new(m.payload.clone());
+            Ok(match &m.content_type {
+                Some(ct) => a.content_type(ct.clone()),
+                None => a,
+            })
+        }
+        Handler::Exec(cmd) => {
+            let out = run_command(cmd, m).await?;
+            let ct = super::put::detect_content_type(&out);
+            Ok(Answer::new(out).content_type(ct))
         }
     }
-    // Answered (or unanswerable): done either way. A failed ack comes back as a redelivery.
-    if let Err(e) = m.ack().await
-        && !matches!(e.kind(), ErrorKind::Api { status: 404, .. })
-    {
-        notice(&format!("cannot ack {}: {}", m.id, crate::error::chain(&e)));
-    }
-    outcome
 }
 
-/// Runs `cmd` for request `m`: (stdout, its content type, the error message of a failure).
-async fn run_command(cmd: &str, m: &Message) -> (Vec<u8>, Option<String>, Option<String>) {
+/// Runs `cmd` for request `m`: its stdout, or why it failed.
+async fn run_command(cmd: &str, m: &Message) -> Result<Bytes, HandlerError> {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -202,16 +159,7 @@ async fn run_command(cmd: &str, m: &Message) -> (Vec<u8>, Option<String>, Option
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            return (
-                Vec::new(),
-                None,
-                Some(clean(&format!("cannot run sh: {e}"))),
-            );
-        }
-    };
+    let mut child = child.map_err(|e| HandlerError::new(format!("cannot run sh: {e}")))?;
     // Feed stdin while the output is read, so that neither side can block the other.
     let stdin = child.stdin.take();
     let payload = m.payload.clone();
@@ -222,55 +170,20 @@ async fn run_command(cmd: &str, m: &Message) -> (Vec<u8>, Option<String>, Option
         }
     };
     let (_, output) = tokio::join!(feed, child.wait_with_output());
-    match output {
-        Err(e) => (
-            Vec::new(),
-            None,
-            Some(clean(&format!("cannot run {cmd:?}: {e}"))),
-        ),
-        Ok(o) if o.status.success() => {
-            let ct = super::put::detect_content_type(&o.stdout).to_owned();
-            (o.stdout, Some(ct), None)
-        }
-        Ok(o) => {
-            let status = match o.status.code() {
-                Some(c) => format!("exit status {c}"),
-                None => "killed by a signal".to_owned(),
-            };
-            let stderr = String::from_utf8_lossy(&o.stderr);
-            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            let msg = if first.is_empty() {
-                format!("command failed with {status}")
-            } else {
-                format!("command failed with {status}: {}", first.trim())
-            };
-            (Vec::new(), None, Some(clean(&msg)))
-        }
+    let o = output.map_err(|e| HandlerError::new(format!("cannot run {cmd:?}: {e}")))?;
+    if o.status.success() {
+        return Ok(Bytes::from(o.stdout));
     }
-}
-
-/// `s` as an HTTP header value: visible ASCII and spaces (others become `?`), at most
-/// [`MAX_ERROR_MESSAGE`] bytes.
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(MAX_ERROR_MESSAGE)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_messages_fit_in_a_header() {
-        assert_eq!(clean("bad\tthing é"), "bad?thing ?");
-        assert_eq!(clean(&"x".repeat(1000)).len(), MAX_ERROR_MESSAGE);
-    }
+    let status = match o.status.code() {
+        Some(c) => format!("exit status {c}"),
+        None => "killed by a signal".to_owned(),
+    };
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let msg = if first.is_empty() {
+        format!("command failed with {status}")
+    } else {
+        format!("command failed with {status}: {}", first.trim())
+    };
+    Err(HandlerError::new(header_safe(&msg)))
 }
