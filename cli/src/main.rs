@@ -1,9 +1,12 @@
 //! `bus`: the command-line front end of the bus broker.
 //!
-//! `bus server` runs the broker (`bus-broker`); `bus put`, `bus get`, `bus ns`, `bus ack`,
-//! `bus nack` and `bus consumers` talk to one over HTTP through `bus-client`. The modules: [`args`] (the command line), [`commands`] (one
-//! file per subcommand), [`output`] (what goes to stdout and stderr), [`error`] (exit
-//! statuses and the `bus: <error>: <cause>` line).
+//! `bus server` runs the broker (`bus-broker`); `bus put`, `bus get`, `bus tail`, `bus ns`,
+//! `bus ack`, `bus nack`, `bus consumers`, `bus req`, `bus reply`, `bus dump` and
+//! `bus restore` talk to one over HTTP through `bus-client`; `bus inspect` reads a data
+//! directory offline. The modules: [`args`] (the command line), [`commands`] (one file per
+//! subcommand), [`output`] (what goes to stdout and stderr), [`error`] (exit statuses and the
+//! `bus: <error>: <cause>` line), [`namespace_dir`] (a namespace's segments read offline, for
+//! `bus inspect`).
 //!
 //! Rules every command keeps: with `--json`, stdout carries only results; notices and errors
 //! go to stderr. Exit status 0 ok, 1 a negative result, 2 an error, 3 no responders, 4
@@ -12,6 +15,7 @@
 mod args;
 mod commands;
 mod error;
+mod namespace_dir;
 mod output;
 
 use std::process::ExitCode;
@@ -67,6 +71,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Consumers(a) => commands::consumers::run(&cli.url, cli.json, a.action).await,
             Command::Req(args) => commands::req::run(&cli.url, cli.json, args).await,
             Command::Reply(args) => commands::reply::run(&cli.url, cli.json, args).await,
+            Command::Inspect(args) => commands::inspect::run(cli.json, args),
+            Command::Dump(args) => commands::dump::run(&cli.url, args).await,
+            Command::Restore(args) => commands::restore::run(&cli.url, cli.json, args).await,
+            Command::Tail(args) => commands::tail::run(&cli.url, cli.json, args).await,
         }
     })
 }

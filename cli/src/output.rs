@@ -109,6 +109,129 @@ pub fn format_event(m: &Message, color: bool) -> String {
     s
 }
 
+/// One event for `bus tail`: a header line `subject #sequence 2s ago [headers]`, then the
+/// payload indented by two spaces: JSON pretty-printed, other text as it is, binary data
+/// described. The age is counted from `now_ns`.
+pub fn format_tail_event(m: &Message, color: bool, now_ns: u64) -> String {
+    let (subj, dim, reset) = if color {
+        (BOLD_CYAN, DIM, RESET)
+    } else {
+        ("", "", "")
+    };
+    let mut s = format!(
+        "{subj}{}{reset} {dim}#{} {}{reset}",
+        m.subject,
+        m.sequence,
+        relative_time(m.time_ns, now_ns)
+    );
+    if !m.headers.is_empty() || m.reply_to.is_some() {
+        let mut parts: Vec<String> = m.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(r) = &m.reply_to {
+            parts.push(format!("reply-to={r}"));
+        }
+        s.push_str(&format!(" {dim}[{}]{reset}", parts.join(" ")));
+    }
+    let body = match std::str::from_utf8(&m.payload) {
+        Ok("") => return s,
+        Ok(text) => {
+            let json_ct = m
+                .content_type
+                .as_deref()
+                .is_none_or(bus_broker::event::is_json_content_type);
+            if json_ct && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+                pretty_json(text)
+            } else {
+                text.trim_end_matches(['\n', '\r']).to_owned()
+            }
+        }
+        Err(_) => format!(
+            "{dim}<{} bytes of {}>{reset}",
+            m.payload.len(),
+            m.content_type.as_deref().unwrap_or("binary data")
+        ),
+    };
+    for line in body.lines() {
+        s.push_str("\n  ");
+        s.push_str(line);
+    }
+    s
+}
+
+/// How long before `now_ns` the time `time_ns` was, for people: `just now` (under a second,
+/// or in the future), `42s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn relative_time(time_ns: u64, now_ns: u64) -> String {
+    let secs = now_ns.saturating_sub(time_ns) / 1_000_000_000;
+    match secs {
+        0 => "just now".to_owned(),
+        1..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// `text`, valid JSON, indented by two spaces a level, one member or element a line. Only
+/// whitespace outside strings changes: strings, numbers and the order of keys stay exactly as
+/// they were. Iterative, so nesting depth costs no stack.
+pub fn pretty_json(text: &str) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    }
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                out.push(c);
+                if let Some(&close @ ('}' | ']')) = chars.peek() {
+                    out.push(close);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The namespaces as an aligned table with a header row.
 pub fn namespace_table(list: &[NamespaceInfo]) -> String {
     let header = [
@@ -283,6 +406,56 @@ mod tests {
         assert_eq!(
             format_event(&manual, false),
             "user.created #42 2026-11-23T13:22:11.123456789Z user-42-9f (delivery 2) x"
+        );
+    }
+
+    #[test]
+    fn pretty_prints_json_keeping_its_tokens() {
+        assert_eq!(
+            pretty_json(r#"{"b":1, "a":[1,2,{}],"s":"x, {y}: \"z\"","e":[ ]}"#),
+            "{\n  \"b\": 1,\n  \"a\": [\n    1,\n    2,\n    {}\n  ],\n  \"s\": \"x, {y}: \\\"z\\\"\",\n  \"e\": []\n}"
+        );
+        assert_eq!(pretty_json("7"), "7");
+        assert_eq!(pretty_json(" \"a b\" "), "\"a b\"");
+    }
+
+    #[test]
+    fn relative_times_for_people() {
+        let s = 1_000_000_000u64;
+        let now = 1_000_000 * s;
+        for (ago, want) in [
+            (0, "just now"),
+            (2, "2s ago"),
+            (59, "59s ago"),
+            (60, "1m ago"),
+            (3599, "59m ago"),
+            (7200, "2h ago"),
+            (3 * 86_400, "3d ago"),
+        ] {
+            assert_eq!(relative_time(now - ago * s, now), want);
+        }
+        assert_eq!(relative_time(now + 5 * s, now), "just now");
+    }
+
+    #[test]
+    fn formats_tail_events() {
+        let m = Message::from_json(
+            r#"{"id":"user-42-9f","subject":"user.created","namespace":"user","sequence":42,"time":"2026-11-23T13:22:11Z","headers":{"trace":"abc"},"content_type":"application/json","payload":{"name":"ada"}}"#,
+        )
+        .unwrap();
+        let now = m.time_ns + 2_500_000_000;
+        assert_eq!(
+            format_tail_event(&m, false, now),
+            "user.created #42 2s ago [trace=abc]\n  {\n    \"name\": \"ada\"\n  }"
+        );
+        assert!(format_tail_event(&m, true, now).starts_with("\x1b[1;36muser.created\x1b[0m"));
+        let text = Message::from_json(
+            r#"{"id":"a-1-0","subject":"a.b","namespace":"a","sequence":1,"time":"2026-11-23T13:22:11Z","content_type":"text/plain","payload":"[1, 2]"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format_tail_event(&text, false, now),
+            "a.b #1 2s ago\n  [1, 2]"
         );
     }
 

@@ -201,8 +201,11 @@ impl Storage for DiskStorage {
     }
 }
 
-/// Takes the data directory's lock, writing our pid into it for the error others see.
-fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+/// Takes the data directory's lock (the `flock` on [`LOCK_FILE`] that a broker holds while
+/// it runs), writing our pid into it for the error others see; held until the file is
+/// dropped. Fails with [`StorageError::Locked`] when another process holds it. Offline tools
+/// that change files (`bus inspect --repair`) take it too.
+pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join(LOCK_FILE);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -228,4 +231,23 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     let _ = f.rewind();
     let _ = write!(f, "{}", std::process::id());
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_excludes_a_second_holder_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        match lock_dir(dir.path()) {
+            Err(StorageError::Locked { holder, .. }) => {
+                assert_eq!(holder, format!(" (pid {})", std::process::id()));
+            }
+            other => panic!("locked twice: {other:?}"),
+        }
+        drop(held);
+        assert!(lock_dir(dir.path()).is_ok());
+    }
 }

@@ -3,12 +3,16 @@
 
 pub mod ack;
 pub mod consumers;
+pub mod dump;
 pub mod get;
+pub mod inspect;
 pub mod ns;
 pub mod put;
 pub mod reply;
 pub mod req;
+pub mod restore;
 pub mod server;
+pub mod tail;
 
 use bus_client::Client;
 

@@ -197,10 +197,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `bus server` on `data` and waits for the start-up line that names its address.
     pub fn start(data: &Path) -> ServerProcess {
+        ServerProcess::start_with(data, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with more `bus server` flags.
+    pub fn start_with(data: &Path, flags: &[&str]) -> ServerProcess {
         let mut child = bus()
             .args(["server", "--addr", "127.0.0.1:0", "--log-level", "info"])
             .arg("--data")
             .arg(data)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,515 @@
+//! `bus inspect <data dir | namespace dir | segment file>`: read a log offline.
+//!
+//! Without flags it prints the events (as `bus get` does, or with `--json` in the event
+//! JSON), from `--from SEQ` and at most `--count N` in each namespace. `--verify` checks every
+//! segment instead and prints one report per namespace; `--repair` also cuts each damaged
+//! namespace at its first damage. Segments are checked by [`NamespaceDir`] with the broker's
+//! own code, so inspect and the broker agree on what is a torn tail and what is damage.
+//!
+//! Printing and `--verify` take no lock and write nothing, so they work while a broker runs on
+//! the directory (they see the files as they were when read). `--repair` takes the data
+//! directory's lock first and refuses to run while a broker holds it. Its cut reuses the
+//! broker's recovery: the segments after the damaged one are deleted (newest first, so that
+//! an interruption leaves a shorter log that is still whole), then the damaged segment, now
+//! the newest, goes through [`recovery::scan_active`] with repair on, exactly as
+//! `bus server` would treat a damaged active segment at open.
+//!
+//! Exit status: 0 healthy or repaired, 1 damage found, 2 an error.
+
+use std::io::{BufWriter, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bus_broker::event::to_json;
+use bus_broker::storage::disk::{LOCK_FILE, STATE_DIR, lock_dir};
+use bus_broker::storage::io::{FileSystem as _, StdFs};
+use bus_broker::storage::record::{self, Decoded};
+use bus_broker::storage::{Corruption, StorageError, TornTail, check_namespace, recovery, segment};
+use bus_client::Message;
+
+use crate::args::InspectArgs;
+use crate::error::CliError;
+use crate::namespace_dir::{NamespaceDir, Scanned, SegmentFile};
+use crate::output::{Output, human_size, notice};
+
+/// Below this many bytes of segments `--verify` shows no progress: it is over at once.
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+/// Least time between two progress updates.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// What the path names.
+#[derive(Debug)]
+struct Target {
+    /// The namespaces to read, in name order (`.state` last, when verifying a data dir).
+    namespaces: Vec<NamespaceDir>,
+    /// For a segment file: its first sequence, the only segment read.
+    only: Option<u64>,
+    /// The data directory whose lock `--repair` takes.
+    data_dir: PathBuf,
+}
+
+/// Runs `bus inspect`.
+pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
+    let checking = args.verify || args.repair;
+    let target = resolve(&args.path, checking)?;
+    if !checking {
+        return print_events(json, &args, &target);
+    }
+    // Taken before any segment is read, and held until the repair is done.
+    let _lock = if args.repair {
+        Some(lock(&target.data_dir)?)
+    } else {
+        None
+    };
+    let reports = verify(&target)?;
+    let mut out = Output::new();
+    for r in &reports {
+        out.line(&if json { r.json() } else { r.human() })?;
+    }
+    let damaged: Vec<&Report> = reports.iter().filter(|r| r.damage.is_some()).collect();
+    let Some(first) = damaged.first().and_then(|r| r.damage.as_ref()) else {
+        return Ok(());
+    };
+    if !args.repair {
+        return Err(CliError::negative(format!(
+            "damage found in {} of {} namespaces; first: {first}",
+            damaged.len(),
+            reports.len()
+        )));
+    }
+    for r in damaged {
+        let repaired = repair(r.ns, r.damaged_segment)?;
+        out.line(&if json {
+            repaired.json()
+        } else {
+            repaired.human()
+        })?;
+    }
+    Ok(())
+}
+
+/// Works out what `path` is: a segment file, a namespace directory (it holds segments) or a
+/// data directory (it holds namespace directories, or its lock file).
+fn resolve(path: &Path, with_state: bool) -> Result<Target, CliError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::with_cause(format!("cannot read {}", path.display()), e))?;
+    let parent = |p: &Path| {
+        p.parent()
+            .map_or_else(|| PathBuf::from(".."), Path::to_owned)
+    };
+    if meta.is_file() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some((first, false)) = segment::parse_name(name) else {
+            return Err(CliError::msg(format!(
+                "{} is not a segment file (<20 digits>.log)",
+                path.display()
+            )));
+        };
+        let dir = parent(path);
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        return Ok(Target {
+            data_dir: parent(&dir.canonicalize().unwrap_or_else(|_| dir.clone())),
+            namespaces: vec![NamespaceDir::open(&dir)?],
+            only: Some(first),
+        });
+    }
+    if NamespaceDir::holds_segments(path) {
+        let full = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+        return Ok(Target {
+            data_dir: parent(&full),
+            namespaces: vec![NamespaceDir::open(path)?],
+            only: None,
+        });
+    }
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| CliError::with_cause(format!("cannot list {}", path.display()), e))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| check_namespace(n).is_ok())
+        .collect();
+    names.sort();
+    let state = path.join(STATE_DIR);
+    if names.is_empty() && !state.is_dir() && !path.join(LOCK_FILE).exists() {
+        return Err(CliError::msg(format!(
+            "{} is not a data directory, a namespace directory or a segment file",
+            path.display()
+        )));
+    }
+    let mut namespaces = Vec::with_capacity(names.len() + 1);
+    for n in names {
+        namespaces.push(NamespaceDir::open(&path.join(n))?);
+    }
+    if with_state && state.is_dir() {
+        namespaces.push(NamespaceDir::open(&state)?);
+    }
+    Ok(Target {
+        namespaces,
+        only: None,
+        data_dir: path.to_owned(),
+    })
+}
+
+/// The segments of `ns` to read.
+fn selected(ns: &NamespaceDir, only: Option<u64>) -> impl Iterator<Item = (usize, &SegmentFile)> {
+    ns.segments
+        .iter()
+        .enumerate()
+        .filter(move |(_, s)| only.is_none_or(|f| s.first_seq == f))
+}
+
+/// Prints the events, stopping a namespace at its first damage.
+fn print_events(json: bool, args: &InspectArgs, target: &Target) -> Result<(), CliError> {
+    let color = Output::new().color();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let from = args.from.unwrap_or(1);
+    let count = args.count.unwrap_or(u64::MAX);
+    let mut damage: Vec<Corruption> = Vec::new();
+    for ns in &target.namespaces {
+        let mut printed = 0;
+        for (_, seg) in selected(ns, target.only) {
+            if printed == count {
+                break;
+            }
+            if seg.next_first.is_some_and(|next| next <= from) {
+                continue;
+            }
+            let (scan, damaged) = match ns.scan(seg)? {
+                Scanned::Healthy(scan) => (scan, None),
+                Scanned::Damaged(c, before) => (before, Some(c)),
+                Scanned::Gone => {
+                    notice(&format!(
+                        "{} was deleted while it was read (retention)",
+                        seg.path.display()
+                    ));
+                    continue;
+                }
+            };
+            let skip = from.saturating_sub(seg.first_seq) as usize;
+            for &offset in scan.offsets.iter().skip(skip) {
+                if printed == count {
+                    break;
+                }
+                // Every offset was verified by the scan; decode again to borrow the fields.
+                let Decoded::Record(r, _) = record::decode(&scan.data[offset as usize..]) else {
+                    return Err(CliError::msg(format!(
+                        "{} changed while it was read",
+                        seg.path.display()
+                    )));
+                };
+                let event = r.to_event(scan.data.slice_ref(r.payload));
+                let line = to_json(&event, ns.namespace(), None);
+                let line = if json {
+                    line
+                } else {
+                    let m = Message::from_json(&line)
+                        .map_err(|e| CliError::with_cause("cannot format an event", e))?;
+                    crate::output::format_event(&m, color)
+                };
+                out.write_all(line.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(CliError::write)?;
+                printed += 1;
+            }
+            if let Some(c) = damaged {
+                damage.push(c);
+                break;
+            }
+        }
+    }
+    out.flush().map_err(CliError::write)?;
+    match damage.first() {
+        None => Ok(()),
+        Some(first) => {
+            for c in &damage[1..] {
+                notice(&format!("corrupt log: {c}"));
+            }
+            Err(CliError::negative(format!("corrupt log: {first}")))
+        }
+    }
+}
+
+/// What `--verify` found in one namespace.
+#[derive(Debug)]
+struct Report<'a> {
+    /// The namespace directory.
+    ns: &'a NamespaceDir,
+    /// Segments read.
+    segments: usize,
+    /// Valid events before any damage.
+    events: u64,
+    /// The first and last valid sequence, when there is one.
+    range: Option<(u64, u64)>,
+    /// Segments that vanished while they were read.
+    gone: usize,
+    /// The torn tail of the active segment, which the broker cuts at start.
+    torn: Option<(PathBuf, TornTail)>,
+    /// The first damage.
+    damage: Option<Corruption>,
+    /// The index in `ns.segments` of the damaged segment.
+    damaged_segment: usize,
+}
+
+impl Report<'_> {
+    fn human(&self) -> String {
+        let label = &self.ns.label;
+        let held = match self.range {
+            Some((a, b)) => format!("{} events ({a}..{b})", self.events),
+            None => "no events".to_owned(),
+        };
+        let segments = match self.segments {
+            1 => "1 segment".to_owned(),
+            n => format!("{n} segments"),
+        };
+        let mut line = match &self.damage {
+            Some(c) => format!("{label}: DAMAGED: {c}; {held} before it"),
+            None => format!("{label}: ok, {held} in {segments}"),
+        };
+        if let Some((file, t)) = &self.torn {
+            line.push_str(&format!(
+                "; torn tail of {} bytes at {} offset {} (the broker cuts it at start)",
+                t.bytes_cut,
+                file.display(),
+                t.offset
+            ));
+        }
+        if self.gone > 0 {
+            line.push_str(&format!(
+                "; {} segments deleted while read (retention)",
+                self.gone
+            ));
+        }
+        line
+    }
+
+    fn json(&self) -> String {
+        let damage = self.damage.as_ref().map(|c| {
+            serde_json::json!({
+                "file": c.file, "offset": c.offset, "sequence": c.sequence, "reason": c.reason,
+            })
+        });
+        let torn = self.torn.as_ref().map(
+            |(file, t)| serde_json::json!({"file": file, "offset": t.offset, "bytes": t.bytes_cut}),
+        );
+        serde_json::json!({
+            "namespace": self.ns.label,
+            "dir": self.ns.dir,
+            "ok": self.damage.is_none(),
+            "segments": self.segments,
+            "events": self.events,
+            "first_sequence": self.range.map(|r| r.0),
+            "last_sequence": self.range.map(|r| r.1),
+            "torn_tail": torn,
+            "damage": damage,
+        })
+        .to_string()
+    }
+}
+
+/// Checks every selected segment of every namespace.
+fn verify(target: &Target) -> Result<Vec<Report<'_>>, CliError> {
+    let total: u64 = target
+        .namespaces
+        .iter()
+        .flat_map(|ns| selected(ns, target.only).map(|(_, s)| s.bytes))
+        .sum();
+    let mut progress = Progress::new(total);
+    let mut reports = Vec::new();
+    for ns in &target.namespaces {
+        let mut r = Report {
+            ns,
+            segments: 0,
+            events: 0,
+            range: None,
+            gone: 0,
+            torn: None,
+            damage: None,
+            damaged_segment: 0,
+        };
+        for (i, seg) in selected(ns, target.only) {
+            r.segments += 1;
+            match ns.scan(seg)? {
+                Scanned::Healthy(scan) => {
+                    let n = scan.offsets.len() as u64;
+                    if n > 0 {
+                        let last = seg.first_seq + n - 1;
+                        r.range = Some((r.range.map_or(seg.first_seq, |x| x.0), last));
+                    }
+                    r.events += n;
+                    r.torn = scan.torn.map(|t| (seg.path.clone(), t));
+                }
+                Scanned::Damaged(c, before) => {
+                    let n = before.offsets.len() as u64;
+                    if n > 0 {
+                        let last = seg.first_seq + n - 1;
+                        r.range = Some((r.range.map_or(seg.first_seq, |x| x.0), last));
+                    }
+                    r.events += n;
+                    r.damage = Some(c);
+                    r.damaged_segment = i;
+                    break;
+                }
+                Scanned::Gone => r.gone += 1,
+            }
+            progress.advance(seg.bytes);
+        }
+        reports.push(r);
+    }
+    progress.finish();
+    Ok(reports)
+}
+
+/// Takes the data directory's lock for `--repair`.
+fn lock(data_dir: &Path) -> Result<std::fs::File, CliError> {
+    lock_dir(data_dir).map_err(|e| match e {
+        StorageError::Locked { .. } => {
+            CliError::msg(format!("{e}; stop the broker before --repair"))
+        }
+        e => CliError::with_cause(
+            format!("cannot lock {} for --repair", data_dir.display()),
+            e,
+        ),
+    })
+}
+
+/// What `--repair` cut from one namespace.
+#[derive(Debug)]
+struct Repaired<'a> {
+    ns: &'a NamespaceDir,
+    /// The segment cut, and the offset it now ends at.
+    file: PathBuf,
+    offset: u64,
+    /// The first sequence cut.
+    first_cut: u64,
+    /// Events cut, damaged ones included.
+    events_cut: u64,
+    /// Later segments deleted.
+    segments_deleted: usize,
+}
+
+impl Repaired<'_> {
+    fn human(&self) -> String {
+        let mut line = format!(
+            "{}: repaired: cut {} events (sequence {} on); {} now ends at offset {}",
+            self.ns.label,
+            self.events_cut,
+            self.first_cut,
+            self.file.display(),
+            self.offset
+        );
+        if self.segments_deleted > 0 {
+            line.push_str(&format!(
+                "; deleted the {} segments after it",
+                self.segments_deleted
+            ));
+        }
+        line
+    }
+
+    fn json(&self) -> String {
+        serde_json::json!({
+            "namespace": self.ns.label,
+            "repaired": {
+                "file": self.file,
+                "offset": self.offset,
+                "first_sequence": self.first_cut,
+                "events_cut": self.events_cut,
+                "segments_deleted": self.segments_deleted,
+            },
+        })
+        .to_string()
+    }
+}
+
+/// Cuts `ns` at the damage found in its segment `i`: deletes the later segments and their
+/// indexes (newest first), the damaged segment's index, and lets the broker's recovery cut
+/// the damaged segment, now the active one, with repair on.
+fn repair(ns: &NamespaceDir, i: usize) -> Result<Repaired<'_>, CliError> {
+    let newest = ns.newest_sequence()?;
+    let remove = |path: &Path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CliError::with_cause(
+            format!("cannot delete {}", path.display()),
+            e,
+        )),
+        _ => Ok(()),
+    };
+    for later in ns.segments[i + 1..].iter().rev() {
+        remove(&later.path)?;
+        remove(&segment::index_path_for(&later.path))?;
+    }
+    let seg = &ns.segments[i];
+    remove(&segment::index_path_for(&seg.path))?;
+    StdFs
+        .sync_dir(&ns.dir)
+        .map_err(|e| CliError::with_cause(format!("cannot sync {}", ns.dir.display()), e))?;
+    let file = StdFs
+        .open(&seg.path)
+        .map_err(|e| CliError::with_cause(format!("cannot open {}", seg.path.display()), e))?;
+    let scan = recovery::scan_active(&seg.path, &file, seg.first_seq, true)
+        .map_err(|e| CliError::with_cause(format!("cannot repair {}", seg.path.display()), e))?;
+    let kept_last = seg
+        .first_seq
+        .saturating_sub(1)
+        .saturating_add(scan.offsets.len() as u64);
+    Ok(Repaired {
+        ns,
+        file: seg.path.clone(),
+        offset: scan.end,
+        first_cut: kept_last + 1,
+        events_cut: newest.saturating_sub(kept_last),
+        segments_deleted: ns.segments.len() - i - 1,
+    })
+}
+
+/// The `--verify` progress line on stderr: only on a terminal, only for large logs.
+#[derive(Debug)]
+struct Progress {
+    /// Bytes to read in all.
+    total: u64,
+    /// Bytes read so far.
+    done: u64,
+    /// Whether to draw at all.
+    enabled: bool,
+    /// When the line was last drawn.
+    drawn: Option<Instant>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            enabled: total >= PROGRESS_MIN_BYTES && std::io::stderr().is_terminal(),
+            drawn: None,
+        }
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.done = (self.done + bytes).min(self.total);
+        if !self.enabled || self.drawn.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        self.drawn = Some(Instant::now());
+        let pct = self.done * 100 / self.total.max(1);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[Kbus: verifying: {} of {} ({pct}%)",
+            human_size(self.done),
+            human_size(self.total)
+        );
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.enabled && self.drawn.is_some() {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+        }
+    }
+}
