@@ -117,6 +117,10 @@ pub fn to_json(e: &Event, namespace: &str, delivery_count: Option<u32>) -> Strin
         out.push_str(",\"reply_to\":");
         push_json_str(&mut out, r);
     }
+    if let Some(m) = &e.msg_id {
+        out.push_str(",\"msg_id\":");
+        push_json_str(&mut out, m);
+    }
     if let Some(ct) = &e.content_type {
         out.push_str(",\"content_type\":");
         push_json_str(&mut out, ct);
@@ -205,6 +209,7 @@ mod tests {
     fn every_field_is_present() {
         let mut e = ev(Some("text/plain"), b"hi");
         e.reply_to = Some("_inbox.x".into());
+        e.msg_id = Some("order-17".into());
         let j = parse(&to_json(&e, "user", Some(2)));
         assert_eq!(j["id"], "user-3-00000001");
         assert_eq!(j["subject"], "user.created");
@@ -213,6 +218,7 @@ mod tests {
         assert_eq!(j["time"], "2023-11-14T22:13:20.000000000Z");
         assert_eq!(j["headers"], serde_json::json!({"trace": "a\"b"}));
         assert_eq!(j["reply_to"], "_inbox.x");
+        assert_eq!(j["msg_id"], "order-17");
         assert_eq!(j["content_type"], "text/plain");
         assert_eq!(j["delivery_count"], 2);
         assert_eq!(j["payload"], "hi");

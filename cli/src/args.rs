@@ -126,15 +126,14 @@ path, not a log, broker running during --repair).";
 const DUMP_HELP: &str = "\
 File format: one event per line in the event JSON of the API (proto-docs/http-api.md), as
 `bus get --json` prints it: id, subject, namespace, sequence, time, headers, reply_to,
-content_type, payload (JSON embedded, else a string, else base64 with
-\"encoding\":\"base64\"). A line may also carry \"msg_id\", the dedup id to restore with.
+msg_id (the publisher's dedup id, when it gave one), content_type, payload (JSON embedded,
+else a string, else base64 with \"encoding\":\"base64\").
 
 The dump pulls pages until it has every matching event up to the newest one of each
 namespace when it started, then exits; later events are left out.
 
-Not kept, because the API does not expose them: the original dedup ids (restore uses each
-event's original id instead) and the exact line breaks of JSON payloads (the event JSON
-turns them into spaces). Ids, sequences and times are given anew by the broker restored to.
+Not kept: the exact line breaks of JSON payloads (the event JSON turns them into spaces).
+Ids, sequences and times are given anew by the broker restored to.
 
 --json changes nothing: the output is JSON already. Counts and gap notices go to stderr.
 Exit status: 0 done, 2 an error.";

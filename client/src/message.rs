@@ -44,6 +44,8 @@ pub struct Message {
     pub headers: BTreeMap<String, String>,
     /// The reply subject, when the publisher gave one.
     pub reply_to: Option<String>,
+    /// The publisher's dedup id, when it gave one (the client gives every publish one).
+    pub msg_id: Option<String>,
     /// The Content-Type the publisher gave, if any.
     pub content_type: Option<String>,
     /// The payload bytes.
@@ -69,6 +71,8 @@ struct WireEvent {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     reply_to: Option<String>,
+    #[serde(default)]
+    msg_id: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
     /// `Some` also for a JSON `null` payload, which is the four bytes `null`.
@@ -122,6 +126,7 @@ impl Message {
             time_ns,
             headers: w.headers,
             reply_to: w.reply_to,
+            msg_id: w.msg_id,
             content_type: w.content_type,
             payload,
             delivery_count: w.delivery_count,
