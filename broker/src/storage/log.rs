@@ -174,6 +174,9 @@ struct Request {
 struct Queue {
     reqs: Vec<Request>,
     stop: Option<Stop>,
+    /// True while the writer waits on `Shared::wake`: only then does an appender wake it
+    /// (a condvar notify is a system call even when nobody waits).
+    writer_waiting: bool,
 }
 
 /// State shared by the log handle, its writer and its readers.
@@ -545,14 +548,17 @@ impl EventLog for Log {
                 .await
                 .map_err(|_| StorageError::Closed)?;
             let (tx, rx) = oneshot::channel();
-            {
+            let wake = {
                 let mut q = lock(&shared.queue);
                 if q.stop.is_some() {
                     return Err(StorageError::Closed);
                 }
                 q.reqs.push(Request { events, tx, permit });
+                q.writer_waiting
+            };
+            if wake {
+                shared.wake.notify_one();
             }
-            shared.wake.notify_one();
             let stamps = rx.await.map_err(|_| StorageError::Closed)??;
             // Receipts are built here, on the appender's task, not on the writer thread.
             Ok(stamps
@@ -973,12 +979,14 @@ impl Writer {
                 let mut q = lock(&self.shared.queue);
                 while q.reqs.is_empty() && q.stop.is_none() {
                     let timeout = self.next_timer_in();
+                    q.writer_waiting = true;
                     let (g, res) = self
                         .shared
                         .wake
                         .wait_timeout(q, timeout)
                         .unwrap_or_else(|e| e.into_inner());
                     q = g;
+                    q.writer_waiting = false;
                     if res.timed_out() {
                         break;
                     }

@@ -36,6 +36,9 @@ struct State {
     busy: bool,
     /// Set when the writer stops.
     stop: Option<Stop>,
+    /// True while the syncer waits for work: only then does `submit` wake it (a condvar
+    /// notify is a system call even when nobody waits).
+    syncer_waiting: bool,
 }
 
 struct Pipe {
@@ -77,8 +80,14 @@ impl Syncer {
 
     /// Hands over a written group; it is answered once a sync started after this covers it.
     pub(crate) fn submit(&self, group: Written) {
-        lock(&self.pipe.state).waiting.push(group);
-        self.pipe.work.notify_one();
+        let wake = {
+            let mut st = lock(&self.pipe.state);
+            st.waiting.push(group);
+            st.syncer_waiting
+        };
+        if wake {
+            self.pipe.work.notify_one();
+        }
     }
 
     /// Waits until every group handed over so far is synced and answered, or failed.
@@ -126,7 +135,9 @@ impl Worker {
             let (groups, stop) = {
                 let mut st = lock(&self.pipe.state);
                 while st.waiting.is_empty() && st.stop.is_none() {
+                    st.syncer_waiting = true;
                     st = self.pipe.work.wait(st).unwrap_or_else(|e| e.into_inner());
+                    st.syncer_waiting = false;
                 }
                 if st.waiting.is_empty() {
                     return;
