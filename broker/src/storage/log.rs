@@ -7,8 +7,8 @@
 //! `always` it hands the written group to the namespace's [`Syncer`] thread and goes on
 //! with the next group while the disk syncs: one `fdatasync` covers every group written
 //! before it started, and the syncer answers them once it returns (pipelined group commit).
-//! Appenders wait from the moment they queue until they are answered within one bound, in
-//! encoded bytes ([`LogConfig::queue_bytes`]); past it, appenders wait for room.
+//! One bound in encoded bytes ([`LogConfig::queue_bytes`]) covers appends from the moment
+//! they queue until they are answered; past it, appenders wait for room.
 //!
 //! **Visibility.** Readers see only records that are durable under the policy: under
 //! `always` after their sync, under `interval` and `never` after their write. The view
