@@ -119,7 +119,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Interval of SSE keep-alive comments. Default: 15 s.
     pub heartbeat: Duration,
-    /// Namespaces at most (each holds a directory, an open file and a writer thread);
+    /// Namespaces at most (each holds a directory, an open file, a writer thread and, under
+    /// `fsync = always`, a syncer thread);
     /// creating one more is refused with `namespace_limit`. Default: 1,000.
     pub max_namespaces: usize,
 }

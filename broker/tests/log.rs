@@ -490,6 +490,119 @@ async fn write_and_sync_failures_turn_the_namespace_read_only() {
     }
 }
 
+/// Spawns one append of `ev(i)`.
+fn spawn_append(
+    log: &Arc<bus_broker::storage::Log>,
+    i: u64,
+) -> tokio::task::JoinHandle<Result<Vec<u64>, StorageError>> {
+    let log = log.clone();
+    tokio::spawn(async move {
+        let r = tokio::time::timeout(WAIT, log.append(vec![ev(i)]))
+            .await
+            .expect("append timed out")?;
+        Ok(r.into_iter().map(|r| r.sequence).collect())
+    })
+}
+
+// The pipelined tests below block the test's own thread on the simulator (a held sync, a
+// count of writes) while the appends run on the runtime's workers: hence multi_thread.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_fails_the_group_written_while_it_ran_and_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
+    let log = Arc::new(log);
+    append_n(&log, 3).await;
+    // Group A's sync is held in flight (and will fail); group B is written meanwhile.
+    fs.hold_syncs(true);
+    fs.fail(FaultOp::Sync, 0, ErrorKind::Other);
+    let writes = fs.writes();
+    let a = spawn_append(&log, 10);
+    fs.wait_for_held_sync();
+    let b = spawn_append(&log, 11);
+    fs.wait_for_writes(writes + 2);
+    assert!(
+        !a.is_finished() && !b.is_finished(),
+        "answered before the sync"
+    );
+    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3]);
+    let calls = fs.sync_calls();
+    fs.hold_syncs(false);
+    for (name, t) in [("A", a), ("B", b)] {
+        let err = t.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, StorageError::ReadOnly { .. }),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("fdatasync"), "{name}: {err}");
+    }
+    let again = log.append(vec![ev(12)]).await.unwrap_err();
+    assert!(matches!(again, StorageError::ReadOnly { .. }), "{again}");
+    assert!(log.stats().read_only.is_some());
+    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3]);
+    drop(log);
+    assert_eq!(fs.sync_calls(), calls, "a failed sync was retried");
+    let (log, _) = open(dir.path(), LogConfig::default());
+    let after = seqs(&read_all(&log, Start::Oldest));
+    assert!(
+        after.starts_with(&[1, 2, 3]) && after.len() <= 5,
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_behind_a_sync_in_flight_fails_only_its_own_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
+    let log = Arc::new(log);
+    append_n(&log, 3).await;
+    fs.hold_syncs(true);
+    let a = spawn_append(&log, 10);
+    fs.wait_for_held_sync();
+    fs.fail(FaultOp::Write, 0, ErrorKind::Other);
+    let err = spawn_append(&log, 11).await.unwrap().unwrap_err();
+    assert!(matches!(err, StorageError::ReadOnly { .. }), "{err}");
+    assert!(log.stats().read_only.is_some());
+    // A was written before the failed write: its sync still runs, and then it is answered.
+    assert!(!a.is_finished(), "answered before its sync");
+    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3]);
+    fs.hold_syncs(false);
+    assert_eq!(a.await.unwrap().unwrap(), [4]);
+    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3, 4]);
+    drop(log);
+    fs.power_loss().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_the_sync_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
+    let log = Arc::new(log);
+    fs.hold_syncs(true);
+    let a = spawn_append(&log, 0);
+    fs.wait_for_held_sync();
+    {
+        let close = log.close();
+        tokio::pin!(close);
+        // The first poll asks the writer to stop; the close then waits for it.
+        assert!(futures::poll!(&mut close).is_pending());
+        assert!(!a.is_finished(), "answered before its sync");
+        fs.hold_syncs(false);
+        tokio::time::timeout(WAIT, close).await.expect("close hung");
+    }
+    assert_eq!(a.await.unwrap().unwrap(), [1]);
+    drop(log);
+    fs.power_loss().unwrap();
+    let (log, report) = open(dir.path(), LogConfig::default());
+    assert!(report.clean_shutdown);
+    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1]);
+}
+
 /// Appends from several tasks, "loses power" once 300 appends were acknowledged (others
 /// in flight), reopens, and returns the acknowledged (sequence, payload) pairs that are
 /// missing or different. Also checks the survivors are in order with no gap.

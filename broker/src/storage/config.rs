@@ -19,7 +19,8 @@ pub const MAX_PAYLOAD_LIMIT_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(120);
 /// Dedup ids remembered per namespace at most; past it the oldest are forgotten first.
 pub const DEFAULT_DEDUP_MAX_ENTRIES: usize = 1_000_000;
-/// Encoded bytes that may wait in a namespace's append queue; past it appenders wait.
+/// Encoded bytes of a namespace's unanswered appends (queued, or written and waiting for
+/// their sync); past it appenders wait.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// When an append counts as durable.
@@ -98,7 +99,8 @@ pub struct LogConfig {
     pub dedup_window: Duration,
     /// Most dedup ids remembered; the oldest are forgotten first. Default: 1,000,000.
     pub dedup_max_entries: usize,
-    /// Encoded bytes that may queue for the writer before appenders wait. Default: 64 MiB.
+    /// Encoded bytes of appends not yet answered (queued for the writer, or written and
+    /// waiting for their sync) before further appenders wait for room. Default: 64 MiB.
     pub queue_bytes: usize,
     /// At open, truncate the active segment at the first damaged record (reporting the
     /// events lost) instead of refusing to open. Default: false.

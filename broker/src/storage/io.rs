@@ -5,7 +5,8 @@
 //! each file was covered by the last `fdatasync`, so [`SimFs::power_loss`] can throw away
 //! everything written after it (a `SIGKILL` cannot: the page cache survives it), and it can
 //! make a chosen write or sync fail, or lie about syncing (to show that a test would catch
-//! an acknowledgement given before the data was durable).
+//! an acknowledgement given before the data was durable). It can also hold syncs in flight,
+//! so that a test can have the writer write more while a sync has not returned.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -13,7 +14,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a [`SimFs`] wait blocks before it panics (so that a bug fails a test instead of
+/// hanging it).
+const SIM_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// One open data file.
 pub trait DataFile: Send + Sync + std::fmt::Debug {
@@ -102,6 +108,14 @@ struct SimState {
     synced: HashMap<PathBuf, u64>,
     /// Armed faults: (operation, calls to let through first, error kind).
     faults: Vec<(FaultOp, u64, io::ErrorKind)>,
+    /// While set, syncs wait before they start.
+    hold_syncs: bool,
+    /// Syncs waiting on `hold_syncs`.
+    held_syncs: u64,
+    /// `write_all_at` calls that returned (either way).
+    writes: u64,
+    /// `sync_data` calls, held, failed or not.
+    sync_calls: u64,
 }
 
 /// A file system for tests: real files, plus power-loss simulation and fault injection.
@@ -112,6 +126,8 @@ pub struct SimFs {
     skip_sync: Arc<std::sync::atomic::AtomicBool>,
     /// Successful syncs so far.
     syncs: Arc<AtomicU64>,
+    /// Signalled whenever `state` changes in a way a test may wait for.
+    changed: Arc<Condvar>,
 }
 
 impl SimFs {
@@ -133,6 +149,48 @@ impl SimFs {
     /// Successful syncs so far.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)
+    }
+
+    /// `sync_data` calls so far, including held and failed ones.
+    pub fn sync_calls(&self) -> u64 {
+        self.lock().sync_calls
+    }
+
+    /// `write_all_at` calls that returned so far, including failed ones.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// While `hold` is set, every `sync_data` waits before it starts (before an armed fault
+    /// hits it) until it is cleared.
+    pub fn hold_syncs(&self, hold: bool) {
+        self.lock().hold_syncs = hold;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until a sync waits on [`SimFs::hold_syncs`]. Panics after 10 s.
+    pub fn wait_for_held_sync(&self) {
+        self.wait_until("a held sync", |st| st.held_syncs > 0);
+    }
+
+    /// Blocks until `n` writes have returned in all. Panics after 10 s.
+    pub fn wait_for_writes(&self, n: u64) {
+        self.wait_until("writes", |st| st.writes >= n);
+    }
+
+    fn wait_until(&self, what: &str, done: impl Fn(&SimState) -> bool) {
+        let deadline = Instant::now() + SIM_WAIT_LIMIT;
+        let mut st = self.lock();
+        while !done(&st) {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("SimFs: waited too long for {what}"));
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Throws away everything written to each file after its last sync, as a power loss
@@ -185,13 +243,30 @@ struct SimFile {
 
 impl DataFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.fs.check(FaultOp::Write)?;
-        self.inner.write_all_at(buf, offset)
+        let res = self
+            .fs
+            .check(FaultOp::Write)
+            .and_then(|()| self.inner.write_all_at(buf, offset));
+        self.fs.lock().writes += 1;
+        self.fs.changed.notify_all();
+        res
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.inner.read_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
+        {
+            let mut st = self.fs.lock();
+            st.sync_calls += 1;
+            if st.hold_syncs {
+                st.held_syncs += 1;
+                self.fs.changed.notify_all();
+                while st.hold_syncs {
+                    st = self.fs.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                st.held_syncs -= 1;
+            }
+        }
         self.fs.check(FaultOp::Sync)?;
         if self.fs.skip_sync.load(Ordering::SeqCst) {
             return Ok(());

@@ -1,11 +1,14 @@
 //! [`Log`]: one namespace's durable log.
 //!
 //! **Writing.** One writer thread per namespace. Appenders put their events in a queue and
-//! wait; the writer takes everything queued at once, encodes it into one buffer, issues one
-//! `write` and (under `always`) one `fdatasync`, then makes the records visible to readers and
-//! answers every appender of the group. Appends that arrive while a write or sync is in
-//! progress form the next group: that is group commit. The queue is bounded by encoded
-//! bytes ([`LogConfig::queue_bytes`]); past the bound, appenders wait for room.
+//! wait; the writer takes everything queued at once, encodes it into one buffer and issues
+//! one `write`: that is group commit. Under `interval` and `never` the writer then makes the
+//! records visible to readers and answers every appender of the group itself. Under
+//! `always` it hands the written group to the namespace's [`Syncer`] thread and goes on
+//! with the next group while the disk syncs: one `fdatasync` covers every group written
+//! before it started, and the syncer answers them once it returns (pipelined group commit).
+//! One bound in encoded bytes ([`LogConfig::queue_bytes`]) covers appends from the moment
+//! they queue until they are answered; past it, appenders wait for room.
 //!
 //! **Visibility.** Readers see only records that are durable under the policy: under
 //! `always` after their sync, under `interval` and `never` after their write. The view
@@ -13,9 +16,10 @@
 //! a few instructions; readers read the files without holding it, so they never block the
 //! writer.
 //!
-//! **Failure.** A failed write or sync fails the appends of its group and turns the namespace
-//! read-only (sync errors are not retried: the page cache may already have dropped the
-//! data). Nothing acknowledged earlier is lost, and no later append can leave a gap.
+//! **Failure.** A failed write fails the appends of its group; a failed sync fails every
+//! group it covered and every group written after it. Either turns the namespace read-only
+//! (sync errors are not retried: the page cache may already have dropped the data). Nothing
+//! acknowledged earlier is lost, and no later append can leave a gap.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ use super::reader::Reader;
 use super::record::{self, Decoded};
 use super::recovery::{self, Repair, TornTail};
 use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
+use super::syncer::Syncer;
 use super::{
     EventIdRef, EventLog, IdLookup, LogReader, NewEvent, Receipt, Start, StorageError,
     check_namespace, event_id, now_ns, parse_event_id,
@@ -58,7 +63,8 @@ pub struct Metrics {
     pub appended: AtomicU64,
     /// Encoded bytes appended.
     pub bytes_appended: AtomicU64,
-    /// Write groups (one write, at most one sync each).
+    /// Write groups made visible (one write each; under `always` one sync covers one or
+    /// more of them).
     pub groups: AtomicU64,
     /// `fdatasync` calls.
     pub syncs: AtomicU64,
@@ -150,7 +156,7 @@ pub(crate) struct View {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub(crate) enum Stop {
     /// Finish queued appends, sync, write a clean checkpoint.
     Clean,
     /// Stop now (drop without close): fail queued appends, write nothing more.
@@ -160,14 +166,17 @@ enum Stop {
 struct Request {
     events: Vec<NewEvent>,
     tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>,
-    /// Room in the queue, released when the writer is done with the request.
-    _permit: OwnedSemaphorePermit,
+    /// Room in the queue, released when the request is answered.
+    permit: OwnedSemaphorePermit,
 }
 
 #[derive(Default)]
 struct Queue {
     reqs: Vec<Request>,
     stop: Option<Stop>,
+    /// True while the writer waits on `Shared::wake`: only then does an appender wake it
+    /// (a condvar notify is a system call even when nobody waits).
+    writer_waiting: bool,
 }
 
 /// State shared by the log handle, its writer and its readers.
@@ -197,13 +206,24 @@ impl Shared {
         self.view.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read_only_error(&self) -> Option<StorageError> {
+    pub(crate) fn read_only_error(&self) -> Option<StorageError> {
         lock(&self.failure)
             .clone()
             .map(|cause| StorageError::ReadOnly {
                 namespace: self.name.clone(),
                 cause,
             })
+    }
+
+    fn has_failed(&self) -> bool {
+        lock(&self.failure).is_some()
+    }
+
+    /// Turns the namespace read-only; the first failure's cause is the one kept.
+    pub(crate) fn set_failure(&self, err: &StorageError) {
+        let cause = err.to_string();
+        tracing::error!(namespace = %self.name, error = %cause, "storage failure: namespace is now read-only");
+        lock(&self.failure).get_or_insert(cause);
     }
 }
 
@@ -393,11 +413,18 @@ impl Log {
             metrics: Metrics::default(),
             config,
         });
+        let syncer = match shared.config.fsync {
+            FsyncPolicy::Always => Some(
+                Syncer::spawn(shared.clone())
+                    .map_err(|e| StorageError::io("spawn syncer for", dir, e))?,
+            ),
+            _ => None,
+        };
         let writer = Writer {
             shared: shared.clone(),
             fs,
             file,
-            path: active_path,
+            path: Arc::from(active_path),
             active_first,
             active_count,
             write_pos: active_len,
@@ -406,6 +433,7 @@ impl Log {
             buf: Vec::new(),
             offsets: Vec::new(),
             times: Vec::new(),
+            syncer,
             unsynced: false,
             last_sync: Instant::now(),
             last_retention: Instant::now(),
@@ -520,18 +548,17 @@ impl EventLog for Log {
                 .await
                 .map_err(|_| StorageError::Closed)?;
             let (tx, rx) = oneshot::channel();
-            {
+            let wake = {
                 let mut q = lock(&shared.queue);
                 if q.stop.is_some() {
                     return Err(StorageError::Closed);
                 }
-                q.reqs.push(Request {
-                    events,
-                    tx,
-                    _permit: permit,
-                });
+                q.reqs.push(Request { events, tx, permit });
+                q.writer_waiting
+            };
+            if wake {
+                shared.wake.notify_one();
             }
-            shared.wake.notify_one();
             let stamps = rx.await.map_err(|_| StorageError::Closed)??;
             // Receipts are built here, on the appender's task, not on the writer thread.
             Ok(stamps
@@ -803,10 +830,117 @@ enum Slot {
     SameAs(usize),
 }
 
-/// A request whose events are encoded and that waits for its group's write.
+/// A request whose events are encoded and that waits for its group's write (and sync).
 struct Done {
     tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>,
     slots: Vec<Slot>,
+    /// Room in the queue, held until the request is answered: this is what bounds the
+    /// groups written but not yet synced.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A written group that waits to be made visible and answered: at once under `interval`
+/// and `never`, after a sync that started after its write under `always`.
+pub(crate) struct Written {
+    /// The segment it was written to, which a sync must cover.
+    pub file: Arc<dyn DataFile>,
+    /// That segment's path, for errors.
+    pub path: Arc<Path>,
+    /// Encoded bytes written (0 for a group of duplicates only, which writes nothing).
+    pub bytes: u64,
+    /// End of the segment's written bytes after this group.
+    end: u64,
+    /// Offsets of its records in the segment.
+    offsets: Vec<u32>,
+    /// Times of its records.
+    times: Vec<u64>,
+    /// One past its newest sequence.
+    next_seq: u64,
+    /// Its newest time.
+    last_time: u64,
+    /// Its requests, in order.
+    done: Vec<Done>,
+    /// Dedup ids it inserted, removed again if it fails.
+    inserted: Vec<String>,
+}
+
+impl Written {
+    /// Makes the groups (consecutive, oldest first) visible to readers and answers their
+    /// appenders.
+    pub(crate) fn publish(shared: &Shared, groups: Vec<Written>) {
+        let Some(last) = groups.last() else { return };
+        let (end, next_seq, last_time) = (last.end, last.next_seq, last.last_time);
+        let (mut events, mut bytes, mut writes) = (0, 0, 0);
+        {
+            let mut v = shared.write_view();
+            for g in &groups {
+                v.active.offsets.extend_from_slice(&g.offsets);
+                v.active.times.extend_from_slice(&g.times);
+                events += g.offsets.len() as u64;
+                bytes += g.bytes;
+                writes += u64::from(g.bytes > 0);
+            }
+            v.active.len = end;
+            v.next_seq = next_seq;
+            v.last_time = last_time;
+        }
+        let m = &shared.metrics;
+        m.appended.fetch_add(events, Ordering::Relaxed);
+        m.bytes_appended.fetch_add(bytes, Ordering::Relaxed);
+        m.groups.fetch_add(writes, Ordering::Relaxed);
+        if events > 0 {
+            shared.tail.send_replace(next_seq - 1);
+        }
+        for d in groups.into_iter().flat_map(|g| g.done) {
+            let _ = d.tx.send(Ok(resolve(d.slots)));
+        }
+    }
+
+    /// Fails every request of the groups and forgets the dedup ids they inserted.
+    pub(crate) fn fail(shared: &Shared, err: &StorageError, groups: Vec<Written>) {
+        {
+            let mut dedup = lock(&shared.dedup);
+            for m in groups.iter().flat_map(|g| &g.inserted) {
+                dedup.remove(m);
+            }
+        }
+        for d in groups.into_iter().flat_map(|g| g.done) {
+            let _ = d.tx.send(Err(answer_error(shared, err)));
+        }
+    }
+}
+
+/// What the appenders of a failed group are told: disk full and closed as such, any other
+/// failure as the namespace being read-only because of it.
+fn answer_error(shared: &Shared, err: &StorageError) -> StorageError {
+    match err {
+        StorageError::DiskFull { path } => StorageError::DiskFull { path: path.clone() },
+        StorageError::Closed => StorageError::Closed,
+        StorageError::ReadOnly { namespace, cause } => StorageError::ReadOnly {
+            namespace: namespace.clone(),
+            cause: cause.clone(),
+        },
+        _ => StorageError::ReadOnly {
+            namespace: shared.name.clone(),
+            cause: err.to_string(),
+        },
+    }
+}
+
+/// `fdatasync`s a segment, counting the call and its time in the metrics.
+pub(crate) fn sync_file(
+    shared: &Shared,
+    file: &dyn DataFile,
+    path: &Path,
+) -> Result<(), StorageError> {
+    let t = Instant::now();
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", path, e))?;
+    let m = &shared.metrics;
+    m.syncs.fetch_add(1, Ordering::Relaxed);
+    m.sync_ns
+        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// The writer thread's own state.
@@ -814,9 +948,9 @@ struct Writer {
     shared: Arc<Shared>,
     fs: Arc<dyn FileSystem>,
     file: Arc<dyn DataFile>,
-    path: PathBuf,
+    path: Arc<Path>,
     active_first: u64,
-    /// Records in the active segment, written and visible.
+    /// Records written to the active segment (visible or not yet).
     active_count: u64,
     /// End of what was written to the active segment.
     write_pos: u64,
@@ -827,10 +961,14 @@ struct Writer {
     buf: Vec<u8>,
     offsets: Vec<u32>,
     times: Vec<u64>,
-    /// Written but not yet synced (interval and never policies).
+    /// Under `always`, syncs and answers the written groups while this thread writes on;
+    /// `None` under the other policies, where this thread answers after the write.
+    syncer: Option<Syncer>,
+    /// Written but not yet synced by this thread (interval and never policies).
     unsynced: bool,
     last_sync: Instant,
     last_retention: Instant,
+    /// Set once the namespace is read-only (this thread's failure or the syncer's).
     failed: bool,
 }
 
@@ -841,12 +979,14 @@ impl Writer {
                 let mut q = lock(&self.shared.queue);
                 while q.reqs.is_empty() && q.stop.is_none() {
                     let timeout = self.next_timer_in();
+                    q.writer_waiting = true;
                     let (g, res) = self
                         .shared
                         .wake
                         .wait_timeout(q, timeout)
                         .unwrap_or_else(|e| e.into_inner());
                     q = g;
+                    q.writer_waiting = false;
                     if res.timed_out() {
                         break;
                     }
@@ -867,6 +1007,11 @@ impl Writer {
                 break stop;
             }
         };
+        if let Some(syncer) = self.syncer.take() {
+            // Clean: sync and answer everything written. Abort: fail what no sync covers yet.
+            syncer.stop(stop);
+        }
+        self.failed |= self.shared.has_failed();
         if stop == Stop::Clean && !self.failed {
             self.close_cleanly();
         }
@@ -903,18 +1048,19 @@ impl Writer {
         let mut done: Vec<Done> = Vec::with_capacity(reqs.len());
         let mut inserted: Vec<String> = Vec::new();
         let id_len = self.shared.name.len() + 30;
-        for req in reqs {
+        self.failed |= self.shared.has_failed();
+        for Request { events, tx, permit } in reqs {
             if self.failed {
-                self.refuse(req);
+                self.refuse(tx);
                 continue;
             }
             // Which events are duplicates, and how many bytes the others need.
-            let mut slots = Vec::with_capacity(req.events.len());
+            let mut slots = Vec::with_capacity(events.len());
             let mut bytes = 0;
             let mut seen: HashMap<&str, usize> = HashMap::new();
             {
                 let dedup = lock(&self.shared.dedup);
-                for (i, e) in req.events.iter().enumerate() {
+                for (i, e) in events.iter().enumerate() {
                     if let Some(m) = e.msg_id.as_deref() {
                         if let Some(d) = dedup.get(m, now) {
                             slots.push(Slot::Duplicate(Stamp {
@@ -940,19 +1086,22 @@ impl Writer {
             let end = self.write_pos + (self.buf.len() + bytes) as u64;
             if writes > 0 && pending > 0 && end > self.shared.config.segment_bytes {
                 self.flush(&mut done, &mut inserted);
+                // Barrier: the segment is sealed only once everything in it is synced and
+                // visible, and nothing is written to the next one before that.
+                self.drain();
                 if !self.failed
                     && let Err(e) = self.roll()
                 {
                     self.fail(e, &mut done, &mut inserted);
                 }
                 if self.failed {
-                    self.refuse(req);
+                    self.refuse(tx);
                     continue;
                 }
             }
             let mut left = writes as u32;
             let mut dedup = lock(&self.shared.dedup);
-            for (e, slot) in req.events.iter().zip(slots.iter_mut()) {
+            for (e, slot) in events.iter().zip(slots.iter_mut()) {
                 let Slot::Write(receipt) = slot else { continue };
                 left -= 1;
                 let seq = self.next_seq;
@@ -985,73 +1134,77 @@ impl Writer {
                 });
             }
             drop(dedup);
-            done.push(Done { tx: req.tx, slots });
+            done.push(Done {
+                tx,
+                slots,
+                _permit: permit,
+            });
         }
         self.flush(&mut done, &mut inserted);
     }
 
     /// Answers a request the writer cannot take: the namespace failed.
-    fn refuse(&self, req: Request) {
+    fn refuse(&self, tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>) {
         let err = self
             .shared
             .read_only_error()
             .unwrap_or(StorageError::Closed);
-        let _ = req.tx.send(Err(err));
+        let _ = tx.send(Err(err));
     }
 
-    /// Writes the encoded group, syncs it under `always`, makes it visible and answers its
-    /// appenders.
+    /// Writes the encoded group; under `always` hands it to the syncer, otherwise makes it
+    /// visible and answers its appenders at once.
     fn flush(&mut self, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        // The syncer may have failed since this group was encoded: write nothing more.
+        self.failed |= self.shared.has_failed();
         if self.failed {
+            let err = self
+                .shared
+                .read_only_error()
+                .unwrap_or(StorageError::Closed);
+            return self.drop_group(&err, done, inserted);
+        }
+        if done.is_empty() {
             return;
         }
         if !self.buf.is_empty() {
             if let Err(e) = self.file.write_all_at(&self.buf, self.write_pos) {
-                let err = StorageError::io("write", &self.path, e);
+                let err = StorageError::io("write", &*self.path, e);
                 return self.fail(err, done, inserted);
             }
             self.write_pos += self.buf.len() as u64;
-            self.unsynced = true;
-            if self.shared.config.fsync == FsyncPolicy::Always
-                && let Err(e) = self.sync()
-            {
-                return self.fail(e, done, inserted);
-            }
-            let n = self.offsets.len() as u64;
-            {
-                let mut v = self.shared.write_view();
-                v.active.offsets.extend_from_slice(&self.offsets);
-                v.active.times.extend_from_slice(&self.times);
-                v.active.len = self.write_pos;
-                v.next_seq = self.next_seq;
-                v.last_time = self.last_time;
-            }
-            self.active_count += n;
-            let m = &self.shared.metrics;
-            m.appended.fetch_add(n, Ordering::Relaxed);
-            m.bytes_appended
-                .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-            m.groups.fetch_add(1, Ordering::Relaxed);
-            self.shared.tail.send_replace(self.next_seq - 1);
-            self.buf.clear();
-            self.offsets.clear();
-            self.times.clear();
+            self.active_count += self.offsets.len() as u64;
+            self.unsynced = self.syncer.is_none();
         }
-        inserted.clear();
-        for d in done.drain(..) {
-            let _ = d.tx.send(Ok(resolve(d.slots)));
+        let group = Written {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            bytes: self.buf.len() as u64,
+            end: self.write_pos,
+            offsets: std::mem::take(&mut self.offsets),
+            times: std::mem::take(&mut self.times),
+            next_seq: self.next_seq,
+            last_time: self.last_time,
+            done: std::mem::take(done),
+            inserted: std::mem::take(inserted),
+        };
+        self.buf.clear();
+        match &self.syncer {
+            Some(syncer) => syncer.submit(group),
+            None => Written::publish(&self.shared, vec![group]),
         }
     }
 
+    /// Waits until every written group is synced and answered (or failed).
+    fn drain(&mut self) {
+        if let Some(syncer) = &self.syncer {
+            syncer.drain();
+        }
+        self.failed |= self.shared.has_failed();
+    }
+
     fn sync(&mut self) -> Result<(), StorageError> {
-        let t = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
-        let m = &self.shared.metrics;
-        m.syncs.fetch_add(1, Ordering::Relaxed);
-        m.sync_ns
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        sync_file(&self.shared, &*self.file, &self.path)?;
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
@@ -1059,32 +1212,33 @@ impl Writer {
 
     /// Turns the namespace read-only and fails the group being written.
     fn fail(&mut self, err: StorageError, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
-        let cause = err.to_string();
-        tracing::error!(namespace = %self.shared.name, error = %cause, "storage failure: namespace is now read-only");
-        *lock(&self.shared.failure) = Some(cause.clone());
+        self.shared.set_failure(&err);
         self.failed = true;
-        {
-            let mut dedup = lock(&self.shared.dedup);
-            for m in inserted.drain(..) {
-                dedup.remove(&m);
-            }
-        }
-        for d in done.drain(..) {
-            let e = match &err {
-                StorageError::DiskFull { path } => StorageError::DiskFull { path: path.clone() },
-                _ => StorageError::ReadOnly {
-                    namespace: self.shared.name.clone(),
-                    cause: cause.clone(),
-                },
-            };
-            let _ = d.tx.send(Err(e));
-        }
+        self.drop_group(&err, done, inserted);
+    }
+
+    /// Fails the group being written (not written, or its write failed).
+    fn drop_group(&mut self, err: &StorageError, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        let group = Written {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            bytes: 0,
+            end: self.write_pos,
+            offsets: Vec::new(),
+            times: Vec::new(),
+            next_seq: self.next_seq,
+            last_time: self.last_time,
+            done: std::mem::take(done),
+            inserted: std::mem::take(inserted),
+        };
+        Written::fail(&self.shared, err, vec![group]);
         self.buf.clear();
         self.offsets.clear();
         self.times.clear();
     }
 
-    /// Seals the active segment (synced, indexed) and starts a new one.
+    /// Seals the active segment (synced, indexed) and starts a new one. Under `always` the
+    /// caller has drained the syncer first.
     fn roll(&mut self) -> Result<(), StorageError> {
         if self.unsynced {
             self.sync()?;
@@ -1120,7 +1274,7 @@ impl Writer {
         {
             let mut v = self.shared.write_view();
             let sealed = SealedSegment::new(
-                self.path.clone(),
+                self.path.to_path_buf(),
                 self.active_first,
                 new_first - 1,
                 self.write_pos,
@@ -1137,7 +1291,7 @@ impl Writer {
             };
         }
         self.file = file;
-        self.path = new_path;
+        self.path = Arc::from(new_path);
         self.active_first = new_first;
         self.active_count = 0;
         self.write_pos = SEGMENT_HEADER_BYTES as u64;
@@ -1147,6 +1301,8 @@ impl Writer {
         Ok(())
     }
 
+    /// Syncs what is left and writes the clean checkpoint. Under `always` the syncer has
+    /// synced and answered everything before this.
     fn close_cleanly(&mut self) {
         if self.unsynced
             && let Err(e) = self.sync()

@@ -15,6 +15,7 @@
 //! - [`recovery`]: scanning the active segment at open; torn tail versus corruption.
 //! - [`checkpoint`]: the clean-close marker and the dedup table, so open reads no sealed segment.
 //! - [`log`]: [`Log`], one namespace: the writer thread with group commit, the readers' view.
+//! - [`syncer`]: the thread that syncs written groups under `always` while the writer writes on.
 //! - [`reader`]: [`Reader`], a cursor reading forward from a position.
 //! - [`io`]: the writer's file operations behind a trait, with a power-loss simulator for tests.
 //! - [`disk`]: [`DiskStorage`]: the data directory, its lock, its namespaces.
@@ -42,6 +43,7 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod state;
+pub mod syncer;
 
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use disk::{DiskStorage, StorageOptions};
