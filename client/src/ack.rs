@@ -20,6 +20,19 @@ use crate::consumer::millis_param;
 use crate::error::{ApiError, Error, ErrorKind};
 
 /// What to do with a delivery.
+///
+/// ```no_run
+/// # async fn demo(m: bus_client::Message, handled: bool) -> Result<(), bus_client::Error> {
+/// use std::time::Duration;
+/// use bus_client::AckOp;
+/// let op = if handled {
+///     AckOp::Ack
+/// } else {
+///     AckOp::Nack(Some(Duration::from_secs(10)))
+/// };
+/// m.acknowledge(op).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOp {
     /// Done: never redelivered.
@@ -35,6 +48,10 @@ pub enum AckOp {
 
 impl AckOp {
     /// The path segment and batch `op` of the protocol: `ack`, `nack`, `progress`, `term`.
+    ///
+    /// ```no_run
+    /// assert_eq!(bus_client::AckOp::InProgress.as_str(), "progress");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             AckOp::Ack => "ack",
@@ -54,6 +71,17 @@ impl AckOp {
 }
 
 /// The broker's answer to one acknowledgement.
+///
+/// ```no_run
+/// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+/// use bus_client::AckStatus;
+/// match m.double_ack().await? {
+///     AckStatus::Acked => {}
+///     AckStatus::AlreadyAcked => println!("a redelivery of an event acked before"),
+///     other => println!("{}", other.as_str()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AckStatus {
@@ -72,6 +100,10 @@ pub enum AckStatus {
 impl AckStatus {
     /// The protocol's spelling: `acked`, `already_acked`, `nacked`, `in_progress`,
     /// `terminated`.
+    ///
+    /// ```no_run
+    /// assert_eq!(bus_client::AckStatus::AlreadyAcked.as_str(), "already_acked");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             AckStatus::Acked => "acked",
@@ -96,6 +128,14 @@ impl AckStatus {
 
 /// One entry of [`Client::ack_batch`]: an event id and what to do with it. A bare id (`&str`
 /// or `String`) converts into an ack.
+///
+/// ```no_run
+/// use bus_client::{AckItem, AckOp};
+/// let items: Vec<AckItem> = vec![
+///     "order-7-9f3c2a1b".into(),
+///     AckItem::new("order-8-9f3c2a1b", AckOp::Term),
+/// ];
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckItem {
     /// The event id.
@@ -106,31 +146,71 @@ pub struct AckItem {
 
 impl AckItem {
     /// An entry doing `op` to event `id`.
+    ///
+    /// ```no_run
+    /// use bus_client::{AckItem, AckOp};
+    /// let item = AckItem::new("order-7-9f3c2a1b", AckOp::InProgress);
+    /// assert_eq!(item.op, AckOp::InProgress);
+    /// ```
     pub fn new(id: impl Into<String>, op: AckOp) -> AckItem {
         AckItem { id: id.into(), op }
     }
 
     /// Ack event `id`.
+    ///
+    /// ```no_run
+    /// use bus_client::AckItem;
+    /// assert_eq!(AckItem::ack("order-7-9f3c2a1b"), AckItem::from("order-7-9f3c2a1b"));
+    /// ```
     pub fn ack(id: impl Into<String>) -> AckItem {
         AckItem::new(id, AckOp::Ack)
     }
 
     /// Nack event `id`: redeliver now.
+    ///
+    /// ```no_run
+    /// use bus_client::{AckItem, AckOp};
+    /// assert_eq!(AckItem::nack("order-7-9f3c2a1b").op, AckOp::Nack(None));
+    /// ```
     pub fn nack(id: impl Into<String>) -> AckItem {
         AckItem::new(id, AckOp::Nack(None))
     }
 
     /// Nack event `id`: redeliver after `delay` (at most 24 h).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let later = Duration::from_secs(60);
+    /// let item = bus_client::AckItem::nack_with_delay("order-7-9f3c2a1b", later);
+    /// ```
     pub fn nack_with_delay(id: impl Into<String>, delay: Duration) -> AckItem {
         AckItem::new(id, AckOp::Nack(Some(delay)))
     }
 
     /// Restart the ack wait of event `id`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::AckItem;
+    /// // Keep the deliveries still being worked on.
+    /// let working = ["order-7-9f3c2a1b", "order-8-9f3c2a1b"];
+    /// client.ack_batch("orders", working.map(AckItem::in_progress)).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn in_progress(id: impl Into<String>) -> AckItem {
         AckItem::new(id, AckOp::InProgress)
     }
 
     /// Terminate event `id`: never redelivered, dead-lettered.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::AckItem;
+    /// client
+    ///     .ack_batch("orders", [AckItem::term("order-7-9f3c2a1b")])
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn term(id: impl Into<String>) -> AckItem {
         AckItem::new(id, AckOp::Term)
     }
@@ -163,6 +243,18 @@ impl From<String> for AckItem {
 }
 
 /// The answer to one entry of a batch.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// let results = client.ack_batch("orders", ["order-7-9f3c2a1b"]).await?;
+/// for r in results {
+///     match r.result {
+///         Ok(status) => println!("{}: {}", r.id, status.as_str()),
+///         Err(e) => eprintln!("{}: {e}", r.id),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct AckResult {
     /// The event id, as sent.

@@ -1,9 +1,11 @@
 //! [`Client`]: a cheap, cloneable handle over a pool of HTTP/1.1 connections to one broker,
 //! and [`ConnectOptions`], its settings.
 //!
-//! Requests are never retried: a failed publish may or may not have been stored, so the
-//! caller decides (a `msg_id` makes a retry safe). Every one-shot request is bounded by the
-//! request timeout, every new connection by the connect timeout.
+//! A request that fails on a refused or dropped connection is sent again only where that is
+//! safe, as the [`ReconnectPolicy`] allows: a publish with a dedup id (every publish has one
+//! unless [`PublishBuilder::no_msg_id`]) and the background ack batches. Anything else fails
+//! and the caller decides. Every one-shot request is bounded by the request timeout, every new
+//! connection by the connect timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,9 +32,20 @@ use crate::subscription::Subscription;
 use crate::{PublishError, Receipt};
 
 /// Default time to open a connection.
+///
+/// ```no_run
+/// use bus_client::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT};
+/// // Twice the default, for a broker behind a slow link.
+/// let options = ConnectOptions::new().connect_timeout(DEFAULT_CONNECT_TIMEOUT * 2);
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default time for a one-shot request's whole answer (for `pull`, on top of its `wait`; for
 /// `subscribe`, until the stream's headers).
+///
+/// ```no_run
+/// use bus_client::{ConnectOptions, DEFAULT_REQUEST_TIMEOUT};
+/// let options = ConnectOptions::new().request_timeout(DEFAULT_REQUEST_TIMEOUT / 3);
+/// ```
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,6 +60,19 @@ pub(crate) type Body = Full<Bytes>;
 
 /// Settings of a [`Client`]. `Default` equals [`ConnectOptions::new`], the documented
 /// defaults.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), bus_client::Error> {
+/// use std::time::Duration;
+/// use bus_client::ConnectOptions;
+///
+/// let client = ConnectOptions::new()
+///     .connect_timeout(Duration::from_secs(1))
+///     .request_timeout(Duration::from_secs(10))
+///     .connect("http://127.0.0.1:2021")
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     connect_timeout: Duration,
@@ -64,6 +90,14 @@ impl Default for ConnectOptions {
 
 impl ConnectOptions {
     /// The defaults.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), bus_client::Error> {
+    /// let client = bus_client::ConnectOptions::new()
+    ///     .connect("http://127.0.0.1:2021")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> ConnectOptions {
         ConnectOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -77,6 +111,15 @@ impl ConnectOptions {
     /// Sends `Authorization: <value>` with every request (for a broker behind an
     /// authenticating proxy; the broker itself does not check it yet). Default: none.
     /// Fails with [`ErrorKind::InvalidInput`] when `value` is not a valid header value.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), bus_client::Error> {
+    /// let client = bus_client::ConnectOptions::new()
+    ///     .authorization("Bearer s3cr3t")?
+    ///     .connect("http://127.0.0.1:2021")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn authorization(mut self, value: &str) -> Result<ConnectOptions, Error> {
         let mut v = HeaderValue::from_str(value).map_err(|e| {
             Error::with_source(ErrorKind::InvalidInput, "invalid authorization header", e)
@@ -88,6 +131,17 @@ impl ConnectOptions {
 
     /// How subscriptions reconnect and publishes retry after a dropped connection. Default:
     /// [`ReconnectPolicy::new`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), bus_client::Error> {
+    /// use bus_client::{ConnectOptions, ReconnectPolicy};
+    /// // Fail at once rather than wait out a broker restart.
+    /// let client = ConnectOptions::new()
+    ///     .reconnect(ReconnectPolicy::never())
+    ///     .connect("http://127.0.0.1:2021")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn reconnect(mut self, policy: ReconnectPolicy) -> ConnectOptions {
         self.reconnect = policy;
         self
@@ -100,6 +154,11 @@ impl ConnectOptions {
 
     /// Time to open one TCP connection; past it the operation fails with
     /// [`ErrorKind::Connect`]. Default: 2 s.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let options = bus_client::ConnectOptions::new().connect_timeout(Duration::from_millis(500));
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> ConnectOptions {
         self.connect_timeout = timeout;
         self
@@ -108,6 +167,11 @@ impl ConnectOptions {
     /// Time for a one-shot request's whole answer; past it the operation fails with
     /// [`ErrorKind::Timeout`]. `pull` adds its `wait`; `subscribe` applies it until the
     /// stream starts. Default: 30 s.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let options = bus_client::ConnectOptions::new().request_timeout(Duration::from_secs(5));
+    /// ```
     pub fn request_timeout(mut self, timeout: Duration) -> ConnectOptions {
         self.request_timeout = timeout;
         self
@@ -115,6 +179,11 @@ impl ConnectOptions {
 
     /// Largest event a [`Subscription`] accepts, in bytes of its SSE form; a larger one ends
     /// the subscription with [`ErrorKind::Protocol`]. Default: 64 MiB.
+    ///
+    /// ```no_run
+    /// // Refuse events larger than 1 MiB.
+    /// let options = bus_client::ConnectOptions::new().max_event_bytes(1024 * 1024);
+    /// ```
     pub fn max_event_bytes(mut self, bytes: usize) -> ConnectOptions {
         self.max_event_bytes = bytes;
         self
@@ -131,6 +200,17 @@ impl ConnectOptions {
     /// served. Fails with [`ErrorKind::InvalidUrl`], [`ErrorKind::Connect`] (within the
     /// connect timeout on a refused or unreachable address), [`ErrorKind::Timeout`], or
     /// [`ErrorKind::Api`] (for example `503 shutting_down`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), bus_client::Error> {
+    /// use bus_client::{ConnectOptions, ErrorKind};
+    /// match ConnectOptions::new().connect("http://127.0.0.1:2021").await {
+    ///     Ok(client) => println!("connected to {}", client.url()),
+    ///     Err(e) if e.kind() == &ErrorKind::Connect => eprintln!("no broker there: {e}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(self, url: &str) -> Result<Client, Error> {
         let client = self.build(url)?;
         client.health().await?;
@@ -199,21 +279,46 @@ struct Inner {
 
 impl Client {
     /// Connects with the default [`ConnectOptions`]; see [`ConnectOptions::connect`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), bus_client::Error> {
+    /// let client = bus_client::Client::connect("http://127.0.0.1:2021").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str) -> Result<Client, Error> {
         ConnectOptions::new().connect(url).await
     }
 
     /// The broker's base URL.
+    ///
+    /// ```no_run
+    /// # fn demo(client: bus_client::Client) {
+    /// println!("using the broker at {}", client.url());
+    /// # }
+    /// ```
     pub fn url(&self) -> &str {
         &self.inner.base
     }
 
     /// The settings in force.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// // A second broker, with the same settings.
+    /// let other = client.options().clone().connect("http://10.0.0.2:2021").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn options(&self) -> &ConnectOptions {
         &self.inner.options
     }
 
     /// Checks that the broker answers `GET /healthz` with 200.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// client.health().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn health(&self) -> Result<(), Error> {
         let req = self.http_request(Method::GET, "/healthz", Body::default())?;
         self.call(req, self.inner.options.request_timeout).await?;
@@ -225,6 +330,15 @@ impl Client {
     ///
     /// Resolves once the event is durable under the namespace's fsync policy, to its
     /// [`Receipt`] (with `duplicate: true` when the dedup id was seen within the window).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// let receipt = client.publish("user.created", r#"{"name":"ada"}"#).await?;
+    /// if receipt.duplicate {
+    ///     println!("stored already, as {}", receipt.id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn publish(&self, subject: impl Into<String>, payload: impl Into<Bytes>) -> PublishBuilder {
         PublishBuilder::new(self.clone(), subject.into(), payload.into())
     }
@@ -288,11 +402,32 @@ impl Client {
 
     /// Publishes several events of one namespace atomically: all are stored, or none.
     /// Returns one receipt per item, in order. At most 10,000 items.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// use bus_client::BatchItem;
+    /// let receipts = client
+    ///     .publish_batch(vec![
+    ///         BatchItem::new("order.placed", r#"{"id":17}"#).content_type("application/json"),
+    ///         BatchItem::new("order.paid", r#"{"id":17}"#).content_type("application/json"),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!(receipts.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_batch(&self, items: Vec<BatchItem>) -> Result<Vec<Receipt>, PublishError> {
         crate::publish::publish_batch(self, items).await
     }
 
     /// The namespaces and their figures.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// for ns in client.namespaces().await? {
+    ///     println!("{}: {} events, {} bytes", ns.name, ns.events, ns.bytes);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, Error> {
         let req = self.http_request(Method::GET, "/v1/namespaces", Body::default())?;
         let body = self.call(req, self.inner.options.request_timeout).await?;
@@ -302,6 +437,21 @@ impl Client {
     /// One page of at most `limit` (1 to 1,000) events matching `pattern`, starting at
     /// `from`. When none is available, waits up to `wait` (at most 60 s) for the first.
     /// Continue with `Start::Cursor(page.cursor)`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use std::time::Duration;
+    /// use bus_client::Start;
+    /// let mut from = Start::Oldest;
+    /// loop {
+    ///     let page = client.pull("order.>", from, 500, Duration::from_secs(10)).await?;
+    ///     for m in &page.events {
+    ///         println!("{} {}", m.sequence, m.subject);
+    ///     }
+    ///     from = Start::Cursor(page.cursor);
+    /// }
+    /// # }
+    /// ```
     pub async fn pull(
         &self,
         pattern: &str,
@@ -350,6 +500,19 @@ impl Client {
     ///
     /// Fails before any stream starts on a bad pattern or start (`400`), an unknown start
     /// event (`404 unknown_event`), or when the broker cannot be reached.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use futures::StreamExt as _;
+    /// use bus_client::{Start, StreamItem};
+    /// let mut sub = client.subscribe("user.>", Start::Newest).await?;
+    /// while let Some(item) = sub.next().await {
+    ///     if let StreamItem::Event(m) = item? {
+    ///         println!("{}: {}", m.subject, String::from_utf8_lossy(&m.payload));
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe(
         &self,
         pattern: &str,
@@ -442,6 +605,18 @@ impl Client {
     /// Fails with [`ErrorKind::Api`]: `404 unknown_consumer`, `404 unknown_event`,
     /// `404 not_delivered` (not delivered to this consumer), `409 not_held`
     /// ([`AckOp::InProgress`] after the ack wait ran out), `400 invalid_parameter`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use std::time::Duration;
+    /// use bus_client::AckOp;
+    /// let delay = Some(Duration::from_secs(30));
+    /// let status = client
+    ///     .acknowledge("orders", "order-7-9f3c2a1b", AckOp::Nack(delay))
+    ///     .await?;
+    /// println!("{}", status.as_str());
+    /// # Ok(()) }
+    /// ```
     pub async fn acknowledge(
         &self,
         consumer: &str,
@@ -490,6 +665,14 @@ impl Client {
     }
 
     /// The consumers: durable, queue groups and manual-ack subscriptions.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// for c in client.consumers().await? {
+    ///     println!("{} ({}): {} pending, lag {}", c.name, c.kind.as_str(), c.pending, c.lag);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>, Error> {
         let req = self.http_request(Method::GET, "/v1/consumers", Body::default())?;
         let body = self
@@ -500,6 +683,18 @@ impl Client {
     }
 
     /// One consumer; `404 unknown_consumer` when there is none by that name.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// match client.consumer("orders").await {
+    ///     Ok(c) => println!("{} pending, {} members", c.pending, c.members),
+    ///     Err(e) if e.api_error().is_some_and(|a| a.code == "unknown_consumer") => {
+    ///         println!("no consumer named orders");
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn consumer(&self, name: &str) -> Result<ConsumerInfo, Error> {
         let path = format!("/v1/consumers/{}", encode(name));
         let req = self.http_request(Method::GET, &path, Body::default())?;
@@ -512,6 +707,15 @@ impl Client {
 
     /// Moves consumer `name` to `to` (any start position): its pending deliveries are
     /// dropped and reading restarts there. Returns the consumer as it is now.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::Start;
+    /// // Handle everything retained once more.
+    /// let c = client.seek_consumer("orders", Start::Oldest).await?;
+    /// println!("next sequences: {:?}", c.positions);
+    /// # Ok(()) }
+    /// ```
     pub async fn seek_consumer(
         &self,
         name: &str,
@@ -533,6 +737,12 @@ impl Client {
 
     /// Deletes consumer `name`: its members' streams end with a `unknown_consumer` stream
     /// error, and a durable's state is removed. `404 unknown_consumer` when there is none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// client.delete_consumer("orders").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_consumer(&self, name: &str) -> Result<(), Error> {
         let path = format!("/v1/consumers/{}", encode(name));
         let req = self.http_request(Method::DELETE, &path, Body::default())?;

@@ -17,6 +17,16 @@ use crate::client::encode;
 use crate::message::Start;
 
 /// How a consumer's deliveries are acknowledged.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use bus_client::AckMode;
+/// let c = client.consumer("orders").await?;
+/// if c.ack == AckMode::Manual {
+///     println!("{} deliveries await an ack", c.pending);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -30,6 +40,10 @@ pub enum AckMode {
 
 impl AckMode {
     /// `none` or `manual`, as the protocol spells it.
+    ///
+    /// ```no_run
+    /// assert_eq!(bus_client::AckMode::Manual.as_str(), "manual");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             AckMode::None => "none",
@@ -39,6 +53,19 @@ impl AckMode {
 }
 
 /// What kind of consumer a subscription belongs to.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use bus_client::ConsumerKind;
+/// for c in client.consumers().await? {
+///     match c.kind {
+///         ConsumerKind::Durable => println!("{} (durable)", c.name),
+///         ConsumerKind::Group => println!("{} (group of {})", c.name, c.members),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -56,6 +83,10 @@ pub enum ConsumerKind {
 
 impl ConsumerKind {
     /// `durable`, `group`, `subscription` (or `other`).
+    ///
+    /// ```no_run
+    /// assert_eq!(bus_client::ConsumerKind::Durable.as_str(), "durable");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ConsumerKind::Durable => "durable",
@@ -121,12 +152,26 @@ pub struct SubscribeOptions {
 
 impl SubscribeOptions {
     /// A plain subscription from [`Start::Newest`], no consumer.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::SubscribeOptions;
+    /// // The same as `client.subscribe("user.>", Start::Newest)`.
+    /// let sub = client.subscribe_with("user.>", SubscribeOptions::new()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> SubscribeOptions {
         SubscribeOptions::default()
     }
 
     /// Where reading starts; for a consumer, where it starts when it is created.
     /// Default: [`Start::Newest`].
+    ///
+    /// ```no_run
+    /// use bus_client::{Start, SubscribeOptions};
+    /// let everything = SubscribeOptions::new().from(Start::Oldest);
+    /// let after_42 = SubscribeOptions::new().from("user-42-9f3c2a1b");
+    /// ```
     pub fn from(mut self, from: impl Into<Start>) -> SubscribeOptions {
         self.from = from.into();
         self
@@ -134,6 +179,11 @@ impl SubscribeOptions {
 
     /// The ack mode; [`AckMode::Manual`] makes the subscription a member of a consumer
     /// (unnamed: a group of one). Default: [`AckMode::None`].
+    ///
+    /// ```no_run
+    /// use bus_client::{AckMode, SubscribeOptions};
+    /// let options = SubscribeOptions::new().ack(AckMode::Manual);
+    /// ```
     pub fn ack(mut self, ack: AckMode) -> SubscribeOptions {
         self.ack = ack;
         self
@@ -141,6 +191,11 @@ impl SubscribeOptions {
 
     /// Attaches to (or creates) the durable consumer `name`: 1 to 64 ASCII letters, digits,
     /// `_` and `-`. Connections with the same durable name share its events. Default: none.
+    ///
+    /// ```no_run
+    /// use bus_client::{AckMode, SubscribeOptions};
+    /// let options = SubscribeOptions::new().durable("mailer").ack(AckMode::Manual);
+    /// ```
     pub fn durable(mut self, name: impl Into<String>) -> SubscribeOptions {
         self.durable = Some(name.into());
         self
@@ -148,6 +203,10 @@ impl SubscribeOptions {
 
     /// Joins (or creates) the ephemeral queue group `name`, dropped with its last member.
     /// Default: none.
+    ///
+    /// ```no_run
+    /// let options = bus_client::SubscribeOptions::new().group("resizers");
+    /// ```
     pub fn group(mut self, name: impl Into<String>) -> SubscribeOptions {
         self.group = Some(name.into());
         self
@@ -155,6 +214,16 @@ impl SubscribeOptions {
 
     /// A delivery not acked within this is redelivered (1 ms to 24 h, sent in whole
     /// milliseconds, rounded up). Default: unset, the broker's 30 s.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use bus_client::{AckMode, SubscribeOptions};
+    /// // Slow jobs: two minutes before a delivery counts as lost.
+    /// let options = SubscribeOptions::new()
+    ///     .durable("encoder")
+    ///     .ack(AckMode::Manual)
+    ///     .ack_wait(Duration::from_secs(120));
+    /// ```
     pub fn ack_wait(mut self, wait: Duration) -> SubscribeOptions {
         self.ack_wait = Some(wait);
         self
@@ -162,6 +231,12 @@ impl SubscribeOptions {
 
     /// Deliveries of one event before it goes to the dead-letter subject. Default: unset,
     /// unlimited.
+    ///
+    /// ```no_run
+    /// use bus_client::{AckMode, SubscribeOptions};
+    /// // The third failure dead-letters the event.
+    /// let options = SubscribeOptions::new().durable("mailer").ack(AckMode::Manual).max_deliver(3);
+    /// ```
     pub fn max_deliver(mut self, n: u32) -> SubscribeOptions {
         self.max_deliver = Some(n);
         self
@@ -169,6 +244,15 @@ impl SubscribeOptions {
 
     /// Ack waits of successive deliveries: `backoff[i]` after delivery `i + 1`, the last
     /// repeating; replaces [`ack_wait`](Self::ack_wait). Default: empty.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use bus_client::{AckMode, SubscribeOptions};
+    /// let options = SubscribeOptions::new()
+    ///     .durable("webhooks")
+    ///     .ack(AckMode::Manual)
+    ///     .backoff([1, 10, 60].map(Duration::from_secs));
+    /// ```
     pub fn backoff(mut self, waits: impl IntoIterator<Item = Duration>) -> SubscribeOptions {
         self.backoff = waits.into_iter().collect();
         self
@@ -176,6 +260,14 @@ impl SubscribeOptions {
 
     /// Most unacknowledged deliveries across the consumer's members (1 to 100,000); given
     /// when attaching, it also caps this member alone. Default: unset, the broker's 1,000.
+    ///
+    /// ```no_run
+    /// use bus_client::{AckMode, SubscribeOptions};
+    /// let options = SubscribeOptions::new()
+    ///     .group("resizers")
+    ///     .ack(AckMode::Manual)
+    ///     .max_in_flight(10);
+    /// ```
     pub fn max_in_flight(mut self, n: usize) -> SubscribeOptions {
         self.max_in_flight = Some(n);
         self
@@ -183,6 +275,22 @@ impl SubscribeOptions {
 
     /// This member takes at most `n` deliveries (redeliveries included), then the broker
     /// sends it nothing more while it stays connected to ack them. Default: no bound.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use futures::StreamExt as _;
+    /// use bus_client::{AckMode, StreamItem, SubscribeOptions};
+    /// // Take one job, do it, ack it, leave.
+    /// let options = SubscribeOptions::new().group("jobs").ack(AckMode::Manual).limit(1);
+    /// let mut sub = client.subscribe_with("job.>", options).await?;
+    /// while let Some(item) = sub.next().await {
+    ///     if let StreamItem::Event(m) = item? {
+    ///         m.double_ack().await?;
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn limit(mut self, n: u64) -> SubscribeOptions {
         self.limit = Some(n);
         self
@@ -194,6 +302,12 @@ impl SubscribeOptions {
     }
 
     /// The start position.
+    ///
+    /// ```no_run
+    /// use bus_client::{Start, SubscribeOptions};
+    /// let options = SubscribeOptions::new().from(Start::Oldest);
+    /// assert_eq!(options.start(), &Start::Oldest);
+    /// ```
     pub fn start(&self) -> &Start {
         &self.from
     }
@@ -241,6 +355,16 @@ pub(crate) fn millis_param(d: Duration) -> String {
 }
 
 /// A consumer as `GET /v1/consumers` lists it.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// let c = client.consumer("orders").await?;
+/// println!("{} on {}: {} pending, lag {}", c.name, c.pattern, c.pending, c.lag);
+/// for (namespace, next) in &c.positions {
+///     println!("  {namespace}: next sequence {next}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerInfo {
     /// Its name (`~s-<n>` for an unnamed manual-ack subscription).

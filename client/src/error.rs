@@ -15,6 +15,20 @@ use std::fmt;
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong, to branch on.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+/// use bus_client::ErrorKind;
+/// match client.publish("user.created", "ada").await {
+///     Ok(r) => println!("stored as {}", r.id),
+///     Err(e) => match e.kind() {
+///         ErrorKind::Api { status: 400, code } => eprintln!("refused ({code}): fix the input"),
+///         ErrorKind::Connect | ErrorKind::Io | ErrorKind::Timeout => eprintln!("try again later"),
+///         _ => return Err(e),
+///     },
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -58,6 +72,16 @@ pub enum ErrorKind {
 }
 
 /// The broker's error answer: `{"error":{"code","message"}}` and the HTTP status.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) {
+/// if let Err(e) = client.delete_consumer("orders").await {
+///     if let Some(api) = e.api_error() {
+///         eprintln!("{} {}: {}", api.status, api.code, api.message);
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("broker answered {status} {code}: {message}")]
 pub struct ApiError {
@@ -73,6 +97,13 @@ pub struct ApiError {
 impl ApiError {
     /// Reads an error answer. A body that is not the documented error JSON still yields an
     /// error: its code is `http_<status>` and its message the body's start.
+    ///
+    /// ```no_run
+    /// use bus_client::ApiError;
+    /// let body = br#"{"error":{"code":"unknown_consumer","message":"no such consumer"}}"#;
+    /// let api = ApiError::from_response(404, body);
+    /// assert_eq!((api.status, api.code.as_str()), (404, "unknown_consumer"));
+    /// ```
     pub fn from_response(status: u16, body: &[u8]) -> ApiError {
         #[derive(serde::Deserialize)]
         struct Body {
@@ -108,6 +139,22 @@ impl ApiError {
 }
 
 /// An error of connecting or reading.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::error::Error as _;
+/// if let Err(e) = bus_client::Client::connect("http://127.0.0.1:2021").await {
+///     // The message says what failed, the sources why.
+///     let mut text = e.to_string();
+///     let mut cause = e.source();
+///     while let Some(c) = cause {
+///         text.push_str(&format!(": {c}"));
+///         cause = c.source();
+///     }
+///     eprintln!("{text}");
+/// }
+/// # }
+/// ```
 pub struct Error(Box<Inner>);
 
 /// The error's parts, boxed to keep `Result`s small.
@@ -211,17 +258,52 @@ impl Error {
     }
 
     /// What went wrong.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::ErrorKind;
+    /// match client.health().await {
+    ///     Ok(()) => println!("up"),
+    ///     Err(e) if matches!(e.kind(), ErrorKind::Api { status: 503, .. }) => {
+    ///         println!("up, but not serving (shutting down?)");
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn kind(&self) -> &ErrorKind {
         &self.0.kind
     }
 
     /// The broker's error answer (status, code and message), when the error is one.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) {
+    /// if let Err(e) = client.consumer("orders").await {
+    ///     match e.api_error() {
+    ///         Some(api) => eprintln!("the broker said {}: {}", api.code, api.message),
+    ///         None => eprintln!("{e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn api_error(&self) -> Option<&ApiError> {
         self.0.api.as_ref()
     }
 }
 
 /// An error of a request ([`Client::request`](crate::Client::request)).
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+/// use bus_client::ErrorKind;
+/// match client.request("rpc.user.get", r#"{"id":7}"#).await {
+///     Ok(reply) => println!("{:?}", reply.text()),
+///     Err(e) if e.kind() == &ErrorKind::NoResponders => eprintln!("no responder: {}", e.subject()),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("request to {subject} failed")]
 pub struct RequestError {
@@ -250,34 +332,88 @@ impl RequestError {
 
     /// What went wrong: [`ErrorKind::NoResponders`], [`ErrorKind::Timeout`],
     /// [`ErrorKind::ReplyError`], or any error of reaching the broker.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+    /// use bus_client::ErrorKind;
+    /// if let Err(e) = client.request("rpc.user.get", r#"{"id":7}"#).await {
+    ///     match e.kind() {
+    ///         ErrorKind::NoResponders => eprintln!("nothing serves it"),
+    ///         ErrorKind::Timeout => eprintln!("no reply in time"),
+    ///         ErrorKind::ReplyError => eprintln!("{:?}", e.api_error().map(|a| &a.message)),
+    ///         _ => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn kind(&self) -> &ErrorKind {
         self.source.kind()
     }
 
     /// The broker's error answer; for [`ErrorKind::ReplyError`] its message is the
     /// responder's.
+    ///
+    /// ```no_run
+    /// # fn demo(e: &bus_client::RequestError) {
+    /// if let Some(api) = e.api_error() {
+    ///     eprintln!("{} {}: {}", api.status, api.code, api.message);
+    /// }
+    /// # }
+    /// ```
     pub fn api_error(&self) -> Option<&ApiError> {
         self.source.api_error()
     }
 
     /// The subject the request was sent on.
+    ///
+    /// ```no_run
+    /// # fn demo(e: &bus_client::RequestError) {
+    /// eprintln!("the request to {} failed: {:?}", e.subject(), e.kind());
+    /// # }
+    /// ```
     pub fn subject(&self) -> &str {
         &self.subject
     }
 
     /// The event headers of an error reply (empty otherwise), `bus-error` among them.
+    ///
+    /// ```no_run
+    /// # fn demo(e: &bus_client::RequestError) {
+    /// for (name, value) in e.reply_headers() {
+    ///     eprintln!("{name}: {value}");
+    /// }
+    /// # }
+    /// ```
     pub fn reply_headers(&self) -> &std::collections::BTreeMap<String, String> {
         &self.reply_headers
     }
 
     /// The id of the stored request, when it was stored and the broker said so (error
     /// replies).
+    ///
+    /// ```no_run
+    /// # fn demo(e: &bus_client::RequestError) {
+    /// if let Some(id) = e.request_id() {
+    ///     eprintln!("the request was stored as {id}");
+    /// }
+    /// # }
+    /// ```
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
     }
 }
 
 /// An error of publishing.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) {
+/// if let Err(e) = client.publish("a..b", "x").await {
+///     // "cannot publish to a..b: broker answered 400 invalid_subject: ..."
+///     let cause = std::error::Error::source(&e).map(ToString::to_string);
+///     eprintln!("{e}: {}", cause.unwrap_or_default());
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub struct PublishError {
     /// The subject (or, for a batch, the first item's subject) the publish was for.
@@ -297,16 +433,37 @@ impl PublishError {
     }
 
     /// What went wrong.
+    ///
+    /// ```no_run
+    /// # fn demo(e: &bus_client::PublishError) {
+    /// use bus_client::ErrorKind;
+    /// let try_later = matches!(e.kind(), ErrorKind::Connect | ErrorKind::Io | ErrorKind::Timeout);
+    /// # }
+    /// ```
     pub fn kind(&self) -> &ErrorKind {
         self.source.kind()
     }
 
     /// The broker's error answer, when the error is one.
+    ///
+    /// ```no_run
+    /// # fn demo(e: &bus_client::PublishError) {
+    /// if e.api_error().is_some_and(|api| api.code == "invalid_subject") {
+    ///     eprintln!("{} is not a valid subject", e.subject());
+    /// }
+    /// # }
+    /// ```
     pub fn api_error(&self) -> Option<&ApiError> {
         self.source.api_error()
     }
 
     /// The subject the publish was for (for a batch, its first item's).
+    ///
+    /// ```no_run
+    /// # fn demo(e: &bus_client::PublishError) {
+    /// eprintln!("publishing to {} failed", e.subject());
+    /// # }
+    /// ```
     pub fn subject(&self) -> &str {
         &self.subject
     }

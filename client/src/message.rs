@@ -26,6 +26,15 @@ use crate::ack::{AckOp, AckStatus, Acker};
 use crate::error::{Error, ErrorKind};
 
 /// An event as delivered by the broker.
+///
+/// ```no_run
+/// # fn demo(m: &bus_client::Message) {
+/// println!("#{} {} at {} ({} bytes)", m.sequence, m.subject, m.time, m.payload.len());
+/// if let Some(n) = m.delivery_count.filter(|&n| n > 1) {
+///     println!("delivered {n} times");
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The event's unique id (`user-42-9f3c2a1b`); also a start position for reading.
@@ -90,6 +99,15 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
 
 impl Message {
     /// Decodes one event from its JSON form.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), bus_client::DecodeError> {
+    /// let m = bus_client::Message::from_json(
+    ///     r#"{"id":"user-1-9f3c2a1b","subject":"user.created","namespace":"user","sequence":1,"time":"2026-11-23T13:22:11.123456789Z","payload":"ada"}"#,
+    /// )?;
+    /// assert_eq!(m.text(), Some("ada"));
+    /// # Ok(()) }
+    /// ```
     pub fn from_json(json: &str) -> Result<Message, DecodeError> {
         let raw: Box<RawValue> = serde_json::from_str(json).map_err(DecodeError::Json)?;
         Message::from_raw(raw)
@@ -144,11 +162,27 @@ impl Message {
     /// The event JSON exactly as the broker sent it (one line; with `delivery_count` when a
     /// manual-ack consumer delivered it). For the payload decoded from JSON, see
     /// [`Message::payload_json`].
+    ///
+    /// ```no_run
+    /// # fn demo(m: &bus_client::Message) {
+    /// // Pass the event on untouched, one JSON line per event.
+    /// println!("{}", m.json());
+    /// # }
+    /// ```
     pub fn json(&self) -> &str {
         &self.json
     }
 
     /// The payload as text, when it is UTF-8.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &bus_client::Message) {
+    /// match m.text() {
+    ///     Some(text) => println!("{text}"),
+    ///     None => println!("({} bytes of binary)", m.payload.len()),
+    /// }
+    /// # }
+    /// ```
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.payload).ok()
     }
@@ -169,6 +203,14 @@ impl Message {
 
     /// The consumer that delivered the event, when it is a manual-ack consumer's delivery
     /// (one that can be acknowledged).
+    ///
+    /// ```no_run
+    /// # fn demo(m: &bus_client::Message) {
+    /// if let Some(consumer) = m.consumer() {
+    ///     println!("delivered by consumer {consumer}");
+    /// }
+    /// # }
+    /// ```
     pub fn consumer(&self) -> Option<&str> {
         self.acker.as_ref().map(Acker::consumer)
     }
@@ -228,6 +270,13 @@ impl Message {
 
     /// Nacks the delivery: it is redelivered now (to this or another member), its delivery
     /// count going up.
+    ///
+    /// ```no_run
+    /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+    /// // Not for this member: let another one have it.
+    /// m.nack().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn nack(&self) -> Result<AckStatus, Error> {
         self.acknowledge(AckOp::Nack(None)).await
     }
@@ -235,30 +284,72 @@ impl Message {
     /// Nacks the delivery, to be redelivered after `delay` (at most 24 h, in whole
     /// milliseconds rounded up): the way to back off from an event that cannot be handled
     /// yet.
+    ///
+    /// ```no_run
+    /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+    /// use std::time::Duration;
+    /// m.nack_with_delay(Duration::from_secs(30)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn nack_with_delay(&self, delay: Duration) -> Result<AckStatus, Error> {
         self.acknowledge(AckOp::Nack(Some(delay))).await
     }
 
     /// Says the work goes on: the ack wait restarts. Fails with `409 not_held` when the ack
     /// wait had already run out (the event awaits redelivery).
+    ///
+    /// ```no_run
+    /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+    /// // A long job: keep the delivery while working on it.
+    /// m.in_progress().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn in_progress(&self) -> Result<AckStatus, Error> {
         self.acknowledge(AckOp::InProgress).await
     }
 
     /// Terminates the delivery: never redelivered, published to the dead-letter subject
     /// (`_bus_.dead.<subject>`).
+    ///
+    /// ```no_run
+    /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+    /// if m.delivery_count.unwrap_or(1) >= 5 {
+    ///     m.term().await?; // give up on it
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn term(&self) -> Result<AckStatus, Error> {
         self.acknowledge(AckOp::Term).await
     }
 
     /// Does `op` to this delivery, in a request of its own, and resolves with the broker's
     /// answer.
+    ///
+    /// ```no_run
+    /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
+    /// use bus_client::{AckOp, AckStatus};
+    /// if m.acknowledge(AckOp::Ack).await? == AckStatus::AlreadyAcked {
+    ///     println!("a redelivery of an event acked before");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn acknowledge(&self, op: AckOp) -> Result<AckStatus, Error> {
         self.acker(op.as_str())?.send(&self.id, op).await
     }
 }
 
 /// An event's JSON could not be decoded.
+///
+/// ```no_run
+/// # fn demo(line: &str) {
+/// use bus_client::{DecodeError, Message};
+/// match Message::from_json(line) {
+///     Ok(m) => println!("{}", m.id),
+///     Err(DecodeError::Json(e)) => eprintln!("not an event: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -277,6 +368,13 @@ pub enum DecodeError {
 }
 
 /// The broker's answer to a publish: where the event was stored.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+/// let r = client.publish("user.created", "ada").await?;
+/// println!("{} is #{} in {} ({}, {})", r.id, r.sequence, r.namespace, r.subject, r.time);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Receipt {
     /// The event id.
@@ -316,18 +414,48 @@ impl Receipt {
     }
 
     /// The receipt JSON exactly as the broker sent it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// let r = client.publish("user.created", "ada").await?;
+    /// println!("{}", r.json());
+    /// # Ok(()) }
+    /// ```
     pub fn json(&self) -> &str {
         &self.json
     }
 
     /// Whether confirmation was asked for and all of it arrived in time (`confirmed` reached
     /// `required`). False for a receipt without confirmation figures.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// use std::time::Duration;
+    /// let r = client
+    ///     .publish("order.placed", r#"{"id":17}"#)
+    ///     .confirm(1, Duration::from_secs(2))
+    ///     .await?;
+    /// if !r.is_confirmed() {
+    ///     eprintln!("no handler acked order 17 in time");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_confirmed(&self) -> bool {
         matches!((self.confirmed, self.required), (Some(k), Some(n)) if k >= n)
     }
 }
 
 /// A namespace and its figures, from `GET /v1/namespaces`.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// for ns in client.namespaces().await? {
+///     if let Some(why) = &ns.read_only {
+///         eprintln!("{} is read-only: {why}", ns.name);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceInfo {
     /// The namespace name.
@@ -355,6 +483,15 @@ pub struct NamespaceInfo {
 }
 
 /// Events a reader had not read were deleted by retention; reading resumed after them.
+///
+/// ```no_run
+/// # fn demo(g: &bus_client::Gap) {
+/// eprintln!(
+///     "{}: sequences {}..{} were deleted unread; reading resumed at {}",
+///     g.namespace, g.missed_from, g.resume_at, g.resume_at
+/// );
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
     /// The namespace.
@@ -366,6 +503,18 @@ pub struct Gap {
 }
 
 /// One page of `pull`.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use std::time::Duration;
+/// use bus_client::Start;
+/// let page = client.pull("user.>", Start::Oldest, 100, Duration::ZERO).await?;
+/// for g in &page.gaps {
+///     eprintln!("missed {}..{} of {}", g.missed_from, g.resume_at, g.namespace);
+/// }
+/// println!("{} events; go on from {}", page.events.len(), page.cursor);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Page {
     /// The events, in order within each namespace.
@@ -377,6 +526,16 @@ pub struct Page {
 }
 
 /// Where reading starts.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), bus_client::StartParseError> {
+/// use bus_client::Start;
+/// let from: Start = "2026-11-23T13:00:00Z".parse()?;
+/// assert!(matches!(from, Start::Time(_)));
+/// let after: Start = "user-42-9f3c2a1b".into();
+/// assert_eq!(after, Start::Cursor("user-42-9f3c2a1b".into()));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Start {
     /// The oldest retained event of every namespace the pattern touches.
@@ -393,6 +552,12 @@ pub enum Start {
 
 impl Start {
     /// The query parameter value.
+    ///
+    /// ```no_run
+    /// use bus_client::Start;
+    /// assert_eq!(Start::Oldest.as_param(), "oldest");
+    /// assert_eq!(Start::Time(0).as_param(), "1970-01-01T00:00:00.000000000Z");
+    /// ```
     pub fn as_param(&self) -> String {
         match self {
             Start::Oldest => "oldest".to_owned(),
@@ -410,6 +575,11 @@ impl fmt::Display for Start {
 }
 
 /// `from` was empty.
+///
+/// ```no_run
+/// use bus_client::{Start, StartParseError};
+/// assert_eq!("".parse::<Start>(), Err(StartParseError));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("empty start position: expected oldest, newest, an event id, a cursor or an RFC 3339 time")]
 pub struct StartParseError;

@@ -90,6 +90,16 @@ impl PublishBuilder {
     }
 
     /// Adds an event header; the broker stores its name in lowercase. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// client
+    ///     .publish("order.placed", r#"{"id":17}"#)
+    ///     .header("trace", "abc")
+    ///     .header("tenant", "acme")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> PublishBuilder {
         self.headers.push((name.into(), value.into()));
         self
@@ -99,6 +109,16 @@ impl PublishBuilder {
     /// answers with the original receipt. Default: a fresh random id, so that the client's
     /// own retries after a dropped connection cannot store the event twice; set one derived
     /// from the data (an order number, say) to make the application's retries safe too.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// // However often this runs within the window, order 17 is stored once.
+    /// let receipt = client
+    ///     .publish("order.placed", r#"{"id":17}"#)
+    ///     .msg_id("order-17")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn msg_id(mut self, id: impl Into<String>) -> PublishBuilder {
         self.msg_id = Some(id.into());
         self
@@ -106,18 +126,41 @@ impl PublishBuilder {
 
     /// Sends no dedup id: the broker stores every copy, and the client does not retry after
     /// a dropped connection (it cannot know whether the broker stored the event).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// // A reading that may repeat, and is not worth a retry.
+    /// client.publish("metrics.cpu", "0.73").no_msg_id().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn no_msg_id(mut self) -> PublishBuilder {
         self.msg_id = None;
         self
     }
 
     /// Sets the payload's content type, kept with the event. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// client
+    ///     .publish("report.ready", "<h1>Q3</h1>")
+    ///     .content_type("text/html")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn content_type(mut self, content_type: impl Into<String>) -> PublishBuilder {
         self.content_type = Some(content_type.into());
         self
     }
 
     /// Sets the event's reply subject. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
+    /// // Whoever handles the job announces the result on `job.done`.
+    /// client.publish("job.resize", "img-42").reply_to("job.done").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn reply_to(mut self, subject: impl Into<String>) -> PublishBuilder {
         self.reply_to = Some(subject.into());
         self
@@ -268,6 +311,15 @@ fn header_value(what: &str, value: &str) -> Result<HeaderValue, Error> {
 /// stores exactly these bytes. Without [`content_type`](Self::content_type) the broker gives
 /// the item its default for that form (`text/plain; charset=utf-8` or
 /// `application/octet-stream`).
+///
+/// ```no_run
+/// use bus_client::BatchItem;
+/// // An item without a dedup id: set the field itself.
+/// let item = BatchItem {
+///     msg_id: None,
+///     ..BatchItem::new("metrics.cpu", "0.73")
+/// };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
     /// The publish subject.
@@ -287,6 +339,11 @@ pub struct BatchItem {
 
 impl BatchItem {
     /// An item with a fresh random dedup id and no headers, content type or reply subject.
+    ///
+    /// ```no_run
+    /// let item = bus_client::BatchItem::new("order.placed", r#"{"id":17}"#);
+    /// assert!(item.msg_id.is_some());
+    /// ```
     pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> BatchItem {
         BatchItem {
             subject: subject.into(),
@@ -299,24 +356,41 @@ impl BatchItem {
     }
 
     /// Adds an event header.
+    ///
+    /// ```no_run
+    /// let item = bus_client::BatchItem::new("order.placed", "17").header("trace", "abc");
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> BatchItem {
         self.headers.insert(name.into(), value.into());
         self
     }
 
     /// Sets the dedup id.
+    ///
+    /// ```no_run
+    /// let item = bus_client::BatchItem::new("order.placed", "17").msg_id("order-17");
+    /// ```
     pub fn msg_id(mut self, id: impl Into<String>) -> BatchItem {
         self.msg_id = Some(id.into());
         self
     }
 
     /// Sets the content type.
+    ///
+    /// ```no_run
+    /// let item = bus_client::BatchItem::new("order.placed", r#"{"id":17}"#)
+    ///     .content_type("application/json");
+    /// ```
     pub fn content_type(mut self, content_type: impl Into<String>) -> BatchItem {
         self.content_type = Some(content_type.into());
         self
     }
 
     /// Sets the reply subject.
+    ///
+    /// ```no_run
+    /// let item = bus_client::BatchItem::new("job.resize", "img-42").reply_to("job.done");
+    /// ```
     pub fn reply_to(mut self, subject: impl Into<String>) -> BatchItem {
         self.reply_to = Some(subject.into());
         self

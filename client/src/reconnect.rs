@@ -37,6 +37,11 @@ impl Default for ReconnectPolicy {
 
 impl ReconnectPolicy {
     /// The default policy: 60 attempts, 100 ms doubling up to 2 s.
+    ///
+    /// ```no_run
+    /// use bus_client::ReconnectPolicy;
+    /// assert_eq!(ReconnectPolicy::new(), ReconnectPolicy::default());
+    /// ```
     pub fn new() -> ReconnectPolicy {
         ReconnectPolicy {
             max_attempts: 60,
@@ -47,6 +52,11 @@ impl ReconnectPolicy {
 
     /// No retries: a dropped connection ends the subscription (with an
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) item) and fails the publish.
+    ///
+    /// ```no_run
+    /// use bus_client::{ConnectOptions, ReconnectPolicy};
+    /// let options = ConnectOptions::new().reconnect(ReconnectPolicy::never());
+    /// ```
     pub fn never() -> ReconnectPolicy {
         ReconnectPolicy {
             max_attempts: 0,
@@ -55,18 +65,35 @@ impl ReconnectPolicy {
     }
 
     /// Consecutive attempts before giving up. Default: 60.
+    ///
+    /// ```no_run
+    /// let policy = bus_client::ReconnectPolicy::new().max_attempts(5);
+    /// ```
     pub fn max_attempts(mut self, n: u32) -> ReconnectPolicy {
         self.max_attempts = n;
         self
     }
 
     /// The wait before the first attempt. Default: 100 ms.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let policy = bus_client::ReconnectPolicy::new().initial_delay(Duration::from_millis(20));
+    /// ```
     pub fn initial_delay(mut self, d: Duration) -> ReconnectPolicy {
         self.initial_delay = d;
         self
     }
 
     /// The longest wait between attempts. Default: 2 s.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// // Keep trying for a long while, at most once every 10 s.
+    /// let policy = bus_client::ReconnectPolicy::new()
+    ///     .max_attempts(1_000)
+    ///     .max_delay(Duration::from_secs(10));
+    /// ```
     pub fn max_delay(mut self, d: Duration) -> ReconnectPolicy {
         self.max_delay = d;
         self

@@ -15,11 +15,34 @@ use crate::error::{ApiError, Error, ErrorKind, PublishError, RequestError};
 use crate::publish::{event_headers, set_event_headers};
 
 /// The event header that makes a reply an error reply; its value is the message.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) {
+/// use bus_client::{ERROR_HEADER, ErrorKind};
+/// if let Err(e) = client.request("rpc.user.get", r#"{"id":7}"#).await {
+///     if e.kind() == &ErrorKind::ReplyError {
+///         eprintln!("the responder said: {:?}", e.reply_headers().get(ERROR_HEADER));
+///     }
+/// }
+/// # }
+/// ```
 pub const ERROR_HEADER: &str = "bus-error";
 /// The broker's request timeout when none is given.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A reply to a request.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+/// let reply = client.request("rpc.time", "").await?;
+/// println!(
+///     "{} ({:?}), answering request {}",
+///     String::from_utf8_lossy(&reply.payload),
+///     reply.content_type,
+///     reply.request_id
+/// );
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The id of the stored request event.
@@ -34,17 +57,44 @@ pub struct Reply {
 
 impl Reply {
     /// The payload as text, when it is UTF-8.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+    /// let reply = client.request("rpc.echo", "hello").await?;
+    /// assert_eq!(reply.text(), Some("hello"));
+    /// # Ok(()) }
+    /// ```
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.payload).ok()
     }
 
     /// The payload decoded from JSON.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Deserialize)]
+    /// struct User {
+    ///     name: String,
+    /// }
+    /// let user: User = client.request("rpc.user.get", r#"{"id":7}"#).await?.json()?;
+    /// println!("{}", user.name);
+    /// # Ok(()) }
+    /// ```
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.payload)
     }
 }
 
 /// One request, built by [`Client::request`]; `.await` it to send.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+/// let reply = client
+///     .request("rpc.user.get", r#"{"id":7}"#)
+///     .header("trace", "abc")
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a request does nothing until awaited"]
 #[derive(Debug)]
 pub struct RequestBuilder {
@@ -69,12 +119,30 @@ impl RequestBuilder {
     }
 
     /// Adds an event header to the request. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+    /// let reply = client
+    ///     .request("rpc.user.get", r#"{"id":7}"#)
+    ///     .header("tenant", "acme")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> RequestBuilder {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Sets the request payload's content type. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+    /// let reply = client
+    ///     .request("rpc.user.get", r#"{"id":7}"#)
+    ///     .content_type("application/json")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn content_type(mut self, content_type: impl Into<String>) -> RequestBuilder {
         self.content_type = Some(content_type.into());
         self
@@ -82,6 +150,18 @@ impl RequestBuilder {
 
     /// How long to wait for the reply (1 ms to 5 min, in whole milliseconds rounded up).
     /// Default: the broker's, 5 s.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::RequestError> {
+    /// use std::time::Duration;
+    /// use bus_client::ErrorKind;
+    /// match client.request("rpc.report", "q3").timeout(Duration::from_secs(30)).await {
+    ///     Ok(reply) => println!("{:?}", reply.text()),
+    ///     Err(e) if e.kind() == &ErrorKind::Timeout => eprintln!("no reply within 30 s"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> RequestBuilder {
         self.timeout = Some(timeout);
         self
@@ -155,6 +235,17 @@ impl IntoFuture for RequestBuilder {
 }
 
 /// One reply, built by [`Client::reply`]; `.await` it to send.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client, m: bus_client::Message) -> Result<(), bus_client::PublishError> {
+/// if let Some(inbox) = &m.reply_to {
+///     client
+///         .reply(inbox, r#"{"ok":true}"#)
+///         .content_type("application/json")
+///         .await?;
+/// }
+/// # Ok(()) }
+/// ```
 #[must_use = "a reply does nothing until awaited"]
 #[derive(Debug)]
 pub struct ReplyBuilder {
@@ -177,12 +268,28 @@ impl ReplyBuilder {
     }
 
     /// Adds an event header to the reply; the requester gets it as `Bus-Header-<name>`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client, m: bus_client::Message) -> Result<(), bus_client::PublishError> {
+    /// if let Some(inbox) = &m.reply_to {
+    ///     client.reply(inbox, "42").header("cache", "miss").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> ReplyBuilder {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Sets the reply payload's content type. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client, m: bus_client::Message) -> Result<(), bus_client::PublishError> {
+    /// if let Some(inbox) = &m.reply_to {
+    ///     client.reply(inbox, "<p>42</p>").content_type("text/html").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn content_type(mut self, content_type: impl Into<String>) -> ReplyBuilder {
         self.content_type = Some(content_type.into());
         self
@@ -190,6 +297,14 @@ impl ReplyBuilder {
 
     /// Makes this an error reply: the requester gets `502 reply_error` with `message`
     /// ([`ErrorKind::ReplyError`]). The message must be an HTTP header value (visible ASCII).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client, m: bus_client::Message) -> Result<(), bus_client::PublishError> {
+    /// if let Some(inbox) = &m.reply_to {
+    ///     client.reply(inbox, "").error("user 7 not found").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn error(self, message: impl Into<String>) -> ReplyBuilder {
         self.header(ERROR_HEADER, message)
     }

@@ -36,6 +36,21 @@ const MAX_ERROR_MESSAGE: usize = 512;
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Settings of [`Client::serve`].
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use bus_client::{HandlerError, ServeOptions, SubscribeOptions};
+/// let options = ServeOptions::new()
+///     .subscribe(SubscribeOptions::new().durable("thumbnails"))
+///     .concurrency(4);
+/// client
+///     .serve("image.uploaded", options, |m| async move {
+///         println!("resizing {}", m.id);
+///         Ok::<_, HandlerError>(())
+///     })
+///     .await
+/// # }
+/// ```
 pub struct ServeOptions {
     subscribe: Option<SubscribeOptions>,
     concurrency: usize,
@@ -60,6 +75,18 @@ impl Default for ServeOptions {
 impl ServeOptions {
     /// The defaults: a queue group named after the pattern, manual acks, from the newest
     /// event, 16 handlers at once, no shutdown signal (serve until the broker stops).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::{HandlerError, ServeOptions};
+    /// // Every instance of this program answers pings; each ping reaches one of them.
+    /// client
+    ///     .serve("rpc.ping", ServeOptions::new(), |_m| async {
+    ///         Ok::<_, HandlerError>("pong")
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> ServeOptions {
         ServeOptions {
             subscribe: None,
@@ -71,12 +98,31 @@ impl ServeOptions {
     /// The subscription to serve (a durable consumer, say, to work through a backlog across
     /// restarts). Manual acks are forced; its `max_in_flight` becomes the concurrency.
     /// Default: a group named after the pattern, from the newest event.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::{HandlerError, ServeOptions, Start, SubscribeOptions};
+    /// // Work through the backlog too, and go on where the last run stopped.
+    /// let subscription = SubscribeOptions::new().durable("indexer").from(Start::Oldest);
+    /// let options = ServeOptions::new().subscribe(subscription);
+    /// client
+    ///     .serve("doc.>", options, |m| async move {
+    ///         println!("indexing {}", m.id);
+    ///         Ok::<_, HandlerError>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe(mut self, options: SubscribeOptions) -> ServeOptions {
         self.subscribe = Some(options);
         self
     }
 
     /// Handlers running at once (1 to 100,000). Default: 16.
+    ///
+    /// ```no_run
+    /// let options = bus_client::ServeOptions::new().concurrency(64);
+    /// ```
     pub fn concurrency(mut self, n: usize) -> ServeOptions {
         self.concurrency = n.clamp(1, 100_000);
         self
@@ -84,6 +130,18 @@ impl ServeOptions {
 
     /// Stops serving when `signal` resolves (for example `tokio::signal::ctrl_c()`), after
     /// the messages in flight are handled.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use std::time::Duration;
+    /// use bus_client::{HandlerError, ServeOptions};
+    /// // Serve for an hour, then finish what is in flight and return.
+    /// let options = ServeOptions::new().shutdown(tokio::time::sleep(Duration::from_secs(3600)));
+    /// client
+    ///     .serve("job.>", options, |_m| async { Ok::<_, HandlerError>(()) })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> ServeOptions {
         self.shutdown = Some(Box::pin(signal));
         self
@@ -93,6 +151,12 @@ impl ServeOptions {
 /// What a handler answers a message with: the reply's payload, and optionally its content
 /// type and event headers (used only when the message is a request). Built from bytes or
 /// text with `into()`.
+///
+/// ```no_run
+/// use bus_client::Answer;
+/// let plain: Answer = "pong".into();
+/// let json = Answer::new(r#"{"ok":true}"#).content_type("application/json");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
     payload: Bytes,
@@ -102,6 +166,10 @@ pub struct Answer {
 
 impl Answer {
     /// An answer with this payload.
+    ///
+    /// ```no_run
+    /// let answer = bus_client::Answer::new(vec![0x89, b'P', b'N', b'G']);
+    /// ```
     pub fn new(payload: impl Into<Bytes>) -> Answer {
         Answer {
             payload: payload.into(),
@@ -110,12 +178,20 @@ impl Answer {
     }
 
     /// Sets the reply's content type.
+    ///
+    /// ```no_run
+    /// let answer = bus_client::Answer::new("<p>42</p>").content_type("text/html");
+    /// ```
     pub fn content_type(mut self, content_type: impl Into<String>) -> Answer {
         self.content_type = Some(content_type.into());
         self
     }
 
     /// Adds an event header to the reply.
+    ///
+    /// ```no_run
+    /// let answer = bus_client::Answer::new("42").header("cache", "hit");
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Answer {
         self.headers.push((name.into(), value.into()));
         self
@@ -154,6 +230,21 @@ impl From<()> for Answer {
 
 /// A handler's failure: the error reply's message for a request, the nack (and its delay)
 /// for work.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use bus_client::{HandlerError, ServeOptions};
+/// client
+///     .serve("mail.send", ServeOptions::new(), |m| async move {
+///         let Some(to) = m.headers.get("to") else {
+///             return Err(HandlerError::new("no recipient"));
+///         };
+///         println!("mailing {to}");
+///         Ok(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
     message: String,
@@ -162,6 +253,10 @@ pub struct HandlerError {
 
 impl HandlerError {
     /// A failure saying `message`.
+    ///
+    /// ```no_run
+    /// let e = bus_client::HandlerError::new(format!("no user with id {}", 7));
+    /// ```
     pub fn new(message: impl Into<String>) -> HandlerError {
         HandlerError {
             message: message.into(),
@@ -171,12 +266,23 @@ impl HandlerError {
 
     /// Redeliver the message after `delay` (work only): back off from what cannot be handled
     /// yet. Default: at once.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let e = bus_client::HandlerError::new("the mail server is down")
+    ///     .retry_after(Duration::from_secs(60));
+    /// ```
     pub fn retry_after(mut self, delay: Duration) -> HandlerError {
         self.retry_after = Some(delay);
         self
     }
 
     /// The message.
+    ///
+    /// ```no_run
+    /// let e = bus_client::HandlerError::new("boom");
+    /// assert_eq!(e.message(), "boom");
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -195,7 +301,11 @@ impl From<&str> for HandlerError {
 }
 
 /// `s` as a header value: visible ASCII and spaces (others become `?`), at most
-/// [`MAX_ERROR_MESSAGE`] bytes.
+/// 512 bytes, the bound [`Client::serve`](crate::Client::serve) puts on an error reply's message.
+///
+/// ```no_run
+/// assert_eq!(bus_client::header_safe("bad\nline: é"), "bad?line: ?");
+/// ```
 pub fn header_safe(s: &str) -> String {
     s.chars()
         .map(|c| {

@@ -17,11 +17,28 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Default bound on the bytes of one event (its line and data buffers): 64 MiB.
+///
+/// ```no_run
+/// use bus_client::sse::{DEFAULT_MAX_EVENT_BYTES, SseParser};
+/// let parser = SseParser::new(DEFAULT_MAX_EVENT_BYTES);
+/// assert_eq!(parser.max_event_bytes(), DEFAULT_MAX_EVENT_BYTES);
+/// ```
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One dispatched event.
+///
+/// ```no_run
+/// # fn demo(parser: &mut bus_client::sse::SseParser) -> Result<(), bus_client::sse::SseError> {
+/// while let Some(ev) = parser.next_event()? {
+///     match ev.event.as_str() {
+///         "message" => println!("{} (id {:?})", ev.data, ev.id),
+///         other => println!("{other}: {}", ev.data),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
     /// The event type: the last `event:` field's value, `message` when there was none.
@@ -34,6 +51,13 @@ pub struct SseEvent {
 }
 
 /// The parser met something it cannot go on from.
+///
+/// ```no_run
+/// use bus_client::sse::{SseError, SseParser};
+/// let mut parser = SseParser::new(16);
+/// parser.feed(b"data: far more than sixteen bytes\n\n");
+/// assert_eq!(parser.next_event(), Err(SseError::TooLarge { limit: 16 }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
     /// An event or line exceeded the bound.
@@ -45,6 +69,19 @@ pub enum SseError {
 }
 
 /// The incremental parser. See the module docs.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), bus_client::sse::SseError> {
+/// use bus_client::sse::SseParser;
+/// let mut parser = SseParser::default();
+/// parser.feed(b"event: greeting\nid: 7\ndata: hello\n");
+/// parser.feed(b"data: world\n\n");
+/// let ev = parser.next_event()?.expect("a complete event");
+/// assert_eq!(ev.event, "greeting");
+/// assert_eq!(ev.data, "hello\nworld");
+/// assert_eq!(ev.id.as_deref(), Some("7"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SseParser {
     /// Bytes received but not yet split into lines.
@@ -84,6 +121,11 @@ impl Default for SseParser {
 
 impl SseParser {
     /// A parser bounding one event (and one line) to `max_event_bytes`.
+    ///
+    /// ```no_run
+    /// // At most 1 MiB per event.
+    /// let parser = bus_client::sse::SseParser::new(1024 * 1024);
+    /// ```
     pub fn new(max_event_bytes: usize) -> SseParser {
         SseParser {
             buf: Vec::new(),
@@ -104,6 +146,17 @@ impl SseParser {
 
     /// Adds received bytes. Complete lines are processed at once; events they complete are
     /// queued for [`next_event`](Self::next_event).
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), bus_client::sse::SseError> {
+    /// let mut parser = bus_client::sse::SseParser::default();
+    /// // Chunks may split lines, even a CRLF, anywhere.
+    /// parser.feed(b"data: hel");
+    /// parser.feed(b"lo\r");
+    /// parser.feed(b"\n\r\n");
+    /// assert_eq!(parser.next_event()?.map(|e| e.data), Some("hello".to_owned()));
+    /// # Ok(()) }
+    /// ```
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.failed {
             return;
@@ -159,6 +212,16 @@ impl SseParser {
     }
 
     /// The next complete event, `Ok(None)` when more bytes are needed.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), bus_client::sse::SseError> {
+    /// let mut parser = bus_client::sse::SseParser::default();
+    /// parser.feed(b"data: x\n");
+    /// assert_eq!(parser.next_event()?, None); // no empty line yet
+    /// parser.feed(b"\n");
+    /// assert!(parser.next_event()?.is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn next_event(&mut self) -> Result<Option<SseEvent>, SseError> {
         if let Some(e) = self.ready.pop_front() {
             return Ok(Some(e));
@@ -172,21 +235,45 @@ impl SseParser {
     }
 
     /// The bound on one event given to [`SseParser::new`].
+    ///
+    /// ```no_run
+    /// let parser = bus_client::sse::SseParser::new(4096);
+    /// assert_eq!(parser.max_event_bytes(), 4096);
+    /// ```
     pub fn max_event_bytes(&self) -> usize {
         self.max_event_bytes
     }
 
     /// The reconnection delay the stream asked for with `retry:`, if any.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let mut parser = bus_client::sse::SseParser::default();
+    /// parser.feed(b"retry: 3000\n\n");
+    /// assert_eq!(parser.retry(), Some(Duration::from_millis(3000)));
+    /// ```
     pub fn retry(&self) -> Option<Duration> {
         self.retry
     }
 
     /// The last event id buffer: the value of the last `id:` field seen.
+    ///
+    /// ```no_run
+    /// let mut parser = bus_client::sse::SseParser::default();
+    /// parser.feed(b"id: 41\ndata: x\n\n");
+    /// assert_eq!(parser.last_event_id(), Some("41"));
+    /// ```
     pub fn last_event_id(&self) -> Option<&str> {
         self.last_id.as_deref()
     }
 
     /// Comment lines (keep-alives) seen so far.
+    ///
+    /// ```no_run
+    /// let mut parser = bus_client::sse::SseParser::default();
+    /// parser.feed(b": keep-alive\n");
+    /// assert_eq!(parser.comments(), 1);
+    /// ```
     pub fn comments(&self) -> u64 {
         self.comments
     }

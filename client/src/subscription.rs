@@ -42,6 +42,22 @@ use crate::reconnect::is_disconnect;
 use crate::sse::{SseEvent, SseParser};
 
 /// One item of a [`Subscription`].
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use futures::StreamExt as _;
+/// use bus_client::{Start, StreamItem};
+/// let mut sub = client.subscribe("user.>", Start::Oldest).await?;
+/// while let Some(item) = sub.next().await {
+///     match item? {
+///         StreamItem::Subscribed(s) => println!("subscribed as {}", s.subscription),
+///         StreamItem::Event(m) => println!("{}", m.subject),
+///         StreamItem::Gap(g) => eprintln!("missed {}..{} of {}", g.missed_from, g.resume_at, g.namespace),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StreamItem {
@@ -56,6 +72,17 @@ pub enum StreamItem {
 /// The broker's confirmation of a subscription. The consumer fields are set only for a
 /// member of a consumer; they are the consumer's settings, which were fixed when it was
 /// created (they may differ from what this subscription asked for).
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use bus_client::{AckMode, SubscribeOptions};
+/// let options = SubscribeOptions::new().durable("orders").ack(AckMode::Manual);
+/// let sub = client.subscribe_with("order.>", options).await?;
+/// if let Some(s) = sub.subscribed() {
+///     println!("{:?}: ack wait {:?}, backoff {:?}", s.consumer, s.ack_wait, s.backoff);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Subscribed {
     /// The subscription's id on the broker (as listed by `GET /v1/subscriptions`).
@@ -114,6 +141,25 @@ struct Resume {
 
 /// A live subscription: a `Stream` of [`StreamItem`]s. Dropping it closes the connection,
 /// which ends the subscription on the broker.
+///
+/// ```no_run
+/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+/// use futures::StreamExt as _;
+/// use bus_client::{Start, StreamItem};
+/// let sub = client.subscribe("user.>", Start::Newest).await?;
+/// // The next ten events, then unsubscribe (`take` drops the subscription).
+/// let events: Vec<_> = sub
+///     .filter_map(|item| async move {
+///         match item {
+///             Ok(StreamItem::Event(m)) => Some(m),
+///             _ => None,
+///         }
+///     })
+///     .take(10)
+///     .collect()
+///     .await;
+/// # Ok(()) }
+/// ```
 pub struct Subscription {
     /// The response body, `None` once it ended.
     body: Option<DataStream>,
@@ -254,18 +300,49 @@ impl Subscription {
     /// The cursor after the last event yielded: pass it as `Start::Cursor` to resume exactly
     /// after that event. `None` before the first event. (A consumer's stream resumes from the
     /// consumer's state instead; there this is the last event's id.)
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use futures::StreamExt as _;
+    /// use bus_client::Start;
+    /// let mut sub = client.subscribe("user.>", Start::Oldest).await?;
+    /// let _ = sub.next().await; // ... read for a while
+    /// let saved = sub.cursor().map(str::to_owned);
+    /// drop(sub);
+    /// // Later: go on exactly after the last event read.
+    /// let from = saved.map_or(Start::Oldest, Start::Cursor);
+    /// let sub = client.subscribe("user.>", from).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn cursor(&self) -> Option<&str> {
         self.cursor.as_deref()
     }
 
     /// The broker's confirmation of the subscription. [`Client::subscribe_with`] returns once
     /// it arrived, so this is `Some` unless the broker sent something else first.
+    ///
+    /// ```no_run
+    /// # fn demo(sub: &bus_client::Subscription) {
+    /// if let Some(s) = sub.subscribed() {
+    ///     println!("subscription {} of {} from {}", s.subscription, s.pattern, s.from);
+    /// }
+    /// # }
+    /// ```
     pub fn subscribed(&self) -> Option<&Subscribed> {
         self.subscribed.as_ref()
     }
 
     /// The name of the consumer this subscription is a member of (`None` for a plain
     /// subscription): what acknowledgements name, for example with [`Client::ack_batch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use bus_client::{AckMode, SubscribeOptions};
+    /// let options = SubscribeOptions::new().ack(AckMode::Manual);
+    /// let sub = client.subscribe_with("order.>", options).await?;
+    /// println!("member of {}", sub.consumer().unwrap_or("no consumer"));
+    /// # Ok(()) }
+    /// ```
     pub fn consumer(&self) -> Option<&str> {
         self.subscribed.as_ref()?.consumer.as_deref()
     }
@@ -273,6 +350,27 @@ impl Subscription {
     /// Resolves once every ack queued by this subscription's messages ([`Message::ack`])
     /// was sent and answered. Nothing to do (at once `Ok`) for a subscription that is not a
     /// manual-ack consumer's member.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use futures::StreamExt as _;
+    /// use bus_client::{AckMode, StreamItem, SubscribeOptions};
+    /// let options = SubscribeOptions::new().durable("mailer").ack(AckMode::Manual);
+    /// let mut sub = client.subscribe_with("user.created", options).await?;
+    /// let mut handled = 0;
+    /// while let Some(item) = sub.next().await {
+    ///     if let StreamItem::Event(m) = item? {
+    ///         m.ack().await?;
+    ///         handled += 1;
+    ///         if handled == 100 {
+    ///             break;
+    ///         }
+    ///     }
+    /// }
+    /// // Before leaving: make sure the broker has every ack.
+    /// sub.flush_acks().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn flush_acks(&self) -> Result<(), Error> {
         match &self.acker {
             Some(a) => a.batcher().flush().await,
@@ -282,11 +380,25 @@ impl Subscription {
 
     /// Acks queued with [`Message::ack`] that the broker did not record (their events come
     /// back as redeliveries).
+    ///
+    /// ```no_run
+    /// # fn demo(sub: &bus_client::Subscription) {
+    /// if sub.failed_acks() > 0 {
+    ///     eprintln!("{} acks were lost; their events will come again", sub.failed_acks());
+    /// }
+    /// # }
+    /// ```
     pub fn failed_acks(&self) -> u64 {
         self.acker.as_ref().map_or(0, |a| a.batcher().failed())
     }
 
     /// Requests the background acknowledger has made so far (each carries up to 1,000 acks).
+    ///
+    /// ```no_run
+    /// # fn demo(sub: &bus_client::Subscription, acked: u64) {
+    /// println!("{acked} acks in {} requests", sub.ack_requests());
+    /// # }
+    /// ```
     pub fn ack_requests(&self) -> u64 {
         self.acker.as_ref().map_or(0, |a| a.batcher().requests())
     }
@@ -311,6 +423,14 @@ impl Subscription {
     }
 
     /// The reconnection delay the broker asked for (`retry:`), if it sent one.
+    ///
+    /// ```no_run
+    /// # fn demo(sub: &bus_client::Subscription) {
+    /// if let Some(delay) = sub.retry() {
+    ///     println!("the broker asks for {delay:?} between reconnections");
+    /// }
+    /// # }
+    /// ```
     pub fn retry(&self) -> Option<Duration> {
         self.parser.retry()
     }
