@@ -28,5 +28,6 @@ pub mod server;
 pub mod storage;
 pub mod subject;
 pub mod subscription;
+pub mod token_table;
 pub mod trie;
 pub mod units;
