@@ -63,33 +63,13 @@ async fn fill(broker: &Broker) {
     }
 }
 
-/// Reads one member's stream, sending every event id to `ids`; ends after `stop` ids overall.
+/// Reads one member's stream, sending every event id to `ids`, until `ids` closes.
 async fn member(client: HttpClient, url: String, ids: mpsc::UnboundedSender<String>) {
-    let req = hyper::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = client.request(req).await.expect("stream");
-    assert_eq!(resp.status(), 200, "stream refused");
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return };
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        buf.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
-            let line = &buf[start..start + pos];
-            if let Some(id) = line.strip_prefix(b"id: ")
-                && ids.send(String::from_utf8_lossy(id).into_owned()).is_err()
-            {
-                return;
-            }
-            start += pos + 1;
-        }
-        buf.drain(..start);
-    }
+    common::sse_lines(&client, url, |line| match line.strip_prefix(b"id: ") {
+        Some(id) => ids.send(String::from_utf8_lossy(id).into_owned()).is_ok(),
+        None => true,
+    })
+    .await;
 }
 
 /// Acks everything received, in batches, one request at a time; counts answered acks.

@@ -33,44 +33,30 @@ const PAYLOAD: usize = 128;
 /// Bound on one run.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-/// Answers every request on the stream at `url` with its own payload.
+/// Answers every request on the stream of `rpc.>` with its own payload.
 async fn responder(client: HttpClient, base: String) {
-    let req = hyper::Request::get(format!("{base}/v1/stream?pattern=rpc.%3E&from=newest"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = client.request(req).await.expect("stream");
-    assert_eq!(resp.status(), 200, "stream refused");
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return };
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        buf.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
-            let line = &buf[start..start + pos];
-            if let Some(json) = line.strip_prefix(b"data: ")
-                && let Ok(event) = serde_json::from_slice::<serde_json::Value>(json)
-                && let Some(inbox) = event["reply_to"].as_str()
-            {
-                let payload = Bytes::from(event["payload"].as_str().unwrap_or("").to_owned());
-                let url = format!("{base}/v1/events/{inbox}");
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let req = hyper::Request::post(url)
-                        .body(Full::new(payload))
-                        .expect("reply");
-                    let resp = client.request(req).await.expect("reply sent");
-                    assert_eq!(resp.status(), 200, "reply refused");
-                    let _ = resp.into_body().collect().await;
-                });
-            }
-            start += pos + 1;
+    let url = format!("{base}/v1/stream?pattern=rpc.%3E&from=newest");
+    let replier = client.clone();
+    common::sse_lines(&client, url, |line| {
+        if let Some(json) = line.strip_prefix(b"data: ")
+            && let Ok(event) = serde_json::from_slice::<serde_json::Value>(json)
+            && let Some(inbox) = event["reply_to"].as_str()
+        {
+            let payload = Bytes::from(event["payload"].as_str().unwrap_or("").to_owned());
+            let url = format!("{base}/v1/events/{inbox}");
+            let client = replier.clone();
+            tokio::spawn(async move {
+                let req = hyper::Request::post(url)
+                    .body(Full::new(payload))
+                    .expect("reply");
+                let resp = client.request(req).await.expect("reply sent");
+                assert_eq!(resp.status(), 200, "reply refused");
+                let _ = resp.into_body().collect().await;
+            });
         }
-        buf.drain(..start);
-    }
+        true
+    })
+    .await;
 }
 
 /// One caller: `n` requests back to back; the latency of each.

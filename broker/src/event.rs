@@ -71,6 +71,20 @@ fn payload_form<'a>(payload: &'a [u8], content_type: Option<&str>) -> Payload<'a
     }
 }
 
+/// Appends `,"headers":{...}`: each (name, value) pair as a JSON member, in the given order.
+pub fn push_headers<'a>(out: &mut String, headers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    out.push_str(",\"headers\":{");
+    for (i, (k, v)) in headers.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, k);
+        out.push(':');
+        push_json_str(out, v);
+    }
+    out.push('}');
+}
+
 /// Appends `,"payload":<payload>` in the event JSON's form for `content_type` (embedded
 /// JSON, a string, or base64 followed by `,"encoding":"base64"`).
 pub fn push_payload(out: &mut String, payload: &[u8], content_type: Option<&str>) {
@@ -103,16 +117,11 @@ pub fn to_json(e: &Event, namespace: &str, delivery_count: Option<u32>) -> Strin
     // Writing into a String cannot fail.
     let _ = write!(out, ",\"sequence\":{},\"time\":\"", e.sequence);
     write_rfc3339(&mut out, e.time_ns);
-    out.push_str("\",\"headers\":{");
-    for (i, (k, v)) in e.headers.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(&mut out, k);
-        out.push(':');
-        push_json_str(&mut out, v);
-    }
-    out.push('}');
+    out.push('"');
+    push_headers(
+        &mut out,
+        e.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     if let Some(r) = &e.reply_to {
         out.push_str(",\"reply_to\":");
         push_json_str(&mut out, r);

@@ -20,10 +20,13 @@ async fn json_publishes_carry_their_content_type_and_a_dedup_id() {
         name: String,
     }
     let ada = Signup { name: "ada".into() };
-    let first = timeout(TIMEOUT, b.client.publish_json("user.created", &ada).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = timeout(
+        TIMEOUT,
+        b.client.publish_json("user.created", &ada).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let plain = timeout(TIMEOUT, b.client.publish("user.raw", "x").no_msg_id())
         .await
         .unwrap()
@@ -41,13 +44,19 @@ async fn json_publishes_carry_their_content_type_and_a_dedup_id() {
     assert_eq!(m.payload_json::<Signup>().unwrap(), ada);
     let id = m.msg_id.clone().expect("a default dedup id");
     assert_eq!(id.len(), 32, "{id}");
-    assert_eq!((raw.id.as_str(), raw.msg_id.as_deref()), (plain.id.as_str(), None));
+    assert_eq!(
+        (raw.id.as_str(), raw.msg_id.as_deref()),
+        (plain.id.as_str(), None)
+    );
 
     // The same dedup id again is a duplicate of the first: a retry cannot store twice.
-    let again = timeout(TIMEOUT, b.client.publish("user.created", "other").msg_id(id))
-        .await
-        .unwrap()
-        .unwrap();
+    let again = timeout(
+        TIMEOUT,
+        b.client.publish("user.created", "other").msg_id(id),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.id, first.id);
 }
@@ -71,7 +80,10 @@ async fn every_request_carries_the_authorization_header() {
             head.push_str(&line);
         }
         let body = r#"{"status":"ok"}"#;
-        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
         let _ = w.write_all(answer.as_bytes()).await;
         let _ = tx.send(head);
     });
@@ -82,7 +94,11 @@ async fn every_request_carries_the_authorization_header() {
         .await
         .unwrap()
         .unwrap();
-    let head = timeout(TIMEOUT, rx).await.unwrap().unwrap().to_ascii_lowercase();
+    let head = timeout(TIMEOUT, rx)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(head.contains("authorization: bearer s3cret"), "{head}");
     assert!(ConnectOptions::new().authorization("bad\nvalue").is_err());
 }

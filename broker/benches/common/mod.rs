@@ -8,7 +8,7 @@ use bus_broker::broker::Broker;
 use bus_broker::config::Config;
 use bus_broker::storage::FsyncPolicy;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -78,5 +78,32 @@ impl Server {
         }
         let _ = (&mut self.task).await;
         self.broker.close().await;
+    }
+}
+
+/// Opens the SSE stream at `url` and calls `on_line` with each line (without its `\n`) until
+/// the stream ends or `on_line` returns false.
+pub async fn sse_lines(client: &HttpClient, url: String, mut on_line: impl FnMut(&[u8]) -> bool) {
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("stream");
+    assert_eq!(resp.status(), 200, "stream refused");
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+            if !on_line(&buf[start..start + pos]) {
+                return;
+            }
+            start += pos + 1;
+        }
+        buf.drain(..start);
     }
 }

@@ -5,7 +5,7 @@
 //! Exit statuses: 0 replied; 1 an error reply (the responder's message on stderr); 3 no
 //! responders (nothing stored); 4 no reply within `--timeout`.
 
-use bus_broker::event::{push_json_str, push_payload};
+use bus_broker::event::{push_headers, push_json_str, push_payload};
 use bus_client::Reply;
 
 use crate::args::ReqArgs;
@@ -47,16 +47,10 @@ fn reply_json(subject: &str, reply: &Reply) -> String {
     push_json_str(&mut out, &reply.request_id);
     out.push_str(",\"subject\":");
     push_json_str(&mut out, subject);
-    out.push_str(",\"headers\":{");
-    for (i, (k, v)) in reply.headers.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(&mut out, k);
-        out.push(':');
-        push_json_str(&mut out, v);
-    }
-    out.push('}');
+    push_headers(
+        &mut out,
+        reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     if let Some(ct) = &reply.content_type {
         out.push_str(",\"content_type\":");
         push_json_str(&mut out, ct);
