@@ -84,7 +84,8 @@ pub struct Metrics {
     pub requests_failed: AtomicU64,
     /// Requests refused because nothing subscribed to their subject.
     pub requests_no_responders: AtomicU64,
-    /// Requests that got no reply in time (or whose caller left first).
+    /// Requests that got no reply within their timeout (a caller that hangs up first is not
+    /// counted).
     pub requests_timed_out: AtomicU64,
     /// Replies dropped: late, a second answer, or to an inbox that never was.
     pub replies_dropped: AtomicU64,

@@ -1004,6 +1004,50 @@ mod tests {
     }
 
     #[test]
+    fn batch_matching_agrees_through_many_children_tables() {
+        // More than PROMOTE_CHILDREN literals under `user` and under one id, so the batch's
+        // split lookups (slot, entry, lookup) run against token tables, with wildcards beside.
+        let mut trie = SubjectTrie::new();
+        let mut handle = 0u32;
+        let mut add = |trie: &mut SubjectTrie<u32>, text: &str| {
+            handle += 1;
+            trie.insert(&pattern(text), handle);
+        };
+        for id in 0..40 {
+            add(&mut trie, &format!("user.u{id}.created"));
+            if id % 3 == 0 {
+                add(&mut trie, &format!("user.u{id}.*"));
+            }
+            if id % 5 == 0 {
+                add(&mut trie, &format!("user.u{id}.>"));
+            }
+        }
+        for event in 0..30 {
+            add(&mut trie, &format!("user.u7.e{event}"));
+        }
+        add(&mut trie, "user.*.created");
+        add(&mut trie, ">");
+        let subjects: Vec<Subject> = (0..45)
+            .flat_map(|id| {
+                [
+                    subject(&format!("user.u{id}.created")),
+                    subject(&format!("user.u{id}.e3.x")),
+                    subject(&format!("user.u{id}")),
+                ]
+            })
+            .chain((0..35).map(|e| subject(&format!("user.u7.e{e}"))))
+            .chain([subject("_inbox.x"), subject("other.u1.created")])
+            .collect();
+        let mut outs = vec![Vec::new(); subjects.len()];
+        trie.match_batch(&subjects, &mut outs);
+        for (s, out) in subjects.iter().zip(&outs) {
+            assert_eq!(out, &trie.matches(s), "{s}");
+        }
+        // user.u0.created: its literal, user.u0.*, user.u0.>, then user.*.created and >.
+        assert_eq!(outs[0], [1, 2, 3, 93, 94]);
+    }
+
+    #[test]
     fn matches_only_the_subscriptions_that_match() {
         let patterns = [
             "a", "a.b", "a.*", "a.>", "*.b", ">", "*", "a.*.c", "a.b.>", "_bus_.>", "*.*", "x.y",

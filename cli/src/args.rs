@@ -117,6 +117,9 @@ segment), as the broker's recovery does.
 holds it. In each damaged namespace it deletes the segments after the damaged one and cuts
 that one at the damage (and before an unfinished batch), as the broker's own repair does,
 and reports the events cut. Copy the directory first if the cut events matter.
+After a repair the namespace's next events take the cut sequences again: a durable consumer
+(or a saved cursor) already past the cut would skip them, so move such consumers back with
+`bus consumers seek NAME --to <id or time>` once the broker runs again.
 
 Exit status: 0 healthy (or repaired), 1 damage found (each damaged namespace is named on
 stdout, the first damage on stderr: file, offset and sequence), 2 an error (unreadable
@@ -199,7 +202,8 @@ pub struct ReplyArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
     pub concurrency: u32,
 
-    /// How long a request may take before it goes to another responder (the ack wait).
+    /// How long a request may take before it goes to another responder (the ack wait); an
+    /// --exec command still running after 4/5 of it is killed and answered with an error.
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub ack_wait: Duration,
 

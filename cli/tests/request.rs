@@ -142,3 +142,40 @@ fn responders_share_the_default_group_and_stop_cleanly_on_sigint() {
     }
     assert_eq!(answered, 6);
 }
+
+#[test]
+fn events_without_reply_to_are_skipped_and_slow_commands_are_killed() {
+    let b = TestBroker::start();
+    let mut r = responder(
+        &b,
+        &[
+            "rpc.>",
+            "--ack-wait",
+            "300ms",
+            "--exec",
+            "cat >/dev/null; sleep 30",
+        ],
+    );
+    // A plain event is no request: acked unanswered, once (no redelivery loop).
+    let o = run(&mut b.bus(&["put", "rpc.note", "x"]));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let line = r.line();
+    assert!(line.ends_with("skipped: no reply_to"), "{line}");
+    // A command past the ack wait is killed and answered with an error reply.
+    let o = run(&mut b.bus(&["req", "rpc.slow", "x", "--timeout", "20s"]));
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("still running after 240ms: killed"),
+        "{}",
+        stderr(&o)
+    );
+    let line = r.line();
+    assert!(
+        line.contains("rpc.slow") && line.contains("error"),
+        "{line}"
+    );
+    let info = run(&mut b.bus(&["consumers", "info", "rpc.>", "--json"]));
+    let info: serde_json::Value = serde_json::from_str(stdout(&info).trim()).unwrap();
+    assert_eq!(info["redelivered"], 0, "{info}");
+    assert_eq!(info["pending"], 0, "{info}");
+}

@@ -10,7 +10,8 @@
 //! Bounded: at most [`QUEUE`] acks wait to be sent; past that, queueing an ack waits
 //! (backpressure on the consumer loop). The task ends once every handle (the subscription
 //! and the messages it delivered) is dropped, after sending what was queued: dropping them
-//! flushes.
+//! flushes, as long as the runtime keeps running (a runtime shutting down cancels the task;
+//! what it had not sent comes back as redeliveries).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

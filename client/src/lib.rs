@@ -23,8 +23,8 @@
 //!   [`Subscription`]): a plain one from the cursor after the last event it yielded (nothing
 //!   missed, nothing repeated), a member of a durable consumer or group from the consumer's
 //!   state (what was not acked comes again). [`ConnectOptions::reconnect`] sets the
-//!   [`ReconnectPolicy`]; the default tries 60 times, 100 ms doubling to 2 s apart, about two
-//!   minutes, before the stream ends with an error.
+//!   [`ReconnectPolicy`]; the default tries 30 times, 100 ms doubling to 2 s apart, about
+//!   53 s, before the stream ends with an error.
 //! - A manual-ack delivery is acknowledged through its [`Message`] ([`Message::ack`],
 //!   [`Message::nack`], [`Message::nack_with_delay`], [`Message::in_progress`],
 //!   [`Message::term`]), or by id with [`Client::acknowledge`] and, many in one request,
@@ -34,7 +34,9 @@
 //!   per request.
 //!   [`Message::double_ack`] waits for the broker's answer; [`Subscription::flush_acks`] waits
 //!   until every queued ack was sent and answered; dropping the subscription and its messages
-//!   sends what is queued. An ack lost with the connection means a redelivery, never a loss.
+//!   sends what is queued, as long as the runtime runs: before a program returns from `main`,
+//!   await [`Subscription::flush_acks`] (or [`Subscription::ack_flushed`] after the drops).
+//!   An ack lost with the connection or the process means a redelivery, never a loss.
 //!   The other operations are sent one request each.
 //! - [`PublishBuilder::confirm`] makes a publish wait until N consumers acked the event.
 //! - [`Client::consumers`], [`Client::consumer`], [`Client::seek_consumer`] and

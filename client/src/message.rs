@@ -219,8 +219,9 @@ impl Message {
     /// background with others of the same subscription, many per request, so a consumer
     /// loop does not wait one round trip per event: this resolves once the ack is queued
     /// (waiting only while 10,000 acks are queued already). Dropping the subscription and
-    /// its messages sends what is queued; [`Subscription::flush_acks`](crate::Subscription::flush_acks)
-    /// waits for it. An ack lost with a broken connection means a redelivery, never a loss:
+    /// its messages sends what is queued while the runtime runs (a spawned task does the
+    /// sending); [`Subscription::flush_acks`](crate::Subscription::flush_acks) waits for it, and
+    /// a program should await it before returning from `main`. An ack lost with a broken connection means a redelivery, never a loss:
     /// use [`Message::double_ack`] to know the broker recorded it.
     ///
     /// Fails with [`ErrorKind::InvalidInput`] (nothing sent) when the event was not delivered

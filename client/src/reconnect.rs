@@ -9,8 +9,11 @@ use std::time::Duration;
 /// [`initial_delay`](ReconnectPolicy::initial_delay) before the first and doubling up to
 /// [`max_delay`](ReconnectPolicy::max_delay). A successful attempt resets the count.
 ///
-/// The default is 60 attempts from 100 ms up to 2 s apart: about two minutes of a broker
-/// being away (a restart, say) before the operation fails.
+/// The default is 30 attempts from 100 ms up to 2 s apart: about 53 s of a broker being away
+/// (a restart, say) before the operation fails. That stays inside the broker's default dedup
+/// window (2 min), so a publish retried with its dedup id is still recognised as a repeat; a
+/// longer policy, a shorter `--dedup-window`, or more than the table's 1,000,000 remembered ids
+/// per namespace in between, and a late retry may store the event twice.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), bus_client::Error> {
@@ -36,7 +39,7 @@ impl Default for ReconnectPolicy {
 }
 
 impl ReconnectPolicy {
-    /// The default policy: 60 attempts, 100 ms doubling up to 2 s.
+    /// The default policy: 30 attempts, 100 ms doubling up to 2 s.
     ///
     /// ```no_run
     /// use bus_client::ReconnectPolicy;
@@ -44,7 +47,7 @@ impl ReconnectPolicy {
     /// ```
     pub fn new() -> ReconnectPolicy {
         ReconnectPolicy {
-            max_attempts: 60,
+            max_attempts: 30,
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
         }
@@ -64,7 +67,7 @@ impl ReconnectPolicy {
         }
     }
 
-    /// Consecutive attempts before giving up. Default: 60.
+    /// Consecutive attempts before giving up. Default: 30.
     ///
     /// ```no_run
     /// let policy = bus_client::ReconnectPolicy::new().max_attempts(5);

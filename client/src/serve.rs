@@ -12,7 +12,10 @@
 //! | `Err(e)` | error reply with `e`'s message, ack | nack, after `e`'s `retry_after` if set |
 //!
 //! A request is acked even when it failed: it was answered, and a redelivery would reach a
-//! caller no longer waiting. When the shutdown future resolves, no new message is taken;
+//! caller no longer waiting. Work that fails is nacked and comes back at once (or after
+//! [`HandlerError::retry_after`]); a message that always fails would come back forever, so
+//! bound it: give the subscription a `max_deliver` (it then goes to the dead-letter subject)
+//! and a `backoff` ([`ServeOptions::subscribe`]), or return a `retry_after`. When the shutdown future resolves, no new message is taken;
 //! those in flight finish and are answered, the queued acks are sent, and `serve` returns.
 
 use std::future::Future;

@@ -117,6 +117,10 @@ pub struct Subscribed {
     /// The consumer's bound on unacknowledged deliveries.
     #[serde(default)]
     pub max_in_flight: Option<u64>,
+    /// Where a plain stream starts, as a cursor: what a reconnection resumes from when no
+    /// event arrived yet.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 type DataStream = BodyDataStream<Incoming>;
@@ -242,8 +246,13 @@ impl Subscription {
             Some(ConsumerKind::Durable | ConsumerKind::Group)
         );
         // A plain stream (or an unnamed consumer, which ended with the connection) resumes
-        // after the last event it yielded; a named consumer from its own state.
-        if !named && let Some(c) = &self.cursor {
+        // after the last event it yielded, or where it started if none came; a named
+        // consumer from its own state.
+        let start = self
+            .cursor
+            .as_ref()
+            .or(self.subscribed.as_ref().and_then(|s| s.cursor.as_ref()));
+        if !named && let Some(c) = start {
             options = options.from(Start::Cursor(c.clone()));
         }
         if let Some(limit) = options.limit_value() {

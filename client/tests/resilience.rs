@@ -55,6 +55,24 @@ async fn a_cut_stream_resumes_with_no_gap_and_no_duplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_from_newest_cut_before_its_first_event_misses_nothing() {
+    let b = TestBroker::start().await;
+    let proxy = Proxy::start(b.addr).await;
+    let c = client_via(&proxy).await;
+    publish_n(&b.client, "new.x", 0, 3).await; // before the subscription: not wanted
+    let mut sub = c.subscribe("new.>", Start::Newest).await.unwrap();
+    proxy.down();
+    // Published while the subscription cannot reconnect.
+    publish_n(&b.client, "new.x", 3, 8).await;
+    proxy.up();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(next_event(&mut sub).await.sequence);
+    }
+    assert_eq!(seen, [4, 5, 6, 7, 8]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_durable_member_resumes_from_the_consumer_and_loses_nothing() {
     let b = TestBroker::start().await;
     let proxy = Proxy::start(b.addr).await;

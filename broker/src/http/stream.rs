@@ -91,8 +91,11 @@ pub async fn stream(
     }
     let mut sub = broker.subscribe(pattern, &from)?;
     let token = broker.shutdown_token();
+    // The cursor of where the stream starts: resuming from it before any event arrived
+    // misses nothing (a `newest` start would skip what was published in between).
     let hello = serde_json::json!({
         "subscription": sub_id(&sub), "pattern": sub.pattern().as_str(), "from": from,
+        "cursor": sub.cursor(),
     });
     let events = async_stream::stream! {
         yield Ok::<_, Infallible>(

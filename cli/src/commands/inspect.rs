@@ -77,6 +77,7 @@ pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
             reports.len()
         )));
     }
+    let mut any = false;
     for r in damaged {
         let repaired = repair(r.ns, r.damaged_segment)?;
         out.line(&if json {
@@ -84,6 +85,13 @@ pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
         } else {
             repaired.human()
         })?;
+        any = true;
+    }
+    if any {
+        crate::output::notice(
+            "new events will take the cut sequence numbers again: move durable consumers that \
+             were past the cut back with `bus consumers seek` once the broker runs",
+        );
     }
     Ok(())
 }

@@ -81,6 +81,7 @@ pub async fn next_event(sub: &mut Subscription) -> Message {
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<u64>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -89,8 +90,13 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (cut, _) = tokio::sync::watch::channel(0u64);
         let cuts = cut.clone();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_down = down.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
                 let mut cut = cuts.subscribe();
                 cut.mark_unchanged();
                 tokio::spawn(async move {
@@ -105,7 +111,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, cut }
+        Proxy { addr, cut, down }
     }
 
     /// `http://<proxy>`.
@@ -116,5 +122,16 @@ impl Proxy {
     /// Drops every connection open through the proxy now.
     pub fn cut(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Cuts every connection and refuses new ones until [`Proxy::up`].
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Lets connections through again.
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
