@@ -84,9 +84,10 @@ pub struct Metrics {
     pub requests_failed: AtomicU64,
     /// Requests refused because nothing subscribed to their subject.
     pub requests_no_responders: AtomicU64,
-    /// Requests that got no reply within their timeout (a caller that hangs up first is not
-    /// counted).
+    /// Requests that got no reply within their timeout.
     pub requests_timed_out: AtomicU64,
+    /// Stored requests whose caller hung up before a reply or the timeout.
+    pub requests_abandoned: AtomicU64,
     /// Replies dropped: late, a second answer, or to an inbox that never was.
     pub replies_dropped: AtomicU64,
 }
@@ -227,6 +228,7 @@ impl Metrics {
             ("error", &self.requests_failed),
             ("no_responders", &self.requests_no_responders),
             ("timeout", &self.requests_timed_out),
+            ("abandoned", &self.requests_abandoned),
         ] {
             let v = v.load(Ordering::Relaxed);
             let _ = writeln!(out, "bus_requests_total{{outcome=\"{outcome}\"}} {v}");

@@ -20,6 +20,20 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a request may wait.
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Counts a stored request whose caller left before an outcome, when dropped armed.
+struct Abandoned<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Broker {
     /// Publishes `p` as a request and waits up to `timeout` for the first reply: the stored
     /// request's receipt and the reply (which may be an error reply, see [`Reply::error`]).
@@ -66,23 +80,36 @@ impl Broker {
             )
         })?;
         p.reply_to = Some(waiter.subject.as_str().to_owned());
+        // Counts the request as abandoned if this future is dropped (the caller hung up)
+        // before an outcome was counted.
+        let mut abandoned = Abandoned {
+            counter: &metrics.requests_abandoned,
+            armed: false,
+        };
         let receipt = self.publish(p).await?;
+        abandoned.armed = true;
         let token = self.shutdown_token();
         tokio::select! {
-            reply = &mut waiter.reply => match reply {
-                Ok(reply) => {
-                    let counter = if reply.error().is_some() {
-                        &metrics.requests_failed
-                    } else {
-                        &metrics.requests_replied
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    Ok((receipt, reply))
+            reply = &mut waiter.reply => {
+                abandoned.armed = false;
+                match reply {
+                    Ok(reply) => {
+                        let counter = if reply.error().is_some() {
+                            &metrics.requests_failed
+                        } else {
+                            &metrics.requests_replied
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        Ok((receipt, reply))
+                    }
+                    // The sender went without answering: only when the inbox map is torn down.
+                    Err(_) => {
+                        Err(Error::new(ErrorCode::ShuttingDown, "the broker is shutting down"))
+                    }
                 }
-                // The sender went without answering: only when the inbox map is torn down.
-                Err(_) => Err(Error::new(ErrorCode::ShuttingDown, "the broker is shutting down")),
-            },
+            }
             _ = tokio::time::sleep(timeout) => {
+                abandoned.armed = false;
                 metrics.requests_timed_out.fetch_add(1, Ordering::Relaxed);
                 Err(Error::new(
                     ErrorCode::Timeout,
@@ -93,6 +120,7 @@ impl Broker {
                 ))
             }
             _ = token.cancelled() => {
+                abandoned.armed = false;
                 Err(Error::new(ErrorCode::ShuttingDown, "the broker is shutting down"))
             }
         }

@@ -501,3 +501,21 @@ async fn malformed_requests_are_refused() {
         "no refused request was stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_hangs_up_is_counted_as_abandoned() {
+    let s = TestServer::start_default().await;
+    let mut responder = s.subscribe("pattern=rpc.gone&from=newest").await;
+    let caller = {
+        let client = s.client.clone();
+        let url = s.url("/v1/requests/rpc.gone?timeout=60s");
+        tokio::spawn(async move { send(&client, Method::POST, &url, &[], Bytes::new()).await })
+    };
+    next_request(&mut responder).await; // stored and delivered: the caller waits
+    caller.abort();
+    eventually("the hang-up counted", || async {
+        let m = s.get("/metrics").await.text();
+        metric(&m, "bus_requests_total{outcome=\"abandoned\"}") == Some(1.0)
+    })
+    .await;
+}

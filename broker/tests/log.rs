@@ -552,6 +552,43 @@ async fn a_failed_sync_fails_the_group_written_while_it_ran_and_is_not_retried()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_of_a_record_whose_sync_fails_fails_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
+    let log = Arc::new(log);
+    let with_id = |i: u64| NewEvent {
+        msg_id: Some("once".into()),
+        ..ev(i)
+    };
+    // The original is written and its sync held (it will fail); its duplicate arrives then.
+    fs.hold_syncs(true);
+    fs.fail(FaultOp::Sync, 0, ErrorKind::Other);
+    let original = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(vec![with_id(1)]).await })
+    };
+    fs.wait_for_held_sync();
+    let duplicate = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(vec![with_id(2)]).await })
+    };
+    fs.hold_syncs(false);
+    let original = tokio::time::timeout(WAIT, original).await.unwrap().unwrap();
+    assert!(
+        matches!(original, Err(StorageError::ReadOnly { .. })),
+        "{original:?}"
+    );
+    // Never acknowledged as a duplicate of a record that is not durable.
+    let duplicate = tokio::time::timeout(WAIT, duplicate)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(duplicate.is_err(), "{duplicate:?}");
+    assert!(log.lookup_msg_id("once").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_behind_a_sync_in_flight_fails_only_its_own_group() {
     let dir = tempfile::tempdir().unwrap();
     let fs = SimFs::new();
