@@ -164,16 +164,8 @@ fn summary(mut v: Vec<f64>) -> String {
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let wanted = common::wanted();
+    let rt = common::runtime();
     for (name, members) in [("one", 1), ("group", 4)] {
         if !wanted(name) {
             continue;

@@ -4,7 +4,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 
-use bus_client::{ConsumerInfo, Message, NamespaceInfo};
+use bus_client::{ConsumerInfo, Gap, Message, NamespaceInfo};
 
 use crate::error::CliError;
 
@@ -66,6 +66,16 @@ impl Output {
 /// Prints a notice on stderr, `bus: ` in front.
 pub fn notice(text: &str) {
     notice_raw(&format!("bus: {text}"));
+}
+
+/// Tells on stderr that retention deleted events `g` covers before they were read.
+pub fn gap_notice(g: &Gap) {
+    notice(&format!(
+        "gap in {}: events {} to {} were deleted by retention before they were read",
+        g.namespace,
+        g.missed_from,
+        g.resume_at.saturating_sub(1)
+    ));
 }
 
 /// Prints a line on stderr as it is.

@@ -107,3 +107,22 @@ pub async fn sse_lines(client: &HttpClient, url: String, mut on_line: impl FnMut
         buf.drain(..start);
     }
 }
+
+/// Whether a case named `name` runs: the bench's arguments (cargo's own `--` flags aside) are
+/// words, and a case runs when its name holds one of them, or when there are none.
+pub fn wanted() -> impl Fn(&str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// The runtime the HTTP benches run on: two workers, as the machine has two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

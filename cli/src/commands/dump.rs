@@ -22,7 +22,7 @@ use bus_client::Start;
 
 use crate::args::DumpArgs;
 use crate::error::CliError;
-use crate::output::notice;
+use crate::output::{gap_notice, notice};
 
 /// Events asked for per page (the broker's most).
 const PAGE_EVENTS: usize = 1000;
@@ -49,14 +49,7 @@ pub async fn run(url: &str, args: DumpArgs) -> Result<(), CliError> {
             .pull(&args.pattern, from.clone(), PAGE_EVENTS, Duration::ZERO)
             .await
             .map_err(|e| CliError::client_context(format!("cannot read {}", args.pattern), e))?;
-        for g in &page.gaps {
-            notice(&format!(
-                "gap in {}: events {} to {} were deleted by retention before they were read",
-                g.namespace,
-                g.missed_from,
-                g.resume_at.saturating_sub(1)
-            ));
-        }
+        page.gaps.iter().for_each(gap_notice);
         let empty = page.events.is_empty();
         for m in &page.events {
             if m.sequence <= marks.get(&m.namespace).copied().unwrap_or(0) {

@@ -20,7 +20,7 @@ use bus_client::{AckMode, StreamItem, SubscribeOptions, Subscription};
 
 use crate::args::{AckArg, GetArgs};
 use crate::error::CliError;
-use crate::output::{Output, format_event, notice};
+use crate::output::{Output, format_event, gap_notice, notice};
 
 /// Largest `max_in_flight` the broker accepts.
 const MAX_IN_FLIGHT: u64 = 100_000;
@@ -98,12 +98,7 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
                     return Ok(());
                 }
             }
-            StreamItem::Gap(g) => notice(&format!(
-                "gap in {}: events {} to {} were deleted by retention before they were read",
-                g.namespace,
-                g.missed_from,
-                g.resume_at.saturating_sub(1)
-            )),
+            StreamItem::Gap(g) => gap_notice(&g),
             _ => {}
         }
     }

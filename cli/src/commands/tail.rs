@@ -15,7 +15,7 @@ use bus_client::StreamItem;
 
 use crate::args::TailArgs;
 use crate::error::CliError;
-use crate::output::{Output, format_tail_event, notice};
+use crate::output::{Output, format_tail_event, gap_notice, notice};
 
 /// Runs `bus tail`.
 pub async fn run(url: &str, json: bool, args: TailArgs) -> Result<(), CliError> {
@@ -44,12 +44,7 @@ pub async fn run(url: &str, json: bool, args: TailArgs) -> Result<(), CliError> 
                     return Ok(());
                 }
             }
-            StreamItem::Gap(g) => notice(&format!(
-                "gap in {}: events {} to {} were deleted by retention before they were read",
-                g.namespace,
-                g.missed_from,
-                g.resume_at.saturating_sub(1)
-            )),
+            StreamItem::Gap(g) => gap_notice(&g),
             _ => {}
         }
     }
