@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
+use super::answers::{Answers, Done, Reply, Slot, Stamp};
 use super::checkpoint::Checkpoint;
 use super::config::{FsyncPolicy, LogConfig};
 use super::dedup::{DedupEntry, DedupTable};
@@ -181,9 +182,11 @@ pub(crate) enum Stop {
 
 struct Request {
     events: Vec<NewEvent>,
-    tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>,
+    tx: Reply,
     /// Room in the queue, released when the request is answered.
     permit: OwnedSemaphorePermit,
+    /// The appender's runtime, where its answer is sent from.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
@@ -571,7 +574,12 @@ impl EventLog for Log {
                 if q.stop.is_some() {
                     return Err(StorageError::Closed);
                 }
-                q.reqs.push(Request { events, tx, permit });
+                q.reqs.push(Request {
+                    events,
+                    tx,
+                    permit,
+                    runtime: tokio::runtime::Handle::try_current().ok(),
+                });
                 q.writer_waiting
             };
             if wake {
@@ -830,33 +838,6 @@ fn create_segment(
     Ok(file)
 }
 
-/// What the writer answers for one event; the appender turns it into a [`Receipt`].
-#[derive(Debug, Clone, Copy)]
-struct Stamp {
-    sequence: u64,
-    time_ns: u64,
-    duplicate: bool,
-}
-
-/// How one event of a request is answered.
-enum Slot {
-    /// Written: the stamp is filled in when the event is encoded.
-    Write(Option<Stamp>),
-    /// A dedup id seen within the window.
-    Duplicate(Stamp),
-    /// The same dedup id as an earlier event of the same request.
-    SameAs(usize),
-}
-
-/// A request whose events are encoded and that waits for its group's write (and sync).
-struct Done {
-    tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>,
-    slots: Vec<Slot>,
-    /// Room in the queue, held until the request is answered: this is what bounds the
-    /// groups written but not yet synced.
-    _permit: OwnedSemaphorePermit,
-}
-
 /// A written group that waits to be made visible and answered: at once under `interval`
 /// and `never`, after a sync that started after its write under `always`.
 pub(crate) struct Written {
@@ -909,9 +890,7 @@ impl Written {
         if events > 0 {
             shared.tail.send_replace(next_seq - 1);
         }
-        for d in groups.into_iter().flat_map(|g| g.done) {
-            let _ = d.tx.send(Ok(resolve(d.slots)));
-        }
+        Answers::send(groups.into_iter().flat_map(|g| g.done).collect());
     }
 
     /// Fails every request of the groups and forgets the dedup ids they inserted.
@@ -1071,7 +1050,13 @@ impl Writer {
         let mut inserted: Vec<String> = Vec::new();
         let id_len = self.shared.name.len() + 30;
         self.failed |= self.shared.has_failed();
-        for Request { events, tx, permit } in reqs {
+        for Request {
+            events,
+            tx,
+            permit,
+            runtime,
+        } in reqs
+        {
             if self.failed {
                 self.refuse(tx);
                 continue;
@@ -1159,14 +1144,15 @@ impl Writer {
             done.push(Done {
                 tx,
                 slots,
-                _permit: permit,
+                permit,
+                runtime,
             });
         }
         self.flush(&mut done, &mut inserted);
     }
 
     /// Answers a request the writer cannot take: the namespace failed.
-    fn refuse(&self, tx: oneshot::Sender<Result<Vec<Stamp>, StorageError>>) {
+    fn refuse(&self, tx: Reply) {
         let err = self
             .shared
             .read_only_error()
@@ -1392,22 +1378,4 @@ impl Writer {
             tracing::error!(namespace = %self.shared.name, error = %e, "could not write checkpoint");
         }
     }
-}
-
-/// The stamps of a request, in event order.
-fn resolve(slots: Vec<Slot>) -> Vec<Stamp> {
-    let mut out: Vec<Stamp> = Vec::with_capacity(slots.len());
-    for slot in slots {
-        let r = match slot {
-            Slot::Write(Some(r)) | Slot::Duplicate(r) => r,
-            Slot::SameAs(i) => Stamp {
-                duplicate: true,
-                ..out[i]
-            },
-            // Every written slot is filled before its group is flushed.
-            Slot::Write(None) => continue,
-        };
-        out.push(r);
-    }
-    out
 }

@@ -15,6 +15,7 @@
 //! - [`recovery`]: scanning the active segment at open; torn tail versus corruption.
 //! - [`checkpoint`]: the clean-close marker and the dedup table, so open reads no sealed segment.
 //! - [`log`]: [`Log`], one namespace: the writer thread with group commit, the readers' view.
+//! - `answers`: how appenders are answered, from a task on their runtime.
 //! - [`syncer`]: the thread that syncs written groups under `always` while the writer writes on.
 //! - [`reader`]: [`Reader`], a cursor reading forward from a position.
 //! - [`io`]: the writer's file operations behind a trait, with a power-loss simulator for tests.
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+mod answers;
 pub mod checkpoint;
 pub mod config;
 pub mod dedup;
