@@ -71,10 +71,14 @@ impl Answers {
 
 impl Drop for Answers {
     fn drop(&mut self) {
-        for d in self.0.drain(..) {
+        for Done {
+            tx, slots, permit, ..
+        } in self.0.drain(..)
+        {
+            // Room first, so that an appender that has its answer finds the room given back.
+            drop(permit);
             // The appender may have gone (its future dropped): nothing to tell it then.
-            let _ = d.tx.send(Ok(resolve(d.slots)));
-            drop(d.permit);
+            let _ = tx.send(Ok(resolve(slots)));
         }
     }
 }
@@ -95,4 +99,66 @@ fn resolve(slots: Vec<Slot>) -> Vec<Stamp> {
         out.push(r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// A request for one written event with sequence `seq`, on `runtime`.
+    fn done(
+        seq: u64,
+        runtime: Option<Handle>,
+        room: &Arc<Semaphore>,
+    ) -> (Done, oneshot::Receiver<Result<Vec<Stamp>, StorageError>>) {
+        let (tx, rx) = oneshot::channel();
+        let stamp = Stamp {
+            sequence: seq,
+            time_ns: 7,
+            duplicate: false,
+        };
+        let d = Done {
+            tx,
+            slots: vec![Slot::Write(Some(stamp)), Slot::SameAs(0)],
+            permit: room.clone().try_acquire_owned().unwrap(),
+            runtime,
+        };
+        (d, rx)
+    }
+
+    fn sequences(rx: oneshot::Receiver<Result<Vec<Stamp>, StorageError>>) -> Vec<(u64, bool)> {
+        let stamps = futures::executor::block_on(rx).unwrap().unwrap();
+        stamps.iter().map(|s| (s.sequence, s.duplicate)).collect()
+    }
+
+    #[test]
+    fn answers_from_a_live_runtime_without_one_and_after_it_shut_down() {
+        let room = Arc::new(Semaphore::new(3));
+        let live = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let gone = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let gone_handle = gone.handle().clone();
+        drop(gone);
+
+        let (a, ra) = done(1, Some(live.handle().clone()), &room);
+        let (b, rb) = done(2, None, &room);
+        let (c, rc) = done(3, Some(gone_handle), &room);
+        Answers::send(vec![a]);
+        Answers::send(vec![b]);
+        // The runtime is gone: the task is dropped unrun, and dropping it answers.
+        Answers::send(vec![c]);
+        assert_eq!(sequences(ra), [(1, false), (1, true)]);
+        assert_eq!(sequences(rb), [(2, false), (2, true)]);
+        assert_eq!(sequences(rc), [(3, false), (3, true)]);
+        // Every request's room in the queue was given back.
+        assert_eq!(room.available_permits(), 3);
+    }
 }
