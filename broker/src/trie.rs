@@ -10,7 +10,7 @@
 //! literal child for the next token, the `*` child, and the `>` list. Its cost grows with the
 //! subject's depth and with the number of matches, never with the number of subscriptions, and it
 //! allocates nothing besides the caller's output buffer ([`SubjectTrie::match_into`]). A subject
-//! token is compared with stored ones as three words ([`Token::matches`]), never through
+//! token is compared with stored ones as three words (`Token::matches`), never through
 //! `memcmp`, and a node's few children are scanned in order rather than binary-searched.
 //! [`SubjectTrie::match_batch`] first walks many subjects' literal paths (where the big, cold
 //! parts of a trie are) together, level by level, in passes of independent memory loads, so
