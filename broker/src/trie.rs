@@ -15,7 +15,8 @@
 //! [`SubjectTrie::match_batch`] first walks many subjects' literal paths (where the big, cold
 //! parts of a trie are) together, level by level, in passes of independent memory loads, so
 //! that on a trie far larger than the CPU caches the cache misses of different subjects
-//! overlap; it then matches each subject against memory in cache.
+//! overlap; it then matches each subject against memory in cache, reusing the literal path's
+//! nodes it found.
 //!
 //! Memory: a node with few literal children keeps them inline in a `Vec` (sorted, for inserts);
 //! past [`PROMOTE_CHILDREN`] children they move to a [`TokenTable`] (open addressing under a
@@ -764,11 +765,15 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     /// token tables' slots, then the entries they name, then the found nodes' few children and
     /// handle lists. The CPU then has many subjects' cache misses in flight at once instead of
     /// one subject's chain at a time. It then matches each subject as `match_into` does, now
-    /// against memory in cache. Batches of a few dozen subjects gain most.
+    /// against memory in cache, following the literal path's nodes it found instead of
+    /// searching them again. Batches of a few dozen subjects gain most.
     pub fn match_batch(&self, subjects: &[Subject], outs: &mut [Vec<T>]) {
         let n = subjects.len().min(outs.len());
-        // Every subject's tokens, one after another; `ends[i]` is where subject i's end.
+        // Every subject's tokens, one after another; subject i's are `tokens[starts[i]..ends[i]]`.
+        // `found[t]` is the literal child the walk found for token `t` (under the node found
+        // for token `t - 1`, or the root), `None` if there is none or the walk stopped before.
         let mut tokens: Vec<&str> = Vec::with_capacity(n * 4);
+        let mut starts: Vec<usize> = Vec::with_capacity(n);
         let mut ends: Vec<usize> = Vec::with_capacity(n);
         // Per subject still walking: (subject, index of its next token, node reached), then
         // per such walk the token's hash and candidate entry when the node's children are in
@@ -778,9 +783,11 @@ impl<T: Clone + Ord> SubjectTrie<T> {
         for (i, subject) in subjects[..n].iter().enumerate() {
             let first = tokens.len();
             push_tokens(subject.as_str(), &mut tokens);
+            starts.push(first);
             ends.push(tokens.len());
             walks.push((i, first, &self.root));
         }
+        let mut found: Vec<Option<&Node<T>>> = vec![None; tokens.len()];
         let mut touched = 0usize;
         while !walks.is_empty() {
             walks.retain(|&(i, t, _)| t < ends[i]);
@@ -809,6 +816,7 @@ impl<T: Clone + Ord> SubjectTrie<T> {
                     few => few.get(&probe),
                 };
                 if let Some(child) = child {
+                    found[t] = Some(child);
                     walks[kept] = (i, t + 1, child);
                     kept += 1;
                 }
@@ -819,8 +827,37 @@ impl<T: Clone + Ord> SubjectTrie<T> {
             }
         }
         std::hint::black_box(touched);
-        for (subject, out) in subjects[..n].iter().zip(outs.iter_mut()) {
-            self.match_into(subject, out);
+        // Now match each subject as `match_into` does, but follow the literal path the walk
+        // found instead of searching it again.
+        for (i, out) in outs[..n].iter_mut().enumerate() {
+            let range = starts[i]..ends[i];
+            self.match_found(&tokens[range.clone()], &found[range], out);
+        }
+    }
+
+    /// What [`match_into`](Self::match_into) puts in `out` for the subject split into `tokens`,
+    /// where `found[k]` is the literal child for `tokens[k]` on the all-literal path (as
+    /// [`match_batch`](Self::match_batch)'s walk found it).
+    fn match_found(&self, tokens: &[&str], found: &[Option<&Node<T>>], out: &mut Vec<T>) {
+        out.clear();
+        let Some((namespace, rest)) = tokens.split_first() else {
+            return;
+        };
+        let root = &self.root;
+        if !is_reserved_namespace(namespace) {
+            append(out, &root.tail);
+            if rest.is_empty() {
+                append(out, &root.last_wildcard);
+            } else if let Some(wildcard) = &root.wildcard {
+                collect(wildcard, rest, out);
+            }
+        }
+        if let Some(child) = found.first().copied().flatten() {
+            collect_found(child, rest, &found[1..], out);
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
         }
     }
 
@@ -893,6 +930,29 @@ fn collect<T: Clone>(node: &Node<T>, tokens: &[&str], out: &mut Vec<T>) {
     }
     if let Some(child) = literal {
         collect(child, rest, out);
+    }
+}
+
+/// [`collect`] along the all-literal path: `found[k]` is `node`'s literal descendant for
+/// `tokens[..=k]`, already looked up.
+fn collect_found<T: Clone>(
+    node: &Node<T>,
+    tokens: &[&str],
+    found: &[Option<&Node<T>>],
+    out: &mut Vec<T>,
+) {
+    let Some((_, rest)) = tokens.split_first() else {
+        append(out, &node.exact);
+        return;
+    };
+    append(out, &node.tail);
+    if rest.is_empty() {
+        append(out, &node.last_wildcard);
+    } else if let Some(wildcard) = &node.wildcard {
+        collect(wildcard, rest, out);
+    }
+    if let Some(child) = found.first().copied().flatten() {
+        collect_found(child, rest, &found[1..], out);
     }
 }
 
