@@ -1,13 +1,15 @@
 //! [`TokenTable`]: the hash map the subject trie keeps a node's many literal children in.
 //!
-//! Open addressing with linear probing over a power-of-two array of `u32` slots, each slot the
-//! index (plus one; 0 is empty) of an entry in a dense `Vec` of (key, value) pairs. It exists,
-//! rather than `std`'s map, for one reason: matching a batch of subjects must be able to *start*
-//! the memory loads of many lookups before finishing any of them. [`TokenTable::slot`] reads
-//! only a lookup's first slot and [`TokenTable::touch_entry`] only the entry it names, each a
-//! single independent load; a caller that does them for a whole batch first has those cache
-//! misses in flight together, then finds everything in cache in
-//! [`TokenTable::get_with_hash`].
+//! Open addressing with linear probing over a power-of-two array of `u64` slots, each slot
+//! the index (plus one; 0 is empty) of an entry in a dense `Vec` of (key, value) pairs, with the
+//! high half of the key's hash as a tag, so that a lookup compares only the key whose tag
+//! matches (and a collision in the slots costs no read of another entry). It exists, rather
+//! than `std`'s map, for one reason: matching a batch of subjects must be able to *start* the
+//! memory loads of many lookups before finishing any of them. [`TokenTable::candidate`] reads
+//! only a lookup's slots and [`TokenTable::entry`] only the entry they name, each one
+//! independent load; a caller that does them for a whole batch first has those cache misses in
+//! flight together, then finds everything in cache in [`TokenTable::get_by`], which also lets
+//! the caller compare keys its own (faster) way.
 //!
 //! The slot array is kept at most half full, so probes are short; removal shifts the following
 //! run of slots back (no tombstones) and moves the last entry into the hole. Keys are hashed
@@ -19,11 +21,32 @@ use std::hash::BuildHasher;
 /// Slots of an empty table that holds something (a power of two).
 const MIN_SLOTS: usize = 16;
 
+/// The tag a slot keeps for `hash`: its high half, so it is independent of the slot's place
+/// (the low bits).
+#[inline]
+fn tag(hash: u64) -> u64 {
+    hash >> 32
+}
+
+/// A full slot: `tag` in the high half, entry `index` + 1 in the low.
+#[inline]
+fn full_slot(hash: u64, index: usize) -> u64 {
+    // Entries are far fewer than u32::MAX: a node's children are subscriptions' distinct
+    // tokens, bounded by memory long before.
+    (tag(hash) << 32) | u64::from(u32::try_from(index + 1).unwrap_or(u32::MAX))
+}
+
+/// The entry index a slot names, or `None` for an empty slot.
+#[inline]
+fn slot_index(slot: u64) -> Option<usize> {
+    (slot as u32 as usize).checked_sub(1)
+}
+
 /// A map from byte-string keys to values; see the module documentation.
 pub struct TokenTable<K, V, S> {
-    /// Entry index + 1, or 0 for an empty slot. The length is a power of two, at least twice
-    /// the number of entries.
-    slots: Box<[u32]>,
+    /// Each slot holds 0 when empty, else the high half of its key's hash (a tag) over entry
+    /// index + 1. The length is a power of two, at least twice the number of entries.
+    slots: Box<[u64]>,
     /// The entries, in no particular order.
     entries: Vec<(K, V)>,
     /// Hashes keys.
@@ -66,39 +89,60 @@ where
         self.slots.len() - 1
     }
 
-    /// The first slot a lookup of `hash` reads: loading it is the lookup's first memory access.
+    /// The entry a lookup of `hash` would compare its key with: the first slot on its probe
+    /// run whose tag matches, read from the slots alone (the lookup's first memory access).
+    /// `None` when no slot matches, so the key is surely missing.
     #[inline]
-    pub fn slot(&self, hash: u64) -> u32 {
-        self.slots[hash as usize & self.mask()]
+    pub fn candidate(&self, hash: u64) -> Option<usize> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            let index = slot_index(slot)?;
+            if slot >> 32 == tag(hash) {
+                return Some(index);
+            }
+            i = (i + 1) & mask;
+        }
     }
 
-    /// Reads the first byte of the key of the entry `slot` names (0 when it names none): the
-    /// lookup's second memory access.
+    /// The entry at `index` (from [`candidate`](Self::candidate)), whatever its key: reading
+    /// it is the lookup's second memory access.
     #[inline]
-    pub fn touch_entry(&self, slot: u32) -> u8 {
-        let Some(index) = (slot as usize).checked_sub(1) else {
-            return 0;
-        };
-        self.entries
-            .get(index)
-            .and_then(|(k, _)| k.borrow().first().copied())
-            .unwrap_or(0)
+    pub fn entry(&self, index: usize) -> Option<&(K, V)> {
+        self.entries.get(index)
+    }
+
+    /// The slot index holding the key `is_key` accepts (whose hash is `hash`), or the empty
+    /// slot where it would go. Compares keys only in slots whose tag matches.
+    #[inline]
+    fn find_by(&self, hash: u64, is_key: impl Fn(&K) -> bool) -> (usize, Option<usize>) {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            let Some(index) = slot_index(slot) else {
+                return (i, None);
+            };
+            if slot >> 32 == tag(hash) && is_key(&self.entries[index].0) {
+                return (i, Some(index));
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     /// The slot index holding `key` (whose hash is `hash`), or the empty slot where it would go.
     #[inline]
     fn find(&self, hash: u64, key: &[u8]) -> (usize, Option<usize>) {
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        loop {
-            let Some(index) = (self.slots[i] as usize).checked_sub(1) else {
-                return (i, None);
-            };
-            if self.entries[index].0.borrow() == key {
-                return (i, Some(index));
-            }
-            i = (i + 1) & mask;
-        }
+        self.find_by(hash, |k| k.borrow() == key)
+    }
+
+    /// The value for the key whose hash is `hash` and that `is_key` accepts: for callers with
+    /// a faster comparison than the bytes'.
+    #[inline]
+    pub fn get_by(&self, hash: u64, is_key: impl Fn(&K) -> bool) -> Option<&V> {
+        let (_, index) = self.find_by(hash, is_key);
+        index.map(|i| &self.entries[i].1)
     }
 
     /// The value for `key`, whose hash is `hash`.
@@ -136,9 +180,7 @@ where
                     slot = self.find(hash, key).0;
                 }
                 self.entries.push((make_key(), make()));
-                // Entries are far fewer than u32::MAX: a node's children are subscriptions'
-                // distinct tokens, bounded by memory long before.
-                self.slots[slot] = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+                self.slots[slot] = full_slot(hash, self.entries.len() - 1);
                 self.entries.len() - 1
             }
         };
@@ -154,7 +196,7 @@ where
         // is at or before it, so no lookup meets a gap before its key.
         let mask = self.mask();
         let mut i = (hole + 1) & mask;
-        while let Some(moved) = (self.slots[i] as usize).checked_sub(1) {
+        while let Some(moved) = slot_index(self.slots[i]) {
             let home = self.hash(self.entries[moved].0.borrow()) as usize & mask;
             // Whether `home` lies cyclically in (hole, i]: then the entry stays.
             let stays = if hole <= i {
@@ -173,12 +215,12 @@ where
         let last = self.entries.len() - 1;
         self.entries.swap_remove(index);
         if index != last {
-            let key = self.entries[index].0.borrow();
-            let mut i = self.hash(key) as usize & mask;
-            while self.slots[i] as usize != last + 1 {
+            let hash = self.hash(self.entries[index].0.borrow());
+            let mut i = hash as usize & mask;
+            while slot_index(self.slots[i]) != Some(last) {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            self.slots[i] = full_slot(hash, index);
         }
         if self.entries.len() * 8 < self.slots.len() && self.slots.len() > MIN_SLOTS {
             self.resize((self.entries.len() * 2).next_power_of_two().max(MIN_SLOTS));
@@ -192,11 +234,12 @@ where
         self.slots = vec![0; slots].into_boxed_slice();
         let mask = slots - 1;
         for (index, (key, _)) in self.entries.iter().enumerate() {
-            let mut i = self.hasher.hash_one(key.borrow()) as usize & mask;
+            let hash = self.hasher.hash_one(key.borrow());
+            let mut i = hash as usize & mask;
             while self.slots[i] != 0 {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            self.slots[i] = full_slot(hash, index);
         }
     }
 
@@ -217,7 +260,7 @@ where
         }
         let slot = self.find(hash, key.borrow()).0;
         self.entries.push((key, value));
-        self.slots[slot] = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        self.slots[slot] = full_slot(hash, self.entries.len() - 1);
     }
 
     /// Takes every entry out, leaving the table empty.
@@ -278,6 +321,9 @@ mod tests {
                 prop_assert_eq!(table.get(k), Some(v));
                 let hash = table.hash(k);
                 prop_assert_eq!(table.get_with_hash(hash, k), Some(v));
+                let candidate = table.candidate(hash).and_then(|i| table.entry(i));
+                prop_assert!(candidate.is_some(), "a present key has a candidate");
+                prop_assert_eq!(table.get_by(hash, |key| key == k), Some(v));
             }
             prop_assert_eq!(table.get(&[200, 200]), None);
         }
@@ -313,7 +359,6 @@ mod tests {
         }
         assert!(t.is_empty());
         assert_eq!(t.slots.len(), MIN_SLOTS);
-        let slot = t.slot(t.hash(b"x"));
-        assert_eq!((slot, t.touch_entry(slot)), (0, 0));
+        assert_eq!(t.candidate(t.hash(b"x")), None);
     }
 }

@@ -9,15 +9,19 @@
 //! Matching walks the subject's tokens and visits only branches that can match: at each node the
 //! literal child for the next token, the `*` child, and the `>` list. Its cost grows with the
 //! subject's depth and with the number of matches, never with the number of subscriptions, and it
-//! allocates nothing besides the caller's output buffer ([`SubjectTrie::match_into`]).
-//! [`SubjectTrie::match_batch`] matches many subjects level by level, splitting each level's
-//! lookups into independent memory loads, so that on a trie far larger than the CPU caches the
-//! cache misses of different subjects overlap.
+//! allocates nothing besides the caller's output buffer ([`SubjectTrie::match_into`]). A subject
+//! token is compared with stored ones as three words (`Token::matches`), never through
+//! `memcmp`, and a node's few children are scanned in order rather than binary-searched.
+//! [`SubjectTrie::match_batch`] first walks many subjects' literal paths (where the big, cold
+//! parts of a trie are) together, level by level, in passes of independent memory loads, so
+//! that on a trie far larger than the CPU caches the cache misses of different subjects
+//! overlap; it then matches each subject against memory in cache, reusing the literal path's
+//! nodes it found.
 //!
-//! Memory: a node with few literal children keeps them inline in a sorted `Vec`; past
-//! [`PROMOTE_CHILDREN`] children they move to a [`TokenTable`] (open addressing under a fast
-//! hash with random per-table keys, since tokens come from clients). Tokens of up to [`INLINE_TOKEN_BYTES`] bytes are stored
-//! without a heap allocation. Removal prunes nodes left empty and gives back spare capacity, so a
+//! Memory: a node with few literal children keeps them inline in a `Vec` (sorted, for inserts);
+//! past [`PROMOTE_CHILDREN`] children they move to a [`TokenTable`] (open addressing under a
+//! fast hash with random per-table keys, since tokens come from clients). Tokens of up to
+//! [`INLINE_TOKEN_BYTES`] bytes are stored without a heap allocation. Removal prunes nodes left empty and gives back spare capacity, so a
 //! trie that had a million subscriptions added and then removed holds nothing but its root.
 //!
 //! Concurrency: [`SubjectTrie`] itself is a plain single-owner structure (`&mut self` to change).
@@ -41,6 +45,8 @@ use crate::token_table::TokenTable;
 
 /// Tokens up to this many bytes are stored inline in the node, without a heap allocation.
 pub const INLINE_TOKEN_BYTES: usize = 22;
+// A probe compares inline tokens as three words.
+const _: () = assert!(INLINE_TOKEN_BYTES <= 24);
 
 /// Subjects up to this many tokens are split on the stack when matched: every subject a client
 /// or the broker makes ([`crate::subject::MAX_SUBJECT_TOKENS`] plus a prefix of
@@ -90,6 +96,64 @@ impl Token {
             Token::Inline { len, bytes } => &bytes[..usize::from(*len)],
             Token::Heap(bytes) => bytes,
         }
+    }
+}
+
+impl Token {
+    /// Whether this is the token `probe` was made from. Short tokens compare as three words
+    /// (no `memcmp` call, no byte loop).
+    #[inline]
+    fn matches(&self, probe: &Probe<'_>) -> bool {
+        match (self, &probe.inline) {
+            (Token::Inline { len, bytes }, Some((probe_len, words))) => {
+                len == probe_len
+                    && word(bytes, 0) == words[0]
+                    && word(bytes, 8) == words[1]
+                    && word(bytes, 16) == words[2]
+            }
+            (Token::Heap(bytes), None) => **bytes == *probe.text,
+            _ => false,
+        }
+    }
+}
+
+/// Up to eight bytes of `bytes` from `from` on, as a little-endian word (zero-padded). Built in
+/// a register: a probe's words are compared right after they are made, and a padded copy in
+/// memory would stall that comparison (store-to-load forwarding fails).
+#[inline]
+fn word(bytes: &[u8], from: usize) -> u64 {
+    let rest = bytes.get(from..).unwrap_or(&[]);
+    match rest.first_chunk::<8>() {
+        Some(chunk) => u64::from_le_bytes(*chunk),
+        None => rest
+            .iter()
+            .rev()
+            .fold(0, |word, &byte| (word << 8) | u64::from(byte)),
+    }
+}
+
+/// A subject token made ready to compare with stored [`Token`]s: one of up to
+/// [`INLINE_TOKEN_BYTES`] bytes as the three words [`Token::matches`] compares. Made once per
+/// token and node searched.
+struct Probe<'a> {
+    /// The token.
+    text: &'a [u8],
+    /// Its length and words, when short enough to be stored inline.
+    inline: Option<(u8, [u64; 3])>,
+}
+
+impl<'a> Probe<'a> {
+    /// The probe for `text`.
+    #[inline]
+    fn new(text: &'a str) -> Probe<'a> {
+        let text = text.as_bytes();
+        let inline = match u8::try_from(text.len()) {
+            Ok(len) if text.len() <= INLINE_TOKEN_BYTES => {
+                Some((len, [word(text, 0), word(text, 8), word(text, 16)]))
+            }
+            _ => None,
+        };
+        Probe { text, inline }
     }
 }
 
@@ -216,15 +280,19 @@ enum Children<T> {
 }
 
 impl<T> Children<T> {
-    /// The child for `token`, if any.
+    /// The child for the token of `probe`, if any. Few children are scanned in order: for a
+    /// handful, comparing each (inline, see [`Token::matches`]) beats a binary search's
+    /// unpredictable branches and `memcmp` calls.
     #[inline]
-    fn get(&self, token: &[u8]) -> Option<&Node<T>> {
+    fn get(&self, probe: &Probe<'_>) -> Option<&Node<T>> {
         match self {
             Children::Few(children) => children
-                .binary_search_by(|(t, _)| t.as_bytes().cmp(token))
-                .ok()
-                .map(|i| &children[i].1),
-            Children::Many(children) => children.get(token),
+                .iter()
+                .find(|(t, _)| t.matches(probe))
+                .map(|(_, node)| node),
+            Children::Many(children) => {
+                children.get_by(children.hash(probe.text), |t| t.matches(probe))
+            }
         }
     }
 
@@ -300,14 +368,15 @@ impl<T> Children<T> {
         }
     }
 
-    /// Reads a byte of every token a lookup among few children may compare (nothing for
-    /// many: their lookups are split up in [`SubjectTrie::match_batch`]), so that this memory
-    /// comes into the cache before the lookup needs it.
+    /// Reads every cache line a lookup among few children may read: each child's token and
+    /// the handle lists in place in it (nothing for many: their lookups are split up in
+    /// [`SubjectTrie::match_batch`]), so that this memory comes into the cache before the
+    /// lookup needs it.
     #[inline]
     fn touch(&self) -> usize {
         match self {
-            Children::Few(children) => children.iter().fold(0, |acc, (t, _)| {
-                acc ^ usize::from(t.as_bytes().first().copied().unwrap_or(0))
+            Children::Few(children) => children.iter().fold(0, |acc, (t, node)| {
+                acc ^ usize::from(t.as_bytes().first().copied().unwrap_or(0)) ^ node.touch_header()
             }),
             Children::Many(_) => 0,
         }
@@ -357,6 +426,30 @@ impl<T> Node<T> {
             tail: Handles::Zero,
             exact: Handles::Zero,
         }
+    }
+
+    /// Reads the node's own fields (every cache line it spans), so that they are in the cache
+    /// when a lookup reaches it.
+    #[inline]
+    fn touch_header(&self) -> usize {
+        self.exact.touch_header()
+            ^ self.tail.touch_header()
+            ^ self.last_wildcard.touch_header()
+            ^ usize::from(self.wildcard.is_some())
+            ^ usize::from(matches!(self.literals, Children::Many(_)))
+    }
+
+    /// Reads what matching at this node reads beyond the node itself: its handles kept on the
+    /// heap and its few literal children.
+    #[inline]
+    fn touch_contents(&self) -> usize
+    where
+        T: Clone,
+    {
+        self.exact.touch_heap()
+            ^ self.tail.touch_heap()
+            ^ self.last_wildcard.touch_heap()
+            ^ self.literals.touch()
     }
 
     /// Whether the node holds nothing and can be pruned.
@@ -411,6 +504,31 @@ impl<T> Handles<T> {
     /// Whether there is no handle.
     fn is_empty(&self) -> bool {
         matches!(self, Handles::Zero)
+    }
+
+    /// Reads the list's own bytes.
+    #[inline]
+    fn touch_header(&self) -> usize {
+        match self {
+            Handles::Zero => 0,
+            Handles::One(_) => 1,
+            Handles::Many(handles) => handles.len(),
+        }
+    }
+
+    /// Reads the first handle kept on the heap, if any.
+    #[inline]
+    fn touch_heap(&self) -> usize
+    where
+        T: Clone,
+    {
+        match self {
+            Handles::Many(handles) => {
+                std::hint::black_box(handles.first().cloned());
+                1
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -570,7 +688,7 @@ impl<T: Clone + Ord> SubjectTrie<T> {
         let mut tokens = pattern.tokens().peekable();
         while let Some(token) = tokens.next() {
             let next = match token {
-                PatternToken::Literal(literal) => node.literals.get(literal.as_bytes()),
+                PatternToken::Literal(literal) => node.literals.get(&Probe::new(literal)),
                 PatternToken::Wildcard if tokens.peek().is_none() => {
                     return node.last_wildcard.contains(handle);
                 }
@@ -627,7 +745,7 @@ impl<T: Clone + Ord> SubjectTrie<T> {
                 collect(wildcard, rest, out);
             }
         }
-        if let Some(child) = root.literals.get(namespace.as_bytes()) {
+        if let Some(child) = root.literals.get(&Probe::new(namespace)) {
             collect(child, rest, out);
         }
         if out.len() > 1 {
@@ -641,109 +759,105 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     /// longer slice are left alone).
     ///
     /// Faster per subject than one `match_into` after another when the trie is much larger
-    /// than the CPU caches: the subjects are walked level by level, all of them, so the
-    /// memory loads of one subject's lookup do not wait for the previous subject's to finish
-    /// and the CPU overlaps their cache misses. Batches of a few dozen subjects gain most.
+    /// than the CPU caches. It first walks every subject's all-literal path (the one that
+    /// reaches the big, cold parts of the trie, such as one node per user id) level by level,
+    /// all subjects together, in passes whose memory loads do not depend on each other: the
+    /// token tables' slots, then the entries they name, then the found nodes' few children and
+    /// handle lists. The CPU then has many subjects' cache misses in flight at once instead of
+    /// one subject's chain at a time. It then matches each subject as `match_into` does, now
+    /// against memory in cache, following the literal path's nodes it found instead of
+    /// searching them again. Batches of a few dozen subjects gain most.
     pub fn match_batch(&self, subjects: &[Subject], outs: &mut [Vec<T>]) {
         let n = subjects.len().min(outs.len());
-        // Every subject's tokens, one after another; `ends[i]` is where subject i's end.
+        // Every subject's tokens, one after another; subject i's are `tokens[starts[i]..ends[i]]`.
+        // `found[t]` is the literal child the walk found for token `t` (under the node found
+        // for token `t - 1`, or the root), `None` if there is none or the walk stopped before.
         let mut tokens: Vec<&str> = Vec::with_capacity(n * 4);
+        let mut starts: Vec<usize> = Vec::with_capacity(n);
         let mut ends: Vec<usize> = Vec::with_capacity(n);
-        // (subject, index of its next token in `tokens`, node reached so far)
-        let mut frontier: Vec<(usize, usize, &Node<T>)> = Vec::with_capacity(n * 2);
-        let root = &self.root;
+        // Per subject still walking: (subject, index of its next token, node reached), then
+        // per such walk the token's hash and candidate entry when the node's children are in
+        // a token table.
+        let mut walks: Vec<(usize, usize, &Node<T>)> = Vec::with_capacity(n);
+        let mut probes: Vec<(u64, Option<usize>)> = Vec::with_capacity(n);
         for (i, subject) in subjects[..n].iter().enumerate() {
-            outs[i].clear();
             let first = tokens.len();
             push_tokens(subject.as_str(), &mut tokens);
+            starts.push(first);
             ends.push(tokens.len());
-            let Some(&namespace) = tokens.get(first) else {
-                continue;
-            };
-            let more = tokens.len() > first + 1;
-            // Patterns starting with a wildcard never reach the reserved namespaces.
-            if !is_reserved_namespace(namespace) {
-                append(&mut outs[i], &root.tail);
-                if !more {
-                    append(&mut outs[i], &root.last_wildcard);
-                } else if let Some(wildcard) = &root.wildcard {
-                    frontier.push((i, first + 1, wildcard));
-                }
-            }
-            if let Some(child) = root.literals.get(namespace.as_bytes()) {
-                frontier.push((i, first + 1, child));
-            }
+            walks.push((i, first, &self.root));
         }
-        let mut next = Vec::with_capacity(frontier.len());
-        let mut found: Vec<Option<&Node<T>>> = Vec::with_capacity(frontier.len());
-        let mut probes: Vec<(u64, u32)> = Vec::with_capacity(frontier.len());
-        while !frontier.is_empty() {
-            // The lookups of this level, split so that each step's memory loads are
-            // independent across subjects and the CPU has many cache misses in flight at once:
-            // first every lookup's first slot, then the entries they name, then the lookups.
-            let token_at = |i: usize, t: usize| tokens.get(t).filter(|_| t < ends[i]);
+        let mut found: Vec<Option<&Node<T>>> = vec![None; tokens.len()];
+        let mut touched = 0usize;
+        while !walks.is_empty() {
+            walks.retain(|&(i, t, _)| t < ends[i]);
             probes.clear();
-            probes.extend(frontier.iter().map(|&(i, t, node)| {
-                match (&node.literals, token_at(i, t)) {
-                    (Children::Many(map), Some(token)) => {
-                        let hash = map.hash(token.as_bytes());
-                        (hash, map.slot(hash))
-                    }
-                    _ => (0, 0),
+            probes.extend(walks.iter().map(|&(_, t, node)| match &node.literals {
+                Children::Many(map) => {
+                    let hash = map.hash(tokens[t].as_bytes());
+                    (hash, map.candidate(hash))
                 }
+                Children::Few(_) => (0, None),
             }));
-            let mut touched = 0u8;
-            for (&(_, _, node), &(_, slot)) in frontier.iter().zip(&probes) {
-                if let Children::Many(map) = &node.literals {
-                    touched ^= map.touch_entry(slot);
+            for (&(_, _, node), &(_, candidate)) in walks.iter().zip(&probes) {
+                if let Children::Many(map) = &node.literals
+                    && let Some((token, child)) = candidate.and_then(|c| map.entry(c))
+                {
+                    touched ^= usize::from(token.as_bytes().first().copied().unwrap_or(0))
+                        ^ child.touch_header();
                 }
             }
-            std::hint::black_box(touched);
-            found.clear();
-            found.extend(
-                frontier
-                    .iter()
-                    .zip(&probes)
-                    .map(|(&(i, t, node), &(hash, _))| {
-                        let token = token_at(i, t)?;
-                        match &node.literals {
-                            Children::Many(map) => map.get_with_hash(hash, token.as_bytes()),
-                            few => few.get(token.as_bytes()),
-                        }
-                    }),
-            );
-            // Touch what the next level reads first (each found child's few children).
-            let mut touched = 0usize;
-            for child in found.iter().flatten() {
-                touched ^= child.literals.touch();
-            }
-            std::hint::black_box(touched);
-            // Pass 3: collect and go one level down.
-            for (&(i, t, node), literal) in frontier.iter().zip(&found) {
-                let out = &mut outs[i];
-                let end = ends[i];
-                if t >= end {
-                    append(out, &node.exact);
-                    continue;
-                }
-                append(out, &node.tail);
-                if t + 1 == end {
-                    append(out, &node.last_wildcard);
-                } else if let Some(wildcard) = &node.wildcard {
-                    next.push((i, t + 1, &**wildcard));
-                }
-                if let Some(child) = literal {
-                    next.push((i, t + 1, *child));
+            let mut kept = 0;
+            for w in 0..walks.len() {
+                let (i, t, node) = walks[w];
+                let probe = Probe::new(tokens[t]);
+                let child = match &node.literals {
+                    Children::Many(map) => map.get_by(probes[w].0, |token| token.matches(&probe)),
+                    few => few.get(&probe),
+                };
+                if let Some(child) = child {
+                    found[t] = Some(child);
+                    walks[kept] = (i, t + 1, child);
+                    kept += 1;
                 }
             }
-            std::mem::swap(&mut frontier, &mut next);
-            next.clear();
+            walks.truncate(kept);
+            for &(_, _, child) in &walks {
+                touched ^= child.touch_contents();
+            }
         }
-        for out in &mut outs[..n] {
-            if out.len() > 1 {
-                out.sort_unstable();
-                out.dedup();
+        std::hint::black_box(touched);
+        // Now match each subject as `match_into` does, but follow the literal path the walk
+        // found instead of searching it again.
+        for (i, out) in outs[..n].iter_mut().enumerate() {
+            let range = starts[i]..ends[i];
+            self.match_found(&tokens[range.clone()], &found[range], out);
+        }
+    }
+
+    /// What [`match_into`](Self::match_into) puts in `out` for the subject split into `tokens`,
+    /// where `found[k]` is the literal child for `tokens[k]` on the all-literal path (as
+    /// [`match_batch`](Self::match_batch)'s walk found it).
+    fn match_found(&self, tokens: &[&str], found: &[Option<&Node<T>>], out: &mut Vec<T>) {
+        out.clear();
+        let Some((namespace, rest)) = tokens.split_first() else {
+            return;
+        };
+        let root = &self.root;
+        if !is_reserved_namespace(namespace) {
+            append(out, &root.tail);
+            if rest.is_empty() {
+                append(out, &root.last_wildcard);
+            } else if let Some(wildcard) = &root.wildcard {
+                collect(wildcard, rest, out);
             }
+        }
+        if let Some(child) = found.first().copied().flatten() {
+            collect_found(child, rest, &found[1..], out);
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
         }
     }
 
@@ -757,7 +871,7 @@ impl<T: Clone + Ord> SubjectTrie<T> {
     /// Whether some subscription can match a subject in `namespace`: one whose pattern starts
     /// with `namespace`, or (outside the reserved namespaces) one starting with `*` or `>`.
     pub fn touches_namespace(&self, namespace: &str) -> bool {
-        self.root.literals.get(namespace.as_bytes()).is_some()
+        self.root.literals.get(&Probe::new(namespace)).is_some()
             || (!is_reserved_namespace(namespace)
                 && (self.root.wildcard.is_some()
                     || !self.root.tail.is_empty()
@@ -807,7 +921,7 @@ fn collect<T: Clone>(node: &Node<T>, tokens: &[&str], out: &mut Vec<T>) {
     };
     // Look the literal child up first, though it is walked last: its (often cold) memory loads
     // then overlap with the work on the other branches.
-    let literal = node.literals.get(token.as_bytes());
+    let literal = node.literals.get(&Probe::new(token));
     append(out, &node.tail);
     if rest.is_empty() {
         append(out, &node.last_wildcard);
@@ -816,6 +930,29 @@ fn collect<T: Clone>(node: &Node<T>, tokens: &[&str], out: &mut Vec<T>) {
     }
     if let Some(child) = literal {
         collect(child, rest, out);
+    }
+}
+
+/// [`collect`] along the all-literal path: `found[k]` is `node`'s literal descendant for
+/// `tokens[..=k]`, already looked up.
+fn collect_found<T: Clone>(
+    node: &Node<T>,
+    tokens: &[&str],
+    found: &[Option<&Node<T>>],
+    out: &mut Vec<T>,
+) {
+    let Some((_, rest)) = tokens.split_first() else {
+        append(out, &node.exact);
+        return;
+    };
+    append(out, &node.tail);
+    if rest.is_empty() {
+        append(out, &node.last_wildcard);
+    } else if let Some(wildcard) = &node.wildcard {
+        collect(wildcard, rest, out);
+    }
+    if let Some(child) = found.first().copied().flatten() {
+        collect_found(child, rest, &found[1..], out);
     }
 }
 
