@@ -141,7 +141,6 @@ async fn recovers_after_the_last_record_is_cut_at_every_length() {
                 (torn.offset, torn.bytes_cut),
                 (last_start as u64, (cut - last_start) as u64)
             );
-            assert!(!torn.zeroed, "cut {cut}: a fragment is not a zeroed tail");
         }
         assert_eq!(report.events, 2, "cut {cut}");
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), last_start as u64);
@@ -216,91 +215,8 @@ async fn a_zeroed_tail_is_cut_as_torn() {
     drop(f);
     let (log, report) = open(dir.path(), LogConfig::default());
     let torn = report.torn.expect("torn tail reported");
-    assert_eq!(
-        (torn.offset, torn.bytes_cut, torn.zeroed),
-        (len, 4096, true)
-    );
+    assert_eq!((torn.offset, torn.bytes_cut), (len, 4096));
     assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3]);
-}
-
-/// The end of the last record in a segment file.
-fn data_end(segment: &std::path::Path) -> u64 {
-    record_offsets(segment).last().map_or(0, |r| r.1) as u64
-}
-
-#[tokio::test]
-async fn under_always_zeros_ahead_are_cut_at_close_and_at_seal() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = small_segments();
-    assert_eq!(config.fsync, FsyncPolicy::Always);
-    let (log, _) = open(dir.path(), config.clone());
-    append_n(&log, 3).await;
-    // Written ahead of the data, up to the segment's roll size.
-    let seg = last_segment(dir.path());
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 4096);
-    assert!(data_end(&seg) < 4096);
-    // Enough to seal a few segments: each sealed one ends with its last record.
-    for i in 0..200 {
-        log.append(vec![ev(i)]).await.unwrap();
-    }
-    let segs = files_with_ext(dir.path(), "log");
-    assert!(segs.len() >= 3, "{segs:?}");
-    for s in &segs[..segs.len() - 1] {
-        assert_eq!(std::fs::metadata(s).unwrap().len(), data_end(s), "{s:?}");
-    }
-    log.close().await;
-    drop(log);
-    let seg = last_segment(dir.path());
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), data_end(&seg));
-    let (log, report) = open(dir.path(), config);
-    assert!(report.torn.is_none(), "{:?}", report.torn);
-    assert_eq!(read_all(&log, Start::Oldest).len(), 203);
-}
-
-#[tokio::test]
-async fn a_crash_under_always_leaves_zeros_that_reopen_cuts_losing_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = SimFs::new();
-    {
-        let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
-        append_n(&log, 3).await;
-        // A crash: no clean close, and nothing written after the last sync survives.
-        log.halt();
-    }
-    fs.power_loss().unwrap();
-    let seg = last_segment(dir.path());
-    let end = data_end(&seg);
-    assert!(
-        std::fs::metadata(&seg).unwrap().len() > end,
-        "no zeros ahead"
-    );
-    let (log, report) = open(dir.path(), LogConfig::default());
-    let torn = report.torn.expect("zeros reported");
-    assert_eq!((torn.offset, torn.zeroed), (end, true));
-    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3]);
-    assert_eq!(append(&log, vec![ev(9)]).await, [4]);
-}
-
-#[tokio::test]
-async fn a_disk_full_while_writing_zeros_ahead_fails_no_append_written_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = SimFs::new();
-    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
-    // The first append's data write goes through; the disk fills up as the zeros after it
-    // are written, and stays full.
-    let writes = fs.writes();
-    fs.fail(FaultOp::Write, 1, ErrorKind::StorageFull);
-    assert_eq!(append(&log, vec![ev(0)]).await, [1]);
-    assert_eq!(fs.writes(), writes + 2, "the zeros were not attempted");
-    // The next append's own write reports the full disk.
-    let err = log.append(vec![ev(1)]).await.unwrap_err();
-    assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
-    drop(log);
-    let seg = last_segment(dir.path());
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), data_end(&seg));
-    let (log, report) = open(dir.path(), LogConfig::default());
-    assert!(report.torn.is_none());
-    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1]);
 }
 
 #[tokio::test]

@@ -166,9 +166,7 @@ fn verify_tells_a_zeroed_tail_from_damage_and_repair_cuts_at_it() {
         stdout(&o)
     );
     assert!(
-        stdout(&o).contains(
-            "zeroed tail (space written ahead, or a write that never landed) of 4096 bytes"
-        ),
+        stdout(&o).contains("torn tail of 4096 bytes"),
         "{}",
         stdout(&o)
     );

@@ -5,15 +5,23 @@
 //! task from a thread outside its runtime (the writer or the syncer) puts it on the runtime's
 //! shared queue and, when a worker sleeps, wakes that worker with a system call: repeated for
 //! every appender of a group, this made answering take a third of the syncer's time under
-//! `always` (`BENCHMARKS.md`). So a group's answers are sent from a task spawned on the
-//! runtime of one of its appenders (the first that has one): one hand-over per group, and
-//! each wake then goes to the local queue of the worker running that task.
+//! `always` (`BENCHMARKS.md`). So the answers of each batch of groups the syncer (or the
+//! writer) settles at once are sent from one task spawned on the runtime of one of their
+//! appenders: one hand-over per batch, and each wake then goes to the local queue of the
+//! worker running that task.
+//!
+//! **Which runtime.** Only a multi-threaded one: its workers run whatever else any thread
+//! is doing. A current-thread runtime runs tasks only while its one thread drives it, and
+//! that thread may be blocked waiting for this very append (`block_on` inside the runtime),
+//! so answers for appenders there, or outside any runtime, are sent on the spot when no
+//! appender of the batch has a multi-threaded runtime. Answers of different batches may
+//! reach their appenders in any order; visibility to readers still follows sequence order.
 //!
 //! **Never lost.** The answers are sent when [`Answers`] is dropped, wherever that happens:
 //! in the spawned task, or, when the runtime has shut down and drops the task unrun, in the
-//! thread that drops it. Appends made outside any runtime are answered on the spot.
+//! thread that drops it.
 
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::StorageError;
@@ -55,10 +63,14 @@ pub(crate) struct Done {
 pub(crate) struct Answers(Vec<Done>);
 
 impl Answers {
-    /// Answers every request: from a task on an appender's runtime when there is one (see
-    /// the module's documentation), else here.
+    /// Answers every request: from a task on an appender's multi-threaded runtime when there
+    /// is one (see the module's documentation), else here.
     pub(crate) fn send(done: Vec<Done>) {
-        let runtime = done.iter().find_map(|d| d.runtime.clone());
+        let runtime = done
+            .iter()
+            .filter_map(|d| d.runtime.as_ref())
+            .find(|rt| rt.runtime_flavor() == RuntimeFlavor::MultiThread)
+            .cloned();
         let answers = Answers(done);
         match runtime {
             Some(rt) => {
@@ -136,27 +148,56 @@ mod tests {
     }
 
     #[test]
-    fn answers_from_a_live_runtime_without_one_and_after_it_shut_down() {
-        let room = Arc::new(Semaphore::new(3));
-        let live = tokio::runtime::Builder::new_multi_thread()
+    fn answers_are_handed_to_a_multi_threaded_runtime() {
+        let room = Arc::new(Semaphore::new(1));
+        let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
             .unwrap();
-        let gone = tokio::runtime::Builder::new_current_thread()
+        // Keep the runtime's only worker busy until told to go on.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        rt.spawn(async move {
+            started_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        });
+        started_rx.recv().unwrap();
+        let (a, mut ra) = done(1, Some(rt.handle().clone()), &room);
+        Answers::send(vec![a]);
+        // Handed over, not sent here: nothing arrives while the worker is busy.
+        assert!(matches!(
+            ra.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        go_tx.send(()).unwrap();
+        assert_eq!(sequences(ra), [(1, false), (1, true)]);
+        assert_eq!(room.available_permits(), 1);
+    }
+
+    #[test]
+    fn answers_from_no_runtime_a_current_thread_one_and_one_shut_down() {
+        let room = Arc::new(Semaphore::new(3));
+        // A current-thread runtime that nobody drives (its thread could be blocked waiting
+        // for this very answer): answered on the spot.
+        let idle = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let gone = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .build()
             .unwrap();
         let gone_handle = gone.handle().clone();
         drop(gone);
 
-        let (a, ra) = done(1, Some(live.handle().clone()), &room);
-        let (b, rb) = done(2, None, &room);
+        let (a, mut ra) = done(1, Some(idle.handle().clone()), &room);
+        let (b, mut rb) = done(2, None, &room);
         let (c, rc) = done(3, Some(gone_handle), &room);
         Answers::send(vec![a]);
         Answers::send(vec![b]);
+        assert!(ra.try_recv().is_ok());
+        assert!(rb.try_recv().is_ok());
         // The runtime is gone: the task is dropped unrun, and dropping it answers.
         Answers::send(vec![c]);
-        assert_eq!(sequences(ra), [(1, false), (1, true)]);
-        assert_eq!(sequences(rb), [(2, false), (2, true)]);
         assert_eq!(sequences(rc), [(3, false), (3, true)]);
         // Every request's room in the queue was given back.
         assert_eq!(room.available_permits(), 3);

@@ -10,16 +10,6 @@
 //! One bound in encoded bytes ([`LogConfig::queue_bytes`]) covers appends from the moment
 //! they queue until they are answered; past it, appenders wait for room.
 //!
-//! **Zeros ahead.** Under `always` the writer keeps the active segment written with zeros up
-//! to [`ZERO_AHEAD_BYTES`] past its data. An `fdatasync` after a write that grows a file must
-//! also write the file's new size and block map; one after a write over blocks already written
-//! flushes the data alone, which measured two to four times faster on the benchmark machine
-//! (`BENCHMARKS.md`). The zeros are written half a chunk before the data reaches them, so the
-//! size changes once per chunk instead of once per group. A segment is cut back to its data
-//! when it is sealed and at a clean close; after a crash, recovery cuts the zeros as a torn
-//! tail (reported as zeroed: nothing was lost). Each namespace's active segment thus holds at
-//! most [`ZERO_AHEAD_BYTES`] of zeros on disk.
-//!
 //! **Visibility.** Readers see only records that are durable under the policy: under
 //! `always` after their sync, under `interval` and `never` after their write. The view
 //! readers consult (segments, offsets, the visible end) sits behind a `RwLock` held only for
@@ -60,12 +50,6 @@ use super::{
 const RETENTION_TICK: Duration = Duration::from_secs(1);
 /// Largest batch, in encoded bytes (record offsets within a segment are 32-bit).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
-/// Under `fsync = always`, how far past its data the active segment is kept written with
-/// zeros (see "Zeros ahead" above).
-pub const ZERO_AHEAD_BYTES: u64 = 1024 * 1024;
-/// What the zeros are written from: zero-initialised, so it costs no space in the binary and
-/// its pages are the kernel's shared zero page until written (never).
-static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
 
 /// Locks a std mutex, ignoring poisoning: every critical section here leaves the data
 /// consistent at each step, and none is held across an await.
@@ -447,8 +431,6 @@ impl Log {
             active_first,
             active_count,
             write_pos: active_len,
-            zeroed_to: active_len,
-            zero_ahead: true,
             next_seq,
             last_time,
             buf: Vec::new(),
@@ -951,10 +933,6 @@ struct Writer {
     active_count: u64,
     /// End of what was written to the active segment.
     write_pos: u64,
-    /// End of the zeros written ahead of `write_pos` (at most `write_pos` when there are none).
-    zeroed_to: u64,
-    /// False once writing zeros ahead failed in this segment (a full disk, say).
-    zero_ahead: bool,
     /// Next sequence to assign.
     next_seq: u64,
     last_time: u64,
@@ -1183,7 +1161,6 @@ impl Writer {
             self.write_pos += self.buf.len() as u64;
             self.active_count += self.offsets.len() as u64;
             self.unsynced = self.syncer.is_none();
-            self.write_zeros_ahead();
         }
         let group = Written {
             file: self.file.clone(),
@@ -1202,45 +1179,6 @@ impl Writer {
             Some(syncer) => syncer.submit(group),
             None => Written::publish(&self.shared, vec![group]),
         }
-    }
-
-    /// Under `always`, writes zeros up to [`ZERO_AHEAD_BYTES`] past the data once the data
-    /// comes within half of that of their end, within the segment's roll size. Best effort: if
-    /// it fails, the segment goes on without (the data's own writes report a full disk).
-    fn write_zeros_ahead(&mut self) {
-        let limit = self.shared.config.segment_bytes;
-        if self.syncer.is_none()
-            || !self.zero_ahead
-            || self.write_pos >= limit
-            || self.zeroed_to >= self.write_pos + ZERO_AHEAD_BYTES / 2
-        {
-            return;
-        }
-        let from = self.zeroed_to.max(self.write_pos);
-        let to = (self.write_pos + ZERO_AHEAD_BYTES).min(limit);
-        if to <= from {
-            return;
-        }
-        match self.file.write_all_at(&ZEROS[..(to - from) as usize], from) {
-            Ok(()) => self.zeroed_to = to,
-            Err(e) => {
-                tracing::debug!(segment = %self.path.display(), error = %e, "could not write zeros ahead");
-                self.zero_ahead = false;
-            }
-        }
-    }
-
-    /// Cuts the zeros written ahead off the active segment (before it is sealed or closed);
-    /// the sync that follows makes the new length durable.
-    fn cut_zeros(&mut self) -> Result<(), StorageError> {
-        if self.zeroed_to > self.write_pos || !self.zero_ahead {
-            self.file
-                .set_len(self.write_pos)
-                .map_err(|e| StorageError::io("truncate", &*self.path, e))?;
-            self.zeroed_to = self.write_pos;
-            self.unsynced = true;
-        }
-        Ok(())
     }
 
     /// Waits until every written group is synced and answered (or failed).
@@ -1288,7 +1226,6 @@ impl Writer {
     /// Seals the active segment (synced, indexed) and starts a new one. Under `always` the
     /// caller has drained the syncer first.
     fn roll(&mut self) -> Result<(), StorageError> {
-        self.cut_zeros()?;
         if self.unsynced {
             self.sync()?;
         }
@@ -1344,8 +1281,6 @@ impl Writer {
         self.active_first = new_first;
         self.active_count = 0;
         self.write_pos = SEGMENT_HEADER_BYTES as u64;
-        self.zeroed_to = self.write_pos;
-        self.zero_ahead = true;
         if let Err(e) = apply_retention(&self.shared) {
             tracing::warn!(namespace = %self.shared.name, error = %e, "retention failed");
         }
@@ -1355,10 +1290,6 @@ impl Writer {
     /// Syncs what is left and writes the clean checkpoint. Under `always` the syncer has
     /// synced and answered everything before this.
     fn close_cleanly(&mut self) {
-        if let Err(e) = self.cut_zeros() {
-            tracing::error!(namespace = %self.shared.name, error = %e, "could not cut the zeros ahead");
-            return;
-        }
         if self.unsynced
             && let Err(e) = self.sync()
         {

@@ -5,9 +5,7 @@
 //!
 //! - a **torn tail**: nothing valid follows (only zeros or a fragment of a record). It was
 //!   never acknowledged; it is truncated, synced and reported (file, offset, bytes cut). A
-//!   batch whose last records are missing is torn too: all of it is cut. A tail of zeros
-//!   only is reported as such ([`TornTail::zeroed`]): under `fsync = always` the writer keeps
-//!   zeros written ahead of its data, so a crash leaves one behind with nothing lost.
+//!   batch whose last records are missing is torn too: all of it is cut.
 //! - **corruption**: a valid record follows the bad one. Opening is refused with an error
 //!   naming file, offset and sequence, unless repair was asked for, which truncates at the
 //!   damage and reports how many events were lost.
@@ -46,9 +44,6 @@ pub struct TornTail {
     pub offset: u64,
     /// Bytes removed.
     pub bytes_cut: u64,
-    /// True when every byte removed was zero: space written ahead of the data (or a write
-    /// that never reached the disk), no fragment of a record.
-    pub zeroed: bool,
 }
 
 /// Corruption that repair cut.
@@ -107,7 +102,6 @@ pub fn scan_active(
                 scan.torn = Some(TornTail {
                     offset: 0,
                     bytes_cut: data.len() as u64,
-                    zeroed: data.iter().all(|&b| b == 0),
                 });
             }
             file.set_len(0)
@@ -186,7 +180,6 @@ pub fn scan_active(
             scan.torn = Some(TornTail {
                 offset: pos as u64,
                 bytes_cut: (data.len() - pos) as u64,
-                zeroed: data[pos..].iter().all(|&b| b == 0),
             });
         }
         file.set_len(pos as u64)

@@ -278,13 +278,8 @@ impl Report<'_> {
             None => format!("{label}: ok, {held} in {segments}"),
         };
         if let Some((file, t)) = &self.torn {
-            let what = if t.zeroed {
-                "zeroed tail (space written ahead, or a write that never landed)"
-            } else {
-                "torn tail"
-            };
             line.push_str(&format!(
-                "; {what} of {} bytes at {} offset {} (the broker cuts it at start)",
+                "; torn tail of {} bytes at {} offset {} (the broker cuts it at start)",
                 t.bytes_cut,
                 file.display(),
                 t.offset
@@ -306,7 +301,7 @@ impl Report<'_> {
             })
         });
         let torn = self.torn.as_ref().map(
-            |(file, t)| serde_json::json!({"file": file, "offset": t.offset, "bytes": t.bytes_cut, "zeroed": t.zeroed}),
+            |(file, t)| serde_json::json!({"file": file, "offset": t.offset, "bytes": t.bytes_cut}),
         );
         serde_json::json!({
             "namespace": self.ns.label,

@@ -146,13 +146,8 @@ fn recovered(reports: &[OpenReport]) -> String {
         .map(|r| {
             let mut s = format!("{}: {} events", r.namespace, r.events);
             if let Some(t) = &r.torn {
-                let what = if t.zeroed {
-                    "zeroed tail (nothing lost)"
-                } else {
-                    "torn tail"
-                };
                 s.push_str(&format!(
-                    " ({what} of {} bytes cut at offset {} of {})",
+                    " (torn tail of {} bytes cut at offset {} of {})",
                     t.bytes_cut,
                     t.offset,
                     r.active_segment.display()
