@@ -735,22 +735,25 @@ impl<T: Clone + Ord> SubjectTrie<T> {
         let Some((namespace, rest)) = tokens.split_first() else {
             return;
         };
-        let root = &self.root;
-        // Patterns starting with a wildcard never reach the reserved namespaces.
-        if !is_reserved_namespace(namespace) {
-            append(out, &root.tail);
-            if rest.is_empty() {
-                append(out, &root.last_wildcard);
-            } else if let Some(wildcard) = &root.wildcard {
-                collect(wildcard, rest, out);
-            }
-        }
-        if let Some(child) = root.literals.get(&Probe::new(namespace)) {
+        self.collect_root_wildcards(namespace, rest, out);
+        if let Some(child) = self.root.literals.get(&Probe::new(namespace)) {
             collect(child, rest, out);
         }
-        if out.len() > 1 {
-            out.sort_unstable();
-            out.dedup();
+        sort_dedup(out);
+    }
+
+    /// What the root's wildcard patterns (`>`, `*`, `*.…`) give for a subject whose first
+    /// token is `namespace`; none for a reserved namespace, which only patterns naming it reach.
+    fn collect_root_wildcards(&self, namespace: &str, rest: &[&str], out: &mut Vec<T>) {
+        if is_reserved_namespace(namespace) {
+            return;
+        }
+        let root = &self.root;
+        append(out, &root.tail);
+        if rest.is_empty() {
+            append(out, &root.last_wildcard);
+        } else if let Some(wildcard) = &root.wildcard {
+            collect(wildcard, rest, out);
         }
     }
 
@@ -843,22 +846,11 @@ impl<T: Clone + Ord> SubjectTrie<T> {
         let Some((namespace, rest)) = tokens.split_first() else {
             return;
         };
-        let root = &self.root;
-        if !is_reserved_namespace(namespace) {
-            append(out, &root.tail);
-            if rest.is_empty() {
-                append(out, &root.last_wildcard);
-            } else if let Some(wildcard) = &root.wildcard {
-                collect(wildcard, rest, out);
-            }
-        }
+        self.collect_root_wildcards(namespace, rest, out);
         if let Some(child) = found.first().copied().flatten() {
             collect_found(child, rest, &found[1..], out);
         }
-        if out.len() > 1 {
-            out.sort_unstable();
-            out.dedup();
-        }
+        sort_dedup(out);
     }
 
     /// Every handle with a pattern matching `subject`, each once, in ascending order.
@@ -888,6 +880,14 @@ impl<T: Clone + Ord> SubjectTrie<T> {
 /// Appends `handles` to `out`. Pushes the common lone handle directly: `extend_from_slice`
 /// would call `memcpy` for it, which showed in the benchmark's profile.
 #[inline]
+/// Each handle once, in ascending order (several patterns of one subscriber may match).
+fn sort_dedup<T: Ord>(out: &mut Vec<T>) {
+    if out.len() > 1 {
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
 fn append<T: Clone>(out: &mut Vec<T>, handles: &Handles<T>) {
     match handles {
         Handles::Zero => {}
