@@ -101,6 +101,10 @@ impl ConsumerKind {
 /// and, for a consumer, its name and delivery settings. `Default` equals
 /// [`SubscribeOptions::new`]: a plain subscription from [`Start::Newest`].
 ///
+/// The consumer settings (`ack_wait`, `max_deliver`, `backoff`, `max_in_flight`) and `limit`
+/// are sent only when the subscription attaches to a consumer (a durable, a group, or
+/// [`AckMode::Manual`]); a plain stream sends none of them.
+///
 /// The start position and the settings apply when the consumer is **created**; attaching
 /// again to an existing durable consumer resumes from its state, whatever they say. Settings
 /// left unset take the broker's defaults.
@@ -274,7 +278,9 @@ impl SubscribeOptions {
     }
 
     /// This member takes at most `n` deliveries (redeliveries included), then the broker
-    /// sends it nothing more while it stays connected to ack them. Default: no bound.
+    /// sends it nothing more while it stays connected to ack them; `limit` alone also caps
+    /// its unacknowledged deliveries on the broker. On a plain stream (no consumer) nothing
+    /// is sent: the subscription ends by itself after `n` events. Default: no bound.
     ///
     /// ```no_run
     /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
@@ -312,13 +318,30 @@ impl SubscribeOptions {
         &self.from
     }
 
-    /// The query string of `GET /v1/stream` for `pattern`, without the `?`.
+    /// Whether the subscription attaches to a consumer: a durable, a group, or manual acks.
+    /// Only then are the consumer settings (`ack_wait`, `max_deliver`, `backoff`,
+    /// `max_in_flight`) and `limit` sent; a plain stream takes none of them
+    /// (`proto-docs/http-api.md`, "Stream").
+    pub(crate) fn attaches_consumer(&self) -> bool {
+        self.durable.is_some() || self.group.is_some() || self.ack == AckMode::Manual
+    }
+
+    /// The query string of `GET /v1/stream` for `pattern`, without the `?`: `pattern` and
+    /// `from`, and for a consumer ([`attaches_consumer`](Self::attaches_consumer)) its
+    /// name, ack mode, settings and `limit`. A plain stream sends only the documented
+    /// `pattern` and `from` (the broker answers a consumer setting on a plain stream
+    /// `400 invalid_parameter`); its `limit` is kept by the [`Subscription`]
+    /// (crate::Subscription) itself. `max_in_flight` is sent only when set: `limit` alone
+    /// caps the member on the broker, so nothing is derived from it here.
     pub(crate) fn query(&self, pattern: &str) -> String {
         let mut q = format!(
             "pattern={}&from={}",
             encode(pattern),
             encode(&self.from.as_param())
         );
+        if !self.attaches_consumer() {
+            return q;
+        }
         if self.ack == AckMode::Manual {
             q.push_str("&ack=manual");
         }
@@ -494,6 +517,71 @@ mod tests {
         );
         let q = SubscribeOptions::new().group("g w").query("a");
         assert_eq!(q, "pattern=a&from=newest&group=g%20w");
+    }
+
+    #[test]
+    fn a_plain_subscription_never_sends_consumer_settings_or_limit() {
+        let q = SubscribeOptions::new()
+            .from(Start::Oldest)
+            .ack_wait(Duration::from_secs(10))
+            .max_deliver(5)
+            .backoff([Duration::from_secs(1)])
+            .max_in_flight(20)
+            .limit(3)
+            .query("a.>");
+        assert_eq!(q, "pattern=a.%3E&from=oldest");
+        assert!(
+            !SubscribeOptions::new()
+                .ack(AckMode::None)
+                .attaches_consumer()
+        );
+    }
+
+    #[test]
+    fn each_consumer_mode_sends_its_settings() {
+        let settings = |o: SubscribeOptions| {
+            o.ack_wait(Duration::from_secs(1))
+                .max_deliver(2)
+                .backoff([Duration::from_millis(5)])
+                .max_in_flight(7)
+                .limit(4)
+        };
+        let tail = "&ack_wait=1000ms&max_deliver=2&backoff=5ms&max_in_flight=7&limit=4";
+        let cases = [
+            (
+                settings(SubscribeOptions::new().durable("d")),
+                format!("pattern=a&from=newest&durable=d{tail}"),
+            ),
+            (
+                settings(SubscribeOptions::new().group("g")),
+                format!("pattern=a&from=newest&group=g{tail}"),
+            ),
+            (
+                settings(SubscribeOptions::new().ack(AckMode::Manual)),
+                format!("pattern=a&from=newest&ack=manual{tail}"),
+            ),
+            (
+                settings(SubscribeOptions::new().group("g").ack(AckMode::Manual)),
+                format!("pattern=a&from=newest&ack=manual&group=g{tail}"),
+            ),
+        ];
+        for (options, want) in cases {
+            assert!(options.attaches_consumer());
+            assert_eq!(options.query("a"), want);
+        }
+    }
+
+    #[test]
+    fn limit_alone_sends_no_max_in_flight() {
+        let q = SubscribeOptions::new()
+            .group("jobs")
+            .ack(AckMode::Manual)
+            .limit(1)
+            .query("job.>");
+        assert_eq!(
+            q,
+            "pattern=job.%3E&from=newest&ack=manual&group=jobs&limit=1"
+        );
     }
 
     #[test]

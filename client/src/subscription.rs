@@ -486,6 +486,9 @@ impl Subscription {
             ))
         };
         match ev.event.as_str() {
+            // A plain stream that took its `limit` ended (see below): later events in the
+            // same chunk are not yielded.
+            "message" if self.done => None,
             "message" => match Message::from_json(&ev.data) {
                 Ok(m) => {
                     if let Some(id) = ev.id {
@@ -495,8 +498,16 @@ impl Subscription {
                         Some(a) => m.with_acker(a.clone()),
                         None => m,
                     };
+                    let mut took_limit = false;
                     if let Some(r) = self.resume.as_mut() {
                         r.yielded += 1;
+                        // The broker keeps a member's `limit`; a plain stream is not sent
+                        // one (it is undocumented there), so the subscription keeps it.
+                        took_limit = !r.options.attaches_consumer()
+                            && r.options.limit_value().is_some_and(|l| r.yielded >= l);
+                    }
+                    if took_limit {
+                        self.finish();
                     }
                     Some(Ok(StreamItem::Event(m)))
                 }
