@@ -10,8 +10,15 @@
 //! Bounded: at most [`QUEUE`] acks wait to be sent; past that, queueing an ack waits
 //! (backpressure on the consumer loop). The task ends once every handle (the subscription
 //! and the messages it delivered) is dropped, after sending what was queued: dropping them
-//! flushes, as long as the runtime keeps running (a runtime shutting down cancels the task;
-//! what it had not sent comes back as redeliveries).
+//! flushes, as long as the runtime keeps running.
+//!
+//! Loss: a runtime shutting down cancels the task, and nothing can send what it had not
+//! sent (its connections belong to that runtime). The task's state sits in an [`Unsent`]
+//! guard whose `Drop` counts those acks in the client's
+//! [`Statistics::acks_lost`](crate::Statistics::acks_lost) and logs how many with
+//! `tracing::warn!`; their events come back as redeliveries. To lose none, await
+//! [`Subscription::close`](crate::Subscription::close) or
+//! [`Subscription::flush_acks`](crate::Subscription::flush_acks) before the runtime stops.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,8 +139,52 @@ impl AckBatcher {
     }
 }
 
-async fn run(client: Client, consumer: Arc<str>, mut rx: mpsc::Receiver<Command>, stats: &Stats) {
-    let mut ids: Vec<String> = Vec::with_capacity(MAX_BATCH);
+/// What the task holds and has not sent yet: the queue and the batch being sent. Dropped
+/// with the task; anything still in it then (the runtime stopped the task before it sent
+/// it) is counted as lost and logged.
+struct Unsent {
+    /// The queue.
+    rx: mpsc::Receiver<Command>,
+    /// The batch being sent; emptied once the broker answered it.
+    ids: Vec<String>,
+    /// The client, whose counters take the loss.
+    client: Client,
+    /// The consumer, for the log line.
+    consumer: Arc<str>,
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        // No more sends: what is queued now is all there is. `try_recv` needs no runtime.
+        self.rx.close();
+        let mut lost = self.ids.len() as u64;
+        while let Ok(cmd) = self.rx.try_recv() {
+            if matches!(cmd, Command::Ack { .. }) {
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            self.client
+                .counters()
+                .acks_lost
+                .fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(
+                consumer = %self.consumer,
+                lost,
+                "the runtime stopped before {lost} queued acks were sent; their events will be redelivered"
+            );
+        }
+    }
+}
+
+async fn run(client: Client, consumer: Arc<str>, rx: mpsc::Receiver<Command>, stats: &Stats) {
+    let mut unsent = Unsent {
+        rx,
+        ids: Vec::with_capacity(MAX_BATCH),
+        client: client.clone(),
+        consumer: consumer.clone(),
+    };
+    let Unsent { rx, ids, .. } = &mut unsent;
     let mut waiting: Vec<(usize, Answer)> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -167,6 +218,10 @@ async fn run(client: Client, consumer: Arc<str>, mut rx: mpsc::Receiver<Command>
                         results.into_iter().map(|r| Some(r.result)).collect();
                     let bad = results.iter().filter(|r| matches!(r, Some(Err(_)))).count();
                     stats.failed.fetch_add(bad as u64, Ordering::Relaxed);
+                    client
+                        .counters()
+                        .acks_failed
+                        .fetch_add(bad as u64, Ordering::Relaxed);
                     for (i, done) in waiting.drain(..) {
                         let r = results
                             .get_mut(i)
@@ -177,6 +232,10 @@ async fn run(client: Client, consumer: Arc<str>, mut rx: mpsc::Receiver<Command>
                 }
                 Err(e) => {
                     stats.failed.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                    client
+                        .counters()
+                        .acks_failed
+                        .fetch_add(ids.len() as u64, Ordering::Relaxed);
                     for (_, done) in waiting.drain(..) {
                         let _ = done.send(Err(Error::new(e.kind().clone(), e.to_string())));
                     }

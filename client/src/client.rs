@@ -8,6 +8,7 @@
 //! connection by the connect timeout.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -231,6 +232,7 @@ impl ConnectOptions {
                 http,
                 base,
                 options: self,
+                counters: Counters::default(),
             }),
         })
     }
@@ -275,6 +277,43 @@ struct Inner {
     base: String,
     /// The settings.
     options: ConnectOptions,
+    /// What [`Client::statistics`] reports.
+    counters: Counters,
+}
+
+/// The client's running counts, shared by its clones and its background tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Acks queued with [`Message::ack`](crate::Message::ack) whose background
+    /// acknowledger was stopped (its runtime shut down) before it sent them.
+    pub(crate) acks_lost: AtomicU64,
+    /// Background acks the broker did not record (refused, or the request failed).
+    pub(crate) acks_failed: AtomicU64,
+}
+
+/// A snapshot of [`Client::statistics`], like async-nats's `Statistics`.
+///
+/// ```no_run
+/// # fn demo(client: &bus_client::Client) {
+/// let stats = client.statistics();
+/// if stats.acks_lost > 0 {
+///     eprintln!("{} acks were never sent; their events will be redelivered", stats.acks_lost);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Statistics {
+    /// Acks queued with [`Message::ack`](crate::Message::ack) that were never sent because
+    /// the Tokio runtime stopped before the background acknowledger could send them (each is
+    /// also logged with `tracing::warn!`). Their events come back as redeliveries. Await
+    /// [`Subscription::close`](crate::Subscription::close) (or
+    /// [`flush_acks`](crate::Subscription::flush_acks)) before stopping the runtime to keep
+    /// this at 0.
+    pub acks_lost: u64,
+    /// Background acks sent but not recorded by the broker (refused, or the request failed
+    /// after its retries); their events come back as redeliveries too.
+    pub acks_failed: u64,
 }
 
 impl Client {
@@ -287,6 +326,26 @@ impl Client {
     /// ```
     pub async fn connect(url: &str) -> Result<Client, Error> {
         ConnectOptions::new().connect(url).await
+    }
+
+    /// Counts kept across this client and its clones: acks lost or failed in the background.
+    ///
+    /// ```no_run
+    /// # fn demo(client: &bus_client::Client) {
+    /// println!("acks lost: {}", client.statistics().acks_lost);
+    /// # }
+    /// ```
+    pub fn statistics(&self) -> Statistics {
+        let c = &self.inner.counters;
+        Statistics {
+            acks_lost: c.acks_lost.load(Ordering::Relaxed),
+            acks_failed: c.acks_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The counters behind [`statistics`](Self::statistics).
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// The broker's base URL.

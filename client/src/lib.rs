@@ -164,7 +164,9 @@ pub mod sse;
 mod subscription;
 
 pub use ack::{AckItem, AckOp, AckResult, AckStatus};
-pub use client::{Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use client::{
+    Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Statistics,
+};
 pub use consumer::{AckMode, ConsumerInfo, ConsumerKind, SubscribeOptions};
 pub use error::{ApiError, Error, ErrorKind, PublishError, RequestError};
 pub use message::{

@@ -387,6 +387,32 @@ impl Subscription {
         }
     }
 
+    /// Unsubscribes after every ack queued with [`Message::ack`] was sent and answered: the
+    /// explicit end of a manual-ack member, for a program about to stop its runtime (which
+    /// would otherwise cancel the acks still queued, counted then in
+    /// [`Statistics::acks_lost`](crate::Statistics::acks_lost)). The acks are sent while
+    /// this member is still connected, then the connection closes. For a subscription that
+    /// is not a manual-ack consumer's member, the same as dropping it.
+    ///
+    /// Fails if the acknowledger stopped; acks the broker refused are counted in
+    /// [`failed_acks`](Self::failed_acks), read before closing.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use futures::StreamExt as _;
+    /// use bus_client::{AckMode, StreamItem, SubscribeOptions};
+    /// let options = SubscribeOptions::new().durable("mailer").ack(AckMode::Manual);
+    /// let mut sub = client.subscribe_with("user.created", options).await?;
+    /// if let Some(Ok(StreamItem::Event(m))) = sub.next().await {
+    ///     m.ack().await?;
+    /// }
+    /// sub.close().await?; // the ack is on the broker now
+    /// # Ok(()) }
+    /// ```
+    pub async fn close(self) -> Result<(), Error> {
+        self.flush_acks().await
+    }
+
     /// Acks queued with [`Message::ack`] that the broker did not record (their events come
     /// back as redeliveries).
     ///
