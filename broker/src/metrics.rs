@@ -150,7 +150,7 @@ impl Metrics {
             }
         }
         type Stat = fn(&LogStats) -> String;
-        let storage: [(&str, &str, &str, Stat); 7] = [
+        let storage: [(&str, &str, &str, Stat); 9] = [
             ("bus_namespace_events", "gauge", "Events held.", |s| {
                 s.events.to_string()
             }),
@@ -183,6 +183,18 @@ impl Metrics {
                 "counter",
                 "Damaged records reported to readers.",
                 |s| s.corrupt_reads.to_string(),
+            ),
+            (
+                "bus_namespace_read_only",
+                "gauge",
+                "1 while the namespace refuses appends after a storage failure (it probes and heals by itself).",
+                |s| u8::from(s.read_only.is_some()).to_string(),
+            ),
+            (
+                "bus_namespace_heals_total",
+                "counter",
+                "Times the namespace became writable again after a storage failure.",
+                |s| s.heals.to_string(),
             ),
         ];
         for (name, kind, help, get) in storage {

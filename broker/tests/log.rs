@@ -937,3 +937,115 @@ async fn the_state_store_persists_and_compacts() {
         ]
     );
 }
+
+/// Waits (bounded) until the log heals: its writer probes every `PROBE_INTERVAL`.
+async fn wait_writable(log: &bus_broker::storage::Log) {
+    tokio::time::timeout(WAIT, async {
+        while log.stats().read_only.is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the log did not heal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_heals_once_the_disk_works_and_leaves_no_gap() {
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = SimFs::new();
+        let config = LogConfig {
+            fsync,
+            ..LogConfig::default()
+        };
+        let (log, _) = open_fs(dir.path(), config.clone(), Arc::new(fs.clone())).unwrap();
+        append_n(&log, 3).await;
+        fs.fail(FaultOp::Write, 0, ErrorKind::StorageFull);
+        let err = log.append(vec![ev(10), ev(11)]).await.unwrap_err();
+        assert!(err.to_string().contains("full"), "{fsync:?}: {err}");
+        // Read-only while the disk is full: refused at once, and the probes keep failing.
+        let again = log.append(vec![ev(12)]).await.unwrap_err();
+        assert!(
+            matches!(
+                again,
+                StorageError::ReadOnly { .. } | StorageError::DiskFull { .. }
+            ),
+            "{again}"
+        );
+        assert!(log.stats().read_only.is_some());
+        fs.clear_faults();
+        wait_writable(&log).await;
+        assert_eq!(log.stats().heals, 1);
+        // Resumes where it was: the failed group's sequences are handed out again.
+        assert_eq!(append(&log, vec![ev(13)]).await, [4], "{fsync:?}");
+        assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2, 3, 4]);
+        log.close().await;
+        drop(log);
+        let (log, report) = open(dir.path(), config);
+        assert_eq!(report.torn, None, "{fsync:?}");
+        let events = read_all(&log, Start::Oldest);
+        assert_eq!(seqs(&events), [1, 2, 3, 4]);
+        assert_eq!(events[3].payload, ev(13).payload);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_heals_from_the_last_successful_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
+    let log = Arc::new(log);
+    append_n(&log, 3).await;
+    // Group A's sync fails; group B is written while it runs. Neither is answered.
+    fs.hold_syncs(true);
+    fs.fail(FaultOp::Sync, 0, ErrorKind::Other);
+    let writes = fs.writes();
+    let a = spawn_append(&log, 10);
+    fs.wait_for_held_sync();
+    let b = spawn_append(&log, 11);
+    fs.wait_for_writes(writes + 2);
+    fs.hold_syncs(false);
+    for t in [a, b] {
+        assert!(t.await.unwrap().is_err());
+    }
+    fs.clear_faults();
+    wait_writable(&log).await;
+    // What was written after the last good sync is cut: A and B are gone, 4 is new.
+    assert_eq!(append(&log, vec![ev(12)]).await, [4]);
+    let events = read_all(&log, Start::Oldest);
+    assert_eq!(seqs(&events), [1, 2, 3, 4]);
+    assert_eq!(events[3].payload, ev(12).payload);
+    drop(log);
+    // A crash now: recovery finds exactly what was answered.
+    fs.power_loss().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    let events = read_all(&log, Start::Oldest);
+    assert_eq!(seqs(&events), [1, 2, 3, 4]);
+    assert_eq!(events[3].payload, ev(12).payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_under_never_stays_read_only_until_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(1)),
+        ..LogConfig::default()
+    };
+    let (log, _) = open_fs(dir.path(), config, Arc::new(fs.clone())).unwrap();
+    fs.fail(FaultOp::Sync, 0, ErrorKind::Other);
+    append_n(&log, 1).await;
+    tokio::time::timeout(WAIT, async {
+        while log.stats().read_only.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the interval sync did not fail");
+    fs.clear_faults();
+    // Answered events may never have reached the disk: no probe makes it writable again.
+    let calls = fs.sync_calls();
+    tokio::time::sleep(bus_broker::storage::log::PROBE_INTERVAL * 2).await;
+    assert!(log.stats().read_only.is_some());
+    assert_eq!(fs.sync_calls(), calls);
+}

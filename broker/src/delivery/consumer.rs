@@ -111,9 +111,15 @@ impl DeadReason {
 struct Durable {
     /// Highest state version known durable.
     version: u64,
-    /// Set when a write failed: waiting acks fail too.
-    failed: Option<String>,
+    /// Failed writes so far. Each one rolled back every resolution not yet durable, so a
+    /// waiter that saw fewer failures when its ack was applied answers with an error; the
+    /// next write is tried afresh (the state log heals by itself).
+    failures: u64,
 }
+
+/// Longest pause between attempts to write a changed state that no ack waits for, after a
+/// failed write (an ack waiting tries again at once).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 struct Persist {
     store: Arc<dyn StateStore>,
@@ -228,7 +234,7 @@ impl Consumer {
             reader,
         );
         if let Some(p) = &c.persist {
-            p.store.put(&c.state_key(), c.record()?).await?;
+            p.store.put(&c.state_key(), c.record()?.0).await?;
             c.start_persister();
         }
         Ok(c)
@@ -376,8 +382,10 @@ impl Consumer {
         format!("{STATE_PREFIX}{}", self.name)
     }
 
-    fn record(&self) -> Result<Bytes, Error> {
+    /// The persisted form of the state, with the version it was taken at.
+    fn record(&self) -> Result<(Bytes, u64), Error> {
         let st = lock(&self.state);
+        let version = st.version();
         let record = ConsumerRecord {
             name: self.name.clone(),
             pattern: self.pattern.as_str().to_owned(),
@@ -387,7 +395,7 @@ impl Consumer {
         };
         drop(st);
         serde_json::to_vec(&record)
-            .map(Bytes::from)
+            .map(|b| (Bytes::from(b), version))
             .map_err(|e| Error::internal("encoding consumer state", e))
     }
 
@@ -399,38 +407,66 @@ impl Consumer {
     }
 
     /// Writes the newest state whenever it changed: at once when an ack waits for it, else
-    /// within [`LAZY_PERSIST`]; a last time when stopped.
+    /// within [`LAZY_PERSIST`] ([`RETRY_AFTER_FAILURE`] after a failed write); a last time
+    /// when stopped. A successful write makes the resolutions it records final; a failed one
+    /// undoes every resolution not yet durable, under the state's lock, before the waiting
+    /// acks learn of it.
     async fn persist_loop(self: Arc<Self>) {
         let Some(p) = &self.persist else { return };
         let mut written = p.durable.borrow().version;
+        let mut failed = false;
         loop {
             let dirty = lock(&self.state).version() > written;
+            let pause = if failed {
+                RETRY_AFTER_FAILURE
+            } else {
+                LAZY_PERSIST
+            };
             let stopping = tokio::select! {
                 _ = p.urgent.notified() => false,
-                _ = tokio::time::sleep(LAZY_PERSIST), if dirty => false,
+                _ = tokio::time::sleep(pause), if dirty => false,
                 // Now dirty: go round to wait at most LAZY_PERSIST.
                 _ = p.nudge.notified(), if !dirty => continue,
                 _ = p.stop.cancelled() => true,
             };
-            let version = lock(&self.state).version();
-            if version > written {
+            if lock(&self.state).version() > written {
                 let result = match self.record() {
-                    Ok(bytes) => p
+                    Ok((bytes, version)) => p
                         .store
                         .put(&self.state_key(), bytes)
                         .await
+                        .map(|()| version)
                         .map_err(Error::from),
                     Err(e) => Err(e),
                 };
                 match result {
-                    Ok(()) => {
+                    Ok(version) => {
+                        if failed {
+                            tracing::info!(consumer = %self.name, "consumer state written again");
+                        }
+                        failed = false;
                         written = version;
-                        p.durable.send_modify(|d| d.version = version);
+                        lock(&self.state).commit(version);
+                        p.durable
+                            .send_modify(|d| d.version = d.version.max(version));
                     }
                     Err(e) => {
-                        tracing::error!(consumer = %self.name, error = %e.message, "writing consumer state");
-                        p.durable
-                            .send_modify(|d| d.failed = Some(e.message.clone()));
+                        if !failed {
+                            tracing::error!(consumer = %self.name, error = %e.message, "writing consumer state; acks not yet durable are undone");
+                        }
+                        failed = true;
+                        let dead = {
+                            let mut st = lock(&self.state);
+                            let dead = st.rollback();
+                            // Under the state's lock: an ack applied before the rollback
+                            // sees this failure, one applied after it does not.
+                            p.durable.send_modify(|d| d.failures += 1);
+                            dead
+                        };
+                        self.changed.notify_waiters();
+                        if !dead.is_empty() {
+                            self.spawn_dead_letters(dead, DeadReason::Terminated);
+                        }
                     }
                 }
             }
@@ -440,24 +476,34 @@ impl Consumer {
         }
     }
 
+    /// Failed state writes so far; read under the state's lock together with the change
+    /// that will wait for [`Consumer::durable`].
+    fn failures(&self) -> u64 {
+        self.persist
+            .as_ref()
+            .map_or(0, |p| p.durable.borrow().failures)
+    }
+
     /// Waits until the state at `version` is durable (at once for ephemeral consumers).
-    async fn durable(&self, version: u64) -> Result<(), Error> {
+    /// `failures` is [`Consumer::failures`] as read when the change was made: a failed write
+    /// since then undid it, and is answered as an error.
+    async fn durable(&self, version: u64, failures: u64) -> Result<(), Error> {
         let Some(p) = &self.persist else {
             return Ok(());
         };
         let mut rx = p.durable.subscribe();
         p.urgent.notify_one();
         let d = rx
-            .wait_for(|d| d.version >= version || d.failed.is_some())
+            .wait_for(|d| d.version >= version || d.failures > failures)
             .await
             .map_err(|_| Error::new(ErrorCode::ShuttingDown, "the broker is shutting down"))?;
-        match &d.failed {
-            Some(_) if d.version < version => Err(Error::new(
+        if d.failures > failures {
+            return Err(Error::new(
                 ErrorCode::ReadOnly,
-                "consumer state could not be written; see the broker log",
-            )),
-            _ => Ok(()),
+                "consumer state could not be written, so this change was undone; retry (see the broker log)",
+            ));
         }
+        Ok(())
     }
 
     /// Writes the state a last time and stops the writer.
@@ -789,7 +835,7 @@ impl Consumer {
         // Dead letters by reason: a `term`, or a nack ending the last allowed delivery.
         let (mut terminated, mut exhausted) = (Vec::new(), Vec::new());
         let mut acked = Vec::new();
-        let version = {
+        let (version, failures) = {
             let mut st = lock(&self.state);
             for (item, key) in items.iter().zip(&keys) {
                 results.push(key.as_ref().map_err(Clone::clone).map(|key| {
@@ -807,7 +853,17 @@ impl Consumer {
                     outcome
                 }));
             }
-            st.version()
+            let resolved = results
+                .iter()
+                .any(|r| matches!(r, Ok(Outcome::AlreadyResolved)));
+            // "Already resolved" is answered once that resolution is durable: the newest
+            // resolution's version covers it.
+            let version = if resolved {
+                st.version().max(st.resolved_version())
+            } else {
+                st.version()
+            };
+            (version, self.failures())
         };
         // An event the consumer read but that is no longer pending was handled before,
         // unless it never matched the filter (another consumer's event).
@@ -844,14 +900,19 @@ impl Consumer {
             }
         }
         let version = lock(&self.state).version().max(version);
-        let needs_durable = results
-            .iter()
-            .any(|r| matches!(r, Ok(Outcome::Acked | Outcome::Terminated)));
-        if needs_durable && let Err(e) = self.durable(version).await {
+        let needs_durable = results.iter().any(|r| {
+            matches!(
+                r,
+                Ok(Outcome::Acked | Outcome::Terminated | Outcome::AlreadyResolved)
+            )
+        });
+        if needs_durable && let Err(e) = self.durable(version, failures).await {
             return results
                 .into_iter()
                 .map(|r| match r {
-                    Ok(Outcome::Acked | Outcome::Terminated) => Err(e.clone()),
+                    Ok(Outcome::Acked | Outcome::Terminated | Outcome::AlreadyResolved) => {
+                        Err(e.clone())
+                    }
                     other => other,
                 })
                 .collect();
@@ -880,14 +941,14 @@ impl Consumer {
                 .without_cursors();
             let positions = fresh.positions().into_iter().collect();
             *reader = fresh;
-            lock(&self.state).reset(positions);
-            Ok::<_, Error>(())
+            let mut st = lock(&self.state);
+            st.reset(positions);
+            Ok::<_, Error>((st.version(), self.failures()))
         }
         .await;
         self.seeking.store(false, Ordering::Release);
         self.changed.notify_waiters();
-        result?;
-        let version = lock(&self.state).version();
-        self.durable(version).await
+        let (version, failures) = result?;
+        self.durable(version, failures).await
     }
 }

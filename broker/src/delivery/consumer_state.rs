@@ -10,9 +10,16 @@
 //!   for a delayed redelivery (deadline in `timers`, no holder), `ready` (to go out now), or
 //!   `dead` (its dead letter is being published).
 //! - `pending.len()` never exceeds `max_in_flight` through new deliveries (redeliveries are
-//!   already counted).
+//!   already counted). An ack frees its room at once; a rollback (a failed write, rare) may
+//!   put `pending` above the bound until those events are acked again.
+//! - A resolution (ack, dead letter published) is tentative until the state recording it is
+//!   durable: the entry moves from `pending` to `resolving`, which snapshots leave out. A
+//!   successful write of a snapshot taken at version `v` makes every resolution up to `v`
+//!   final ([`ConsumerState::commit`]); a failed write puts every tentative one back as it
+//!   was ([`ConsumerState::rollback`]), so that memory never says more than the disk.
 //!
-//! Bounded: at most `max_in_flight` pending entries, plus one position per namespace.
+//! Bounded: at most `max_in_flight` pending entries, as many resolving ones as acks arrive
+//! within one state write, plus one position per namespace.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -140,6 +147,12 @@ pub struct ConsumerState {
     /// Per namespace, the lowest sequence the consumer ever started reading at (creation,
     /// seek): events below it were never delivered to it. Absent: read from the oldest.
     origin: BTreeMap<Arc<str>, u64>,
+    /// Resolved but not yet durable: each entry as it was, with the version of its
+    /// resolution. Put back by [`ConsumerState::rollback`] when the write fails.
+    resolving: BTreeMap<Key, (Entry, u64)>,
+    /// Version of the newest resolution: an event answered "already resolved" is durably
+    /// so once this version is.
+    resolved_version: u64,
     /// Redeliveries made (for the listing).
     redelivered: u64,
     /// Bumped by every change worth persisting.
@@ -157,6 +170,8 @@ impl ConsumerState {
             timers: BTreeSet::new(),
             members: HashMap::new(),
             origin: BTreeMap::new(),
+            resolving: BTreeMap::new(),
+            resolved_version: 0,
             redelivered: 0,
             version: 0,
         }
@@ -245,6 +260,53 @@ impl ConsumerState {
     fn bump(&mut self) -> u64 {
         self.version += 1;
         self.version
+    }
+
+    /// The version at which the newest resolution happened: once it is durable, so is every
+    /// resolution made so far (every answer "already resolved" waits for it).
+    pub fn resolved_version(&self) -> u64 {
+        self.resolved_version
+    }
+
+    /// A snapshot taken at `version` is durable: every resolution up to it is final.
+    pub fn commit(&mut self, version: u64) {
+        self.resolving.retain(|_, (_, v)| *v > version);
+    }
+
+    /// The write of the state failed: every resolution not yet durable is undone, each entry
+    /// as it was (held by its member with its ack wait when the member is still there, else
+    /// ready to go out again). Returns the entries that were being dead-lettered, to publish
+    /// their dead letters again (their dedup ids keep that idempotent).
+    pub fn rollback(&mut self) -> Vec<Key> {
+        let mut dead = Vec::new();
+        let undone = std::mem::take(&mut self.resolving);
+        let any = !undone.is_empty();
+        for (key, (mut entry, _)) in undone {
+            if entry.dead {
+                entry.holder = None;
+                entry.due = None;
+                dead.push(key.clone());
+            } else if let Some(m) = entry.holder.and_then(|h| self.members.get_mut(&h)) {
+                m.held += 1;
+                if let Some(due) = entry.due {
+                    self.timers.insert((due, key.clone()));
+                }
+            } else {
+                entry.holder = None;
+                entry.due = None;
+                self.ready.insert(key.clone());
+            }
+            self.pending.insert(key, entry);
+        }
+        if any {
+            self.bump();
+        }
+        dead
+    }
+
+    /// Resolutions made but not yet durable.
+    pub fn resolving_count(&self) -> usize {
+        self.resolving.len()
     }
 
     /// Next sequence to read in every namespace read so far.
@@ -411,6 +473,8 @@ impl ConsumerState {
             self.ready.remove(key);
             self.pending.remove(key);
         }
+        self.resolving
+            .retain(|k, _| *k.ns != *ns || k.seq >= resume_at);
         let next = self.next.entry(ns).or_insert(0);
         *next = (*next).max(resume_at);
         self.bump();
@@ -532,21 +596,26 @@ impl ConsumerState {
         self.pending.get(key).map(|e| e.count)
     }
 
-    /// Forgets `key` (acked, or its dead letter was published).
+    /// Resolves `key` (acked, or its dead letter was published): no longer pending, and
+    /// final once a snapshot that leaves it out is durable ([`ConsumerState::commit`]).
     pub fn resolve(&mut self, key: &Key) -> bool {
+        let Some(entry) = self.pending.get(key).cloned() else {
+            return false;
+        };
         self.release(key);
         self.ready.remove(key);
-        let was = self.pending.remove(key).is_some();
-        if was {
-            self.bump();
-        }
-        was
+        self.pending.remove(key);
+        let v = self.bump();
+        self.resolved_version = v;
+        self.resolving.insert(key.clone(), (entry, v));
+        true
     }
 
     /// Moves the consumer: every pending delivery is dropped and reading restarts at the
     /// given positions (namespaces not named start from their oldest event).
     pub fn reset(&mut self, positions: BTreeMap<String, u64>) {
         self.pending.clear();
+        self.resolving.clear();
         self.ready.clear();
         self.timers.clear();
         for m in self.members.values_mut() {
@@ -581,6 +650,64 @@ mod tests {
             backoff: Vec::new(),
             max_in_flight,
         })
+    }
+
+    #[test]
+    fn a_failed_write_puts_every_tentative_ack_back_as_it_was() {
+        let now = Instant::now();
+        let mut s = manual(None, 2);
+        s.join(1, None);
+        let (a, b) = (Key::new("user", 1), Key::new("user", 2));
+        s.deliver_new(1, a.clone(), now);
+        s.deliver_new(1, b.clone(), now);
+        assert_eq!(s.apply(&a, Verb::Ack, now).0, Outcome::Acked);
+        // Not durable yet: the snapshot leaves it out.
+        assert_eq!(s.snapshot().pending, vec![("user".to_owned(), 2, 1)]);
+        assert_eq!(s.apply(&a, Verb::Ack, now).0, Outcome::AlreadyResolved);
+        let before = s.version();
+        assert!(s.rollback().is_empty());
+        assert!(s.version() > before);
+        // Held again by its member, with its ack wait: it comes back when that runs out.
+        assert_eq!(s.pending_count(), 2);
+        assert_eq!(s.take_ready(1, now), None);
+        assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(30)));
+        assert_eq!(s.apply(&a, Verb::Ack, now).0, Outcome::Acked);
+    }
+
+    #[test]
+    fn a_commit_makes_resolutions_up_to_its_version_final() {
+        let now = Instant::now();
+        let mut s = manual(None, 10);
+        s.join(1, None);
+        let (a, b) = (Key::new("user", 1), Key::new("user", 2));
+        s.deliver_new(1, a.clone(), now);
+        s.deliver_new(1, b.clone(), now);
+        s.apply(&a, Verb::Ack, now);
+        let written = s.version();
+        s.apply(&b, Verb::Ack, now);
+        assert_eq!(s.resolved_version(), s.version());
+        s.commit(written);
+        assert_eq!(s.resolving_count(), 1);
+        // Only `b`, not yet durable, comes back; its member left meanwhile: ready at once.
+        s.leave(1);
+        s.join(2, None);
+        assert!(s.rollback().is_empty());
+        assert_eq!(s.take_ready(2, now).map(|(k, c)| (k.seq, c)), Some((2, 2)));
+        assert_eq!(s.apply(&a, Verb::Ack, now).0, Outcome::AlreadyResolved);
+    }
+
+    #[test]
+    fn a_rolled_back_dead_letter_is_returned_to_publish_again() {
+        let now = Instant::now();
+        let mut s = manual(None, 10);
+        s.join(1, None);
+        let k = Key::new("user", 1);
+        s.deliver_new(1, k.clone(), now);
+        assert_eq!(s.apply(&k, Verb::Term, now).1, Some(k.clone()));
+        assert!(s.resolve(&k));
+        assert_eq!(s.rollback(), vec![k.clone()]);
+        assert_eq!(s.take_ready(1, now), None);
+        assert_eq!(s.count(&k), Some(1));
     }
 
     #[test]

@@ -141,6 +141,11 @@ impl SimFs {
         self.lock().faults.push((op, after, kind));
     }
 
+    /// Disarms every fault: the disk works again (space was freed, the device came back).
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// Makes every sync a no-op that claims success.
     pub fn skip_syncs(&self, skip: bool) {
         self.skip_sync.store(skip, Ordering::SeqCst);

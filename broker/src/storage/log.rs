@@ -18,8 +18,18 @@
 //!
 //! **Failure.** A failed write fails the appends of its group; a failed sync fails every
 //! group it covered and every group written after it. Either turns the namespace read-only
-//! (sync errors are not retried: the page cache may already have dropped the data). Nothing
-//! acknowledged earlier is lost, and no later append can leave a gap.
+//! (appends are answered with the cause at once), and nothing acknowledged earlier is lost.
+//!
+//! **Healing.** While read-only, the writer probes the disk every [`PROBE_INTERVAL`] and
+//! resumes once the probe succeeds. After a failed *write* it resumes where it was: the
+//! failed group's sequences are handed out again, so no append leaves a gap, and the probe
+//! (zeros written past the end, then synced) shows that space is back. After a failed
+//! *sync* nothing written since the last successful sync is trusted (the kernel may have
+//! dropped those pages, PostgreSQL's "fsyncgate"): under `always` the writer reopens the
+//! active segment and cuts it to the last synced record — everything answered was synced,
+//! so nothing answered is lost — and starts a fresh syncer. Under `interval` and `never`,
+//! where answered events may not have been synced, a failed sync keeps the namespace
+//! read-only until a restart, whose recovery checks every record.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -48,6 +58,12 @@ use super::{
 
 /// How often the writer applies retention when idle.
 const RETENTION_TICK: Duration = Duration::from_secs(1);
+/// How often a read-only namespace probes whether its disk works again.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Zeros a probe writes past the end of the active segment (a page: on a full disk, a write
+/// inside an already allocated page would succeed without proving anything). Zeros never
+/// verify as a record, so a crash leaves them as a torn tail that recovery cuts.
+const PROBE_BYTES: usize = 4096;
 /// Largest batch, in encoded bytes (record offsets within a segment are 32-bit).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
 
@@ -73,6 +89,8 @@ pub struct Metrics {
     pub sync_ns: AtomicU64,
     /// Corrupt records reported to readers.
     pub corrupt_reads: AtomicU64,
+    /// Times the namespace became writable again after a storage failure.
+    pub heals: AtomicU64,
 }
 
 /// Figures of one namespace.
@@ -102,6 +120,8 @@ pub struct LogStats {
     pub sync_ns: u64,
     /// Corrupt records reported to readers since open.
     pub corrupt_reads: u64,
+    /// Times the namespace became writable again after a storage failure, since open.
+    pub heals: u64,
 }
 
 /// What opening a namespace found.
@@ -196,7 +216,10 @@ pub(crate) struct Shared {
     /// The newest visible sequence; readers wait on it. Bumped once more at close.
     pub tail: watch::Sender<u64>,
     dedup: Mutex<DedupTable>,
+    /// Why the namespace is read-only, while it is.
     failure: Mutex<Option<String>>,
+    /// Set when the failure was a failed sync (healing then cuts to the last good sync).
+    sync_failed: std::sync::atomic::AtomicBool,
     pub metrics: Metrics,
 }
 
@@ -225,8 +248,21 @@ impl Shared {
     /// Turns the namespace read-only; the first failure's cause is the one kept.
     pub(crate) fn set_failure(&self, err: &StorageError) {
         let cause = err.to_string();
-        tracing::error!(namespace = %self.name, error = %cause, "storage failure: namespace is now read-only");
+        tracing::error!(namespace = %self.name, error = %cause, "storage failure: namespace is read-only until the disk works again");
         lock(&self.failure).get_or_insert(cause);
+    }
+
+    /// Like [`Shared::set_failure`], for a failed `fdatasync`.
+    pub(crate) fn set_sync_failure(&self, err: &StorageError) {
+        self.sync_failed.store(true, Ordering::SeqCst);
+        self.set_failure(err);
+    }
+
+    /// The namespace healed: appends are taken again.
+    fn clear_failure(&self) {
+        self.sync_failed.store(false, Ordering::SeqCst);
+        *lock(&self.failure) = None;
+        self.metrics.heals.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -413,6 +449,7 @@ impl Log {
             tail: watch::Sender::new(next_seq - 1),
             dedup: Mutex::new(dedup),
             failure: Mutex::new(None),
+            sync_failed: std::sync::atomic::AtomicBool::new(false),
             metrics: Metrics::default(),
             config,
         });
@@ -440,6 +477,7 @@ impl Log {
             unsynced: false,
             last_sync: Instant::now(),
             last_retention: Instant::now(),
+            last_probe: Instant::now(),
             failed: false,
         };
         let handle = std::thread::Builder::new()
@@ -626,6 +664,7 @@ impl EventLog for Log {
             syncs: m.syncs.load(Ordering::Relaxed),
             sync_ns: m.sync_ns.load(Ordering::Relaxed),
             corrupt_reads: m.corrupt_reads.load(Ordering::Relaxed),
+            heals: m.heals.load(Ordering::Relaxed),
         }
     }
 }
@@ -947,8 +986,10 @@ struct Writer {
     unsynced: bool,
     last_sync: Instant,
     last_retention: Instant,
-    /// Set once the namespace is read-only (this thread's failure or the syncer's).
+    /// Set while the namespace is read-only (this thread's failure or the syncer's).
     failed: bool,
+    /// When the disk was last probed while read-only.
+    last_probe: Instant,
 }
 
 impl Writer {
@@ -1000,6 +1041,9 @@ impl Writer {
 
     fn next_timer_in(&self) -> Duration {
         let mut t = RETENTION_TICK.saturating_sub(self.last_retention.elapsed());
+        if self.failed || self.shared.has_failed() {
+            t = t.min(PROBE_INTERVAL.saturating_sub(self.last_probe.elapsed()));
+        }
         if let (true, FsyncPolicy::Interval(every)) = (self.unsynced, self.shared.config.fsync) {
             t = t.min(every.saturating_sub(self.last_sync.elapsed()));
         }
@@ -1007,6 +1051,14 @@ impl Writer {
     }
 
     fn on_timers(&mut self) {
+        if !self.failed && self.shared.has_failed() {
+            // The syncer failed: the probes start from now.
+            self.failed = true;
+            self.last_probe = Instant::now();
+        }
+        if self.failed && self.last_probe.elapsed() >= PROBE_INTERVAL {
+            self.heal();
+        }
         if let (true, FsyncPolicy::Interval(every)) = (self.unsynced, self.shared.config.fsync)
             && self.last_sync.elapsed() >= every
             && !self.failed
@@ -1190,7 +1242,10 @@ impl Writer {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        sync_file(&self.shared, &*self.file, &self.path)?;
+        if let Err(e) = sync_file(&self.shared, &*self.file, &self.path) {
+            self.shared.set_sync_failure(&e);
+            return Err(e);
+        }
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
@@ -1199,12 +1254,91 @@ impl Writer {
     /// Turns the namespace read-only and fails the group being written.
     fn fail(&mut self, err: StorageError, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
         self.shared.set_failure(&err);
+        if !self.failed {
+            self.last_probe = Instant::now();
+        }
         self.failed = true;
         self.drop_group(&err, done, inserted);
     }
 
-    /// Fails the group being written (not written, or its write failed).
+    /// Probes the disk of a read-only namespace and, when it works again, resumes: after a
+    /// failed write from where it was, after a failed sync (under `always`) from the last
+    /// successful sync. See "Healing" in the module docs.
+    fn heal(&mut self) {
+        self.last_probe = Instant::now();
+        // Everything handed to the syncer is answered first (synced, or failed).
+        if let Some(syncer) = &self.syncer {
+            syncer.drain();
+        }
+        let sync_failed = self.shared.sync_failed.load(Ordering::SeqCst);
+        if sync_failed && self.syncer.is_none() {
+            return; // interval / never: answered events may be unsynced; restart to recover
+        }
+        let probe = if sync_failed {
+            self.cut_to_last_sync()
+        } else {
+            // The zeros are cut again at once (the active segment is never memory-mapped;
+            // readers see only up to the visible end, which is at most `write_pos`).
+            let (file, path, pos) = (&self.file, &*self.path, self.write_pos);
+            file.write_all_at(&[0; PROBE_BYTES], pos)
+                .map_err(|e| StorageError::io("write (probe)", path, e))
+                .and_then(|()| sync_file(&self.shared, &**file, path))
+                .and_then(|()| {
+                    file.set_len(pos)
+                        .map_err(|e| StorageError::io("truncate (probe)", path, e))
+                })
+        };
+        match probe {
+            Ok(()) => {
+                self.shared.clear_failure();
+                self.failed = false;
+                tracing::info!(namespace = %self.shared.name, after_sync_failure = sync_failed, next_sequence = self.next_seq, "storage works again: namespace is writable");
+            }
+            Err(e) => {
+                tracing::debug!(namespace = %self.shared.name, error = %e, "probe failed: namespace stays read-only");
+            }
+        }
+    }
+
+    /// After a failed sync under `always`: reopens the active segment, cuts it to the end of
+    /// the last synced record (what readers see), syncs it, and starts a fresh syncer.
+    fn cut_to_last_sync(&mut self) -> Result<(), StorageError> {
+        let (len, count, next_seq, last_time) = {
+            let v = self.shared.read_view();
+            (
+                v.active.len,
+                v.active.offsets.len() as u64,
+                v.next_seq,
+                v.last_time,
+            )
+        };
+        let file = self
+            .fs
+            .open(&self.path)
+            .map_err(|e| StorageError::io("reopen", &*self.path, e))?;
+        file.set_len(len)
+            .map_err(|e| StorageError::io("truncate", &*self.path, e))?;
+        sync_file(&self.shared, &*file, &self.path)?;
+        let syncer = Syncer::spawn(self.shared.clone())
+            .map_err(|e| StorageError::io("spawn syncer for", &self.shared.dir, e))?;
+        if let Some(old) = self.syncer.replace(syncer) {
+            old.stop(Stop::Clean);
+        }
+        let cut = self.write_pos.saturating_sub(len);
+        self.shared.write_view().active.file = file.clone();
+        self.file = file;
+        self.write_pos = len;
+        self.active_count = count;
+        self.next_seq = next_seq;
+        self.last_time = self.last_time.max(last_time);
+        tracing::warn!(namespace = %self.shared.name, path = %self.path.display(), offset = len, bytes = cut, "after a failed sync, cut what was written since the last successful one");
+        Ok(())
+    }
+
+    /// Fails the group being written (not written, or its write failed). Its sequences are
+    /// handed out again, so that the log never has a gap.
     fn drop_group(&mut self, err: &StorageError, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        self.next_seq -= self.offsets.len() as u64;
         let group = Written {
             file: self.file.clone(),
             path: self.path.clone(),

@@ -247,6 +247,7 @@ impl EventLog for Arc<MemoryLog> {
             syncs: 0,
             sync_ns: 0,
             corrupt_reads: 0,
+            heals: 0,
         }
     }
 }

@@ -172,7 +172,7 @@ impl Worker {
             && let Err(e) = sync_file(&self.shared, &*g.file, &g.path)
         {
             self.failed = true;
-            self.shared.set_failure(&e);
+            self.shared.set_sync_failure(&e);
             return Written::fail(&self.shared, &e, groups);
         }
         Written::publish(&self.shared, groups);
