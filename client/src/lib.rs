@@ -18,7 +18,9 @@
 //! - [`Client::subscribe`] returns a [`Subscription`], a `futures::Stream` of [`StreamItem`]s
 //!   read from Server-Sent Events; dropping it unsubscribes. [`Client::subscribe_with`] takes
 //!   [`SubscribeOptions`]: manual acks, a durable consumer, a queue group, redelivery
-//!   settings.
+//!   settings. The redelivery settings and `limit` are sent only when the subscription
+//!   attaches to a consumer; a plain stream sends `pattern` and `from` alone and keeps its
+//!   `limit` itself.
 //! - A subscription whose connection drops reconnects by itself and resumes exactly (see
 //!   [`Subscription`]): a plain one from the cursor after the last event it yielded (nothing
 //!   missed, nothing repeated), a member of a durable consumer or group from the consumer's
@@ -35,7 +37,9 @@
 //!   [`Message::double_ack`] waits for the broker's answer; [`Subscription::flush_acks`] waits
 //!   until every queued ack was sent and answered; dropping the subscription and its messages
 //!   sends what is queued, as long as the runtime runs: before a program returns from `main`,
-//!   await [`Subscription::flush_acks`] (or [`Subscription::ack_flushed`] after the drops).
+//!   await [`Subscription::close`] (or [`Subscription::ack_flushed`] after the drops). Acks
+//!   a runtime shutdown cancels are counted in [`Client::statistics`]
+//!   ([`Statistics::acks_lost`]) and logged with `tracing::warn!`.
 //!   An ack lost with the connection or the process means a redelivery, never a loss.
 //!   The other operations are sent one request each.
 //! - [`PublishBuilder::confirm`] makes a publish wait until N consumers acked the event.
