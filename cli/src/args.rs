@@ -48,6 +48,7 @@ pub enum Command {
     /// Publish one event.
     Put(PutArgs),
     /// Read events: from the log, then live; or as a member of a consumer, with acks.
+    #[command(after_help = GET_HELP)]
     Get(GetArgs),
     /// List namespaces and their figures.
     Ns(NsArgs),
@@ -63,7 +64,7 @@ pub enum Command {
                       on stderr)."
     )]
     Nack(NackArgs),
-    /// List the consumers; show, move or delete one.
+    /// List the consumers; show, change, move or delete one.
     Consumers(ConsumersArgs),
     /// Send a request and print the reply's payload.
     #[command(
@@ -100,6 +101,22 @@ pub enum Command {
     /// Subjects coloured, JSON payloads pretty-printed, times relative ("2s ago").
     Tail(TailArgs),
 }
+
+/// `bus get --help`, after the flags.
+const GET_HELP: &str = "\
+Without --count, bus get follows the stream until SIGINT or SIGTERM (exit status 0), through
+broker restarts: after a crash it reconnects, after a graceful shutdown it subscribes again
+once the broker is back, resuming after the last event it printed (a consumer member
+attaches to its consumer again).
+
+Reading never changes a consumer: --ack-wait, --max-deliver, --backoff and --max-in-flight
+apply only when this stream creates the consumer; `bus consumers set` changes them.
+
+With --exec CMD, one command runs at a time, in order. Its stdout is copied to ours when it
+exits (at most 16 MiB; more counts as a failure), its stderr goes to ours. BUS_SUBJECT and
+BUS_EVENT_ID are set for it. A command that exits non-zero or runs past --exec-timeout
+(killed) is a failure, named on stderr; a member nacks the event, so it is redelivered
+(up to the consumer's --max-deliver). Failures do not change the exit status.";
 
 /// `bus inspect --help`, after the flags.
 const INSPECT_HELP: &str = "\
@@ -275,6 +292,16 @@ pub struct TailArgs {
 /// `bus server`.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// Not a server flag: the global `--url`, hidden from `bus server --help` (an argument
+    /// of the same id keeps clap from listing the global one here); given on the command
+    /// line, `main` refuses it.
+    #[arg(long, hide = true)]
+    pub url: Option<String>,
+
+    /// Not a server flag: the global `--json`, hidden and refused as `url` is.
+    #[arg(long, hide = true)]
+    pub json: bool,
+
     /// Address to listen on.
     #[arg(long, env = "BUS_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
@@ -411,10 +438,20 @@ pub struct GetArgs {
     #[arg(long, default_value = "newest", value_parser = parse_start, value_name = "START")]
     pub from: Start,
 
-    /// Exit after exactly this many events; 0 follows the stream until the broker stops.
-    /// As a consumer member it also asks for at most N unacknowledged events at a time.
+    /// Exit after exactly this many events; 0 follows the stream (through broker restarts)
+    /// until SIGINT or SIGTERM. As a consumer member it also takes at most N deliveries.
     #[arg(short = 'n', long, default_value_t = 0, value_name = "N")]
     pub count: u64,
+
+    /// Run CMD (through `sh -c`) once per event, the event JSON on its stdin, instead of
+    /// printing the event; as a consumer member, ack the event when CMD exits 0, else nack it.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+
+    /// Kill an --exec command still running after this (a failure: nacked); default 30s,
+    /// as a member 4/5 of the consumer's ack wait.
+    #[arg(long, requires = "exec", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub exec_timeout: Option<Duration>,
 
     /// How events are acknowledged: none, manual (pending until `bus ack`; printed events
     /// carry delivery_count) or auto (acked once printed; with --count, exit once the acks
@@ -447,8 +484,8 @@ pub struct GetArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_duration_arg, value_name = "DURATION,...")]
     pub backoff: Vec<Duration>,
 
-    /// Most unacknowledged events at a time (consumer default 1000; with --count N, at
-    /// most N).
+    /// Most unacknowledged events at a time (consumer default 1000); applies when the
+    /// consumer is created.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_in_flight: Option<u64>,
 }
@@ -512,6 +549,26 @@ pub enum ConsumersAction {
         #[arg(long, value_parser = parse_start, value_name = "START")]
         to: Start,
     },
+    /// Change a consumer's settings; its members keep reading.
+    #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)
+        .args(["ack_wait", "max_deliver", "backoff", "max_in_flight"])))]
+    Set {
+        /// The consumer's name.
+        name: String,
+        /// Redeliver an event not acked within this.
+        #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]
+        ack_wait: Option<Duration>,
+        /// Deliveries of one event before it goes to the dead-letter subject, or unlimited.
+        #[arg(long, value_parser = parse_max_deliver, value_name = "N|unlimited")]
+        max_deliver: Option<MaxDeliver>,
+        /// Ack waits of successive redeliveries, comma-separated (1s,10s,1m), or none (the
+        /// ack wait every time).
+        #[arg(long, value_parser = parse_backoff, value_name = "DURATION,...|none")]
+        backoff: Option<Backoff>,
+        /// Most unacknowledged events at a time, per member.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max_in_flight: Option<u64>,
+    },
     /// Delete a consumer and, for a durable one, its saved state.
     Delete {
         /// The consumer's name.
@@ -519,9 +576,46 @@ pub enum ConsumersAction {
     },
 }
 
+/// `bus consumers set --max-deliver`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxDeliver {
+    /// At most this many deliveries.
+    Limit(u32),
+    /// No limit.
+    Unlimited,
+}
+
+/// `bus consumers set --backoff`: the waits, empty for none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff(pub Vec<Duration>);
+
 /// `bus ns`.
 #[derive(Args, Debug)]
 pub struct NsArgs {}
+
+/// `N` (at least 1) or `unlimited`.
+fn parse_max_deliver(s: &str) -> Result<MaxDeliver, String> {
+    if s == "unlimited" {
+        return Ok(MaxDeliver::Unlimited);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(MaxDeliver::Limit(n)),
+        _ => Err(format!(
+            "expected a count of at least 1 or unlimited, got {s:?}"
+        )),
+    }
+}
+
+/// `1s,5s` or `none`.
+fn parse_backoff(s: &str) -> Result<Backoff, String> {
+    if s == "none" {
+        return Ok(Backoff(Vec::new()));
+    }
+    s.split(',')
+        .map(|d| parse_duration(d.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Backoff)
+}
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
@@ -685,6 +779,11 @@ mod tests {
             &["nack", "orders", "a-1-0", "--delay", "later"],
             &["consumers", "seek", "orders"],
             &["consumers", "delete"],
+            &["consumers", "set", "orders"],
+            &["consumers", "set", "orders", "--max-deliver", "0"],
+            &["consumers", "set", "orders", "--max-deliver", "many"],
+            &["consumers", "set", "orders", "--backoff", "1s,soon"],
+            &["get", "a", "--exec-timeout", "1s"],
             &["frobnicate"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
@@ -764,6 +863,53 @@ mod tests {
             c.action,
             Some(ConsumersAction::Seek { name, to: Start::Oldest }) if name == "orders"
         ));
+    }
+
+    #[test]
+    fn parses_consumers_set() {
+        let Command::Consumers(c) = parse(&[
+            "consumers",
+            "set",
+            "mailer",
+            "--ack-wait",
+            "1m",
+            "--max-deliver",
+            "unlimited",
+            "--backoff",
+            "1s,5s",
+            "--max-in-flight",
+            "7",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not consumers")
+        };
+        let Some(ConsumersAction::Set {
+            name,
+            ack_wait,
+            max_deliver,
+            backoff,
+            max_in_flight,
+        }) = c.action
+        else {
+            panic!("not set")
+        };
+        assert_eq!(name, "mailer");
+        assert_eq!(ack_wait, Some(Duration::from_secs(60)));
+        assert_eq!(max_deliver, Some(MaxDeliver::Unlimited));
+        let waits = vec![Duration::from_secs(1), Duration::from_secs(5)];
+        assert_eq!(backoff, Some(Backoff(waits)));
+        assert_eq!(max_in_flight, Some(7));
+        let Command::Consumers(c) = parse(&["consumers", "set", "m", "--backoff", "none"])
+            .unwrap()
+            .command
+        else {
+            panic!("not consumers")
+        };
+        assert!(
+            matches!(c.action, Some(ConsumersAction::Set { backoff: Some(b), .. }) if b.0.is_empty())
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! `bus server` runs the broker (`bus-broker`); `bus put`, `bus get`, `bus tail`, `bus ns`,
 //! `bus ack`, `bus nack`, `bus consumers`, `bus req`, `bus reply`, `bus dump` and
-//! `bus restore` talk to one over HTTP through `bus-client`; `bus inspect` reads a data
+//! `bus restore` talk to one over HTTP through `bus-client` (`bus consumers set`, which the
+//! client has no call for yet, with a plain HTTP request); `bus inspect` reads a data
 //! directory offline. The modules: [`args`] (the command line), [`commands`] (one file per
 //! subcommand), [`output`] (what goes to stdout and stderr), [`error`] (exit statuses and the
 //! `bus: <error>: <cause>` line), [`namespace_dir`] (a namespace's segments read offline, for
@@ -10,7 +11,8 @@
 //!
 //! Rules every command keeps: with `--json`, stdout carries only results; notices and errors
 //! go to stderr. Exit status 0 ok, 1 a negative result, 2 an error, 3 no responders, 4
-//! timeout. A closed stdout pipe ends the command quietly with 0.
+//! timeout. A closed stdout pipe ends the command quietly with 0. SIGINT and SIGTERM end a
+//! long-running command (`server`, `get`, `tail`, `reply`, `req` while waiting) cleanly with 0.
 
 mod args;
 mod commands;
@@ -21,13 +23,13 @@ mod output;
 use std::process::ExitCode;
 
 use bus_client::AckOp;
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::args::{Cli, Command};
 use crate::error::{CliError, EXIT_ERROR};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -41,6 +43,28 @@ fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The command line, refusing the client flags `--url` and `--json` given to `bus server`
+/// (which would ignore them). From `BUS_URL` the URL is not refused: the environment is
+/// shared by all commands.
+fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    if let Some(server) = matches.subcommand_matches("server") {
+        for (flag, why) in [
+            ("url", "it listens on --addr"),
+            ("json", "it logs to stderr"),
+        ] {
+            if server.value_source(flag) == Some(clap::parser::ValueSource::CommandLine) {
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("bus server does not take --{flag} (a client flag): {why}"),
+                ));
+            }
+        }
+    }
+    Cli::from_arg_matches(&matches)
 }
 
 /// Runs the command on a runtime of its size: the server on all cores, a client command on

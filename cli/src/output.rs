@@ -45,21 +45,22 @@ impl Output {
 }
 
 impl Output {
-    /// Writes `data` to stdout as it is and flushes; on a terminal a newline follows when
-    /// `data` does not end with one. A closed pipe is handled as by [`Output::line`].
+    /// Writes `data` to stdout as it is and flushes. A closed pipe is handled as by
+    /// [`Output::line`].
     pub fn bytes(&mut self, data: &[u8]) -> Result<(), CliError> {
         let mut out = std::io::stdout().lock();
-        let newline = std::io::stdout().is_terminal() && !data.ends_with(b"\n");
         out.write_all(data)
-            .and_then(|()| {
-                if newline {
-                    out.write_all(b"\n")
-                } else {
-                    Ok(())
-                }
-            })
             .and_then(|()| out.flush())
             .map_err(CliError::write)
+    }
+}
+
+/// `1 event`, `2 events`: `n` and `noun`, with an `s` unless `n` is 1.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -291,6 +292,7 @@ pub fn consumer_table(list: &[ConsumerInfo]) -> String {
         "LAG",
         "ACK WAIT",
         "MAX DELIVER",
+        "MAX IN FLIGHT",
         "NEXT",
     ];
     let rows: Vec<Vec<String>> = list
@@ -312,6 +314,7 @@ pub fn consumer_table(list: &[ConsumerInfo]) -> String {
                 c.lag.to_string(),
                 human_duration(c.ack_wait),
                 c.max_deliver.map_or("-".to_owned(), |n| n.to_string()),
+                c.max_in_flight.to_string(),
                 if next.is_empty() {
                     "-".to_owned()
                 } else {
@@ -320,7 +323,7 @@ pub fn consumer_table(list: &[ConsumerInfo]) -> String {
             ]
         })
         .collect();
-    table(&header, &rows, |i| (4..=9).contains(&i))
+    table(&header, &rows, |i| (4..=10).contains(&i))
 }
 
 /// An aligned table: columns padded to their widest cell, those `numeric` says aligned
@@ -491,8 +494,18 @@ mod tests {
             lines[1].starts_with("orders    durable       order.>  manual"),
             "{t}"
         );
-        assert!(lines[1].ends_with("30s            5  b:1,order:43"), "{t}");
-        assert!(lines[2].ends_with("1500ms            -  -"), "{t}");
+        assert!(
+            lines[0].ends_with("ACK WAIT  MAX DELIVER  MAX IN FLIGHT  NEXT"),
+            "{t}"
+        );
+        assert!(
+            lines[1].ends_with("30s            5           1000  b:1,order:43"),
+            "{t}"
+        );
+        assert!(
+            lines[2].ends_with("1500ms            -              1  -"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{TestBroker, bus, json_lines, lines_of, ok, run, stderr, stdout, wait};
+use common::{Reader, TestBroker, bus, json_lines, lines_of, ok, run, stderr, stdout, wait};
 
 /// Longest any one run of the binary, or any wait for a line, may take.
 const TIMEOUT: Duration = common::RUN_TIMEOUT;
@@ -173,26 +173,53 @@ fn error_answers_exit_2_with_the_brokers_code() {
 }
 
 #[test]
-fn a_followed_stream_ends_when_the_broker_stops() {
+fn a_follower_outlives_the_broker_s_shutdown_and_exits_0_on_sigterm() {
     let mut b = TestBroker::start();
     ok(run(&mut b.bus(&["put", "user.created", "one"])));
-    let mut child = b
-        .bus(&["get", "user.>", "--from", "oldest", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines_of(child.stdout.take().unwrap());
-    let first = out.recv_timeout(TIMEOUT).expect("the first event");
+    let mut get = Reader::spawn(&mut b.bus(&["get", "user.>", "--from", "oldest", "--json"]));
+    let first = get.line();
     assert!(first.contains("\"payload\":\"one\""), "{first}");
     b.stop();
-    let o = wait(child);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // It says so and keeps waiting for the broker to come back, until asked to stop.
+    get.wait_stderr("the broker shut down; following user.> again once it is back");
+    get.signal("-TERM");
+    let (status, rest, err) = get.finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(rest.is_empty(), "nothing after the event: {rest:?}");
+}
+
+#[test]
+fn get_exec_runs_the_command_once_per_event_with_its_json() {
+    let b = TestBroker::start();
+    ok(run(&mut b.bus(&["put", "job.a", "e1"])));
+    ok(run(&mut b.bus(&["put", "job.b", "e2"])));
+    // stdout is the command's; its stderr and the failure notice go to ours.
+    let script = r#"read -r line; printf '%s %s\n' "$BUS_SUBJECT" "$line"; echo oops >&2; [ "$BUS_SUBJECT" = job.a ]"#;
+    let o = ok(run(&mut b.bus(&[
+        "get", "job.>", "--from", "oldest", "--count", "2", "--exec", script,
+    ])));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, (subject, payload)) in lines.iter().zip([("job.a", "e1"), ("job.b", "e2")]) {
+        let (s, json) = line.split_once(' ').unwrap();
+        assert_eq!(s, subject);
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            (v["subject"].as_str(), v["payload"].as_str()),
+            (Some(subject), Some(payload))
+        );
+    }
+    let err = stderr(&o);
+    assert_eq!(err.matches("oops").count(), 2, "{err}");
     assert!(
-        out.recv_timeout(TIMEOUT).is_err(),
-        "nothing after the event"
+        err.contains("job.b ") && err.contains("command failed with exit status 1"),
+        "{err}"
     );
-    assert!(stderr(&o).contains("shut down"), "{}", stderr(&o));
+    assert!(
+        !err.contains("nacked"),
+        "a plain stream acks nothing: {err}"
+    );
 }
 
 #[test]

@@ -102,7 +102,10 @@ fn get_ack_auto_with_a_durable_acks_what_it_printed() {
     let c = listed(&b, "d").expect("consumer d is listed");
     assert_eq!(c["kind"], "durable");
     assert_eq!(c["ack"], "manual");
-    assert_eq!(c["max_in_flight"], 2, "--count 2 asks for 2 in flight");
+    assert_eq!(
+        c["max_in_flight"], 1000,
+        "--count 2 leaves the consumer's max_in_flight at its default"
+    );
     assert_eq!(c["pending"], 0, "{c}");
     publish(&b, "job.run", 2);
     let o = ok(run(&mut b.bus(&args)));
@@ -544,12 +547,18 @@ fn consumers_are_listed_moved_and_deleted() {
     let o = ok(run(&mut b.bus(&["consumers"])));
     let table = stdout(&o);
     assert!(table.starts_with("CONSUMER  KIND"), "{table}");
+    let header = table.lines().next().unwrap();
     assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("s1 ") && l.contains("durable") && l.contains("shop.>")),
-        "{table}"
+        header.contains("ACK WAIT  MAX DELIVER  MAX IN FLIGHT  NEXT"),
+        "the settings are listed: {header}"
     );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("s1 "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("durable") && row.contains("shop.>"), "{row}");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[8..11], ["10s", "4", "1000"], "{row}");
     let o = ok(run(&mut b.bus(&["consumers", "info", "s1", "--json"])));
     let info: Value = serde_json::from_str(stdout(&o).trim_end()).unwrap();
     assert_eq!(info["name"], "s1");
@@ -755,4 +764,173 @@ fn durable_state_survives_a_sigkill_of_the_server() {
     assert_eq!(c["positions"]["task"], 7, "{c}");
     let status = server.signal_and_wait("-TERM");
     assert!(status.success());
+}
+
+#[test]
+fn get_exec_acks_when_the_command_succeeds_and_nacks_otherwise() {
+    let b = TestBroker::start();
+    publish(&b, "job.run", 2);
+    // e1 succeeds, e2 fails: e2 is nacked and comes again.
+    let script = r#"cat; case "$BUS_EVENT_ID" in job-1-*) exit 0;; esac; exit 3"#;
+    let o = ok(run(&mut b.bus(&[
+        "get",
+        "job.>",
+        "--from",
+        "oldest",
+        "--durable",
+        "x",
+        "--count",
+        "2",
+        "--exec",
+        script,
+    ])));
+    let printed = json_lines(&o);
+    assert_eq!(
+        sequences(&printed),
+        [1, 2],
+        "CMD's stdout is passed through"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("reading as consumer x (durable, ack manual)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("command failed with exit status 3; nacked"),
+        "{err}"
+    );
+    let again = json_lines(&ok(run(&mut b.bus(&[
+        "get",
+        "job.>",
+        "--durable",
+        "x",
+        "--ack",
+        "auto",
+        "--count",
+        "1",
+        "--json",
+    ]))));
+    assert_eq!(sequences(&again), [2], "only the failed event comes again");
+    assert_eq!(again[0]["delivery_count"], 2, "{again:?}");
+    let c = listed(&b, "x").unwrap();
+    assert_eq!(c["pending"], 0, "{c}");
+}
+
+#[test]
+fn get_exec_kills_a_command_past_its_time_limit_and_nacks_the_event() {
+    let b = TestBroker::start();
+    publish(&b, "job.run", 1);
+    let o = ok(run(&mut b.bus(&[
+        "get",
+        "job.>",
+        "--from",
+        "oldest",
+        "--durable",
+        "slow",
+        "--count",
+        "1",
+        "--exec",
+        "echo started; exec sleep 60",
+        "--exec-timeout",
+        "200ms",
+    ])));
+    assert_eq!(stdout(&o), "", "a killed command's output is not passed on");
+    let err = stderr(&o);
+    assert!(
+        err.contains("command still running after 200ms: killed; nacked"),
+        "{err}"
+    );
+    let again = json_lines(&ok(run(&mut b.bus(&[
+        "get",
+        "job.>",
+        "--durable",
+        "slow",
+        "--ack",
+        "auto",
+        "--count",
+        "1",
+        "--json",
+    ]))));
+    assert_eq!(again[0]["delivery_count"], 2, "{again:?}");
+}
+
+#[test]
+fn get_count_does_not_change_the_consumer_and_consumers_set_does() {
+    let b = TestBroker::start();
+    publish(&b, "mail.send", 2);
+    // A one-off peek of two events leaves the consumer's settings as they were.
+    ok(run(&mut b.bus(&[
+        "get",
+        "mail.>",
+        "--from",
+        "oldest",
+        "--durable",
+        "mailer",
+        "--ack",
+        "manual",
+        "--count",
+        "2",
+        "--json",
+    ])));
+    let c = listed(&b, "mailer").unwrap();
+    assert_eq!(c["max_in_flight"], 1000, "{c}");
+    assert_eq!(c["max_deliver"], Value::Null, "{c}");
+
+    let o = ok(run(&mut b.bus(&[
+        "consumers",
+        "set",
+        "mailer",
+        "--ack-wait",
+        "45s",
+        "--max-deliver",
+        "5",
+        "--backoff",
+        "1s,5s",
+        "--max-in-flight",
+        "100",
+        "--json",
+    ])));
+    let set: Value = serde_json::from_str(stdout(&o).trim_end()).unwrap();
+    assert_eq!(set["name"], "mailer", "{set}");
+    assert_eq!(set["ack_wait"], "45000ms", "{set}");
+    assert_eq!(set["max_deliver"], 5, "{set}");
+    assert_eq!(
+        set["backoff"],
+        serde_json::json!(["1000ms", "5000ms"]),
+        "{set}"
+    );
+    assert_eq!(set["max_in_flight"], 100, "{set}");
+    let c = listed(&b, "mailer").unwrap();
+    assert_eq!(
+        (&c["ack_wait"], &c["max_deliver"], &c["max_in_flight"]),
+        (&set["ack_wait"], &set["max_deliver"], &set["max_in_flight"]),
+        "the listing shows the new settings: {c}"
+    );
+
+    // Unlimited again; the table shows it; the rest stays.
+    let o = ok(run(&mut b.bus(&[
+        "consumers",
+        "set",
+        "mailer",
+        "--max-deliver",
+        "unlimited",
+    ])));
+    let table = stdout(&o);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("mailer "))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[8..11], ["45s", "-", "100"], "{row}");
+
+    // An unknown consumer: the broker's error, status 2.
+    let o = run(&mut b.bus(&["consumers", "set", "nobody", "--max-in-flight", "5"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(
+            "bus: cannot change consumer nobody: broker answered 404 unknown_consumer"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }

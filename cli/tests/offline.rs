@@ -265,3 +265,32 @@ fn error_answers_exit_2_naming_the_code() {
     );
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn server_help_lists_only_server_flags() {
+    let o = run(bus().args(["server", "--help"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(help.contains("--addr") && help.contains("--data"), "{help}");
+    assert!(
+        !help.contains("--url") && !help.contains("--json"),
+        "{help}"
+    );
+    // The client commands still have them.
+    let o = run(bus().args(["get", "--help"]));
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(help.contains("--url") && help.contains("--json"), "{help}");
+    // Given to the server anyway, they are refused rather than ignored.
+    for args in [
+        &["server", "--url", "http://h:1"][..],
+        &["server", "--json"],
+    ] {
+        let o = run(bus().args(args).args(["--data", "/nonexistent/bus-test"]));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("bus: bus server does not take --"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

@@ -38,8 +38,8 @@ fn echo_responder_answers_and_req_prints_the_payload() {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        "hello there",
-        "the payload exactly, nothing added on a pipe"
+        "hello there\n",
+        "a text payload ends with a newline, on a pipe too"
     );
     let line = r.line();
     assert!(
@@ -59,14 +59,18 @@ fn echo_responder_answers_and_req_prints_the_payload() {
 #[test]
 fn exec_replies_with_stdout_and_a_failure_becomes_an_error_reply() {
     let b = TestBroker::start();
-    let _up = responder(&b, &["rpc.upper", "--exec", "tr a-z A-Z"]);
+    let _up = responder(&b, &["rpc.upper", "--exec", "tr a-z A-Z; echo"]);
     let o = run(&mut b.bus(&["req", "rpc.upper", "shout"]));
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
-    assert_eq!(stdout(&o), "SHOUT");
+    assert_eq!(
+        stdout(&o),
+        "SHOUT\n",
+        "a newline already there is not doubled"
+    );
 
     let _env = responder(&b, &["rpc.env", "--exec", "printf '%s' \"$BUS_SUBJECT\""]);
     let o = run(&mut b.bus(&["req", "rpc.env"]));
-    assert_eq!(stdout(&o), "rpc.env", "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "rpc.env\n", "stderr: {}", stderr(&o));
 
     let mut failing = responder(
         &b,
@@ -105,6 +109,26 @@ fn a_responder_that_does_not_answer_in_time_makes_req_exit_4() {
 }
 
 #[test]
+fn req_stops_waiting_on_sigterm_and_exits_0() {
+    let b = TestBroker::start();
+    let mut silent =
+        Reader::spawn(&mut b.bus(&["get", "rpc.slow", "--group", "silent", "--ack", "manual"]));
+    silent.wait_stderr("reading as consumer silent");
+    let req = Reader::spawn(&mut b.bus(&["req", "rpc.slow", "x", "--timeout", "5m"]));
+    // Delivered to the silent member: the request is out and req is waiting for its reply.
+    let line = silent.line();
+    assert!(line.contains("rpc.slow"), "{line}");
+    req.signal("-TERM");
+    let (status, lines, err) = req.finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(
+        err.contains("SIGTERM: stopped waiting for the reply"),
+        "{err}"
+    );
+}
+
+#[test]
 fn count_stops_a_responder_after_its_answers() {
     let b = TestBroker::start();
     let one = responder(&b, &["rpc.>", "--echo", "--count", "1"]);
@@ -129,7 +153,7 @@ fn responders_share_the_default_group_and_stop_cleanly_on_sigint() {
         let payload = format!("n{i}");
         let o = run(&mut b.bus(&["req", "rpc.any", &payload]));
         assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
-        assert_eq!(stdout(&o), payload);
+        assert_eq!(stdout(&o), format!("{payload}\n"));
     }
     // Each request was answered once, by one of the two; SIGINT stops both with status 0.
     let mut answered = 0;

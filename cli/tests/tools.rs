@@ -124,7 +124,7 @@ fn inspect_reads_a_live_broker_s_data_as_the_api_serves_it() {
     let o = ok(run(bus().args(["inspect", "--verify", path])));
     let out = stdout(&o);
     assert!(
-        out.contains("order: ok, 1 events (1..1) in 1 segment"),
+        out.contains("order: ok, 1 event (1..1) in 1 segment"),
         "{out}"
     );
     assert!(out.contains("user: ok, 2 events (1..2)"), "{out}");
@@ -260,7 +260,7 @@ fn damage_in_a_sealed_segment_cuts_every_later_segment() {
     assert_eq!(segments(&ns), vec![segs[0].clone()]);
     let o = ok(run(bus().args(["inspect", "--verify"]).arg(&ns)));
     assert!(
-        stdout(&o).contains("user: ok, 1 events (1..1)"),
+        stdout(&o).contains("user: ok, 1 event (1..1)"),
         "{}",
         stdout(&o)
     );

@@ -55,9 +55,9 @@ pub async fn run(
         return Ok(());
     }
     Err(CliError::msg(format!(
-        "{} of {} events could not be {}: {}",
+        "{} of {} could not be {}: {}",
         failed.len(),
-        results.len(),
+        crate::output::plural(results.len() as u64, "event"),
         match op {
             AckOp::Ack => "acked",
             AckOp::Nack(_) => "nacked",

@@ -67,7 +67,10 @@ pub async fn run(url: &str, args: DumpArgs) -> Result<(), CliError> {
         from = Start::Cursor(page.cursor.clone());
         last_cursor = Some(page.cursor);
     }
-    notice(&format!("dumped {written} events"));
+    notice(&format!(
+        "dumped {}",
+        crate::output::plural(written, "event")
+    ));
     Ok(())
 }
 

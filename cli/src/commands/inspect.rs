@@ -30,7 +30,7 @@ use bus_client::Message;
 use crate::args::InspectArgs;
 use crate::error::CliError;
 use crate::namespace_dir::{NamespaceDir, Scanned, SegmentFile};
-use crate::output::{Output, human_size, notice};
+use crate::output::{Output, human_size, notice, plural};
 
 /// Below this many bytes of segments `--verify` shows no progress: it is over at once.
 const PROGRESS_MIN_BYTES: u64 = 64 << 20;
@@ -72,9 +72,9 @@ pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
     };
     if !args.repair {
         return Err(CliError::negative(format!(
-            "damage found in {} of {} namespaces; first: {first}",
+            "damage found in {} of {}; first: {first}",
             damaged.len(),
-            reports.len()
+            plural(reports.len() as u64, "namespace")
         )));
     }
     let mut any = false;
@@ -266,13 +266,10 @@ impl Report<'_> {
     fn human(&self) -> String {
         let label = &self.ns.label;
         let held = match self.range {
-            Some((a, b)) => format!("{} events ({a}..{b})", self.events),
+            Some((a, b)) => format!("{} ({a}..{b})", plural(self.events, "event")),
             None => "no events".to_owned(),
         };
-        let segments = match self.segments {
-            1 => "1 segment".to_owned(),
-            n => format!("{n} segments"),
-        };
+        let segments = plural(self.segments as u64, "segment");
         let mut line = match &self.damage {
             Some(c) => format!("{label}: DAMAGED: {c}; {held} before it"),
             None => format!("{label}: ok, {held} in {segments}"),
@@ -287,8 +284,8 @@ impl Report<'_> {
         }
         if self.gone > 0 {
             line.push_str(&format!(
-                "; {} segments deleted while read (retention)",
-                self.gone
+                "; {} deleted while read (retention)",
+                plural(self.gone as u64, "segment")
             ));
         }
         line
@@ -402,17 +399,17 @@ struct Repaired<'a> {
 impl Repaired<'_> {
     fn human(&self) -> String {
         let mut line = format!(
-            "{}: repaired: cut {} events (sequence {} on); {} now ends at offset {}",
+            "{}: repaired: cut {} (sequence {} on); {} now ends at offset {}",
             self.ns.label,
-            self.events_cut,
+            plural(self.events_cut, "event"),
             self.first_cut,
             self.file.display(),
             self.offset
         );
         if self.segments_deleted > 0 {
             line.push_str(&format!(
-                "; deleted the {} segments after it",
-                self.segments_deleted
+                "; deleted the {} after it",
+                plural(self.segments_deleted as u64, "segment")
             ));
         }
         line

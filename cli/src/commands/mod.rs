@@ -4,6 +4,8 @@
 pub mod ack;
 pub mod consumers;
 pub mod dump;
+pub mod exec;
+pub mod follow;
 pub mod get;
 pub mod inspect;
 pub mod ns;

@@ -5,7 +5,8 @@
 //! acks, so responders started with the same pattern share the requests and a request whose
 //! responder dies before answering goes to another one. For each request it runs CMD through
 //! `sh -c` with the request payload on stdin (and `BUS_SUBJECT`, `BUS_EVENT_ID` in the
-//! environment) and replies with its stdout (at most [`MAX_OUTPUT`] bytes); a non-zero exit,
+//! environment) and replies with its stdout (at most
+//! [`MAX_OUTPUT`](super::exec::MAX_OUTPUT) bytes; the runner is [`super::exec`]); a non-zero exit,
 //! or a command still running after 4/5 of `--ack-wait` (it is killed), becomes an error reply
 //! carrying the reason and the first line of stderr. Each request is acked once answered; an
 //! event without `reply_to` is not a request and is acked unanswered.
@@ -16,12 +17,10 @@
 //! answered before the command exits 0. A second signal exits at once (status 130; requests
 //! in flight go to another responder).
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use bus_client::{
     Answer, HandlerError, Message, ServeOptions, Start, SubscribeOptions, header_safe,
@@ -30,11 +29,6 @@ use bus_client::{
 use crate::args::ReplyArgs;
 use crate::error::CliError;
 use crate::output::{Output, notice};
-
-/// Most bytes of a command's stdout (a reply) read; more is an error reply.
-const MAX_OUTPUT: u64 = 16 * 1024 * 1024;
-/// Most bytes of a command's stderr read (for the error message).
-const MAX_STDERR: u64 = 64 * 1024;
 
 /// What answers a request.
 #[derive(Debug)]
@@ -163,86 +157,23 @@ async fn answer(handler: &Handler, m: &Message) -> Result<Answer, HandlerError> 
             })
         }
         Handler::Exec(cmd, limit) => {
-            // Dropping the command's future kills it (kill_on_drop).
-            let out = tokio::time::timeout(*limit, run_command(cmd, m))
-                .await
-                .map_err(|_| {
-                    HandlerError::new(format!("command still running after {limit:?}: killed"))
-                })??;
+            let outcome = super::exec::run(&super::exec::Exec {
+                cmd,
+                input: &m.payload,
+                env: &[("BUS_SUBJECT", &m.subject), ("BUS_EVENT_ID", &m.id)],
+                limit: *limit,
+                capture_stderr: true,
+            })
+            .await;
+            if let Some(why) = outcome.failure() {
+                return Err(HandlerError::new(header_safe(&why)));
+            }
+            let super::exec::Outcome::Finished(f) = outcome else {
+                return Err(HandlerError::new("the command did not run"));
+            };
+            let out = Bytes::from(f.stdout);
             let ct = super::put::detect_content_type(&out);
             Ok(Answer::new(out).content_type(ct))
         }
     }
-}
-
-/// Runs `cmd` for request `m`: its stdout, or why it failed.
-async fn run_command(cmd: &str, m: &Message) -> Result<Bytes, HandlerError> {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("BUS_SUBJECT", &m.subject)
-        .env("BUS_EVENT_ID", &m.id)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = child.map_err(|e| HandlerError::new(format!("cannot run sh: {e}")))?;
-    // Feed stdin while the output is read, so that neither side can block the other.
-    let stdin = child.stdin.take();
-    let payload = m.payload.clone();
-    let feed = async move {
-        if let Some(mut stdin) = stdin {
-            // A command that does not read its stdin closes the pipe: not an error.
-            let _ = stdin.write_all(&payload).await;
-        }
-    };
-    let (_, out, err) = tokio::join!(
-        feed,
-        read_head(child.stdout.take(), MAX_OUTPUT, false),
-        read_head(child.stderr.take(), MAX_STDERR, true),
-    );
-    if out.len() as u64 > MAX_OUTPUT {
-        return Err(HandlerError::new(format!(
-            "command output exceeds {} MiB",
-            MAX_OUTPUT >> 20
-        )));
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| HandlerError::new(format!("cannot run {cmd:?}: {e}")))?;
-    if status.success() {
-        return Ok(Bytes::from(out));
-    }
-    let status = match status.code() {
-        Some(c) => format!("exit status {c}"),
-        None => "killed by a signal".to_owned(),
-    };
-    let stderr = String::from_utf8_lossy(&err);
-    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let msg = if first.is_empty() {
-        format!("command failed with {status}")
-    } else {
-        format!("command failed with {status}: {}", first.trim())
-    };
-    Err(HandlerError::new(header_safe(&msg)))
-}
-
-/// Up to `cap + 1` bytes of `pipe` (one more than allowed shows it was exceeded). With
-/// `drain`, the rest is read and dropped, so the writer never blocks on a full pipe.
-async fn read_head<R: tokio::io::AsyncRead + Unpin>(
-    pipe: Option<R>,
-    cap: u64,
-    drain: bool,
-) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let Some(mut pipe) = pipe else {
-        return buf;
-    };
-    let _ = (&mut pipe).take(cap + 1).read_to_end(&mut buf).await;
-    if drain {
-        let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
-    }
-    buf
 }

@@ -2,7 +2,15 @@
 //! (with `--json`, the reply as one JSON object: `request_id`, `subject`, `headers`,
 //! `content_type` and `payload` in the event JSON's payload form).
 //!
-//! Exit statuses: 0 replied; 1 an error reply (the responder's message on stderr); 3 no
+//! The payload is written as it came; when it is text (UTF-8) that does not end with a
+//! newline, a newline follows, on a terminal and in a pipe alike, so that the shell prompt
+//! or the next line of a script's output starts on a line of its own. An empty or binary
+//! payload gets none (`bus req ... > file` keeps binary bytes exact).
+//!
+//! SIGINT or SIGTERM while waiting stops waiting: nothing is printed and the command exits
+//! 0 (the request stays published; a reply that comes later is not read).
+//!
+//! Exit statuses: 0 replied (or stopped by a signal); 1 an error reply (the responder's message on stderr); 3 no
 //! responders (nothing stored); 4 no reply within `--timeout`.
 
 use bus_broker::event::{push_headers, push_json_str, push_payload};
@@ -10,10 +18,11 @@ use bus_client::Reply;
 
 use crate::args::ReqArgs;
 use crate::error::CliError;
-use crate::output::Output;
+use crate::output::{Output, notice};
 
 /// Runs `bus req`.
 pub async fn run(url: &str, json: bool, args: ReqArgs) -> Result<(), CliError> {
+    let mut signals = super::follow::Signals::install()?;
     let client = super::connect(url).await?;
     let payload = match args.payload.as_deref() {
         Some("-") => super::put::read_stdin()?,
@@ -32,13 +41,27 @@ pub async fn run(url: &str, json: bool, args: ReqArgs) -> Result<(), CliError> {
     for (name, value) in args.headers {
         request = request.header(name, value);
     }
-    let reply = request.await?;
+    let reply = tokio::select! {
+        r = request.into_future() => r?,
+        which = signals.recv() => {
+            notice(&format!("{which}: stopped waiting for the reply"));
+            return Ok(());
+        }
+    };
     let mut out = Output::new();
     if json {
-        out.line(&reply_json(&args.subject, &reply))
-    } else {
-        out.bytes(&reply.payload)
+        return out.line(&reply_json(&args.subject, &reply));
     }
+    out.bytes(&reply.payload)?;
+    if needs_newline(&reply.payload) {
+        out.bytes(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Whether a newline goes after payload `p`: it is text and does not end with one.
+fn needs_newline(p: &[u8]) -> bool {
+    !p.is_empty() && !p.ends_with(b"\n") && std::str::from_utf8(p).is_ok()
 }
 
 /// The reply as one line of JSON.
@@ -63,6 +86,14 @@ fn reply_json(subject: &str, reply: &Reply) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_replies_end_with_a_newline() {
+        assert!(needs_newline(b"ok"));
+        assert!(!needs_newline(b"ok\n"));
+        assert!(!needs_newline(b""));
+        assert!(!needs_newline(b"\xff\x00"));
+    }
 
     #[test]
     fn reply_json_takes_the_event_payload_forms() {

@@ -75,8 +75,10 @@ impl Counts {
                 .to_string()
         } else {
             format!(
-                "restored {events} events: {} stored, {} duplicates",
-                self.stored, self.duplicates
+                "restored {}: {} stored, {}",
+                crate::output::plural(events, "event"),
+                self.stored,
+                crate::output::plural(self.duplicates, "duplicate")
             )
         }
     }

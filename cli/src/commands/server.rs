@@ -144,7 +144,11 @@ fn recovered(reports: &[OpenReport]) -> String {
     reports
         .iter()
         .map(|r| {
-            let mut s = format!("{}: {} events", r.namespace, r.events);
+            let mut s = format!(
+                "{}: {}",
+                r.namespace,
+                crate::output::plural(r.events, "event")
+            );
             if let Some(t) = &r.torn {
                 s.push_str(&format!(
                     " (torn tail of {} bytes cut at offset {} of {})",

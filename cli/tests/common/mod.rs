@@ -185,6 +185,12 @@ pub fn wait_status(child: &mut Child, what: &str) -> ExitStatus {
     }
 }
 
+/// A loopback port nothing listens on now: bound to port 0, then let go.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
 /// `bus server` as a child process on a free loopback port (`--addr 127.0.0.1:0`), its log
 /// read on a thread. Killed (SIGKILL) when dropped.
 pub struct ServerProcess {
@@ -202,8 +208,14 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with more `bus server` flags.
     pub fn start_with(data: &Path, flags: &[&str]) -> ServerProcess {
+        ServerProcess::start_at(data, "127.0.0.1:0", flags)
+    }
+
+    /// Like [`ServerProcess::start_with`], listening on `addr` (a port from [`free_port`], to
+    /// start a broker again where its clients look for it).
+    pub fn start_at(data: &Path, addr: &str, flags: &[&str]) -> ServerProcess {
         let mut child = bus()
-            .args(["server", "--addr", "127.0.0.1:0", "--log-level", "info"])
+            .args(["server", "--addr", addr, "--log-level", "info"])
             .arg("--data")
             .arg(data)
             .args(flags)
