@@ -181,6 +181,7 @@ impl Broker {
         let mut options = StorageOptions::new(&config.data_dir);
         options.defaults = config.log.clone();
         options.overrides = overrides.into_iter().collect();
+        options.fs = config.file_system.clone();
         let (storage, reports) = tokio::task::spawn_blocking(move || DiskStorage::open(options))
             .await
             .map_err(|e| BrokerError::Config(format!("open task failed: {e}")))??;
@@ -611,6 +612,32 @@ impl Broker {
     }
 
     /// The Prometheus text of `GET /metrics`.
+    /// What `GET /healthz` answers: `status` is `ok`, or `degraded` while a namespace or the
+    /// state log refuses writes after a storage failure (each is listed with its cause; they
+    /// probe and heal by themselves).
+    pub fn health(&self) -> serde_json::Value {
+        let mut damaged = serde_json::Map::new();
+        for n in self.namespace_names() {
+            if let Some(cause) = self.log(&n).and_then(|l| l.stats().read_only) {
+                damaged.insert(
+                    n,
+                    serde_json::json!({"state": "read_only", "read_only": cause}),
+                );
+            }
+        }
+        let state = self.inner.storage.state_stats().read_only;
+        let status = if damaged.is_empty() && state.is_none() {
+            "ok"
+        } else {
+            "degraded"
+        };
+        let state_log = match state {
+            None => serde_json::json!({"state": "ok"}),
+            Some(cause) => serde_json::json!({"state": "read_only", "read_only": cause}),
+        };
+        serde_json::json!({"status": status, "namespaces": damaged, "state_log": state_log})
+    }
+
     pub fn metrics_text(&self) -> String {
         let stats: Vec<_> = self
             .namespace_names()

@@ -123,6 +123,9 @@ pub struct Config {
     /// `fsync = always`, a syncer thread);
     /// creating one more is refused with `namespace_limit`. Default: 1,000.
     pub max_namespaces: usize,
+    /// The file layer under every log. Default: the real file system; tests inject
+    /// failures with [`crate::storage::io::SimFs`].
+    pub file_system: std::sync::Arc<dyn crate::storage::io::FileSystem>,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             heartbeat: DEFAULT_HEARTBEAT,
             max_namespaces: DEFAULT_MAX_NAMESPACES,
+            file_system: std::sync::Arc::new(crate::storage::io::StdFs),
         }
     }
 }

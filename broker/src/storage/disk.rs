@@ -159,6 +159,11 @@ impl DiskStorage {
     pub fn dir(&self) -> &Path {
         &self.options.dir
     }
+
+    /// Figures of the broker's own state log (consumer positions and acks).
+    pub fn state_stats(&self) -> super::LogStats {
+        self.state.stats()
+    }
 }
 
 impl Storage for DiskStorage {

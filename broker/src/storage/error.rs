@@ -107,6 +107,16 @@ impl StorageError {
         StorageError::Io { op, path, source }
     }
 
+    /// Whether this is a full disk: the failing write's own error, or a namespace that is
+    /// read-only because of one (its cause is that error's text).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::DiskFull { .. } => true,
+            StorageError::ReadOnly { cause, .. } => cause.starts_with("disk full"),
+            _ => false,
+        }
+    }
+
     /// Builds a [`StorageError::Corrupt`].
     pub fn corrupt(
         file: impl Into<PathBuf>,

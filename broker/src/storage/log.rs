@@ -200,6 +200,8 @@ struct Queue {
     /// True while the writer waits on `Shared::wake`: only then does an appender wake it
     /// (a condvar notify is a system call even when nobody waits).
     writer_waiting: bool,
+    /// Set by [`Log::probe_now`]: a read-only log probes at once, not at its next tick.
+    probe: bool,
 }
 
 /// State shared by the log handle, its writer and its readers.
@@ -220,6 +222,8 @@ pub(crate) struct Shared {
     failure: Mutex<Option<String>>,
     /// Set when the failure was a failed sync (healing then cuts to the last good sync).
     sync_failed: std::sync::atomic::AtomicBool,
+    /// Counts heals; [`Log::probe_now`] returns a receiver of it.
+    healed: watch::Sender<u64>,
     pub metrics: Metrics,
 }
 
@@ -263,6 +267,7 @@ impl Shared {
         self.sync_failed.store(false, Ordering::SeqCst);
         *lock(&self.failure) = None;
         self.metrics.heals.fetch_add(1, Ordering::Relaxed);
+        self.healed.send_modify(|n| *n += 1);
     }
 }
 
@@ -450,6 +455,7 @@ impl Log {
             dedup: Mutex::new(dedup),
             failure: Mutex::new(None),
             sync_failed: std::sync::atomic::AtomicBool::new(false),
+            healed: watch::Sender::new(0),
             metrics: Metrics::default(),
             config,
         });
@@ -491,6 +497,15 @@ impl Log {
             },
             report,
         ))
+    }
+
+    /// Asks a read-only log to probe its disk now (space was just freed) rather than at its
+    /// next [`PROBE_INTERVAL`]. The receiver's value grows by one at every heal.
+    pub fn probe_now(&self) -> watch::Receiver<u64> {
+        let rx = self.shared.healed.subscribe();
+        lock(&self.shared.queue).probe = true;
+        self.shared.wake.notify_all();
+        rx
     }
 
     /// Finishes queued appends, syncs, writes a clean checkpoint and stops the writer.
@@ -995,9 +1010,9 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let stop = loop {
-            let (reqs, stop) = {
+            let (reqs, stop, probe) = {
                 let mut q = lock(&self.shared.queue);
-                while q.reqs.is_empty() && q.stop.is_none() {
+                while q.reqs.is_empty() && q.stop.is_none() && !q.probe {
                     let timeout = self.next_timer_in();
                     q.writer_waiting = true;
                     let (g, res) = self
@@ -1011,8 +1026,13 @@ impl Writer {
                         break;
                     }
                 }
-                (std::mem::take(&mut q.reqs), q.stop)
+                let probe = std::mem::take(&mut q.probe);
+                (std::mem::take(&mut q.reqs), q.stop, probe)
             };
+            if probe && (self.failed || self.shared.has_failed()) {
+                self.failed = true;
+                self.heal();
+            }
             if stop == Some(Stop::Abort) {
                 for r in reqs {
                     let _ = r.tx.send(Err(StorageError::Closed));
@@ -1027,6 +1047,12 @@ impl Writer {
                 break stop;
             }
         };
+        if stop == Stop::Clean && (self.failed || self.shared.has_failed()) {
+            // A last probe: a clean close leaves only what was answered (after a failed
+            // sync, the unanswered tail is cut rather than found valid at the next start).
+            self.failed = true;
+            self.heal();
+        }
         if let Some(syncer) = self.syncer.take() {
             // Clean: sync and answer everything written. Abort: fail what no sync covers yet.
             syncer.stop(stop);

@@ -7,6 +7,12 @@
 //! log holds more than twice the live entries (plus [`COMPACT_SLACK`]), the live entries are
 //! appended again as one atomic batch and the segments before it are deleted: the log stays
 //! proportional to the live state.
+//!
+//! **Reserve.** Acks must keep working when publishes have filled the disk, so the store
+//! keeps [`RESERVE_BYTES`] of real blocks in a file of its own ([`RESERVE_FILE`], made at
+//! open when missing). A write that finds the disk full deletes that file, has the state log
+//! probe at once (it heals when the probe succeeds) and tries once more. The reserve is made
+//! again at the next start, when there is room.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +31,12 @@ pub const COMPACT_SLACK: u64 = 4096;
 const STATE_NAMESPACE: &str = "state";
 const OP_HEADER: &str = "op";
 const OP_DELETE: &str = "del";
+/// Bytes kept in reserve for the state log on a full disk.
+pub const RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+/// Name of the reserve file in the state directory.
+pub const RESERVE_FILE: &str = "reserve";
+/// Longest wait for the state log to heal once the reserve was released.
+const RESERVE_HEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct Map {
@@ -59,6 +71,8 @@ pub struct LogStateStore {
     /// Puts hold it shared; compaction exclusively, so no write is in flight while the
     /// snapshot is taken and the older segments are deleted.
     gate: Arc<tokio::sync::RwLock<()>>,
+    /// The reserve file (see the module docs).
+    reserve: Arc<Path>,
 }
 
 impl std::fmt::Debug for LogStateStore {
@@ -92,12 +106,22 @@ impl LogStateStore {
                 records += 1;
             }
         }
+        let reserve: Arc<Path> = Arc::from(dir.join(RESERVE_FILE));
+        if let Err(e) = make_reserve(&reserve) {
+            tracing::warn!(path = %reserve.display(), error = %e, "could not keep disk space in reserve for the state log");
+        }
         Ok(LogStateStore {
             log: Arc::new(log),
             map: Arc::new(Mutex::new(map)),
             records: Arc::new(AtomicU64::new(records)),
             gate: Arc::new(tokio::sync::RwLock::new(())),
+            reserve,
         })
+    }
+
+    /// Figures of the state log (read-only state, heals) for health and metrics.
+    pub fn stats(&self) -> super::LogStats {
+        self.log.stats()
     }
 
     /// Syncs and closes the state log.
@@ -114,17 +138,28 @@ impl LogStateStore {
         if value.is_none() {
             event.headers.push((OP_HEADER.into(), OP_DELETE.into()));
         }
-        let (log, map, records, gate) = (
+        let (log, map, records, gate, reserve) = (
             self.log.clone(),
             self.map.clone(),
             self.records.clone(),
             self.gate.clone(),
+            self.reserve.clone(),
         );
         let key = key.to_owned();
         Box::pin(async move {
             {
                 let _shared = gate.read().await;
-                let receipts = log.append(vec![event]).await?;
+                let receipts = match log.append(vec![event.clone()]).await {
+                    Err(e) if e.is_disk_full() && release_reserve(&reserve) => {
+                        let mut healed = log.probe_now();
+                        let seen = *healed.borrow_and_update();
+                        let _ =
+                            tokio::time::timeout(RESERVE_HEAL_WAIT, healed.wait_for(|n| *n > seen))
+                                .await;
+                        log.append(vec![event]).await?
+                    }
+                    r => r?,
+                };
                 let seq = receipts.first().map_or(0, |r| r.sequence);
                 lock(&map).apply(&key, seq, value);
             }
@@ -135,6 +170,40 @@ impl LogStateStore {
             }
             Ok(())
         })
+    }
+}
+
+/// Makes the reserve file when it is missing: real blocks (zeros written, then synced), not a
+/// sparse file, so that deleting it frees space.
+fn make_reserve(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..RESERVE_BYTES / chunk.len() as u64 {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Deletes the reserve file; false when there was none left to free.
+fn release_reserve(path: &Path) -> bool {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), bytes = RESERVE_BYTES, "disk full: released the state log's reserve so that acks keep working; free space and restart to restore it");
+            true
+        }
+        Err(_) => false,
     }
 }
 
