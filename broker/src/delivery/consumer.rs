@@ -221,6 +221,9 @@ impl Consumer {
         let reader =
             Subscription::open(broker.clone(), pattern.clone(), start, None)?.without_cursors();
         let mut state = ConsumerState::new(settings);
+        if kind == ConsumerKind::Durable {
+            state = state.tentative();
+        }
         for (ns, next) in reader.positions() {
             state.set_position(&ns, next);
         }
@@ -245,6 +248,7 @@ impl Consumer {
         let pattern = Pattern::parse(&record.pattern).map_err(Error::pattern)?;
         let positions = record.state.next.clone();
         let (state, dead) = ConsumerState::restore(record.settings, record.state);
+        let state = state.tentative();
         let reader = Subscription::open(
             broker.clone(),
             pattern.clone(),

@@ -153,6 +153,9 @@ pub struct ConsumerState {
     /// Version of the newest resolution: an event answered "already resolved" is durably
     /// so once this version is.
     resolved_version: u64,
+    /// Whether resolutions wait in `resolving` for a durable write (durable consumers);
+    /// otherwise they are final at once (nothing would ever commit them).
+    tentative: bool,
     /// Redeliveries made (for the listing).
     redelivered: u64,
     /// Bumped by every change worth persisting.
@@ -172,6 +175,7 @@ impl ConsumerState {
             origin: BTreeMap::new(),
             resolving: BTreeMap::new(),
             resolved_version: 0,
+            tentative: false,
             redelivered: 0,
             version: 0,
         }
@@ -213,6 +217,13 @@ impl ConsumerState {
             }
         }
         (s, dead)
+    }
+
+    /// Makes resolutions tentative until [`ConsumerState::commit`] (for a consumer whose
+    /// state is written to disk).
+    pub fn tentative(mut self) -> ConsumerState {
+        self.tentative = true;
+        self
     }
 
     /// The key of `seq` in `ns`, sharing the namespace's text with the positions.
@@ -607,7 +618,9 @@ impl ConsumerState {
         self.pending.remove(key);
         let v = self.bump();
         self.resolved_version = v;
-        self.resolving.insert(key.clone(), (entry, v));
+        if self.tentative {
+            self.resolving.insert(key.clone(), (entry, v));
+        }
         true
     }
 
@@ -655,7 +668,7 @@ mod tests {
     #[test]
     fn a_failed_write_puts_every_tentative_ack_back_as_it_was() {
         let now = Instant::now();
-        let mut s = manual(None, 2);
+        let mut s = manual(None, 2).tentative();
         s.join(1, None);
         let (a, b) = (Key::new("user", 1), Key::new("user", 2));
         s.deliver_new(1, a.clone(), now);
@@ -677,7 +690,7 @@ mod tests {
     #[test]
     fn a_commit_makes_resolutions_up_to_its_version_final() {
         let now = Instant::now();
-        let mut s = manual(None, 10);
+        let mut s = manual(None, 10).tentative();
         s.join(1, None);
         let (a, b) = (Key::new("user", 1), Key::new("user", 2));
         s.deliver_new(1, a.clone(), now);
@@ -699,7 +712,7 @@ mod tests {
     #[test]
     fn a_rolled_back_dead_letter_is_returned_to_publish_again() {
         let now = Instant::now();
-        let mut s = manual(None, 10);
+        let mut s = manual(None, 10).tentative();
         s.join(1, None);
         let k = Key::new("user", 1);
         s.deliver_new(1, k.clone(), now);
@@ -708,6 +721,19 @@ mod tests {
         assert_eq!(s.rollback(), vec![k.clone()]);
         assert_eq!(s.take_ready(1, now), None);
         assert_eq!(s.count(&k), Some(1));
+    }
+
+    #[test]
+    fn resolutions_of_a_consumer_kept_in_memory_are_final_at_once() {
+        let now = Instant::now();
+        let mut s = manual(None, 10);
+        s.join(1, None);
+        let k = Key::new("user", 1);
+        s.deliver_new(1, k.clone(), now);
+        s.apply(&k, Verb::Ack, now);
+        assert_eq!(s.resolving_count(), 0);
+        assert!(s.rollback().is_empty());
+        assert_eq!(s.pending_count(), 0);
     }
 
     #[test]
