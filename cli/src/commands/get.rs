@@ -13,7 +13,9 @@
 //! is acked after it is printed, through the client's background acknowledger (many acks
 //! per request), so the stream never waits one round trip per event; with `--count N` the
 //! command exits only once the broker confirmed every ack, and only then disconnects
-//! (disconnecting first would hand the printed events to another member at once). With
+//! (disconnecting first would hand the printed events to another member at once); a
+//! follower (no `--count`) names an ack the broker refused on stderr and goes on, since the
+//! event comes again anyway. With
 //! `--count N` a member asks for at most N deliveries in all (`limit=N`), so the broker never
 //! hands it an event it will not print. Reading never changes the consumer's settings: the
 //! consumer settings flags apply only when the consumer is created (`bus consumers set`
@@ -97,6 +99,8 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
         follower.flush_acks_on_restart();
     }
     let mut out = Output::new();
+    // Refused acks of the current subscription already reported (a follower goes on).
+    let mut refused = 0;
     loop {
         let step = match follower.next().await {
             Ok(step) => step,
@@ -125,7 +129,11 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
                     m.ack().await.map_err(CliError::client)?;
                 }
                 if acks {
-                    check_acks(follower.sub())?;
+                    if args.count > 0 {
+                        check_acks(follower.sub())?;
+                    } else {
+                        report_refused_acks(follower.sub(), &mut refused);
+                    }
                 }
                 if follower.seen() == args.count {
                     break;
@@ -139,6 +147,24 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
         finish_acks(follower.sub()).await?;
     }
     Ok(())
+}
+
+/// For a follower (no `--count`): names acks the broker refused since the last report, and
+/// goes on. The events come again (at least once), so ending the follower would not help.
+fn report_refused_acks(sub: &Subscription, reported: &mut u64) {
+    let n = sub.failed_acks();
+    if n < *reported {
+        // A new subscription after a restart counts from 0.
+        *reported = 0;
+    }
+    if n > *reported {
+        notice(&format!(
+            "the broker did not record {} of consumer {}; those events will come again",
+            crate::output::plural(n - *reported, "ack"),
+            sub.consumer().unwrap_or("?")
+        ));
+        *reported = n;
+    }
 }
 
 /// Runs `cmd` for event `m`, copies its stdout to ours, and with `acks` acks `m` when it
