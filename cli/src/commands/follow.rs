@@ -98,6 +98,8 @@ pub struct Follower {
     pattern: String,
     /// The options of the first subscription; a new one is derived from them.
     options: SubscribeOptions,
+    /// The options that attach to a durable consumer again without its settings, if set.
+    reattach: Option<SubscribeOptions>,
     /// The live subscription.
     sub: Subscription,
     /// `--count`: events wanted in all, 0 for no end.
@@ -127,12 +129,21 @@ impl Follower {
             client,
             pattern: pattern.to_owned(),
             options,
+            reattach: None,
             sub,
             count,
             seen: 0,
             flush_acks: false,
             signals,
         }))
+    }
+
+    /// Attach to the durable consumer with `options` after a graceful restart: by name, with
+    /// no settings, so that settings changed meanwhile (`bus consumers set`) are neither
+    /// undone nor refused as a conflict. (A group ends with the broker, so it is created
+    /// again with the first options.)
+    pub fn reattach_with(&mut self, options: SubscribeOptions) {
+        self.reattach = Some(options);
     }
 
     /// Flush the acks queued on a subscription before it is replaced (for `--ack auto`).
@@ -218,8 +229,12 @@ impl Follower {
 
     /// The options of the next subscription: resume where the last one left off.
     fn resume_options(&self) -> SubscribeOptions {
-        let mut options = self.options.clone();
         let subscribed = self.sub.subscribed();
+        let durable = matches!(subscribed.and_then(|s| s.kind), Some(ConsumerKind::Durable));
+        let mut options = match &self.reattach {
+            Some(o) if durable => o.clone(),
+            _ => self.options.clone(),
+        };
         let named = matches!(
             subscribed.and_then(|s| s.kind),
             Some(ConsumerKind::Durable | ConsumerKind::Group)

@@ -98,6 +98,15 @@ pub async fn run(url: &str, json: bool, args: GetArgs) -> Result<(), CliError> {
     if acks {
         follower.flush_acks_on_restart();
     }
+    if let Some(d) = &args.durable {
+        let mut o = SubscribeOptions::new()
+            .from(args.from.clone())
+            .durable(d.clone());
+        if args.ack != AckArg::None || args.exec.is_some() {
+            o = o.ack(AckMode::Manual);
+        }
+        follower.reattach_with(o);
+    }
     let mut out = Output::new();
     // Refused acks of the current subscription already reported (a follower goes on).
     let mut refused = 0;
