@@ -22,8 +22,17 @@ pub enum ErrorCode {
     InvalidBatch,
     /// 400: a malformed `Bus-*` header.
     InvalidHeader,
-    /// 400: a malformed or out-of-range query parameter.
+    /// 400: a malformed or out-of-range query parameter (or JSON field), or one that belongs
+    /// to another mode of the endpoint.
     InvalidParameter,
+    /// 400: a query parameter (or JSON field) the endpoint does not take.
+    UnknownParameter,
+    /// 400: a request body that is not valid HTTP framing (a malformed chunked body).
+    InvalidBody,
+    /// 431: more request headers, or more header bytes, than the broker takes.
+    HeadersTooLarge,
+    /// 414: a path or query string longer than the broker takes.
+    UriTooLong,
     /// 403: publishing into a reserved namespace.
     ReservedNamespace,
     /// 403: creating a namespace past the configured bound.
@@ -75,6 +84,10 @@ impl ErrorCode {
             ErrorCode::InvalidBatch => "invalid_batch",
             ErrorCode::InvalidHeader => "invalid_header",
             ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::UnknownParameter => "unknown_parameter",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::ReservedNamespace => "reserved_namespace",
             ErrorCode::NamespaceLimit => "namespace_limit",
             ErrorCode::UnknownNamespace => "unknown_namespace",
@@ -106,7 +119,11 @@ impl ErrorCode {
             | ErrorCode::InvalidStart
             | ErrorCode::InvalidBatch
             | ErrorCode::InvalidHeader
-            | ErrorCode::InvalidParameter => 400,
+            | ErrorCode::InvalidParameter
+            | ErrorCode::UnknownParameter
+            | ErrorCode::InvalidBody => 400,
+            ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::UriTooLong => 414,
             ErrorCode::ReservedNamespace | ErrorCode::NamespaceLimit => 403,
             ErrorCode::UnknownNamespace
             | ErrorCode::UnknownEvent

@@ -7,15 +7,22 @@
 
 use std::time::Duration;
 
-/// Parses a size: bytes (`65536`) or with a unit `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`.
+/// Parses a size: bytes (`65536`) or an integer with a unit, `B`, `KiB` (also `K`, `k`),
+/// `MiB` (`M`), `GiB` (`G`) as powers of 1024, or `KB` (`kB`), `MB`, `GB` as powers of
+/// 1000. Strict: no sign, no space, no fraction (`64K` is 65,536; ` 64K`, `64 K`, `+64K`
+/// are refused).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() {
+        return Err(format!(
+            "invalid size {s:?}: expected e.g. 65536, 64KiB, 1MiB"
+        ));
+    }
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 65536, 64KiB, 1MiB"))?;
-    let mult: u64 = match unit.trim() {
+        .map_err(|_| format!("size {s:?} is too large"))?;
+    let mult: u64 = match unit {
         "" | "B" => 1,
         "KiB" | "K" | "k" => 1 << 10,
         "MiB" | "M" => 1 << 20,
@@ -25,7 +32,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GB" => 1_000_000_000,
         other => {
             return Err(format!(
-                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)"
+                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
             ));
         }
     };
@@ -33,24 +40,71 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
-/// Parses a duration: an integer with a unit `ns`, `us`, `ms`, `s`, `m`, `h` or `d`.
+/// Duration units, largest first, with their length in nanoseconds. A compound duration
+/// names its units in this order, each at most once.
+const DURATION_UNITS: &[(&str, u128)] = &[
+    ("d", 86_400_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("min", 60_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("ns", 1),
+];
+
+/// Parses a duration: one or more integers each followed by a unit, `d`, `h`, `m` (or
+/// `min`), `s`, `ms`, `us` (or `µs`), `ns`, from the largest unit down, each unit at most
+/// once: `500ms`, `30s`, `1h30m`, `1m30s`, `2d12h`. Strict: no sign, no space, no fraction,
+/// no bare number (`1 s`, `+5s`, `1.5s`, `5` and `30s1m` are refused).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 1h");
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let d = match unit.trim() {
-        "ns" => Duration::from_nanos(n),
-        "us" | "µs" => Duration::from_micros(n),
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" | "min" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
-        "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    Ok(d)
+    let bad =
+        |why: &str| format!("invalid duration {s:?}: {why} (expected e.g. 500ms, 30s, 1h30m)");
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut rest = s;
+    let mut total: u128 = 0;
+    // Index in DURATION_UNITS of the last unit seen: the next must come after it.
+    let mut last: Option<usize> = None;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad("each part is a whole number followed by a unit"));
+        }
+        let n: u128 = rest[..digits].parse().map_err(|_| bad("too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        if unit.is_empty() {
+            return Err(bad("a unit is missing"));
+        }
+        let Some(i) = DURATION_UNITS.iter().position(|(u, _)| *u == unit) else {
+            return Err(bad(&format!("unknown unit {unit:?}")));
+        };
+        // `m` and `min` are one unit, as are `us` and `µs`.
+        let rank = |i: usize| match DURATION_UNITS[i].0 {
+            "min" => 3,
+            "µs" => 6,
+            _ => i,
+        };
+        if last.is_some_and(|l| rank(i) <= rank(l)) {
+            return Err(bad("units go from the largest down, each at most once"));
+        }
+        last = Some(i);
+        total = n
+            .checked_mul(DURATION_UNITS[i].1)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(|| bad("too large"))?;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| bad("too large"))?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
@@ -188,31 +242,95 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 mod tests {
     use super::*;
 
+    /// Every spelling `proto-docs/http-api.md` defines, with its meaning.
     #[test]
     fn parses_sizes() {
         for (s, n) in [
             ("65536", 65536),
-            ("64KiB", 65536),
-            ("1MiB", 1 << 20),
-            ("2GiB", 2 << 30),
-            ("1KB", 1000),
             ("0", 0),
+            ("1B", 1),
+            ("64KiB", 65536),
+            ("64K", 65536),
+            ("64k", 65536),
+            ("1MiB", 1 << 20),
+            ("1M", 1 << 20),
+            ("2GiB", 2 << 30),
+            ("2G", 2 << 30),
+            ("1KB", 1000),
+            ("1kB", 1000),
+            ("3MB", 3_000_000),
+            ("1GB", 1_000_000_000),
         ] {
             assert_eq!(parse_size(s), Ok(n), "{s}");
         }
-        for bad in ["", "x", "1XB", "-1", "1.5MiB", "99999999999999999999"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
+        for bad in [
+            "",
+            "x",
+            "K",
+            "1XB",
+            "-1",
+            "+1",
+            "1.5MiB",
+            " 64K",
+            "64K ",
+            "64 K",
+            "64KiBK",
+            "99999999999999999999",
+            "99999999999GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }
 
+    /// Every spelling `proto-docs/http-api.md` defines, with its meaning; compound
+    /// durations; and what is outside the grammar.
     #[test]
     fn parses_durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        for bad in ["", "5", "s", "5x", "-1s", "1.5s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        for (s, d) in [
+            ("0s", Duration::ZERO),
+            ("0ms", Duration::ZERO),
+            ("7ns", Duration::from_nanos(7)),
+            ("7us", Duration::from_micros(7)),
+            ("7µs", Duration::from_micros(7)),
+            ("500ms", ms(500)),
+            ("30s", secs(30)),
+            ("5m", secs(300)),
+            ("5min", secs(300)),
+            ("1h", secs(3600)),
+            ("2d", secs(172_800)),
+            ("1h30m", secs(5400)),
+            ("1m30s", secs(90)),
+            ("1s500ms", ms(1500)),
+            ("2d12h", secs(216_000)),
+            ("1d2h3m4s5ms6us7ns", Duration::new(93_784, 5_006_007)),
+            ("90s", secs(90)),
+        ] {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5x",
+            "-1s",
+            "+5s",
+            "+5",
+            "1.5s",
+            "1 s",
+            " 1s",
+            "1s ",
+            "1h 30m",
+            "30s1m",
+            "1m1m",
+            "1m2min",
+            "1h30",
+            "h1",
+            "1sms",
+            "99999999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 

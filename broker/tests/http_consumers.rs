@@ -732,14 +732,28 @@ async fn attaching_with_another_pattern_or_as_another_kind_is_a_conflict() {
             .await
             .assert_error(StatusCode::CONFLICT, "consumer_conflict");
     }
-    // The same pattern and kind attaches, whatever its settings.
+    // The same pattern and kind attaches with its own settings, or none; another setting
+    // is a conflict that changes nothing (settings change with PATCH).
+    for q in [
+        "pattern=job.%3E&durable=w&ack=manual&ack_wait=5s",
+        "pattern=job.%3E&durable=w&ack=none",
+        "pattern=job.%3E&durable=w&max_deliver=3",
+        "pattern=job.%3E&durable=w&backoff=1s",
+    ] {
+        let m = refused_stream(&s, q)
+            .await
+            .assert_error(StatusCode::CONFLICT, "consumer_conflict");
+        assert!(m.contains("PATCH"), "{m}");
+    }
     let (_w, hello) = s
-        .attach("pattern=job.%3E&durable=w&ack=manual&ack_wait=5s")
+        .attach("pattern=job.%3E&durable=w&ack=manual&ack_wait=30s&max_in_flight=7")
         .await;
     assert_eq!(
         hello["ack_wait"], "30000ms",
         "the consumer keeps its settings: {hello}"
     );
+    assert_eq!(hello["max_in_flight"], 1000, "{hello}");
+    let (_w2, _) = s.attach("pattern=job.%3E&durable=w").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,7 +180,7 @@ async fn publishing_into_reserved_namespaces_is_403() {
         "_inbox.00000000000000000000000000000abc",
     ] {
         let r = s.post(&format!("/v1/events/{subject}"), &[], "x").await;
-        if subject.starts_with("_inbox.") {
+        if subject.len() == "_inbox.".len() + 32 {
             // A single publish to an inbox is a reply: refused, as no request waits there.
             r.assert_error(StatusCode::NOT_FOUND, "unknown_inbox");
         } else {

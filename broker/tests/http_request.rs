@@ -233,14 +233,20 @@ async fn replies_to_foreign_malformed_or_answered_inboxes_are_refused() {
     let s = TestServer::start_default().await;
     let c = &s.client;
     let b = base(&s);
+    reply(c, &b, "_inbox.0123456789abcdef0123456789abcdef", &[], "x")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "unknown_inbox");
+    // Not an inbox the broker could have opened: the namespace is reserved.
     for inbox in [
-        "_inbox.0123456789abcdef0123456789abcdef",
+        "_inbox.x",
         "_inbox.abc",
         "_inbox.0123456789ABCDEF0123456789ABCDEF",
+        "_inbox.0123456789abcdef0123456789abcdef0",
+        "_inbox.0123456789abcdef0123456789abcdef.x",
     ] {
         reply(c, &b, inbox, &[], "x")
             .await
-            .assert_error(StatusCode::NOT_FOUND, "unknown_inbox");
+            .assert_error(StatusCode::FORBIDDEN, "reserved_namespace");
     }
 
     // Answered once, the inbox is closed: a second answer is refused.
@@ -271,8 +277,9 @@ async fn replies_to_foreign_malformed_or_answered_inboxes_are_refused() {
     s.post(&path, &[], "x")
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    // The unknown inbox and the second answer; a malformed inbox is no reply at all.
     let m = s.get("/metrics").await.text();
-    assert_eq!(metric(&m, "bus_replies_dropped_total"), Some(4.0));
+    assert_eq!(metric(&m, "bus_replies_dropped_total"), Some(2.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,7 +452,7 @@ async fn malformed_requests_are_refused() {
             "confirm=1",
             &[],
             StatusCode::BAD_REQUEST,
-            "invalid_parameter",
+            "unknown_parameter",
         ),
         (
             "rpc.x",

@@ -95,11 +95,16 @@ pub fn parse_delay(v: &str) -> Result<Duration, Error> {
     Ok(d)
 }
 
+/// Whether `v` is a plain whole number (no sign, no space): what `parse` alone lets by.
+fn is_digits(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Parses `max_in_flight`.
 pub fn parse_max_in_flight(v: &str) -> Result<usize, Error> {
     v.parse::<usize>()
         .ok()
-        .filter(|n| (1..=MAX_MAX_IN_FLIGHT).contains(n))
+        .filter(|n| (1..=MAX_MAX_IN_FLIGHT).contains(n) && is_digits(v))
         .ok_or_else(|| {
             invalid(format!(
                 "max_in_flight must be 1 to {MAX_MAX_IN_FLIGHT}, got {v:?}"
@@ -127,11 +132,16 @@ impl ConsumerSettings {
             s.ack_wait = bounded_duration("ack_wait", v)?;
         }
         if let Some(v) = q.get("max_deliver") {
-            s.max_deliver = Some(v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                invalid(format!(
-                    "max_deliver must be a whole number from 1, got {v:?}"
-                ))
-            })?);
+            s.max_deliver = Some(
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1 && is_digits(v))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "max_deliver must be a whole number from 1, got {v:?}"
+                        ))
+                    })?,
+            );
         }
         if let Some(v) = q.get("backoff") {
             let steps: Vec<&str> = v.split(',').map(str::trim).collect();
@@ -261,6 +271,9 @@ mod tests {
             ("max_deliver", "0"),
             ("backoff", "1s,,2s"),
             ("max_in_flight", "0"),
+            ("max_in_flight", "+5"),
+            ("max_deliver", "+5"),
+            ("ack_wait", "1 s"),
             ("max_in_flight", "100001"),
         ] {
             let e = ConsumerSettings::from_query(&q(&[(k, v)])).unwrap_err();

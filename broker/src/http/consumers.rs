@@ -1,14 +1,13 @@
 //! `/v1/consumers`: list, inspect, seek and delete consumers, and acknowledge their
 //! deliveries, one event per request or many in one batch.
 
-use std::collections::HashMap;
-
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
-use super::stream::{Params, param, required};
+use super::query::{NoParams, Params, Query};
+use super::stream::required;
 use crate::broker::Broker;
 use crate::delivery::consumers::unknown;
 use crate::delivery::settings::parse_delay;
@@ -26,8 +25,32 @@ fn consumer(broker: &Broker, name: &str) -> Result<std::sync::Arc<Consumer>, Err
     broker.consumers().get(name).ok_or_else(|| unknown(name))
 }
 
+/// Query parameters of `POST /v1/consumers/{name}/seek`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeekParams {
+    /// Where to move to (required).
+    to: Option<String>,
+}
+
+impl Params for SeekParams {
+    const ACCEPTED: &'static [&'static str] = &["to"];
+}
+
+/// Query parameters of `POST /v1/consumers/{name}/events/{id}/{op}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckParams {
+    /// A nack's delay.
+    delay: Option<String>,
+}
+
+impl Params for AckParams {
+    const ACCEPTED: &'static [&'static str] = &["delay"];
+}
+
 /// `GET /v1/consumers`.
-pub async fn list(State(broker): State<Broker>) -> Response {
+pub async fn list(State(broker): State<Broker>, _: Query<NoParams>) -> Response {
     let all: Vec<_> = broker.consumers().all().iter().map(|c| c.info()).collect();
     axum::Json(all).into_response()
 }
@@ -36,6 +59,7 @@ pub async fn list(State(broker): State<Broker>) -> Response {
 pub async fn get(
     State(broker): State<Broker>,
     name: Result<Path<String>, PathRejection>,
+    _: Query<NoParams>,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
     Ok(axum::Json(consumer(&broker, &name)?.info()).into_response())
@@ -45,6 +69,7 @@ pub async fn get(
 pub async fn delete(
     State(broker): State<Broker>,
     name: Result<Path<String>, PathRejection>,
+    _: Query<NoParams>,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
     broker.consumers().delete(&name).await?;
@@ -55,11 +80,10 @@ pub async fn delete(
 pub async fn seek(
     State(broker): State<Broker>,
     name: Result<Path<String>, PathRejection>,
-    query: Params,
+    Query(q): Query<SeekParams>,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
-    let Query(q) = query.map_err(super::error::bad_query)?;
-    let start = StartSpec::parse(required(&q, "to")?)?;
+    let start = StartSpec::parse(required(&q.to, "to")?)?;
     let c = consumer(&broker, &name)?;
     c.seek(&start).await?;
     Ok(axum::Json(c.info()).into_response())
@@ -112,11 +136,10 @@ fn verb(op: &str, delay: Option<&str>) -> Result<Verb, Error> {
 pub async fn acknowledge_one(
     State(broker): State<Broker>,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<AckParams>,
 ) -> Result<Response, Error> {
     let Path((name, id, op)) = path.map_err(super::error::bad_path)?;
-    let Query(q) = query.map_err(super::error::bad_query)?;
-    let verb = verb(&op, param(&q, "delay"))?;
+    let verb = verb(&op, q.delay.as_deref())?;
     let c = consumer(&broker, &name)?;
     let item = AckItem {
         id: id.clone(),
@@ -190,17 +213,11 @@ impl<'de> serde::Deserialize<'de> for BatchEntry {
 pub async fn acknowledge_batch(
     State(broker): State<Broker>,
     name: Result<Path<String>, PathRejection>,
+    _: Query<NoParams>,
     body: Body,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
-    let bytes = axum::body::to_bytes(body, MAX_ACK_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorCode::PayloadTooLarge,
-                format!("an ack batch is limited to {MAX_ACK_BODY_BYTES} bytes"),
-            )
-        })?;
+    let bytes = super::body::read(body, MAX_ACK_BODY_BYTES, "an ack batch").await?;
     let entries: Vec<BatchEntry> = serde_json::from_slice(&bytes).map_err(|e| {
         Error::new(
             ErrorCode::InvalidBatch,

@@ -21,17 +21,27 @@ pub async fn not_found(uri: axum::http::Uri) -> Error {
     Error::new(ErrorCode::NotFound, format!("no such path {}", uri.path()))
 }
 
+/// `405 method_not_allowed` with `Allow: GET`, for `HEAD` on the SSE stream (which would
+/// otherwise open a subscription and answer its headers only).
+pub async fn get_only(uri: axum::http::Uri) -> axum::response::Response {
+    let mut r = Error::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not accept HEAD", uri.path()),
+    )
+    .into_response();
+    r.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static("GET"),
+    );
+    r
+}
+
 /// `405 method_not_allowed` for a known path with another method.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Error {
     Error::new(
         ErrorCode::MethodNotAllowed,
         format!("{} does not accept {method}", uri.path()),
     )
-}
-
-/// A query string that does not parse.
-pub fn bad_query(e: axum::extract::rejection::QueryRejection) -> Error {
-    Error::new(ErrorCode::InvalidParameter, e.body_text())
 }
 
 /// A path segment that does not decode.

@@ -4,11 +4,12 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
+use super::query::{NoParams, Query};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 
 /// `GET /v1/namespaces`.
-pub async fn namespaces(State(broker): State<Broker>) -> Response {
+pub async fn namespaces(State(broker): State<Broker>, _: Query<NoParams>) -> Response {
     axum::Json(broker.namespaces()).into_response()
 }
 
@@ -16,6 +17,7 @@ pub async fn namespaces(State(broker): State<Broker>) -> Response {
 pub async fn namespace(
     State(broker): State<Broker>,
     name: Result<Path<String>, PathRejection>,
+    _: Query<NoParams>,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
     broker
@@ -30,7 +32,7 @@ pub async fn namespace(
 }
 
 /// `GET /v1/subscriptions`.
-pub async fn subscriptions(State(broker): State<Broker>) -> Response {
+pub async fn subscriptions(State(broker): State<Broker>, _: Query<NoParams>) -> Response {
     axum::Json(broker.subscriptions()).into_response()
 }
 

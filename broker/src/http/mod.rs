@@ -10,10 +10,12 @@ use axum::routing::{get, post};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 
+pub mod body;
 pub mod consumers;
 pub mod error;
 pub mod manage;
 pub mod publish;
+pub mod query;
 pub mod request;
 pub mod stream;
 
@@ -77,7 +79,7 @@ pub fn router(broker: Broker) -> Router {
         .route("/v1/events/{subject}", post(publish::publish_one))
         .route("/v1/events", post(publish::publish_batch).get(stream::pull))
         .route("/v1/requests/{subject}", post(request::request))
-        .route("/v1/stream", get(stream::stream))
+        .route("/v1/stream", get(stream::stream).head(error::get_only))
         .route("/v1/namespaces", get(manage::namespaces))
         .route("/v1/namespaces/{name}", get(manage::namespace))
         .route("/v1/subscriptions", get(manage::subscriptions))

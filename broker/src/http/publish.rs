@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 
+use super::query::{NoParams, Params, Query};
 use crate::broker::{Broker, MAX_BATCH_ITEMS, Publish};
 use crate::error::{Error, ErrorCode};
 use crate::storage::Receipt;
@@ -34,12 +35,7 @@ pub fn receipt_json(r: &Receipt, subject: &str) -> serde_json::Value {
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Error::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    })
+    super::body::read(body, limit, "the request body").await
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Result<Option<String>, Error> {
@@ -62,11 +58,23 @@ pub const DEFAULT_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::fr
 pub const MAX_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// `confirm=N` and `timeout=<duration>`: (N, timeout) when confirmation is asked for.
-fn confirm_params(
-    q: &std::collections::HashMap<String, String>,
-) -> Result<Option<(usize, std::time::Duration)>, Error> {
-    let Some(n) = q.get("confirm") else {
-        if q.contains_key("timeout") {
+/// Query parameters of `POST /v1/events/{subject}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishParams {
+    /// Consumers whose acks the publish waits for.
+    confirm: Option<String>,
+    /// Longest wait for them.
+    timeout: Option<String>,
+}
+
+impl Params for PublishParams {
+    const ACCEPTED: &'static [&'static str] = &["confirm", "timeout"];
+}
+
+fn confirm_params(q: &PublishParams) -> Result<Option<(usize, std::time::Duration)>, Error> {
+    let Some(n) = q.confirm.as_deref() else {
+        if q.timeout.is_some() {
             return Err(Error::new(
                 ErrorCode::InvalidParameter,
                 "timeout is only meaningful with confirm=N",
@@ -77,14 +85,14 @@ fn confirm_params(
     let n = n
         .parse::<usize>()
         .ok()
-        .filter(|n| (1..=MAX_CONFIRM).contains(n))
+        .filter(|c| (1..=MAX_CONFIRM).contains(c) && n.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| {
             Error::new(
                 ErrorCode::InvalidParameter,
                 format!("confirm must be 1 to {MAX_CONFIRM}, got {n:?}"),
             )
         })?;
-    let timeout = match q.get("timeout") {
+    let timeout = match q.timeout.as_deref() {
         None => DEFAULT_CONFIRM_TIMEOUT,
         Some(t) => crate::units::parse_duration(t)
             .ok()
@@ -101,6 +109,11 @@ fn confirm_params(
 
 /// Subjects of this prefix are replies: handed to the waiting request, never stored.
 const INBOX_PREFIX: &str = "_inbox.";
+
+/// Whether `id` (after `_inbox.`) is what the broker opens: 32 lowercase hex digits.
+fn is_inbox_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// One event as a single publish or a request carries it: `subject` from the path, the
 /// payload from the body, event headers from `Bus-Header-*`, the dedup id from `Bus-Msg-Id`,
@@ -155,15 +168,22 @@ pub(crate) async fn read_publish(
 pub async fn publish_one(
     State(broker): State<Broker>,
     subject: Result<Path<String>, PathRejection>,
-    query: super::stream::Params,
+    Query(q): Query<PublishParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let Path(subject) = subject.map_err(super::error::bad_path)?;
-    let axum::extract::Query(q) = query.map_err(super::error::bad_query)?;
     let confirm = confirm_params(&q)?;
     let p = read_publish(&broker, subject.clone(), &headers, body).await?;
-    if p.subject.starts_with(INBOX_PREFIX) {
+    if let Some(id) = p.subject.strip_prefix(INBOX_PREFIX) {
+        if !is_inbox_id(id) {
+            return Err(Error::new(
+                ErrorCode::ReservedNamespace,
+                format!(
+                    "{subject:?} is not an inbox (_inbox.<32 lowercase hex digits>): the _inbox namespace is reserved"
+                ),
+            ));
+        }
         if confirm.is_some() {
             return Err(Error::new(
                 ErrorCode::InvalidParameter,
@@ -285,7 +305,11 @@ fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error>
 }
 
 /// `POST /v1/events`.
-pub async fn publish_batch(State(broker): State<Broker>, body: Body) -> Result<Response, Error> {
+pub async fn publish_batch(
+    State(broker): State<Broker>,
+    _: Query<NoParams>,
+    body: Body,
+) -> Result<Response, Error> {
     let body = read_body(body, MAX_BATCH_BODY_BYTES).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Error::new(ErrorCode::InvalidBatch, "body is not UTF-8"))?;

@@ -18,18 +18,23 @@ use crate::inboxes::Reply;
 use crate::request::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
 
 use super::publish::{HEADER_PREFIX, read_publish};
+use super::query::{Params, Query};
+
+/// Query parameters of `POST /v1/requests/{subject}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestParams {
+    /// Longest wait for the reply.
+    timeout: Option<String>,
+}
+
+impl Params for RequestParams {
+    const ACCEPTED: &'static [&'static str] = &["timeout"];
+}
 
 /// `timeout=<duration>` (default 5 s, at most 5 min).
-fn timeout_param(
-    q: &std::collections::HashMap<String, String>,
-) -> Result<std::time::Duration, Error> {
-    if let Some(k) = q.keys().find(|k| *k != "timeout") {
-        return Err(Error::new(
-            ErrorCode::InvalidParameter,
-            format!("unknown parameter {k:?} (a request takes only timeout)"),
-        ));
-    }
-    match q.get("timeout") {
+fn timeout_param(q: &RequestParams) -> Result<std::time::Duration, Error> {
+    match q.timeout.as_deref() {
         None => Ok(DEFAULT_REQUEST_TIMEOUT),
         Some(t) => crate::units::parse_duration(t)
             .ok()
@@ -66,12 +71,11 @@ fn reply_headers(reply: &Reply, request_id: &str) -> HeaderMap {
 pub async fn request(
     State(broker): State<Broker>,
     subject: Result<Path<String>, PathRejection>,
-    query: super::stream::Params,
+    Query(q): Query<RequestParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let Path(subject) = subject.map_err(super::error::bad_path)?;
-    let axum::extract::Query(q) = query.map_err(super::error::bad_query)?;
     let timeout = timeout_param(&q)?;
     let p = read_publish(&broker, subject, &headers, body).await?;
     let (receipt, reply) = broker.request(p, timeout).await?;

@@ -9,26 +9,21 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 
+use super::query::{Params, Query};
 use crate::broker::{Broker, MAX_PULL_LIMIT, MAX_PULL_WAIT};
 use crate::delivery::{AckMode, Attach, ConsumerSettings, Out};
 use crate::error::{Error, ErrorCode};
 use crate::subscription::Delivery;
 use crate::units::parse_duration;
 
-pub(crate) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
-
-pub(crate) fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    q.get(name).map(String::as_str)
-}
-
-pub(crate) fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, Error> {
-    param(q, name).ok_or_else(|| {
+/// A required parameter.
+pub(crate) fn required<'a>(v: &'a Option<String>, name: &str) -> Result<&'a str, Error> {
+    v.as_deref().ok_or_else(|| {
         Error::new(
             ErrorCode::InvalidParameter,
             format!("missing query parameter {name:?}"),
@@ -37,13 +32,13 @@ pub(crate) fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result
 }
 
 fn duration_param(
-    q: &HashMap<String, String>,
+    v: Option<&str>,
     name: &str,
     default: Duration,
     min: Duration,
     max: Duration,
 ) -> Result<Duration, Error> {
-    let Some(v) = param(q, name) else {
+    let Some(v) = v else {
         return Ok(default);
     };
     let d = parse_duration(v)
@@ -57,14 +52,113 @@ fn duration_param(
     Ok(d)
 }
 
+/// Query parameters of `GET /v1/stream`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// Subscription pattern (required).
+    pattern: Option<String>,
+    /// Start position.
+    from: Option<String>,
+    /// Keep-alive interval.
+    heartbeat: Option<String>,
+    /// What EventSource polyfills send instead of the `Last-Event-ID` header.
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+    /// Durable consumer name.
+    durable: Option<String>,
+    /// Queue group name.
+    group: Option<String>,
+    /// Ack mode.
+    ack: Option<String>,
+    /// Consumer setting.
+    ack_wait: Option<String>,
+    /// Consumer setting.
+    max_deliver: Option<String>,
+    /// Consumer setting.
+    backoff: Option<String>,
+    /// Consumer setting.
+    max_in_flight: Option<String>,
+    /// This member's cap on deliveries.
+    limit: Option<String>,
+}
+
+impl Params for StreamParams {
+    const ACCEPTED: &'static [&'static str] = &[
+        "pattern",
+        "from",
+        "heartbeat",
+        "lastEventId",
+        "durable",
+        "group",
+        "ack",
+        "ack_wait",
+        "max_deliver",
+        "backoff",
+        "max_in_flight",
+        "limit",
+    ];
+}
+
+impl StreamParams {
+    /// Whether the subscription attaches to a consumer: manual acks, a durable, or a group.
+    fn is_consumer_stream(&self) -> bool {
+        self.durable.is_some()
+            || self.group.is_some()
+            || self.ack.as_deref().is_some_and(|a| a != "none")
+    }
+
+    /// The consumer settings given, by name (absent ones are not listed).
+    fn settings_given(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("ack", &self.ack),
+            ("ack_wait", &self.ack_wait),
+            ("max_deliver", &self.max_deliver),
+            ("backoff", &self.backoff),
+            ("max_in_flight", &self.max_in_flight),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
 /// `GET /v1/stream`.
 pub async fn stream(
     State(broker): State<Broker>,
-    query: Params,
+    Query(q): Query<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let Query(q) = query.map_err(super::error::bad_query)?;
-    let pattern = required(&q, "pattern")?;
+    let pattern = required(&q.pattern, "pattern")?;
+    let heartbeat = duration_param(
+        q.heartbeat.as_deref(),
+        "heartbeat",
+        broker.config().heartbeat,
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    )?;
+    if q.is_consumer_stream() {
+        // A consumer resumes from its own state; a new one starts at `from`. Last-Event-ID,
+        // which EventSource sends on every reconnect, is ignored (http-api.md).
+        let from = q.from.as_deref().unwrap_or("newest");
+        return consumer_stream(broker, &q, pattern, from, heartbeat).await;
+    }
+    for (name, given) in [
+        ("ack_wait", &q.ack_wait),
+        ("max_deliver", &q.max_deliver),
+        ("backoff", &q.backoff),
+        ("max_in_flight", &q.max_in_flight),
+        ("limit", &q.limit),
+    ] {
+        if given.is_some() {
+            return Err(Error::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "{name} applies only to a consumer stream (durable=, group= or ack=manual), not to a plain stream"
+                ),
+            ));
+        }
+    }
     let last_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -75,20 +169,11 @@ pub async fn stream(
         })?),
     }
     .filter(|s| !s.is_empty());
-    let from = last_id.or(param(&q, "from")).unwrap_or("newest").to_owned();
-    let heartbeat = duration_param(
-        &q,
-        "heartbeat",
-        broker.config().heartbeat,
-        Duration::from_secs(1),
-        Duration::from_secs(300),
-    )?;
-    if is_consumer_stream(&q) {
-        // A consumer resumes from its own state; a new one starts at `from`. Last-Event-ID,
-        // which EventSource sends on every reconnect, is ignored (http-api.md).
-        let from = param(&q, "from").unwrap_or("newest");
-        return consumer_stream(broker, &q, pattern, from, heartbeat).await;
-    }
+    let from = last_id
+        .or(q.last_event_id.as_deref())
+        .or(q.from.as_deref())
+        .unwrap_or("newest")
+        .to_owned();
     let mut sub = broker.subscribe(pattern, &from)?;
     let token = broker.shutdown_token();
     // The cursor of where the stream starts: resuming from it before any event arrived
@@ -158,43 +243,69 @@ fn sse_response(
     resp
 }
 
-/// Whether the subscription attaches to a consumer: manual acks, a durable, or a group.
-fn is_consumer_stream(q: &HashMap<String, String>) -> bool {
-    q.contains_key("durable")
-        || q.contains_key("group")
-        || param(q, "ack").is_some_and(|a| a != "none")
-}
-
-/// A stream of a consumer's deliveries to one member.
+/// A stream of a consumer's deliveries to one member. The settings given apply when the
+/// consumer is created; attaching to an existing consumer with an `ack`, `ack_wait`,
+/// `max_deliver` or `backoff` that differs from its own is `409 consumer_conflict`, and
+/// changes nothing. `max_in_flight` on an existing consumer caps this member only.
 async fn consumer_stream(
     broker: Broker,
-    q: &HashMap<String, String>,
+    q: &StreamParams,
     pattern: &str,
     from: &str,
     heartbeat: Duration,
 ) -> Result<Response, Error> {
-    let settings = ConsumerSettings::from_query(q)?;
-    let member_max = param(q, "max_in_flight")
+    let given = q.settings_given();
+    let map: HashMap<String, String> = given
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let settings = ConsumerSettings::from_query(&map)?;
+    let member_max = q
+        .max_in_flight
+        .as_deref()
         .map(crate::delivery::settings::parse_max_in_flight)
         .transpose()?;
-    let attach = Attach {
-        durable: param(q, "durable").map(str::to_owned),
-        group: param(q, "group").map(str::to_owned),
-        settings,
-        member_max,
-    };
-    let limit = match param(q, "limit") {
+    let limit = match q.limit.as_deref() {
         None => None,
-        Some(v) => Some(v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-            Error::new(
-                ErrorCode::InvalidParameter,
-                format!("limit must be a whole number from 1, got {v:?}"),
-            )
-        })?),
+        Some(v) => Some(
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n >= 1 && v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::InvalidParameter,
+                        format!("limit must be a whole number from 1, got {v:?}"),
+                    )
+                })?,
+        ),
+    };
+    // `limit` alone caps this member's deliveries in flight too, without touching the
+    // consumer's settings: the member cap is min(max_in_flight, limit).
+    let limit_cap = limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let member_max = match (member_max, limit_cap) {
+        (Some(m), Some(l)) => Some(m.min(l)),
+        (m, l) => m.or(l),
+    };
+    let attach = Attach {
+        durable: q.durable.clone(),
+        group: q.group.clone(),
+        settings: settings.clone(),
+        member_max,
     };
     let mut member = broker.attach(pattern, from, attach).await?;
     if let Some(l) = limit {
         member.set_limit(l);
+    }
+    let have = member.consumer().settings();
+    if let Some(name) = differing(&given, &settings, &have) {
+        let consumer = member.consumer().name().to_owned();
+        drop(member);
+        return Err(Error::new(
+            ErrorCode::ConsumerConflict,
+            format!(
+                "consumer {consumer:?} exists with another {name}; attach without it, or change it with PATCH /v1/consumers/{consumer}"
+            ),
+        ));
     }
     let consumer = member.consumer().clone();
     let info = consumer.info();
@@ -247,21 +358,57 @@ async fn consumer_stream(
     Ok(sse_response(events, heartbeat))
 }
 
+/// The first setting given on attach whose value differs from the consumer's own.
+fn differing(
+    given: &[(&'static str, &str)],
+    asked: &ConsumerSettings,
+    have: &ConsumerSettings,
+) -> Option<&'static str> {
+    given.iter().map(|(k, _)| *k).find(|k| match *k {
+        "ack" => asked.ack != have.ack,
+        "ack_wait" => asked.ack_wait != have.ack_wait,
+        "max_deliver" => asked.max_deliver != have.max_deliver,
+        "backoff" => asked.backoff != have.backoff,
+        // On an existing consumer, max_in_flight caps this member only (never a conflict).
+        _ => false,
+    })
+}
+
 fn sub_id(sub: &crate::subscription::Subscription) -> String {
     sub.id().unwrap_or_default()
 }
 
+/// Query parameters of `GET /v1/events`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullParams {
+    /// Subscription pattern (required).
+    pattern: Option<String>,
+    /// Start position.
+    from: Option<String>,
+    /// Most events returned.
+    limit: Option<String>,
+    /// Longest wait for the first event.
+    wait: Option<String>,
+}
+
+impl Params for PullParams {
+    const ACCEPTED: &'static [&'static str] = &["pattern", "from", "limit", "wait"];
+}
+
 /// `GET /v1/events`: a page of events and the cursor to continue from.
-pub async fn pull(State(broker): State<Broker>, query: Params) -> Result<Response, Error> {
-    let Query(q) = query.map_err(super::error::bad_query)?;
-    let pattern = required(&q, "pattern")?;
-    let from = param(&q, "from").unwrap_or("newest");
-    let limit = match param(&q, "limit") {
+pub async fn pull(
+    State(broker): State<Broker>,
+    Query(q): Query<PullParams>,
+) -> Result<Response, Error> {
+    let pattern = required(&q.pattern, "pattern")?;
+    let from = q.from.as_deref().unwrap_or("newest");
+    let limit = match q.limit.as_deref() {
         None => 100,
         Some(v) => v
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=MAX_PULL_LIMIT).contains(n))
+            .filter(|n| (1..=MAX_PULL_LIMIT).contains(n) && v.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::InvalidParameter,
@@ -269,7 +416,13 @@ pub async fn pull(State(broker): State<Broker>, query: Params) -> Result<Respons
                 )
             })?,
     };
-    let wait = duration_param(&q, "wait", Duration::ZERO, Duration::ZERO, MAX_PULL_WAIT)?;
+    let wait = duration_param(
+        q.wait.as_deref(),
+        "wait",
+        Duration::ZERO,
+        Duration::ZERO,
+        MAX_PULL_WAIT,
+    )?;
     let page = broker.pull(pattern, from, limit, wait).await?;
     let mut body = String::with_capacity(256 + page.events.len() * 256);
     body.push_str("{\"events\":[");

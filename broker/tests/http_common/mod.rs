@@ -804,3 +804,74 @@ pub fn name_of(hello: &Value) -> String {
         .expect("consumer name")
         .to_owned()
 }
+
+/// A response read off a raw connection: the status code, the header block as text, and
+/// the body (what follows the blank line, not de-chunked).
+#[derive(Debug)]
+pub struct RawResp {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResp {
+    /// Asserts a JSON error body `{"error":{"code":code,...}}` with status `status`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}\n\n{}", self.head, self.body);
+        let start = self
+            .body
+            .find('{')
+            .unwrap_or_else(|| panic!("no JSON body: {}\n\n{:?}", self.head, self.body));
+        let end = self.body.rfind('}').map_or(self.body.len(), |i| i + 1);
+        let v: Value = serde_json::from_str(&self.body[start..end])
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body));
+        assert_eq!(v["error"]["code"], code, "{v}");
+    }
+}
+
+/// Writes `bytes` on a new connection to `addr` and reads the first response until the
+/// connection closes or the response is complete (by Content-Length), within [`WAIT`].
+/// For requests the HTTP client cannot send: malformed framing, oversized heads.
+pub async fn raw_http(addr: SocketAddr, bytes: &[u8]) -> RawResp {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within("raw HTTP exchange", async {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // The server may answer (and close) before it read everything: ignore write errors.
+        let _ = c.write_all(bytes).await;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = match c.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(h) = text.find("\r\n\r\n") {
+                let head = &text[..h];
+                let len = head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                });
+                if len.is_some_and(|len| text.len() >= h + 4 + len) {
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        RawResp {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
+    })
+    .await
+}
