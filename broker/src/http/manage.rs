@@ -44,7 +44,7 @@ pub async fn healthz(State(broker): State<Broker>) -> Result<Response, Error> {
             "the broker is shutting down",
         ));
     }
-    Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
+    Ok(axum::Json(broker.health()).into_response())
 }
 
 /// `GET /metrics`.
