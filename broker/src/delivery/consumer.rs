@@ -115,6 +115,9 @@ struct Durable {
     /// waiter that saw fewer failures when its ack was applied answers with an error; the
     /// next write is tried afresh (the state log heals by itself).
     failures: u64,
+    /// Set when the writer stopped (the broker closes, or the consumer was deleted): what
+    /// is not durable by then never will be, so its waiters are answered at once.
+    stopped: bool,
 }
 
 /// Longest pause between attempts to write a changed state that no ack waits for, after a
@@ -478,6 +481,7 @@ impl Consumer {
                 break;
             }
         }
+        p.durable.send_modify(|d| d.stopped = true);
     }
 
     /// Failed state writes so far; read under the state's lock together with the change
@@ -498,9 +502,19 @@ impl Consumer {
         let mut rx = p.durable.subscribe();
         p.urgent.notify_one();
         let d = rx
-            .wait_for(|d| d.version >= version || d.failures > failures)
+            .wait_for(|d| d.version >= version || d.failures > failures || d.stopped)
             .await
             .map_err(|_| Error::new(ErrorCode::ShuttingDown, "the broker is shutting down"))?;
+        if d.version < version && d.stopped && d.failures <= failures {
+            return Err(if self.deleted.is_cancelled() {
+                self.deleted_error()
+            } else {
+                Error::new(
+                    ErrorCode::ShuttingDown,
+                    "the broker is shutting down; the change was not made durable",
+                )
+            });
+        }
         if d.failures > failures {
             return Err(Error::new(
                 ErrorCode::ReadOnly,
