@@ -294,3 +294,39 @@ async fn a_stream_limit_caps_its_member_without_changing_the_consumer() {
     let (mut b, _) = s.attach("pattern=job.%3E&durable=mailer&limit=2").await;
     assert_eq!(next(&mut b).await, d("2", 1));
 }
+
+/// The broker's limits on the request head answer with the JSON error body, not the HTTP
+/// library's bare status: too many headers, too many header bytes, too long a URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_get_the_json_error() {
+    let s = TestServer::start_default().await;
+    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..200 {
+        req.push_str(&format!("X-H-{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_http(s.addr(), req.as_bytes())
+        .await
+        .assert_error(431, "headers_too_large");
+    let big = "v".repeat(70 * 1024);
+    let req =
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {big}\r\n\r\n");
+    raw_http(s.addr(), req.as_bytes())
+        .await
+        .assert_error(431, "headers_too_large");
+    // Past the broker's 32 KiB (hyper's own fixed limit, 65,534 bytes, is further on).
+    let path = format!("/v1/events/user.{}", "a".repeat(40 * 1024));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    raw_http(s.addr(), req.as_bytes())
+        .await
+        .assert_error(414, "uri_too_long");
+    // Within the limits, a request goes through.
+    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..90 {
+        req.push_str(&format!("X-H-{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    assert_eq!(raw_http(s.addr(), req.as_bytes()).await.status, 200);
+}

@@ -49,6 +49,41 @@ async fn refuse_when_stopping(State(broker): State<Broker>, req: Request, next: 
     next.run(req).await
 }
 
+/// The broker's limits on the request head, answered with the JSON error body (the HTTP
+/// library's own limits are set past these in `server.rs`).
+async fn limit_head(req: Request, next: Next) -> Response {
+    use crate::server::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Error::new(
+            ErrorCode::UriTooLong,
+            format!("the path and query are {uri_len} bytes; at most {MAX_URI_BYTES} are taken"),
+        )
+        .into_response();
+    }
+    let count = req.headers().len();
+    if count > MAX_HEADERS {
+        return Error::new(
+            ErrorCode::HeadersTooLarge,
+            format!("{count} request headers; at most {MAX_HEADERS} are taken"),
+        )
+        .into_response();
+    }
+    let bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Error::new(
+            ErrorCode::HeadersTooLarge,
+            format!("{bytes} bytes of request headers; at most {MAX_HEADER_BYTES} are taken"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
     if origins.is_empty() {
@@ -107,6 +142,7 @@ pub fn router(broker: Broker) -> Router {
             broker.clone(),
             refuse_when_stopping,
         ))
+        .layer(axum::middleware::from_fn(limit_head))
         .with_state(broker);
     match cors {
         Some(c) => app.layer(c),
