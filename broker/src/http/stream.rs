@@ -303,7 +303,7 @@ async fn consumer_stream(
         return Err(Error::new(
             ErrorCode::ConsumerConflict,
             format!(
-                "consumer {consumer:?} exists with another {name}; attach without it, or change it with PATCH /v1/consumers/{consumer}"
+                "consumer {consumer:?} exists with another {name}; its settings are kept: attach without {name}, or with the consumer's own value (GET /v1/consumers/{consumer})"
             ),
         ));
     }
