@@ -501,11 +501,13 @@ impl Log {
 
     /// Asks a read-only log to probe its disk now (space was just freed) rather than at its
     /// next [`PROBE_INTERVAL`]. The receiver's value grows by one at every heal.
-    pub fn probe_now(&self) -> watch::Receiver<u64> {
-        let rx = self.shared.healed.subscribe();
+    /// Returns the receiver with the heal count as it was before the probe was asked for.
+    pub fn probe_now(&self) -> (watch::Receiver<u64>, u64) {
+        let mut rx = self.shared.healed.subscribe();
+        let seen = *rx.borrow_and_update();
         lock(&self.shared.queue).probe = true;
         self.shared.wake.notify_all();
-        rx
+        (rx, seen)
     }
 
     /// Finishes queued appends, syncs, writes a clean checkpoint and stops the writer.
@@ -1308,7 +1310,13 @@ impl Writer {
             let (file, path, pos) = (&self.file, &*self.path, self.write_pos);
             file.write_all_at(&[0; PROBE_BYTES], pos)
                 .map_err(|e| StorageError::io("write (probe)", path, e))
-                .and_then(|()| sync_file(&self.shared, &**file, path))
+                .and_then(|()| {
+                    // A failed sync here may have lost answered but unsynced pages (under
+                    // `interval` and `never`): it counts as a sync failure.
+                    sync_file(&self.shared, &**file, path).inspect_err(|e| {
+                        self.shared.set_sync_failure(e);
+                    })
+                })
                 .and_then(|()| {
                     file.set_len(pos)
                         .map_err(|e| StorageError::io("truncate (probe)", path, e))
@@ -1398,14 +1406,14 @@ impl Writer {
         let dir = self.shared.dir.clone();
         let new_first = self.next_seq;
         let new_path = dir.join(segment::segment_name(new_first));
-        let file = create_segment(
+        let created = create_segment(
             &*self.fs,
             &dir,
             &new_path,
             self.shared.incarnation,
             new_first,
-        )?;
-        {
+        )
+        .and_then(|file| {
             let dedup = lock(&self.shared.dedup);
             Checkpoint::write(
                 &dir,
@@ -1416,7 +1424,21 @@ impl Writer {
                 dedup.entries(),
             )
             .map_err(|e| StorageError::io("write checkpoint", &dir, e))?;
-        }
+            Ok(file)
+        });
+        let file = match created {
+            Ok(file) => file,
+            Err(e) => {
+                // The namespace heals and writes on in the old segment: a new segment left
+                // behind would be taken as the active one at the next start.
+                if let Err(rm) = std::fs::remove_file(&new_path)
+                    && rm.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::error!(path = %new_path.display(), error = %rm, "could not remove the segment of a failed roll");
+                }
+                return Err(e);
+            }
+        };
         {
             let mut v = self.shared.write_view();
             let sealed = SealedSegment::new(

@@ -151,8 +151,7 @@ impl LogStateStore {
                 let _shared = gate.read().await;
                 let receipts = match log.append(vec![event.clone()]).await {
                     Err(e) if e.is_disk_full() && release_reserve(&reserve) => {
-                        let mut healed = log.probe_now();
-                        let seen = *healed.borrow_and_update();
+                        let (mut healed, seen) = log.probe_now();
                         let _ =
                             tokio::time::timeout(RESERVE_HEAL_WAIT, healed.wait_for(|n| *n > seen))
                                 .await;
