@@ -900,3 +900,57 @@ async fn retention_wins_over_pending_deliveries_with_a_gap_notice() {
     let c = s.consumer("r").await;
     assert_eq!(c["pending"], 3, "only the new deliveries are pending: {c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_changes_settings_durably_and_refuses_what_cannot_change() {
+    let mut s = TestServer::start_default().await;
+    let (st, _) = s
+        .attach("pattern=user.%3E&durable=w&ack=manual&max_in_flight=2")
+        .await;
+    let patch = |body: &'static str| {
+        let s = &s;
+        async move {
+            let r = s
+                .request(
+                    hyper::Method::PATCH,
+                    "/v1/consumers/w",
+                    &[("content-type", "application/json")],
+                    body,
+                )
+                .await;
+            r
+        }
+    };
+    let r =
+        patch(r#"{"max_in_flight":50,"ack_wait":"1m30s","max_deliver":3,"backoff":["1s","5s"]}"#)
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let info = r.json();
+    assert_eq!(info["max_in_flight"], 50);
+    assert_eq!(info["max_deliver"], 3);
+    assert_eq!(info["ack_wait"], "90000ms");
+    assert_eq!(info["backoff"], serde_json::json!(["1000ms", "5000ms"]));
+    patch(r#"{"ack":"none"}"#)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    patch(r#"{"max_inflight":5}"#)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "unknown_parameter");
+    patch(r#"{"ack_wait":"1 s"}"#)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    s.request(hyper::Method::PATCH, "/v1/consumers/nope", &[], "{}")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "unknown_consumer");
+    // Refused patches changed nothing; null and [] clear; it all survives a restart.
+    let r = patch(r#"{"max_deliver":null,"backoff":[]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    drop(st);
+    s.restart().await;
+    let info = s.consumer("w").await;
+    assert_eq!(info["max_in_flight"], 50, "{info}");
+    assert_eq!(info["max_deliver"], serde_json::Value::Null);
+    assert_eq!(info["backoff"], serde_json::json!([]));
+    assert_eq!(info["ack_wait"], "90000ms");
+    assert_eq!(info["ack"], "manual");
+}

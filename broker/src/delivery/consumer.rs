@@ -949,6 +949,23 @@ impl Consumer {
         results
     }
 
+    /// Changes the settings (the ack mode stays) and answers the consumer's listing once
+    /// the change is durable (durable consumers).
+    pub async fn update_settings(&self, settings: ConsumerSettings) -> Result<ConsumerInfo, Error> {
+        if self.deleted.is_cancelled() {
+            return Err(self.deleted_error());
+        }
+        let (version, failures) = {
+            let mut st = lock(&self.state);
+            st.set_settings(settings);
+            (st.version(), self.failures())
+        };
+        // A wider bound may let members take more at once.
+        self.changed.notify_waiters();
+        self.durable(version, failures).await?;
+        Ok(self.info())
+    }
+
     /// Moves the consumer to `start`: pending deliveries are dropped and reading restarts.
     pub async fn seek(&self, start: &StartSpec) -> Result<(), Error> {
         self.seeking.store(true, Ordering::Release);

@@ -88,6 +88,8 @@ struct Entry {
 struct Member {
     held: usize,
     max: usize,
+    /// The member's own cap as it asked (its `max` is this within `max_in_flight`).
+    requested: Option<usize>,
 }
 
 /// What an acknowledgement verb did.
@@ -358,10 +360,33 @@ impl ConsumerState {
     /// Adds a member that holds at most `max` deliveries at once (never more than the
     /// consumer's `max_in_flight`).
     pub fn join(&mut self, id: MemberId, max: Option<usize>) {
+        let requested = max;
         let max = max
             .unwrap_or(self.settings.max_in_flight)
             .min(self.settings.max_in_flight);
-        self.members.insert(id, Member { held: 0, max });
+        self.members.insert(
+            id,
+            Member {
+                held: 0,
+                max,
+                requested,
+            },
+        );
+    }
+
+    /// Changes the settings (`PATCH /v1/consumers/{name}`; the ack mode stays). Pending
+    /// deliveries keep their deadlines; the new ack wait, backoff and `max_deliver` apply
+    /// from their next delivery, the new `max_in_flight` to new deliveries at once.
+    pub fn set_settings(&mut self, settings: ConsumerSettings) {
+        let cap = settings.max_in_flight;
+        for m in self.members.values_mut() {
+            m.max = m.requested.unwrap_or(cap).min(cap);
+        }
+        self.settings = ConsumerSettings {
+            ack: self.settings.ack,
+            ..settings
+        };
+        self.bump();
     }
 
     /// Removes a member; what it held is ready for the others at once, except events that
@@ -721,6 +746,29 @@ mod tests {
         assert_eq!(s.rollback(), vec![k.clone()]);
         assert_eq!(s.take_ready(1, now), None);
         assert_eq!(s.count(&k), Some(1));
+    }
+
+    #[test]
+    fn new_settings_apply_to_members_and_later_deliveries() {
+        let now = Instant::now();
+        let mut s = manual(None, 1);
+        s.join(1, None);
+        s.join(2, Some(5));
+        s.deliver_new(1, Key::new("user", 1), now);
+        assert!(!s.room_for_new(2));
+        let mut wider = s.settings().clone();
+        wider.max_in_flight = 10;
+        wider.max_deliver = Some(1);
+        let v = s.version();
+        s.set_settings(wider);
+        assert!(s.version() > v);
+        // Member 1 follows the consumer's bound; member 2 keeps its own cap of 5.
+        assert!(s.room_for_new(1) && s.room_for_new(2));
+        for seq in 2..=6 {
+            s.deliver_new(2, Key::new("user", seq), now);
+        }
+        assert!(!s.room_for_new(2));
+        assert!(s.settings().exhausted(1));
     }
 
     #[test]

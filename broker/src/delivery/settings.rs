@@ -116,7 +116,13 @@ impl ConsumerSettings {
     /// The settings named by query parameters `ack`, `ack_wait`, `max_deliver`, `backoff`
     /// (comma-separated durations) and `max_in_flight`; absent ones take their defaults.
     pub fn from_query(q: &HashMap<String, String>) -> Result<ConsumerSettings, Error> {
-        let mut s = ConsumerSettings::default();
+        ConsumerSettings::default().with_query(q)
+    }
+
+    /// These settings with the ones named in `q` changed (same names and grammar as
+    /// [`ConsumerSettings::from_query`]).
+    pub fn with_query(mut self, q: &HashMap<String, String>) -> Result<ConsumerSettings, Error> {
+        let s = &mut self;
         if let Some(v) = q.get("ack") {
             s.ack = match v.as_str() {
                 "none" => AckMode::None,
@@ -159,7 +165,7 @@ impl ConsumerSettings {
         if let Some(v) = q.get("max_in_flight") {
             s.max_in_flight = parse_max_in_flight(v)?;
         }
-        Ok(s)
+        Ok(self)
     }
 
     /// The ack wait after delivery number `count` (1 for the first).

@@ -65,6 +65,77 @@ pub async fn get(
     Ok(axum::Json(consumer(&broker, &name)?.info()).into_response())
 }
 
+/// Largest body of `PATCH /v1/consumers/{name}`.
+pub const MAX_SETTINGS_BODY_BYTES: usize = 64 * 1024;
+/// The settings `PATCH /v1/consumers/{name}` may change.
+const PATCHABLE: &[&str] = &["ack_wait", "max_deliver", "backoff", "max_in_flight"];
+
+/// `PATCH /v1/consumers/{name}` with a JSON object of the settings to change (all optional):
+/// `ack_wait` (a duration), `max_deliver` (a whole number, `null` for unlimited), `backoff`
+/// (an array of durations, `[]` for none), `max_in_flight`. The ack mode and the filter
+/// cannot change. Answers the consumer's listing once the change is durable.
+pub async fn update(
+    State(broker): State<Broker>,
+    name: Result<Path<String>, PathRejection>,
+    _: Query<NoParams>,
+    body: Body,
+) -> Result<Response, Error> {
+    let Path(name) = name.map_err(super::error::bad_path)?;
+    let c = consumer(&broker, &name)?;
+    let bytes = super::body::read(body, MAX_SETTINGS_BODY_BYTES, "consumer settings").await?;
+    let invalid = |m: String| Error::new(ErrorCode::InvalidParameter, m);
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
+        .map_err(|e| {
+            invalid(format!(
+                "consumer settings are a JSON object with any of {}: {e}",
+                PATCHABLE.join(", ")
+            ))
+        })?;
+    let mut q = std::collections::HashMap::new();
+    let (mut unlimited, mut no_backoff) = (false, false);
+    for (k, v) in &fields {
+        let text = match (k.as_str(), v) {
+            ("ack" | "pattern", _) => {
+                return Err(invalid(format!(
+                    "{k} cannot change; delete the consumer and create it anew"
+                )));
+            }
+            (k, _) if !PATCHABLE.contains(&k) => {
+                return Err(Error::new(
+                    ErrorCode::UnknownParameter,
+                    format!("unknown setting {k:?}; accepted: {}", PATCHABLE.join(", ")),
+                ));
+            }
+            ("max_deliver", serde_json::Value::Null) => {
+                unlimited = true;
+                continue;
+            }
+            ("backoff", serde_json::Value::Array(steps)) if steps.is_empty() => {
+                no_backoff = true;
+                continue;
+            }
+            ("backoff", serde_json::Value::Array(steps)) => steps
+                .iter()
+                .map(|s| s.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("backoff must be an array of durations".into()))?
+                .join(","),
+            ("ack_wait", serde_json::Value::String(s)) => s.clone(),
+            ("max_deliver" | "max_in_flight", serde_json::Value::Number(n)) => n.to_string(),
+            (k, v) => return Err(invalid(format!("{k}: unexpected value {v}"))),
+        };
+        q.insert(k.clone(), text);
+    }
+    let mut settings = c.settings().with_query(&q)?;
+    if unlimited {
+        settings.max_deliver = None;
+    }
+    if no_backoff {
+        settings.backoff.clear();
+    }
+    Ok(axum::Json(c.update_settings(settings).await?).into_response())
+}
+
 /// `DELETE /v1/consumers/{name}`.
 pub async fn delete(
     State(broker): State<Broker>,

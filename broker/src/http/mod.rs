@@ -33,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/consumers"),
     ("GET", "/v1/consumers/{name}"),
     ("DELETE", "/v1/consumers/{name}"),
+    ("PATCH", "/v1/consumers/{name}"),
     ("POST", "/v1/consumers/{name}/seek"),
     ("POST", "/v1/consumers/{name}/acks"),
     ("POST", "/v1/consumers/{name}/events/{id}/{op}"),
@@ -101,6 +102,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 axum::http::Method::GET,
                 axum::http::Method::POST,
                 axum::http::Method::DELETE,
+                axum::http::Method::PATCH,
             ])
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(ExposeHeaders::any()),
@@ -121,7 +123,9 @@ pub fn router(broker: Broker) -> Router {
         .route("/v1/consumers", get(consumers::list))
         .route(
             "/v1/consumers/{name}",
-            get(consumers::get).delete(consumers::delete),
+            get(consumers::get)
+                .delete(consumers::delete)
+                .patch(consumers::update),
         )
         .route("/v1/consumers/{name}/seek", post(consumers::seek))
         .route(
