@@ -910,15 +910,13 @@ async fn patch_changes_settings_durably_and_refuses_what_cannot_change() {
     let patch = |body: &'static str| {
         let s = &s;
         async move {
-            let r = s
-                .request(
-                    hyper::Method::PATCH,
-                    "/v1/consumers/w",
-                    &[("content-type", "application/json")],
-                    body,
-                )
-                .await;
-            r
+            s.request(
+                hyper::Method::PATCH,
+                "/v1/consumers/w",
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
         }
     };
     let r =

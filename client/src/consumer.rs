@@ -155,6 +155,16 @@ pub struct SubscribeOptions {
 }
 
 impl SubscribeOptions {
+    /// These options without the settings of a new consumer (ack wait, max deliver,
+    /// backoff): what a reconnection to an existing durable consumer sends, so that a
+    /// change made since (`PATCH /v1/consumers/{name}`) is not refused as a conflict.
+    pub(crate) fn without_consumer_settings(mut self) -> SubscribeOptions {
+        self.ack_wait = None;
+        self.max_deliver = None;
+        self.backoff.clear();
+        self
+    }
+
     /// A plain subscription from [`Start::Newest`], no consumer.
     ///
     /// ```no_run
@@ -517,6 +527,23 @@ mod tests {
         );
         let q = SubscribeOptions::new().group("g w").query("a");
         assert_eq!(q, "pattern=a&from=newest&group=g%20w");
+    }
+
+    #[test]
+    fn a_reconnecting_durable_attaches_by_name_without_new_consumer_settings() {
+        let q = SubscribeOptions::new()
+            .ack(AckMode::Manual)
+            .durable("orders")
+            .ack_wait(Duration::from_secs(10))
+            .max_deliver(5)
+            .backoff([Duration::from_secs(1)])
+            .max_in_flight(20)
+            .without_consumer_settings()
+            .query("order.*");
+        assert_eq!(
+            q,
+            "pattern=order.%2A&from=newest&ack=manual&durable=orders&max_in_flight=20"
+        );
     }
 
     #[test]

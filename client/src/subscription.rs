@@ -255,6 +255,13 @@ impl Subscription {
         if !named && let Some(c) = start {
             options = options.from(Start::Cursor(c.clone()));
         }
+        // A durable consumer exists by now: attach by name, keeping whatever settings it has.
+        if matches!(
+            self.subscribed.as_ref().and_then(|s| s.kind),
+            Some(ConsumerKind::Durable)
+        ) {
+            options = options.without_consumer_settings();
+        }
         if let Some(limit) = options.limit_value() {
             let left = limit.saturating_sub(resume.yielded);
             if left == 0 {
