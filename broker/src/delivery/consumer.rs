@@ -464,7 +464,7 @@ impl Consumer {
                         failed = true;
                         let dead = {
                             let mut st = lock(&self.state);
-                            let dead = st.rollback();
+                            let dead = st.rollback(Instant::now());
                             // Under the state's lock: an ack applied before the rollback
                             // sees this failure, one applied after it does not.
                             p.durable.send_modify(|d| d.failures += 1);

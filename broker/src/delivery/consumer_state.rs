@@ -288,9 +288,12 @@ impl ConsumerState {
 
     /// The write of the state failed: every resolution not yet durable is undone, each entry
     /// as it was (held by its member with its ack wait when the member is still there, else
-    /// ready to go out again). Returns the entries that were being dead-lettered, to publish
-    /// their dead letters again (their dedup ids keep that idempotent).
-    pub fn rollback(&mut self) -> Vec<Key> {
+    /// ready to go out again). An ack wait that ran out while the write was in flight
+    /// starts again at `now`: the member did ack in time, and its retry must not find the
+    /// event redelivered, or dead-lettered after its last delivery. Returns the entries that
+    /// were being dead-lettered, to publish their dead letters again (their dedup ids keep
+    /// that idempotent).
+    pub fn rollback(&mut self, now: Instant) -> Vec<Key> {
         let mut dead = Vec::new();
         let undone = std::mem::take(&mut self.resolving);
         let any = !undone.is_empty();
@@ -302,6 +305,12 @@ impl ConsumerState {
             } else if let Some(m) = entry.holder.and_then(|h| self.members.get_mut(&h)) {
                 m.held += 1;
                 if let Some(due) = entry.due {
+                    let due = if due <= now {
+                        now + self.settings.wait_after(entry.count)
+                    } else {
+                        due
+                    };
+                    entry.due = Some(due);
                     self.timers.insert((due, key.clone()));
                 }
             } else {
@@ -703,13 +712,30 @@ mod tests {
         assert_eq!(s.snapshot().pending, vec![("user".to_owned(), 2, 1)]);
         assert_eq!(s.apply(&a, Verb::Ack, now).0, Outcome::AlreadyResolved);
         let before = s.version();
-        assert!(s.rollback().is_empty());
+        assert!(s.rollback(now).is_empty());
         assert!(s.version() > before);
         // Held again by its member, with its ack wait: it comes back when that runs out.
         assert_eq!(s.pending_count(), 2);
         assert_eq!(s.take_ready(1, now), None);
         assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(30)));
         assert_eq!(s.apply(&a, Verb::Ack, now).0, Outcome::Acked);
+    }
+
+    #[test]
+    fn an_ack_wait_that_ran_out_during_the_failed_write_starts_again() {
+        let now = Instant::now();
+        let mut s = manual(Some(1), 10).tentative();
+        s.join(1, None);
+        let k = Key::new("user", 1);
+        s.deliver_new(1, k.clone(), now);
+        s.apply(&k, Verb::Ack, now);
+        let later = now + Duration::from_secs(31);
+        assert!(s.rollback(later).is_empty());
+        // Not dead-lettered (its only delivery) nor redelivered: held, with a fresh wait.
+        assert!(s.expire(later).is_empty());
+        assert_eq!(s.take_ready(1, later), None);
+        assert_eq!(s.next_deadline(), Some(later + Duration::from_secs(30)));
+        assert_eq!(s.apply(&k, Verb::Ack, later).0, Outcome::Acked);
     }
 
     #[test]
@@ -729,7 +755,7 @@ mod tests {
         // Only `b`, not yet durable, comes back; its member left meanwhile: ready at once.
         s.leave(1);
         s.join(2, None);
-        assert!(s.rollback().is_empty());
+        assert!(s.rollback(now).is_empty());
         assert_eq!(s.take_ready(2, now).map(|(k, c)| (k.seq, c)), Some((2, 2)));
         assert_eq!(s.apply(&a, Verb::Ack, now).0, Outcome::AlreadyResolved);
     }
@@ -743,7 +769,7 @@ mod tests {
         s.deliver_new(1, k.clone(), now);
         assert_eq!(s.apply(&k, Verb::Term, now).1, Some(k.clone()));
         assert!(s.resolve(&k));
-        assert_eq!(s.rollback(), vec![k.clone()]);
+        assert_eq!(s.rollback(now), vec![k.clone()]);
         assert_eq!(s.take_ready(1, now), None);
         assert_eq!(s.count(&k), Some(1));
     }
@@ -780,7 +806,7 @@ mod tests {
         s.deliver_new(1, k.clone(), now);
         s.apply(&k, Verb::Ack, now);
         assert_eq!(s.resolving_count(), 0);
-        assert!(s.rollback().is_empty());
+        assert!(s.rollback(now).is_empty());
         assert_eq!(s.pending_count(), 0);
     }
 
