@@ -491,10 +491,7 @@ async fn write_and_sync_failures_turn_the_namespace_read_only() {
 }
 
 /// Spawns one append of `ev(i)`.
-fn spawn_append(
-    log: &Arc<bus_broker::storage::Log>,
-    i: u64,
-) -> tokio::task::JoinHandle<Result<Vec<u64>, StorageError>> {
+fn spawn_append(log: &Arc<bus_broker::storage::Log>, i: u64) -> Append {
     let log = log.clone();
     tokio::spawn(async move {
         let r = tokio::time::timeout(WAIT, log.append(vec![ev(i)]))
@@ -504,17 +501,18 @@ fn spawn_append(
     })
 }
 
-// The pipelined tests below block the test's own thread on the simulator (a held sync, a
-// count of writes) while the appends run on the runtime's workers: hence multi_thread.
+type Append = tokio::task::JoinHandle<Result<Vec<u64>, StorageError>>;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_sync_fails_the_group_written_while_it_ran_and_is_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = SimFs::new();
-    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
+/// A log in `dir` over `fs` holding events 1–3, with group A (`ev(10)`) written and its
+/// sync held in flight, armed to fail, and group B (`ev(11)`) written meanwhile. Neither is
+/// answered yet; clearing `fs.hold_syncs` fails both.
+async fn two_groups_behind_a_failing_sync(
+    dir: &std::path::Path,
+    fs: &SimFs,
+) -> (Arc<bus_broker::storage::Log>, Append, Append) {
+    let (log, _) = open_fs(dir, LogConfig::default(), Arc::new(fs.clone())).unwrap();
     let log = Arc::new(log);
     append_n(&log, 3).await;
-    // Group A's sync is held in flight (and will fail); group B is written meanwhile.
     fs.hold_syncs(true);
     fs.fail(FaultOp::Sync, 0, ErrorKind::Other);
     let writes = fs.writes();
@@ -522,6 +520,17 @@ async fn a_failed_sync_fails_the_group_written_while_it_ran_and_is_not_retried()
     fs.wait_for_held_sync();
     let b = spawn_append(&log, 11);
     fs.wait_for_writes(writes + 2);
+    (log, a, b)
+}
+
+// The pipelined tests below block the test's own thread on the simulator (a held sync, a
+// count of writes) while the appends run on the runtime's workers: hence multi_thread.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_fails_the_group_written_while_it_ran_and_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, a, b) = two_groups_behind_a_failing_sync(dir.path(), &fs).await;
     assert!(
         !a.is_finished() && !b.is_finished(),
         "answered before the sync"
@@ -940,13 +949,11 @@ async fn the_state_store_persists_and_compacts() {
 
 /// Waits (bounded) until the log heals: its writer probes every `PROBE_INTERVAL`.
 async fn wait_writable(log: &bus_broker::storage::Log) {
-    tokio::time::timeout(WAIT, async {
-        while log.stats().read_only.is_some() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the log did not heal");
+    let mut heals = log.heals();
+    tokio::time::timeout(WAIT, heals.wait_for(|_| log.stats().read_only.is_none()))
+        .await
+        .expect("the log did not heal")
+        .expect("the log closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -993,17 +1000,7 @@ async fn a_failed_write_heals_once_the_disk_works_and_leaves_no_gap() {
 async fn a_failed_sync_heals_from_the_last_successful_sync() {
     let dir = tempfile::tempdir().unwrap();
     let fs = SimFs::new();
-    let (log, _) = open_fs(dir.path(), LogConfig::default(), Arc::new(fs.clone())).unwrap();
-    let log = Arc::new(log);
-    append_n(&log, 3).await;
-    // Group A's sync fails; group B is written while it runs. Neither is answered.
-    fs.hold_syncs(true);
-    fs.fail(FaultOp::Sync, 0, ErrorKind::Other);
-    let writes = fs.writes();
-    let a = spawn_append(&log, 10);
-    fs.wait_for_held_sync();
-    let b = spawn_append(&log, 11);
-    fs.wait_for_writes(writes + 2);
+    let (log, a, b) = two_groups_behind_a_failing_sync(dir.path(), &fs).await;
     fs.hold_syncs(false);
     for t in [a, b] {
         assert!(t.await.unwrap().is_err());

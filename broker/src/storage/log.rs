@@ -499,6 +499,11 @@ impl Log {
         ))
     }
 
+    /// The number of heals so far, changing at each one (see "Healing" above).
+    pub fn heals(&self) -> watch::Receiver<u64> {
+        self.shared.healed.subscribe()
+    }
+
     /// Asks a read-only log to probe its disk now (space was just freed) rather than at its
     /// next [`PROBE_INTERVAL`]. The receiver's value grows by one at every heal.
     /// Returns the receiver with the heal count as it was before the probe was asked for.

@@ -134,10 +134,7 @@ impl LogStateStore {
         key: &str,
         value: Option<Bytes>,
     ) -> BoxFuture<'static, Result<(), StorageError>> {
-        let mut event = NewEvent::new(key, value.clone().unwrap_or_default());
-        if value.is_none() {
-            event.headers.push((OP_HEADER.into(), OP_DELETE.into()));
-        }
+        let event = record_of(key, value.as_ref());
         let (log, map, records, gate, reserve) = (
             self.log.clone(),
             self.map.clone(),
@@ -149,13 +146,14 @@ impl LogStateStore {
         Box::pin(async move {
             {
                 let _shared = gate.read().await;
-                let receipts = match log.append(vec![event.clone()]).await {
+                let receipts = match log.append(vec![event]).await {
                     Err(e) if e.is_disk_full() && release_reserve(&reserve) => {
                         let (mut healed, seen) = log.probe_now();
                         let _ =
                             tokio::time::timeout(RESERVE_HEAL_WAIT, healed.wait_for(|n| *n > seen))
                                 .await;
-                        log.append(vec![event]).await?
+                        // Built again: the one-time retry, not every write, pays for it.
+                        log.append(vec![record_of(&key, value.as_ref())]).await?
                     }
                     r => r?,
                 };
@@ -170,6 +168,16 @@ impl LogStateStore {
             Ok(())
         })
     }
+}
+
+/// The record of one write: the key as its subject, the value as its payload, a deletion
+/// marked by the header `op: del`.
+fn record_of(key: &str, value: Option<&Bytes>) -> NewEvent {
+    let mut event = NewEvent::new(key, value.cloned().unwrap_or_default());
+    if value.is_none() {
+        event.headers.push((OP_HEADER.into(), OP_DELETE.into()));
+    }
+    event
 }
 
 /// Makes the reserve file when it is missing: real blocks (zeros written, then synced), not a
