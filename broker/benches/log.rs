@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use bus_broker::storage::io::StdFs;
 use bus_broker::storage::{
-    EventLog, FsyncPolicy, Log, LogConfig, LogStats, NewEvent, ReadItem, Start,
+    EventLog, FsyncPolicy, Log, LogConfig, LogReader as _, LogStats, NewEvent, ReadItem, Start,
 };
 use bytes::Bytes;
 use tempfile::TempDir;
@@ -370,7 +370,7 @@ async fn scan_case(base: &Path, payload_bytes: usize) -> ScanRow {
     for _ in 0..SCAN_REPS {
         let log = open(dir.path(), FsyncPolicy::Never);
         let t0 = Instant::now();
-        let mut reader = log.reader(Start::Oldest).unwrap();
+        let mut reader = log.open_reader(Start::Oldest).unwrap();
         let (mut n, mut bytes) = (0u64, 0u64);
         while let Some(item) = reader.try_next().unwrap() {
             let ReadItem::Event(e) = item else {

@@ -1,27 +1,39 @@
-//! [`Broker`]: the cheap-to-clone handle that everything above storage goes through:
-//! publish, subscribe, pull, and the figures management and metrics report.
+//! [`Broker`]: the cheap-to-clone façade that the HTTP layer and embedders go through:
+//! publish, subscribe, pull, consumers, request/reply, and the figures management and
+//! metrics report.
+//!
+//! It owns its parts and delegates to them; none of them knows it:
+//!
+//! - [`Namespaces`]: the registry of logs over the [`Storage`] engine;
+//! - [`Interest`]: the registry of live subscriptions (the subject trie);
+//! - [`Publisher`]: the publish path, which the dead-letter sink wraps;
+//! - [`Consumers`]: at-least-once delivery, given [`ConsumerParts`];
+//! - [`Confirmations`], [`Inboxes`], [`Metrics`].
+//!
+//! So dependencies point one way (façade → parts → storage), and closing needs no cycle
+//! to be broken: [`Broker::close`] stops the streams, writes consumers a last time and
+//! closes the engine.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::delivery::{Attach, Confirmations, Consumers, Member};
+use crate::delivery::{Attach, Confirmations, ConsumerParts, Consumers, DeadLetterSink, Member};
 use crate::error::{Error, ErrorCode};
 use crate::inboxes::Inboxes;
+use crate::interest::Interest;
 use crate::metrics::Metrics;
+use crate::namespaces::{NamespacePolicy, Namespaces};
 use crate::storage::{
-    DiskStorage, EventLog, NewEvent, OpenReport, Receipt, StateStore, Storage, StorageError,
-    StorageOptions, now_ns,
+    DiskStorage, MemoryStorage, OpenReport, Receipt, Storage, StorageError, StorageOptions,
 };
-use crate::subject::{Pattern, Subject, is_reserved_namespace};
+use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
-use crate::trie::SharedSubjectTrie;
+
+pub use crate::interest::{InterestGuard as SubscriptionGuard, SubscriptionInfo};
+pub use crate::publisher::{Publish, Publisher};
 
 /// Why the broker could not open.
 #[derive(Debug, thiserror::Error)]
@@ -32,21 +44,6 @@ pub enum BrokerError {
     /// The data directory could not be opened (locked, damaged, unreadable).
     #[error(transparent)]
     Storage(#[from] StorageError),
-}
-
-/// A live subscription as management lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SubscriptionInfo {
-    /// Subscription id.
-    pub id: String,
-    /// Its pattern.
-    pub pattern: String,
-    /// When it started (RFC 3339).
-    pub started: String,
-    /// Events delivered so far.
-    pub delivered: u64,
-    /// `stream` (ack mode none, no consumer) or `consumer` (a member of a consumer).
-    pub kind: &'static str,
 }
 
 /// Figures of one namespace, as management reports them.
@@ -72,23 +69,6 @@ pub struct NamespaceInfo {
     pub read_only: Option<String>,
 }
 
-/// One event of a publish request.
-#[derive(Debug, Clone, Default)]
-pub struct Publish {
-    /// The subject, as given.
-    pub subject: String,
-    /// Event headers (names lowercased by the caller).
-    pub headers: Vec<(String, String)>,
-    /// Dedup id.
-    pub msg_id: Option<String>,
-    /// Reply subject.
-    pub reply_to: Option<String>,
-    /// Content type.
-    pub content_type: Option<String>,
-    /// Payload.
-    pub payload: Bytes,
-}
-
 /// A page of pulled events.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -110,25 +90,25 @@ pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Most items in one batch publish.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
 
-struct SubEntry {
-    pattern: Pattern,
-    started_ns: u64,
-    delivered: Arc<AtomicU64>,
-    kind: &'static str,
-}
-
+/// What the façade holds: the parts, each behind its own handle.
 struct Inner {
+    /// The configuration in force.
     config: Config,
-    storage: Arc<DiskStorage>,
-    subs: SharedSubjectTrie<u64>,
-    sub_info: Mutex<BTreeMap<u64, SubEntry>>,
-    next_sub: AtomicU64,
-    /// Bumped whenever a namespace is created, so multi-namespace subscriptions pick it up.
-    namespaces: watch::Sender<u64>,
-    metrics: Metrics,
+    /// The logs.
+    namespaces: Arc<Namespaces>,
+    /// Live subscriptions.
+    interest: Arc<Interest>,
+    /// The publish path.
+    publisher: Publisher,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
+    /// Cancelled when the broker begins to shut down.
     shutdown: CancellationToken,
-    consumers: Consumers,
-    confirmations: Confirmations,
+    /// Consumers by name.
+    consumers: Arc<Consumers>,
+    /// Publishes waiting for acks.
+    confirmations: Arc<Confirmations>,
+    /// Requests waiting for replies.
     inboxes: Inboxes,
 }
 
@@ -146,35 +126,9 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// Keeps a subscription registered; unregisters it when dropped.
-pub struct SubscriptionGuard {
-    broker: Broker,
-    id: u64,
-    pattern: Pattern,
-    delivered: Arc<AtomicU64>,
-}
-
-impl SubscriptionGuard {
-    /// Counts one delivery.
-    pub fn delivered(&self) {
-        self.delivered.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The subscription's id.
-    pub fn id(&self) -> String {
-        format!("s-{}", self.id)
-    }
-}
-
-impl Drop for SubscriptionGuard {
-    fn drop(&mut self) {
-        self.broker.inner.subs.remove(&self.pattern, &self.id);
-        crate::storage::log::lock(&self.broker.inner.sub_info).remove(&self.id);
-    }
-}
-
 impl Broker {
-    /// Opens the data directory (locking it and recovering every namespace) with `config`.
+    /// Opens the data directory (locking it and recovering every namespace) with `config`,
+    /// on the disk engine.
     pub async fn open(mut config: Config) -> Result<(Broker, Vec<OpenReport>), BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
         let overrides = config.resolve_overrides().map_err(BrokerError::Config)?;
@@ -185,38 +139,70 @@ impl Broker {
         let (storage, reports) = tokio::task::spawn_blocking(move || DiskStorage::open(options))
             .await
             .map_err(|e| BrokerError::Config(format!("open task failed: {e}")))??;
-        let broker = Broker {
-            inner: Arc::new(Inner {
-                config,
-                storage: Arc::new(storage),
-                subs: SharedSubjectTrie::new(),
-                sub_info: Mutex::new(BTreeMap::new()),
-                next_sub: AtomicU64::new(1),
-                namespaces: watch::Sender::new(0),
-                metrics: Metrics::default(),
-                shutdown: CancellationToken::new(),
-                consumers: Consumers::default(),
-                confirmations: Confirmations::default(),
-                inboxes: Inboxes::default(),
-            }),
+        let broker = Broker::with_storage(config, Arc::new(storage)).await?;
+        Ok((broker, reports))
+    }
+
+    /// A broker on the memory engine: nothing touches the disk (`config.data_dir` is not
+    /// used), everything is lost when it closes. For tests and embedding.
+    pub async fn in_memory(mut config: Config) -> Result<Broker, BrokerError> {
+        config.validate().map_err(BrokerError::Config)?;
+        let overrides = config.resolve_overrides().map_err(BrokerError::Config)?;
+        let storage = MemoryStorage::new(config.log.clone(), overrides.into_iter().collect());
+        Broker::with_storage(config, Arc::new(storage)).await
+    }
+
+    /// A broker on `storage`, any engine. `config`'s storage settings (data directory,
+    /// fsync, retention) are the engine's business: the caller opened it with them.
+    pub async fn with_storage(
+        config: Config,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Broker, BrokerError> {
+        config.validate().map_err(BrokerError::Config)?;
+        let policy = NamespacePolicy {
+            allowed: config.namespaces.clone(),
+            max: config.max_namespaces,
         };
-        let restored = broker
-            .inner
-            .consumers
-            .restore(&broker)
+        let namespaces = Arc::new(Namespaces::open(storage, policy).await?);
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let publisher = Publisher::new(namespaces.clone(), metrics.clone(), shutdown.clone());
+        let confirmations = Arc::new(Confirmations::default());
+        let consumers = Arc::new(Consumers::new(ConsumerParts {
+            namespaces: namespaces.clone(),
+            metrics: metrics.clone(),
+            store: namespaces.state_store(),
+            dead_letters: DeadLetterSink::new(publisher.clone()),
+            confirmations: confirmations.clone(),
+        }));
+        let restored = consumers
+            .restore()
+            .await
             .map_err(|e| BrokerError::Config(format!("restoring consumers: {}", e.message)))?;
         if restored > 0 {
             tracing::info!(consumers = restored, "durable consumers restored");
         }
-        Ok((broker, reports))
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                config,
+                namespaces,
+                interest: Arc::new(Interest::default()),
+                publisher,
+                metrics,
+                shutdown,
+                consumers,
+                confirmations,
+                inboxes: Inboxes::default(),
+            }),
+        })
     }
 
-    /// Syncs and closes every log. Streams end first (through the shutdown token).
+    /// Ends every stream (through the shutdown token), writes durable consumers a last
+    /// time, then syncs and closes every log.
     pub async fn close(&self) {
         self.inner.shutdown.cancel();
-        // Consumers hold the broker (through their readers): forgetting them breaks the cycle.
         self.inner.consumers.close().await;
-        if let Err(e) = self.inner.storage.close().await {
+        if let Err(e) = self.inner.namespaces.close().await {
             tracing::error!(error = %e, "closing storage");
         }
     }
@@ -251,20 +237,27 @@ impl Broker {
         &self.inner.inboxes
     }
 
-    /// The broker's own durable state.
-    pub(crate) fn state_store(&self) -> Arc<dyn StateStore> {
-        self.inner.storage.state()
+    /// The registry of namespaces.
+    pub fn namespace_registry(&self) -> &Arc<Namespaces> {
+        &self.inner.namespaces
+    }
+
+    /// The registry of live subscriptions.
+    pub fn interest(&self) -> &Arc<Interest> {
+        &self.inner.interest
+    }
+
+    /// The publish path.
+    pub fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
     }
 
     /// Attaches a live subscription to a consumer (created on first attach).
     pub async fn attach(&self, pattern: &str, from: &str, a: Attach) -> Result<Member, Error> {
         let pattern = self.parse_pattern(pattern)?;
         let start = StartSpec::parse(from)?;
-        let guard = self.register(&pattern, "consumer");
-        self.inner
-            .consumers
-            .attach(self, pattern, start, a, guard)
-            .await
+        let guard = self.inner.interest.register(&pattern, "consumer");
+        self.inner.consumers.attach(pattern, start, a, guard).await
     }
 
     /// Publishes one event and waits until `required` distinct consumers acked it, or
@@ -275,7 +268,7 @@ impl Broker {
         required: usize,
         timeout: Duration,
     ) -> Result<(Receipt, Option<usize>), Error> {
-        let subject = Self::check_subject(&p.subject)?;
+        let subject = Publisher::check_subject(&p.subject)?;
         let confirms = &self.inner.confirmations;
         let interest = confirms.interest(subject.namespace());
         let receipt = self.publish(p).await?;
@@ -292,180 +285,24 @@ impl Broker {
         Ok((receipt, Some(n)))
     }
 
-    /// Publishes an event the broker makes itself (dead letters), into any namespace.
-    pub(crate) async fn publish_internal(&self, p: Publish) -> Result<Receipt, Error> {
-        let mut receipts = self.append_checked(vec![p], false, true).await?;
-        receipts
-            .pop()
-            .ok_or_else(|| Error::internal("publishing", "no receipt"))
-    }
-
-    pub(crate) fn namespace_changes(&self) -> watch::Receiver<u64> {
-        self.inner.namespaces.subscribe()
-    }
-
-    pub(crate) fn namespace_names(&self) -> Vec<String> {
-        self.inner.storage.namespaces()
-    }
-
-    pub(crate) fn log(&self, namespace: &str) -> Option<Arc<dyn EventLog>> {
-        self.inner
-            .storage
-            .namespace(namespace, false)
-            .ok()
-            .flatten()
-    }
-
+    /// Refuses a namespace outside `--namespaces`.
     pub(crate) fn check_allowed(&self, namespace: &str) -> Result<(), Error> {
-        if let Some(allowed) = &self.inner.config.namespaces
-            && !is_reserved_namespace(namespace)
-            && !allowed.iter().any(|a| a == namespace)
-        {
-            return Err(Error::new(
-                ErrorCode::UnknownNamespace,
-                format!(
-                    "namespace {namespace:?} does not exist; namespaces: {}",
-                    allowed.join(", ")
-                ),
-            ));
-        }
-        Ok(())
+        self.inner.namespaces.check_allowed(namespace)
     }
 
-    /// The log of `namespace`, created on first use.
-    fn log_for_publish(&self, namespace: &str) -> Result<Arc<dyn EventLog>, Error> {
-        self.check_allowed(namespace)?;
-        if let Some(log) = self.log(namespace) {
-            return Ok(log);
-        }
-        let max = self.inner.config.max_namespaces;
-        if self.inner.storage.namespaces().len() >= max {
-            return Err(Error::new(
-                ErrorCode::NamespaceLimit,
-                format!(
-                    "cannot create namespace {namespace:?}: the broker holds its limit of {max} namespaces (--max-namespaces)"
-                ),
-            ));
-        }
-        let log = self
-            .inner
-            .storage
-            .namespace(namespace, true)?
-            .ok_or_else(|| Error::internal("creating a namespace", namespace))?;
-        self.inner.namespaces.send_modify(|v| *v += 1);
-        tracing::info!(namespace, "namespace created");
-        Ok(log)
-    }
-
-    fn new_event(p: Publish) -> Result<NewEvent, Error> {
-        if let Some(r) = &p.reply_to {
-            Subject::parse(r).map_err(|e| {
-                Error::new(
-                    ErrorCode::InvalidHeader,
-                    format!("invalid reply subject: {e}"),
-                )
-            })?;
-        }
-        Ok(NewEvent {
-            subject: p.subject,
-            headers: p.headers,
-            reply_to: p.reply_to,
-            msg_id: p.msg_id,
-            content_type: p.content_type,
-            payload: p.payload,
-        })
-    }
-
-    /// A subject events may be stored under. Inboxes are never stored: a reply goes through
-    /// [`Broker::reply`], so here every inbox counts as not live.
+    /// A subject events may be stored under (see [`Publisher::check_subject`]).
     pub(crate) fn check_subject(subject: &str) -> Result<Subject, Error> {
-        let s = Subject::parse(subject).map_err(Error::subject)?;
-        s.check_publish(|_| false).map_err(Error::subject)?;
-        Ok(s)
+        Publisher::check_subject(subject)
     }
 
     /// Publishes one event; resolves once it is durable under the namespace's policy.
     pub async fn publish(&self, p: Publish) -> Result<Receipt, Error> {
-        let mut receipts = self.append(vec![p], false).await?;
-        receipts
-            .pop()
-            .ok_or_else(|| Error::internal("publishing", "no receipt"))
+        self.inner.publisher.publish(p).await
     }
 
     /// Publishes events of one namespace atomically.
     pub async fn publish_batch(&self, items: Vec<Publish>) -> Result<Vec<Receipt>, Error> {
-        self.append(items, true).await
-    }
-
-    /// Appends; errors name the item at fault when `batch` is set.
-    async fn append(&self, items: Vec<Publish>, batch: bool) -> Result<Vec<Receipt>, Error> {
-        self.append_checked(items, batch, false).await
-    }
-
-    /// Appends; `internal` events may go to reserved namespaces and exceed the client limits.
-    async fn append_checked(
-        &self,
-        items: Vec<Publish>,
-        batch: bool,
-        internal: bool,
-    ) -> Result<Vec<Receipt>, Error> {
-        let at_item = |e: Error, i: usize| if batch { at_item(e, i) } else { e };
-        let started = Instant::now();
-        if self.inner.shutdown.is_cancelled() {
-            return Err(Error::new(
-                ErrorCode::ShuttingDown,
-                "the broker is shutting down",
-            ));
-        }
-        let mut namespace: Option<String> = None;
-        let mut events = Vec::with_capacity(items.len());
-        let mut sizes = Vec::with_capacity(items.len());
-        for (i, p) in items.into_iter().enumerate() {
-            let subject = if internal {
-                Subject::parse_internal(&p.subject).map_err(Error::subject)?
-            } else {
-                Self::check_subject(&p.subject).map_err(|e| at_item(e, i))?
-            };
-            match &namespace {
-                None => namespace = Some(subject.namespace().to_owned()),
-                Some(ns) if ns != subject.namespace() => {
-                    return Err(Error::new(
-                        ErrorCode::InvalidBatch,
-                        format!(
-                            "item {i}: subject {:?} is not in namespace {ns:?}: a batch must stay in one namespace",
-                            p.subject
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-            sizes.push(p.payload.len() as u64);
-            events.push(Self::new_event(p).map_err(|e| at_item(e, i))?);
-        }
-        let namespace =
-            namespace.ok_or_else(|| Error::new(ErrorCode::InvalidBatch, "empty batch"))?;
-        let log = self.log_for_publish(&namespace)?;
-        let receipts = log.append(events).await.map_err(|e| match Error::from(e) {
-            e if !batch && e.code == ErrorCode::InvalidBatch => {
-                Error::new(ErrorCode::InvalidHeader, e.message)
-            }
-            e => e,
-        })?;
-        let fresh = receipts.iter().filter(|r| !r.duplicate).count() as u64;
-        let fresh_bytes: u64 = receipts
-            .iter()
-            .zip(&sizes)
-            .filter(|(r, _)| !r.duplicate)
-            .map(|(_, n)| n)
-            .sum();
-        let c = self.inner.metrics.namespace(&namespace);
-        c.published.fetch_add(fresh, Ordering::Relaxed);
-        c.published_bytes.fetch_add(fresh_bytes, Ordering::Relaxed);
-        self.inner
-            .metrics
-            .publish_latency
-            .observe(started.elapsed());
-        Ok(receipts)
+        self.inner.publisher.publish_batch(items).await
     }
 
     fn parse_pattern(&self, pattern: &str) -> Result<Pattern, Error> {
@@ -476,35 +313,29 @@ impl Broker {
         Ok(p)
     }
 
-    /// A registered (listed, counted) subscription from `from`.
-    pub fn subscribe(&self, pattern: &str, from: &str) -> Result<Subscription, Error> {
-        let pattern = self.parse_pattern(pattern)?;
-        let start = StartSpec::parse(from)?;
-        let guard = self.register(&pattern, "stream");
-        Subscription::open(self.clone(), pattern, &start, Some(guard))
+    /// Opens an unregistered subscription (a pull, a consumer's reader).
+    async fn open_subscription(
+        &self,
+        pattern: Pattern,
+        start: &StartSpec,
+        guard: Option<SubscriptionGuard>,
+    ) -> Result<Subscription, Error> {
+        Subscription::open(
+            self.inner.namespaces.clone(),
+            self.inner.metrics.clone(),
+            pattern,
+            start,
+            guard,
+        )
+        .await
     }
 
-    /// Registers a live subscriber of `pattern` (listed, counted, and seen by
-    /// [`Broker::has_subscribers`]) until the guard drops.
-    pub(crate) fn register(&self, pattern: &Pattern, kind: &'static str) -> SubscriptionGuard {
-        let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
-        let delivered = Arc::new(AtomicU64::new(0));
-        self.inner.subs.insert(pattern, id);
-        crate::storage::log::lock(&self.inner.sub_info).insert(
-            id,
-            SubEntry {
-                pattern: pattern.clone(),
-                started_ns: now_ns(),
-                delivered: delivered.clone(),
-                kind,
-            },
-        );
-        SubscriptionGuard {
-            broker: self.clone(),
-            id,
-            pattern: pattern.clone(),
-            delivered,
-        }
+    /// A registered (listed, counted) subscription from `from`.
+    pub async fn subscribe(&self, pattern: &str, from: &str) -> Result<Subscription, Error> {
+        let pattern = self.parse_pattern(pattern)?;
+        let start = StartSpec::parse(from)?;
+        let guard = self.inner.interest.register(&pattern, "stream");
+        self.open_subscription(pattern, &start, Some(guard)).await
     }
 
     /// A page of up to `limit` events from `from`, waiting up to `wait` for the first.
@@ -517,7 +348,7 @@ impl Broker {
     ) -> Result<Page, Error> {
         let pattern = self.parse_pattern(pattern)?;
         let start = StartSpec::parse(from)?;
-        let mut sub = Subscription::open(self.clone(), pattern, &start, None)?;
+        let mut sub = self.open_subscription(pattern, &start, None).await?;
         let mut page = Page::default();
         let take = |d: Delivery, page: &mut Page| match d {
             Delivery::Event {
@@ -530,7 +361,7 @@ impl Broker {
             } => page.gaps.push((namespace, missed_from, resume_at)),
         };
         if !wait.is_zero() {
-            match sub.try_next()? {
+            match sub.try_next().await? {
                 Some(d) => take(d, &mut page),
                 None => {
                     let token = self.inner.shutdown.clone();
@@ -546,7 +377,7 @@ impl Broker {
         }
         let mut bytes: usize = page.events.iter().map(|(_, e)| e.payload.len()).sum();
         while page.events.len() < limit && bytes < MAX_PAGE_BYTES {
-            match sub.try_next() {
+            match sub.try_next().await {
                 Ok(Some(d)) => {
                     if let Delivery::Event { event, .. } = &d {
                         bytes += event.payload.len();
@@ -565,7 +396,9 @@ impl Broker {
 
     /// Figures of every namespace.
     pub fn namespaces(&self) -> Vec<NamespaceInfo> {
-        self.namespace_names()
+        self.inner
+            .namespaces
+            .names()
             .iter()
             .filter_map(|n| self.namespace(n))
             .collect()
@@ -573,12 +406,8 @@ impl Broker {
 
     /// Figures of one namespace.
     pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
-        let log = self.log(name)?;
+        let log = self.inner.namespaces.get(name)?;
         let s = log.stats();
-        let subscribers = crate::storage::log::lock(&self.inner.sub_info)
-            .values()
-            .filter(|e| e.pattern.may_match_namespace(name))
-            .count() as u64;
         Some(NamespaceInfo {
             name: name.to_owned(),
             events: s.events,
@@ -586,7 +415,7 @@ impl Broker {
             first_sequence: s.first_seq,
             last_sequence: s.last_seq,
             segments: s.segments,
-            subscribers,
+            subscribers: self.inner.interest.touching(name),
             fsync: self.inner.config.fsync_for(name).to_string(),
             read_only: s.read_only,
         })
@@ -594,38 +423,28 @@ impl Broker {
 
     /// Live subscriptions.
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
-        crate::storage::log::lock(&self.inner.sub_info)
-            .iter()
-            .map(|(id, e)| SubscriptionInfo {
-                id: format!("s-{id}"),
-                pattern: e.pattern.as_str().to_owned(),
-                started: crate::units::format_rfc3339(e.started_ns),
-                delivered: e.delivered.load(Ordering::Relaxed),
-                kind: e.kind,
-            })
-            .collect()
+        self.inner.interest.list()
     }
 
     /// Whether any live subscription matches `subject` (for request/reply's no-responders).
     pub fn has_subscribers(&self, subject: &Subject) -> bool {
-        !self.inner.subs.matches(subject).is_empty()
+        self.inner.interest.has_subscribers(subject)
     }
 
-    /// The Prometheus text of `GET /metrics`.
     /// What `GET /healthz` answers: `status` is `ok`, or `degraded` while a namespace or the
     /// state log refuses writes after a storage failure (each is listed with its cause; they
     /// probe and heal by themselves).
     pub fn health(&self) -> serde_json::Value {
         let mut damaged = serde_json::Map::new();
-        for n in self.namespace_names() {
-            if let Some(cause) = self.log(&n).and_then(|l| l.stats().read_only) {
+        for (n, log) in self.inner.namespaces.all() {
+            if let Some(cause) = log.stats().read_only {
                 damaged.insert(
                     n,
                     serde_json::json!({"state": "read_only", "read_only": cause}),
                 );
             }
         }
-        let state = self.inner.storage.state_stats().read_only;
+        let state = self.inner.namespaces.state_store().read_only();
         let status = if damaged.is_empty() && state.is_none() {
             "ok"
         } else {
@@ -638,17 +457,15 @@ impl Broker {
         serde_json::json!({"status": status, "namespaces": damaged, "state_log": state_log})
     }
 
+    /// The Prometheus text of `GET /metrics`.
     pub fn metrics_text(&self) -> String {
         let stats: Vec<_> = self
-            .namespace_names()
+            .inner
+            .namespaces
+            .all()
             .into_iter()
-            .filter_map(|n| self.log(&n).map(|l| (n, l.stats())))
+            .map(|(n, l)| (n, l.stats()))
             .collect();
-        let subs = crate::storage::log::lock(&self.inner.sub_info).len();
-        self.inner.metrics.render(&stats, subs)
+        self.inner.metrics.render(&stats, self.inner.interest.len())
     }
-}
-
-fn at_item(e: Error, i: usize) -> Error {
-    Error::new(e.code, format!("item {i}: {}", e.message))
 }

@@ -73,7 +73,7 @@ pub struct Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        crate::storage::log::lock(&self.slots).remove(&self.id);
+        crate::sync::lock(&self.slots).remove(&self.id);
     }
 }
 
@@ -94,7 +94,7 @@ impl Inboxes {
     /// Opens a fresh inbox; `None` when [`MAX_WAITING`] requests already wait.
     pub fn open(&self) -> Option<Waiter> {
         let (tx, rx) = oneshot::channel();
-        let mut slots = crate::storage::log::lock(&self.slots);
+        let mut slots = crate::sync::lock(&self.slots);
         if slots.len() >= MAX_WAITING {
             return None;
         }
@@ -117,7 +117,7 @@ impl Inboxes {
     /// Hands `reply` to the request waiting on `inbox`, closing the inbox.
     pub fn deliver(&self, inbox: &Subject, reply: Reply) -> Result<(), Undeliverable> {
         let id = inbox_id(inbox).ok_or(Undeliverable::NotWaiting)?;
-        let tx = crate::storage::log::lock(&self.slots)
+        let tx = crate::sync::lock(&self.slots)
             .remove(&id)
             .ok_or(Undeliverable::NotWaiting)?;
         // The waiter may have given up between the removal and here: then it is late too.
@@ -126,12 +126,12 @@ impl Inboxes {
 
     /// Whether a request waits on `inbox`.
     pub fn is_waiting(&self, inbox: &Subject) -> bool {
-        inbox_id(inbox).is_some_and(|id| crate::storage::log::lock(&self.slots).contains_key(&id))
+        inbox_id(inbox).is_some_and(|id| crate::sync::lock(&self.slots).contains_key(&id))
     }
 
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
-        crate::storage::log::lock(&self.slots).len()
+        crate::sync::lock(&self.slots).len()
     }
 }
 

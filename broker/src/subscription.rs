@@ -14,10 +14,11 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
 
-use crate::broker::{Broker, SubscriptionGuard};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
-use crate::metrics::NamespaceCounters;
+use crate::interest::InterestGuard;
+use crate::metrics::{Metrics, NamespaceCounters};
+use crate::namespaces::Namespaces;
 use crate::storage::{Event, EventLog, IdLookup, LogReader, ReadItem, Start};
 use crate::subject::{NamespaceScope, Pattern};
 use crate::units::parse_rfc3339;
@@ -112,8 +113,10 @@ struct NsReader {
 /// Bounded: one reader (at most one chunk or one map) per namespace the pattern touches,
 /// whatever the subscriber's lag.
 pub struct Subscription {
-    /// The broker, for namespace lookups.
-    broker: Broker,
+    /// Where the logs are (and new namespaces appear).
+    namespace_registry: Arc<Namespaces>,
+    /// Delivery counters.
+    metrics: Arc<Metrics>,
     /// What is delivered.
     pattern: Pattern,
     /// One reader per namespace the pattern touches.
@@ -124,8 +127,8 @@ pub struct Subscription {
     namespaces: watch::Receiver<u64>,
     /// The reader whose turn is next.
     next_rr: usize,
-    /// Registration in the broker's subscription table; removed on drop.
-    guard: Option<SubscriptionGuard>,
+    /// Registration in the registry of live interest; removed on drop.
+    guard: Option<InterestGuard>,
     /// Whether deliveries carry their cursor (consumers keep their own positions).
     cursors: bool,
 }
@@ -140,13 +143,14 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     /// Opens readers on every existing namespace the pattern touches, positioned at `start`.
-    pub(crate) fn open(
-        broker: Broker,
+    pub(crate) async fn open(
+        namespace_registry: Arc<Namespaces>,
+        metrics: Arc<Metrics>,
         pattern: Pattern,
         start: &StartSpec,
-        guard: Option<SubscriptionGuard>,
+        guard: Option<InterestGuard>,
     ) -> Result<Subscription, Error> {
-        let namespaces = broker.namespace_changes();
+        let namespaces = namespace_registry.changes();
         if let StartSpec::Cursor(c) = start {
             for ns in c.positions.keys() {
                 if !pattern.may_match_namespace(ns) {
@@ -161,7 +165,8 @@ impl Subscription {
             }
         }
         let mut sub = Subscription {
-            broker,
+            namespace_registry,
+            metrics,
             pattern,
             readers: Vec::new(),
             known: HashSet::new(),
@@ -171,14 +176,14 @@ impl Subscription {
             cursors: true,
         };
         for ns in sub.candidate_namespaces() {
-            let log = sub.broker.log(&ns).ok_or_else(|| {
+            let log = sub.namespace_registry.get(&ns).ok_or_else(|| {
                 Error::new(
                     ErrorCode::UnknownEvent,
                     format!("namespace {ns:?} no longer exists"),
                 )
             })?;
-            let start = resolve(&*log, &ns, start)?;
-            sub.add_reader(ns, log, start)?;
+            let start = resolve(&*log, &ns, start).await?;
+            sub.add_reader(ns, log, start).await?;
         }
         if let StartSpec::Cursor(c) = start {
             for ns in c.positions.keys() {
@@ -195,21 +200,21 @@ impl Subscription {
 
     fn candidate_namespaces(&self) -> Vec<String> {
         let scope = self.pattern.namespace();
-        self.broker
-            .namespace_names()
+        self.namespace_registry
+            .names()
             .into_iter()
             .filter(|ns| scope.includes(ns) && !self.known.contains(ns))
             .collect()
     }
 
-    fn add_reader(
+    async fn add_reader(
         &mut self,
         namespace: String,
         log: Arc<dyn EventLog>,
         start: Start,
     ) -> Result<(), Error> {
-        let reader = log.reader(start)?;
-        let counters = self.broker.metrics().namespace(&namespace);
+        let reader = log.reader(start).await?;
+        let counters = self.metrics.namespace(&namespace);
         self.known.insert(namespace.clone());
         self.readers.push(NsReader {
             namespace,
@@ -221,14 +226,14 @@ impl Subscription {
     }
 
     /// Picks up namespaces created since the last look; they are read from their oldest event.
-    fn refresh(&mut self) -> Result<(), Error> {
+    async fn refresh(&mut self) -> Result<(), Error> {
         if !self.namespaces.has_changed().unwrap_or(false) {
             return Ok(());
         }
         self.namespaces.borrow_and_update();
         for ns in self.candidate_namespaces() {
-            if let Some(log) = self.broker.log(&ns) {
-                self.add_reader(ns, log, Start::Oldest)?;
+            if let Some(log) = self.namespace_registry.get(&ns) {
+                self.add_reader(ns, log, Start::Oldest).await?;
             }
         }
         Ok(())
@@ -251,7 +256,7 @@ impl Subscription {
 
     /// The subscription's id, when it is registered.
     pub fn id(&self) -> Option<String> {
-        self.guard.as_ref().map(SubscriptionGuard::id)
+        self.guard.as_ref().map(InterestGuard::id)
     }
 
     /// The pattern.
@@ -324,8 +329,19 @@ impl Subscription {
         }
     }
 
+    /// The next delivery at hand, without waiting and without looking for namespaces
+    /// created since the last look (for callers holding a lock; the next call to
+    /// [`Subscription::next`] or [`Subscription::try_next`] picks them up).
+    pub fn try_next_at_hand(&mut self) -> Result<Option<Delivery>, Error> {
+        Ok(match self.poll()? {
+            Step::Ready(d) => Some(*d),
+            Step::Idle | Step::Budget => None,
+        })
+    }
+
     /// The next delivery available now, without waiting.
-    pub fn try_next(&mut self) -> Result<Option<Delivery>, Error> {
+    pub async fn try_next(&mut self) -> Result<Option<Delivery>, Error> {
+        self.refresh().await?;
         Ok(match self.poll()? {
             Step::Ready(d) => Some(*d),
             Step::Idle | Step::Budget => None,
@@ -336,7 +352,6 @@ impl Subscription {
     /// were passed over (so that a selective pattern over a busy namespace never holds a
     /// worker thread for long). Namespaces take turns, also while passing over records.
     fn poll(&mut self) -> Result<Step, Error> {
-        self.refresh()?;
         let n = self.readers.len();
         let mut idle = 0;
         let mut examined = 0;
@@ -367,6 +382,7 @@ impl Subscription {
     /// The next delivery, waiting for it; `Ok(None)` once the broker closes.
     pub async fn next(&mut self) -> Result<Option<Delivery>, Error> {
         loop {
+            self.refresh().await?;
             match self.poll()? {
                 Step::Ready(d) => return Ok(Some(*d)),
                 Step::Budget => {
@@ -429,7 +445,7 @@ fn read_error(namespace: &str, e: crate::storage::StorageError) -> Error {
 }
 
 /// The storage start position in `namespace` for a subscription start.
-fn resolve(log: &dyn EventLog, namespace: &str, start: &StartSpec) -> Result<Start, Error> {
+async fn resolve(log: &dyn EventLog, namespace: &str, start: &StartSpec) -> Result<Start, Error> {
     Ok(match start {
         StartSpec::Oldest => Start::Oldest,
         StartSpec::Newest => Start::Newest,
@@ -439,7 +455,7 @@ fn resolve(log: &dyn EventLog, namespace: &str, start: &StartSpec) -> Result<Sta
             .map_or(Start::Oldest, |n| Start::Sequence(*n)),
         StartSpec::Cursor(c) => match c.positions.get(namespace) {
             None | Some((0, _)) => Start::Oldest,
-            Some((_, id)) => match log.lookup_id(id) {
+            Some((_, id)) => match log.lookup_id(id).await {
                 IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => {
                     Start::Sequence(s + 1)
                 }

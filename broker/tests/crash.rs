@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_broker::storage::io::StdFs;
-use bus_broker::storage::{EventLog, Log, LogConfig, NewEvent, ReadItem, Start};
+use bus_broker::storage::{EventLog, Log, LogConfig, LogReader as _, NewEvent, ReadItem, Start};
 
 const CHILD_ENV: &str = "BUS_CRASH_CHILD_DIR";
 const ROUNDS: usize = 25;
@@ -162,7 +162,7 @@ fn parent(seed: u64) {
             Arc::new(StdFs),
         )
         .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
-        let mut r = log.reader(Start::Oldest).unwrap();
+        let mut r = log.open_reader(Start::Oldest).unwrap();
         let mut expect = 1;
         let mut found: HashMap<u64, Vec<u8>> = HashMap::new();
         while let Some(item) = r

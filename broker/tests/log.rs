@@ -333,6 +333,7 @@ async fn seeks_by_sequence_id_and_time() {
     assert_eq!(read_all(&log, Start::Time(0))[0].sequence, 1);
     let err = log
         .reader(Start::AfterId("user-999-00000000".into()))
+        .await
         .err()
         .expect("unknown id");
     assert!(matches!(err, StorageError::UnknownEvent(_)));
@@ -362,13 +363,13 @@ async fn retention_by_count_bytes_and_age_leaves_readers_a_gap() {
                 ..small_segments()
             },
         );
-        let mut early = log.reader(Start::Oldest).unwrap();
+        let mut early = log.reader(Start::Oldest).await.unwrap();
         let first_id = {
             append_n(&log, 1).await;
             read_all(&log, Start::Oldest)[0].id.clone()
         };
         append_n(&log, 199).await;
-        log.apply_retention().unwrap();
+        log.apply_retention().await.unwrap();
         let stats = log.stats();
         assert!(stats.first_seq > 1, "{retention:?}: nothing deleted");
         if let Some(m) = retention.max_events {
@@ -393,7 +394,7 @@ async fn retention_by_count_bytes_and_age_leaves_readers_a_gap() {
             other => panic!("{retention:?}: expected a gap, got {other:?}"),
         }
         assert_eq!(
-            log.lookup_id(&first_id),
+            log.lookup_id(&first_id).await,
             IdLookup::Deleted {
                 sequence: 1,
                 first_available: stats.first_seq
@@ -436,7 +437,7 @@ async fn a_flipped_byte_in_a_sealed_segment_is_reported_on_read() {
     std::fs::write(&seg, &data).unwrap();
 
     let (log, _) = open(dir.path(), small_segments());
-    let mut r = log.reader(Start::Oldest).unwrap();
+    let mut r = log.reader(Start::Oldest).await.unwrap();
     let mut got = 0;
     let err = loop {
         match r.try_next() {
@@ -594,7 +595,7 @@ async fn a_duplicate_of_a_record_whose_sync_fails_fails_too() {
         .unwrap()
         .unwrap();
     assert!(duplicate.is_err(), "{duplicate:?}");
-    assert!(log.lookup_msg_id("once").is_none());
+    assert!(log.lookup_msg_id("once").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -747,7 +748,7 @@ async fn dedup_ids_are_remembered_within_the_window_and_across_restarts() {
         [(2, false), (2, true), (3, false)]
     );
     assert_eq!(log.stats().events, 3);
-    assert_eq!(log.lookup_msg_id("b").map(|r| r.sequence), Some(2));
+    assert_eq!(log.lookup_msg_id("b").await.map(|r| r.sequence), Some(2));
 
     // Across a clean restart (from the checkpoint) and a crash (from the active segment).
     log.close().await;
@@ -784,15 +785,15 @@ async fn ids_of_a_recreated_namespace_are_unknown() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
     let id = log.append(vec![ev(0)]).await.unwrap().remove(0).id;
-    assert_eq!(log.lookup_id(&id), IdLookup::Found(1));
-    assert_eq!(log.lookup_id("user-2-00000000"), IdLookup::Unknown);
-    assert_eq!(log.lookup_id("garbage"), IdLookup::Unknown);
+    assert_eq!(log.lookup_id(&id).await, IdLookup::Found(1));
+    assert_eq!(log.lookup_id("user-2-00000000").await, IdLookup::Unknown);
+    assert_eq!(log.lookup_id("garbage").await, IdLookup::Unknown);
     drop(log);
     std::fs::remove_dir_all(dir.path()).unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
     log.append(vec![ev(0)]).await.unwrap();
     assert_eq!(
-        log.lookup_id(&id),
+        log.lookup_id(&id).await,
         IdLookup::Unknown,
         "old incarnation's id resolved"
     );
@@ -802,7 +803,7 @@ async fn ids_of_a_recreated_namespace_are_unknown() {
 async fn a_reader_at_the_end_waits_for_new_records() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
-    let mut r = log.reader(Start::Newest).unwrap();
+    let mut r = log.reader(Start::Newest).await.unwrap();
     assert!(r.try_next().unwrap().is_none());
     let waiter = tokio::spawn(async move {
         match r.next().await {
@@ -818,7 +819,7 @@ async fn a_reader_at_the_end_waits_for_new_records() {
         .unwrap();
     assert_eq!(got, 1);
     // A waiting reader ends when the log closes.
-    let mut r = log.reader(Start::Newest).unwrap();
+    let mut r = log.reader(Start::Newest).await.unwrap();
     let waiter = tokio::spawn(async move { r.next().await.map(|i| i.is_none()) });
     tokio::task::yield_now().await;
     log.close().await;
@@ -884,7 +885,7 @@ async fn group_commit_serves_many_appends_with_one_sync() {
 async fn the_data_directory_is_locked_while_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let (storage, _) = DiskStorage::open(StorageOptions::new(dir.path())).unwrap();
-    let log = storage.namespace("user", true).unwrap().unwrap();
+    let log = storage.namespace("user", true).await.unwrap().unwrap();
     log.append(vec![ev(0)]).await.unwrap();
     let err = DiskStorage::open(StorageOptions::new(dir.path())).unwrap_err();
     assert!(matches!(err, StorageError::Locked { .. }), "{err}");
@@ -901,9 +902,9 @@ async fn the_data_directory_is_locked_while_in_use() {
         (reports[0].namespace.as_str(), reports[0].events),
         ("user", 1)
     );
-    assert_eq!(storage.namespaces(), ["user"]);
-    assert!(storage.namespace("nope", false).unwrap().is_none());
-    assert!(storage.namespace("a.b", true).is_err());
+    assert_eq!(storage.namespaces().await.unwrap(), ["user"]);
+    assert!(storage.namespace("nope", false).await.unwrap().is_none());
+    assert!(storage.namespace("a.b", true).await.is_err());
 }
 
 #[tokio::test]
@@ -921,8 +922,11 @@ async fn the_state_store_persists_and_compacts() {
                 .await
                 .unwrap();
         }
-        assert_eq!(st.get("consumer/a"), Some(Bytes::from("v9999")));
-        assert_eq!(st.list("consumer/").len(), 1);
+        assert_eq!(
+            st.get("consumer/a").await.unwrap(),
+            Some(Bytes::from("v9999"))
+        );
+        assert_eq!(st.list("consumer/").await.unwrap().len(), 1);
         storage.close().await.unwrap();
     }
     let state_dir = dir.path().join(".state");
@@ -936,10 +940,13 @@ async fn the_state_store_persists_and_compacts() {
     );
     let (storage, _) = DiskStorage::open(StorageOptions::new(dir.path())).unwrap();
     let st = storage.state();
-    assert_eq!(st.get("consumer/a"), Some(Bytes::from("v9999")));
-    assert_eq!(st.get("consumer/b"), None);
     assert_eq!(
-        st.list(""),
+        st.get("consumer/a").await.unwrap(),
+        Some(Bytes::from("v9999"))
+    );
+    assert_eq!(st.get("consumer/b").await.unwrap(), None);
+    assert_eq!(
+        st.list("").await.unwrap(),
         vec![
             ("consumer/a".into(), Bytes::from("v9999")),
             ("other".into(), Bytes::from("x"))

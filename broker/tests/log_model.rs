@@ -98,10 +98,10 @@ fn run(ops: Vec<Op>) {
                     log.close().await;
                     drop(log);
                     log = open(retain);
-                    log.apply_retention().unwrap();
+                    log.apply_retention().await.unwrap();
                 }
                 Op::Read(from) => {
-                    let mut r = log.reader(Start::Sequence(from)).unwrap();
+                    let mut r = log.reader(Start::Sequence(from)).await.unwrap();
                     let mut next = from.max(1);
                     if next < first {
                         assert_eq!(

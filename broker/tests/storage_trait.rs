@@ -16,13 +16,13 @@ fn with_id(subject: &str, msg_id: &str) -> NewEvent {
 }
 
 async fn contract(storage: Arc<dyn Storage>) {
-    assert!(storage.namespace("user", false).unwrap().is_none());
+    assert!(storage.namespace("user", false).await.unwrap().is_none());
     assert!(matches!(
-        storage.namespace("a.b", true),
+        storage.namespace("a.b", true).await,
         Err(StorageError::InvalidNamespace(_))
     ));
-    let log = storage.namespace("user", true).unwrap().unwrap();
-    assert_eq!(storage.namespaces(), ["user"]);
+    let log = storage.namespace("user", true).await.unwrap().unwrap();
+    assert_eq!(storage.namespaces().await.unwrap(), ["user"]);
 
     // Appends: sequences from 1, atomic batches, dedup.
     let r = log
@@ -40,14 +40,14 @@ async fn contract(storage: Arc<dyn Storage>) {
     assert_eq!(r.iter().map(|r| r.sequence).collect::<Vec<_>>(), [2, 3]);
     let dup = log.append(vec![with_id("user.c", "m")]).await.unwrap();
     assert!(dup[0].duplicate && dup[0].sequence == 3);
-    assert_eq!(log.lookup_msg_id("m").map(|r| r.sequence), Some(3));
+    assert_eq!(log.lookup_msg_id("m").await.map(|r| r.sequence), Some(3));
     assert!(matches!(
         log.append(vec![]).await,
         Err(StorageError::InvalidEvent(_))
     ));
 
     // Readers: every start position; a waiting reader wakes on append.
-    let mut all = log.reader(Start::Oldest).unwrap();
+    let mut all = log.reader(Start::Oldest).await.unwrap();
     let mut seen = Vec::new();
     while let Some(ReadItem::Event(e)) = all.try_next().unwrap() {
         seen.push((e.sequence, e.subject));
@@ -61,15 +61,15 @@ async fn contract(storage: Arc<dyn Storage>) {
         ]
     );
     let id2 = log.id_of(2);
-    assert_eq!(log.lookup_id(&id2), IdLookup::Found(2));
-    assert_eq!(log.lookup_id(&log.id_of(9)), IdLookup::Unknown);
-    let mut after = log.reader(Start::AfterId(id2)).unwrap();
+    assert_eq!(log.lookup_id(&id2).await, IdLookup::Found(2));
+    assert_eq!(log.lookup_id(&log.id_of(9)).await, IdLookup::Unknown);
+    let mut after = log.reader(Start::AfterId(id2)).await.unwrap();
     assert!(matches!(after.try_next().unwrap(), Some(ReadItem::Event(e)) if e.sequence == 3));
     assert!(matches!(
-        log.reader(Start::AfterId("user-1-ffffffff".into())),
+        log.reader(Start::AfterId("user-1-ffffffff".into())).await,
         Err(StorageError::UnknownEvent(_))
     ));
-    let mut tail = log.reader(Start::Newest).unwrap();
+    let mut tail = log.reader(Start::Newest).await.unwrap();
     assert!(tail.try_next().unwrap().is_none());
     let waiter = tokio::spawn(async move { tail.next().await });
     log.append(vec![NewEvent::new("user.d", "4")])
@@ -89,7 +89,7 @@ async fn contract(storage: Arc<dyn Storage>) {
     st.put("c/2", "b".into()).await.unwrap();
     st.delete("c/1").await.unwrap();
     assert_eq!(
-        st.list("c/"),
+        st.list("c/").await.unwrap(),
         vec![("c/2".to_string(), bytes::Bytes::from("b"))]
     );
     storage.close().await.unwrap();
@@ -117,8 +117,8 @@ async fn the_memory_engine_reports_gaps_after_retention() {
         ..LogConfig::default()
     };
     let storage = MemoryStorage::new(config, Default::default());
-    let log = storage.namespace("user", true).unwrap().unwrap();
-    let mut early = log.reader(Start::Oldest).unwrap();
+    let log = storage.namespace("user", true).await.unwrap().unwrap();
+    let mut early = log.reader(Start::Oldest).await.unwrap();
     let first = log
         .append(vec![NewEvent::new("user.a", "0")])
         .await
@@ -139,7 +139,7 @@ async fn the_memory_engine_reports_gaps_after_retention() {
         })
     );
     assert_eq!(
-        log.lookup_id(&first),
+        log.lookup_id(&first).await,
         IdLookup::Deleted {
             sequence: 1,
             first_available: 4

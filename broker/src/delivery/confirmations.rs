@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::storage::log::lock;
+use crate::sync::lock;
 
 /// Most events tracked at once.
 pub const MAX_RECORDED: usize = 100_000;

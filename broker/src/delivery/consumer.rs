@@ -24,13 +24,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer_state::{ConsumerState, Key, MemberId, Outcome, Snapshot, Verb};
+use super::parts::ConsumerParts;
 use super::settings::{AckMode, ConsumerSettings};
-use crate::broker::{Broker, Publish};
 use crate::error::{Error, ErrorCode};
-use crate::storage::log::lock;
+use crate::publisher::Publish;
 use crate::storage::{Event, IdLookup, ReadItem, Start, StateStore, parse_event_id};
 use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
+use crate::sync::lock;
 
 /// Longest time a change that no ack waits for stays unwritten.
 pub const LAZY_PERSIST: Duration = Duration::from_millis(100);
@@ -147,7 +148,8 @@ pub struct Consumer {
     kind: ConsumerKind,
     pattern: Pattern,
     created_ns: u64,
-    broker: Broker,
+    /// The parts of the broker it works with (logs, metrics, state, dead letters).
+    parts: ConsumerParts,
     state: std::sync::Mutex<ConsumerState>,
     /// Woken when a delivery may have become possible (ack, nack, member left, seek...).
     changed: Notify,
@@ -214,15 +216,14 @@ pub struct AckItem {
 impl Consumer {
     /// A new consumer reading from `start`; durable ones are written before this returns.
     pub(crate) async fn create(
-        broker: &Broker,
+        parts: &ConsumerParts,
         name: String,
         kind: ConsumerKind,
         pattern: Pattern,
         start: &StartSpec,
         settings: ConsumerSettings,
     ) -> Result<Arc<Consumer>, Error> {
-        let reader =
-            Subscription::open(broker.clone(), pattern.clone(), start, None)?.without_cursors();
+        let reader = Self::open_reader(parts, &pattern, start).await?;
         let mut state = ConsumerState::new(settings);
         if kind == ConsumerKind::Durable {
             state = state.tentative();
@@ -231,7 +232,7 @@ impl Consumer {
             state.set_position(&ns, next);
         }
         let c = Consumer::build(
-            broker,
+            parts,
             name,
             kind,
             pattern,
@@ -247,20 +248,17 @@ impl Consumer {
     }
 
     /// A durable consumer read back from its record at start-up.
-    pub(crate) fn restore(broker: &Broker, record: ConsumerRecord) -> Result<Arc<Consumer>, Error> {
+    pub(crate) async fn restore(
+        parts: &ConsumerParts,
+        record: ConsumerRecord,
+    ) -> Result<Arc<Consumer>, Error> {
         let pattern = Pattern::parse(&record.pattern).map_err(Error::pattern)?;
         let positions = record.state.next.clone();
         let (state, dead) = ConsumerState::restore(record.settings, record.state);
         let state = state.tentative();
-        let reader = Subscription::open(
-            broker.clone(),
-            pattern.clone(),
-            &StartSpec::Positions(positions),
-            None,
-        )?
-        .without_cursors();
+        let reader = Self::open_reader(parts, &pattern, &StartSpec::Positions(positions)).await?;
         let c = Consumer::build(
-            broker,
+            parts,
             record.name,
             ConsumerKind::Durable,
             pattern,
@@ -275,8 +273,26 @@ impl Consumer {
         Ok(c)
     }
 
+    /// The shared reader of a consumer: a subscription that keeps no cursors (the consumer
+    /// records its positions itself) and is not listed (its members are).
+    async fn open_reader(
+        parts: &ConsumerParts,
+        pattern: &Pattern,
+        start: &StartSpec,
+    ) -> Result<Subscription, Error> {
+        Ok(Subscription::open(
+            parts.namespaces.clone(),
+            parts.metrics.clone(),
+            pattern.clone(),
+            start,
+            None,
+        )
+        .await?
+        .without_cursors())
+    }
+
     fn build(
-        broker: &Broker,
+        parts: &ConsumerParts,
         name: String,
         kind: ConsumerKind,
         pattern: Pattern,
@@ -285,7 +301,7 @@ impl Consumer {
         reader: Subscription,
     ) -> Arc<Consumer> {
         let persist = (kind == ConsumerKind::Durable).then(|| Persist {
-            store: broker.state_store(),
+            store: parts.store.clone(),
             durable: watch::Sender::new(Durable::default()),
             urgent: Notify::new(),
             nudge: Notify::new(),
@@ -297,7 +313,7 @@ impl Consumer {
             kind,
             pattern,
             created_ns,
-            broker: broker.clone(),
+            parts: parts.clone(),
             state: std::sync::Mutex::new(state),
             changed: Notify::new(),
             reader: tokio::sync::Mutex::new(reader),
@@ -353,11 +369,11 @@ impl Consumer {
         };
         let scope = self.pattern.namespace();
         let mut lag = 0;
-        for ns in self.broker.namespace_names() {
+        for (ns, log) in self.parts.namespaces.all() {
             if !scope.includes(&ns) {
                 continue;
             }
-            if let Some(log) = self.broker.log(&ns) {
+            {
                 let s = log.stats();
                 let next = positions.get(&ns).copied().unwrap_or(s.first_seq);
                 lag += (s.last_seq + 1).saturating_sub(next.max(s.first_seq));
@@ -610,12 +626,12 @@ impl Consumer {
                 self.spawn_dead_letters(dead, DeadReason::MaxDeliver);
             }
             if let Some((key, count)) = ready {
-                self.broker
-                    .metrics()
+                self.parts
+                    .metrics
                     .redelivered
                     .fetch_add(1, Ordering::Relaxed);
                 self.wake_persister();
-                match self.read_back(&key)? {
+                match self.read_back(&key).await? {
                     ReadBack::Found(event) => {
                         return Ok(Some(vec![Out::Event {
                             namespace: key.ns.to_string(),
@@ -677,7 +693,7 @@ impl Consumer {
                         break;
                     }
                     // A read error after the first item surfaces on the next call.
-                    item = reader.try_next().ok().flatten();
+                    item = reader.try_next_at_hand().ok().flatten();
                 }
             }
             drop(reader);
@@ -716,13 +732,13 @@ impl Consumer {
     }
 
     /// Reads one event of the log again.
-    fn read_back(&self, key: &Key) -> Result<ReadBack, Error> {
-        let Some(log) = self.broker.log(&key.ns) else {
+    async fn read_back(&self, key: &Key) -> Result<ReadBack, Error> {
+        let Some(log) = self.parts.namespaces.get(&key.ns) else {
             return Ok(ReadBack::Gone {
                 resume_at: key.seq + 1,
             });
         };
-        let mut r = log.reader(Start::Sequence(key.seq))?;
+        let mut r = log.reader(Start::Sequence(key.seq)).await?;
         Ok(match r.try_next()? {
             Some(ReadItem::Event(e)) if e.sequence == key.seq => ReadBack::Found(e),
             Some(ReadItem::Gap { resume_at, .. }) => ReadBack::Gone { resume_at },
@@ -751,15 +767,15 @@ impl Consumer {
     /// stays pending (and counted), and is dead-lettered again after a restart.
     async fn dead_letter(&self, key: &Key, reason: DeadReason) -> bool {
         let count = lock(&self.state).count(key).unwrap_or(0);
-        let published = match self.read_back(key) {
+        let published = match self.read_back(key).await {
             Ok(ReadBack::Found(e)) => self.publish_dead_letter(e, count, reason).await,
             Ok(ReadBack::Gone { .. }) => Ok(()),
             Err(e) => Err(e),
         };
         match published {
             Ok(()) => {
-                self.broker
-                    .metrics()
+                self.parts
+                    .metrics
                     .dead_lettered
                     .fetch_add(1, Ordering::Relaxed);
                 lock(&self.state).resolve(key);
@@ -799,11 +815,11 @@ impl Consumer {
             content_type: e.content_type,
             payload: e.payload,
         };
-        self.broker.publish_internal(p).await.map(|_| ())
+        self.parts.dead_letters.put(p).await.map(|_| ())
     }
 
     /// The key of event `id`, or why it cannot be one of this consumer's.
-    fn key_of(&self, id: &str) -> Result<Key, Error> {
+    async fn key_of(&self, id: &str) -> Result<Key, Error> {
         let unknown = || Error::new(ErrorCode::UnknownEvent, format!("unknown event {id:?}"));
         let (ns, _, _) = parse_event_id(id).ok_or_else(|| {
             Error::new(
@@ -811,8 +827,8 @@ impl Consumer {
                 format!("{id:?} is not an event id"),
             )
         })?;
-        let log = self.broker.log(ns).ok_or_else(unknown)?;
-        match log.lookup_id(id) {
+        let log = self.parts.namespaces.get(ns).ok_or_else(unknown)?;
+        match log.lookup_id(id).await {
             IdLookup::Found(seq) | IdLookup::Deleted { sequence: seq, .. } => Ok(Key::new(ns, seq)),
             IdLookup::Unknown => Err(unknown()),
         }
@@ -820,8 +836,8 @@ impl Consumer {
 
     /// Whether event `key` (already read by the consumer) matches its filter, so that it
     /// was delivered to it.
-    fn was_delivered(&self, key: &Key) -> bool {
-        match self.read_back(key) {
+    async fn was_delivered(&self, key: &Key) -> bool {
+        match self.read_back(key).await {
             Ok(ReadBack::Found(e)) => {
                 Subject::parse_internal(&e.subject).is_ok_and(|s| self.pattern.matches(&s))
             }
@@ -847,7 +863,10 @@ impl Consumer {
             );
             return items.iter().map(|_| Err(e.clone())).collect();
         }
-        let keys: Vec<Result<Key, Error>> = items.iter().map(|i| self.key_of(&i.id)).collect();
+        let mut keys: Vec<Result<Key, Error>> = Vec::with_capacity(items.len());
+        for item in items {
+            keys.push(self.key_of(&item.id).await);
+        }
         let now = Instant::now();
         let mut results = Vec::with_capacity(items.len());
         // Dead letters by reason: a `term`, or a nack ending the last allowed delivery.
@@ -887,7 +906,7 @@ impl Consumer {
         // unless it never matched the filter (another consumer's event).
         for (r, key) in results.iter_mut().zip(&keys) {
             if let (Ok(Outcome::AlreadyResolved), Ok(key)) = (&r, key)
-                && !self.was_delivered(key)
+                && !self.was_delivered(key).await
             {
                 *r = Ok(Outcome::NotDelivered);
             }
@@ -935,14 +954,14 @@ impl Consumer {
                 })
                 .collect();
         }
-        let m = self.broker.metrics();
+        let m = &self.parts.metrics;
         let nacked = results
             .iter()
             .filter(|r| matches!(r, Ok(Outcome::Nacked)))
             .count() as u64;
         m.acked.fetch_add(acked.len() as u64, Ordering::Relaxed);
         m.nacked.fetch_add(nacked, Ordering::Relaxed);
-        let confirms = self.broker.confirmations();
+        let confirms = &self.parts.confirmations;
         for key in &acked {
             confirms.acked(&key.ns, key.seq, &self.name);
         }
@@ -972,8 +991,7 @@ impl Consumer {
         self.changed.notify_waiters();
         let result = async {
             let mut reader = self.reader.lock().await;
-            let fresh = Subscription::open(self.broker.clone(), self.pattern.clone(), start, None)?
-                .without_cursors();
+            let fresh = Self::open_reader(&self.parts, &self.pattern, start).await?;
             let positions = fresh.positions().into_iter().collect();
             *reader = fresh;
             let mut st = lock(&self.state);

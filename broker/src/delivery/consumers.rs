@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::consumer::{Consumer, ConsumerKind, ConsumerRecord, Out, STATE_PREFIX};
 use super::consumer_state::MemberId;
+use super::parts::ConsumerParts;
 use super::settings::{ConsumerSettings, check_name};
-use crate::broker::{Broker, SubscriptionGuard};
 use crate::error::{Error, ErrorCode};
-use crate::storage::log::lock;
+use crate::interest::InterestGuard;
 use crate::subject::Pattern;
 use crate::subscription::StartSpec;
+use crate::sync::lock;
 
 /// Most deliveries a member takes from the consumer in one go (fewer when the consumer or
 /// the member has less room): amortises the locks over events that are ready anyway.
@@ -38,8 +39,10 @@ pub struct Attach {
 }
 
 /// The broker's consumers.
-#[derive(Default)]
 pub struct Consumers {
+    /// What each consumer works with.
+    parts: ConsumerParts,
+    /// Every consumer by name.
     map: std::sync::Mutex<BTreeMap<String, Arc<Consumer>>>,
     /// Serialises creations (which write durable records) so that a name is created once.
     creating: tokio::sync::Mutex<()>,
@@ -47,16 +50,26 @@ pub struct Consumers {
 }
 
 impl Consumers {
+    /// No consumers yet; they will work with `parts`.
+    pub fn new(parts: ConsumerParts) -> Consumers {
+        Consumers {
+            parts,
+            map: Default::default(),
+            creating: Default::default(),
+            next_member: Default::default(),
+        }
+    }
+
     /// Reads every durable consumer back from the state store.
-    pub(crate) fn restore(&self, broker: &Broker) -> Result<usize, Error> {
-        let records = broker.state_store().list(STATE_PREFIX);
+    pub(crate) async fn restore(&self) -> Result<usize, Error> {
+        let records = self.parts.store.list(STATE_PREFIX).await?;
         let mut n = 0;
         for (key, bytes) in records {
             let record: ConsumerRecord = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::internal("reading consumer state", format!("record {key:?}: {e}"))
             })?;
             let name = record.name.clone();
-            let c = Consumer::restore(broker, record)?;
+            let c = Consumer::restore(&self.parts, record).await?;
             lock(&self.map).insert(name, c);
             n += 1;
         }
@@ -92,12 +105,11 @@ impl Consumers {
 
     /// Attaches a new member, creating the consumer when it does not exist.
     pub(crate) async fn attach(
-        &self,
-        broker: &Broker,
+        self: &Arc<Self>,
         pattern: Pattern,
         start: StartSpec,
         a: Attach,
-        guard: SubscriptionGuard,
+        guard: InterestGuard,
     ) -> Result<Member, Error> {
         let (name, kind) = match (&a.durable, &a.group) {
             (Some(_), Some(_)) => {
@@ -118,16 +130,17 @@ impl Consumers {
         };
         let member = self.next_member.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = self.try_join(&name, kind, &pattern, &a, member)? {
-            return Ok(Member::new(m, member, guard, broker));
+            return Ok(Member::new(m, member, guard, self));
         }
         let _creating = self.creating.lock().await;
         if let Some(m) = self.try_join(&name, kind, &pattern, &a, member)? {
-            return Ok(Member::new(m, member, guard, broker));
+            return Ok(Member::new(m, member, guard, self));
         }
-        let c = Consumer::create(broker, name.clone(), kind, pattern, &start, a.settings).await?;
+        let c =
+            Consumer::create(&self.parts, name.clone(), kind, pattern, &start, a.settings).await?;
         c.join(member, a.member_max);
         lock(&self.map).insert(name, c.clone());
-        Ok(Member::new(c, member, guard, broker))
+        Ok(Member::new(c, member, guard, self))
     }
 
     fn try_join(
@@ -207,16 +220,18 @@ pub struct Member {
     limit: Option<u64>,
     /// Events taken so far.
     taken: u64,
-    guard: SubscriptionGuard,
-    broker: Broker,
+    /// Its registration in the registry of live interest.
+    guard: InterestGuard,
+    /// The registry it leaves when dropped.
+    consumers: Arc<Consumers>,
 }
 
 impl Member {
     fn new(
         consumer: Arc<Consumer>,
         id: MemberId,
-        guard: SubscriptionGuard,
-        broker: &Broker,
+        guard: InterestGuard,
+        consumers: &Arc<Consumers>,
     ) -> Member {
         Member {
             consumer,
@@ -225,7 +240,7 @@ impl Member {
             limit: None,
             taken: 0,
             guard,
-            broker: broker.clone(),
+            consumers: consumers.clone(),
         }
     }
 
@@ -276,6 +291,6 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        self.broker.consumers().left(&self.consumer, self.id);
+        self.consumers.left(&self.consumer, self.id);
     }
 }

@@ -174,7 +174,7 @@ pub async fn stream(
         .or(q.from.as_deref())
         .unwrap_or("newest")
         .to_owned();
-    let mut sub = broker.subscribe(pattern, &from)?;
+    let mut sub = broker.subscribe(pattern, &from).await?;
     let token = broker.shutdown_token();
     // The cursor of where the stream starts: resuming from it before any event arrived
     // misses nothing (a `newest` start would skip what was published in between).

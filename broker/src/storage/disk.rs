@@ -167,21 +167,25 @@ impl DiskStorage {
 }
 
 impl Storage for DiskStorage {
-    fn namespace(
-        &self,
-        name: &str,
+    fn namespace<'a>(
+        &'a self,
+        name: &'a str,
         create: bool,
-    ) -> Result<Option<Arc<dyn EventLog>>, StorageError> {
-        Ok(self.log(name, create)?.map(|l| l as Arc<dyn EventLog>))
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn EventLog>>, StorageError>> {
+        // Opening a new namespace creates one small file, as before: done on this task.
+        let log = self.log(name, create);
+        Box::pin(async move { Ok(log?.map(|l| l as Arc<dyn EventLog>)) })
     }
 
-    fn namespaces(&self) -> Vec<String> {
-        self.logs
+    fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+        let names = self
+            .logs
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        Box::pin(async move { Ok(names) })
     }
 
     fn state(&self) -> Arc<dyn StateStore> {

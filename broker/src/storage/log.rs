@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -67,11 +67,7 @@ const PROBE_BYTES: usize = 4096;
 /// Largest batch, in encoded bytes (record offsets within a segment are 32-bit).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
 
-/// Locks a std mutex, ignoring poisoning: every critical section here leaves the data
-/// consistent at each step, and none is held across an await.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
@@ -642,31 +638,38 @@ impl EventLog for Log {
         })
     }
 
-    fn reader(&self, start: Start) -> Result<Box<dyn LogReader>, StorageError> {
-        Ok(Box::new(self.open_reader(start)?))
+    fn reader(&self, start: Start) -> BoxFuture<'_, Result<Box<dyn LogReader>, StorageError>> {
+        let reader = self
+            .open_reader(start)
+            .map(|r| Box::new(r) as Box<dyn LogReader>);
+        Box::pin(async move { reader })
     }
 
-    fn lookup_id(&self, id: &str) -> IdLookup {
-        lookup_id(&self.shared, id)
+    fn lookup_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, IdLookup> {
+        let found = lookup_id(&self.shared, id);
+        Box::pin(async move { found })
     }
 
     fn id_of(&self, sequence: u64) -> String {
         event_id(&self.shared.name, sequence, self.shared.incarnation)
     }
 
-    fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt> {
-        let entry = lock(&self.shared.dedup).get(msg_id, now_ns())?;
-        Some(Receipt {
+    fn lookup_msg_id<'a>(&'a self, msg_id: &'a str) -> BoxFuture<'a, Option<Receipt>> {
+        let entry = lock(&self.shared.dedup).get(msg_id, now_ns());
+        let receipt = entry.map(|entry| Receipt {
             id: event_id(&self.shared.name, entry.sequence, self.shared.incarnation),
             namespace: self.shared.name.clone(),
             sequence: entry.sequence,
             time_ns: entry.time_ns,
             duplicate: true,
-        })
+        });
+        Box::pin(async move { receipt })
     }
 
-    fn apply_retention(&self) -> Result<u64, StorageError> {
-        apply_retention(&self.shared)
+    fn apply_retention(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
+        // Deleting segments is a few unlinks: done here rather than on a blocking thread.
+        let deleted = apply_retention(&self.shared);
+        Box::pin(async move { deleted })
     }
 
     fn stats(&self) -> LogStats {

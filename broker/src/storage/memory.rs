@@ -174,62 +174,32 @@ impl EventLog for Arc<MemoryLog> {
         Box::pin(async move { res })
     }
 
-    fn reader(&self, start: Start) -> Result<Box<dyn LogReader>, StorageError> {
-        let next = {
-            let g = lock(&self.inner);
-            match start {
-                Start::Oldest => g.first_seq,
-                Start::Newest => g.next_seq,
-                Start::Sequence(s) => s.max(1),
-                Start::Time(t) => {
-                    let i = g.events.partition_point(|e| e.time_ns < t);
-                    g.first_seq + i as u64
-                }
-                Start::AfterId(id) => {
-                    drop(g);
-                    match self.lookup_id(&id) {
-                        IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => s + 1,
-                        IdLookup::Unknown => return Err(StorageError::UnknownEvent(id)),
-                    }
-                }
-            }
-        };
-        Ok(Box::new(MemoryReader {
-            log: self.clone(),
-            next,
-            tail: self.tail.subscribe(),
-        }))
+    fn reader(&self, start: Start) -> BoxFuture<'_, Result<Box<dyn LogReader>, StorageError>> {
+        let reader = self.open_reader(start);
+        Box::pin(async move { reader })
     }
 
-    fn lookup_id(&self, id: &str) -> IdLookup {
-        let Some((ns, sequence, inc)) = parse_event_id(id) else {
-            return IdLookup::Unknown;
-        };
-        let g = lock(&self.inner);
-        if ns != self.name || inc != self.incarnation || sequence == 0 || sequence >= g.next_seq {
-            IdLookup::Unknown
-        } else if sequence < g.first_seq {
-            IdLookup::Deleted {
-                sequence,
-                first_available: g.first_seq,
-            }
-        } else {
-            IdLookup::Found(sequence)
-        }
+    fn lookup_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, IdLookup> {
+        let found = self.find_id(id);
+        Box::pin(async move { found })
     }
 
     fn id_of(&self, sequence: u64) -> String {
         event_id(&self.name, sequence, self.incarnation)
     }
 
-    fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt> {
-        let d = lock(&self.inner).dedup.get(msg_id, now_ns())?;
-        Some(self.receipt(d.sequence, d.time_ns, true))
+    fn lookup_msg_id<'a>(&'a self, msg_id: &'a str) -> BoxFuture<'a, Option<Receipt>> {
+        let d = lock(&self.inner).dedup.get(msg_id, now_ns());
+        let receipt = d.map(|d| self.receipt(d.sequence, d.time_ns, true));
+        Box::pin(async move { receipt })
     }
 
-    fn apply_retention(&self) -> Result<u64, StorageError> {
-        let mut g = lock(&self.inner);
-        Ok(self.retain(&mut g, now_ns()))
+    fn apply_retention(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
+        let dropped = {
+            let mut g = lock(&self.inner);
+            self.retain(&mut g, now_ns())
+        };
+        Box::pin(async move { Ok(dropped) })
     }
 
     fn stats(&self) -> LogStats {
@@ -248,6 +218,54 @@ impl EventLog for Arc<MemoryLog> {
             sync_ns: 0,
             corrupt_reads: 0,
             heals: 0,
+        }
+    }
+}
+
+impl MemoryLog {
+    /// A reader positioned at `start`.
+    fn open_reader(self: &Arc<Self>, start: Start) -> Result<Box<dyn LogReader>, StorageError> {
+        let next = {
+            let g = lock(&self.inner);
+            match start {
+                Start::Oldest => g.first_seq,
+                Start::Newest => g.next_seq,
+                Start::Sequence(s) => s.max(1),
+                Start::Time(t) => {
+                    let i = g.events.partition_point(|e| e.time_ns < t);
+                    g.first_seq + i as u64
+                }
+                Start::AfterId(id) => {
+                    drop(g);
+                    match self.find_id(&id) {
+                        IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => s + 1,
+                        IdLookup::Unknown => return Err(StorageError::UnknownEvent(id)),
+                    }
+                }
+            }
+        };
+        Ok(Box::new(MemoryReader {
+            log: self.clone(),
+            next,
+            tail: self.tail.subscribe(),
+        }))
+    }
+
+    /// Resolves an event id.
+    fn find_id(&self, id: &str) -> IdLookup {
+        let Some((ns, sequence, inc)) = parse_event_id(id) else {
+            return IdLookup::Unknown;
+        };
+        let g = lock(&self.inner);
+        if ns != self.name || inc != self.incarnation || sequence == 0 || sequence >= g.next_seq {
+            IdLookup::Unknown
+        } else if sequence < g.first_seq {
+            IdLookup::Deleted {
+                sequence,
+                first_available: g.first_seq,
+            }
+        } else {
+            IdLookup::Found(sequence)
         }
     }
 }
@@ -302,15 +320,20 @@ pub struct MemoryState {
 }
 
 impl StateStore for MemoryState {
-    fn get(&self, key: &str) -> Option<Bytes> {
-        lock(&self.map).get(key).cloned()
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StorageError>> {
+        let value = lock(&self.map).get(key).cloned();
+        Box::pin(async move { Ok(value) })
     }
-    fn list(&self, prefix: &str) -> Vec<(String, Bytes)> {
-        lock(&self.map)
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, Bytes)>, StorageError>> {
+        let entries = lock(&self.map)
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+            .collect();
+        Box::pin(async move { Ok(entries) })
     }
     fn put(&self, key: &str, value: Bytes) -> BoxFuture<'static, Result<(), StorageError>> {
         lock(&self.map).insert(key.to_owned(), value);
@@ -343,11 +366,41 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn namespace(
-        &self,
-        name: &str,
+    fn namespace<'a>(
+        &'a self,
+        name: &'a str,
         create: bool,
-    ) -> Result<Option<Arc<dyn EventLog>>, StorageError> {
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn EventLog>>, StorageError>> {
+        let log = self.log(name, create);
+        Box::pin(async move { log })
+    }
+
+    fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
+        let names = self
+            .logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        Box::pin(async move { Ok(names) })
+    }
+
+    fn state(&self) -> Arc<dyn StateStore> {
+        self.state.clone()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        for log in self.logs.read().unwrap_or_else(|e| e.into_inner()).values() {
+            log.close();
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl MemoryStorage {
+    /// The log of `name`, created when `create` is set.
+    fn log(&self, name: &str, create: bool) -> Result<Option<Arc<dyn EventLog>>, StorageError> {
         check_namespace(name)?;
         let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = logs.get(name) {
@@ -364,25 +417,5 @@ impl Storage for MemoryStorage {
         let log = Arc::new(MemoryLog::new(name, config));
         logs.insert(name.to_owned(), log.clone());
         Ok(Some(Arc::new(log)))
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        self.logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
-    }
-
-    fn state(&self) -> Arc<dyn StateStore> {
-        self.state.clone()
-    }
-
-    fn close(&self) -> BoxFuture<'_, Result<(), StorageError>> {
-        for log in self.logs.read().unwrap_or_else(|e| e.into_inner()).values() {
-            log.close();
-        }
-        Box::pin(async { Ok(()) })
     }
 }

@@ -106,6 +106,18 @@ pub enum IdLookup {
 }
 
 /// One namespace's log.
+///
+/// # Which calls may wait
+///
+/// Every method that an engine answering over the network (a NATS JetStream cluster) would
+/// have to ask its server for returns a future: `append`, `reader`, `lookup_id`,
+/// `lookup_msg_id` and `apply_retention`. The synchronous ones never wait on anything but a
+/// short in-process lock:
+///
+/// - `name` and `id_of` are pure: an id is computed from the namespace, the sequence and the
+///   incarnation the engine fixed when it opened the log.
+/// - `stats` is served from figures the engine keeps in memory and updates as it writes
+///   (an engine over the network keeps them from its own appends and a background refresh).
 pub trait EventLog: Send + Sync + 'static {
     /// The namespace.
     fn name(&self) -> &str;
@@ -120,28 +132,32 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Receipt>, StorageError>>;
 
     /// A reader positioned at `start`.
-    fn reader(&self, start: Start) -> Result<Box<dyn LogReader>, StorageError>;
+    fn reader(&self, start: Start) -> BoxFuture<'_, Result<Box<dyn LogReader>, StorageError>>;
 
     /// Resolves an event id.
-    fn lookup_id(&self, id: &str) -> IdLookup;
+    fn lookup_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, IdLookup>;
 
     /// The id the event at `sequence` has (or will have); sequence 0 names the position
-    /// before the first event. Used for cursors.
+    /// before the first event. Used for cursors. Pure: never waits.
     fn id_of(&self, sequence: u64) -> String;
 
     /// The receipt of the event stored with this dedup id, if within the window.
-    fn lookup_msg_id(&self, msg_id: &str) -> Option<Receipt>;
+    fn lookup_msg_id<'a>(&'a self, msg_id: &'a str) -> BoxFuture<'a, Option<Receipt>>;
 
     /// Applies retention now (it also runs by itself); returns the events deleted.
-    fn apply_retention(&self) -> Result<u64, StorageError>;
+    fn apply_retention(&self) -> BoxFuture<'_, Result<u64, StorageError>>;
 
-    /// Figures for management and metrics.
+    /// Figures for management and metrics, from what the engine keeps in memory (never
+    /// waits on I/O).
     fn stats(&self) -> LogStats;
 }
 
 /// A cursor reading a log forward.
 pub trait LogReader: Send {
-    /// The next item if one is available now.
+    /// The next item if one is at hand now, without waiting: for the disk engine, from the
+    /// mapped or buffered segment; for an engine over the network, from what the reader has
+    /// already fetched. `Ok(None)` means "nothing at hand", not "the end": [`LogReader::next`]
+    /// waits (and fetches).
     fn try_next(&mut self) -> Result<Option<ReadItem>, StorageError>;
 
     /// The next item, waiting for it without polling; `Ok(None)` once the log is closed.
@@ -152,32 +168,44 @@ pub trait LogReader: Send {
 }
 
 /// The broker's own small durable state (consumer positions and such): a key-value map
-/// whose writes resolve once durable, group-committed like appends.
+/// whose writes resolve once durable, group-committed like appends. Every call may wait.
 pub trait StateStore: Send + Sync + 'static {
     /// The value of `key`.
-    fn get(&self, key: &str) -> Option<Bytes>;
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StorageError>>;
     /// Every (key, value) whose key starts with `prefix`, in key order.
-    fn list(&self, prefix: &str) -> Vec<(String, Bytes)>;
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, Bytes)>, StorageError>>;
     /// Sets `key`; resolves once durable.
     fn put(&self, key: &str, value: Bytes) -> BoxFuture<'static, Result<(), StorageError>>;
     /// Removes `key`; resolves once durable.
     fn delete(&self, key: &str) -> BoxFuture<'static, Result<(), StorageError>>;
+    /// Why state writes are refused, if they are (after a storage failure; the engine
+    /// probes and heals by itself). From memory: never waits.
+    fn read_only(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A storage engine: namespaces and broker state.
+///
+/// The broker opens every existing namespace once at start ([`Storage::namespaces`], then
+/// [`Storage::namespace`]) and keeps the logs in its namespace registry; every later
+/// creation goes through that registry, which is how its view stays coherent.
 pub trait Storage: Send + Sync + 'static {
     /// The log of namespace `name`; created when `create` is set, `Ok(None)` when it does
     /// not exist and `create` is not set.
-    fn namespace(
-        &self,
-        name: &str,
+    fn namespace<'a>(
+        &'a self,
+        name: &'a str,
         create: bool,
-    ) -> Result<Option<Arc<dyn EventLog>>, StorageError>;
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn EventLog>>, StorageError>>;
 
     /// Names of the existing namespaces, sorted.
-    fn namespaces(&self) -> Vec<String>;
+    fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
 
-    /// The broker's durable state.
+    /// The broker's durable state (a handle: never waits).
     fn state(&self) -> Arc<dyn StateStore>;
 
     /// Finishes queued appends, syncs and closes everything.

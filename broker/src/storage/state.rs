@@ -251,21 +251,31 @@ async fn compact(
     Ok(())
 }
 
+/// Reads are served from the map kept in memory (the log is read once, at open).
 impl StateStore for LogStateStore {
-    fn get(&self, key: &str) -> Option<Bytes> {
-        lock(&self.map)
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StorageError>> {
+        let value = lock(&self.map)
             .entries
             .get(key)
-            .and_then(|(_, v)| v.clone())
+            .and_then(|(_, v)| v.clone());
+        Box::pin(async move { Ok(value) })
     }
 
-    fn list(&self, prefix: &str) -> Vec<(String, Bytes)> {
-        lock(&self.map)
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, Bytes)>, StorageError>> {
+        let entries = lock(&self.map)
             .entries
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter_map(|(k, (_, v))| v.clone().map(|v| (k.clone(), v)))
-            .collect()
+            .collect();
+        Box::pin(async move { Ok(entries) })
+    }
+
+    fn read_only(&self) -> Option<String> {
+        self.stats().read_only
     }
 
     fn put(&self, key: &str, value: Bytes) -> BoxFuture<'static, Result<(), StorageError>> {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus_broker::storage::LogReader as _;
 use bus_broker::storage::io::{FileSystem, StdFs};
 use bus_broker::storage::{
     Event, EventLog, Log, LogConfig, NewEvent, OpenReport, ReadItem, Start, StorageError,
@@ -53,7 +54,7 @@ pub async fn append_n(log: &Log, n: u64) -> Vec<u64> {
 
 /// Everything readable now, from `start`.
 pub fn read_all(log: &Log, start: Start) -> Vec<Event> {
-    let mut r = log.reader(start).expect("reader");
+    let mut r = log.open_reader(start).expect("reader");
     let mut out = Vec::new();
     while let Some(item) = r.try_next().expect("read") {
         match item {

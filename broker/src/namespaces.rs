@@ -1,0 +1,167 @@
+//! [`Namespaces`]: the registry of namespaces over the storage engine.
+//!
+//! Subscriptions, consumers and the publish path find logs here, never through the
+//! [`Broker`](crate::broker::Broker) façade. The registry opens every existing namespace once
+//! at start and keeps its log; every creation goes through [`Namespaces::get_or_create`], so
+//! the map is the whole truth and lookups ([`Namespaces::get`], [`Namespaces::names`]) are
+//! served from memory without asking the engine.
+//!
+//! Bound: at most `max_namespaces` logs (`--max-namespaces`); a publish that would create
+//! one more is refused with `namespace_limit`. Reserved namespaces (`_bus_`, dead letters)
+//! are created by the broker itself and count too.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use crate::error::{Error, ErrorCode};
+use crate::storage::{EventLog, StateStore, Storage, StorageError};
+use crate::subject::is_reserved_namespace;
+
+/// Which namespaces may exist.
+#[derive(Debug, Clone, Default)]
+pub struct NamespacePolicy {
+    /// When set, only these (and the reserved ones) may be used (`--namespaces`).
+    pub allowed: Option<Vec<String>>,
+    /// Most namespaces the broker holds (`--max-namespaces`).
+    pub max: usize,
+}
+
+/// The namespaces of the broker and their logs.
+pub struct Namespaces {
+    /// The engine the logs come from.
+    storage: Arc<dyn Storage>,
+    /// Every open log by name: the registry's view, complete (see the module docs).
+    logs: RwLock<BTreeMap<String, Arc<dyn EventLog>>>,
+    /// Serialises creations, so that the limit holds and a name is created once.
+    creating: tokio::sync::Mutex<()>,
+    /// Bumped whenever a namespace is created, so multi-namespace subscriptions pick it up.
+    created: watch::Sender<u64>,
+    /// Which namespaces may exist.
+    policy: NamespacePolicy,
+}
+
+impl std::fmt::Debug for Namespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespaces")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+impl Namespaces {
+    /// Opens every namespace `storage` holds.
+    pub async fn open(
+        storage: Arc<dyn Storage>,
+        policy: NamespacePolicy,
+    ) -> Result<Namespaces, StorageError> {
+        let mut logs = BTreeMap::new();
+        for name in storage.namespaces().await? {
+            if let Some(log) = storage.namespace(&name, false).await? {
+                logs.insert(name, log);
+            }
+        }
+        Ok(Namespaces {
+            storage,
+            logs: RwLock::new(logs),
+            creating: tokio::sync::Mutex::new(()),
+            created: watch::Sender::new(0),
+            policy,
+        })
+    }
+
+    /// The log of `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn EventLog>> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Names of the existing namespaces, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Every (name, log), sorted by name.
+    pub fn all(&self) -> Vec<(String, Arc<dyn EventLog>)> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect()
+    }
+
+    /// Changes whenever a namespace is created.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.created.subscribe()
+    }
+
+    /// The broker's durable state, from the same engine.
+    pub fn state_store(&self) -> Arc<dyn StateStore> {
+        self.storage.state()
+    }
+
+    /// Refuses a namespace outside `--namespaces`.
+    pub fn check_allowed(&self, namespace: &str) -> Result<(), Error> {
+        if let Some(allowed) = &self.policy.allowed
+            && !is_reserved_namespace(namespace)
+            && !allowed.iter().any(|a| a == namespace)
+        {
+            return Err(Error::new(
+                ErrorCode::UnknownNamespace,
+                format!(
+                    "namespace {namespace:?} does not exist; namespaces: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log of `namespace`, created on first use (within the policy).
+    pub async fn get_or_create(&self, namespace: &str) -> Result<Arc<dyn EventLog>, Error> {
+        self.check_allowed(namespace)?;
+        if let Some(log) = self.get(namespace) {
+            return Ok(log);
+        }
+        let _creating = self.creating.lock().await;
+        if let Some(log) = self.get(namespace) {
+            return Ok(log);
+        }
+        let max = self.policy.max;
+        if self.logs.read().unwrap_or_else(|e| e.into_inner()).len() >= max {
+            return Err(Error::new(
+                ErrorCode::NamespaceLimit,
+                format!(
+                    "cannot create namespace {namespace:?}: the broker holds its limit of {max} namespaces (--max-namespaces)"
+                ),
+            ));
+        }
+        let log = self
+            .storage
+            .namespace(namespace, true)
+            .await?
+            .ok_or_else(|| Error::internal("creating a namespace", namespace))?;
+        self.logs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_owned(), log.clone());
+        self.created.send_modify(|v| *v += 1);
+        tracing::info!(namespace, "namespace created");
+        Ok(log)
+    }
+
+    /// Finishes queued appends, syncs and closes the engine.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.storage.close().await
+    }
+}
