@@ -147,7 +147,7 @@ impl Broker {
     /// used), everything is lost when it closes. For tests and embedding.
     pub async fn in_memory(mut config: Config) -> Result<Broker, BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
-        let overrides = config.resolve_overrides().map_err(BrokerError::Config)?;
+        let overrides = config.overrides_in_memory().map_err(BrokerError::Config)?;
         let storage = MemoryStorage::new(config.log.clone(), overrides.into_iter().collect());
         Broker::with_storage(config, Arc::new(storage)).await
     }

@@ -150,11 +150,25 @@ impl Config {
     /// saves the result back, and returns the log settings of every overridden namespace.
     pub fn resolve_overrides(&mut self) -> Result<BTreeMap<String, LogConfig>, String> {
         let saved = load_overrides(&self.data_dir)?;
+        self.merge_overrides(saved, true)
+    }
+
+    /// The log settings of every overridden namespace from this config's overrides alone,
+    /// touching no file (for the memory engine).
+    pub fn overrides_in_memory(&mut self) -> Result<BTreeMap<String, LogConfig>, String> {
+        self.merge_overrides(BTreeMap::new(), false)
+    }
+
+    fn merge_overrides(
+        &mut self,
+        saved: BTreeMap<String, NamespaceOverride>,
+        save: bool,
+    ) -> Result<BTreeMap<String, LogConfig>, String> {
         let mut merged = saved;
         for (ns, o) in std::mem::take(&mut self.overrides) {
             merged.entry(ns).or_default().merge(o);
         }
-        if !merged.is_empty() {
+        if save && !merged.is_empty() {
             save_overrides(&self.data_dir, &merged)?;
         }
         let mut out = BTreeMap::new();
