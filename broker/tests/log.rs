@@ -1049,7 +1049,7 @@ async fn a_failed_sync_under_never_stays_read_only_until_a_restart() {
     fs.clear_faults();
     // Answered events may never have reached the disk: no probe makes it writable again.
     let calls = fs.sync_calls();
-    tokio::time::sleep(bus_broker::storage::log::PROBE_INTERVAL * 2).await;
+    tokio::time::sleep(bus_broker::storage::PROBE_INTERVAL * 2).await;
     assert!(log.stats().read_only.is_some());
     assert_eq!(fs.sync_calls(), calls);
 }

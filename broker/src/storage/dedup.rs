@@ -91,13 +91,9 @@ impl DedupTable {
     }
 
     /// Ids remembered.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// True when nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

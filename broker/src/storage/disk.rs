@@ -15,7 +15,8 @@ use std::sync::{Arc, RwLock};
 use futures::future::BoxFuture;
 
 use super::io::{FileSystem, StdFs};
-use super::log::{Log, OpenReport};
+use super::log::Log;
+use super::open::OpenReport;
 use super::state::LogStateStore;
 use super::{EventLog, LogConfig, StateStore, Storage, StorageError, check_namespace};
 

@@ -48,11 +48,6 @@ impl SegmentIndex {
         self.entries.len() / 4
     }
 
-    /// True when the segment holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Offset of record `i` (0-based within the segment).
     pub fn offset(&self, i: usize) -> usize {
         let e = &self.entries[i * 4..i * 4 + 4];

@@ -13,12 +13,12 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::dedup::{DedupEntry, DedupTable};
-use super::log::lock;
 use super::{
     EventLog, IdLookup, LogConfig, LogReader, LogStats, NewEvent, ReadItem, Receipt, Start,
     StateStore, Storage, StorageError, check_namespace, event_id, now_ns, parse_event_id, record,
 };
 use crate::storage::Event;
+use crate::sync::lock;
 
 #[derive(Debug)]
 struct Inner {

@@ -7,21 +7,41 @@
 //! and embedding. Another engine (a NATS JetStream cluster, for users who outgrow one
 //! machine) can be added without touching routing or delivery.
 //!
-//! The disk engine, file by file:
+//! The disk engine, file by file, each using only those listed before it (no file reaches
+//! into another's fields):
 //!
-//! - [`record`]: how one event is framed (length, CRC-32, fields); check, then parse.
-//! - [`segment`]: segment files, their header, sealed segments read through [`mmap`].
-//! - [`index`]: the per-segment offset index, written at seal, checked at load.
-//! - [`recovery`]: scanning the active segment at open; torn tail versus corruption.
-//! - [`checkpoint`]: the clean-close marker and the dedup table, so open reads no sealed segment.
-//! - [`log`]: [`Log`], one namespace: the writer thread with group commit, the readers' view.
-//! - `answers`: how appenders are answered, from a task on their runtime.
-//! - [`syncer`]: the thread that syncs written groups under `always` while the writer writes on.
-//! - [`reader`]: [`Reader`], a cursor reading forward from a position.
-//! - [`io`]: the writer's file operations behind a trait, with a power-loss simulator for tests.
-//! - [`disk`]: [`DiskStorage`]: the data directory, its lock, its namespaces.
-//! - [`state`]: [`LogStateStore`], the broker's durable key-value state, kept in a log.
-//! - [`memory`]: [`MemoryStorage`], the same traits in memory.
+//! - `record`: how one event is framed (length, CRC-32, fields); check, then parse.
+//! - `index`, `mmap`, `segment`: the per-segment offset index (written at seal, checked at
+//!   load), segment files and their header, sealed segments read through a memory map.
+//! - `recovery`: scanning the active segment at open; torn tail versus corruption.
+//! - `checkpoint`, `dedup`: the clean-close marker and the dedup table, so open reads no
+//!   sealed segment.
+//! - [`io`]: the writer's file operations behind a trait ([`io::FileSystem`], [`io::StdFs`]),
+//!   with a power-loss simulator for tests (`sim_fs`, `test-util` only).
+//! - `stats`, `shared`: the counters, and the state one namespace's handle, writer, syncer
+//!   and readers share (the queue, the readers' view, the failure), used through methods.
+//! - `answers`, `written`: how appenders are answered, from a task on their runtime; a
+//!   written group on its way to being visible and answered.
+//! - `syncer`: the thread that syncs written groups under `always` while the writer writes on.
+//! - `retention`: deleting the oldest sealed segments.
+//! - `writer`: the writer thread: group commit, rolling, failure and healing.
+//! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
+//! - `reader`: `Reader`, a cursor reading forward from a position.
+//! - `log`: `Log`, the handle on one namespace and its [`EventLog`] implementation.
+//! - `disk`: [`DiskStorage`]: the data directory, its lock, its namespaces.
+//! - `state`: `LogStateStore`, the broker's durable key-value state, kept in a log.
+//! - `memory`: [`MemoryStorage`], the same traits in memory.
+//! - [`inspect`]: offline inspection for the tools (`bus inspect`, `--verify`, `--repair`):
+//!   segments listed, records decoded, damage located, a namespace cut at its damage.
+//!
+//! **Public API.** The traits and their value types, [`DiskStorage`], [`MemoryStorage`],
+//! [`io::FileSystem`] and [`io::StdFs`] (the broker's `Config` takes a file system, for fault
+//! injection), and [`inspect`]. Everything else is private to the crate.
+//!
+//! **The `test-util` feature** makes public, for this crate's own tests and benches and for
+//! the CLI's tests, what they drive directly: the concrete `Log`, `Reader` and
+//! `LogStateStore`, `PROBE_INTERVAL`, the `record` and `segment` modules (to damage files on
+//! purpose) and `io::SimFs` with `io::FaultOp`. It is for tests only, not a stable API.
 
 use std::sync::Arc;
 
@@ -29,33 +49,57 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 mod answers;
-pub mod checkpoint;
-pub mod config;
-pub mod dedup;
-pub mod disk;
-pub mod error;
-pub mod event;
-pub mod index;
+mod checkpoint;
+mod config;
+mod dedup;
+mod disk;
+mod error;
+mod event;
+pub(crate) mod index;
+pub mod inspect;
 pub mod io;
-pub mod log;
-pub mod memory;
-pub mod mmap;
-pub mod reader;
+mod log;
+mod memory;
+mod mmap;
+mod open;
+mod reader;
+#[cfg(feature = "test-util")]
 pub mod record;
-pub mod recovery;
+#[cfg(not(feature = "test-util"))]
+mod record;
+mod recovery;
+mod retention;
+#[cfg(feature = "test-util")]
 pub mod segment;
-pub mod state;
-pub mod syncer;
+#[cfg(not(feature = "test-util"))]
+mod segment;
+mod shared;
+#[cfg(feature = "test-util")]
+mod sim_fs;
+mod state;
+mod stats;
+mod syncer;
+mod writer;
+mod written;
 
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use disk::{DiskStorage, StorageOptions};
 pub use error::{Corruption, StorageError};
 pub use event::{Event, NewEvent, Receipt};
-pub use log::{Log, LogStats, OpenReport};
 pub use memory::MemoryStorage;
-pub use reader::Reader;
+pub use open::OpenReport;
 pub use recovery::{Repair, TornTail};
-pub use state::LogStateStore;
+pub use stats::LogStats;
+
+/// The concrete disk engine, for tests and benches only (`test-util` feature; not a stable
+/// API).
+#[cfg(feature = "test-util")]
+pub use {
+    log::{Log, MAX_BATCH_BYTES},
+    reader::{CHUNK_BYTES, Reader},
+    state::LogStateStore,
+    writer::PROBE_INTERVAL,
+};
 
 /// Where a reader starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use super::log::{Shared, lookup_id, segment_last_time};
+use super::io::DataFile;
 use super::record::{self, Decoded};
+use super::shared::{Located, Shared};
 use super::{IdLookup, LogReader, ReadItem, Start, StorageError};
 
 /// Most bytes a reader reads from the active segment at once (a larger record is read whole).
@@ -35,21 +36,26 @@ struct Chunk {
     file_offset: u64,
     /// A chunk of the active segment, which may end inside a record.
     partial: bool,
+    /// The file read, for error reports.
     path: PathBuf,
 }
 
 /// Reads one namespace's log forward.
 pub struct Reader {
+    /// The log read.
     shared: Arc<Shared>,
+    /// The sequence of the next event to return.
     next: u64,
+    /// The newest visible sequence, waited on at the end.
     tail: watch::Receiver<u64>,
+    /// The bytes being decoded, if any.
     chunk: Option<Chunk>,
 }
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
-            .field("namespace", &self.shared.name)
+            .field("namespace", &self.shared.name())
             .field("next", &self.next)
             .finish()
     }
@@ -57,12 +63,12 @@ impl std::fmt::Debug for Reader {
 
 impl Reader {
     pub(crate) fn new(shared: Arc<Shared>, start: Start) -> Result<Reader, StorageError> {
-        let tail = shared.tail.subscribe();
+        let tail = shared.subscribe_tail();
         let next = match start {
-            Start::Oldest => shared.read_view().first_seq,
-            Start::Newest => shared.read_view().next_seq,
+            Start::Oldest => shared.first_seq(),
+            Start::Newest => shared.next_seq(),
             Start::Sequence(s) => s.max(1),
-            Start::AfterId(id) => match lookup_id(&shared, &id) {
+            Start::AfterId(id) => match shared.lookup_id(&id) {
                 IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => s + 1,
                 IdLookup::Unknown => return Err(StorageError::UnknownEvent(id)),
             },
@@ -107,7 +113,7 @@ impl Reader {
                 let path = c.path.clone();
                 self.chunk = None;
                 self.shared
-                    .metrics
+                    .metrics()
                     .corrupt_reads
                     .fetch_add(1, Ordering::Relaxed);
                 Err(StorageError::corrupt(path, offset, self.next, reason))
@@ -117,50 +123,23 @@ impl Reader {
 
     /// Positions a chunk at `self.next`, or says why not: a gap, or nothing visible yet.
     fn refill(&mut self) -> Result<Option<ReadItem>, StorageError> {
-        enum Source {
-            Sealed(Arc<super::segment::SealedSegment>),
-            Active {
-                file: Arc<dyn super::io::DataFile>,
-                path: PathBuf,
-                offset: u64,
-                end: u64,
-            },
-        }
-        let source = {
-            let v = self.shared.read_view();
-            if self.next < v.first_seq {
+        match self.shared.locate(self.next) {
+            Located::Deleted(first_seq) => {
                 let gap = ReadItem::Gap {
                     missed_from: self.next,
-                    resume_at: v.first_seq,
+                    resume_at: first_seq,
                 };
-                self.next = v.first_seq;
+                self.next = first_seq;
                 return Ok(Some(gap));
             }
-            if self.next >= v.next_seq {
-                return Ok(None);
-            }
-            if self.next >= v.active.first_seq {
-                let i = (self.next - v.active.first_seq) as usize;
-                Source::Active {
-                    file: v.active.file.clone(),
-                    path: v.active.path.clone(),
-                    offset: u64::from(v.active.offsets[i]),
-                    end: v.active.len,
-                }
-            } else {
-                // Sealed segments are in order: binary search the one holding `next`.
-                let i = v.sealed.partition_point(|s| s.last_seq < self.next);
-                Source::Sealed(v.sealed[i].clone())
-            }
-        };
-        match source {
-            Source::Sealed(seg) => {
+            Located::NotYet => return Ok(None),
+            Located::Sealed(seg) => {
                 let loaded = match seg.load() {
                     Ok(l) => l,
                     // Retention may have deleted the segment since the view was read: that is
                     // a gap, not an error.
                     Err(e) => {
-                        let first = self.shared.read_view().first_seq;
+                        let first = self.shared.first_seq();
                         if self.next < first {
                             let gap = ReadItem::Gap {
                                 missed_from: self.next,
@@ -184,7 +163,7 @@ impl Reader {
                     path: seg.path.clone(),
                 });
             }
-            Source::Active {
+            Located::Active {
                 file,
                 path,
                 offset,
@@ -219,7 +198,7 @@ impl Reader {
 }
 
 fn read_exact(
-    file: &dyn super::io::DataFile,
+    file: &dyn DataFile,
     path: &PathBuf,
     offset: u64,
     len: usize,
@@ -266,7 +245,7 @@ impl LogReader for Reader {
                 if let Some(item) = self.try_next()? {
                     return Ok(Some(item));
                 }
-                if self.shared.read_view().closed {
+                if self.shared.is_closed() {
                     return Ok(None);
                 }
                 if self.tail.changed().await.is_err() {
@@ -283,18 +262,12 @@ impl LogReader for Reader {
 
 /// The sequence of the first event at or after `t` (the next sequence when there is none).
 fn seek_time(shared: &Shared, t: u64) -> Result<u64, StorageError> {
-    let (sealed, active_hit, next_seq) = {
-        let v = shared.read_view();
-        let sealed: Vec<_> = v.sealed.iter().cloned().collect();
-        let i = v.active.times.partition_point(|&x| x < t);
-        let hit = (i < v.active.times.len()).then(|| v.active.first_seq + i as u64);
-        (sealed, hit, v.next_seq)
-    };
+    let (sealed, active_hit, next_seq) = shared.time_index(t);
     // The first sealed segment whose newest event is at or after `t` (O(log n) loads).
     let (mut lo, mut hi) = (0, sealed.len());
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if segment_last_time(&sealed[mid])? < t {
+        if sealed[mid].last_time()? < t {
             lo = mid + 1;
         } else {
             hi = mid;

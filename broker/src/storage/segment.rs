@@ -1,4 +1,5 @@
-//! Segment files: their names, their header, and sealed segments read through memory maps.
+//! Segment files: their names, their header, creating one, and sealed segments read through
+//! memory maps.
 //!
 //! A namespace directory holds `<first sequence, 20 digits>.log` segments, each with its
 //! index `<same digits>.idx` once sealed. The newest segment is the active one, written by
@@ -23,7 +24,9 @@ use bytes::Bytes;
 
 use super::StorageError;
 use super::index::SegmentIndex;
+use super::io::{DataFile, FileSystem};
 use super::mmap::MappedFile;
+use super::record;
 
 /// Magic number at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BUSSEG\r\n";
@@ -35,11 +38,6 @@ pub const SEGMENT_HEADER_BYTES: usize = 32;
 /// The file name of the segment whose first sequence is `first`.
 pub fn segment_name(first: u64) -> String {
     format!("{first:020}.log")
-}
-
-/// The file name of the index of the segment whose first sequence is `first`.
-pub fn index_name(first: u64) -> String {
-    format!("{first:020}.idx")
 }
 
 /// Parses a segment or index file name: `(first sequence, is_index)`.
@@ -173,6 +171,35 @@ impl SealedSegment {
     pub fn index_path(&self) -> PathBuf {
         index_path_for(&self.path)
     }
+
+    /// The time of the segment's newest event (maps the segment if it is not yet).
+    pub fn last_time(&self) -> Result<u64, StorageError> {
+        let l = self.load()?;
+        let off = l.index.offset(l.index.len() - 1);
+        record::peek_time(&l.data[off..]).ok_or_else(|| {
+            StorageError::corrupt(&self.path, off as u64, self.last_seq, "truncated record")
+        })
+    }
+}
+
+/// Creates a segment file with its header, durably (file and directory entry).
+pub(crate) fn create(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    path: &Path,
+    incarnation: u32,
+    first: u64,
+) -> Result<Arc<dyn DataFile>, StorageError> {
+    let file = fs
+        .create(path)
+        .map_err(|e| StorageError::io("create", path, e))?;
+    file.write_all_at(&encode_header(incarnation, first), 0)
+        .map_err(|e| StorageError::io("write", path, e))?;
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| StorageError::io("fsync", dir, e))?;
+    Ok(file)
 }
 
 /// The `.idx` path beside a `.log` path.

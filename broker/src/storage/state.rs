@@ -23,8 +23,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::io::FileSystem;
-use super::log::{Log, lock};
+use super::log::Log;
 use super::{EventLog, LogConfig, LogReader, NewEvent, ReadItem, Start, StateStore, StorageError};
+use crate::sync::lock;
 
 /// Records beyond twice the live entries tolerated before compaction.
 pub const COMPACT_SLACK: u64 = 4096;

@@ -25,7 +25,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use super::StorageError;
-use super::log::{Shared, Stop, Written, lock, sync_file};
+use super::shared::{Shared, Stop};
+use super::written::Written;
+use crate::sync::lock;
 
 /// What the writer and the syncer share.
 #[derive(Default)]
@@ -41,7 +43,9 @@ struct State {
     syncer_waiting: bool,
 }
 
+/// The hand-over between the writer and the syncer thread.
 struct Pipe {
+    /// What they share.
     state: Mutex<State>,
     /// Signalled when groups arrive or the writer stops.
     work: Condvar,
@@ -51,7 +55,9 @@ struct Pipe {
 
 /// The writer's handle on its namespace's syncer thread.
 pub(crate) struct Syncer {
+    /// The hand-over.
     pipe: Arc<Pipe>,
+    /// The syncer thread, until stopped.
     thread: Option<JoinHandle<()>>,
 }
 
@@ -63,7 +69,7 @@ impl Syncer {
             work: Condvar::new(),
             idle: Condvar::new(),
         });
-        let name = format!("bus-sync-{}", shared.name);
+        let name = format!("bus-sync-{}", shared.name());
         let worker = Worker {
             shared,
             pipe: pipe.clone(),
@@ -123,7 +129,9 @@ impl Drop for Syncer {
 
 /// The syncer thread's own state.
 struct Worker {
+    /// The namespace's shared state.
     shared: Arc<Shared>,
+    /// The hand-over.
     pipe: Arc<Pipe>,
     /// Set after a failed sync: nothing is synced again.
     failed: bool,
@@ -168,8 +176,8 @@ impl Worker {
         // Every group was written to the same segment: the writer drains before it rolls. A
         // group of duplicates only writes nothing and needs no sync of its own: whatever it
         // refers to was written earlier, so is synced by now or in this batch.
-        if let Some(g) = groups.iter().rev().find(|g| g.bytes > 0)
-            && let Err(e) = sync_file(&self.shared, &*g.file, &g.path)
+        if let Some(g) = groups.iter().rev().find(|g| g.wrote())
+            && let Err(e) = g.sync(&self.shared)
         {
             self.failed = true;
             self.shared.set_sync_failure(&e);

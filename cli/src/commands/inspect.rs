@@ -11,8 +11,8 @@
 //! directory's lock first and refuses to run while a broker holds it. Its cut reuses the
 //! broker's recovery: the segments after the damaged one are deleted (newest first, so that
 //! an interruption leaves a shorter log that is still whole), then the damaged segment, now
-//! the newest, goes through [`recovery::scan_active`] with repair on, exactly as
-//! `bus server` would treat a damaged active segment at open.
+//! the newest, goes through the broker's recovery with repair on, exactly as `bus server`
+//! would treat a damaged active segment at open ([`NamespaceDir::repair`]).
 //!
 //! Exit status: 0 healthy or repaired, 1 damage found, 2 an error.
 
@@ -21,15 +21,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bus_broker::event::to_json;
-use bus_broker::storage::disk::{LOCK_FILE, STATE_DIR, lock_dir};
-use bus_broker::storage::io::{FileSystem as _, StdFs};
-use bus_broker::storage::record::{self, Decoded};
-use bus_broker::storage::{Corruption, StorageError, TornTail, check_namespace, recovery, segment};
+use bus_broker::storage::{Corruption, StorageError, TornTail};
 use bus_client::Message;
 
 use crate::args::InspectArgs;
 use crate::error::CliError;
-use crate::namespace_dir::{NamespaceDir, Scanned, SegmentFile};
+use crate::namespace_dir::{
+    DataDir, DirLock, NamespaceDir, RepairCut, Scanned, SegmentFile, failed, segment_first_seq,
+};
 use crate::output::{Output, human_size, notice, plural};
 
 /// Below this many bytes of segments `--verify` shows no progress: it is over at once.
@@ -56,7 +55,7 @@ pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
         return print_events(json, &args, &target);
     }
     // Taken before any segment is read, and held until the repair is done.
-    let _lock = if args.repair {
+    let lock = if args.repair {
         Some(lock(&target.data_dir)?)
     } else {
         None
@@ -70,16 +69,16 @@ pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
     let Some(first) = damaged.first().and_then(|r| r.damage.as_ref()) else {
         return Ok(());
     };
-    if !args.repair {
+    let Some(lock) = &lock else {
         return Err(CliError::negative(format!(
             "damage found in {} of {}; first: {first}",
             damaged.len(),
             plural(reports.len() as u64, "namespace")
         )));
-    }
+    };
     let mut any = false;
     for r in damaged {
-        let repaired = repair(r.ns, r.damaged_segment)?;
+        let repaired = repair(r.ns, r.damaged_segment, lock)?;
         out.line(&if json {
             repaired.json()
         } else {
@@ -107,7 +106,7 @@ fn resolve(path: &Path, with_state: bool) -> Result<Target, CliError> {
     };
     if meta.is_file() {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let Some((first, false)) = segment::parse_name(name) else {
+        let Some(first) = segment_first_seq(name) else {
             return Err(CliError::msg(format!(
                 "{} is not a segment file (<20 digits>.log)",
                 path.display()
@@ -121,7 +120,7 @@ fn resolve(path: &Path, with_state: bool) -> Result<Target, CliError> {
         };
         return Ok(Target {
             data_dir: parent(&dir.canonicalize().unwrap_or_else(|_| dir.clone())),
-            namespaces: vec![NamespaceDir::open(&dir)?],
+            namespaces: vec![NamespaceDir::open(&dir).map_err(failed)?],
             only: Some(first),
         });
     }
@@ -129,34 +128,19 @@ fn resolve(path: &Path, with_state: bool) -> Result<Target, CliError> {
         let full = path.canonicalize().unwrap_or_else(|_| path.to_owned());
         return Ok(Target {
             data_dir: parent(&full),
-            namespaces: vec![NamespaceDir::open(path)?],
+            namespaces: vec![NamespaceDir::open(path).map_err(failed)?],
             only: None,
         });
     }
-    let mut names: Vec<String> = std::fs::read_dir(path)
-        .map_err(|e| CliError::with_cause(format!("cannot list {}", path.display()), e))?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|n| check_namespace(n).is_ok())
-        .collect();
-    names.sort();
-    let state = path.join(STATE_DIR);
-    if names.is_empty() && !state.is_dir() && !path.join(LOCK_FILE).exists() {
+    let data_dir = DataDir::open(path).map_err(failed)?;
+    if !data_dir.is_data_dir() {
         return Err(CliError::msg(format!(
             "{} is not a data directory, a namespace directory or a segment file",
             path.display()
         )));
     }
-    let mut namespaces = Vec::with_capacity(names.len() + 1);
-    for n in names {
-        namespaces.push(NamespaceDir::open(&path.join(n))?);
-    }
-    if with_state && state.is_dir() {
-        namespaces.push(NamespaceDir::open(&state)?);
-    }
     Ok(Target {
-        namespaces,
+        namespaces: data_dir.open_namespaces(with_state).map_err(failed)?,
         only: None,
         data_dir: path.to_owned(),
     })
@@ -186,7 +170,7 @@ fn print_events(json: bool, args: &InspectArgs, target: &Target) -> Result<(), C
             if seg.next_first.is_some_and(|next| next <= from) {
                 continue;
             }
-            let (scan, damaged) = match ns.scan(seg)? {
+            let (scan, damaged) = match ns.scan(seg).map_err(failed)? {
                 Scanned::Healthy(scan) => (scan, None),
                 Scanned::Damaged(c, before) => (before, Some(c)),
                 Scanned::Gone => {
@@ -198,19 +182,17 @@ fn print_events(json: bool, args: &InspectArgs, target: &Target) -> Result<(), C
                 }
             };
             let skip = from.saturating_sub(seg.first_seq) as usize;
-            for &offset in scan.offsets.iter().skip(skip) {
+            for i in skip..scan.len() {
                 if printed == count {
                     break;
                 }
-                // Every offset was verified by the scan; decode again to borrow the fields.
-                let Decoded::Record(r, _) = record::decode(&scan.data[offset as usize..]) else {
+                let Some(record) = scan.record(i) else {
                     return Err(CliError::msg(format!(
                         "{} changed while it was read",
                         seg.path.display()
                     )));
                 };
-                let event = r.to_event(scan.data.slice_ref(r.payload));
-                let line = to_json(&event, ns.namespace(), None);
+                let line = to_json(&record.event, ns.namespace(), None);
                 let line = if json {
                     line
                 } else {
@@ -337,18 +319,18 @@ fn verify(target: &Target) -> Result<Vec<Report<'_>>, CliError> {
         };
         for (i, seg) in selected(ns, target.only) {
             r.segments += 1;
-            match ns.scan(seg)? {
+            match ns.scan(seg).map_err(failed)? {
                 Scanned::Healthy(scan) => {
-                    let n = scan.offsets.len() as u64;
+                    let n = scan.len() as u64;
                     if n > 0 {
                         let last = seg.first_seq + n - 1;
                         r.range = Some((r.range.map_or(seg.first_seq, |x| x.0), last));
                     }
                     r.events += n;
-                    r.torn = scan.torn.map(|t| (seg.path.clone(), t));
+                    r.torn = scan.torn().map(|t| (seg.path.clone(), t.clone()));
                 }
                 Scanned::Damaged(c, before) => {
-                    let n = before.offsets.len() as u64;
+                    let n = before.len() as u64;
                     if n > 0 {
                         let last = seg.first_seq + n - 1;
                         r.range = Some((r.range.map_or(seg.first_seq, |x| x.0), last));
@@ -369,8 +351,8 @@ fn verify(target: &Target) -> Result<Vec<Report<'_>>, CliError> {
 }
 
 /// Takes the data directory's lock for `--repair`.
-fn lock(data_dir: &Path) -> Result<std::fs::File, CliError> {
-    lock_dir(data_dir).map_err(|e| match e {
+fn lock(data_dir: &Path) -> Result<DirLock, CliError> {
+    DirLock::acquire(data_dir).map_err(|e| match e {
         StorageError::Locked { .. } => {
             CliError::msg(format!("{e}; stop the broker before --repair"))
         }
@@ -384,16 +366,10 @@ fn lock(data_dir: &Path) -> Result<std::fs::File, CliError> {
 /// What `--repair` cut from one namespace.
 #[derive(Debug)]
 struct Repaired<'a> {
+    /// The namespace directory.
     ns: &'a NamespaceDir,
-    /// The segment cut, and the offset it now ends at.
-    file: PathBuf,
-    offset: u64,
-    /// The first sequence cut.
-    first_cut: u64,
-    /// Events cut, damaged ones included.
-    events_cut: u64,
-    /// Later segments deleted.
-    segments_deleted: usize,
+    /// What was cut.
+    cut: RepairCut,
 }
 
 impl Repaired<'_> {
@@ -401,15 +377,15 @@ impl Repaired<'_> {
         let mut line = format!(
             "{}: repaired: cut {} (sequence {} on); {} now ends at offset {}",
             self.ns.label,
-            plural(self.events_cut, "event"),
-            self.first_cut,
-            self.file.display(),
-            self.offset
+            plural(self.cut.events_cut, "event"),
+            self.cut.first_cut,
+            self.cut.file.display(),
+            self.cut.offset
         );
-        if self.segments_deleted > 0 {
+        if self.cut.segments_deleted > 0 {
             line.push_str(&format!(
                 "; deleted the {} after it",
-                plural(self.segments_deleted as u64, "segment")
+                plural(self.cut.segments_deleted as u64, "segment")
             ));
         }
         line
@@ -419,55 +395,21 @@ impl Repaired<'_> {
         serde_json::json!({
             "namespace": self.ns.label,
             "repaired": {
-                "file": self.file,
-                "offset": self.offset,
-                "first_sequence": self.first_cut,
-                "events_cut": self.events_cut,
-                "segments_deleted": self.segments_deleted,
+                "file": self.cut.file,
+                "offset": self.cut.offset,
+                "first_sequence": self.cut.first_cut,
+                "events_cut": self.cut.events_cut,
+                "segments_deleted": self.cut.segments_deleted,
             },
         })
         .to_string()
     }
 }
 
-/// Cuts `ns` at the damage found in its segment `i`: deletes the later segments and their
-/// indexes (newest first), the damaged segment's index, and lets the broker's recovery cut
-/// the damaged segment, now the active one, with repair on.
-fn repair(ns: &NamespaceDir, i: usize) -> Result<Repaired<'_>, CliError> {
-    let newest = ns.newest_sequence()?;
-    let remove = |path: &Path| match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CliError::with_cause(
-            format!("cannot delete {}", path.display()),
-            e,
-        )),
-        _ => Ok(()),
-    };
-    for later in ns.segments[i + 1..].iter().rev() {
-        remove(&later.path)?;
-        remove(&segment::index_path_for(&later.path))?;
-    }
-    let seg = &ns.segments[i];
-    remove(&segment::index_path_for(&seg.path))?;
-    StdFs
-        .sync_dir(&ns.dir)
-        .map_err(|e| CliError::with_cause(format!("cannot sync {}", ns.dir.display()), e))?;
-    let file = StdFs
-        .open(&seg.path)
-        .map_err(|e| CliError::with_cause(format!("cannot open {}", seg.path.display()), e))?;
-    let scan = recovery::scan_active(&seg.path, &file, seg.first_seq, true)
-        .map_err(|e| CliError::with_cause(format!("cannot repair {}", seg.path.display()), e))?;
-    let kept_last = seg
-        .first_seq
-        .saturating_sub(1)
-        .saturating_add(scan.offsets.len() as u64);
-    Ok(Repaired {
-        ns,
-        file: seg.path.clone(),
-        offset: scan.end,
-        first_cut: kept_last + 1,
-        events_cut: newest.saturating_sub(kept_last),
-        segments_deleted: ns.segments.len() - i - 1,
-    })
+/// Cuts `ns` at the damage found in its segment `i` (see [`NamespaceDir::repair`]).
+fn repair<'a>(ns: &'a NamespaceDir, i: usize, lock: &DirLock) -> Result<Repaired<'a>, CliError> {
+    let cut = ns.repair(i, lock).map_err(failed)?;
+    Ok(Repaired { ns, cut })
 }
 
 /// The `--verify` progress line on stderr: only on a terminal, only for large logs.

@@ -1,0 +1,309 @@
+//! Opening a namespace's log: listing its directory, recovering the active segment,
+//! rebuilding the dedup table, and starting the writer at the end of what recovery kept.
+//!
+//! **Segments.** The files are named by their first sequence; the newest is the active
+//! segment, the others are sealed. A first open creates segment 1 with a fresh incarnation.
+//! Index files without their segment (left over from retention) and the active segment's
+//! index (from a seal that did not finish) are removed; leftover temporary files too.
+//!
+//! **Recovery.** The active segment is scanned as [`recovery::scan_active`] describes: a torn
+//! tail is cut, damage is an error unless repair is asked for. A torn segment header is
+//! rewritten with the incarnation of the segment before it (or the checkpoint's).
+//!
+//! **No sealed segment read after a clean close.** The checkpoint written at close holds the
+//! dedup table and the newest time; only segments sealed after it (a seal interrupted by a
+//! crash) are read for their dedup ids. A checkpoint that says "not clean" is written before
+//! the writer starts, so a crash from then on never looks clean.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::checkpoint::Checkpoint;
+use super::config::LogConfig;
+use super::dedup::{DedupEntry, DedupTable};
+use super::io::FileSystem;
+use super::record::{self, Decoded};
+use super::recovery::{self, Repair, TornTail};
+use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
+use super::shared::{ActiveView, Shared, View};
+use super::writer::{Resume, Writer};
+use super::{StorageError, check_namespace};
+
+/// What opening a namespace found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The namespace.
+    pub namespace: String,
+    /// Events held.
+    pub events: u64,
+    /// Oldest sequence held.
+    pub first_seq: u64,
+    /// Newest sequence held.
+    pub last_seq: u64,
+    /// True when the last close was clean.
+    pub clean_shutdown: bool,
+    /// The active segment's file.
+    pub active_segment: PathBuf,
+    /// A torn tail that was cut from the active segment.
+    pub torn: Option<TornTail>,
+    /// Damage that repair cut from the active segment.
+    pub repaired: Option<Repair>,
+}
+
+/// A log opened: its shared state, its running writer thread, and what recovery found.
+pub(crate) struct Opened {
+    /// The state the handle, writer, syncer and readers share.
+    pub shared: Arc<Shared>,
+    /// The writer thread.
+    pub writer: JoinHandle<()>,
+    /// What opening found.
+    pub report: OpenReport,
+}
+
+/// Opens (creating if needed) the log of namespace `name` in directory `dir`, recovering
+/// the active segment, and starts its writer. Reads no sealed segment after a clean close.
+pub(crate) fn open(
+    dir: &Path,
+    name: &str,
+    config: LogConfig,
+    fs: Arc<dyn FileSystem>,
+) -> Result<Opened, StorageError> {
+    config.validate()?;
+    check_namespace(name)?;
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
+    let (mut logs, idxs) = list_dir(dir)?;
+    let first_time = logs.is_empty();
+    if first_time {
+        let inc = (uuid::Uuid::new_v4().as_u128() >> 96) as u32;
+        let path = dir.join(segment::segment_name(1));
+        segment::create(&*fs, dir, &path, inc, 1)?;
+        logs.insert(1, path);
+    }
+    let (&active_first, active_path) = logs.last_key_value().expect("at least one segment");
+    let active_path = active_path.clone();
+    for (first, idx) in &idxs {
+        // An index without its segment is left over from retention; one beside the
+        // active segment from a seal that did not finish. Both are rewritten if needed.
+        if !logs.contains_key(first) || *first == active_first {
+            let _ = std::fs::remove_file(idx);
+        }
+    }
+    let checkpoint = match Checkpoint::read(dir) {
+        Ok(c) => c,
+        Err(reason) => {
+            tracing::warn!(namespace = name, reason, "ignoring damaged checkpoint");
+            None
+        }
+    };
+
+    let file = fs
+        .open(&active_path)
+        .map_err(|e| StorageError::io("open", &active_path, e))?;
+    let mut scan = recovery::scan_active(&active_path, &file, active_first, config.repair)?;
+    let incarnation = match scan.incarnation {
+        Some(inc) => inc,
+        None => {
+            // The active segment's header was torn: rewrite it.
+            let inc = previous_incarnation(&logs, active_first, checkpoint.as_ref());
+            let h = segment::encode_header(inc, active_first);
+            file.write_all_at(&h, 0)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| StorageError::io("write", &active_path, e))?;
+            scan.end = SEGMENT_HEADER_BYTES as u64;
+            inc
+        }
+    };
+
+    let mut sealed = VecDeque::new();
+    let mut sealed_bytes = 0;
+    let firsts: Vec<u64> = logs.keys().copied().collect();
+    for pair in firsts.windows(2) {
+        let (first, next) = (pair[0], pair[1]);
+        let path = &logs[&first];
+        if next <= first {
+            return Err(StorageError::corrupt(
+                path,
+                0,
+                first,
+                "empty sealed segment",
+            ));
+        }
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| StorageError::io("stat", path, e))?
+            .len();
+        sealed_bytes += bytes;
+        sealed.push_back(Arc::new(SealedSegment::new(
+            path.clone(),
+            first,
+            next - 1,
+            bytes,
+        )));
+    }
+    let first_seq = sealed.front().map_or(active_first, |s| s.first_seq);
+    let next_seq = active_first + scan.offsets.len() as u64;
+
+    let ck = checkpoint.filter(|c| c.incarnation == incarnation);
+    let mut last_time = scan.times.last().copied().unwrap_or(0);
+    if last_time == 0 {
+        last_time = match &ck {
+            Some(c) if c.last_seq + 1 == next_seq => c.last_time,
+            _ => last_sealed_time(&sealed).unwrap_or(0),
+        };
+    }
+
+    let mut dedup = DedupTable::new(config.dedup_window, config.dedup_max_entries);
+    let covered = ck.as_ref().map_or(0, |c| c.last_seq);
+    if let Some(c) = &ck {
+        for (id, e) in c.dedup.iter().filter(|(_, e)| e.sequence < next_seq) {
+            dedup.insert(id, *e);
+        }
+    }
+    for seg in sealed.iter().filter(|s| s.last_seq > covered) {
+        // Sealed after the checkpoint (a seal interrupted by a crash): rare and short.
+        for (id, sequence, time_ns) in sealed_msg_ids(seg)? {
+            dedup.insert(&id, DedupEntry { sequence, time_ns });
+        }
+    }
+    for (id, sequence, time_ns) in &scan.msg_ids {
+        dedup.insert(
+            id,
+            DedupEntry {
+                sequence: *sequence,
+                time_ns: *time_ns,
+            },
+        );
+    }
+    let clean_shutdown = ck
+        .as_ref()
+        .is_some_and(|c| c.clean && c.last_seq + 1 == next_seq);
+    // From now on a crash must not look clean.
+    Checkpoint::write(
+        dir,
+        false,
+        incarnation,
+        next_seq - 1,
+        last_time,
+        dedup.entries(),
+    )
+    .map_err(|e| StorageError::io("write checkpoint", dir, e))?;
+
+    let report = OpenReport {
+        namespace: name.to_owned(),
+        events: next_seq - first_seq,
+        first_seq,
+        last_seq: next_seq - 1,
+        clean_shutdown: clean_shutdown || first_time,
+        active_segment: active_path.clone(),
+        torn: scan.torn.clone(),
+        repaired: scan.repaired.clone(),
+    };
+    let active_len = scan.end;
+    let active_count = scan.offsets.len() as u64;
+    let view = View::new(
+        sealed,
+        sealed_bytes,
+        ActiveView::new(
+            active_first,
+            active_path.clone(),
+            file.clone(),
+            scan.offsets,
+            scan.times,
+            active_len,
+        ),
+        first_seq,
+        next_seq,
+        last_time,
+    );
+    let shared = Arc::new(Shared::new(name, dir, config, incarnation, view, dedup));
+    let writer = Writer::spawn(
+        shared.clone(),
+        fs,
+        Resume {
+            file,
+            path: active_path,
+            first_seq: active_first,
+            count: active_count,
+            end: active_len,
+            next_seq,
+            last_time,
+        },
+    )?;
+    Ok(Opened {
+        shared,
+        writer,
+        report,
+    })
+}
+
+fn last_sealed_time(sealed: &VecDeque<Arc<SealedSegment>>) -> Option<u64> {
+    sealed.back()?.last_time().ok()
+}
+
+fn sealed_msg_ids(seg: &SealedSegment) -> Result<Vec<(String, u64, u64)>, StorageError> {
+    let l = seg.load()?;
+    let mut out = Vec::new();
+    for i in 0..l.index.len() {
+        let off = l.index.offset(i);
+        match record::decode(&l.data[off..]) {
+            Decoded::Record(r, _) => {
+                if let Some(m) = r.msg_id {
+                    out.push((m.to_owned(), r.sequence, r.time_ns));
+                }
+            }
+            _ => {
+                let seq = seg.first_seq + i as u64;
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    off as u64,
+                    seq,
+                    "damaged record",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The incarnation to give an active segment whose header was torn.
+fn previous_incarnation(
+    logs: &BTreeMap<u64, PathBuf>,
+    active: u64,
+    ck: Option<&Checkpoint>,
+) -> u32 {
+    let prev = logs.range(..active).next_back().and_then(|(first, path)| {
+        let mut h = [0u8; SEGMENT_HEADER_BYTES];
+        let f = std::fs::File::open(path).ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 0).ok()?;
+        segment::decode_header(&h, *first).ok()
+    });
+    prev.or(ck.map(|c| c.incarnation))
+        .unwrap_or_else(|| (uuid::Uuid::new_v4().as_u128() >> 96) as u32)
+}
+
+type Listing = (BTreeMap<u64, PathBuf>, Vec<(u64, PathBuf)>);
+
+/// Segments and index files of a namespace directory; removes leftover temporary files.
+fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
+    let mut logs = BTreeMap::new();
+    let mut idxs = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("tmp.") {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        match segment::parse_name(name) {
+            Some((first, false)) => {
+                logs.insert(first, entry.path());
+            }
+            Some((first, true)) => idxs.push((first, entry.path())),
+            None => {}
+        }
+    }
+    Ok((logs, idxs))
+}

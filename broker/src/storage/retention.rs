@@ -1,0 +1,74 @@
+//! Retention: deleting whole sealed segments, oldest first, once the namespace's
+//! [`Retention`](super::Retention) settings (age, bytes, events) ask for it, or once a floor
+//! has superseded them (the state store after a snapshot).
+//!
+//! The writer applies it every second and after each roll; [`EventLog::apply_retention`]
+//! (super::EventLog::apply_retention) runs it at once. A segment leaves the readers' view
+//! first and its files are deleted after: a reader that already holds its map reads on, one
+//! that looks for it later finds a gap.
+
+use super::shared::{Removal, Shared};
+use super::{StorageError, now_ns};
+
+/// Deletes whole sealed segments, oldest first, as the retention settings ask. Returns the
+/// events deleted.
+pub(crate) fn apply(shared: &Shared) -> Result<u64, StorageError> {
+    let r = shared.config().retention;
+    if r.max_age.is_none() && r.max_bytes.is_none() && r.max_events.is_none() {
+        return Ok(0);
+    }
+    remove_oldest(shared, 0)
+}
+
+/// Deletes sealed segments, oldest first, while retention asks for it or while the segment
+/// holds only sequences below `floor`. Returns the events deleted.
+pub(crate) fn remove_oldest(shared: &Shared, floor: u64) -> Result<u64, StorageError> {
+    let r = shared.config().retention;
+    let now = now_ns();
+    let mut removed = Vec::new();
+    loop {
+        let Some(oldest) = shared.oldest_sealed() else {
+            break;
+        };
+        // The age check needs the segment's newest time: load it without holding the view.
+        let too_old = match r.max_age {
+            Some(age) => match oldest.last_time() {
+                Ok(t) => now.saturating_sub(t) > age.as_nanos().min(u64::MAX as u128) as u64,
+                Err(e) => {
+                    tracing::warn!(namespace = %shared.name(), error = %e, "retention: cannot read segment age");
+                    false
+                }
+            },
+            None => false,
+        };
+        let removal = shared.remove_oldest_if(&oldest, |total| {
+            let by_bytes = r.max_bytes.is_some_and(|m| total.bytes - oldest.bytes >= m);
+            let by_events = r
+                .max_events
+                .is_some_and(|m| total.events - oldest.events() >= m);
+            let below_floor = oldest.last_seq < floor;
+            too_old || by_bytes || by_events || below_floor
+        });
+        match removal {
+            Removal::Moved => continue,
+            Removal::Kept => break,
+            Removal::Removed => removed.push(oldest),
+        }
+    }
+    let mut events = 0;
+    for seg in &removed {
+        events += seg.events();
+        for path in [seg.path.clone(), seg.index_path()] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(StorageError::io("delete", path, e));
+            }
+        }
+        tracing::info!(namespace = %shared.name(), segment = %seg.path.display(), events = seg.events(), "retention deleted segment");
+    }
+    if !removed.is_empty() {
+        let _ = std::fs::File::open(shared.dir()).and_then(|d| d.sync_all());
+    }
+    Ok(events)
+}

@@ -1,0 +1,623 @@
+//! [`Writer`]: the thread that writes one namespace's log.
+//!
+//! **Writing.** Appenders put their events in the queue and wait; the writer takes
+//! everything queued at once, encodes it into one buffer and issues one `write`: that is
+//! group commit. Under `interval` and `never` the writer then makes the records visible to
+//! readers and answers every appender of the group itself. Under `always` it hands the
+//! written group to the namespace's [`Syncer`] thread and goes on with the next group while
+//! the disk syncs: one `fdatasync` covers every group written before it started, and the
+//! syncer answers them once it returns (pipelined group commit). One bound in encoded bytes
+//! ([`LogConfig::queue_bytes`](super::LogConfig::queue_bytes)) covers appends from the moment
+//! they queue until they are answered; past it, appenders wait for room.
+//!
+//! **Rolling.** A batch never straddles segments: when it would overflow the active segment,
+//! the writer drains the syncer, seals the segment (synced, indexed, checkpointed) and starts
+//! the next one, then applies retention.
+//!
+//! **Failure.** A failed write fails the appends of its group; a failed sync fails every
+//! group it covered and every group written after it. Either turns the namespace read-only
+//! (appends are answered with the cause at once), and nothing acknowledged earlier is lost.
+//!
+//! **Healing.** While read-only, the writer probes the disk every [`PROBE_INTERVAL`] and
+//! resumes once the probe succeeds. After a failed *write* it resumes where it was: the
+//! failed group's sequences are handed out again, so no append leaves a gap, and the probe
+//! (zeros written past the end, then synced) shows that space is back. After a failed
+//! *sync* nothing written since the last successful sync is trusted (the kernel may have
+//! dropped those pages, PostgreSQL's "fsyncgate"): under `always` the writer reopens the
+//! active segment and cuts it to the last synced record — everything answered was synced,
+//! so nothing answered is lost — and starts a fresh syncer. Under `interval` and `never`,
+//! where answered events may not have been synced, a failed sync keeps the namespace
+//! read-only until a restart, whose recovery checks every record.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::answers::{Done, Reply, Slot, Stamp};
+use super::checkpoint::Checkpoint;
+use super::config::FsyncPolicy;
+use super::dedup::DedupEntry;
+use super::index::SegmentIndex;
+use super::io::{DataFile, FileSystem};
+use super::record;
+use super::retention;
+use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
+use super::shared::{ActiveView, Request, Shared, Stop, Synced, Work};
+use super::syncer::Syncer;
+use super::written::{GroupEnd, Written};
+use super::{EventIdRef, StorageError, now_ns};
+
+/// How often the writer applies retention when idle.
+const RETENTION_TICK: Duration = Duration::from_secs(1);
+/// How often a read-only namespace probes whether its disk works again.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Zeros a probe writes past the end of the active segment (a page: on a full disk, a write
+/// inside an already allocated page would succeed without proving anything). Zeros never
+/// verify as a record, so a crash leaves them as a torn tail that recovery cuts.
+const PROBE_BYTES: usize = 4096;
+
+/// Where a writer starts: the active segment as recovery left it.
+pub(crate) struct Resume {
+    /// The active segment's file, open for writing.
+    pub file: Arc<dyn DataFile>,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its first sequence.
+    pub first_seq: u64,
+    /// Records it holds.
+    pub count: u64,
+    /// End of its valid records, where the next write goes.
+    pub end: u64,
+    /// The next sequence to assign.
+    pub next_seq: u64,
+    /// Time of the newest event (times never go backwards).
+    pub last_time: u64,
+}
+
+/// The writer thread's own state.
+pub(crate) struct Writer {
+    /// What the handle, the syncer and the readers share.
+    shared: Arc<Shared>,
+    /// The file layer segments are created and reopened through.
+    fs: Arc<dyn FileSystem>,
+    /// The active segment.
+    file: Arc<dyn DataFile>,
+    /// Its path.
+    path: Arc<Path>,
+    /// Its first sequence.
+    active_first: u64,
+    /// Records written to the active segment (visible or not yet).
+    active_count: u64,
+    /// End of what was written to the active segment.
+    write_pos: u64,
+    /// Next sequence to assign.
+    next_seq: u64,
+    /// Time of the newest event assigned (times never go backwards).
+    last_time: u64,
+    /// The group being encoded.
+    buf: Vec<u8>,
+    /// Offsets of the group's records in the segment.
+    offsets: Vec<u32>,
+    /// Times of the group's records.
+    times: Vec<u64>,
+    /// Under `always`, syncs and answers the written groups while this thread writes on;
+    /// `None` under the other policies, where this thread answers after the write.
+    syncer: Option<Syncer>,
+    /// Written but not yet synced by this thread (interval and never policies).
+    unsynced: bool,
+    /// When this thread last synced (for `interval`).
+    last_sync: Instant,
+    /// When retention last ran.
+    last_retention: Instant,
+    /// Set while the namespace is read-only (this thread's failure or the syncer's).
+    failed: bool,
+    /// When the disk was last probed while read-only.
+    last_probe: Instant,
+}
+
+impl Writer {
+    /// Starts the writer thread of the log `shared` at `at` (and, under `always`, its
+    /// syncer thread).
+    pub(crate) fn spawn(
+        shared: Arc<Shared>,
+        fs: Arc<dyn FileSystem>,
+        at: Resume,
+    ) -> Result<JoinHandle<()>, StorageError> {
+        let syncer = match shared.config().fsync {
+            FsyncPolicy::Always => Some(
+                Syncer::spawn(shared.clone())
+                    .map_err(|e| StorageError::io("spawn syncer for", shared.dir(), e))?,
+            ),
+            _ => None,
+        };
+        let name = format!("bus-log-{}", shared.name());
+        let dir = shared.dir().to_owned();
+        let writer = Writer {
+            shared,
+            fs,
+            file: at.file,
+            path: Arc::from(at.path),
+            active_first: at.first_seq,
+            active_count: at.count,
+            write_pos: at.end,
+            next_seq: at.next_seq,
+            last_time: at.last_time,
+            buf: Vec::new(),
+            offsets: Vec::new(),
+            times: Vec::new(),
+            syncer,
+            unsynced: false,
+            last_sync: Instant::now(),
+            last_retention: Instant::now(),
+            last_probe: Instant::now(),
+            failed: false,
+        };
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || writer.run())
+            .map_err(|e| StorageError::io("spawn writer for", dir, e))
+    }
+
+    fn run(mut self) {
+        let stop = loop {
+            let Work { reqs, stop, probe } = self.shared.take_work(|| self.next_timer_in());
+            if probe && (self.failed || self.shared.has_failed()) {
+                self.failed = true;
+                self.heal();
+            }
+            if stop == Some(Stop::Abort) {
+                for r in reqs {
+                    let _ = r.tx.send(Err(StorageError::Closed));
+                }
+                break Stop::Abort;
+            }
+            if !reqs.is_empty() {
+                self.process(reqs);
+            }
+            self.on_timers();
+            if let Some(stop) = stop {
+                break stop;
+            }
+        };
+        if stop == Stop::Clean && (self.failed || self.shared.has_failed()) {
+            // A last probe: a clean close leaves only what was answered (after a failed
+            // sync, the unanswered tail is cut rather than found valid at the next start).
+            self.failed = true;
+            self.heal();
+        }
+        if let Some(syncer) = self.syncer.take() {
+            // Clean: sync and answer everything written. Abort: fail what no sync covers yet.
+            syncer.stop(stop);
+        }
+        self.failed |= self.shared.has_failed();
+        if stop == Stop::Clean && !self.failed {
+            self.close_cleanly();
+        }
+        self.shared.mark_closed();
+    }
+
+    fn next_timer_in(&self) -> Duration {
+        let mut t = RETENTION_TICK.saturating_sub(self.last_retention.elapsed());
+        if self.failed || self.shared.has_failed() {
+            t = t.min(PROBE_INTERVAL.saturating_sub(self.last_probe.elapsed()));
+        }
+        if let (true, FsyncPolicy::Interval(every)) = (self.unsynced, self.shared.config().fsync) {
+            t = t.min(every.saturating_sub(self.last_sync.elapsed()));
+        }
+        t.max(Duration::from_micros(100))
+    }
+
+    fn on_timers(&mut self) {
+        if !self.failed && self.shared.has_failed() {
+            // The syncer failed: the probes start from now.
+            self.failed = true;
+            self.last_probe = Instant::now();
+        }
+        if self.failed && self.last_probe.elapsed() >= PROBE_INTERVAL {
+            self.heal();
+        }
+        if let (true, FsyncPolicy::Interval(every)) = (self.unsynced, self.shared.config().fsync)
+            && self.last_sync.elapsed() >= every
+            && !self.failed
+            && let Err(e) = self.sync()
+        {
+            self.fail(e, &mut Vec::new(), &mut Vec::new());
+        }
+        if self.last_retention.elapsed() >= RETENTION_TICK {
+            self.last_retention = Instant::now();
+            if let Err(e) = retention::apply(&self.shared) {
+                tracing::warn!(namespace = %self.shared.name(), error = %e, "retention failed");
+            }
+        }
+    }
+
+    fn process(&mut self, reqs: Vec<Request>) {
+        let now = now_ns();
+        let mut done: Vec<Done> = Vec::with_capacity(reqs.len());
+        let mut inserted: Vec<String> = Vec::new();
+        let id_len = self.shared.name().len() + 30;
+        self.failed |= self.shared.has_failed();
+        for Request {
+            events,
+            tx,
+            permit,
+            runtime,
+        } in reqs
+        {
+            if self.failed {
+                self.refuse(tx);
+                continue;
+            }
+            // Which events are duplicates, and how many bytes the others need.
+            let mut slots = Vec::with_capacity(events.len());
+            let mut bytes = 0;
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            {
+                let dedup = self.shared.dedup();
+                for (i, e) in events.iter().enumerate() {
+                    if let Some(m) = e.msg_id.as_deref() {
+                        if let Some(d) = dedup.get(m, now) {
+                            slots.push(Slot::Duplicate(Stamp {
+                                sequence: d.sequence,
+                                time_ns: d.time_ns,
+                                duplicate: true,
+                            }));
+                            continue;
+                        }
+                        if let Some(&first) = seen.get(m) {
+                            slots.push(Slot::SameAs(first));
+                            continue;
+                        }
+                        seen.insert(m, i);
+                    }
+                    bytes += record::encoded_len(e, id_len);
+                    slots.push(Slot::Write(None));
+                }
+            }
+            let writes = slots.iter().filter(|s| matches!(s, Slot::Write(_))).count();
+            // A batch never straddles segments: roll first if it would overflow this one.
+            let pending = self.active_count + self.offsets.len() as u64;
+            let end = self.write_pos + (self.buf.len() + bytes) as u64;
+            if writes > 0 && pending > 0 && end > self.shared.config().segment_bytes {
+                self.flush(&mut done, &mut inserted);
+                // Barrier: the segment is sealed only once everything in it is synced and
+                // visible, and nothing is written to the next one before that.
+                self.drain();
+                if !self.failed
+                    && let Err(e) = self.roll()
+                {
+                    self.fail(e, &mut done, &mut inserted);
+                }
+                if self.failed {
+                    self.refuse(tx);
+                    continue;
+                }
+            }
+            let mut left = writes as u32;
+            let mut dedup = self.shared.dedup();
+            for (e, slot) in events.iter().zip(slots.iter_mut()) {
+                let Slot::Write(receipt) = slot else { continue };
+                left -= 1;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let time = now.max(self.last_time);
+                self.last_time = time;
+                let id = EventIdRef {
+                    namespace: self.shared.name(),
+                    sequence: seq,
+                    incarnation: self.shared.incarnation(),
+                };
+                self.offsets
+                    .push((self.write_pos + self.buf.len() as u64) as u32);
+                self.times.push(time);
+                record::encode(&mut self.buf, e, seq, time, left, id);
+                if let Some(m) = &e.msg_id {
+                    dedup.insert(
+                        m,
+                        DedupEntry {
+                            sequence: seq,
+                            time_ns: time,
+                        },
+                    );
+                    inserted.push(m.clone());
+                }
+                *receipt = Some(Stamp {
+                    sequence: seq,
+                    time_ns: time,
+                    duplicate: false,
+                });
+            }
+            drop(dedup);
+            done.push(Done {
+                tx,
+                slots,
+                permit,
+                runtime,
+            });
+        }
+        self.flush(&mut done, &mut inserted);
+    }
+
+    /// Answers a request the writer cannot take: the namespace failed.
+    fn refuse(&self, tx: Reply) {
+        let err = self
+            .shared
+            .read_only_error()
+            .unwrap_or(StorageError::Closed);
+        let _ = tx.send(Err(err));
+    }
+
+    /// Writes the encoded group; under `always` hands it to the syncer, otherwise makes it
+    /// visible and answers its appenders at once.
+    fn flush(&mut self, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        // The syncer may have failed since this group was encoded: write nothing more.
+        self.failed |= self.shared.has_failed();
+        if self.failed {
+            let err = self
+                .shared
+                .read_only_error()
+                .unwrap_or(StorageError::Closed);
+            return self.drop_group(&err, done, inserted);
+        }
+        if done.is_empty() {
+            return;
+        }
+        if !self.buf.is_empty() {
+            if let Err(e) = self.file.write_all_at(&self.buf, self.write_pos) {
+                let err = StorageError::io("write", &*self.path, e);
+                return self.fail(err, done, inserted);
+            }
+            self.write_pos += self.buf.len() as u64;
+            self.active_count += self.offsets.len() as u64;
+            self.unsynced = self.syncer.is_none();
+        }
+        let group = Written::new(
+            self.file.clone(),
+            self.path.clone(),
+            GroupEnd {
+                bytes: self.buf.len() as u64,
+                end: self.write_pos,
+                next_seq: self.next_seq,
+                last_time: self.last_time,
+            },
+            std::mem::take(&mut self.offsets),
+            std::mem::take(&mut self.times),
+            std::mem::take(done),
+            std::mem::take(inserted),
+        );
+        self.buf.clear();
+        match &self.syncer {
+            Some(syncer) => syncer.submit(group),
+            None => Written::publish(&self.shared, vec![group]),
+        }
+    }
+
+    /// Waits until every written group is synced and answered (or failed).
+    fn drain(&mut self) {
+        if let Some(syncer) = &self.syncer {
+            syncer.drain();
+        }
+        self.failed |= self.shared.has_failed();
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if let Err(e) = self.shared.sync_file(&*self.file, &self.path) {
+            self.shared.set_sync_failure(&e);
+            return Err(e);
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Turns the namespace read-only and fails the group being written.
+    fn fail(&mut self, err: StorageError, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        self.shared.set_failure(&err);
+        if !self.failed {
+            self.last_probe = Instant::now();
+        }
+        self.failed = true;
+        self.drop_group(&err, done, inserted);
+    }
+
+    /// Probes the disk of a read-only namespace and, when it works again, resumes: after a
+    /// failed write from where it was, after a failed sync (under `always`) from the last
+    /// successful sync. See "Healing" in the module docs.
+    fn heal(&mut self) {
+        self.last_probe = Instant::now();
+        // Everything handed to the syncer is answered first (synced, or failed).
+        if let Some(syncer) = &self.syncer {
+            syncer.drain();
+        }
+        let sync_failed = self.shared.sync_failed();
+        if sync_failed && self.syncer.is_none() {
+            return; // interval / never: answered events may be unsynced; restart to recover
+        }
+        let probe = if sync_failed {
+            self.cut_to_last_sync()
+        } else {
+            // The zeros are cut again at once (the active segment is never memory-mapped;
+            // readers see only up to the visible end, which is at most `write_pos`).
+            let (file, path, pos) = (&self.file, &*self.path, self.write_pos);
+            file.write_all_at(&[0; PROBE_BYTES], pos)
+                .map_err(|e| StorageError::io("write (probe)", path, e))
+                .and_then(|()| {
+                    // A failed sync here may have lost answered but unsynced pages (under
+                    // `interval` and `never`): it counts as a sync failure.
+                    self.shared.sync_file(&**file, path).inspect_err(|e| {
+                        self.shared.set_sync_failure(e);
+                    })
+                })
+                .and_then(|()| {
+                    file.set_len(pos)
+                        .map_err(|e| StorageError::io("truncate (probe)", path, e))
+                })
+        };
+        match probe {
+            Ok(()) => {
+                self.shared.clear_failure();
+                self.failed = false;
+                tracing::info!(namespace = %self.shared.name(), after_sync_failure = sync_failed, next_sequence = self.next_seq, "storage works again: namespace is writable");
+            }
+            Err(e) => {
+                tracing::debug!(namespace = %self.shared.name(), error = %e, "probe failed: namespace stays read-only");
+            }
+        }
+    }
+
+    /// After a failed sync under `always`: reopens the active segment, cuts it to the end of
+    /// the last synced record (what readers see), syncs it, and starts a fresh syncer.
+    fn cut_to_last_sync(&mut self) -> Result<(), StorageError> {
+        let Synced {
+            len,
+            count,
+            next_seq,
+            last_time,
+        } = self.shared.synced();
+        let file = self
+            .fs
+            .open(&self.path)
+            .map_err(|e| StorageError::io("reopen", &*self.path, e))?;
+        file.set_len(len)
+            .map_err(|e| StorageError::io("truncate", &*self.path, e))?;
+        self.shared.sync_file(&*file, &self.path)?;
+        let syncer = Syncer::spawn(self.shared.clone())
+            .map_err(|e| StorageError::io("spawn syncer for", self.shared.dir(), e))?;
+        if let Some(old) = self.syncer.replace(syncer) {
+            old.stop(Stop::Clean);
+        }
+        let cut = self.write_pos.saturating_sub(len);
+        self.shared.replace_active_file(file.clone());
+        self.file = file;
+        self.write_pos = len;
+        self.active_count = count;
+        self.next_seq = next_seq;
+        self.last_time = self.last_time.max(last_time);
+        tracing::warn!(namespace = %self.shared.name(), path = %self.path.display(), offset = len, bytes = cut, "after a failed sync, cut what was written since the last successful one");
+        Ok(())
+    }
+
+    /// Fails the group being written (not written, or its write failed). Its sequences are
+    /// handed out again, so that the log never has a gap.
+    fn drop_group(&mut self, err: &StorageError, done: &mut Vec<Done>, inserted: &mut Vec<String>) {
+        self.next_seq -= self.offsets.len() as u64;
+        let group = Written::new(
+            self.file.clone(),
+            self.path.clone(),
+            GroupEnd {
+                bytes: 0,
+                end: self.write_pos,
+                next_seq: self.next_seq,
+                last_time: self.last_time,
+            },
+            Vec::new(),
+            Vec::new(),
+            std::mem::take(done),
+            std::mem::take(inserted),
+        );
+        Written::fail(&self.shared, err, vec![group]);
+        self.buf.clear();
+        self.offsets.clear();
+        self.times.clear();
+    }
+
+    /// Seals the active segment (synced, indexed) and starts a new one. Under `always` the
+    /// caller has drained the syncer first.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        if self.unsynced {
+            self.sync()?;
+        }
+        let offsets = self.shared.active_offsets();
+        let idx = segment::index_path_for(&self.path);
+        if let Err(e) = SegmentIndex::write(&idx, self.active_first, self.write_pos, &offsets) {
+            // Not fatal: a missing index is rebuilt when the segment is first read.
+            tracing::warn!(index = %idx.display(), error = %e, "could not write segment index");
+        }
+        let dir = self.shared.dir().to_owned();
+        let new_first = self.next_seq;
+        let new_path = dir.join(segment::segment_name(new_first));
+        let created = segment::create(
+            &*self.fs,
+            &dir,
+            &new_path,
+            self.shared.incarnation(),
+            new_first,
+        )
+        .and_then(|file| {
+            let dedup = self.shared.dedup();
+            Checkpoint::write(
+                &dir,
+                false,
+                self.shared.incarnation(),
+                new_first - 1,
+                self.last_time,
+                dedup.entries(),
+            )
+            .map_err(|e| StorageError::io("write checkpoint", &dir, e))?;
+            Ok(file)
+        });
+        let file = match created {
+            Ok(file) => file,
+            Err(e) => {
+                // The namespace heals and writes on in the old segment: a new segment left
+                // behind would be taken as the active one at the next start.
+                if let Err(rm) = std::fs::remove_file(&new_path)
+                    && rm.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::error!(path = %new_path.display(), error = %rm, "could not remove the segment of a failed roll");
+                }
+                return Err(e);
+            }
+        };
+        self.shared.seal_active(
+            SealedSegment::new(
+                self.path.to_path_buf(),
+                self.active_first,
+                new_first - 1,
+                self.write_pos,
+            ),
+            ActiveView::new(
+                new_first,
+                new_path.clone(),
+                file.clone(),
+                Vec::new(),
+                Vec::new(),
+                SEGMENT_HEADER_BYTES as u64,
+            ),
+        );
+        self.file = file;
+        self.path = Arc::from(new_path);
+        self.active_first = new_first;
+        self.active_count = 0;
+        self.write_pos = SEGMENT_HEADER_BYTES as u64;
+        if let Err(e) = retention::apply(&self.shared) {
+            tracing::warn!(namespace = %self.shared.name(), error = %e, "retention failed");
+        }
+        Ok(())
+    }
+
+    /// Syncs what is left and writes the clean checkpoint. Under `always` the syncer has
+    /// synced and answered everything before this.
+    fn close_cleanly(&mut self) {
+        if self.unsynced
+            && let Err(e) = self.sync()
+        {
+            tracing::error!(namespace = %self.shared.name(), error = %e, "final sync failed");
+            return;
+        }
+        let dedup = self.shared.dedup();
+        let res = Checkpoint::write(
+            self.shared.dir(),
+            true,
+            self.shared.incarnation(),
+            self.next_seq - 1,
+            self.last_time,
+            dedup.entries(),
+        );
+        if let Err(e) = res {
+            tracing::error!(namespace = %self.shared.name(), error = %e, "could not write checkpoint");
+        }
+    }
+}
