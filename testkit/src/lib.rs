@@ -44,7 +44,7 @@ pub use wait::*;
 ///
 /// Write it where the `#[tokio::test]` attribute would go:
 ///
-/// ```ignore
+/// ```text
 /// engines!(publishes_one_event);
 /// async fn publishes_one_event(engine: Engine) {
 ///     let s = TestServer::start_default_on(engine).await;
