@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
 
 mod common;
-use common::{HttpClient, Server};
+use common::HttpClient;
 
 /// Events consumed per run.
 const EVENTS: usize = 200_000;
@@ -65,11 +65,15 @@ async fn fill(broker: &Broker) {
 
 /// Reads one member's stream, sending every event id to `ids`, until `ids` closes.
 async fn member(client: HttpClient, url: String, ids: mpsc::UnboundedSender<String>) {
-    common::sse_lines(&client, url, |line| match line.strip_prefix(b"id: ") {
-        Some(id) => ids.send(String::from_utf8_lossy(id).into_owned()).is_ok(),
-        None => true,
-    })
-    .await;
+    let mut stream = bus_testkit::sse(&client, &url, &[]).await;
+    assert_eq!(stream.status, 200, "stream refused");
+    while let Some(m) = stream.next_event().await {
+        if let Some(id) = m.id.filter(|_| m.event.is_none())
+            && ids.send(id).is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Acks everything received, in batches, one request at a time; counts answered acks.
@@ -118,8 +122,8 @@ async fn acker(
 /// One run with `members` members: events/s consumed and acked.
 async fn run_once(members: usize) -> f64 {
     // Publishing is not measured; the consumer state is fsynced whatever the policy says.
-    let server = Server::start(FsyncPolicy::Never).await;
-    fill(&server.broker).await;
+    let mut server = common::start(FsyncPolicy::Never).await;
+    fill(server.broker()).await;
     let client = common::http_client();
     let base = server.base();
     let acked = Arc::new(AtomicU64::new(0));

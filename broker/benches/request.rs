@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
 mod common;
-use common::{HttpClient, Server};
+use common::HttpClient;
 
 /// Runs per case.
 const RUNS: usize = 5;
@@ -37,9 +37,10 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 async fn responder(client: HttpClient, base: String) {
     let url = format!("{base}/v1/stream?pattern=rpc.%3E&from=newest");
     let replier = client.clone();
-    common::sse_lines(&client, url, |line| {
-        if let Some(json) = line.strip_prefix(b"data: ")
-            && let Ok(event) = serde_json::from_slice::<serde_json::Value>(json)
+    let mut stream = bus_testkit::sse(&client, &url, &[]).await;
+    assert_eq!(stream.status, 200, "stream refused");
+    while let Some(m) = stream.next_event().await {
+        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&m.data)
             && let Some(inbox) = event["reply_to"].as_str()
         {
             let payload = Bytes::from(event["payload"].as_str().unwrap_or("").to_owned());
@@ -54,9 +55,7 @@ async fn responder(client: HttpClient, base: String) {
                 let _ = resp.into_body().collect().await;
             });
         }
-        true
-    })
-    .await;
+    }
 }
 
 /// One caller: `n` requests back to back; the latency of each.
@@ -97,12 +96,12 @@ async fn round(
 
 /// One run: (p50 µs, p99 µs, requests/s).
 async fn run_once(fsync: FsyncPolicy, callers: usize) -> (f64, f64, f64) {
-    let server = Server::start(fsync).await;
+    let mut server = common::start(fsync).await;
     let client = common::http_client();
     let base = server.base();
     let responder = tokio::spawn(responder(common::http_client(), base.clone()));
     let subject = bus_broker::subject::Subject::parse("rpc.echo").expect("subject");
-    while !server.broker.has_subscribers(&subject) {
+    while !server.broker().has_subscribers(&subject) {
         tokio::task::yield_now().await;
     }
     let url: Arc<str> = format!("{base}/v1/requests/rpc.echo").into();

@@ -2,14 +2,12 @@
 //! Publishes are refused while it is full, acks keep working from the state log's reserve,
 //! and once space is freed the namespace heals by itself; nothing answered is lost.
 
-mod http_common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use http_common::*;
+use bus_testkit::*;
 use hyper::StatusCode;
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.

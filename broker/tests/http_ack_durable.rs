@@ -1,14 +1,12 @@
 //! Acks are answered only once durable, also when repeated, and a failed state write undoes
 //! them: whatever the broker answered about an event holds after a restart.
 
-mod http_common;
-
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bus_broker::storage::io::{FaultOp, SimFs};
-use http_common::*;
+use bus_testkit::*;
 use hyper::StatusCode;
 
 /// A server over `fs`, a durable manual-ack consumer `w` on `user.>`, and one event
@@ -55,6 +53,7 @@ async fn ack_twice_while_the_state_sync_fails(s: &TestServer, fs: &SimFs, id: &s
     fs.clear_faults();
 }
 
+// disk only: fails the disk engine's state-log syncs (SimFs), then restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_ack_is_undone_and_the_event_comes_back_after_a_restart() {
     let fs = SimFs::new();
@@ -73,6 +72,7 @@ async fn a_refused_ack_is_undone_and_the_event_comes_back_after_a_restart() {
     assert_eq!(payload, "one", "the refused ack took effect after all");
 }
 
+// disk only: the state log turns read-only and heals on the disk engine's file system (SimFs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_retried_after_the_state_log_heals_is_durable() {
     let fs = SimFs::new();

@@ -7,11 +7,11 @@
 //! that a client went away when it writes to it). Ack waits that must not run out during a
 //! test are `1h`, so that a redelivery within `WAIT` can only come from the rule under test.
 
-mod http_common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use http_common::{Resp, SseReader, TestServer, assert_time, d, eventually, next, next_n, put};
+use bus_testkit::{
+    Engine, Resp, SseReader, TestServer, assert_time, d, engines, eventually, next, next_n, put,
+};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
@@ -48,9 +48,11 @@ async fn refused_stream(s: &TestServer, query: &str) -> Resp {
 // Sharing, failover, fan-out
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_group_gives_each_event_to_exactly_one_member_and_every_event_to_one() {
-    let s = TestServer::start_default().await;
+engines!(a_queue_group_gives_each_event_to_exactly_one_member_and_every_event_to_one);
+async fn a_queue_group_gives_each_event_to_exactly_one_member_and_every_event_to_one(
+    engine: Engine,
+) {
+    let s = TestServer::start_default_on(engine).await;
     let q = "pattern=job.%3E&group=g&ack=manual&ack_wait=1h";
     let (mut a, ha) = s.attach(q).await;
     let (mut b, hb) = s.attach(q).await;
@@ -89,9 +91,9 @@ async fn a_queue_group_gives_each_event_to_exactly_one_member_and_every_event_to
     assert_eq!(s.consumer("g").await["pending"], 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_members_share_its_events_within_their_own_caps() {
-    let s = TestServer::start_default().await;
+engines!(durable_members_share_its_events_within_their_own_caps);
+async fn durable_members_share_its_events_within_their_own_caps(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     // The consumer is created with max_in_flight=20; its creator leaves.
     let (first, hello) = s
         .attach("pattern=job.%3E&durable=w&ack=manual&ack_wait=1h&max_in_flight=20&heartbeat=1s")
@@ -133,9 +135,9 @@ async fn durable_members_share_its_events_within_their_own_caps() {
     assert_eq!(next(&mut a).await, d("e20", 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_in_flight_bounds_the_consumer_across_its_members() {
-    let s = TestServer::start_default().await;
+engines!(max_in_flight_bounds_the_consumer_across_its_members);
+async fn max_in_flight_bounds_the_consumer_across_its_members(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     // Each member may hold 2 (the consumer's bound is its default cap), the two together 2.
     let q = "pattern=job.%3E&group=g&ack=manual&ack_wait=300ms&max_in_flight=2";
     let (mut a, _) = s.attach(q).await;
@@ -181,10 +183,10 @@ async fn max_in_flight_bounds_the_consumer_across_its_members() {
     assert_eq!(subjects, ["job.e3", "job.e4"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_a_leaving_member_held_goes_to_the_other_at_once() {
+engines!(what_a_leaving_member_held_goes_to_the_other_at_once);
+async fn what_a_leaving_member_held_goes_to_the_other_at_once(engine: Engine) {
     for kind in ["group=g", "durable=g"] {
-        let s = TestServer::start_default().await;
+        let s = TestServer::start_default_on(engine).await;
         let q = format!("pattern=job.%3E&{kind}&ack=manual&ack_wait=1h&heartbeat=1s");
         let (mut a, _) = s.attach(&q).await;
         let e1 = put(&s, "job.run", "e1").await;
@@ -205,9 +207,9 @@ async fn what_a_leaving_member_held_goes_to_the_other_at_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn different_consumers_each_get_every_event() {
-    let s = TestServer::start_default().await;
+engines!(different_consumers_each_get_every_event);
+async fn different_consumers_each_get_every_event(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut d1, _) = s
         .attach("pattern=job.%3E&durable=d1&ack=manual&ack_wait=1h")
         .await;
@@ -239,9 +241,9 @@ async fn different_consumers_each_get_every_event() {
 // Re-attaching, ephemeral state
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reattaching_with_another_start_resumes_from_the_consumer_s_floor() {
-    let s = TestServer::start_default().await;
+engines!(reattaching_with_another_start_resumes_from_the_consumer_s_floor);
+async fn reattaching_with_another_start_resumes_from_the_consumer_s_floor(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut ids = Vec::new();
     for i in 1..=3 {
         ids.push(put(&s, "job.run", &format!("e{i}")).await);
@@ -272,7 +274,7 @@ async fn reattaching_with_another_start_resumes_from_the_consumer_s_floor() {
 
     // `oldest`, an event id, or a Last-Event-ID do not replay what was acked: e5 (not acked)
     // comes back first, then e6.
-    let from_e1 = http_common::enc(&ids[0]);
+    let from_e1 = bus_testkit::enc(&ids[0]);
     let mut st = s.stream(&q(&from_e1), &[("last-event-id", &ids[1])]).await;
     st.expect_subscribed().await;
     assert_eq!(next(&mut st).await, d("e5", 2));
@@ -288,9 +290,9 @@ async fn reattaching_with_another_start_resumes_from_the_consumer_s_floor() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_consumer_starts_at_from_whatever_last_event_id_says() {
-    let s = TestServer::start_default().await;
+engines!(a_new_consumer_starts_at_from_whatever_last_event_id_says);
+async fn a_new_consumer_starts_at_from_whatever_last_event_id_says(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let e1 = put(&s, "job.run", "e1").await;
     let e2 = put(&s, "job.run", "e2").await;
     for q in [
@@ -306,9 +308,9 @@ async fn a_new_consumer_starts_at_from_whatever_last_event_id_says() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ephemeral_consumer_is_dropped_with_its_last_member() {
-    let s = TestServer::start_default().await;
+engines!(an_ephemeral_consumer_is_dropped_with_its_last_member);
+async fn an_ephemeral_consumer_is_dropped_with_its_last_member(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let q = "pattern=job.%3E&group=g&ack=manual&ack_wait=1h&heartbeat=1s";
     let (mut a, _) = s.attach(q).await;
     let (mut b, _) = s.attach(q).await;
@@ -330,13 +332,13 @@ async fn an_ephemeral_consumer_is_dropped_with_its_last_member() {
     drop(single);
     for name in ["g", single_name.as_str()] {
         eventually(&format!("consumer {name} to be dropped"), || async {
-            s.get(&format!("/v1/consumers/{}", http_common::enc(name)))
+            s.get(&format!("/v1/consumers/{}", bus_testkit::enc(name)))
                 .await
                 .status
                 == StatusCode::NOT_FOUND
         })
         .await;
-        s.get(&format!("/v1/consumers/{}", http_common::enc(name)))
+        s.get(&format!("/v1/consumers/{}", bus_testkit::enc(name)))
             .await
             .assert_error(StatusCode::NOT_FOUND, "unknown_consumer");
         s.ack_op(name, &e1, "ack")
@@ -362,6 +364,7 @@ async fn an_ephemeral_consumer_is_dropped_with_its_last_member() {
 // Seek, delete, listing
 // ---------------------------------------------------------------------------------------
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seek_drops_pending_deliveries_and_restarts_reading_there() {
     let mut s = TestServer::start_default().await;
@@ -392,7 +395,7 @@ async fn seek_drops_pending_deliveries_and_restarts_reading_there() {
     );
 
     // To an event id: after it.
-    let to = http_common::enc(&ids[1]);
+    let to = bus_testkit::enc(&ids[1]);
     let r = s
         .post(&format!("/v1/consumers/w/seek?to={to}"), &[], "")
         .await;
@@ -449,6 +452,7 @@ async fn seek_drops_pending_deliveries_and_restarts_reading_there() {
         .assert_error(StatusCode::NOT_FOUND, "unknown_consumer");
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_ends_the_members_streams_and_removes_a_durable_for_good() {
     let mut s = TestServer::start_default().await;
@@ -500,9 +504,9 @@ async fn delete_ends_the_members_streams_and_removes_a_durable_for_good() {
     assert!(g.next_event().await.is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_listing_shows_each_consumer_s_settings_and_figures() {
-    let s = TestServer::start_default().await;
+engines!(the_listing_shows_each_consumer_s_settings_and_figures);
+async fn the_listing_shows_each_consumer_s_settings_and_figures(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut ids = Vec::new();
     for i in 1..=3 {
         ids.push(put(&s, "job.run", &format!("e{i}")).await);
@@ -614,9 +618,9 @@ async fn the_listing_shows_each_consumer_s_settings_and_figures() {
 // Errors
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledgement_errors_have_their_documented_codes() {
-    let s = TestServer::start_default().await;
+engines!(acknowledgement_errors_have_their_documented_codes);
+async fn acknowledgement_errors_have_their_documented_codes(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     // Matching, but published before the consumer existed (it starts at newest).
     let before = put(&s, "job.a.x", "before").await;
     let (mut w, _) = s
@@ -706,9 +710,9 @@ async fn acknowledgement_errors_have_their_documented_codes() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attaching_with_another_pattern_or_as_another_kind_is_a_conflict() {
-    let s = TestServer::start_default().await;
+engines!(attaching_with_another_pattern_or_as_another_kind_is_a_conflict);
+async fn attaching_with_another_pattern_or_as_another_kind_is_a_conflict(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (durable, _) = s
         .attach("pattern=job.%3E&durable=w&ack=manual&heartbeat=1s")
         .await;
@@ -756,9 +760,9 @@ async fn attaching_with_another_pattern_or_as_another_kind_is_a_conflict() {
     let (_w2, _) = s.attach("pattern=job.%3E&durable=w").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_consumer_settings_are_refused_before_any_stream_starts() {
-    let s = TestServer::start_default().await;
+engines!(invalid_consumer_settings_are_refused_before_any_stream_starts);
+async fn invalid_consumer_settings_are_refused_before_any_stream_starts(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let long = "x".repeat(65);
     let bad = [
         "ack=auto".to_owned(),
@@ -800,9 +804,9 @@ async fn invalid_consumer_settings_are_refused_before_any_stream_starts() {
     assert_eq!(hello["consumer"], ok.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_ack_batch_is_refused_whole() {
-    let s = TestServer::start_default().await;
+engines!(a_malformed_ack_batch_is_refused_whole);
+async fn a_malformed_ack_batch_is_refused_whole(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, _) = s
         .attach("pattern=job.%3E&durable=w&ack=manual&ack_wait=1h")
         .await;
@@ -841,10 +845,10 @@ async fn a_malformed_ack_batch_is_refused_whole() {
     assert!(results[1..].iter().all(|x| x["status"] == "already_acked"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_wins_over_pending_deliveries_with_a_gap_notice() {
+engines!(retention_wins_over_pending_deliveries_with_a_gap_notice);
+async fn retention_wins_over_pending_deliveries_with_a_gap_notice(engine: Engine) {
     const EVENTS: u64 = 100;
-    let s = TestServer::start(|c| {
+    let s = TestServer::start_on(engine, |c| {
         c.log.fsync = bus_broker::storage::FsyncPolicy::Never;
         c.log.segment_bytes = 4096;
         c.log.retention.max_events = Some(5);
@@ -901,6 +905,7 @@ async fn retention_wins_over_pending_deliveries_with_a_gap_notice() {
     assert_eq!(c["pending"], 3, "only the new deliveries are pending: {c}");
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_changes_settings_durably_and_refuses_what_cannot_change() {
     let mut s = TestServer::start_default().await;

@@ -9,12 +9,11 @@
 //! that something does *not* arrive is shown by a marker that must arrive first: usually a
 //! later event's own redelivery, which comes after the one being ruled out would have.
 
-mod http_common;
-
 use std::time::{Duration, Instant};
 
-use http_common::{
-    SseReader, TestServer, d, enc, eventually, name_of, next, next_n, put, send, within,
+use bus_testkit::{
+    Engine, SseReader, TestServer, d, enc, engines, eventually, name_of, next, next_n, put, send,
+    within,
 };
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -54,9 +53,9 @@ async fn expect_dead_letter(
 // Redelivery, backoff, dead letters
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redelivers_after_the_ack_wait_with_the_delivery_count() {
-    let s = TestServer::start_default().await;
+engines!(redelivers_after_the_ack_wait_with_the_delivery_count);
+async fn redelivers_after_the_ack_wait_with_the_delivery_count(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, hello) = s.attach("pattern=job.%3E&ack=manual&ack_wait=200ms").await;
     assert_eq!(hello["kind"], "subscription", "{hello}");
     assert_eq!(hello["ack"], "manual", "{hello}");
@@ -84,9 +83,9 @@ async fn redelivers_after_the_ack_wait_with_the_delivery_count() {
     assert!(c["redelivered"].as_u64().unwrap() >= 2, "{c}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backoff_sets_each_redelivery_wait_and_its_last_step_repeats() {
-    let s = TestServer::start_default().await;
+engines!(backoff_sets_each_redelivery_wait_and_its_last_step_repeats);
+async fn backoff_sets_each_redelivery_wait_and_its_last_step_repeats(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, hello) = s
         .attach("pattern=job.%3E&ack=manual&ack_wait=1h&backoff=100ms,300ms")
         .await;
@@ -113,9 +112,9 @@ async fn backoff_sets_each_redelivery_wait_and_its_last_step_repeats() {
     s.expect_ack(&name, &e2, "ack", "acked").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_after_max_deliver_with_the_documented_headers() {
-    let s = TestServer::start_default().await;
+engines!(dead_letters_after_max_deliver_with_the_documented_headers);
+async fn dead_letters_after_max_deliver_with_the_documented_headers(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, hello) = s
         .attach("pattern=job.%3E&durable=worker&ack=manual&ack_wait=100ms&max_deliver=2")
         .await;
@@ -165,9 +164,11 @@ async fn dead_letters_after_max_deliver_with_the_documented_headers() {
     s.expect_ack("worker", &e2, "nack", "already_acked").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nack_or_a_departure_ending_the_last_delivery_dead_letters_with_reason_max_deliver() {
-    let s = TestServer::start_default().await;
+engines!(a_nack_or_a_departure_ending_the_last_delivery_dead_letters_with_reason_max_deliver);
+async fn a_nack_or_a_departure_ending_the_last_delivery_dead_letters_with_reason_max_deliver(
+    engine: Engine,
+) {
+    let s = TestServer::start_default_on(engine).await;
     let mut dead = s.subscribe("pattern=_bus_.dead.%3E").await;
 
     // A nack of the last allowed delivery.
@@ -207,9 +208,9 @@ async fn a_nack_or_a_departure_ending_the_last_delivery_dead_letters_with_reason
 // nack, in progress, term
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nack_redelivers_at_once_with_the_next_count() {
-    let s = TestServer::start_default().await;
+engines!(nack_redelivers_at_once_with_the_next_count);
+async fn nack_redelivers_at_once_with_the_next_count(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     // An ack wait far beyond WAIT: only the nack can bring the event back in time.
     let (mut st, hello) = s.attach("pattern=job.%3E&ack=manual&ack_wait=1h").await;
     let name = name_of(&hello);
@@ -228,9 +229,9 @@ async fn nack_redelivers_at_once_with_the_next_count() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nack_with_a_delay_redelivers_after_the_delay() {
-    let s = TestServer::start_default().await;
+engines!(nack_with_a_delay_redelivers_after_the_delay);
+async fn nack_with_a_delay_redelivers_after_the_delay(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, hello) = s.attach("pattern=job.%3E&ack=manual&ack_wait=1h").await;
     let name = name_of(&hello);
     let e1 = put(&s, "job.run", "e1").await;
@@ -255,9 +256,9 @@ async fn nack_with_a_delay_redelivers_after_the_delay() {
     assert_eq!(s.consumer(&name).await["redelivered"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nack_with_a_delay_holds_back_an_event_that_nobody_holds() {
-    let s = TestServer::start_default().await;
+engines!(nack_with_a_delay_holds_back_an_event_that_nobody_holds);
+async fn nack_with_a_delay_holds_back_an_event_that_nobody_holds(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let q = "pattern=job.%3E&durable=w&ack=manual&ack_wait=1h&heartbeat=1s";
     let (mut st, _) = s.attach(q).await;
     let e1 = put(&s, "job.run", "e1").await;
@@ -280,9 +281,11 @@ async fn nack_with_a_delay_holds_back_an_event_that_nobody_holds() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn progress_restarts_the_ack_wait_and_is_refused_once_the_event_awaits_redelivery() {
-    let s = TestServer::start_default().await;
+engines!(progress_restarts_the_ack_wait_and_is_refused_once_the_event_awaits_redelivery);
+async fn progress_restarts_the_ack_wait_and_is_refused_once_the_event_awaits_redelivery(
+    engine: Engine,
+) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, _) = s
         .attach("pattern=job.%3E&durable=w&ack=manual&ack_wait=400ms&heartbeat=1s")
         .await;
@@ -319,9 +322,9 @@ async fn progress_restarts_the_ack_wait_and_is_refused_once_the_event_awaits_red
     s.expect_ack("w", &e1, "ack", "acked").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn term_dead_letters_at_once_and_never_redelivers() {
-    let s = TestServer::start_default().await;
+engines!(term_dead_letters_at_once_and_never_redelivers);
+async fn term_dead_letters_at_once_and_never_redelivers(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut dead = s.subscribe("pattern=_bus_.dead.%3E").await;
     let (mut st, hello) = s.attach("pattern=job.%3E&ack=manual&ack_wait=300ms").await;
     let name = name_of(&hello);
@@ -356,9 +359,9 @@ async fn term_dead_letters_at_once_and_never_redelivers() {
 // Max in flight, batched acks
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_in_flight_holds_back_new_events_until_an_ack() {
-    let s = TestServer::start_default().await;
+engines!(max_in_flight_holds_back_new_events_until_an_ack);
+async fn max_in_flight_holds_back_new_events_until_an_ack(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let e1 = put(&s, "job.run", "e1").await;
     let e2 = put(&s, "job.run", "e2").await;
     let e3 = put(&s, "job.run", "e3").await;
@@ -400,9 +403,9 @@ async fn max_in_flight_holds_back_new_events_until_an_ack() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_of_acks_answers_each_entry_in_order() {
-    let s = TestServer::start_default().await;
+engines!(a_batch_of_acks_answers_each_entry_in_order);
+async fn a_batch_of_acks_answers_each_entry_in_order(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut dead = s.subscribe("pattern=_bus_.dead.%3E").await;
     let (mut st, _) = s
         .attach("pattern=job.a.%3E&durable=w&ack=manual&ack_wait=1h")
@@ -499,9 +502,9 @@ async fn a_batch_of_acks_answers_each_entry_in_order() {
     assert_eq!(s.consumer("w").await["pending"], 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_nack_with_a_delay_waits_that_delay() {
-    let s = TestServer::start_default().await;
+engines!(a_batch_nack_with_a_delay_waits_that_delay);
+async fn a_batch_nack_with_a_delay_waits_that_delay(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, _) = s
         .attach("pattern=job.%3E&durable=w&ack=manual&ack_wait=1h")
         .await;
@@ -527,9 +530,9 @@ async fn a_batch_nack_with_a_delay_waits_that_delay() {
 // Durable consumers resume
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_durable_resumes_after_a_disconnect_with_what_was_not_acked() {
-    let s = TestServer::start_default().await;
+engines!(a_durable_resumes_after_a_disconnect_with_what_was_not_acked);
+async fn a_durable_resumes_after_a_disconnect_with_what_was_not_acked(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     // heartbeat=1s lets the server notice the disconnect; ack_wait=1h rules out a
     // redelivery for any other reason.
     let q = "pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=1h&heartbeat=1s";
@@ -559,6 +562,7 @@ async fn a_durable_resumes_after_a_disconnect_with_what_was_not_acked() {
     assert_eq!(c["positions"], json!({"job": 5}), "{c}");
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_resumes_after_a_graceful_restart() {
     let mut s = TestServer::start_default().await;
@@ -604,6 +608,7 @@ async fn a_durable_resumes_after_a_graceful_restart() {
     s.expect_ack("w", &ids[0], "ack", "acked").await;
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_delivery_held_at_a_restart_is_dead_lettered_once() {
     let mut s = TestServer::start_default().await;
@@ -625,6 +630,7 @@ async fn a_last_delivery_held_at_a_restart_is_dead_lettered_once() {
     s.expect_ack("w", &e1, "ack", "already_acked").await;
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_created_from_newest_does_not_replay_history_after_a_restart() {
     let mut s = TestServer::start_default().await;
@@ -648,7 +654,7 @@ fn publish_in_background(
     query: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> tokio::task::JoinHandle<http_common::Resp> {
+) -> tokio::task::JoinHandle<bus_testkit::Resp> {
     let client = s.client.clone();
     let url = s.url(&format!("/v1/events/{}?{query}", enc(subject)));
     let headers: Vec<(String, String)> = headers
@@ -665,15 +671,15 @@ fn publish_in_background(
     })
 }
 
-async fn answer(task: tokio::task::JoinHandle<http_common::Resp>) -> http_common::Resp {
+async fn answer(task: tokio::task::JoinHandle<bus_testkit::Resp>) -> bus_testkit::Resp {
     within("the confirming publish to answer", task)
         .await
         .expect("publish task")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_confirmed_by_two_consumers_answers_201_once_both_acked() {
-    let s = TestServer::start_default().await;
+engines!(a_publish_confirmed_by_two_consumers_answers_201_once_both_acked);
+async fn a_publish_confirmed_by_two_consumers_answers_201_once_both_acked(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut a, _) = s.attach("pattern=order.%3E&durable=a&ack=manual").await;
     let (mut b, _) = s.attach("pattern=order.%3E&durable=b&ack=manual").await;
     let task = publish_in_background(&s, "order.placed", "confirm=2&timeout=5s", &[], "o1");
@@ -701,9 +707,9 @@ async fn a_publish_confirmed_by_two_consumers_answers_201_once_both_acked() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manual_ack_subscriptions_each_count_on_their_own() {
-    let s = TestServer::start_default().await;
+engines!(manual_ack_subscriptions_each_count_on_their_own);
+async fn manual_ack_subscriptions_each_count_on_their_own(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut a, ha) = s.attach("pattern=order.%3E&ack=manual").await;
     let (mut b, hb) = s.attach("pattern=order.%3E&ack=manual").await;
     let task = publish_in_background(&s, "order.placed", "confirm=2", &[], "o1");
@@ -719,9 +725,11 @@ async fn manual_ack_subscriptions_each_count_on_their_own() {
     assert_eq!(r.json()["confirmed"], 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_not_confirmed_in_time_answers_202_and_repeated_or_ack_none_acks_do_not_count() {
-    let s = TestServer::start_default().await;
+engines!(a_publish_not_confirmed_in_time_answers_202_and_repeated_or_ack_none_acks_do_not_count);
+async fn a_publish_not_confirmed_in_time_answers_202_and_repeated_or_ack_none_acks_do_not_count(
+    engine: Engine,
+) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut a, _) = s.attach("pattern=order.%3E&durable=a&ack=manual").await;
     // A durable in ack mode none, and a plain stream: they receive the event, never count.
     let (mut none, hello) = s.attach("pattern=order.%3E&durable=n").await;
@@ -769,9 +777,9 @@ async fn a_publish_not_confirmed_in_time_answers_202_and_repeated_or_ack_none_ac
     assert_eq!(stored[0]["id"], id.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_confirming_publish_of_a_duplicate_answers_200_without_waiting() {
-    let s = TestServer::start_default().await;
+engines!(a_confirming_publish_of_a_duplicate_answers_200_without_waiting);
+async fn a_confirming_publish_of_a_duplicate_answers_200_without_waiting(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let first = s
         .publish_with("order.placed", &[("bus-msg-id", "o-1")], "o1")
         .await;
@@ -795,9 +803,9 @@ async fn a_confirming_publish_of_a_duplicate_answers_200_without_waiting() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confirmation_parameters_are_checked() {
-    let s = TestServer::start_default().await;
+engines!(confirmation_parameters_are_checked);
+async fn confirmation_parameters_are_checked(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for q in [
         "confirm=0",
         "confirm=1001",

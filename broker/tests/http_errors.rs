@@ -1,14 +1,12 @@
 //! End to end: every error code of the contract's table that a client can provoke, each with
 //! its status and the body `{"error":{"code","message"}}`.
 
-mod http_common;
-
-use http_common::{TestServer, enc};
+use bus_testkit::{Engine, TestServer, enc, engines};
 use hyper::{Method, StatusCode};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_subject_is_400_with_the_parsers_message() {
-    let s = TestServer::start_default().await;
+engines!(invalid_subject_is_400_with_the_parsers_message);
+async fn invalid_subject_is_400_with_the_parsers_message(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (subject, message) in [
         ("a..b", r#"empty token at position 2 in "a..b""#),
         ("a.", r#"empty token at position 2 in "a.""#),
@@ -36,9 +34,9 @@ async fn invalid_subject_is_400_with_the_parsers_message() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wildcard_in_publish_subject_is_400() {
-    let s = TestServer::start_default().await;
+engines!(wildcard_in_publish_subject_is_400);
+async fn wildcard_in_publish_subject_is_400(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for subject in ["user.*", "user.>", "*.created", ">"] {
         let r = s
             .post(&format!("/v1/events/{}", enc(subject)), &[], "x")
@@ -50,9 +48,9 @@ async fn wildcard_in_publish_subject_is_400() {
     r.assert_error(StatusCode::BAD_REQUEST, "wildcard_in_subject");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_pattern_is_400_on_stream_and_pull() {
-    let s = TestServer::start_default().await;
+engines!(invalid_pattern_is_400_on_stream_and_pull);
+async fn invalid_pattern_is_400_on_stream_and_pull(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (pattern, message) in [
         (
             "a.>.b",
@@ -74,9 +72,9 @@ async fn invalid_pattern_is_400_on_stream_and_pull() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_pattern_is_400() {
-    let s = TestServer::start_default().await;
+engines!(missing_pattern_is_400);
+async fn missing_pattern_is_400(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for path in ["/v1/stream", "/v1/events", "/v1/events?from=oldest"] {
         let r = s.get(path).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text());
@@ -90,9 +88,9 @@ async fn missing_pattern_is_400() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_start_is_400_from_query_and_last_event_id() {
-    let s = TestServer::start_default().await;
+engines!(invalid_start_is_400_from_query_and_last_event_id);
+async fn invalid_start_is_400_from_query_and_last_event_id(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.created", "x").await;
     // Inputs that are neither `oldest`/`newest`, an RFC 3339 time, nor shaped like an id or
     // cursor (`<namespace>-<sequence>-<suffix>`, comma-separated).
@@ -112,9 +110,9 @@ async fn invalid_start_is_400_from_query_and_last_event_id() {
     r.assert_error(StatusCode::BAD_REQUEST, "invalid_start");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_batch_is_400() {
-    let s = TestServer::start_default().await;
+engines!(invalid_batch_is_400);
+async fn invalid_batch_is_400(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let r = s.publish_batch("[]").await;
     r.assert_error(StatusCode::BAD_REQUEST, "invalid_batch");
     let r = s
@@ -123,9 +121,9 @@ async fn invalid_batch_is_400() {
     r.assert_error(StatusCode::BAD_REQUEST, "invalid_batch");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_parameter_is_400() {
-    let s = TestServer::start_default().await;
+engines!(invalid_parameter_is_400);
+async fn invalid_parameter_is_400(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.created", "x").await;
     for q in [
         "limit=0",
@@ -151,9 +149,9 @@ async fn invalid_parameter_is_400() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_header_is_400() {
-    let s = TestServer::start_default().await;
+engines!(invalid_header_is_400);
+async fn invalid_header_is_400(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.seed", "before").await;
     let r = s
         .post("/v1/events/user.created", &[("bus-reply-to", "a..b")], "x")
@@ -170,9 +168,9 @@ async fn invalid_header_is_400() {
     assert_eq!(s.pull_all("user.>").await.len(), 1, "nothing stored");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishing_into_reserved_namespaces_is_403() {
-    let s = TestServer::start_default().await;
+engines!(publishing_into_reserved_namespaces_is_403);
+async fn publishing_into_reserved_namespaces_is_403(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for subject in [
         "_bus_.x",
         "_inbox.x",
@@ -197,9 +195,12 @@ async fn publishing_into_reserved_namespaces_is_403() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_namespace_is_404_naming_the_allowed_ones() {
-    let s = TestServer::start(|c| c.namespaces = Some(vec!["user".into(), "rpc".into()])).await;
+engines!(unknown_namespace_is_404_naming_the_allowed_ones);
+async fn unknown_namespace_is_404_naming_the_allowed_ones(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| {
+        c.namespaces = Some(vec!["user".into(), "rpc".into()])
+    })
+    .await;
     let r = s.post("/v1/events/order.created", &[], "x").await;
     let msg = r.assert_error(StatusCode::NOT_FOUND, "unknown_namespace");
     assert!(msg.contains("user") && msg.contains("rpc"), "{msg}");
@@ -210,9 +211,9 @@ async fn unknown_namespace_is_404_naming_the_allowed_ones() {
     s.publish("rpc.call", "x").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_namespace_lookup_is_404() {
-    let s = TestServer::start_default().await;
+engines!(unknown_namespace_lookup_is_404);
+async fn unknown_namespace_lookup_is_404(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let r = s.get("/v1/namespaces/nothing").await;
     r.assert_error(StatusCode::NOT_FOUND, "unknown_namespace");
 }
@@ -233,9 +234,9 @@ fn with_sequence(id: &str, seq: u64) -> String {
     format!("{ns}-{seq}-{suffix}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_at_an_event_never_held_is_404_unknown_event() {
-    let s = TestServer::start_default().await;
+engines!(start_at_an_event_never_held_is_404_unknown_event);
+async fn start_at_an_event_never_held_is_404_unknown_event(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let receipt = s.publish("user.created", "x").await;
     let never = with_sequence(receipt["id"].as_str().unwrap(), 999);
     let q = format!("pattern=user.%3E&from={}", enc(&never));
@@ -249,9 +250,9 @@ async fn start_at_an_event_never_held_is_404_unknown_event() {
     r.assert_error(StatusCode::NOT_FOUND, "unknown_event");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_path_is_404_not_found() {
-    let s = TestServer::start_default().await;
+engines!(unknown_path_is_404_not_found);
+async fn unknown_path_is_404_not_found(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for path in ["/nope", "/v1", "/v1/nothing", "/v2/events/user.created"] {
         let r = s.get(path).await;
         r.assert_error(StatusCode::NOT_FOUND, "not_found");
@@ -260,9 +261,9 @@ async fn unknown_path_is_404_not_found() {
     r.assert_error(StatusCode::NOT_FOUND, "not_found");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_method_is_405_method_not_allowed() {
-    let s = TestServer::start_default().await;
+engines!(wrong_method_is_405_method_not_allowed);
+async fn wrong_method_is_405_method_not_allowed(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (method, path) in [
         (Method::PUT, "/v1/events/user.created"),
         (Method::DELETE, "/v1/events/user.created"),
@@ -278,9 +279,9 @@ async fn wrong_method_is_405_method_not_allowed() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payload_over_the_limit_is_413_and_stores_nothing() {
-    let s = TestServer::start(|c| c.log.max_payload_bytes = 1024).await;
+engines!(payload_over_the_limit_is_413_and_stores_nothing);
+async fn payload_over_the_limit_is_413_and_stores_nothing(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| c.log.max_payload_bytes = 1024).await;
     s.publish("user.seed", "before").await;
     let r = s.post("/v1/events/user.big", &[], vec![b'x'; 1025]).await;
     r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
@@ -294,9 +295,9 @@ async fn payload_over_the_limit_is_413_and_stores_nothing() {
     s.publish_with("user.big", &[], vec![b'x'; 1024]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_payload_limit_is_one_mebibyte() {
-    let s = TestServer::start_default().await;
+engines!(default_payload_limit_is_one_mebibyte);
+async fn default_payload_limit_is_one_mebibyte(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let r = s
         .post("/v1/events/user.big", &[], vec![b'x'; 1024 * 1024 + 1])
         .await;

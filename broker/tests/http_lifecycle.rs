@@ -1,12 +1,11 @@
 //! End to end: what survives a restart, and graceful shutdown with open streams.
 
-mod http_common;
-
 use std::time::Duration;
 
-use http_common::{TestServer, enc, jsons, texts};
+use bus_testkit::{Engine, TestServer, enc, engines, jsons, texts};
 use serde_json::Value;
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_every_event_and_continues_sequences() {
     let mut s = TestServer::start_default().await;
@@ -52,6 +51,7 @@ async fn restart_keeps_every_event_and_continues_sequences() {
     assert_eq!(r["sequence"], 3);
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursors_and_event_ids_stay_valid_across_restart() {
     let mut s = TestServer::start_default().await;
@@ -77,6 +77,7 @@ async fn cursors_and_event_ids_stay_valid_across_restart() {
     assert_eq!(st.expect_event().await.json()["payload"], "e3");
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_figures_survive_restart() {
     let mut s = TestServer::start_default().await;
@@ -91,9 +92,9 @@ async fn namespace_figures_survive_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_ends_open_streams_with_a_shutdown_event() {
-    let mut s = TestServer::start_default().await;
+engines!(graceful_shutdown_ends_open_streams_with_a_shutdown_event);
+async fn graceful_shutdown_ends_open_streams_with_a_shutdown_event(engine: Engine) {
+    let mut s = TestServer::start_default_on(engine).await;
     s.publish("user.a", "e1").await;
     let mut a = s.subscribe("pattern=user.%3E&from=oldest").await;
     assert_eq!(a.expect_event().await.json()["payload"], "e1");
@@ -120,9 +121,9 @@ async fn graceful_shutdown_ends_open_streams_with_a_shutdown_event() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_returns_with_an_unread_stream_open() {
-    let mut s = TestServer::start_default().await;
+engines!(graceful_shutdown_returns_with_an_unread_stream_open);
+async fn graceful_shutdown_returns_with_an_unread_stream_open(engine: Engine) {
+    let mut s = TestServer::start_default_on(engine).await;
     // A client that opened a stream and reads nothing more.
     let _idle = s.subscribe("pattern=user.%3E").await;
     s.publish("user.a", "unread").await;
@@ -134,6 +135,7 @@ async fn graceful_shutdown_returns_with_an_unread_stream_open() {
     );
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_then_restart_keeps_events_published_just_before() {
     let mut s = TestServer::start(|c| {

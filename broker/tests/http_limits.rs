@@ -2,15 +2,16 @@
 //! payloads kept as their exact text, selective patterns over busy namespaces, and cursors
 //! of subscriptions that have read nothing yet.
 
-mod http_common;
-
-use http_common::*;
+use bus_testkit::*;
 use hyper::StatusCode;
 use serde_json::Value;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ndjson_batch_over_the_item_limit_is_refused_whole() {
-    let s = TestServer::start(|c| c.log.fsync = bus_broker::storage::FsyncPolicy::Never).await;
+engines!(an_ndjson_batch_over_the_item_limit_is_refused_whole);
+async fn an_ndjson_batch_over_the_item_limit_is_refused_whole(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| {
+        c.log.fsync = bus_broker::storage::FsyncPolicy::Never
+    })
+    .await;
     let line = "{\"subject\":\"user.x\",\"payload\":\"p\"}\n";
     let r = s.publish_batch(line.repeat(10_001)).await;
     r.assert_error(StatusCode::BAD_REQUEST, "invalid_batch");
@@ -22,9 +23,9 @@ async fn an_ndjson_batch_over_the_item_limit_is_refused_whole() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_json_payload_is_stored_as_its_exact_text() {
-    let s = TestServer::start_default().await;
+engines!(a_batch_json_payload_is_stored_as_its_exact_text);
+async fn a_batch_json_payload_is_stored_as_its_exact_text(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let body = r#"[{"subject":"user.a","payload":{"b":1,"a":12345678901234567890123,"c":1e2}},
                    {"subject":"user.b","payload":"text"},
                    {"subject":"user.c","payload":"aGk=","encoding":"base64"}]"#;
@@ -45,9 +46,12 @@ async fn a_batch_json_payload_is_stored_as_its_exact_text() {
     assert_eq!(events[2]["payload"], "hi");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_selective_pull_over_a_busy_namespace_returns_and_moves_on() {
-    let s = TestServer::start(|c| c.log.fsync = bus_broker::storage::FsyncPolicy::Never).await;
+engines!(a_selective_pull_over_a_busy_namespace_returns_and_moves_on);
+async fn a_selective_pull_over_a_busy_namespace_returns_and_moves_on(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| {
+        c.log.fsync = bus_broker::storage::FsyncPolicy::Never
+    })
+    .await;
     let batch: Vec<Value> = (0..3000)
         .map(|i| serde_json::json!({"subject": "user.noise", "payload": i}))
         .collect();
@@ -81,9 +85,9 @@ async fn a_selective_pull_over_a_busy_namespace_returns_and_moves_on() {
     assert_eq!(found, [Value::from("yes")]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_page_before_any_namespace_exists_misses_nothing_published_later() {
-    let s = TestServer::start_default().await;
+engines!(an_empty_page_before_any_namespace_exists_misses_nothing_published_later);
+async fn an_empty_page_before_any_namespace_exists_misses_nothing_published_later(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let page = s.pull("pattern=user.%3E&from=newest").await;
     let cursor = page["cursor"].as_str().unwrap().to_string();
     assert!(page["events"].as_array().unwrap().is_empty());
@@ -98,9 +102,9 @@ async fn an_empty_page_before_any_namespace_exists_misses_nothing_published_late
     assert_eq!(got, [Value::from("first")]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creating_a_namespace_past_the_limit_is_refused() {
-    let s = TestServer::start(|c| c.max_namespaces = 2).await;
+engines!(creating_a_namespace_past_the_limit_is_refused);
+async fn creating_a_namespace_past_the_limit_is_refused(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| c.max_namespaces = 2).await;
     s.publish("a.x", "1").await;
     s.publish("b.x", "1").await;
     let r = s.post("/v1/events/c.x", &[], "1").await;

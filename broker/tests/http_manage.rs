@@ -1,18 +1,18 @@
 //! End to end: the management endpoints (`/healthz`, `/v1/namespaces`, `/v1/subscriptions`,
 //! `/metrics`), CORS, and HTTP/2 prior knowledge (h2c).
 
-mod http_common;
-
 use std::time::{Duration, Instant};
 
+use bus_testkit::{
+    Engine, TestServer, WAIT, assert_time, engines, eventually, h2c_client, metric, send, sse,
+};
 use bytes::Bytes;
-use http_common::{TestServer, WAIT, assert_time, eventually, h2c_client, metric, send, sse};
 use hyper::{Method, StatusCode, Version};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_answers_ok() {
-    let s = TestServer::start_default().await;
+engines!(healthz_answers_ok);
+async fn healthz_answers_ok(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let r = s.get("/healthz").await;
     assert_eq!(r.status, StatusCode::OK);
     // The body also lists namespaces and the state log (see http-api.md, Health).
@@ -27,6 +27,7 @@ fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("namespace {name} not in {list}"))
 }
 
+// disk only: reports segment files (the memory engine has none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_report_events_bytes_sequences_and_subscribers() {
     let s = TestServer::start_default().await;
@@ -72,17 +73,20 @@ async fn namespaces_report_events_bytes_sequences_and_subscribers() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn namespace_fsync_shows_the_configured_policy() {
-    let s = TestServer::start(|c| c.log.fsync = bus_broker::storage::FsyncPolicy::Never).await;
+engines!(namespace_fsync_shows_the_configured_policy);
+async fn namespace_fsync_shows_the_configured_policy(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| {
+        c.log.fsync = bus_broker::storage::FsyncPolicy::Never
+    })
+    .await;
     s.publish("user.a", "x").await;
     let one = s.get_json("/v1/namespaces/user").await;
     assert_eq!(one["fsync"], "never", "{one}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscriptions_list_a_live_stream_until_it_closes() {
-    let s = TestServer::start_default().await;
+engines!(subscriptions_list_a_live_stream_until_it_closes);
+async fn subscriptions_list_a_live_stream_until_it_closes(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut st = s.stream("pattern=user.%3E&heartbeat=1s", &[]).await;
     let sub = st.expect_subscribed().await;
     let id = sub["subscription"]
@@ -148,9 +152,9 @@ async fn subscriptions_list_a_live_stream_until_it_closes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_published_events_per_namespace() {
-    let s = TestServer::start_default().await;
+engines!(metrics_count_published_events_per_namespace);
+async fn metrics_count_published_events_per_namespace(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for _ in 0..3 {
         s.publish("user.a", "abcd").await;
     }
@@ -181,18 +185,21 @@ async fn metrics_count_published_events_per_namespace() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_gauge_counts_open_subscriptions() {
-    let s = TestServer::start_default().await;
+engines!(metrics_gauge_counts_open_subscriptions);
+async fn metrics_gauge_counts_open_subscriptions(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let _a = s.subscribe("pattern=user.%3E").await;
     let _b = s.subscribe("pattern=%3E").await;
     let text = s.get("/metrics").await.text();
     assert_eq!(metric(&text, "bus_subscriptions"), Some(2.0), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cors_allows_a_configured_origin() {
-    let s = TestServer::start(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+engines!(cors_allows_a_configured_origin);
+async fn cors_allows_a_configured_origin(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| {
+        c.cors_origins = vec!["https://app.example".into()]
+    })
+    .await;
     let r = s
         .get_with("/healthz", &[("origin", "https://app.example")])
         .await;
@@ -222,9 +229,9 @@ async fn cors_allows_a_configured_origin() {
     st.expect_subscribed().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_cors_headers_without_configured_origins() {
-    let s = TestServer::start_default().await;
+engines!(no_cors_headers_without_configured_origins);
+async fn no_cors_headers_without_configured_origins(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let r = s
         .get_with("/healthz", &[("origin", "https://app.example")])
         .await;
@@ -236,9 +243,9 @@ async fn no_cors_headers_without_configured_origins() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_prior_knowledge_serves_publish_pull_and_stream() {
-    let s = TestServer::start_default().await;
+engines!(http2_prior_knowledge_serves_publish_pull_and_stream);
+async fn http2_prior_knowledge_serves_publish_pull_and_stream(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let h2 = h2c_client();
     let r = send(&h2, Method::GET, &s.url("/healthz"), &[], Bytes::new()).await;
     assert_eq!(r.version, Version::HTTP_2);
@@ -274,9 +281,9 @@ async fn http2_prior_knowledge_serves_publish_pull_and_stream() {
     assert_eq!(r.json()["events"][0]["payload"], json!({"name": "ada"}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_acks_nacks_redeliveries_and_dead_letters() {
-    let s = TestServer::start_default().await;
+engines!(metrics_count_acks_nacks_redeliveries_and_dead_letters);
+async fn metrics_count_acks_nacks_redeliveries_and_dead_letters(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let (mut st, _) = s
         .attach("pattern=job.%3E&from=oldest&durable=m&ack=manual&max_deliver=2")
         .await;

@@ -1,17 +1,15 @@
 //! End to end: `POST /v1/events/{subject}` and `POST /v1/events` (batches) against a real
 //! server: receipts, the payload forms of the event JSON, headers, dedup, atomic batches.
 
-mod http_common;
-
 use std::time::{Duration, Instant};
 
-use http_common::{TestServer, WAIT, assert_receipt, assert_time, enc, texts};
+use bus_testkit::{Engine, TestServer, WAIT, assert_receipt, assert_time, enc, engines, texts};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_answers_201_with_a_receipt_and_numbers_from_one() {
-    let s = TestServer::start_default().await;
+engines!(publish_answers_201_with_a_receipt_and_numbers_from_one);
+async fn publish_answers_201_with_a_receipt_and_numbers_from_one(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let r = s
         .post(
             "/v1/events/user.created",
@@ -38,9 +36,9 @@ async fn publish_answers_201_with_a_receipt_and_numbers_from_one() {
     assert_eq!(assert_receipt(&other, "order.created"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_event_has_the_documented_json_fields() {
-    let s = TestServer::start_default().await;
+engines!(published_event_has_the_documented_json_fields);
+async fn published_event_has_the_documented_json_fields(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let receipt = s
         .publish_with(
             "user.created",
@@ -92,9 +90,9 @@ async fn round_trip(
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payload_form_follows_the_content_type() {
-    let s = TestServer::start_default().await;
+engines!(payload_form_follows_the_content_type);
+async fn payload_form_follows_the_content_type(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
 
     // application/json that parses: the JSON itself.
     let e = round_trip(
@@ -176,9 +174,9 @@ async fn payload_form_follows_the_content_type() {
     assert_eq!(e["payload"], json!(""));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_payload_is_embedded_verbatim() {
-    let s = TestServer::start_default().await;
+engines!(json_payload_is_embedded_verbatim);
+async fn json_payload_is_embedded_verbatim(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     // Key order and a number too large for f64/u64 survive only if the bytes are embedded as
     // they are, not re-serialised.
     let raw = r#"{"zeta":1,"alpha":[12345678901234567890123,0.10]}"#;
@@ -193,9 +191,9 @@ async fn json_payload_is_embedded_verbatim() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bus_headers_are_stored_lowercase_with_reply_to() {
-    let s = TestServer::start_default().await;
+engines!(bus_headers_are_stored_lowercase_with_reply_to);
+async fn bus_headers_are_stored_lowercase_with_reply_to(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish_with(
         "user.created",
         &[
@@ -219,9 +217,9 @@ async fn bus_headers_are_stored_lowercase_with_reply_to() {
     assert!(events[1].get("reply_to").is_none(), "{}", events[1]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_msg_id_within_window_returns_original_receipt() {
-    let s = TestServer::start_default().await;
+engines!(duplicate_msg_id_within_window_returns_original_receipt);
+async fn duplicate_msg_id_within_window_returns_original_receipt(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let first = s
         .publish_with("user.created", &[("bus-msg-id", "order-17")], "one")
         .await;
@@ -260,6 +258,7 @@ async fn duplicate_msg_id_within_window_returns_original_receipt() {
     assert_eq!(elsewhere["sequence"], 1);
 }
 
+// disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_msg_id_is_still_a_duplicate_after_restart() {
     let mut s = TestServer::start_default().await;
@@ -278,10 +277,10 @@ async fn duplicate_msg_id_is_still_a_duplicate_after_restart() {
     assert_eq!(texts(&s.pull_all("user.>").await), ["one"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn msg_id_is_accepted_again_after_the_dedup_window() {
+engines!(msg_id_is_accepted_again_after_the_dedup_window);
+async fn msg_id_is_accepted_again_after_the_dedup_window(engine: Engine) {
     const WINDOW: Duration = Duration::from_millis(300);
-    let s = TestServer::start(|c| c.log.dedup_window = WINDOW).await;
+    let s = TestServer::start_on(engine, |c| c.log.dedup_window = WINDOW).await;
     let started = Instant::now();
     let first = s
         .publish_with("user.created", &[("bus-msg-id", "m-1")], "one")
@@ -315,9 +314,9 @@ async fn msg_id_is_accepted_again_after_the_dedup_window() {
     assert_eq!(texts(&s.pull_all("user.>").await), ["one", "again"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_json_array_stores_every_item_in_order() {
-    let s = TestServer::start_default().await;
+engines!(batch_json_array_stores_every_item_in_order);
+async fn batch_json_array_stores_every_item_in_order(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let body = json!([
         {"subject": "user.created", "payload": {"name": "ada"}},
         {"subject": "user.deleted", "payload": "bye"},
@@ -367,9 +366,9 @@ async fn batch_json_array_stores_every_item_in_order() {
     assert_eq!(r.json()["id"], receipts[3]["id"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_ndjson_stores_every_item_in_order() {
-    let s = TestServer::start_default().await;
+engines!(batch_ndjson_stores_every_item_in_order);
+async fn batch_ndjson_stores_every_item_in_order(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let body = "{\"subject\":\"order.created\",\"payload\":{\"id\":1}}\n\
                 {\"subject\":\"order.paid\",\"payload\":\"ok\"}\n\
                 {\"subject\":\"order.shipped\",\"payload\":[1]}\n";
@@ -397,9 +396,9 @@ async fn batch_ndjson_stores_every_item_in_order() {
     assert_eq!(events[2]["payload"], json!([1]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_duplicate_item_receipt_is_marked() {
-    let s = TestServer::start_default().await;
+engines!(batch_duplicate_item_receipt_is_marked);
+async fn batch_duplicate_item_receipt_is_marked(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let first = s
         .publish_with("user.created", &[("bus-msg-id", "d-1")], "one")
         .await;
@@ -431,9 +430,9 @@ async fn assert_batch_refused(s: &TestServer, body: &str, status: StatusCode, co
     assert!(s.pull_all("order.>").await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_spanning_namespaces_is_refused_and_stores_nothing() {
-    let s = TestServer::start_default().await;
+engines!(batch_spanning_namespaces_is_refused_and_stores_nothing);
+async fn batch_spanning_namespaces_is_refused_and_stores_nothing(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.seed", "before").await;
     let body = json!([
         {"subject": "user.created", "payload": "a"},
@@ -448,9 +447,9 @@ async fn batch_spanning_namespaces_is_refused_and_stores_nothing() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_with_one_item_over_the_payload_limit_is_413_and_stores_nothing() {
-    let s = TestServer::start(|c| c.log.max_payload_bytes = 1024).await;
+engines!(batch_with_one_item_over_the_payload_limit_is_413_and_stores_nothing);
+async fn batch_with_one_item_over_the_payload_limit_is_413_and_stores_nothing(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| c.log.max_payload_bytes = 1024).await;
     s.publish("user.seed", "before").await;
     let body = json!([
         {"subject": "user.a", "payload": "small"},
@@ -470,9 +469,9 @@ async fn batch_with_one_item_over_the_payload_limit_is_413_and_stores_nothing() 
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn empty_or_malformed_batch_is_invalid_batch_and_stores_nothing() {
-    let s = TestServer::start_default().await;
+engines!(empty_or_malformed_batch_is_invalid_batch_and_stores_nothing);
+async fn empty_or_malformed_batch_is_invalid_batch_and_stores_nothing(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.seed", "before").await;
     for body in [
         "[]",
@@ -487,9 +486,12 @@ async fn empty_or_malformed_batch_is_invalid_batch_and_stores_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_over_ten_thousand_items_is_invalid_batch() {
-    let s = TestServer::start(|c| c.log.fsync = bus_broker::storage::FsyncPolicy::Never).await;
+engines!(batch_over_ten_thousand_items_is_invalid_batch);
+async fn batch_over_ten_thousand_items_is_invalid_batch(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| {
+        c.log.fsync = bus_broker::storage::FsyncPolicy::Never
+    })
+    .await;
     s.publish("user.seed", "before").await;
     let item = json!({"subject": "user.x", "payload": "p"});
     let too_many = Value::Array(vec![item.clone(); 10_001]);
@@ -506,9 +508,9 @@ async fn batch_over_ten_thousand_items_is_invalid_batch() {
     assert_eq!(r.json()["receipts"].as_array().unwrap().len(), 10_000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_item_with_an_invalid_subject_stores_nothing() {
-    let s = TestServer::start_default().await;
+engines!(batch_item_with_an_invalid_subject_stores_nothing);
+async fn batch_item_with_an_invalid_subject_stores_nothing(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.seed", "before").await;
     for (subject, code) in [
         ("user..x", "invalid_subject"),

@@ -1,11 +1,9 @@
 //! End to end: `GET /v1/events` (pull pages): cursors continue exactly, an empty page's
 //! cursor stays valid, `wait` returns as soon as an event is published.
 
-mod http_common;
-
 use std::time::{Duration, Instant};
 
-use http_common::{TestServer, WAIT, enc, texts, within};
+use bus_testkit::{Engine, TestServer, WAIT, enc, engines, texts, within};
 use serde_json::{Value, json};
 
 fn cursor(page: &Value) -> String {
@@ -16,9 +14,9 @@ fn page_texts(page: &Value) -> Vec<String> {
     texts(page["events"].as_array().expect("events"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_pages_continue_exactly_from_each_cursor() {
-    let s = TestServer::start_default().await;
+engines!(pull_pages_continue_exactly_from_each_cursor);
+async fn pull_pages_continue_exactly_from_each_cursor(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for i in 1..=25 {
         s.publish("user.a", &format!("e{i}")).await;
     }
@@ -55,9 +53,9 @@ async fn pull_pages_continue_exactly_from_each_cursor() {
     assert_eq!(page_texts(&page), ["e26"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_defaults_to_newest_and_its_empty_page_cursor_sees_later_events() {
-    let s = TestServer::start_default().await;
+engines!(pull_defaults_to_newest_and_its_empty_page_cursor_sees_later_events);
+async fn pull_defaults_to_newest_and_its_empty_page_cursor_sees_later_events(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.a", "before").await;
     let page = s.pull("pattern=user.%3E").await;
     assert_eq!(page["events"], json!([]), "newest is the default: {page}");
@@ -68,9 +66,9 @@ async fn pull_defaults_to_newest_and_its_empty_page_cursor_sees_later_events() {
     assert_eq!(page_texts(&page), ["after-1", "after-2"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_limit_caps_the_page() {
-    let s = TestServer::start_default().await;
+engines!(pull_limit_caps_the_page);
+async fn pull_limit_caps_the_page(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for i in 1..=5 {
         s.publish("user.a", &format!("e{i}")).await;
     }
@@ -80,9 +78,9 @@ async fn pull_limit_caps_the_page() {
     assert_eq!(page_texts(&page).len(), 5, "default limit is 100");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_cursor_continues_exactly_across_namespaces() {
-    let s = TestServer::start_default().await;
+engines!(pull_cursor_continues_exactly_across_namespaces);
+async fn pull_cursor_continues_exactly_across_namespaces(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (subject, p) in [
         ("user.created", "u1"),
         ("order.created", "o1"),
@@ -128,9 +126,9 @@ async fn pull_cursor_continues_exactly_across_namespaces() {
     assert_eq!(got, ["a1", "o4"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_with_wait_returns_when_an_event_is_published() {
-    let s = TestServer::start_default().await;
+engines!(pull_with_wait_returns_when_an_event_is_published);
+async fn pull_with_wait_returns_when_an_event_is_published(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.a", "before").await;
     let c = cursor(&s.pull("pattern=user.%3E").await);
     let client = s.client.clone();
@@ -140,7 +138,7 @@ async fn pull_with_wait_returns_when_an_event_is_published() {
     ));
     let started = Instant::now();
     let waiting = tokio::spawn(async move {
-        http_common::send(&client, hyper::Method::GET, &url, &[], bytes::Bytes::new()).await
+        bus_testkit::send(&client, hyper::Method::GET, &url, &[], bytes::Bytes::new()).await
     });
     // The result does not depend on this pause (the cursor predates the publish either way);
     // it only makes it likely that the pull is already waiting when the event arrives.
@@ -155,9 +153,9 @@ async fn pull_with_wait_returns_when_an_event_is_published() {
     assert!(took < Duration::from_secs(5), "wait=10s pull took {took:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_with_wait_and_no_event_returns_an_empty_page_after_the_wait() {
-    let s = TestServer::start_default().await;
+engines!(pull_with_wait_and_no_event_returns_an_empty_page_after_the_wait);
+async fn pull_with_wait_and_no_event_returns_an_empty_page_after_the_wait(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.a", "before").await;
     let started = Instant::now();
     let page = s.pull("pattern=user.%3E&wait=300ms").await;
@@ -175,9 +173,9 @@ async fn pull_with_wait_and_no_event_returns_an_empty_page_after_the_wait() {
     assert_eq!(page_texts(&next), ["after"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_from_an_event_id_and_from_a_time() {
-    let s = TestServer::start_default().await;
+engines!(pull_from_an_event_id_and_from_a_time);
+async fn pull_from_an_event_id_and_from_a_time(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut receipts = Vec::new();
     for i in 1..=4 {
         receipts.push(s.publish("user.a", &format!("e{i}")).await);

@@ -8,15 +8,15 @@
 //! event and answers by publishing to its `reply_to`. Nothing sleeps: every wait is for a
 //! message or an answer, bounded by `WAIT`.
 
-mod http_common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bus_testkit::{
+    Engine, HttpClient, SseReader, TestServer, enc, engines, eventually, metric, send, within,
+};
 use bytes::Bytes;
-use http_common::{HttpClient, SseReader, TestServer, enc, eventually, metric, send, within};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
@@ -27,7 +27,7 @@ async fn request(
     query: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> http_common::Resp {
+) -> bus_testkit::Resp {
     let path = format!("/v1/requests/{}?{query}", enc(subject));
     s.post(&path, headers, Bytes::copy_from_slice(body.as_bytes()))
         .await
@@ -40,7 +40,7 @@ async fn reply(
     inbox: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> http_common::Resp {
+) -> bus_testkit::Resp {
     let url = format!("{base}/v1/events/{}", enc(inbox));
     send(
         client,
@@ -102,9 +102,9 @@ async fn echo_responder(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_round_trip_carries_payload_headers_and_content_type() {
-    let s = TestServer::start_default().await;
+engines!(echo_round_trip_carries_payload_headers_and_content_type);
+async fn echo_round_trip_carries_payload_headers_and_content_type(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut responder = s.subscribe("pattern=rpc.%3E&from=newest").await;
     let caller = {
         let client = s.client.clone();
@@ -160,9 +160,9 @@ async fn echo_round_trip_carries_payload_headers_and_content_type() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_responders_answers_at_once_and_stores_nothing() {
-    let s = TestServer::start_default().await;
+engines!(no_responders_answers_at_once_and_stores_nothing);
+async fn no_responders_answers_at_once_and_stores_nothing(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let started = Instant::now();
     let r = request(&s, "rpc.user.get", "timeout=60s", &[], "x").await;
     let msg = r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "no_responders");
@@ -201,9 +201,9 @@ async fn no_responders_answers_at_once_and_stores_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeout_answers_504_and_the_late_reply_is_refused_and_counted() {
-    let s = TestServer::start_default().await;
+engines!(timeout_answers_504_and_the_late_reply_is_refused_and_counted);
+async fn timeout_answers_504_and_the_late_reply_is_refused_and_counted(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut responder = s.subscribe("pattern=rpc.slow&from=newest").await;
     let r = request(&s, "rpc.slow", "timeout=100ms", &[], "x").await;
     let msg = r.assert_error(StatusCode::GATEWAY_TIMEOUT, "timeout");
@@ -228,9 +228,9 @@ async fn timeout_answers_504_and_the_late_reply_is_refused_and_counted() {
     assert_eq!(metric(&m, "bus_replies_dropped_total"), Some(1.0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_to_foreign_malformed_or_answered_inboxes_are_refused() {
-    let s = TestServer::start_default().await;
+engines!(replies_to_foreign_malformed_or_answered_inboxes_are_refused);
+async fn replies_to_foreign_malformed_or_answered_inboxes_are_refused(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let c = &s.client;
     let b = base(&s);
     reply(c, &b, "_inbox.0123456789abcdef0123456789abcdef", &[], "x")
@@ -282,9 +282,9 @@ async fn replies_to_foreign_malformed_or_answered_inboxes_are_refused() {
     assert_eq!(metric(&m, "bus_replies_dropped_total"), Some(2.0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_error_reply_answers_502_with_the_responders_message() {
-    let s = TestServer::start_default().await;
+engines!(an_error_reply_answers_502_with_the_responders_message);
+async fn an_error_reply_answers_502_with_the_responders_message(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut responder = s.subscribe("pattern=rpc.user.get&from=newest").await;
     let caller = {
         let client = s.client.clone();
@@ -318,10 +318,10 @@ async fn an_error_reply_answers_502_with_the_responders_message() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_concurrent_requests_over_four_grouped_responders() {
+engines!(a_thousand_concurrent_requests_over_four_grouped_responders);
+async fn a_thousand_concurrent_requests_over_four_grouped_responders(engine: Engine) {
     const N: usize = 1000;
-    let s = TestServer::start_default().await;
+    let s = TestServer::start_default_on(engine).await;
     let mut responders = Vec::new();
     let refused = Arc::new(AtomicUsize::new(0));
     for i in 0..4 {
@@ -382,9 +382,9 @@ async fn a_thousand_concurrent_requests_over_four_grouped_responders() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grouped_responder_that_leaves_mid_request_hands_it_to_another() {
-    let s = TestServer::start_default().await;
+engines!(a_grouped_responder_that_leaves_mid_request_hands_it_to_another);
+async fn a_grouped_responder_that_leaves_mid_request_hands_it_to_another(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let q = "pattern=rpc.work&group=workers&ack=manual&from=newest";
     let (mut first, _) = s.attach(q).await;
     let caller = {
@@ -420,9 +420,9 @@ async fn a_grouped_responder_that_leaves_mid_request_hands_it_to_another() {
     assert_eq!(answer.text(), "done by the second");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_requests_are_refused() {
-    let s = TestServer::start_default().await;
+engines!(malformed_requests_are_refused);
+async fn malformed_requests_are_refused(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let _responder = s.subscribe("pattern=rpc.%3E").await;
     /// (subject, query, request headers, status, code)
     type Case<'a> = (
@@ -509,9 +509,9 @@ async fn malformed_requests_are_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_that_hangs_up_is_counted_as_abandoned() {
-    let s = TestServer::start_default().await;
+engines!(a_caller_that_hangs_up_is_counted_as_abandoned);
+async fn a_caller_that_hangs_up_is_counted_as_abandoned(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut responder = s.subscribe("pattern=rpc.gone&from=newest").await;
     let caller = {
         let client = s.client.clone();

@@ -2,12 +2,10 @@
 //! across namespaces, exact resumption with `Last-Event-ID`, keep-alives, fan-out and slow
 //! readers.
 
-mod http_common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use http_common::{SseMessage, TestServer, WAIT, enc, jsons, within};
+use bus_testkit::{Engine, SseMessage, TestServer, WAIT, enc, engines, jsons, within};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,9 +41,9 @@ fn payloads(messages: &[SseMessage]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_is_event_stream_with_subscribed_first_then_one_line_default_events() {
-    let s = TestServer::start_default().await;
+engines!(stream_is_event_stream_with_subscribed_first_then_one_line_default_events);
+async fn stream_is_event_stream_with_subscribed_first_then_one_line_default_events(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut st = s.stream("pattern=user.%3E", &[]).await;
     assert_eq!(st.status, StatusCode::OK);
     assert!(
@@ -63,7 +61,7 @@ async fn stream_is_event_stream_with_subscribed_first_then_one_line_default_even
     );
     assert_eq!(sub["pattern"], "user.>");
     assert!(sub["from"].is_string(), "{sub}");
-    assert_eq!(st.retry, Some(1000), "the first message sets retry: 1000");
+    assert_eq!(st.retry(), Some(1000), "the first message sets retry: 1000");
 
     // A multi-line JSON payload still travels as one `data:` line.
     let receipt = s
@@ -85,9 +83,9 @@ async fn stream_is_event_stream_with_subscribed_first_then_one_line_default_even
     assert!(m.id.as_deref().is_some_and(|id| !id.is_empty()), "{m:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_from_newest_sees_only_events_published_after_it_started() {
-    let s = TestServer::start_default().await;
+engines!(stream_from_newest_sees_only_events_published_after_it_started);
+async fn stream_from_newest_sees_only_events_published_after_it_started(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.a", "old-1").await;
     s.publish("user.a", "old-2").await;
     // `newest` is the default.
@@ -100,9 +98,9 @@ async fn stream_from_newest_sees_only_events_published_after_it_started() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_from_oldest_sees_history_then_live_events() {
-    let s = TestServer::start_default().await;
+engines!(stream_from_oldest_sees_history_then_live_events);
+async fn stream_from_oldest_sees_history_then_live_events(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for i in 0..3 {
         s.publish("user.a", &format!("e{i}")).await;
     }
@@ -118,9 +116,9 @@ async fn stream_from_oldest_sees_history_then_live_events() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_from_an_event_id_starts_after_that_event() {
-    let s = TestServer::start_default().await;
+engines!(stream_from_an_event_id_starts_after_that_event);
+async fn stream_from_an_event_id_starts_after_that_event(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut receipts = Vec::new();
     for i in 0..4 {
         receipts.push(s.publish("user.a", &format!("e{i}")).await);
@@ -153,9 +151,9 @@ fn with_offset(t: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_from_a_time_starts_at_the_first_event_at_or_after_it() {
-    let s = TestServer::start_default().await;
+engines!(stream_from_a_time_starts_at_the_first_event_at_or_after_it);
+async fn stream_from_a_time_starts_at_the_first_event_at_or_after_it(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     // (time, payload) of every event published, in order.
     let mut published: Vec<(String, String)> = Vec::new();
     for i in 0..4 {
@@ -193,9 +191,9 @@ async fn stream_from_a_time_starts_at_the_first_event_at_or_after_it() {
     assert_eq!(payloads(&got), ["e0", "e1", "e2", "e3", "live", "live"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wildcard_patterns_span_ordinary_namespaces_only() {
-    let s = TestServer::start_default().await;
+engines!(wildcard_patterns_span_ordinary_namespaces_only);
+async fn wildcard_patterns_span_ordinary_namespaces_only(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.created", "u1").await;
     s.publish("order.created", "o1").await;
     s.publish("user.deleted", "u2").await;
@@ -248,9 +246,9 @@ async fn wildcard_patterns_span_ordinary_namespaces_only() {
     assert_eq!(e["payload"], "u3");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reserved_namespace_can_be_subscribed_by_name() {
-    let s = TestServer::start_default().await;
+engines!(reserved_namespace_can_be_subscribed_by_name);
+async fn reserved_namespace_can_be_subscribed_by_name(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for q in [
         "pattern=_bus_.%3E",
         "pattern=_bus_.dead.%3E&from=oldest",
@@ -265,9 +263,9 @@ async fn reserved_namespace_can_be_subscribed_by_name() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn last_event_id_resumes_exactly_in_one_namespace() {
-    let s = TestServer::start_default().await;
+engines!(last_event_id_resumes_exactly_in_one_namespace);
+async fn last_event_id_resumes_exactly_in_one_namespace(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for i in 1..=5 {
         s.publish("user.a", &format!("e{i}")).await;
     }
@@ -300,9 +298,9 @@ async fn last_event_id_resumes_exactly_in_one_namespace() {
     assert_eq!(payloads(&[st.expect_event().await]), ["e8"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn last_event_id_resumes_exactly_across_namespaces() {
-    let s = TestServer::start_default().await;
+engines!(last_event_id_resumes_exactly_across_namespaces);
+async fn last_event_id_resumes_exactly_across_namespaces(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (subject, p) in [
         ("user.created", "u1"),
         ("order.created", "o1"),
@@ -368,9 +366,9 @@ async fn last_event_id_resumes_exactly_across_namespaces() {
     assert_eq!(by_namespace(&jsons(&again)), expected_again);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeat_comments_arrive_at_the_requested_interval() {
-    let s = TestServer::start_default().await;
+engines!(heartbeat_comments_arrive_at_the_requested_interval);
+async fn heartbeat_comments_arrive_at_the_requested_interval(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut st = s.subscribe("pattern=user.%3E&heartbeat=1s").await;
     let started = Instant::now();
     let c = st.expect_comment().await;
@@ -385,19 +383,22 @@ async fn heartbeat_comments_arrive_at_the_requested_interval() {
     assert_eq!(payloads(&[st.expect_event().await]), ["after"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeat_default_comes_from_the_config() {
-    let s = TestServer::start(|c| c.heartbeat = Duration::from_secs(1)).await;
+engines!(heartbeat_default_comes_from_the_config);
+async fn heartbeat_default_comes_from_the_config(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| c.heartbeat = Duration::from_secs(1)).await;
     let mut st = s.subscribe("pattern=user.%3E").await;
     let c = st.expect_comment().await;
     assert_eq!(c.trim(), "keep-alive");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_subscribers_each_get_every_event_in_order() {
+engines!(two_hundred_subscribers_each_get_every_event_in_order);
+async fn two_hundred_subscribers_each_get_every_event_in_order(engine: Engine) {
     const SUBSCRIBERS: usize = 200;
     const EVENTS: usize = 50;
-    let s = TestServer::start(|c| c.log.fsync = bus_broker::storage::FsyncPolicy::Never).await;
+    let s = TestServer::start_on(engine, |c| {
+        c.log.fsync = bus_broker::storage::FsyncPolicy::Never
+    })
+    .await;
     let mut readers = Vec::with_capacity(SUBSCRIBERS);
     for _ in 0..SUBSCRIBERS {
         readers.push(s.subscribe("pattern=user.%3E").await);
@@ -473,12 +474,15 @@ async fn stalled_stream(s: &TestServer, query: &str) -> (tokio::net::TcpStream, 
     (tcp, id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscriber_delays_neither_the_publisher_nor_other_subscribers() {
+engines!(stalled_subscriber_delays_neither_the_publisher_nor_other_subscribers);
+async fn stalled_subscriber_delays_neither_the_publisher_nor_other_subscribers(engine: Engine) {
     // 128 events of 64 KiB: 8 MiB, far more than the socket buffers between the server and a
     // reader that never reads, so the stalled stream is blocked long before the end.
     const EVENTS: usize = 128;
-    let s = TestServer::start(|c| c.log.fsync = bus_broker::storage::FsyncPolicy::Never).await;
+    let s = TestServer::start_on(engine, |c| {
+        c.log.fsync = bus_broker::storage::FsyncPolicy::Never
+    })
+    .await;
     let (stalled, stalled_id) = stalled_stream(&s, "pattern=user.%3E").await;
     let mut healthy = s.subscribe("pattern=user.%3E").await;
     let reader = tokio::spawn(async move {
@@ -518,10 +522,10 @@ async fn stalled_subscriber_delays_neither_the_publisher_nor_other_subscribers()
     drop(stalled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_before_retention_reports_a_gap_then_resumes_at_the_oldest_retained() {
+engines!(start_before_retention_reports_a_gap_then_resumes_at_the_oldest_retained);
+async fn start_before_retention_reports_a_gap_then_resumes_at_the_oldest_retained(engine: Engine) {
     const EVENTS: u64 = 100;
-    let s = TestServer::start(|c| {
+    let s = TestServer::start_on(engine, |c| {
         c.log.fsync = bus_broker::storage::FsyncPolicy::Never;
         c.log.segment_bytes = 4096;
         c.log.retention.max_events = Some(5);

@@ -4,16 +4,14 @@
 //! the router carry the JSON error body; inboxes and HEAD answer as the docs say; a
 //! stream's `limit` caps its member without touching the consumer.
 
-mod http_common;
-
-use http_common::*;
+use bus_testkit::*;
 use hyper::{Method, StatusCode};
 
+engines!(unknown_query_parameters_are_refused_naming_the_accepted_ones);
 /// Parameters that are not the endpoint's answer `unknown_parameter`, naming them and
 /// listing those it takes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_query_parameters_are_refused_naming_the_accepted_ones() {
-    let s = TestServer::start_default().await;
+async fn unknown_query_parameters_are_refused_naming_the_accepted_ones(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (path, name, accepted) in [
         (
             "/v1/events?pattern=user.%3E&form=oldest",
@@ -53,10 +51,10 @@ async fn unknown_query_parameters_are_refused_naming_the_accepted_ones() {
     );
 }
 
+engines!(cache_busters_and_the_polyfill_last_event_id_are_accepted);
 /// `_` is a cache-buster everywhere; `lastEventId` is `Last-Event-ID` on streams.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cache_busters_and_the_polyfill_last_event_id_are_accepted() {
-    let s = TestServer::start_default().await;
+async fn cache_busters_and_the_polyfill_last_event_id_are_accepted(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.publish("user.a", "one").await;
     s.publish("user.b", "two").await;
     let first = s.pull("pattern=user.%3E&from=oldest&limit=1&_=17").await;
@@ -79,10 +77,10 @@ async fn cache_busters_and_the_polyfill_last_event_id_are_accepted() {
     .assert_error(StatusCode::BAD_REQUEST, "unknown_parameter");
 }
 
+engines!(consumer_parameters_on_a_plain_stream_are_refused);
 /// Consumer settings on a plain stream belong to another mode: `invalid_parameter`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_parameters_on_a_plain_stream_are_refused() {
-    let s = TestServer::start_default().await;
+async fn consumer_parameters_on_a_plain_stream_are_refused(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for q in [
         "ack_wait=10s",
         "max_deliver=3",
@@ -99,10 +97,10 @@ async fn consumer_parameters_on_a_plain_stream_are_refused() {
     }
 }
 
+engines!(duplicate_parameters_are_refused);
 /// A parameter given twice is refused: which one would win is not obvious.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_parameters_are_refused() {
-    let s = TestServer::start_default().await;
+async fn duplicate_parameters_are_refused(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let m = s
         .get("/v1/events?pattern=user.%3E&from=oldest&from=newest")
         .await
@@ -110,10 +108,10 @@ async fn duplicate_parameters_are_refused() {
     assert!(m.contains("more than once"), "{m}");
 }
 
+engines!(values_outside_the_grammar_are_refused);
 /// Values outside the grammar are refused, before anything happens.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_outside_the_grammar_are_refused() {
-    let s = TestServer::start_default().await;
+async fn values_outside_the_grammar_are_refused(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (path, code) in [
         ("/v1/events?pattern=user.%3E&from=", "invalid_start"),
         (
@@ -186,11 +184,11 @@ async fn values_outside_the_grammar_are_refused() {
     assert!(s.broker().namespace("user").is_none());
 }
 
+engines!(documented_spellings_keep_their_meaning_and_compound_durations_work);
 /// Every documented spelling keeps its meaning; compound durations work wherever a
 /// duration does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documented_spellings_keep_their_meaning_and_compound_durations_work() {
-    let s = TestServer::start_default().await;
+async fn documented_spellings_keep_their_meaning_and_compound_durations_work(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for (ack_wait, ms) in [
         ("500ms", 500),
         ("30s", 30_000),
@@ -224,11 +222,11 @@ async fn documented_spellings_keep_their_meaning_and_compound_durations_work() {
     );
 }
 
+engines!(publishing_to_a_malformed_inbox_is_a_reserved_namespace);
 /// `POST /v1/events/_inbox.x`: not an inbox the broker opens, so the namespace is
 /// reserved (403); a well-formed inbox nobody waits on is `404 unknown_inbox`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishing_to_a_malformed_inbox_is_a_reserved_namespace() {
-    let s = TestServer::start_default().await;
+async fn publishing_to_a_malformed_inbox_is_a_reserved_namespace(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     s.post("/v1/events/_inbox.x", &[], "x")
         .await
         .assert_error(StatusCode::FORBIDDEN, "reserved_namespace");
@@ -241,10 +239,10 @@ async fn publishing_to_a_malformed_inbox_is_a_reserved_namespace() {
     .assert_error(StatusCode::NOT_FOUND, "unknown_inbox");
 }
 
+engines!(head_on_the_stream_is_method_not_allowed);
 /// HEAD on the SSE stream would open a subscription for nothing: 405, `Allow: GET`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn head_on_the_stream_is_method_not_allowed() {
-    let s = TestServer::start_default().await;
+async fn head_on_the_stream_is_method_not_allowed(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let r = s
         .request(Method::HEAD, "/v1/stream?pattern=user.%3E", &[], "")
         .await;
@@ -259,10 +257,10 @@ async fn head_on_the_stream_is_method_not_allowed() {
     assert!(s.broker().subscriptions().is_empty());
 }
 
+engines!(a_malformed_chunked_body_is_400);
 /// A malformed chunked body is a malformed request (400), not one over its limit (413).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_chunked_body_is_400() {
-    let s = TestServer::start_default().await;
+async fn a_malformed_chunked_body_is_400(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let req = b"POST /v1/events/user.x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
     raw_http(s.addr(), req)
         .await
@@ -274,11 +272,11 @@ async fn a_malformed_chunked_body_is_400() {
     assert!(s.broker().namespace("user").is_none());
 }
 
+engines!(a_stream_limit_caps_its_member_without_changing_the_consumer);
 /// `limit=N` alone caps the member at N deliveries in flight and leaves the consumer's
 /// settings as they are.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_limit_caps_its_member_without_changing_the_consumer() {
-    let s = TestServer::start_default().await;
+async fn a_stream_limit_caps_its_member_without_changing_the_consumer(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     for i in 0..3 {
         s.publish("job.x", &i.to_string()).await;
     }
@@ -295,11 +293,11 @@ async fn a_stream_limit_caps_its_member_without_changing_the_consumer() {
     assert_eq!(next(&mut b).await, d("2", 1));
 }
 
+engines!(oversized_request_heads_get_the_json_error);
 /// The broker's limits on the request head answer with the JSON error body, not the HTTP
 /// library's bare status: too many headers, too many header bytes, too long a URI.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_request_heads_get_the_json_error() {
-    let s = TestServer::start_default().await;
+async fn oversized_request_heads_get_the_json_error(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
     let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     for i in 0..200 {
         req.push_str(&format!("X-H-{i}: v\r\n"));

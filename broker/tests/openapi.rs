@@ -5,8 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
-use bus_broker::broker::Broker;
-use bus_broker::config::Config;
+use bus_testkit::{Engine, TestServer, engines};
 
 const SPEC: &str = include_str!("../../proto-docs/openapi.yaml");
 
@@ -148,20 +147,10 @@ fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String
     (status, text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_documented_route_is_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        ..Config::default()
-    };
-    let (broker, _) = Broker::open(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(bus_broker::server::run(listener, broker.clone(), async {
-        let _ = rx.await;
-    }));
+engines!(every_documented_route_is_served);
+async fn every_documented_route_is_served(engine: Engine) {
+    let mut s = TestServer::start_default_on(engine).await;
+    let addr = s.addr();
     for (method, path) in documented() {
         let concrete = path
             .replace("{subject}", "user.created")
@@ -184,11 +173,6 @@ async fn every_documented_route_is_served() {
         let served = status < 500 || text.contains("\"no_responders\"");
         assert!(status != 0 && served, "{path}: {status}\n{text}");
     }
-    let _ = tx.send(());
-    tokio::time::timeout(std::time::Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    broker.close().await;
+    // Stops gracefully: `run` returns Ok in time and the broker closes.
+    s.stop().await;
 }

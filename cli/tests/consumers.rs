@@ -58,14 +58,10 @@ fn listed(b: &TestBroker, name: &str) -> Option<Value> {
         .cloned()
 }
 
-/// Waits until `cond` holds, checking every 20 ms, at most [`common::RUN_TIMEOUT`]: for
-/// what the broker does after a connection closes, which no output announces.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + common::RUN_TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits until `cond` holds, at most [`common::RUN_TIMEOUT`]: for what the broker does after
+/// a connection closes, which no output announces.
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    bus_testkit::eventually_blocking(what, common::RUN_TIMEOUT, cond);
 }
 
 /// `bus get` of two `job.>` events through durable `d`, acking each after printing it.

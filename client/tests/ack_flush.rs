@@ -8,9 +8,7 @@ use tokio::time::timeout;
 
 use bus_client::{AckMode, Client, Message, Start, SubscribeOptions, Subscription};
 
-mod common;
-
-use common::{TIMEOUT, TestBroker, next_event};
+use bus_testkit::{ClientBroker, WAIT, next_message};
 
 /// Events published and acked in each test.
 const EVENTS: usize = 20;
@@ -19,7 +17,7 @@ const EVENTS: usize = 20;
 /// with manual acks and reads them all (none acked yet).
 async fn deliveries(client: &Client, name: &str) -> (Subscription, Vec<Message>) {
     for i in 0..EVENTS {
-        timeout(TIMEOUT, client.publish(format!("job.{i}"), "x"))
+        timeout(WAIT, client.publish(format!("job.{i}"), "x"))
             .await
             .expect("publish in time")
             .expect("published");
@@ -28,13 +26,13 @@ async fn deliveries(client: &Client, name: &str) -> (Subscription, Vec<Message>)
         .from(Start::Oldest)
         .durable(name)
         .ack(AckMode::Manual);
-    let mut sub = timeout(TIMEOUT, client.subscribe_with("job.>", options))
+    let mut sub = timeout(WAIT, client.subscribe_with("job.>", options))
         .await
         .expect("subscribe in time")
         .expect("subscribed");
     let mut got = Vec::with_capacity(EVENTS);
     for _ in 0..EVENTS {
-        got.push(next_event(&mut sub).await);
+        got.push(next_message(&mut sub).await);
     }
     (sub, got)
 }
@@ -42,7 +40,7 @@ async fn deliveries(client: &Client, name: &str) -> (Subscription, Vec<Message>)
 /// Queues an ack of each message (sent in the background).
 async fn queue_acks(messages: &[Message]) {
     for m in messages {
-        timeout(TIMEOUT, m.ack())
+        timeout(WAIT, m.ack())
             .await
             .expect("queued in time")
             .expect("queued");
@@ -50,7 +48,7 @@ async fn queue_acks(messages: &[Message]) {
 }
 
 async fn pending(client: &Client, name: &str) -> u64 {
-    timeout(TIMEOUT, client.consumer(name))
+    timeout(WAIT, client.consumer(name))
         .await
         .expect("consumer in time")
         .expect("consumer listed")
@@ -59,12 +57,12 @@ async fn pending(client: &Client, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_sends_every_queued_ack_before_returning() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let (sub, messages) = deliveries(&b.client, "closer").await;
     assert_eq!(pending(&b.client, "closer").await, EVENTS as u64);
     queue_acks(&messages).await;
     drop(messages);
-    timeout(TIMEOUT, sub.close())
+    timeout(WAIT, sub.close())
         .await
         .expect("closed in time")
         .expect("every ack answered");
@@ -76,14 +74,14 @@ async fn close_sends_every_queued_ack_before_returning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handles_in_a_live_runtime_sends_every_queued_ack() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let (sub, messages) = deliveries(&b.client, "dropper").await;
     queue_acks(&messages).await;
     // The acknowledger ends once every handle is gone, after sending what was queued.
     let flushed = sub.ack_flushed();
     drop(messages);
     drop(sub);
-    timeout(TIMEOUT, flushed).await.expect("flushed in time");
+    timeout(WAIT, flushed).await.expect("flushed in time");
     assert_eq!(pending(&b.client, "dropper").await, 0);
     assert_eq!(b.client.statistics().acks_lost, 0);
 }
@@ -95,7 +93,7 @@ fn acks_cancelled_by_a_runtime_shutdown_are_counted_as_lost() {
         .enable_all()
         .build()
         .expect("broker runtime");
-    let b = broker_rt.block_on(TestBroker::start());
+    let b = broker_rt.block_on(ClientBroker::start());
     let url = format!("http://{}", b.addr);
 
     let client_rt = tokio::runtime::Builder::new_current_thread()
@@ -103,7 +101,7 @@ fn acks_cancelled_by_a_runtime_shutdown_are_counted_as_lost() {
         .build()
         .expect("client runtime");
     let client = client_rt.block_on(async {
-        let client = timeout(TIMEOUT, Client::connect(&url))
+        let client = timeout(WAIT, Client::connect(&url))
             .await
             .expect("connect in time")
             .expect("connected");

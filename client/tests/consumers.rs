@@ -12,24 +12,19 @@ use bus_client::{
     SubscribeOptions,
 };
 
-mod common;
-
-use common::{TIMEOUT, TestBroker, next_event};
+use bus_testkit::{ClientBroker, WAIT, next_message};
 
 async fn publish(client: &Client, subject: &str, payload: &str) -> String {
-    timeout(
-        TIMEOUT,
-        client.publish(subject.to_owned(), payload.to_owned()),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .id
+    timeout(WAIT, client.publish(subject.to_owned(), payload.to_owned()))
+        .await
+        .unwrap()
+        .unwrap()
+        .id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivered_message_acknowledges_itself() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let c = &b.client;
     let options = SubscribeOptions::new()
         .from(Start::Oldest)
@@ -37,7 +32,7 @@ async fn a_delivered_message_acknowledges_itself() {
         .ack(AckMode::Manual)
         .ack_wait(Duration::from_secs(30))
         .max_deliver(5);
-    let mut sub = timeout(TIMEOUT, c.subscribe_with("order.>", options))
+    let mut sub = timeout(WAIT, c.subscribe_with("order.>", options))
         .await
         .unwrap()
         .unwrap();
@@ -48,7 +43,7 @@ async fn a_delivered_message_acknowledges_itself() {
     assert_eq!(s.ack, Some(AckMode::Manual));
     assert_eq!(s.max_deliver, Some(5));
     assert!(matches!(
-        timeout(TIMEOUT, sub.next()).await.unwrap(),
+        timeout(WAIT, sub.next()).await.unwrap(),
         Some(Ok(StreamItem::Subscribed(_)))
     ));
 
@@ -57,7 +52,7 @@ async fn a_delivered_message_acknowledges_itself() {
         publish(c, "order.placed", "2").await,
         publish(c, "order.placed", "3").await,
     ];
-    let m1 = next_event(&mut sub).await;
+    let m1 = next_message(&mut sub).await;
     assert_eq!(
         (m1.id.as_str(), m1.delivery_count),
         (ids[0].as_str(), Some(1))
@@ -67,14 +62,14 @@ async fn a_delivered_message_acknowledges_itself() {
     // Acking again is safe.
     assert_eq!(m1.double_ack().await.unwrap(), AckStatus::AlreadyAcked);
 
-    let m2 = next_event(&mut sub).await;
+    let m2 = next_message(&mut sub).await;
     assert_eq!(m2.in_progress().await.unwrap(), AckStatus::InProgress);
     assert_eq!(m2.term().await.unwrap(), AckStatus::Terminated);
     assert_eq!(m2.nack().await.unwrap(), AckStatus::AlreadyAcked);
 
-    let m3 = next_event(&mut sub).await;
+    let m3 = next_message(&mut sub).await;
     assert_eq!(m3.nack().await.unwrap(), AckStatus::Nacked);
-    let again = next_event(&mut sub).await;
+    let again = next_message(&mut sub).await;
     assert_eq!(
         (again.id.as_str(), again.delivery_count),
         (ids[2].as_str(), Some(2))
@@ -88,11 +83,11 @@ async fn a_delivered_message_acknowledges_itself() {
     );
 
     // The terminated event is a dead letter, with headers naming where it came from.
-    let mut dead = timeout(TIMEOUT, c.subscribe("_bus_.dead.>", Start::Oldest))
+    let mut dead = timeout(WAIT, c.subscribe("_bus_.dead.>", Start::Oldest))
         .await
         .unwrap()
         .unwrap();
-    let d = next_event(&mut dead).await;
+    let d = next_message(&mut dead).await;
     assert_eq!(d.subject, "_bus_.dead.order.placed");
     assert_eq!(d.headers["bus-original-id"], ids[1]);
     assert_eq!(d.headers["bus-reason"], "terminated");
@@ -108,7 +103,7 @@ async fn a_delivered_message_acknowledges_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_answer_each_entry() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let c = &b.client;
     let options = SubscribeOptions::new()
         .from(Start::Oldest)
@@ -117,11 +112,11 @@ async fn batches_answer_each_entry() {
     publish(c, "b.x", "1").await;
     publish(c, "b.x", "2").await;
     let mut sub = c.subscribe_with("b.>", options).await.unwrap();
-    let m1 = next_event(&mut sub).await;
-    let m2 = next_event(&mut sub).await;
+    let m1 = next_message(&mut sub).await;
+    let m2 = next_message(&mut sub).await;
     let never = m1.id.replacen("b-1-", "b-9-", 1);
     let results = timeout(
-        TIMEOUT,
+        WAIT,
         c.ack_batch(
             "batch",
             [
@@ -167,7 +162,7 @@ async fn batches_answer_each_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmation_waits_for_acks() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let c = b.client.clone();
     let options = SubscribeOptions::new()
         .group("handlers")
@@ -175,12 +170,12 @@ async fn confirmation_waits_for_acks() {
     let mut sub = c.subscribe_with("conf.>", options).await.unwrap();
     assert_eq!(sub.consumer(), Some("handlers"));
     let handler = tokio::spawn(async move {
-        let m = next_event(&mut sub).await;
+        let m = next_message(&mut sub).await;
         m.ack().await.unwrap();
         sub
     });
     let r = timeout(
-        TIMEOUT,
+        WAIT,
         c.publish("conf.x", "x").confirm(1, Duration::from_secs(10)),
     )
     .await
@@ -188,11 +183,11 @@ async fn confirmation_waits_for_acks() {
     .unwrap();
     assert_eq!((r.confirmed, r.required), (Some(1), Some(1)));
     assert!(r.is_confirmed());
-    let sub = timeout(TIMEOUT, handler).await.unwrap().unwrap();
+    let sub = timeout(WAIT, handler).await.unwrap().unwrap();
     // Two asked for, one consumer: the publish succeeds after the timeout with 1 of 2 (or
     // 0 of 2, the handler no longer acking).
     let r = timeout(
-        TIMEOUT,
+        WAIT,
         c.publish("conf.x", "y")
             .confirm(2, Duration::from_millis(200)),
     )
@@ -213,7 +208,7 @@ async fn confirmation_waits_for_acks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_are_listed_moved_and_deleted() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let c = &b.client;
     for i in 0..3 {
         publish(c, "m.x", &i.to_string()).await;
@@ -226,7 +221,7 @@ async fn consumers_are_listed_moved_and_deleted() {
         .max_in_flight(10);
     let mut sub = c.subscribe_with("m.>", options).await.unwrap();
     for _ in 0..3 {
-        next_event(&mut sub).await;
+        next_message(&mut sub).await;
     }
     let list = c.consumers().await.unwrap();
     let info = list.iter().find(|i| i.name == "mover").unwrap();
@@ -243,13 +238,13 @@ async fn consumers_are_listed_moved_and_deleted() {
     // as a first delivery. (The answer may already count the member's new deliveries.)
     let moved = c.seek_consumer("mover", Start::Oldest).await.unwrap();
     assert_eq!(moved.name, "mover");
-    let first = next_event(&mut sub).await;
+    let first = next_message(&mut sub).await;
     assert_eq!((first.sequence, first.delivery_count), (1, Some(1)));
 
     c.delete_consumer("mover").await.unwrap();
     // The member's stream ends with the broker's error.
     let end = loop {
-        match timeout(TIMEOUT, sub.next()).await.unwrap() {
+        match timeout(WAIT, sub.next()).await.unwrap() {
             Some(Ok(_)) => continue,
             other => break other,
         }

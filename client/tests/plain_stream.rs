@@ -10,16 +10,14 @@ use tokio::time::timeout;
 
 use bus_client::{Start, StreamItem, SubscribeOptions};
 
-mod common;
-
-use common::{TIMEOUT, TestBroker, next_event};
+use bus_testkit::{ClientBroker, WAIT, next_message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_stream_ignores_consumer_settings_and_ends_at_its_limit() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let c = &b.client;
     for i in 0..3 {
-        timeout(TIMEOUT, c.publish(format!("note.{i}"), "x"))
+        timeout(WAIT, c.publish(format!("note.{i}"), "x"))
             .await
             .expect("publish in time")
             .expect("published");
@@ -31,22 +29,22 @@ async fn a_plain_stream_ignores_consumer_settings_and_ends_at_its_limit() {
         .backoff([Duration::from_secs(1)])
         .max_in_flight(1)
         .limit(2);
-    let mut sub = timeout(TIMEOUT, c.subscribe_with("note.>", options))
+    let mut sub = timeout(WAIT, c.subscribe_with("note.>", options))
         .await
         .expect("subscribe in time")
         .expect("a plain stream with consumer settings is accepted");
     assert_eq!(sub.consumer(), None);
-    assert_eq!(next_event(&mut sub).await.subject, "note.0");
-    assert_eq!(next_event(&mut sub).await.subject, "note.1");
+    assert_eq!(next_message(&mut sub).await.subject, "note.0");
+    assert_eq!(next_message(&mut sub).await.subject, "note.1");
     // The third event exists, but the limit ends the stream first.
-    let end = timeout(TIMEOUT, sub.next()).await.expect("ended in time");
+    let end = timeout(WAIT, sub.next()).await.expect("ended in time");
     assert!(
         !matches!(end, Some(Ok(StreamItem::Event(_)))),
         "no event past the limit: {end:?}"
     );
     assert!(end.is_none(), "the stream ends: {end:?}");
     // No consumer was created.
-    let consumers = timeout(TIMEOUT, c.consumers())
+    let consumers = timeout(WAIT, c.consumers())
         .await
         .expect("listed in time")
         .expect("listed");

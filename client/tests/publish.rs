@@ -2,32 +2,27 @@
 //! publish gets by default (and `no_msg_id`), and the authorization header every request
 //! carries. Every await is bounded.
 
-mod common;
-
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::time::timeout;
 
 use bus_client::{ConnectOptions, Start};
-use common::{TIMEOUT, TestBroker};
+use bus_testkit::{ClientBroker, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_publishes_carry_their_content_type_and_a_dedup_id() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
     struct Signup {
         name: String,
     }
     let ada = Signup { name: "ada".into() };
-    let first = timeout(
-        TIMEOUT,
-        b.client.publish_json("user.created", &ada).unwrap(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let plain = timeout(TIMEOUT, b.client.publish("user.raw", "x").no_msg_id())
+    let first = timeout(WAIT, b.client.publish_json("user.created", &ada).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let plain = timeout(WAIT, b.client.publish("user.raw", "x").no_msg_id())
         .await
         .unwrap()
         .unwrap();
@@ -50,13 +45,10 @@ async fn json_publishes_carry_their_content_type_and_a_dedup_id() {
     );
 
     // The same dedup id again is a duplicate of the first: a retry cannot store twice.
-    let again = timeout(
-        TIMEOUT,
-        b.client.publish("user.created", "other").msg_id(id),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let again = timeout(WAIT, b.client.publish("user.created", "other").msg_id(id))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.id, first.id);
 }
@@ -90,11 +82,8 @@ async fn every_request_carries_the_authorization_header() {
     let options = ConnectOptions::new()
         .authorization("Bearer s3cret")
         .unwrap();
-    timeout(TIMEOUT, options.connect(&url))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = timeout(TIMEOUT, rx)
+    timeout(WAIT, options.connect(&url)).await.unwrap().unwrap();
+    let head = timeout(WAIT, rx)
         .await
         .unwrap()
         .unwrap()

@@ -2,14 +2,12 @@
 //! `subscribe` + `reply` answers `request`; no responders, timeout and error replies come back
 //! as their own error kinds; a late reply is refused. Every await is bounded by a timeout.
 
-mod common;
-
 use std::time::Duration;
 
 use tokio::time::timeout;
 
 use bus_client::{Client, ErrorKind, Start};
-use common::{TIMEOUT, TestBroker, next_event};
+use bus_testkit::{ClientBroker, WAIT, next_message};
 
 /// Sends a request from a task, so that the test can play the responder meanwhile.
 fn spawn_request(
@@ -32,14 +30,14 @@ fn spawn_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_gets_the_reply_with_its_headers() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let mut responder = b.client.subscribe("rpc.>", Start::Newest).await.unwrap();
-    let caller = spawn_request(&b.client, "rpc.user.get", r#"{"id":7}"#, TIMEOUT);
-    let req = next_event(&mut responder).await;
+    let caller = spawn_request(&b.client, "rpc.user.get", r#"{"id":7}"#, WAIT);
+    let req = next_message(&mut responder).await;
     assert_eq!(req.headers.get("trace").map(String::as_str), Some("t-9"));
     let inbox = req.reply_to.clone().expect("a request carries reply_to");
     timeout(
-        TIMEOUT,
+        WAIT,
         b.client
             .reply(&inbox, r#"{"name":"ada"}"#)
             .content_type("application/json")
@@ -48,7 +46,7 @@ async fn request_gets_the_reply_with_its_headers() {
     .await
     .unwrap()
     .unwrap();
-    let reply = timeout(TIMEOUT, caller).await.unwrap().unwrap().unwrap();
+    let reply = timeout(WAIT, caller).await.unwrap().unwrap().unwrap();
     assert_eq!(reply.request_id, req.id);
     assert_eq!(reply.content_type.as_deref(), Some("application/json"));
     assert_eq!(
@@ -62,7 +60,7 @@ async fn request_gets_the_reply_with_its_headers() {
     assert_eq!(reply.json::<User>().unwrap().name, "ada");
 
     // The inbox closed with the answer: a second reply is refused.
-    let e = timeout(TIMEOUT, b.client.reply(&inbox, "again"))
+    let e = timeout(WAIT, b.client.reply(&inbox, "again"))
         .await
         .unwrap()
         .unwrap_err();
@@ -77,8 +75,8 @@ async fn request_gets_the_reply_with_its_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_responders_timeout_and_error_replies_have_their_kinds() {
-    let b = TestBroker::start().await;
-    let e = timeout(TIMEOUT, b.client.request("rpc.none", "x"))
+    let b = ClientBroker::start().await;
+    let e = timeout(WAIT, b.client.request("rpc.none", "x"))
         .await
         .unwrap()
         .unwrap_err();
@@ -87,7 +85,7 @@ async fn no_responders_timeout_and_error_replies_have_their_kinds() {
 
     let mut responder = b.client.subscribe("rpc.>", Start::Newest).await.unwrap();
     let e = timeout(
-        TIMEOUT,
+        WAIT,
         b.client
             .request("rpc.slow", "x")
             .timeout(Duration::from_millis(50)),
@@ -96,12 +94,12 @@ async fn no_responders_timeout_and_error_replies_have_their_kinds() {
     .unwrap()
     .unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Timeout, "{e:?}");
-    let late = next_event(&mut responder).await;
+    let late = next_message(&mut responder).await;
 
-    let caller = spawn_request(&b.client, "rpc.user.get", "{}", TIMEOUT);
-    let req = next_event(&mut responder).await;
+    let caller = spawn_request(&b.client, "rpc.user.get", "{}", WAIT);
+    let req = next_message(&mut responder).await;
     timeout(
-        TIMEOUT,
+        WAIT,
         b.client
             .reply(req.reply_to.as_deref().unwrap(), "")
             .error("user 7 not found")
@@ -110,11 +108,7 @@ async fn no_responders_timeout_and_error_replies_have_their_kinds() {
     .await
     .unwrap()
     .unwrap();
-    let e = timeout(TIMEOUT, caller)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let e = timeout(WAIT, caller).await.unwrap().unwrap().unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::ReplyError);
     assert_eq!(e.api_error().unwrap().message, "user 7 not found");
     assert_eq!(
@@ -125,7 +119,7 @@ async fn no_responders_timeout_and_error_replies_have_their_kinds() {
 
     // The timed-out request's inbox is closed: its late reply is refused.
     let e = timeout(
-        TIMEOUT,
+        WAIT,
         b.client.reply(late.reply_to.as_deref().unwrap(), "late"),
     )
     .await

@@ -3,14 +3,12 @@
 //! and durable); a publish retried after a cut stores its event once; acks queued in the
 //! background are sent in few requests and flushed when the subscription is dropped.
 
-mod common;
-
 use std::time::Duration;
 
 use tokio::time::timeout;
 
 use bus_client::{AckMode, Client, ConnectOptions, ReconnectPolicy, Start, SubscribeOptions};
-use common::{Proxy, TIMEOUT, TestBroker, next_event};
+use bus_testkit::{ClientBroker, Proxy, WAIT, next_message};
 
 /// A client of the broker through `proxy`, reconnecting quickly.
 async fn client_via(proxy: &Proxy) -> Client {
@@ -19,7 +17,7 @@ async fn client_via(proxy: &Proxy) -> Client {
             .initial_delay(Duration::from_millis(10))
             .max_delay(Duration::from_millis(100)),
     );
-    timeout(TIMEOUT, options.connect(&proxy.url()))
+    timeout(WAIT, options.connect(&proxy.url()))
         .await
         .unwrap()
         .unwrap()
@@ -27,7 +25,7 @@ async fn client_via(proxy: &Proxy) -> Client {
 
 async fn publish_n(client: &Client, subject: &str, from: usize, to: usize) {
     for i in from..to {
-        timeout(TIMEOUT, client.publish(subject.to_owned(), format!("e{i}")))
+        timeout(WAIT, client.publish(subject.to_owned(), format!("e{i}")))
             .await
             .unwrap()
             .unwrap();
@@ -36,27 +34,27 @@ async fn publish_n(client: &Client, subject: &str, from: usize, to: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_stream_resumes_with_no_gap_and_no_duplicate() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let proxy = Proxy::start(b.addr).await;
     let c = client_via(&proxy).await;
     publish_n(&b.client, "cut.x", 0, 50).await;
     let mut sub = c.subscribe("cut.>", Start::Oldest).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..20 {
-        seen.push(next_event(&mut sub).await.sequence);
+        seen.push(next_message(&mut sub).await.sequence);
     }
     proxy.cut();
     // Published while (or after) the connection is down.
     publish_n(&b.client, "cut.x", 50, 100).await;
     for _ in 20..100 {
-        seen.push(next_event(&mut sub).await.sequence);
+        seen.push(next_message(&mut sub).await.sequence);
     }
     assert_eq!(seen, (1..=100).collect::<Vec<u64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_from_newest_cut_before_its_first_event_misses_nothing() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let proxy = Proxy::start(b.addr).await;
     let c = client_via(&proxy).await;
     publish_n(&b.client, "new.x", 0, 3).await; // before the subscription: not wanted
@@ -67,14 +65,14 @@ async fn a_stream_from_newest_cut_before_its_first_event_misses_nothing() {
     proxy.up();
     let mut seen = Vec::new();
     for _ in 0..5 {
-        seen.push(next_event(&mut sub).await.sequence);
+        seen.push(next_message(&mut sub).await.sequence);
     }
     assert_eq!(seen, [4, 5, 6, 7, 8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_durable_member_resumes_from_the_consumer_and_loses_nothing() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let proxy = Proxy::start(b.addr).await;
     let c = client_via(&proxy).await;
     publish_n(&b.client, "dur.x", 0, 40).await;
@@ -85,7 +83,7 @@ async fn a_cut_durable_member_resumes_from_the_consumer_and_loses_nothing() {
     let mut sub = c.subscribe_with("dur.>", options).await.unwrap();
     let mut acked = std::collections::BTreeSet::new();
     for _ in 0..10 {
-        let m = next_event(&mut sub).await;
+        let m = next_message(&mut sub).await;
         m.double_ack().await.unwrap();
         acked.insert(m.sequence);
     }
@@ -94,7 +92,7 @@ async fn a_cut_durable_member_resumes_from_the_consumer_and_loses_nothing() {
     // Everything not acked comes (again, if it was in flight at the cut); nothing acked does.
     let mut rest = std::collections::BTreeSet::new();
     while rest.len() < 50 {
-        let m = next_event(&mut sub).await;
+        let m = next_message(&mut sub).await;
         assert!(
             !acked.contains(&m.sequence),
             "acked {} came back",
@@ -104,8 +102,8 @@ async fn a_cut_durable_member_resumes_from_the_consumer_and_loses_nothing() {
         rest.insert(m.sequence);
     }
     assert_eq!(rest, (11..=60).collect());
-    timeout(TIMEOUT, sub.flush_acks()).await.unwrap().unwrap();
-    let info = timeout(TIMEOUT, b.client.consumer("resilient"))
+    timeout(WAIT, sub.flush_acks()).await.unwrap().unwrap();
+    let info = timeout(WAIT, b.client.consumer("resilient"))
         .await
         .unwrap()
         .unwrap();
@@ -115,11 +113,11 @@ async fn a_cut_durable_member_resumes_from_the_consumer_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_acks_go_in_few_requests_and_flush_on_drop() {
     const N: u64 = 2000;
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let batch: Vec<_> = (0..N)
         .map(|i| bus_client::BatchItem::new("acks.x", format!("e{i}")))
         .collect();
-    timeout(TIMEOUT, b.client.publish_batch(batch))
+    timeout(WAIT, b.client.publish_batch(batch))
         .await
         .unwrap()
         .unwrap();
@@ -130,9 +128,9 @@ async fn background_acks_go_in_few_requests_and_flush_on_drop() {
         .from(Start::Oldest);
     let mut sub = b.client.subscribe_with("acks.>", options).await.unwrap();
     for _ in 0..N / 2 {
-        next_event(&mut sub).await.ack().await.unwrap();
+        next_message(&mut sub).await.ack().await.unwrap();
     }
-    timeout(TIMEOUT, sub.flush_acks()).await.unwrap().unwrap();
+    timeout(WAIT, sub.flush_acks()).await.unwrap().unwrap();
     assert_eq!(sub.failed_acks(), 0);
     let requests = sub.ack_requests();
     assert!(
@@ -146,14 +144,14 @@ async fn background_acks_go_in_few_requests_and_flush_on_drop() {
     // The other half: acked, then everything dropped at once without waiting.
     let mut last = None;
     for _ in 0..N / 2 {
-        let m = next_event(&mut sub).await;
+        let m = next_message(&mut sub).await;
         m.ack().await.unwrap();
         last = Some(m);
     }
     let flushed = sub.ack_flushed();
     drop(sub);
     drop(last);
-    timeout(TIMEOUT, flushed).await.unwrap();
+    timeout(WAIT, flushed).await.unwrap();
     let info = b.client.consumer("bulk").await.unwrap();
     assert_eq!(
         info.pending, 0,
@@ -163,7 +161,7 @@ async fn background_acks_go_in_few_requests_and_flush_on_drop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_cut_mid_flight_is_retried_and_stored_once() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let proxy = Proxy::start(b.addr).await;
     let c = client_via(&proxy).await;
     // Cut every connection while publishes are in flight; each is retried with its dedup id.
@@ -175,7 +173,7 @@ async fn a_publish_cut_mid_flight_is_retried_and_stored_once() {
         .collect();
     proxy.cut();
     for p in publishes {
-        timeout(TIMEOUT, p).await.unwrap().unwrap().unwrap();
+        timeout(WAIT, p).await.unwrap().unwrap().unwrap();
     }
     let page = b
         .client

@@ -2,8 +2,6 @@
 //! working through jobs with acks and delayed retries, the concurrency limit, and a graceful
 //! shutdown that finishes the work in flight. Every await is bounded.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,11 +11,11 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::timeout;
 
 use bus_client::{AckMode, ErrorKind, HandlerError, ServeOptions, Start, SubscribeOptions};
-use common::{TIMEOUT, TestBroker};
+use bus_testkit::{ClientBroker, WAIT, next_message};
 
 /// Waits until `cond` holds, re-checking whenever `changed` is notified.
 async fn until(changed: &Notify, cond: impl Fn() -> bool) {
-    timeout(TIMEOUT, async {
+    timeout(WAIT, async {
         loop {
             let notified = changed.notified();
             if cond() {
@@ -32,7 +30,7 @@ async fn until(changed: &Notify, cond: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_requests_and_turns_errors_into_error_replies() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = {
         let c = b.client.clone();
@@ -51,7 +49,7 @@ async fn serve_answers_requests_and_turns_errors_into_error_replies() {
         })
     };
     // Requests find the responder once its group is attached.
-    let reply = timeout(TIMEOUT, async {
+    let reply = timeout(WAIT, async {
         loop {
             match b.client.request("rpc.up", "hello").await {
                 Err(e) if e.kind() == &ErrorKind::NoResponders => tokio::task::yield_now().await,
@@ -63,19 +61,19 @@ async fn serve_answers_requests_and_turns_errors_into_error_replies() {
     .unwrap()
     .unwrap();
     assert_eq!(reply.text(), Some("HELLO"));
-    let e = timeout(TIMEOUT, b.client.request("rpc.up", "boom"))
+    let e = timeout(WAIT, b.client.request("rpc.up", "boom"))
         .await
         .unwrap()
         .unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::ReplyError);
     assert_eq!(e.api_error().unwrap().message, "it went boom?(second line)");
     stop.send(()).unwrap();
-    timeout(TIMEOUT, server).await.unwrap().unwrap().unwrap();
+    timeout(WAIT, server).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_acks_work_and_retries_failures_after_their_delay() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     for i in 0..10 {
         b.client.publish("job.x", format!("{i}")).await.unwrap();
     }
@@ -110,7 +108,7 @@ async fn serve_acks_work_and_retries_failures_after_their_delay() {
     };
     until(&changed, || done.load(Ordering::SeqCst) == 10).await;
     stop.send(()).unwrap();
-    timeout(TIMEOUT, server).await.unwrap().unwrap().unwrap();
+    timeout(WAIT, server).await.unwrap().unwrap().unwrap();
     let info = b.client.consumer("jobs").await.unwrap();
     assert_eq!(info.pending, 0, "every job acked: {info:?}");
     assert_eq!(info.redelivered, 1, "only job 3 came again: {info:?}");
@@ -118,7 +116,7 @@ async fn serve_acks_work_and_retries_failures_after_their_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_at_most_its_concurrency_and_finishes_work_in_flight_on_shutdown() {
-    let b = TestBroker::start().await;
+    let b = ClientBroker::start().await;
     for i in 0..10 {
         b.client.publish("slow.x", format!("{i}")).await.unwrap();
     }
@@ -178,7 +176,7 @@ async fn serve_runs_at_most_its_concurrency_and_finishes_work_in_flight_on_shutd
     // Shut down with 3 in flight: they finish and are acked; nothing new starts.
     stop.send(()).unwrap();
     gate.add_permits(3);
-    timeout(TIMEOUT, server).await.unwrap().unwrap().unwrap();
+    timeout(WAIT, server).await.unwrap().unwrap().unwrap();
     assert_eq!(finished.load(Ordering::SeqCst), 3);
     assert_eq!(most.load(Ordering::SeqCst), 3);
     // The finished work was acked; what the broker handed out meanwhile (up to 3 more) was
@@ -187,7 +185,7 @@ async fn serve_runs_at_most_its_concurrency_and_finishes_work_in_flight_on_shutd
     let mut sub = b.client.subscribe_with("slow.>", options).await.unwrap();
     let mut rest = Vec::new();
     for _ in 0..7 {
-        let m = common::next_event(&mut sub).await;
+        let m = next_message(&mut sub).await;
         m.ack().await.unwrap(); // the consumer keeps at most 3 in flight
         rest.push(m.text().unwrap().to_owned());
     }

@@ -10,8 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use bus_client::{Client, ErrorKind, Start, StreamItem};
-
-const TIMEOUT: Duration = Duration::from_secs(10);
+use bus_testkit::WAIT;
 
 const EVENT: &str = r#"{"id":"user-1-0","subject":"user.created","namespace":"user","sequence":1,"time":"2026-11-23T13:22:11.123456789Z","headers":{},"payload":"hi"}"#;
 
@@ -81,25 +80,14 @@ fn chunk(s: &str) -> String {
 #[tokio::test]
 async fn yields_the_stream_and_closes_the_connection_when_dropped() {
     let (url, mut closed) = fake_broker().await;
-    let client = timeout(TIMEOUT, Client::connect(&url))
+    let client = timeout(WAIT, Client::connect(&url)).await.unwrap().unwrap();
+    let mut sub = timeout(WAIT, client.subscribe("user.>", Start::Oldest))
         .await
         .unwrap()
         .unwrap();
-    let mut sub = timeout(TIMEOUT, client.subscribe("user.>", Start::Oldest))
-        .await
-        .unwrap()
-        .unwrap();
-    let first = timeout(TIMEOUT, sub.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = timeout(WAIT, sub.next()).await.unwrap().unwrap().unwrap();
     assert!(matches!(first, StreamItem::Subscribed(s) if s.pattern == "user.>"));
-    let second = timeout(TIMEOUT, sub.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let second = timeout(WAIT, sub.next()).await.unwrap().unwrap().unwrap();
     let StreamItem::Event(m) = second else {
         panic!("not an event: {second:?}")
     };
@@ -107,7 +95,7 @@ async fn yields_the_stream_and_closes_the_connection_when_dropped() {
     assert_eq!(sub.cursor(), Some("user-1-0"));
     assert_eq!(sub.retry(), Some(Duration::from_secs(1)));
     drop(sub);
-    timeout(TIMEOUT, closed.recv())
+    timeout(WAIT, closed.recv())
         .await
         .expect("the connection closes when the subscription is dropped")
         .unwrap();
@@ -116,11 +104,8 @@ async fn yields_the_stream_and_closes_the_connection_when_dropped() {
 #[tokio::test]
 async fn a_refused_stream_is_an_api_error() {
     let (url, _closed) = fake_broker().await;
-    let client = timeout(TIMEOUT, Client::connect(&url))
-        .await
-        .unwrap()
-        .unwrap();
-    let e = timeout(TIMEOUT, client.subscribe("bad", Start::Newest))
+    let client = timeout(WAIT, Client::connect(&url)).await.unwrap().unwrap();
+    let e = timeout(WAIT, client.subscribe("bad", Start::Newest))
         .await
         .unwrap()
         .unwrap_err();

@@ -1,19 +1,16 @@
 //! Helpers shared by the tests that run the built `bus` binary: running it with a bounded
-//! wait, a broker served in-process on a loopback port ([`TestBroker`]), `bus server` as a
+//! wait, a broker served in-process on a loopback port ([`TestBroker`], the shared
+//! `bus_testkit::TestServer` on its own runtime), `bus server` as a
 //! child process ([`ServerProcess`]), and a long-running `bus get` whose output is read
 //! line by line with timeouts ([`Reader`]). Every wait is bounded; nothing sleeps for a fixed
 //! time hoping something happened.
 #![allow(dead_code)]
 
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-use bus_broker::broker::Broker;
-use bus_broker::config::Config;
 
 /// Longest any one run of the binary, or any wait for a line, may take.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -104,12 +101,13 @@ pub fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String
     rx
 }
 
-/// A broker serving on a loopback port until dropped.
+/// A broker serving on a loopback port until dropped: the shared [`bus_testkit::TestServer`]
+/// on a runtime of its own, since these tests run processes, not futures.
 pub struct TestBroker {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The server; `None` once dropped.
+    server: Option<bus_testkit::TestServer>,
+    /// The runtime the server runs on.
     runtime: Option<tokio::runtime::Runtime>,
-    _dir: tempfile::TempDir,
 }
 
 impl TestBroker {
@@ -118,35 +116,16 @@ impl TestBroker {
             .worker_threads(2)
             .enable_all()
             .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
-        let addr = runtime.block_on(async {
-            let (broker, _) = tokio::time::timeout(RUN_TIMEOUT, Broker::open(config))
-                .await
-                .expect("open in time")
-                .expect("open");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(bus_broker::server::run(listener, broker, async {
-                let _ = rx.await;
-            }));
-            addr
-        });
+            .expect("runtime");
+        let server = runtime.block_on(bus_testkit::TestServer::start_default());
         TestBroker {
-            addr,
-            shutdown: Some(tx),
+            server: Some(server),
             runtime: Some(runtime),
-            _dir: dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.as_ref().expect("server").base()
     }
 
     /// `bus --url <this broker> args...`.
@@ -158,15 +137,16 @@ impl TestBroker {
 
     /// Starts the broker's shutdown.
     pub fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(s) = self.server.as_mut() {
+            s.trigger_shutdown();
         }
     }
 }
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        self.stop();
+        // Dropping the server fires its shutdown trigger.
+        drop(self.server.take());
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
