@@ -3,7 +3,7 @@
 //!
 //! The grammar, as the broker reads it ([`Start::parse_param`]): `oldest`, `newest` (also an
 //! empty value), an RFC 3339 time (any offset, any number of fraction digits), or an event
-//! id or [`Cursor`](crate::cursor::Cursor). Surrounding whitespace is ignored. A client reads
+//! id or [`Cursor`]. Surrounding whitespace is ignored. A client reads
 //! the same words more leniently ([`FromStr`]): anything else is taken as a cursor, which
 //! the broker checks.
 
