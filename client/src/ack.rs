@@ -278,19 +278,12 @@ fn status_of(code: &str) -> u16 {
 }
 
 #[derive(Deserialize)]
-struct WireError {
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Deserialize)]
 struct WireResult {
     id: String,
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
-    error: Option<WireError>,
+    error: Option<bus_proto::error::ErrorDetail>,
 }
 
 fn unknown_status(s: &str) -> Error {

@@ -120,17 +120,7 @@ impl ApiError {
     /// assert_eq!((api.status, api.code.as_str()), (404, "unknown_consumer"));
     /// ```
     pub fn from_response(status: u16, body: &[u8]) -> ApiError {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            error: Inner,
-        }
-        #[derive(serde::Deserialize)]
-        struct Inner {
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
-        match serde_json::from_slice::<Body>(body) {
+        match serde_json::from_slice::<bus_proto::error::ErrorBody>(body) {
             Ok(b) => ApiError {
                 status,
                 code: b.error.code,

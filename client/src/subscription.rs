@@ -522,13 +522,7 @@ impl Subscription {
                 Err(e) => Some(bad("gap notice", Box::new(e))),
             },
             "error" => {
-                #[derive(serde::Deserialize)]
-                struct StreamError {
-                    code: String,
-                    #[serde(default)]
-                    message: String,
-                }
-                let e = match serde_json::from_str::<StreamError>(&ev.data) {
+                let e = match serde_json::from_str::<bus_proto::error::ErrorDetail>(&ev.data) {
                     Ok(e) => Error::stream(e.code, e.message),
                     Err(_) => Error::stream("unknown".to_owned(), ev.data),
                 };

@@ -2,8 +2,9 @@
 //! status (see `proto-docs/http-api.md`, "Errors").
 //!
 //! The broker answers an error as `{"error": {"code": "<code>", "message": "..."}}` with the
-//! code's status; clients match on the code. A stream that fails sends `event: error` with
-//! `{"code", "message"}`.
+//! code's status ([`ErrorBody`]); clients match on the code. A stream that fails sends
+//! `event: error` with `{"code", "message"}` ([`ErrorDetail`]), and an ack batch answers a
+//! failed entry with the same object.
 
 /// The stable error codes of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,6 +195,58 @@ impl serde::Serialize for ErrorCode {
     }
 }
 
+/// The `{"code", "message"}` object of an error: inside an [`ErrorBody`], as the data of a
+/// stream's `event: error`, and for a failed entry of an ack batch. The code is kept as text
+/// so that one this crate does not know is still read ([`ErrorDetail::error_code`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    /// The stable code's spelling (`invalid_subject`, ...).
+    pub code: String,
+    /// What went wrong, for people (empty when the sender gave none).
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ErrorDetail {
+    /// The detail of an error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorDetail {
+        ErrorDetail {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The code, when it is one of the protocol's.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
+    }
+}
+
+/// The body of an error answer: `{"error": {"code", "message"}}`.
+///
+/// ```
+/// use bus_proto::error::{ErrorBody, ErrorCode};
+/// let body = ErrorBody::new(ErrorCode::UnknownConsumer, "no consumer named \"x\"");
+/// let json = serde_json::to_string(&body).unwrap();
+/// assert_eq!(json, r#"{"error":{"code":"unknown_consumer","message":"no consumer named \"x\""}}"#);
+/// let back: ErrorBody = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back.error.error_code(), Some(ErrorCode::UnknownConsumer));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    /// The body of an error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail::new(code, message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +261,17 @@ mod tests {
         }
         assert_eq!(ErrorCode::parse("http_502"), None);
         assert_eq!(ErrorCode::parse("Invalid_Subject"), None);
+    }
+
+    #[test]
+    fn reads_error_objects_with_unknown_codes_and_no_message() {
+        let d: ErrorDetail = serde_json::from_str(r#"{"code":"later_code","x":1}"#).unwrap();
+        assert_eq!((d.code.as_str(), d.message.as_str()), ("later_code", ""));
+        assert_eq!(d.error_code(), None);
+        let b: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"not_found","message":"no such path /x"}}"#)
+                .unwrap();
+        assert_eq!(b.error.error_code(), Some(ErrorCode::NotFound));
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //! - [`subscription`]: [`SubscriptionInfo`] (`GET /v1/subscriptions`) and [`Subscribed`],
 //!   the first message of a stream. [`gap`]: [`Gap`], events deleted by retention before
 //!   they were read.
-//! - [`error`]: [`ErrorCode`], the stable error codes with their spelling and HTTP status.
+//! - [`error`]: [`ErrorCode`], the stable error codes with their spelling and HTTP status,
+//!   and the error JSON ([`ErrorBody`](error::ErrorBody), [`ErrorDetail`](error::ErrorDetail)).
 //! - [`sse`]: [`SseParser`](sse::SseParser), the one incremental, bounded parser of
 //!   Server-Sent Events (client and tests alike).
 //!

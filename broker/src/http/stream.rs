@@ -232,8 +232,10 @@ fn gap_json(namespace: &str, missed_from: u64, resume_at: u64) -> serde_json::Va
 
 /// `event: error`: the stream ends because of `e`.
 fn error_event(e: &Error) -> SseEvent {
-    let err = serde_json::json!({"code": e.code.as_str(), "message": e.message});
-    SseEvent::default().event("error").data(err.to_string())
+    let err = bus_proto::error::ErrorDetail::new(e.code, e.message.as_str());
+    // Two strings: serialising cannot fail.
+    let data = serde_json::to_string(&err).unwrap_or_default();
+    SseEvent::default().event("error").data(data)
 }
 
 fn sse_response(
