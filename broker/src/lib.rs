@@ -12,6 +12,11 @@
 //!   memory-mapped reads of sealed segments, crash recovery, retention. Everything above it
 //!   reaches storage only through the [`storage::Storage`] trait, so another engine can be
 //!   plugged in later.
+//!
+//! The wire forms (the event JSON, error codes, start positions and cursors, units, the
+//! JSON of receipts, namespaces, consumers and subscriptions) are defined once in the
+//! `bus-proto` crate and shared with the client; [`units`], [`cursor`], [`event`] and
+//! [`error::ErrorCode`] re-export or adapt them.
 
 pub mod broker;
 pub mod config;

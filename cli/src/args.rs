@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bus_broker::config::{DEFAULT_ADDR, DEFAULT_DATA_DIR, NamespaceOverride};
 use bus_broker::storage::FsyncPolicy;
-use bus_broker::units::{parse_duration, parse_size};
-use bus_client::Start;
+use bus_proto::Start;
+use bus_proto::units::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default broker URL of the client commands.
@@ -631,7 +631,7 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 
 fn parse_start(s: &str) -> Result<Start, String> {
     s.parse()
-        .map_err(|e: bus_client::StartParseError| e.to_string())
+        .map_err(|e: bus_proto::StartParseError| e.to_string())
 }
 
 /// `NAME:key=value,...`.

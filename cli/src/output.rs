@@ -4,7 +4,8 @@
 
 use std::io::{IsTerminal as _, Write as _};
 
-use bus_client::{ConsumerInfo, Gap, Message, NamespaceInfo};
+use bus_client::Message;
+use bus_proto::{ConsumerInfo, Gap, NamespaceInfo};
 
 use crate::error::CliError;
 
@@ -148,7 +149,7 @@ pub fn format_tail_event(m: &Message, color: bool, now_ns: u64) -> String {
             let json_ct = m
                 .content_type
                 .as_deref()
-                .is_none_or(bus_broker::event::is_json_content_type);
+                .is_none_or(bus_proto::event::is_json_content_type);
             if json_ct && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
                 pretty_json(text)
             } else {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus_proto::ErrorCode;
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -70,7 +71,7 @@ impl AckOp {
     }
 }
 
-/// The broker's answer to one acknowledgement.
+/// The broker's answer to one acknowledgement: the wire type of `bus-proto`.
 ///
 /// ```no_run
 /// # async fn demo(m: bus_client::Message) -> Result<(), bus_client::Error> {
@@ -82,49 +83,7 @@ impl AckOp {
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AckStatus {
-    /// Acked now.
-    Acked,
-    /// It had already been acked, terminated or dead-lettered: nothing changed.
-    AlreadyAcked,
-    /// Nacked: it will be redelivered.
-    Nacked,
-    /// Its ack wait restarted.
-    InProgress,
-    /// Terminated: published to the dead-letter subject.
-    Terminated,
-}
-
-impl AckStatus {
-    /// The protocol's spelling: `acked`, `already_acked`, `nacked`, `in_progress`,
-    /// `terminated`.
-    ///
-    /// ```no_run
-    /// assert_eq!(bus_client::AckStatus::AlreadyAcked.as_str(), "already_acked");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckStatus::Acked => "acked",
-            AckStatus::AlreadyAcked => "already_acked",
-            AckStatus::Nacked => "nacked",
-            AckStatus::InProgress => "in_progress",
-            AckStatus::Terminated => "terminated",
-        }
-    }
-
-    fn parse(s: &str) -> Option<AckStatus> {
-        Some(match s {
-            "acked" => AckStatus::Acked,
-            "already_acked" => AckStatus::AlreadyAcked,
-            "nacked" => AckStatus::Nacked,
-            "in_progress" => AckStatus::InProgress,
-            "terminated" => AckStatus::Terminated,
-            _ => return None,
-        })
-    }
-}
+pub use bus_proto::AckStatus;
 
 /// One entry of [`Client::ack_batch`]: an event id and what to do with it. A bare id (`&str`
 /// or `String`) converts into an ack.
@@ -312,22 +271,10 @@ impl Acker {
 }
 
 /// The status of an acknowledgement that failed with `code`, as the single-event endpoint
-/// answers it (`proto-docs/http-api.md`, "Errors").
+/// answers it (`proto-docs/http-api.md`, "Errors"); 400 for a code this client does not
+/// know.
 fn status_of(code: &str) -> u16 {
-    match code {
-        "unknown_consumer" | "unknown_event" | "not_delivered" => 404,
-        "not_held" => 409,
-        "read_only" | "shutting_down" => 503,
-        "internal" => 500,
-        _ => 400,
-    }
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    code: String,
-    #[serde(default)]
-    message: String,
+    ErrorCode::parse(code).map_or(400, ErrorCode::status)
 }
 
 #[derive(Deserialize)]
@@ -336,7 +283,7 @@ struct WireResult {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
-    error: Option<WireError>,
+    error: Option<bus_proto::error::ErrorDetail>,
 }
 
 fn unknown_status(s: &str) -> Error {

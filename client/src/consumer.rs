@@ -1,5 +1,6 @@
 //! Consumers: how a subscription attaches to one ([`SubscribeOptions`], [`AckMode`]) and what
-//! the broker reports about them ([`ConsumerInfo`], [`ConsumerKind`]).
+//! the broker reports about them ([`ConsumerInfo`], [`ConsumerKind`]; these three are the
+//! wire types of `bus-proto`, re-exported).
 //!
 //! A plain subscription reads the log and acknowledges nothing. Asking for manual acks,
 //! naming a durable consumer or naming a queue group makes the subscription a **member of a
@@ -8,94 +9,12 @@
 //! siblings), coming back when it is not (`proto-docs/http-api.md`, "Consumers and
 //! acknowledgements").
 
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::client::encode;
 use crate::message::Start;
 
-/// How a consumer's deliveries are acknowledged.
-///
-/// ```no_run
-/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
-/// use bus_client::AckMode;
-/// let c = client.consumer("orders").await?;
-/// if c.ack == AckMode::Manual {
-///     println!("{} deliveries await an ack", c.pending);
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum AckMode {
-    /// Every event counts as handled once sent. The default.
-    #[default]
-    None,
-    /// Every delivery is pending until acked; unacknowledged ones are redelivered.
-    Manual,
-}
-
-impl AckMode {
-    /// `none` or `manual`, as the protocol spells it.
-    ///
-    /// ```no_run
-    /// assert_eq!(bus_client::AckMode::Manual.as_str(), "manual");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::None => "none",
-            AckMode::Manual => "manual",
-        }
-    }
-}
-
-/// What kind of consumer a subscription belongs to.
-///
-/// ```no_run
-/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
-/// use bus_client::ConsumerKind;
-/// for c in client.consumers().await? {
-///     match c.kind {
-///         ConsumerKind::Durable => println!("{} (durable)", c.name),
-///         ConsumerKind::Group => println!("{} (group of {})", c.name, c.members),
-///         _ => {}
-///     }
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum ConsumerKind {
-    /// Named with `durable`; its state is persisted and survives disconnects and restarts.
-    Durable,
-    /// Named with `group`; in memory, dropped when its last member leaves.
-    Group,
-    /// An unnamed manual-ack subscription (a group of one, named `~s-<n>`).
-    Subscription,
-    /// A kind this client does not know (a later protocol version).
-    #[serde(other)]
-    Other,
-}
-
-impl ConsumerKind {
-    /// `durable`, `group`, `subscription` (or `other`).
-    ///
-    /// ```no_run
-    /// assert_eq!(bus_client::ConsumerKind::Durable.as_str(), "durable");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConsumerKind::Durable => "durable",
-            ConsumerKind::Group => "group",
-            ConsumerKind::Subscription => "subscription",
-            ConsumerKind::Other => "other",
-        }
-    }
-}
+pub use bus_proto::{AckMode, ConsumerInfo, ConsumerKind};
 
 /// How [`Client::subscribe_with`](crate::Client::subscribe_with) subscribes: where it starts
 /// and, for a consumer, its name and delivery settings. `Default` equals
@@ -387,107 +306,6 @@ pub(crate) fn millis_param(d: Duration) -> String {
     format!("{ms}ms")
 }
 
-/// A consumer as `GET /v1/consumers` lists it.
-///
-/// ```no_run
-/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
-/// let c = client.consumer("orders").await?;
-/// println!("{} on {}: {} pending, lag {}", c.name, c.pattern, c.pending, c.lag);
-/// for (namespace, next) in &c.positions {
-///     println!("  {namespace}: next sequence {next}");
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsumerInfo {
-    /// Its name (`~s-<n>` for an unnamed manual-ack subscription).
-    pub name: String,
-    /// Durable, group or subscription.
-    pub kind: ConsumerKind,
-    /// The filter pattern.
-    pub pattern: String,
-    /// Creation time, RFC 3339.
-    pub created: String,
-    /// The ack mode.
-    pub ack: AckMode,
-    /// The redelivery wait.
-    #[serde(with = "wire_duration")]
-    pub ack_wait: Duration,
-    /// Deliveries before dead-lettering; `None`: unlimited.
-    #[serde(default)]
-    pub max_deliver: Option<u32>,
-    /// Successive redelivery waits (empty: `ack_wait` every time).
-    #[serde(default, with = "wire_durations")]
-    pub backoff: Vec<Duration>,
-    /// Bound on unacknowledged deliveries.
-    pub max_in_flight: u64,
-    /// Next sequence to read, per namespace read so far.
-    #[serde(default)]
-    pub positions: BTreeMap<String, u64>,
-    /// Delivered and not acknowledged.
-    #[serde(default)]
-    pub pending: u64,
-    /// Redeliveries made since the broker started.
-    #[serde(default)]
-    pub redelivered: u64,
-    /// Live member streams.
-    #[serde(default)]
-    pub members: u64,
-    /// Events in the namespaces the filter touches not yet read (an upper bound).
-    #[serde(default)]
-    pub lag: u64,
-}
-
-/// A duration as the broker writes it (`30000ms`), read with any unit.
-pub(crate) mod wire_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        bus_broker::units::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A list of durations as the broker writes them (`["1000ms","5000ms"]`).
-pub(crate) mod wire_durations {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|d| format!("{}ms", d.as_millis())))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-        let v = Option::<Vec<String>>::deserialize(d)?.unwrap_or_default();
-        v.iter()
-            .map(|s| bus_broker::units::parse_duration(s).map_err(serde::de::Error::custom))
-            .collect()
-    }
-}
-
-/// An optional duration as the broker writes it.
-pub(crate) mod wire_duration_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(s) => bus_broker::units::parse_duration(&s)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,30 +435,5 @@ mod tests {
         assert_eq!(millis_param(Duration::from_micros(1500)), "2ms");
         assert_eq!(millis_param(Duration::from_secs(30)), "30000ms");
         assert_eq!(millis_param(Duration::ZERO), "0ms");
-    }
-
-    #[test]
-    fn decodes_and_reencodes_a_listed_consumer() {
-        let json = r#"{"name":"orders","kind":"durable","pattern":"order.>","created":"2026-11-23T13:22:11.123456789Z",
-            "ack":"manual","ack_wait":"30000ms","max_deliver":5,"backoff":["1000ms","1m"],"max_in_flight":1000,
-            "positions":{"order":43},"pending":2,"redelivered":1,"members":1,"lag":0,"future":true}"#;
-        let c: ConsumerInfo = serde_json::from_str(json).unwrap();
-        assert_eq!(c.kind, ConsumerKind::Durable);
-        assert_eq!(c.ack, AckMode::Manual);
-        assert_eq!(c.ack_wait, Duration::from_secs(30));
-        assert_eq!(c.backoff, [Duration::from_secs(1), Duration::from_secs(60)]);
-        assert_eq!(c.max_deliver, Some(5));
-        assert_eq!(c.positions["order"], 43);
-        assert_eq!((c.pending, c.redelivered, c.members), (2, 1, 1));
-        let again: ConsumerInfo =
-            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
-        assert_eq!(again, c);
-        // Unlimited deliveries may come as null or be absent; unknown kinds are tolerated.
-        let c: ConsumerInfo = serde_json::from_str(
-            r#"{"name":"~s-4","kind":"mirror","pattern":">","created":"x","ack":"manual","ack_wait":"5s","max_deliver":null,"max_in_flight":1}"#,
-        )
-        .unwrap();
-        assert_eq!((c.kind, c.max_deliver), (ConsumerKind::Other, None));
-        assert!(c.backoff.is_empty());
     }
 }

@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+pub use bus_proto::ErrorCode;
+
 /// A boxed cause.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -95,6 +97,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The code as one of the protocol's stable codes; `None` for a code this client does
+    /// not know (a newer broker's, or `http_<status>` for a foreign body).
+    ///
+    /// ```no_run
+    /// use bus_client::{ApiError, ErrorCode};
+    /// let body = br#"{"error":{"code":"unknown_consumer","message":"no such consumer"}}"#;
+    /// let api = ApiError::from_response(404, body);
+    /// assert_eq!(api.error_code(), Some(ErrorCode::UnknownConsumer));
+    /// ```
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
+    }
+
     /// Reads an error answer. A body that is not the documented error JSON still yields an
     /// error: its code is `http_<status>` and its message the body's start.
     ///
@@ -105,17 +120,7 @@ impl ApiError {
     /// assert_eq!((api.status, api.code.as_str()), (404, "unknown_consumer"));
     /// ```
     pub fn from_response(status: u16, body: &[u8]) -> ApiError {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            error: Inner,
-        }
-        #[derive(serde::Deserialize)]
-        struct Inner {
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
-        match serde_json::from_slice::<Body>(body) {
+        match serde_json::from_slice::<bus_proto::error::ErrorBody>(body) {
             Ok(b) => ApiError {
                 status,
                 code: b.error.code,

@@ -164,15 +164,17 @@ mod publish;
 mod reconnect;
 mod request;
 mod serve;
-pub mod sse;
 mod subscription;
+
+/// The Server-Sent Events parser the subscriptions read with: [`bus_proto::sse`].
+pub use bus_proto::sse;
 
 pub use ack::{AckItem, AckOp, AckResult, AckStatus};
 pub use client::{
     Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Statistics,
 };
 pub use consumer::{AckMode, ConsumerInfo, ConsumerKind, SubscribeOptions};
-pub use error::{ApiError, Error, ErrorKind, PublishError, RequestError};
+pub use error::{ApiError, Error, ErrorCode, ErrorKind, PublishError, RequestError};
 pub use message::{
     DecodeError, Gap, Message, NamespaceInfo, Page, Receipt, Start, StartParseError,
 };

@@ -1,6 +1,6 @@
-//! The values the broker sends: events ([`Message`]), publish receipts ([`Receipt`]),
-//! namespace figures ([`NamespaceInfo`]), retention gaps ([`Gap`]), pull pages ([`Page`]),
-//! and where reading starts ([`Start`]).
+//! The values the broker sends: events ([`Message`]) and pull pages ([`Page`]). Publish
+//! receipts ([`Receipt`]), namespace figures ([`NamespaceInfo`]), retention gaps ([`Gap`])
+//! and where reading starts ([`Start`]) are the wire types of `bus-proto`, re-exported.
 //!
 //! An event delivered by a manual-ack consumer carries its delivery count and knows its
 //! consumer, so it can be acknowledged itself ([`Message::ack`], [`Message::nack`], ...).
@@ -11,16 +11,16 @@
 //! payload the decoded bytes.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use bus_broker::units::{format_rfc3339, parse_rfc3339};
+use bus_proto::units::parse_rfc3339;
+
+pub use bus_proto::{Gap, NamespaceInfo, Receipt, Start, StartParseError};
 
 use crate::ack::{AckOp, AckStatus, Acker};
 use crate::error::{Error, ErrorKind};
@@ -368,141 +368,6 @@ pub enum DecodeError {
     Encoding(String),
 }
 
-/// The broker's answer to a publish: where the event was stored.
-///
-/// ```no_run
-/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
-/// let r = client.publish("user.created", "ada").await?;
-/// println!("{} is #{} in {} ({}, {})", r.id, r.sequence, r.namespace, r.subject, r.time);
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Receipt {
-    /// The event id.
-    pub id: String,
-    /// The namespace it went to.
-    pub namespace: String,
-    /// Its sequence in the namespace.
-    pub sequence: u64,
-    /// The subject.
-    pub subject: String,
-    /// Its creation time, RFC 3339.
-    pub time: String,
-    /// True when the dedup id had been seen within the window: nothing was stored and this is
-    /// the original event's receipt.
-    #[serde(default)]
-    pub duplicate: bool,
-    /// With [`PublishBuilder::confirm`](crate::PublishBuilder::confirm): the distinct
-    /// consumers that acked the event before the answer. `None` when no confirmation was
-    /// asked for, or for a duplicate (nothing is awaited then).
-    #[serde(default)]
-    pub confirmed: Option<u64>,
-    /// With [`PublishBuilder::confirm`](crate::PublishBuilder::confirm): the confirmations
-    /// asked for.
-    #[serde(default)]
-    pub required: Option<u64>,
-    /// The receipt JSON exactly as received.
-    #[serde(skip)]
-    pub(crate) json: String,
-}
-
-impl Receipt {
-    /// Decodes a receipt, keeping its JSON text.
-    pub(crate) fn from_json(json: &str) -> Result<Receipt, serde_json::Error> {
-        let mut r: Receipt = serde_json::from_str(json)?;
-        json.clone_into(&mut r.json);
-        Ok(r)
-    }
-
-    /// The receipt JSON exactly as the broker sent it.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
-    /// let r = client.publish("user.created", "ada").await?;
-    /// println!("{}", r.json());
-    /// # Ok(()) }
-    /// ```
-    pub fn json(&self) -> &str {
-        &self.json
-    }
-
-    /// Whether confirmation was asked for and all of it arrived in time (`confirmed` reached
-    /// `required`). False for a receipt without confirmation figures.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::PublishError> {
-    /// use std::time::Duration;
-    /// let r = client
-    ///     .publish("order.placed", r#"{"id":17}"#)
-    ///     .confirm(1, Duration::from_secs(2))
-    ///     .await?;
-    /// if !r.is_confirmed() {
-    ///     eprintln!("no handler acked order 17 in time");
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn is_confirmed(&self) -> bool {
-        matches!((self.confirmed, self.required), (Some(k), Some(n)) if k >= n)
-    }
-}
-
-/// A namespace and its figures, from `GET /v1/namespaces`.
-///
-/// ```no_run
-/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
-/// for ns in client.namespaces().await? {
-///     if let Some(why) = &ns.read_only {
-///         eprintln!("{} is read-only: {why}", ns.name);
-///     }
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NamespaceInfo {
-    /// The namespace name.
-    pub name: String,
-    /// Events retained.
-    pub events: u64,
-    /// Bytes on disk.
-    pub bytes: u64,
-    /// Oldest retained sequence (the next one when empty).
-    pub first_sequence: u64,
-    /// Newest sequence (0 when nothing was published).
-    pub last_sequence: u64,
-    /// Segment files.
-    #[serde(default)]
-    pub segments: u64,
-    /// Live subscriptions reading it.
-    #[serde(default)]
-    pub subscribers: u64,
-    /// The fsync policy in force (`always`, `never`, `interval:<ms>`).
-    #[serde(default)]
-    pub fsync: String,
-    /// Why the namespace is read-only, when its storage failed.
-    #[serde(default)]
-    pub read_only: Option<String>,
-}
-
-/// Events a reader had not read were deleted by retention; reading resumed after them.
-///
-/// ```no_run
-/// # fn demo(g: &bus_client::Gap) {
-/// eprintln!(
-///     "{}: sequences {}..{} were deleted unread; reading resumed at {}",
-///     g.namespace, g.missed_from, g.resume_at, g.resume_at
-/// );
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gap {
-    /// The namespace.
-    pub namespace: String,
-    /// First sequence missed.
-    pub missed_from: u64,
-    /// Sequence reading resumed at.
-    pub resume_at: u64,
-}
-
 /// One page of `pull`.
 ///
 /// ```no_run
@@ -524,91 +389,6 @@ pub struct Page {
     pub cursor: String,
     /// Retention gaps met while reading the page.
     pub gaps: Vec<Gap>,
-}
-
-/// Where reading starts.
-///
-/// ```no_run
-/// # fn demo() -> Result<(), bus_client::StartParseError> {
-/// use bus_client::Start;
-/// let from: Start = "2026-11-23T13:00:00Z".parse()?;
-/// assert!(matches!(from, Start::Time(_)));
-/// let after: Start = "user-42-9f3c2a1b".into();
-/// assert_eq!(after, Start::Cursor("user-42-9f3c2a1b".into()));
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Start {
-    /// The oldest retained event of every namespace the pattern touches.
-    Oldest,
-    /// Only events published after the subscription started. The default.
-    #[default]
-    Newest,
-    /// The first event at or after this time (nanoseconds since the epoch), in every
-    /// namespace.
-    Time(u64),
-    /// After the event with this id, or at the position this cursor records.
-    Cursor(String),
-}
-
-impl Start {
-    /// The query parameter value.
-    ///
-    /// ```no_run
-    /// use bus_client::Start;
-    /// assert_eq!(Start::Oldest.as_param(), "oldest");
-    /// assert_eq!(Start::Time(0).as_param(), "1970-01-01T00:00:00.000000000Z");
-    /// ```
-    pub fn as_param(&self) -> String {
-        match self {
-            Start::Oldest => "oldest".to_owned(),
-            Start::Newest => "newest".to_owned(),
-            Start::Time(ns) => format_rfc3339(*ns),
-            Start::Cursor(c) => c.clone(),
-        }
-    }
-}
-
-impl fmt::Display for Start {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.as_param())
-    }
-}
-
-/// `from` was empty.
-///
-/// ```no_run
-/// use bus_client::{Start, StartParseError};
-/// assert_eq!("".parse::<Start>(), Err(StartParseError));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("empty start position: expected oldest, newest, an event id, a cursor or an RFC 3339 time")]
-pub struct StartParseError;
-
-impl FromStr for Start {
-    type Err = StartParseError;
-
-    /// `oldest`, `newest`, an RFC 3339 time, else an event id or cursor (checked by the
-    /// broker).
-    fn from_str(s: &str) -> Result<Start, StartParseError> {
-        let s = s.trim();
-        Ok(match s {
-            "" => return Err(StartParseError),
-            "oldest" => Start::Oldest,
-            "newest" => Start::Newest,
-            _ => match parse_rfc3339(s) {
-                Some(ns) => Start::Time(ns),
-                None => Start::Cursor(s.to_owned()),
-            },
-        })
-    }
-}
-
-impl From<&str> for Start {
-    /// Like [`FromStr`], with an empty string meaning [`Start::Newest`].
-    fn from(s: &str) -> Start {
-        s.parse().unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
@@ -725,41 +505,5 @@ mod tests {
         );
         let e = m.nack_with_delay(Duration::from_secs(1)).await.unwrap_err();
         assert!(e.to_string().starts_with("cannot nack "));
-    }
-
-    #[test]
-    fn parses_start_positions() {
-        assert_eq!("oldest".parse(), Ok(Start::Oldest));
-        assert_eq!("newest".parse(), Ok(Start::Newest));
-        let t: Start = "2026-11-23T14:22:11+01:00".parse().unwrap();
-        assert_eq!(t.as_param(), "2026-11-23T13:22:11.000000000Z");
-        assert_eq!(
-            "user-42-9f3c2a1b,rpc-0-00000000".parse(),
-            Ok(Start::Cursor("user-42-9f3c2a1b,rpc-0-00000000".into()))
-        );
-        assert_eq!("".parse::<Start>(), Err(StartParseError));
-        assert_eq!(Start::from(""), Start::Newest);
-    }
-
-    #[test]
-    fn decodes_receipts_and_namespaces() {
-        let json = r#"{"id":"user-1-9f3c2a1b","namespace":"user","sequence":1,"subject":"user.created","time":"2026-11-23T13:22:11.123456789Z"}"#;
-        let r = Receipt::from_json(json).unwrap();
-        assert!(!r.duplicate);
-        assert_eq!(r.json(), json);
-        let r = Receipt::from_json(&json.replace('}', r#","duplicate":true}"#)).unwrap();
-        assert!(r.duplicate);
-        assert!(!r.is_confirmed());
-        let r = Receipt::from_json(&json.replace('}', r#","confirmed":1,"required":2}"#)).unwrap();
-        assert_eq!((r.confirmed, r.required), (Some(1), Some(2)));
-        assert!(!r.is_confirmed());
-        let r = Receipt::from_json(&json.replace('}', r#","confirmed":2,"required":2}"#)).unwrap();
-        assert!(r.is_confirmed());
-        let n: Vec<NamespaceInfo> = serde_json::from_str(
-            r#"[{"name":"user","events":42,"bytes":8192,"first_sequence":1,"last_sequence":42,"segments":1,"subscribers":2,"fsync":"always","read_only":null}]"#,
-        )
-        .unwrap();
-        assert_eq!(n[0].last_sequence, 42);
-        assert_eq!(n[0].read_only, None);
     }
 }

@@ -6,6 +6,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::Duration;
 
+use bus_proto::ErrorCode;
 use bytes::Bytes;
 use hyper::Method;
 
@@ -195,10 +196,10 @@ impl RequestBuilder {
         let reply_headers = event_headers(&headers);
         if !status.is_success() {
             let api = ApiError::from_response(status.as_u16(), &body);
-            let kind = match (status.as_u16(), api.code.as_str()) {
-                (503, "no_responders") => Some(ErrorKind::NoResponders),
-                (504, "timeout") => Some(ErrorKind::Timeout),
-                (502, "reply_error") => Some(ErrorKind::ReplyError),
+            let kind = match api.error_code().filter(|c| c.status() == status.as_u16()) {
+                Some(ErrorCode::NoResponders) => Some(ErrorKind::NoResponders),
+                Some(ErrorCode::Timeout) => Some(ErrorKind::Timeout),
+                Some(ErrorCode::ReplyError) => Some(ErrorKind::ReplyError),
                 _ => None,
             };
             let e = match kind {

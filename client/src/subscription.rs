@@ -69,59 +69,7 @@ pub enum StreamItem {
     Gap(Gap),
 }
 
-/// The broker's confirmation of a subscription. The consumer fields are set only for a
-/// member of a consumer; they are the consumer's settings, which were fixed when it was
-/// created (they may differ from what this subscription asked for).
-///
-/// ```no_run
-/// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
-/// use bus_client::{AckMode, SubscribeOptions};
-/// let options = SubscribeOptions::new().durable("orders").ack(AckMode::Manual);
-/// let sub = client.subscribe_with("order.>", options).await?;
-/// if let Some(s) = sub.subscribed() {
-///     println!("{:?}: ack wait {:?}, backoff {:?}", s.consumer, s.ack_wait, s.backoff);
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Subscribed {
-    /// The subscription's id on the broker (as listed by `GET /v1/subscriptions`).
-    pub subscription: String,
-    /// The pattern.
-    pub pattern: String,
-    /// The start position as the broker understood it.
-    #[serde(default)]
-    pub from: String,
-    /// The consumer's name: the durable or group name, or `~s-<n>` for an unnamed
-    /// manual-ack subscription.
-    #[serde(default)]
-    pub consumer: Option<String>,
-    /// The consumer's kind.
-    #[serde(default)]
-    pub kind: Option<ConsumerKind>,
-    /// The consumer's ack mode.
-    #[serde(default)]
-    pub ack: Option<AckMode>,
-    /// The consumer's ack wait.
-    #[serde(
-        default,
-        deserialize_with = "crate::consumer::wire_duration_opt::deserialize"
-    )]
-    pub ack_wait: Option<Duration>,
-    /// The consumer's deliveries before dead-lettering; `None`: unlimited.
-    #[serde(default)]
-    pub max_deliver: Option<u32>,
-    /// The consumer's backoff list.
-    #[serde(default, with = "crate::consumer::wire_durations")]
-    pub backoff: Vec<Duration>,
-    /// The consumer's bound on unacknowledged deliveries.
-    #[serde(default)]
-    pub max_in_flight: Option<u64>,
-    /// Where a plain stream starts, as a cursor: what a reconnection resumes from when no
-    /// event arrived yet.
-    #[serde(default)]
-    pub cursor: Option<String>,
-}
+pub use bus_proto::Subscribed;
 
 type DataStream = BodyDataStream<Incoming>;
 
@@ -574,13 +522,7 @@ impl Subscription {
                 Err(e) => Some(bad("gap notice", Box::new(e))),
             },
             "error" => {
-                #[derive(serde::Deserialize)]
-                struct StreamError {
-                    code: String,
-                    #[serde(default)]
-                    message: String,
-                }
-                let e = match serde_json::from_str::<StreamError>(&ev.data) {
+                let e = match serde_json::from_str::<bus_proto::error::ErrorDetail>(&ev.data) {
                     Ok(e) => Error::stream(e.code, e.message),
                     Err(_) => Error::stream("unknown".to_owned(), ev.data),
                 };

@@ -9,7 +9,7 @@
 //! the reader panics. Every read of the body is bounded by [`WAIT`](crate::WAIT), also while
 //! keep-alive comments keep arriving.
 
-use bus_client::sse::SseParser;
+use bus_proto::sse::SseParser;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;

@@ -23,25 +23,8 @@ pub const MAX_BACKOFF_STEPS: usize = 32;
 /// Longest consumer name.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// How deliveries are acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AckMode {
-    /// Each event is sent once and counts as handled when sent.
-    None,
-    /// Each delivery is pending until acked, and comes back when it is not.
-    Manual,
-}
-
-impl AckMode {
-    /// `none` or `manual`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::None => "none",
-            AckMode::Manual => "manual",
-        }
-    }
-}
+/// How deliveries are acknowledged (`none` or `manual`): the protocol's, from `bus-proto`.
+pub use bus_proto::AckMode;
 
 /// A consumer's delivery settings; fixed when the consumer is created.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -124,15 +107,9 @@ impl ConsumerSettings {
     pub fn with_query(mut self, q: &HashMap<String, String>) -> Result<ConsumerSettings, Error> {
         let s = &mut self;
         if let Some(v) = q.get("ack") {
-            s.ack = match v.as_str() {
-                "none" => AckMode::None,
-                "manual" => AckMode::Manual,
-                other => {
-                    return Err(invalid(format!(
-                        "ack must be none or manual, got {other:?}"
-                    )));
-                }
-            };
+            s.ack = v
+                .parse()
+                .map_err(|e: bus_proto::ack::AckModeParseError| invalid(e.to_string()))?;
         }
         if let Some(v) = q.get("ack_wait") {
             s.ack_wait = bounded_duration("ack_wait", v)?;

@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use bus_proto::AckStatus;
 
 use super::query::{NoParams, Params, Query};
 use super::stream::required;
@@ -162,11 +163,11 @@ pub async fn seek(
 
 fn status(o: Outcome, id: &str, consumer: &str) -> Result<&'static str, Error> {
     Ok(match o {
-        Outcome::Acked => "acked",
-        Outcome::AlreadyResolved => "already_acked",
-        Outcome::Nacked => "nacked",
-        Outcome::InProgress => "in_progress",
-        Outcome::Terminated => "terminated",
+        Outcome::Acked => AckStatus::Acked,
+        Outcome::AlreadyResolved => AckStatus::AlreadyAcked,
+        Outcome::Nacked => AckStatus::Nacked,
+        Outcome::InProgress => AckStatus::InProgress,
+        Outcome::Terminated => AckStatus::Terminated,
         Outcome::NotDelivered => {
             return Err(Error::new(
                 ErrorCode::NotDelivered,
@@ -181,7 +182,8 @@ fn status(o: Outcome, id: &str, consumer: &str) -> Result<&'static str, Error> {
                 ),
             ));
         }
-    })
+    }
+    .as_str())
 }
 
 fn verb(op: &str, delay: Option<&str>) -> Result<Verb, Error> {

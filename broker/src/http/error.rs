@@ -10,8 +10,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body =
-            serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        let body = bus_proto::error::ErrorBody::new(self.code, self.message);
         (status, axum::Json(body)).into_response()
     }
 }

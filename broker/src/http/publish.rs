@@ -22,16 +22,18 @@ const BODY_SLACK_BYTES: usize = 64 * 1024;
 /// Body limit of a batch.
 pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
 
-/// A receipt as JSON.
+/// A receipt as JSON: the wire [`bus_proto::Receipt`] (`duplicate` only when true).
 pub fn receipt_json(r: &Receipt, subject: &str) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "id": r.id, "namespace": r.namespace, "sequence": r.sequence,
-        "subject": subject, "time": format_rfc3339(r.time_ns),
-    });
-    if r.duplicate {
-        v["duplicate"] = serde_json::Value::Bool(true);
-    }
-    v
+    let mut wire = bus_proto::Receipt::new(
+        r.id.clone(),
+        r.namespace.clone(),
+        r.sequence,
+        subject.to_owned(),
+        format_rfc3339(r.time_ns),
+    );
+    wire.duplicate = r.duplicate;
+    // Strings, numbers and a bool: serialising cannot fail.
+    serde_json::to_value(wire).unwrap_or_default()
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {

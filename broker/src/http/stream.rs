@@ -214,14 +214,28 @@ pub async fn stream(
 
 /// `event: gap`: events `missed_from..resume_at` of `namespace` were deleted by retention.
 fn gap_event(namespace: &str, missed_from: u64, resume_at: u64) -> SseEvent {
-    let gap = serde_json::json!({"namespace": namespace, "missed_from": missed_from, "resume_at": resume_at});
-    SseEvent::default().event("gap").data(gap.to_string())
+    SseEvent::default()
+        .event("gap")
+        .data(gap_json(namespace, missed_from, resume_at).to_string())
+}
+
+/// The wire [`bus_proto::Gap`] as a JSON value (keys in the order serde_json's map keeps).
+fn gap_json(namespace: &str, missed_from: u64, resume_at: u64) -> serde_json::Value {
+    let gap = bus_proto::Gap {
+        namespace: namespace.to_owned(),
+        missed_from,
+        resume_at,
+    };
+    // Strings and numbers: serialising cannot fail.
+    serde_json::to_value(gap).unwrap_or_default()
 }
 
 /// `event: error`: the stream ends because of `e`.
 fn error_event(e: &Error) -> SseEvent {
-    let err = serde_json::json!({"code": e.code.as_str(), "message": e.message});
-    SseEvent::default().event("error").data(err.to_string())
+    let err = bus_proto::error::ErrorDetail::new(e.code, e.message.as_str());
+    // Two strings: serialising cannot fail.
+    let data = serde_json::to_string(&err).unwrap_or_default();
+    SseEvent::default().event("error").data(data)
 }
 
 fn sse_response(
@@ -437,7 +451,7 @@ pub async fn pull(
     let gaps: Vec<_> = page
         .gaps
         .iter()
-        .map(|(ns, from, to)| serde_json::json!({"namespace": ns, "missed_from": from, "resume_at": to}))
+        .map(|(ns, from, to)| gap_json(ns, *from, *to))
         .collect();
     body.push_str(",\"gaps\":");
     body.push_str(&serde_json::Value::Array(gaps).to_string());

@@ -7,7 +7,8 @@
 //! status 2, with a last line naming the ids that failed. Acking an event that was already
 //! acked succeeds (`already acked <id>`).
 
-use bus_client::{AckItem, AckOp, AckStatus};
+use bus_client::{AckItem, AckOp};
+use bus_proto::AckStatus;
 
 use crate::error::{CliError, chain};
 use crate::output::{Output, notice};

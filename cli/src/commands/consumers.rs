@@ -13,7 +13,8 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 
-use bus_client::{ApiError, ConsumerInfo};
+use bus_client::ApiError;
+use bus_proto::ConsumerInfo;
 
 use crate::args::{Backoff, ConsumersAction, MaxDeliver};
 use crate::error::CliError;

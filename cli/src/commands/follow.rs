@@ -24,9 +24,9 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use bus_client::{
-    Client, ConnectOptions, ConsumerKind, ErrorKind, ReconnectPolicy, Start, StreamItem,
-    SubscribeOptions, Subscription,
+    Client, ConnectOptions, ErrorKind, ReconnectPolicy, StreamItem, SubscribeOptions, Subscription,
 };
+use bus_proto::{ConsumerKind, Start};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::error::CliError;

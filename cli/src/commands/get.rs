@@ -32,7 +32,8 @@
 
 use std::time::Duration;
 
-use bus_client::{AckMode, Message, StreamItem, SubscribeOptions, Subscription};
+use bus_client::{Message, StreamItem, SubscribeOptions, Subscription};
+use bus_proto::AckMode;
 
 use super::exec::{Exec, Outcome};
 use super::follow::{Follower, Signals, Step};

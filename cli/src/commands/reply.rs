@@ -22,9 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use bus_client::{
-    Answer, HandlerError, Message, ServeOptions, Start, SubscribeOptions, header_safe,
-};
+use bus_client::{Answer, HandlerError, Message, ServeOptions, SubscribeOptions, header_safe};
+use bus_proto::Start;
 
 use crate::args::ReplyArgs;
 use crate::error::CliError;

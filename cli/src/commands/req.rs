@@ -13,8 +13,8 @@
 //! Exit statuses: 0 replied (or stopped by a signal); 1 an error reply (the responder's message on stderr); 3 no
 //! responders (nothing stored); 4 no reply within `--timeout`.
 
-use bus_broker::event::{push_headers, push_json_str, push_payload};
 use bus_client::Reply;
+use bus_proto::event::{push_headers, push_json_str, push_payload};
 
 use crate::args::ReqArgs;
 use crate::error::CliError;

@@ -9,17 +9,24 @@
 //! every later event carries until another `id:` changes it. `retry:` with only digits sets
 //! the reconnection delay. An event is dispatched at an empty line, and only when it has data.
 //!
-//! The parser holds at most `max_event_bytes` of one pending line plus one pending event's
-//! data; past that [`SseParser::next_event`] returns [`SseError::TooLarge`] and the stream
-//! cannot be parsed further.
+//! **Bound and overflow policy.** The parser holds at most `max_event_bytes` of one pending
+//! line plus `max_event_bytes` of one pending event's data (and the events completed but not
+//! yet taken). A line or an event's data past the bound fails the parser: events completed
+//! before it are still returned, then [`SseParser::next_event`] returns
+//! [`SseError::TooLarge`] for good, the buffers are freed and later input is ignored. A
+//! stream that sent an oversized event cannot be resynchronised (its next line may be the
+//! middle of that event), so the reader must drop the connection.
+//!
+//! To drive it from a test: [`SseParser::parse`] feeds a chunk and returns the events it
+//! completed, or [`SseParser::parse_all`] parses a whole body at once.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Default bound on the bytes of one event (its line and data buffers): 64 MiB.
 ///
-/// ```no_run
-/// use bus_client::sse::{DEFAULT_MAX_EVENT_BYTES, SseParser};
+/// ```
+/// use bus_proto::sse::{DEFAULT_MAX_EVENT_BYTES, SseParser};
 /// let parser = SseParser::new(DEFAULT_MAX_EVENT_BYTES);
 /// assert_eq!(parser.max_event_bytes(), DEFAULT_MAX_EVENT_BYTES);
 /// ```
@@ -29,8 +36,8 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One dispatched event.
 ///
-/// ```no_run
-/// # fn demo(parser: &mut bus_client::sse::SseParser) -> Result<(), bus_client::sse::SseError> {
+/// ```
+/// # fn demo(parser: &mut bus_proto::sse::SseParser) -> Result<(), bus_proto::sse::SseError> {
 /// while let Some(ev) = parser.next_event()? {
 ///     match ev.event.as_str() {
 ///         "message" => println!("{} (id {:?})", ev.data, ev.id),
@@ -52,8 +59,8 @@ pub struct SseEvent {
 
 /// The parser met something it cannot go on from.
 ///
-/// ```no_run
-/// use bus_client::sse::{SseError, SseParser};
+/// ```
+/// use bus_proto::sse::{SseError, SseParser};
 /// let mut parser = SseParser::new(16);
 /// parser.feed(b"data: far more than sixteen bytes\n\n");
 /// assert_eq!(parser.next_event(), Err(SseError::TooLarge { limit: 16 }));
@@ -70,9 +77,9 @@ pub enum SseError {
 
 /// The incremental parser. See the module docs.
 ///
-/// ```no_run
-/// # fn demo() -> Result<(), bus_client::sse::SseError> {
-/// use bus_client::sse::SseParser;
+/// ```
+/// # fn demo() -> Result<(), bus_proto::sse::SseError> {
+/// use bus_proto::sse::SseParser;
 /// let mut parser = SseParser::default();
 /// parser.feed(b"event: greeting\nid: 7\ndata: hello\n");
 /// parser.feed(b"data: world\n\n");
@@ -122,9 +129,9 @@ impl Default for SseParser {
 impl SseParser {
     /// A parser bounding one event (and one line) to `max_event_bytes`.
     ///
-    /// ```no_run
+    /// ```
     /// // At most 1 MiB per event.
-    /// let parser = bus_client::sse::SseParser::new(1024 * 1024);
+    /// let parser = bus_proto::sse::SseParser::new(1024 * 1024);
     /// ```
     pub fn new(max_event_bytes: usize) -> SseParser {
         SseParser {
@@ -147,9 +154,9 @@ impl SseParser {
     /// Adds received bytes. Complete lines are processed at once; events they complete are
     /// queued for [`next_event`](Self::next_event).
     ///
-    /// ```no_run
-    /// # fn demo() -> Result<(), bus_client::sse::SseError> {
-    /// let mut parser = bus_client::sse::SseParser::default();
+    /// ```
+    /// # fn demo() -> Result<(), bus_proto::sse::SseError> {
+    /// let mut parser = bus_proto::sse::SseParser::default();
     /// // Chunks may split lines, even a CRLF, anywhere.
     /// parser.feed(b"data: hel");
     /// parser.feed(b"lo\r");
@@ -211,11 +218,54 @@ impl SseParser {
         }
     }
 
+    /// Feeds `chunk` ([`feed`](Self::feed)) and takes every event it completed
+    /// ([`next_event`](Self::next_event) until `None`). After an overflow the events
+    /// completed before it are returned first, and [`SseError::TooLarge`] from the next
+    /// call on.
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), bus_proto::sse::SseError> {
+    /// let mut parser = bus_proto::sse::SseParser::default();
+    /// assert!(parser.parse(b"data: a\n\nda")?.len() == 1);
+    /// assert_eq!(parser.parse(b"ta: b\n\n")?[0].data, "b");
+    /// # Ok(()) }
+    /// # demo().unwrap();
+    /// ```
+    pub fn parse(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+        self.feed(chunk);
+        let mut out = Vec::new();
+        loop {
+            match self.next_event() {
+                Ok(Some(e)) => out.push(e),
+                Ok(None) => return Ok(out),
+                // The events before an overflow come first; the error on the next call.
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => return Ok(out),
+            }
+        }
+    }
+
+    /// The events of a whole stream body, with the default bound; an event still open at
+    /// the end (no empty line after it) is not dispatched, as at the end of a stream. Fails
+    /// with [`SseError::TooLarge`] when any event exceeds the bound.
+    ///
+    /// ```
+    /// use bus_proto::sse::SseParser;
+    /// let events = SseParser::parse_all(b"event: subscribed\ndata: {}\n\nid: c-1\ndata: x\n\n").unwrap();
+    /// assert_eq!(events[1].id.as_deref(), Some("c-1"));
+    /// ```
+    pub fn parse_all(body: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+        let mut parser = SseParser::default();
+        let events = parser.parse(body)?;
+        parser.next_event()?;
+        Ok(events)
+    }
+
     /// The next complete event, `Ok(None)` when more bytes are needed.
     ///
-    /// ```no_run
-    /// # fn demo() -> Result<(), bus_client::sse::SseError> {
-    /// let mut parser = bus_client::sse::SseParser::default();
+    /// ```
+    /// # fn demo() -> Result<(), bus_proto::sse::SseError> {
+    /// let mut parser = bus_proto::sse::SseParser::default();
     /// parser.feed(b"data: x\n");
     /// assert_eq!(parser.next_event()?, None); // no empty line yet
     /// parser.feed(b"\n");
@@ -236,8 +286,8 @@ impl SseParser {
 
     /// The bound on one event given to [`SseParser::new`].
     ///
-    /// ```no_run
-    /// let parser = bus_client::sse::SseParser::new(4096);
+    /// ```
+    /// let parser = bus_proto::sse::SseParser::new(4096);
     /// assert_eq!(parser.max_event_bytes(), 4096);
     /// ```
     pub fn max_event_bytes(&self) -> usize {
@@ -246,9 +296,9 @@ impl SseParser {
 
     /// The reconnection delay the stream asked for with `retry:`, if any.
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
-    /// let mut parser = bus_client::sse::SseParser::default();
+    /// let mut parser = bus_proto::sse::SseParser::default();
     /// parser.feed(b"retry: 3000\n\n");
     /// assert_eq!(parser.retry(), Some(Duration::from_millis(3000)));
     /// ```
@@ -258,8 +308,8 @@ impl SseParser {
 
     /// The last event id buffer: the value of the last `id:` field seen.
     ///
-    /// ```no_run
-    /// let mut parser = bus_client::sse::SseParser::default();
+    /// ```
+    /// let mut parser = bus_proto::sse::SseParser::default();
     /// parser.feed(b"id: 41\ndata: x\n\n");
     /// assert_eq!(parser.last_event_id(), Some("41"));
     /// ```
@@ -269,8 +319,8 @@ impl SseParser {
 
     /// Comment lines (keep-alives) seen so far.
     ///
-    /// ```no_run
-    /// let mut parser = bus_client::sse::SseParser::default();
+    /// ```
+    /// let mut parser = bus_proto::sse::SseParser::default();
     /// parser.feed(b": keep-alive\n");
     /// assert_eq!(parser.comments(), 1);
     /// ```
@@ -505,5 +555,38 @@ mod tests {
         let mut p = SseParser::new(16);
         p.feed(&[b'x'; 17]);
         assert_eq!(p.next_event(), Err(SseError::TooLarge { limit: 16 }));
+    }
+
+    #[test]
+    fn events_before_an_overflow_are_kept_and_later_input_is_ignored() {
+        let mut p = SseParser::new(16);
+        p.feed(b"data: a\n\ndata: 0123456789abcdef\n\n");
+        assert_eq!(p.next_event(), Ok(Some(ev("message", "a", None))));
+        assert_eq!(p.next_event(), Err(SseError::TooLarge { limit: 16 }));
+        p.feed(b"data: b\n\n");
+        assert_eq!(p.next_event(), Err(SseError::TooLarge { limit: 16 }));
+        let mut p = SseParser::new(16);
+        let got = p.parse(b"data: a\n\ndata: 0123456789abcdef\n\n");
+        assert_eq!(got, Ok(vec![ev("message", "a", None)]));
+        assert_eq!(p.parse(b""), Err(SseError::TooLarge { limit: 16 }));
+    }
+
+    #[test]
+    fn parse_and_parse_all_agree_with_feed() {
+        let body = b"event: subscribed\ndata: {}\n\n: keep-alive\nid: c-1\ndata: x\n\ndata: open";
+        let all = SseParser::parse_all(body).unwrap();
+        assert_eq!(
+            all,
+            vec![
+                ev("subscribed", "{}", None),
+                ev("message", "x", Some("c-1"))
+            ]
+        );
+        let mut p = SseParser::default();
+        let mut got = Vec::new();
+        for c in body.chunks(3) {
+            got.extend(p.parse(c).unwrap());
+        }
+        assert_eq!(got, all);
     }
 }

@@ -1,0 +1,142 @@
+//! [`Receipt`]: the broker's answer to a publish, where the event was stored (`201`, or
+//! `200` for a duplicate; a batch answers `{"receipts": [...]}`).
+
+use serde::{Deserialize, Serialize};
+
+/// Where a published event was stored.
+///
+/// Written with the fields that apply only when they do: `duplicate` only when true,
+/// `confirmed` and `required` only for a publish that asked for confirmations. Read with
+/// the same defaults. [`Receipt::from_json`] keeps the text it read, for callers that pass
+/// it on unchanged ([`Receipt::json`]).
+///
+/// ```
+/// use bus_proto::Receipt;
+/// let r = Receipt::from_json(
+///     r#"{"id":"user-1-00000000","namespace":"user","sequence":1,"subject":"user.created","time":"2026-11-23T13:22:11.123456789Z"}"#,
+/// ).unwrap();
+/// assert!(!r.duplicate && !r.is_confirmed());
+/// assert!(r.json().starts_with(r#"{"id":"user-1-00000000""#));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The event id.
+    pub id: String,
+    /// The namespace it went to.
+    pub namespace: String,
+    /// Its sequence in the namespace.
+    pub sequence: u64,
+    /// The subject.
+    pub subject: String,
+    /// Its creation time, RFC 3339.
+    pub time: String,
+    /// True when the dedup id had been seen within the window: nothing was stored and this is
+    /// the original event's receipt.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub duplicate: bool,
+    /// For a publish that waited for confirmations: the distinct consumers that acked the
+    /// event before the answer. `None` when no confirmation was asked for, or for a
+    /// duplicate (nothing is awaited then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<u64>,
+    /// For a publish that waited for confirmations: the confirmations asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<u64>,
+    /// The receipt JSON exactly as read by [`Receipt::from_json`] (empty otherwise).
+    #[serde(skip)]
+    json: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Receipt {
+    /// A receipt of a stored event, without the optional parts.
+    pub fn new(
+        id: String,
+        namespace: String,
+        sequence: u64,
+        subject: String,
+        time: String,
+    ) -> Self {
+        Receipt {
+            id,
+            namespace,
+            sequence,
+            subject,
+            time,
+            duplicate: false,
+            confirmed: None,
+            required: None,
+            json: String::new(),
+        }
+    }
+
+    /// Decodes a receipt, keeping its JSON text.
+    pub fn from_json(json: &str) -> Result<Receipt, serde_json::Error> {
+        let mut r: Receipt = serde_json::from_str(json)?;
+        json.clone_into(&mut r.json);
+        Ok(r)
+    }
+
+    /// The receipt JSON exactly as [`Receipt::from_json`] read it (empty for a receipt made
+    /// otherwise).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// Whether confirmation was asked for and all of it arrived in time (`confirmed` reached
+    /// `required`). False for a receipt without confirmation figures.
+    pub fn is_confirmed(&self) -> bool {
+        matches!((self.confirmed, self.required), (Some(k), Some(n)) if k >= n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_receipts() {
+        let json = r#"{"id":"user-1-9f3c2a1b","namespace":"user","sequence":1,"subject":"user.created","time":"2026-11-23T13:22:11.123456789Z"}"#;
+        let r = Receipt::from_json(json).unwrap();
+        assert!(!r.duplicate);
+        assert_eq!(r.json(), json);
+        let r = Receipt::from_json(&json.replace('}', r#","duplicate":true}"#)).unwrap();
+        assert!(r.duplicate);
+        assert!(!r.is_confirmed());
+        let r = Receipt::from_json(&json.replace('}', r#","confirmed":1,"required":2}"#)).unwrap();
+        assert_eq!((r.confirmed, r.required), (Some(1), Some(2)));
+        assert!(!r.is_confirmed());
+        let r = Receipt::from_json(&json.replace('}', r#","confirmed":2,"required":2}"#)).unwrap();
+        assert!(r.is_confirmed());
+    }
+
+    #[test]
+    fn writes_only_the_parts_that_apply() {
+        let mut r = Receipt::new(
+            "user-1-00000000".into(),
+            "user".into(),
+            1,
+            "user.created".into(),
+            "2026-11-23T13:22:11.000000000Z".into(),
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"id":"user-1-00000000","namespace":"user","sequence":1,"subject":"user.created","time":"2026-11-23T13:22:11.000000000Z"}"#
+        );
+        r.duplicate = true;
+        r.confirmed = Some(1);
+        r.required = Some(2);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (v["duplicate"].as_bool(), v["confirmed"].as_u64()),
+            (Some(true), Some(1))
+        );
+        assert_eq!(
+            Receipt::from_json(&v.to_string()).unwrap().required,
+            Some(2)
+        );
+    }
+}
