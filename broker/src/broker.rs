@@ -32,8 +32,9 @@ use crate::storage::{
 use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
 
-pub use crate::interest::{InterestGuard as SubscriptionGuard, SubscriptionInfo};
+pub use crate::interest::InterestGuard as SubscriptionGuard;
 pub use crate::publisher::{Publish, Publisher};
+pub use bus_proto::{NamespaceInfo, SubscriptionInfo};
 
 /// Why the broker could not open.
 #[derive(Debug, thiserror::Error)]
@@ -44,29 +45,6 @@ pub enum BrokerError {
     /// The data directory could not be opened (locked, damaged, unreadable).
     #[error(transparent)]
     Storage(#[from] StorageError),
-}
-
-/// Figures of one namespace, as management reports them.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NamespaceInfo {
-    /// The namespace.
-    pub name: String,
-    /// Events held.
-    pub events: u64,
-    /// Bytes on disk.
-    pub bytes: u64,
-    /// Oldest retained sequence (the next one when empty).
-    pub first_sequence: u64,
-    /// Newest sequence (0 when nothing was published).
-    pub last_sequence: u64,
-    /// Segment files.
-    pub segments: u64,
-    /// Live subscriptions whose pattern touches this namespace.
-    pub subscribers: u64,
-    /// The fsync policy.
-    pub fsync: String,
-    /// Why the namespace is read-only, if it is.
-    pub read_only: Option<String>,
 }
 
 /// A page of pulled events.

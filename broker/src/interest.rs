@@ -18,20 +18,7 @@ use crate::subject::{Pattern, Subject};
 use crate::sync::lock;
 use crate::trie::SharedSubjectTrie;
 
-/// A live subscription as management lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SubscriptionInfo {
-    /// Subscription id.
-    pub id: String,
-    /// Its pattern.
-    pub pattern: String,
-    /// When it started (RFC 3339).
-    pub started: String,
-    /// Events delivered so far.
-    pub delivered: u64,
-    /// `stream` (ack mode none, no consumer) or `consumer` (a member of a consumer).
-    pub kind: &'static str,
-}
+pub use bus_proto::SubscriptionInfo;
 
 /// What is kept of one live subscription.
 struct Entry {
@@ -119,7 +106,7 @@ impl Interest {
                 pattern: e.pattern.as_str().to_owned(),
                 started: crate::units::format_rfc3339(e.started_ns),
                 delivered: e.delivered.load(Ordering::Relaxed),
-                kind: e.kind,
+                kind: e.kind.to_owned(),
             })
             .collect()
     }

@@ -21,7 +21,6 @@ use crate::metrics::{Metrics, NamespaceCounters};
 use crate::namespaces::Namespaces;
 use crate::storage::{Event, EventLog, IdLookup, LogReader, ReadItem, Start};
 use crate::subject::{NamespaceScope, Pattern};
-use crate::units::parse_rfc3339;
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,21 +41,16 @@ pub enum StartSpec {
 impl StartSpec {
     /// Parses `oldest`, `newest`, an RFC 3339 time, or an event id / cursor.
     pub fn parse(s: &str) -> Result<StartSpec, Error> {
-        match s.trim() {
-            "oldest" => Ok(StartSpec::Oldest),
-            "newest" | "" => Ok(StartSpec::Newest),
-            t => {
-                if let Some(ns) = parse_rfc3339(t) {
-                    return Ok(StartSpec::Time(ns));
-                }
-                Cursor::parse(t).map(StartSpec::Cursor).ok_or_else(|| {
-                    Error::new(
-                        ErrorCode::InvalidStart,
-                        format!("invalid start {t:?}: expected oldest, newest, an RFC 3339 time, or an event id or cursor"),
-                    )
-                })
-            }
-        }
+        let invalid =
+            |e: bus_proto::InvalidStart| Error::new(ErrorCode::InvalidStart, e.to_string());
+        Ok(match bus_proto::Start::parse_param(s).map_err(invalid)? {
+            bus_proto::Start::Oldest => StartSpec::Oldest,
+            bus_proto::Start::Newest => StartSpec::Newest,
+            bus_proto::Start::Time(ns) => StartSpec::Time(ns),
+            bus_proto::Start::Cursor(c) => StartSpec::Cursor(
+                Cursor::parse(&c).ok_or_else(|| invalid(bus_proto::InvalidStart(c.clone())))?,
+            ),
+        })
     }
 }
 

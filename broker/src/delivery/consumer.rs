@@ -40,17 +40,9 @@ pub const DEAD_LETTER_PREFIX: &str = "_bus_.dead";
 /// Key prefix of durable consumers in the state store.
 pub const STATE_PREFIX: &str = "consumer/";
 
-/// What kind of consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConsumerKind {
-    /// Named, persisted, survives its members and restarts.
-    Durable,
-    /// Named, in memory, dropped with its last member.
-    Group,
-    /// One manual-ack subscription (a group of one), dropped with it.
-    Subscription,
-}
+/// What kind of consumer (the wire type; this broker makes only `Durable`, `Group` and
+/// `Subscription`).
+pub use bus_proto::ConsumerKind;
 
 /// The persisted record of a durable consumer.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -170,39 +162,8 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-/// A consumer as `GET /v1/consumers` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConsumerInfo {
-    /// Name.
-    pub name: String,
-    /// `durable`, `group` or `subscription`.
-    pub kind: ConsumerKind,
-    /// Filter pattern.
-    pub pattern: String,
-    /// Creation time (RFC 3339).
-    pub created: String,
-    /// Ack mode.
-    pub ack: AckMode,
-    /// Ack wait.
-    pub ack_wait: String,
-    /// Deliveries before dead-lettering (absent: unlimited).
-    pub max_deliver: Option<u32>,
-    /// Backoff steps.
-    pub backoff: Vec<String>,
-    /// Bound on unacknowledged deliveries.
-    pub max_in_flight: usize,
-    /// Next sequence to read, per namespace read so far.
-    pub positions: BTreeMap<String, u64>,
-    /// Delivered, not yet acknowledged.
-    pub pending: usize,
-    /// Redeliveries made.
-    pub redelivered: u64,
-    /// Live members.
-    pub members: usize,
-    /// Events in the namespaces it touches not yet read (an upper bound: events not
-    /// matching the filter count too).
-    pub lag: u64,
-}
+/// A consumer as `GET /v1/consumers` lists it (the wire type).
+pub use bus_proto::ConsumerInfo;
 
 /// One acknowledgement of a batch.
 #[derive(Debug, Clone)]
@@ -385,18 +346,14 @@ impl Consumer {
             pattern: self.pattern.as_str().to_owned(),
             created: crate::units::format_rfc3339(self.created_ns),
             ack: settings.ack,
-            ack_wait: format!("{}ms", settings.ack_wait.as_millis()),
+            ack_wait: settings.ack_wait,
             max_deliver: settings.max_deliver,
-            backoff: settings
-                .backoff
-                .iter()
-                .map(|d| format!("{}ms", d.as_millis()))
-                .collect(),
-            max_in_flight: settings.max_in_flight,
+            backoff: settings.backoff.clone(),
+            max_in_flight: settings.max_in_flight as u64,
             positions,
-            pending,
+            pending: pending as u64,
             redelivered,
-            members,
+            members: members as u64,
             lag,
         }
     }

@@ -160,8 +160,8 @@ impl Consumers {
                 ErrorCode::ConsumerConflict,
                 format!(
                     "{name:?} is a {} consumer; it cannot be attached as a {}",
-                    kind_str(c.kind()),
-                    kind_str(kind)
+                    c.kind().as_str(),
+                    kind.as_str()
                 ),
             ));
         }
@@ -190,14 +190,6 @@ impl Consumers {
             map.remove(c.name());
             c.deleted().cancel();
         }
-    }
-}
-
-fn kind_str(k: ConsumerKind) -> &'static str {
-    match k {
-        ConsumerKind::Durable => "durable",
-        ConsumerKind::Group => "group",
-        ConsumerKind::Subscription => "subscription",
     }
 }
 

@@ -1,8 +1,8 @@
 //! Management endpoints: namespaces, subscriptions, health and metrics.
 //!
 //! Namespaces and subscriptions are answered in their `bus-proto` wire types
-//! ([`bus_proto::NamespaceInfo`], [`bus_proto::SubscriptionInfo`]), converted from the
-//! broker's figures field by field.
+//! ([`bus_proto::NamespaceInfo`], [`bus_proto::SubscriptionInfo`]), which the broker
+//! builds directly.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -12,39 +12,9 @@ use super::query::{NoParams, Query};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 
-/// The wire form of a namespace's figures.
-fn namespace_json(n: crate::broker::NamespaceInfo) -> bus_proto::NamespaceInfo {
-    bus_proto::NamespaceInfo {
-        name: n.name,
-        events: n.events,
-        bytes: n.bytes,
-        first_sequence: n.first_sequence,
-        last_sequence: n.last_sequence,
-        segments: n.segments,
-        subscribers: n.subscribers,
-        fsync: n.fsync,
-        read_only: n.read_only,
-    }
-}
-
-/// The wire form of a live subscription.
-fn subscription_json(s: crate::broker::SubscriptionInfo) -> bus_proto::SubscriptionInfo {
-    bus_proto::SubscriptionInfo {
-        id: s.id,
-        pattern: s.pattern,
-        started: s.started,
-        delivered: s.delivered,
-        kind: s.kind.to_owned(),
-    }
-}
-
 /// `GET /v1/namespaces`.
 pub async fn namespaces(State(broker): State<Broker>, _: Query<NoParams>) -> Response {
-    let all: Vec<_> = broker
-        .namespaces()
-        .into_iter()
-        .map(namespace_json)
-        .collect();
+    let all: Vec<_> = broker.namespaces().into_iter().collect();
     axum::Json(all).into_response()
 }
 
@@ -57,7 +27,7 @@ pub async fn namespace(
     let Path(name) = name.map_err(super::error::bad_path)?;
     broker
         .namespace(&name)
-        .map(|n| axum::Json(namespace_json(n)).into_response())
+        .map(|n| axum::Json(n).into_response())
         .ok_or_else(|| {
             Error::new(
                 ErrorCode::UnknownNamespace,
@@ -68,11 +38,7 @@ pub async fn namespace(
 
 /// `GET /v1/subscriptions`.
 pub async fn subscriptions(State(broker): State<Broker>, _: Query<NoParams>) -> Response {
-    let all: Vec<_> = broker
-        .subscriptions()
-        .into_iter()
-        .map(subscription_json)
-        .collect();
+    let all: Vec<_> = broker.subscriptions().into_iter().collect();
     axum::Json(all).into_response()
 }
 

@@ -331,9 +331,9 @@ async fn consumer_stream(
         "pattern": info.pattern,
         "from": from,
         "ack": info.ack,
-        "ack_wait": info.ack_wait,
+        "ack_wait": format!("{}ms", info.ack_wait.as_millis()),
         "max_deliver": info.max_deliver,
-        "backoff": info.backoff,
+        "backoff": info.backoff.iter().map(|d| format!("{}ms", d.as_millis())).collect::<Vec<_>>(),
         "max_in_flight": info.max_in_flight,
     });
     let token = broker.shutdown_token();
