@@ -197,6 +197,37 @@ impl SseReader {
         }
     }
 
+    /// For benches: hands every line of the rest of the body (without its `\n`) to
+    /// `on_line`, until it returns `false` or the body ends. No parsing and no per-read
+    /// bound, so that a bench sharing the cores with the broker measures the broker rather
+    /// than this reader; the caller bounds the run. A line is bounded by
+    /// [`MAX_SSE_EVENT_BYTES`] (the reader panics past it).
+    pub async fn for_each_line(mut self, mut on_line: impl FnMut(&[u8]) -> bool) {
+        let mut buf: Vec<u8> = std::mem::take(&mut self.unfed).to_vec();
+        loop {
+            let mut start = 0;
+            while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+                if !on_line(&buf[start..start + pos]) {
+                    return;
+                }
+                start += pos + 1;
+            }
+            buf.drain(..start);
+            assert!(
+                buf.len() <= MAX_SSE_EVENT_BYTES,
+                "an SSE line exceeds {MAX_SSE_EVENT_BYTES} bytes"
+            );
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        buf.extend_from_slice(data);
+                    }
+                }
+                Some(Err(_)) | None => return,
+            }
+        }
+    }
+
     /// The next message (of any event type), skipping comments; `None` once the stream ended.
     /// Panics when no message arrives within [`WAIT`](crate::WAIT), also while keep-alive
     /// comments do.

@@ -2,8 +2,9 @@
 //! seeking by sequence is O(1) and by time O(log n), without reading the segment.
 //!
 //! Written when a segment is sealed; checked when loaded (magic, version, first sequence,
-//! the segment's length and a CRC-32 over the whole file); rebuilt by scanning the segment
-//! (which verifies every record) if missing or damaged. Layout, little-endian:
+//! the segment's length and a CRC-32 over the whole file). Rebuilding a missing or damaged
+//! one is the segment's job ([`super::segment::load_index`]): this file knows only the
+//! index format, not segments. Layout, little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -22,10 +23,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::StorageError;
 use super::mmap::MappedFile;
-use super::record::{self, Decoded};
-use super::segment::SEGMENT_HEADER_BYTES;
 
 /// Magic number at the start of every index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"BUSIDX\r\n";
@@ -93,28 +91,9 @@ impl SegmentIndex {
         write_atomically(path, &buf)
     }
 
-    /// Loads the index at `idx_path`, or rebuilds it from `data` (the mapped segment at
-    /// `log_path`) when it is missing or does not verify, writing the rebuilt one back.
-    pub fn load_or_rebuild(
-        idx_path: &Path,
-        log_path: &Path,
-        data: &Bytes,
-        first_seq: u64,
-    ) -> Result<SegmentIndex, StorageError> {
-        match Self::load(idx_path, first_seq, data.len() as u64) {
-            Ok(index) => return Ok(index),
-            Err(reason) => {
-                tracing::warn!(index = %idx_path.display(), reason, "rebuilding segment index");
-            }
-        }
-        let (offsets, end) = scan_sealed(log_path, data, first_seq)?;
-        if let Err(e) = Self::write(idx_path, first_seq, end, &offsets) {
-            tracing::warn!(index = %idx_path.display(), error = %e, "could not write rebuilt index");
-        }
-        Ok(Self::from_offsets(&offsets, end))
-    }
-
-    fn load(path: &Path, first_seq: u64, data_len: u64) -> Result<SegmentIndex, &'static str> {
+    /// Loads and checks the index at `path` for a segment of `data_len` bytes starting at
+    /// `first_seq`; the reason when it is missing or does not verify.
+    pub fn load(path: &Path, first_seq: u64, data_len: u64) -> Result<SegmentIndex, &'static str> {
         let map = MappedFile::open(path).map_err(|_| "missing or unreadable")?;
         let b: &[u8] = &map;
         if b.len() < HEADER_BYTES + 4 || b[..8] != INDEX_MAGIC {
@@ -148,48 +127,6 @@ impl SegmentIndex {
             data_len,
         })
     }
-}
-
-/// Scans a sealed segment, verifying every record: returns their offsets and the end of the
-/// last one. Any damage (including a torn end: a sealed segment was synced before the next
-/// one was made) is corruption.
-pub fn scan_sealed(
-    path: &Path,
-    data: &[u8],
-    first_seq: u64,
-) -> Result<(Vec<u32>, u64), StorageError> {
-    let mut offsets = Vec::new();
-    let mut pos = SEGMENT_HEADER_BYTES;
-    let mut seq = first_seq;
-    while pos < data.len() {
-        match record::decode(&data[pos..]) {
-            Decoded::Record(r, n) if r.sequence == seq => {
-                offsets.push(pos as u32);
-                pos += n;
-                seq += 1;
-            }
-            Decoded::Record(..) => {
-                return Err(StorageError::corrupt(
-                    path,
-                    pos as u64,
-                    seq,
-                    "sequence out of order",
-                ));
-            }
-            Decoded::Incomplete => {
-                return Err(StorageError::corrupt(
-                    path,
-                    pos as u64,
-                    seq,
-                    "segment ends inside a record",
-                ));
-            }
-            Decoded::Invalid(reason) => {
-                return Err(StorageError::corrupt(path, pos as u64, seq, reason));
-            }
-        }
-    }
-    Ok((offsets, pos as u64))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, so that a crash

@@ -42,7 +42,7 @@ use bytes::Bytes;
 use super::disk::{LOCK_FILE, STATE_DIR, lock_dir};
 use super::io::{DataFile, FileSystem as _, StdFs};
 use super::record::{self, Decoded};
-use super::{Corruption, Event, StorageError, TornTail, check_namespace, index, recovery, segment};
+use super::{Corruption, Event, StorageError, TornTail, check_namespace, recovery, segment};
 
 /// The largest file read as a segment: the largest segment size (1 GiB) plus the largest
 /// record (272 MiB), which a batch that fits no segment writes alone; a larger file is
@@ -429,7 +429,7 @@ fn scan_sealed(seg: &SegmentFile, data: Bytes, next: u64) -> Result<Scanned, Ins
     if let Err(reason) = segment::decode_header(&data, seg.first_seq) {
         return damaged_at(0, seg.first_seq, reason.to_owned());
     }
-    let (offsets, end) = match index::scan_sealed(&seg.path, &data, seg.first_seq) {
+    let (offsets, end) = match segment::scan_sealed(&seg.path, &data, seg.first_seq) {
         Ok(found) => found,
         Err(e) => {
             return match e.corruption() {

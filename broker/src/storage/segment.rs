@@ -26,7 +26,7 @@ use super::StorageError;
 use super::index::SegmentIndex;
 use super::io::{DataFile, FileSystem};
 use super::mmap::MappedFile;
-use super::record;
+use super::record::{self, Decoded};
 
 /// Magic number at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BUSSEG\r\n";
@@ -148,8 +148,7 @@ impl SealedSegment {
         let data = Bytes::from_owner(map);
         decode_header(&data, self.first_seq)
             .map_err(|r| StorageError::corrupt(&self.path, 0, self.first_seq, r))?;
-        let index =
-            SegmentIndex::load_or_rebuild(&self.index_path(), &self.path, &data, self.first_seq)?;
+        let index = load_index(&self.index_path(), &self.path, &data, self.first_seq)?;
         if index.len() as u64 != self.events() {
             return Err(StorageError::corrupt(
                 &self.path,
@@ -205,6 +204,69 @@ pub(crate) fn create(
 /// The `.idx` path beside a `.log` path.
 pub fn index_path_for(log: &Path) -> PathBuf {
     log.with_extension("idx")
+}
+
+/// Loads the index at `idx_path`, or rebuilds it from `data` (the mapped segment at
+/// `log_path`) when it is missing or does not verify, writing the rebuilt one back.
+pub fn load_index(
+    idx_path: &Path,
+    log_path: &Path,
+    data: &Bytes,
+    first_seq: u64,
+) -> Result<SegmentIndex, StorageError> {
+    match SegmentIndex::load(idx_path, first_seq, data.len() as u64) {
+        Ok(index) => return Ok(index),
+        Err(reason) => {
+            tracing::warn!(index = %idx_path.display(), reason, "rebuilding segment index");
+        }
+    }
+    let (offsets, end) = scan_sealed(log_path, data, first_seq)?;
+    if let Err(e) = SegmentIndex::write(idx_path, first_seq, end, &offsets) {
+        tracing::warn!(index = %idx_path.display(), error = %e, "could not write rebuilt index");
+    }
+    Ok(SegmentIndex::from_offsets(&offsets, end))
+}
+
+/// Scans a sealed segment, verifying every record: returns their offsets and the end of the
+/// last one. Any damage (including a torn end: a sealed segment was synced before the next
+/// one was made) is corruption.
+pub fn scan_sealed(
+    path: &Path,
+    data: &[u8],
+    first_seq: u64,
+) -> Result<(Vec<u32>, u64), StorageError> {
+    let mut offsets = Vec::new();
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut seq = first_seq;
+    while pos < data.len() {
+        match record::decode(&data[pos..]) {
+            Decoded::Record(r, n) if r.sequence == seq => {
+                offsets.push(pos as u32);
+                pos += n;
+                seq += 1;
+            }
+            Decoded::Record(..) => {
+                return Err(StorageError::corrupt(
+                    path,
+                    pos as u64,
+                    seq,
+                    "sequence out of order",
+                ));
+            }
+            Decoded::Incomplete => {
+                return Err(StorageError::corrupt(
+                    path,
+                    pos as u64,
+                    seq,
+                    "segment ends inside a record",
+                ));
+            }
+            Decoded::Invalid(reason) => {
+                return Err(StorageError::corrupt(path, pos as u64, seq, reason));
+            }
+        }
+    }
+    Ok((offsets, pos as u64))
 }
 
 #[cfg(test)]
