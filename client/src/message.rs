@@ -13,12 +13,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use bus_proto::units::parse_rfc3339;
+use bus_proto::DecodedEvent;
 
 pub use bus_proto::{Gap, NamespaceInfo, Receipt, Start, StartParseError};
 
@@ -68,35 +66,6 @@ pub struct Message {
     acker: Option<Acker>,
 }
 
-/// The event JSON's fields.
-#[derive(Deserialize)]
-struct WireEvent {
-    id: String,
-    subject: String,
-    namespace: String,
-    sequence: u64,
-    time: String,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    reply_to: Option<String>,
-    #[serde(default)]
-    msg_id: Option<String>,
-    #[serde(default)]
-    content_type: Option<String>,
-    /// `Some` also for a JSON `null` payload, which is the four bytes `null`.
-    #[serde(default, deserialize_with = "present")]
-    payload: Option<Box<RawValue>>,
-    #[serde(default)]
-    encoding: Option<String>,
-    #[serde(default)]
-    delivery_count: Option<u32>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
-}
-
 impl Message {
     /// Decodes one event from its JSON form.
     ///
@@ -115,39 +84,20 @@ impl Message {
 
     /// Decodes one event from an already delimited JSON value, keeping it as the raw form.
     pub(crate) fn from_raw(raw: Box<RawValue>) -> Result<Message, DecodeError> {
-        let w: WireEvent = serde_json::from_str(raw.get()).map_err(DecodeError::Json)?;
-        let time_ns = parse_rfc3339(&w.time).ok_or_else(|| DecodeError::Time(w.time.clone()))?;
-        let payload = match (&w.payload, w.encoding.as_deref()) {
-            (None, _) => Bytes::new(),
-            (Some(p), Some("base64")) => {
-                let s: String = serde_json::from_str(p.get())
-                    .map_err(|_| DecodeError::Payload("a base64 payload must be a string"))?;
-                Bytes::from(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(s)
-                        .map_err(|_| DecodeError::Payload("invalid base64 payload"))?,
-                )
-            }
-            (Some(_), Some(other)) => return Err(DecodeError::Encoding(other.to_owned())),
-            (Some(p), None) if p.get().starts_with('"') => {
-                let s: String = serde_json::from_str(p.get()).map_err(DecodeError::Json)?;
-                Bytes::from(s)
-            }
-            (Some(p), None) => Bytes::copy_from_slice(p.get().as_bytes()),
-        };
+        let e = DecodedEvent::decode(raw.get())?;
         Ok(Message {
-            id: w.id,
-            subject: w.subject,
-            namespace: w.namespace,
-            sequence: w.sequence,
-            time: w.time,
-            time_ns,
-            headers: w.headers,
-            reply_to: w.reply_to,
-            msg_id: w.msg_id,
-            content_type: w.content_type,
-            payload,
-            delivery_count: w.delivery_count,
+            id: e.id,
+            subject: e.subject,
+            namespace: e.namespace,
+            sequence: e.sequence,
+            time: e.time,
+            time_ns: e.time_ns,
+            headers: e.headers,
+            reply_to: e.reply_to,
+            msg_id: e.msg_id,
+            content_type: e.content_type,
+            payload: e.payload,
+            delivery_count: e.delivery_count,
             json: raw.into(),
             acker: None,
         })
@@ -339,34 +289,8 @@ impl Message {
     }
 }
 
-/// An event's JSON could not be decoded.
-///
-/// ```no_run
-/// # fn demo(line: &str) {
-/// use bus_client::{DecodeError, Message};
-/// match Message::from_json(line) {
-///     Ok(m) => println!("{}", m.id),
-///     Err(DecodeError::Json(e)) => eprintln!("not an event: {e}"),
-///     Err(e) => eprintln!("{e}"),
-/// }
-/// # }
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Not JSON, or a field missing or of the wrong type.
-    #[error("invalid event JSON")]
-    Json(#[source] serde_json::Error),
-    /// The time is not RFC 3339.
-    #[error("invalid event time {0:?}")]
-    Time(String),
-    /// The payload does not match its encoding.
-    #[error("{0}")]
-    Payload(&'static str),
-    /// An encoding this client does not know.
-    #[error("unknown payload encoding {0:?}")]
-    Encoding(String),
-}
+/// Why an event JSON could not be decoded (the wire decoder's error, from `bus-proto`).
+pub use bus_proto::DecodeError;
 
 /// One page of `pull`.
 ///
@@ -414,7 +338,7 @@ mod tests {
         assert_eq!(m.time, "2026-11-23T13:22:11.123456789Z");
         assert_eq!(
             m.time_ns,
-            parse_rfc3339("2026-11-23T13:22:11.123456789Z").unwrap()
+            bus_proto::units::parse_rfc3339("2026-11-23T13:22:11.123456789Z").unwrap()
         );
         assert_eq!(m.headers["trace"], "abc");
         assert_eq!(m.content_type.as_deref(), Some("application/json"));

@@ -11,6 +11,7 @@
 //! `reply_to`, `msg_id`, `content_type`, `delivery_count` when set, then `payload` (and
 //! `encoding`).
 
+use base64::Engine as _;
 use serde_json::value::RawValue;
 
 use crate::units::write_rfc3339;
@@ -212,7 +213,7 @@ pub fn push_payload(out: &mut String, payload: &[u8], content_type: Option<&str>
         Payload::Text(t) => push_json_str(out, t),
         Payload::Binary(b) => {
             out.push('"');
-            crate::base64::encode_into(out, b);
+            base64::engine::general_purpose::STANDARD.encode_string(b, out);
             out.push_str("\",\"encoding\":\"base64\"");
         }
     }

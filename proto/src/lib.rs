@@ -13,7 +13,8 @@
 //!   [`cursor`] of [`Cursor`]s, a position per namespace, carried as the SSE `id:` and a pull
 //!   page's `cursor`.
 //! - [`event`]: the event JSON, written from an [`EventView`] of an event's fields (the one
-//!   form an event takes on the wire: SSE `data:`, pull pages, CLI output).
+//!   form an event takes on the wire: SSE `data:`, pull pages, CLI output);
+//!   [`decoded_event`]: [`DecodedEvent`], the same JSON read back.
 //! - [`receipt`]: [`Receipt`], the answer to a publish.
 //! - [`ack`]: [`AckMode`] (`none` / `manual`) and [`AckStatus`], the answer to an
 //!   acknowledgement.
@@ -31,9 +32,9 @@
 //! tolerate unknown fields, so a newer broker can add some.
 
 pub mod ack;
-mod base64;
 pub mod consumer;
 pub mod cursor;
+pub mod decoded_event;
 pub mod durations;
 pub mod error;
 pub mod event;
@@ -49,6 +50,7 @@ pub mod units;
 pub use ack::{AckMode, AckStatus};
 pub use consumer::{ConsumerInfo, ConsumerKind};
 pub use cursor::Cursor;
+pub use decoded_event::{DecodeError, DecodedEvent};
 pub use error::ErrorCode;
 pub use event::EventView;
 pub use gap::Gap;
