@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::value::RawValue;
 
 use crate::ack::{AckItem, AckOp, AckResult, AckStatus};
-use crate::consumer::{ConsumerInfo, SubscribeOptions};
+use crate::consumer::{ConsumerInfo, ConsumerUpdate, SubscribeOptions};
 use crate::error::{ApiError, Error, ErrorKind};
 use crate::message::{Gap, Message, NamespaceInfo, Page, Start};
 use crate::publish::{BatchItem, PublishBuilder};
@@ -791,6 +791,42 @@ impl Client {
             .call(req, self.inner.options.request_timeout)
             .await
             .map_err(|e| e.context(format!("cannot move consumer {name} to {to}")))?;
+        decode_json(&body)
+    }
+
+    /// Changes the settings of consumer `name` (ack wait, max deliveries, backoff, max in
+    /// flight; the ack mode and filter cannot change) and returns the consumer as it is now.
+    /// The broker answers once a durable consumer's new settings are durable.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// use std::time::Duration;
+    /// use bus_client::ConsumerUpdate;
+    /// let update = ConsumerUpdate {
+    ///     ack_wait: Some(Duration::from_secs(60)),
+    ///     max_deliver: Some(None), // unlimited
+    ///     ..ConsumerUpdate::default()
+    /// };
+    /// let c = client.update_consumer("orders", &update).await?;
+    /// assert_eq!(c.ack_wait, Duration::from_secs(60));
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_consumer(
+        &self,
+        name: &str,
+        update: &ConsumerUpdate,
+    ) -> Result<ConsumerInfo, Error> {
+        let path = format!("/v1/consumers/{}", encode(name));
+        let body = serde_json::to_vec(update).map_err(|e| {
+            Error::with_source(ErrorKind::InvalidInput, "cannot encode the settings", e)
+        })?;
+        let mut req = self.http_request(Method::PATCH, &path, Full::new(Bytes::from(body)))?;
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = self
+            .call(req, self.inner.options.request_timeout)
+            .await
+            .map_err(|e| e.context(format!("cannot change consumer {name}")))?;
         decode_json(&body)
     }
 

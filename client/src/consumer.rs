@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::client::encode;
 use crate::message::Start;
 
-pub use bus_proto::{AckMode, ConsumerInfo, ConsumerKind};
+pub use bus_proto::{AckMode, ConsumerInfo, ConsumerKind, ConsumerUpdate};
 
 /// How [`Client::subscribe_with`](crate::Client::subscribe_with) subscribes: where it starts
 /// and, for a consumer, its name and delivery settings. `Default` equals

@@ -173,7 +173,7 @@ pub use ack::{AckItem, AckOp, AckResult, AckStatus};
 pub use client::{
     Client, ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Statistics,
 };
-pub use consumer::{AckMode, ConsumerInfo, ConsumerKind, SubscribeOptions};
+pub use consumer::{AckMode, ConsumerInfo, ConsumerKind, ConsumerUpdate, SubscribeOptions};
 pub use error::{ApiError, Error, ErrorCode, ErrorKind, PublishError, RequestError};
 pub use message::{
     DecodeError, Gap, Message, NamespaceInfo, Page, Receipt, Start, StartParseError,

@@ -18,7 +18,8 @@
 //! - [`receipt`]: [`Receipt`], the answer to a publish.
 //! - [`ack`]: [`AckMode`] (`none` / `manual`) and [`AckStatus`], the answer to an
 //!   acknowledgement.
-//! - [`consumer`]: [`ConsumerInfo`] and [`ConsumerKind`], consumers as the broker lists them.
+//! - [`consumer`]: [`ConsumerInfo`] and [`ConsumerKind`], consumers as the broker lists them;
+//!   [`consumer_update`]: [`ConsumerUpdate`], the settings a `PATCH` changes.
 //! - [`namespace`]: [`NamespaceInfo`], a namespace's figures.
 //! - [`subscription`]: [`SubscriptionInfo`] (`GET /v1/subscriptions`) and [`Subscribed`],
 //!   the first message of a stream. [`gap`]: [`Gap`], events deleted by retention before
@@ -33,6 +34,7 @@
 
 pub mod ack;
 pub mod consumer;
+pub mod consumer_update;
 pub mod cursor;
 pub mod decoded_event;
 pub mod durations;
@@ -49,6 +51,7 @@ pub mod units;
 
 pub use ack::{AckMode, AckStatus};
 pub use consumer::{ConsumerInfo, ConsumerKind};
+pub use consumer_update::ConsumerUpdate;
 pub use cursor::Cursor;
 pub use decoded_event::{DecodeError, DecodedEvent};
 pub use error::ErrorCode;
