@@ -215,21 +215,6 @@ impl Broker {
         &self.inner.inboxes
     }
 
-    /// The registry of namespaces.
-    pub fn namespace_registry(&self) -> &Arc<Namespaces> {
-        &self.inner.namespaces
-    }
-
-    /// The registry of live subscriptions.
-    pub fn interest(&self) -> &Arc<Interest> {
-        &self.inner.interest
-    }
-
-    /// The publish path.
-    pub fn publisher(&self) -> &Publisher {
-        &self.inner.publisher
-    }
-
     /// Attaches a live subscription to a consumer (created on first attach).
     pub async fn attach(&self, pattern: &str, from: &str, a: Attach) -> Result<Member, Error> {
         let pattern = self.parse_pattern(pattern)?;

@@ -5,9 +5,10 @@
 //! guard removes it. Request/reply asks the trie whether anyone listens
 //! ([`Interest::has_subscribers`]); management lists and counts the entries.
 //!
-//! Bound: one entry per live subscription, so it is bounded by the connection limit (each
-//! SSE stream holds at most one subscription). Both maps are behind short `std` locks never
-//! held across an await.
+//! Bound: one entry per live SSE stream (plain or consumer member), so it grows with the
+//! streams the server holds: the connection limit bounds HTTP/1.1 streams, and HTTP/2 caps
+//! the streams per connection. Both maps are behind short `std` locks never held across an
+//! await.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

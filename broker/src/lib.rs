@@ -10,8 +10,20 @@
 //! - [`storage`]: the durable event log, one per namespace (the first token of a subject).
 //!   Framed, checksummed records in rolling segment files, group-committed `fdatasync`,
 //!   memory-mapped reads of sealed segments, crash recovery, retention. Everything above it
-//!   reaches storage only through the [`storage::Storage`] trait, so another engine can be
-//!   plugged in later.
+//!   reaches storage only through the [`storage::Storage`] trait; two engines implement it
+//!   (disk and memory), and [`broker::Broker::with_storage`] takes any other.
+//! - [`namespaces`]: [`namespaces::Namespaces`], the registry of logs over the trait, with
+//!   the namespace policy and the "namespace created" watch.
+//! - [`interest`]: [`interest::Interest`], the live subscriptions in the subject trie.
+//! - [`publisher`]: [`publisher::Publisher`], the publish path.
+//! - [`subscription`]: [`subscription::Subscription`], readers over the namespaces a pattern
+//!   touches, merged, with a cursor.
+//! - [`delivery`]: consumers (acks, redelivery, durable state, groups, dead letters),
+//!   working with [`delivery::ConsumerParts`] only.
+//! - [`request`] and [`inboxes`]: request/reply.
+//! - [`broker`]: [`broker::Broker`], the façade over all of the above, which nothing below
+//!   it knows.
+//! - [`http`] and [`server`]: the HTTP API and the server loop that serves it.
 //!
 //! The wire forms (the event JSON, error codes, start positions and cursors, units, the
 //! JSON of receipts, namespaces, consumers and subscriptions) are defined once in the

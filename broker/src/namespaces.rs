@@ -40,6 +40,9 @@ pub struct Namespaces {
     created: watch::Sender<u64>,
     /// Which namespaces may exist.
     policy: NamespacePolicy,
+    /// Set by [`Namespaces::close`]: no namespace is created after it (checked under
+    /// `creating`).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Namespaces {
@@ -68,6 +71,7 @@ impl Namespaces {
             creating: tokio::sync::Mutex::new(()),
             created: watch::Sender::new(0),
             policy,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -137,6 +141,12 @@ impl Namespaces {
         if let Some(log) = self.get(namespace) {
             return Ok(log);
         }
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+            ));
+        }
         let max = self.policy.max;
         if self.logs.read().unwrap_or_else(|e| e.into_inner()).len() >= max {
             return Err(Error::new(
@@ -162,6 +172,11 @@ impl Namespaces {
 
     /// Finishes queued appends, syncs and closes the engine.
     pub async fn close(&self) -> Result<(), StorageError> {
+        {
+            let _creating = self.creating.lock().await;
+            self.closed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         self.storage.close().await
     }
 }

@@ -1,8 +1,10 @@
 //! [`Publisher`]: the publish path — check subjects, find or create the namespace's log,
 //! append, count.
 //!
-//! It needs the namespace registry and the metrics, nothing else; the broker façade, the
-//! request path and the dead-letter sink publish through it. An append resolves once the
+//! It needs the namespace registry and the metrics, nothing else; the broker façade (for
+//! publishes and the requests of `request.rs`) and the dead-letter sink publish through it.
+//! Only the crate may publish internal events (into reserved namespaces, past the client
+//! limits). An append resolves once the
 //! events are durable under the namespace's fsync policy, so every receipt it returns names
 //! a durable event.
 
@@ -83,7 +85,7 @@ impl Publisher {
     }
 
     /// Publishes an event the broker makes itself (dead letters), into any namespace.
-    pub async fn publish_internal(&self, p: Publish) -> Result<Receipt, Error> {
+    pub(crate) async fn publish_internal(&self, p: Publish) -> Result<Receipt, Error> {
         let mut receipts = self.append(vec![p], false, true).await?;
         receipts
             .pop()

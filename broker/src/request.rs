@@ -20,9 +20,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a request may wait.
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Counts a stored request whose caller left before an outcome, when dropped armed.
+/// Counts a request whose caller left before an outcome, when dropped armed.
 struct Abandoned<'a> {
+    /// `bus_requests_total{outcome="abandoned"}`.
     counter: &'a std::sync::atomic::AtomicU64,
+    /// Whether dropping counts: until an outcome is counted, or the publish failed.
     armed: bool,
 }
 
@@ -81,13 +83,20 @@ impl Broker {
         })?;
         p.reply_to = Some(waiter.subject.as_str().to_owned());
         // Counts the request as abandoned if this future is dropped (the caller hung up)
-        // before an outcome was counted.
+        // before an outcome was counted. Armed before the publish: the caller may hang up
+        // while the append is answered (the responder can see the request before this task
+        // runs again), and the request is stored all the same.
         let mut abandoned = Abandoned {
             counter: &metrics.requests_abandoned,
-            armed: false,
+            armed: true,
         };
-        let receipt = self.publish(p).await?;
-        abandoned.armed = true;
+        let receipt = match self.publish(p).await {
+            Ok(r) => r,
+            Err(e) => {
+                abandoned.armed = false;
+                return Err(e);
+            }
+        };
         let token = self.shutdown_token();
         tokio::select! {
             reply = &mut waiter.reply => {

@@ -119,6 +119,8 @@ pub struct Subscription {
     known: HashSet<String>,
     /// Changes when a namespace is created.
     namespaces: watch::Receiver<u64>,
+    /// A change was seen and its new namespaces are not all given a reader yet.
+    refresh_pending: bool,
     /// The reader whose turn is next.
     next_rr: usize,
     /// Registration in the registry of live interest; removed on drop.
@@ -165,6 +167,7 @@ impl Subscription {
             readers: Vec::new(),
             known: HashSet::new(),
             namespaces,
+            refresh_pending: false,
             next_rr: 0,
             guard,
             cursors: true,
@@ -220,16 +223,23 @@ impl Subscription {
     }
 
     /// Picks up namespaces created since the last look; they are read from their oldest event.
+    ///
+    /// A look that fails or is cancelled half-way (opening a reader may wait, for an engine
+    /// over the network) stays pending, so the next call finishes it.
     async fn refresh(&mut self) -> Result<(), Error> {
-        if !self.namespaces.has_changed().unwrap_or(false) {
+        if self.namespaces.has_changed().unwrap_or(false) {
+            self.namespaces.borrow_and_update();
+            self.refresh_pending = true;
+        }
+        if !self.refresh_pending {
             return Ok(());
         }
-        self.namespaces.borrow_and_update();
         for ns in self.candidate_namespaces() {
             if let Some(log) = self.namespace_registry.get(&ns) {
                 self.add_reader(ns, log, Start::Oldest).await?;
             }
         }
+        self.refresh_pending = false;
         Ok(())
     }
 

@@ -45,6 +45,16 @@ async fn contract(storage: Arc<dyn Storage>) {
         log.append(vec![]).await,
         Err(StorageError::InvalidEvent(_))
     ));
+    // A batch over the byte limit (1 GiB encoded) is refused whole; the payloads share one
+    // buffer, so the test allocates 1 MiB.
+    let mib = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    let huge: Vec<NewEvent> = (0..1100)
+        .map(|_| NewEvent::new("user.big", mib.clone()))
+        .collect();
+    assert!(matches!(
+        log.append(huge).await,
+        Err(StorageError::InvalidEvent(m)) if m.contains("exceeds")
+    ));
 
     // Readers: every start position; a waiting reader wakes on append.
     let mut all = log.reader(Start::Oldest).await.unwrap();
@@ -145,4 +155,43 @@ async fn the_memory_engine_reports_gaps_after_retention() {
             first_available: 4
         }
     );
+}
+
+#[tokio::test]
+async fn the_memory_engine_expires_by_age_without_an_append() {
+    let config = LogConfig {
+        retention: Retention {
+            max_age: Some(std::time::Duration::from_nanos(1)),
+            ..Retention::default()
+        },
+        ..LogConfig::default()
+    };
+    let storage = MemoryStorage::new(config, Default::default());
+    let log = storage.namespace("user", true).await.unwrap().unwrap();
+    let mut early = log.reader(Start::Oldest).await.unwrap();
+    let stored = log
+        .append(vec![NewEvent::new("user.a", "0")])
+        .await
+        .unwrap()
+        .remove(0);
+    // Waits on the clock, not on a sleep: once it has passed the event's age limit, the
+    // event is gone from the figures and from every reader, with no append since.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while bus_broker::storage::now_ns() <= stored.time_ns + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock did not move"
+        );
+        std::hint::spin_loop();
+    }
+    assert_eq!(log.stats().events, 0);
+    assert_eq!(
+        early.try_next().unwrap(),
+        Some(ReadItem::Gap {
+            missed_from: 1,
+            resume_at: 2
+        })
+    );
+    let mut late = log.reader(Start::Oldest).await.unwrap();
+    assert_eq!(late.try_next().unwrap(), None);
 }

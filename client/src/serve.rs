@@ -411,6 +411,12 @@ impl Client {
         let mut failure = None;
         while open || !tasks.is_empty() {
             tokio::select! {
+                // In this order: once the shutdown signal has resolved, no message is taken,
+                // even one that arrived in the same wake-up (a random pick could take it and
+                // start a handler after shutdown).
+                biased;
+                _ = &mut shutdown, if open => open = false,
+                Some(_) = tasks.join_next() => {}
                 item = sub.next(), if open && tasks.len() < limit => match item {
                     Some(Ok(StreamItem::Event(m))) => {
                         tasks.spawn(answer(self.clone(), m, handler.clone()));
@@ -422,8 +428,6 @@ impl Client {
                     }
                     None => open = false,
                 },
-                Some(_) = tasks.join_next() => {}
-                _ = &mut shutdown, if open => open = false,
             }
         }
         sub.flush_acks().await?;

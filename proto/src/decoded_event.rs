@@ -70,24 +70,35 @@ pub enum DecodeError {
 /// The event JSON's fields, as they arrive.
 #[derive(Deserialize)]
 struct WireEvent {
+    /// `id`.
     id: String,
+    /// `subject`.
     subject: String,
+    /// `namespace`.
     namespace: String,
+    /// `sequence`.
     sequence: u64,
+    /// `time`, RFC 3339.
     time: String,
+    /// `headers`, absent when there are none.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// `reply_to`, for requests.
     #[serde(default)]
     reply_to: Option<String>,
+    /// `msg_id`, the dedup id.
     #[serde(default)]
     msg_id: Option<String>,
+    /// `content_type`.
     #[serde(default)]
     content_type: Option<String>,
     /// `Some` also for a JSON `null` payload, which is the four bytes `null`.
     #[serde(default, deserialize_with = "present")]
     payload: Option<Box<RawValue>>,
+    /// `encoding`: `base64` for a binary payload.
     #[serde(default)]
     encoding: Option<String>,
+    /// `delivery_count`, from manual-ack consumers.
     #[serde(default)]
     delivery_count: Option<u32>,
 }

@@ -1,7 +1,9 @@
 //! [`MemoryStorage`]: the storage traits kept in memory, for tests and embedding.
 //!
 //! Same semantics as the disk engine (sequences, ids, dedup window, gaps after retention,
-//! waiting readers) without durability: everything is gone when it is dropped. Retention
+//! the batch byte limit, waiting readers) without durability: everything is gone when it is
+//! dropped. One difference: an append is made when `append` is called, not when its future
+//! is first polled (a dropped, never-polled append is stored; on disk it is not). Retention
 //! here drops single events rather than whole segments. Bounded only by the retention
 //! settings: with none, it grows with what is appended.
 
@@ -13,6 +15,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::dedup::{DedupEntry, DedupTable};
+use super::log::MAX_BATCH_BYTES;
 use super::{
     EventLog, IdLookup, LogConfig, LogReader, LogStats, NewEvent, ReadItem, Receipt, Start,
     StateStore, Storage, StorageError, check_namespace, event_id, now_ns, parse_event_id, record,
@@ -85,6 +88,15 @@ impl MemoryLog {
             }
             record::check_limits(e).map_err(StorageError::InvalidEvent)?;
         }
+        let bytes: usize = events
+            .iter()
+            .map(|e| record::encoded_len(e, self.name.len() + 30))
+            .sum();
+        if bytes > MAX_BATCH_BYTES {
+            return Err(StorageError::InvalidEvent(format!(
+                "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
+            )));
+        }
         let now = now_ns();
         let mut g = lock(&self.inner);
         if g.closed {
@@ -135,6 +147,9 @@ impl MemoryLog {
 
     fn retain(&self, g: &mut Inner, now: u64) -> u64 {
         let r = self.config.retention;
+        if r.max_age.is_none() && r.max_bytes.is_none() && r.max_events.is_none() {
+            return 0;
+        }
         let mut dropped = 0;
         while let Some(front) = g.events.front() {
             let size = record::encoded_len_of(front) as u64;
@@ -152,6 +167,15 @@ impl MemoryLog {
             dropped += 1;
         }
         dropped
+    }
+
+    /// Drops events older than `max_age`, which ages them without any append: the disk
+    /// engine does it every second, this engine whenever the log is read or its figures are
+    /// asked for.
+    fn expire(&self, g: &mut Inner) {
+        if self.config.retention.max_age.is_some() {
+            self.retain(g, now_ns());
+        }
     }
 
     fn close(&self) {
@@ -203,7 +227,8 @@ impl EventLog for Arc<MemoryLog> {
     }
 
     fn stats(&self) -> LogStats {
-        let g = lock(&self.inner);
+        let mut g = lock(&self.inner);
+        self.expire(&mut g);
         LogStats {
             events: g.next_seq - g.first_seq,
             bytes: g.bytes,
@@ -226,7 +251,8 @@ impl MemoryLog {
     /// A reader positioned at `start`.
     fn open_reader(self: &Arc<Self>, start: Start) -> Result<Box<dyn LogReader>, StorageError> {
         let next = {
-            let g = lock(&self.inner);
+            let mut g = lock(&self.inner);
+            self.expire(&mut g);
             match start {
                 Start::Oldest => g.first_seq,
                 Start::Newest => g.next_seq,
@@ -278,7 +304,8 @@ struct MemoryReader {
 
 impl LogReader for MemoryReader {
     fn try_next(&mut self) -> Result<Option<ReadItem>, StorageError> {
-        let g = lock(&self.log.inner);
+        let mut g = lock(&self.log.inner);
+        self.log.expire(&mut g);
         if self.next < g.first_seq {
             let gap = ReadItem::Gap {
                 missed_from: self.next,

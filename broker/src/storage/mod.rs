@@ -10,18 +10,20 @@
 //! The disk engine, file by file, each using only those listed before it (no file reaches
 //! into another's fields):
 //!
+//! - [`io`]: the writer's file operations behind a trait ([`io::FileSystem`], [`io::StdFs`]),
+//!   with a power-loss simulator for tests (`sim_fs`, `test-util` only, re-exported by
+//!   `io`).
 //! - `record`: how one event is framed (length, CRC-32, fields); check, then parse.
-//! - `index`, `mmap`, `segment`: the per-segment offset index (written at seal, checked at
-//!   load), segment files and their header, sealed segments read through a memory map.
+//! - `mmap`, `index`, `segment`: memory maps, the per-segment offset index format (written
+//!   at seal, checked at load), segment files and their header, sealed segments (which load
+//!   or rebuild their index).
 //! - `recovery`: scanning the active segment at open; torn tail versus corruption.
 //! - `checkpoint`, `dedup`: the clean-close marker and the dedup table, so open reads no
 //!   sealed segment.
-//! - [`io`]: the writer's file operations behind a trait ([`io::FileSystem`], [`io::StdFs`]),
-//!   with a power-loss simulator for tests (`sim_fs`, `test-util` only).
-//! - `stats`, `shared`: the counters, and the state one namespace's handle, writer, syncer
-//!   and readers share (the queue, the readers' view, the failure), used through methods.
-//! - `answers`, `written`: how appenders are answered, from a task on their runtime; a
-//!   written group on its way to being visible and answered.
+//! - `answers`, `stats`, `shared`: how appenders are answered (from a task on their
+//!   runtime); the counters; and the state one namespace's handle, writer, syncer and
+//!   readers share (the queue, the readers' view, the failure), used through methods.
+//! - `written`: a written group on its way to being visible and answered.
 //! - `syncer`: the thread that syncs written groups under `always` while the writer writes on.
 //! - `retention`: deleting the oldest sealed segments.
 //! - `writer`: the writer thread: group commit, rolling, failure and healing.
