@@ -173,9 +173,28 @@ impl Storage for DiskStorage {
         name: &'a str,
         create: bool,
     ) -> BoxFuture<'a, Result<Option<Arc<dyn EventLog>>, StorageError>> {
-        // Opening a new namespace creates one small file, as before: done on this task.
-        let log = self.log(name, create);
-        Box::pin(async move { Ok(log?.map(|l| l as Arc<dyn EventLog>)) })
+        Box::pin(async move {
+            let open = || self.log(name, create);
+            let known = self
+                .logs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(name);
+            // Creating a namespace makes its directory and first segment, syncs both and
+            // starts its writer: blocking work, kept off the other tasks of this worker when
+            // the runtime can lend one (a current-thread runtime cannot: done inline there).
+            let log = match tokio::runtime::Handle::try_current() {
+                Ok(h)
+                    if create
+                        && !known
+                        && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(open)
+                }
+                _ => open(),
+            };
+            Ok(log?.map(|l| l as Arc<dyn EventLog>))
+        })
     }
 
     fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
