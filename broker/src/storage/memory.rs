@@ -23,24 +23,37 @@ use super::{
 use crate::storage::Event;
 use crate::sync::lock;
 
+/// A log's contents, behind its lock.
 #[derive(Debug)]
 struct Inner {
+    /// The retained events, oldest first.
     events: VecDeque<Event>,
+    /// The sequence of the oldest retained event (the next one when empty).
     first_seq: u64,
+    /// The sequence the next append gets.
     next_seq: u64,
+    /// The newest event's time (times never go back).
     last_time: u64,
+    /// Encoded bytes of the retained events, as the disk engine would count them.
     bytes: u64,
+    /// Dedup ids seen within the window.
     dedup: DedupTable,
+    /// Set at close: appends are refused, waiting readers end.
     closed: bool,
 }
 
 /// One namespace in memory.
 #[derive(Debug)]
 pub struct MemoryLog {
+    /// The namespace.
     name: String,
+    /// Its settings (payload limit, retention, dedup window).
     config: LogConfig,
+    /// Random, fixed at creation: ids of a re-created namespace differ.
     incarnation: u32,
+    /// The contents.
     inner: Mutex<Inner>,
+    /// The newest sequence, for readers waiting at the tail.
     tail: watch::Sender<u64>,
 }
 
@@ -296,9 +309,13 @@ impl MemoryLog {
     }
 }
 
+/// A cursor over a [`MemoryLog`].
 struct MemoryReader {
+    /// The log read.
     log: Arc<MemoryLog>,
+    /// The sequence of the next event to return.
     next: u64,
+    /// Wakes the reader when events are appended.
     tail: watch::Receiver<u64>,
 }
 
@@ -343,6 +360,7 @@ impl LogReader for MemoryReader {
 /// Key-value state in memory.
 #[derive(Debug, Default)]
 pub struct MemoryState {
+    /// Every key and its value, in key order (for prefix listing).
     map: Mutex<BTreeMap<String, Bytes>>,
 }
 
@@ -375,9 +393,13 @@ impl StateStore for MemoryState {
 /// The in-memory storage engine.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
+    /// Settings of namespaces without an override.
     defaults: LogConfig,
+    /// Per-namespace settings.
     overrides: HashMap<String, LogConfig>,
+    /// Every namespace by name.
     logs: RwLock<BTreeMap<String, Arc<MemoryLog>>>,
+    /// The broker's state.
     state: Arc<MemoryState>,
 }
 
