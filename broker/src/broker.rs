@@ -24,6 +24,7 @@ use crate::delivery::{Attach, Confirmations, ConsumerParts, Consumers, DeadLette
 use crate::error::{Error, ErrorCode};
 use crate::inboxes::Inboxes;
 use crate::interest::Interest;
+use crate::live::Routes;
 use crate::metrics::Metrics;
 use crate::namespaces::{NamespacePolicy, Namespaces};
 use crate::storage::{
@@ -51,7 +52,7 @@ pub enum BrokerError {
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     /// The events, with their namespaces.
-    pub events: Vec<(String, crate::storage::Event)>,
+    pub events: Vec<Arc<crate::live::RoutedEvent>>,
     /// Gaps met: (namespace, missed_from, resume_at).
     pub gaps: Vec<(String, u64, u64)>,
     /// Where to continue from.
@@ -74,8 +75,10 @@ struct Inner {
     config: Config,
     /// The logs.
     namespaces: Arc<Namespaces>,
-    /// Live subscriptions.
+    /// Live subscriptions, as listed.
     interest: Arc<Interest>,
+    /// The live path: every subscription's queue in the trie, and the routers.
+    routes: Arc<Routes>,
     /// The publish path.
     publisher: Publisher,
     /// Counters for `/metrics`.
@@ -145,10 +148,12 @@ impl Broker {
         let metrics = Arc::new(Metrics::default());
         let shutdown = CancellationToken::new();
         let publisher = Publisher::new(namespaces.clone(), metrics.clone(), shutdown.clone());
+        let routes = Arc::new(Routes::new(metrics.live.clone(), shutdown.clone()));
         let confirmations = Arc::new(Confirmations::default());
         let consumers = Arc::new(Consumers::new(ConsumerParts {
             namespaces: namespaces.clone(),
             metrics: metrics.clone(),
+            routes: routes.clone(),
             store: namespaces.state_store(),
             dead_letters: DeadLetterSink::new(publisher.clone()),
             confirmations: confirmations.clone(),
@@ -165,6 +170,7 @@ impl Broker {
                 config,
                 namespaces,
                 interest: Arc::new(Interest::default()),
+                routes,
                 publisher,
                 metrics,
                 shutdown,
@@ -286,6 +292,7 @@ impl Broker {
         Subscription::open(
             self.inner.namespaces.clone(),
             self.inner.metrics.clone(),
+            self.inner.routes.clone(),
             pattern,
             start,
             guard,
@@ -314,9 +321,7 @@ impl Broker {
         let mut sub = self.open_subscription(pattern, &start, None).await?;
         let mut page = Page::default();
         let take = |d: Delivery, page: &mut Page| match d {
-            Delivery::Event {
-                namespace, event, ..
-            } => page.events.push((namespace, event)),
+            Delivery::Event { event, .. } => page.events.push(event),
             Delivery::Gap {
                 namespace,
                 missed_from,
@@ -338,7 +343,7 @@ impl Broker {
                 }
             }
         }
-        let mut bytes: usize = page.events.iter().map(|(_, e)| e.payload.len()).sum();
+        let mut bytes: usize = page.events.iter().map(|e| e.payload.len()).sum();
         while page.events.len() < limit && bytes < MAX_PAGE_BYTES {
             match sub.try_next().await {
                 Ok(Some(d)) => {
@@ -429,6 +434,10 @@ impl Broker {
             .into_iter()
             .map(|(n, l)| (n, l.stats()))
             .collect();
-        self.inner.metrics.render(&stats, self.inner.interest.len())
+        self.inner.metrics.render(
+            &stats,
+            self.inner.interest.len(),
+            &self.inner.routes.figures(),
+        )
     }
 }

@@ -11,7 +11,7 @@
 //! await.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::storage::now_ns;
@@ -31,6 +31,8 @@ struct Entry {
     delivered: Arc<AtomicU64>,
     /// `stream` or `consumer`.
     kind: &'static str,
+    /// Whether the reader behind it is live everywhere (set by that reader).
+    live: Arc<AtomicBool>,
 }
 
 /// The live subscriptions. See the module docs.
@@ -55,6 +57,7 @@ impl std::fmt::Debug for Interest {
 impl Interest {
     /// Registers a live subscriber of `pattern` until the guard drops.
     pub fn register(self: &Arc<Self>, pattern: &Pattern, kind: &'static str) -> InterestGuard {
+        let live = Arc::new(AtomicBool::new(false));
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let delivered = Arc::new(AtomicU64::new(0));
         self.trie.insert(pattern, id);
@@ -65,6 +68,7 @@ impl Interest {
                 started_ns: now_ns(),
                 delivered: delivered.clone(),
                 kind,
+                live: live.clone(),
             },
         );
         InterestGuard {
@@ -72,6 +76,7 @@ impl Interest {
             id,
             pattern: pattern.clone(),
             delivered,
+            live,
         }
     }
 
@@ -108,6 +113,12 @@ impl Interest {
                 started: crate::units::format_rfc3339(e.started_ns),
                 delivered: e.delivered.load(Ordering::Relaxed),
                 kind: e.kind.to_owned(),
+                state: if e.live.load(Ordering::Relaxed) {
+                    "live"
+                } else {
+                    "catching_up"
+                }
+                .to_owned(),
             })
             .collect()
     }
@@ -128,6 +139,8 @@ pub struct InterestGuard {
     pattern: Pattern,
     /// Its delivery count, shared with the listing.
     delivered: Arc<AtomicU64>,
+    /// Its reader's state, shared with the listing.
+    live: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for InterestGuard {
@@ -147,6 +160,19 @@ impl InterestGuard {
     /// The subscription's id (`s-<n>`).
     pub fn id(&self) -> String {
         format!("s-{}", self.id)
+    }
+
+    /// The flag its reader keeps saying whether it is live everywhere.
+    pub fn live_flag(&self) -> Arc<AtomicBool> {
+        self.live.clone()
+    }
+
+    /// Lists the state that `flag` says (a consumer member: its consumer's reader's).
+    pub fn follow(&mut self, flag: Arc<AtomicBool>) {
+        if let Some(e) = lock(&self.interest.entries).get_mut(&self.id) {
+            e.live = flag.clone();
+        }
+        self.live = flag;
     }
 }
 

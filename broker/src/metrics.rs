@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::live::{LiveCounters, LiveFigures};
+use crate::process_stats::ProcessStats;
 use crate::storage::LogStats;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -90,6 +92,8 @@ pub struct Metrics {
     pub requests_abandoned: AtomicU64,
     /// Replies dropped: late, a second answer, or to an inbox that never was.
     pub replies_dropped: AtomicU64,
+    /// The live path's counters.
+    pub live: Arc<LiveCounters>,
 }
 
 impl Metrics {
@@ -109,7 +113,12 @@ impl Metrics {
 
     /// The Prometheus text: these metrics, the storage figures of each namespace, and the
     /// number of live subscriptions.
-    pub fn render(&self, stats: &[(String, LogStats)], subscriptions: usize) -> String {
+    pub fn render(
+        &self,
+        stats: &[(String, LogStats)],
+        subscriptions: usize,
+        live: &LiveFigures,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let counters: Vec<(String, Arc<NamespaceCounters>)> = self
             .namespaces
@@ -207,6 +216,7 @@ impl Metrics {
             out,
             "# HELP bus_subscriptions Live subscriptions.\n# TYPE bus_subscriptions gauge\nbus_subscriptions {subscriptions}"
         );
+        self.render_live(&mut out, live);
         for (name, help, v) in [
             (
                 "bus_acks_total",
@@ -255,6 +265,73 @@ impl Metrics {
             "bus_publish_duration_seconds",
             "Publish until durable.",
         );
+        if let Some(p) = ProcessStats::read() {
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total User and system CPU time of the broker process.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}",
+                p.cpu_seconds
+            );
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory of the broker process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+                p.resident_bytes
+            );
+        }
         out
+    }
+
+    /// The live path: subscriptions by state, routing and fall-backs, the trie's size.
+    fn render_live(&self, out: &mut String, live: &LiveFigures) {
+        let c = &self.live;
+        let _ = writeln!(
+            out,
+            "# HELP bus_subscription_readers Open subscriptions (streams, consumers' readers, waiting pulls) by state: live (new events routed to them) or catching_up (reading a log).\n# TYPE bus_subscription_readers gauge"
+        );
+        for (state, v) in [("live", &c.live), ("catching_up", &c.catching_up)] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "bus_subscription_readers{{state=\"{state}\"}} {v}");
+        }
+        for (name, help, v) in [
+            (
+                "bus_live_routed_total",
+                "Events the routers handed to live subscriptions.",
+                &c.routed,
+            ),
+            (
+                "bus_live_joins_total",
+                "Times a subscription caught up and joined the live path in a namespace.",
+                &c.joined,
+            ),
+            (
+                "bus_live_fallbacks_total",
+                "Times a live subscription went back to reading the log (its queue was full).",
+                &c.fell_back,
+            ),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        for (name, help, v) in [
+            (
+                "bus_trie_subscriptions",
+                "Subscriptions in the subject trie.",
+                live.slots,
+            ),
+            (
+                "bus_trie_nodes",
+                "Nodes of the subject trie.",
+                live.trie_nodes,
+            ),
+            (
+                "bus_live_routers",
+                "Namespaces whose new events are being routed.",
+                live.routers,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
     }
 }

@@ -1,25 +1,37 @@
 //! [`Subscription`]: one reader per namespace a pattern touches, merged into one sequence of
 //! deliveries, with a cursor that records the position in every namespace.
 //!
-//! Each subscription reads the logs at its own pace (the log is the buffer), so a slow
-//! subscriber slows only itself and its memory does not grow with its lag. Events are read
-//! in sequence order within each namespace; namespaces are interleaved round-robin among
-//! those with events ready. Events that do not match the pattern are passed over, but the
-//! cursor moves past them too, so resuming never reads them again. Namespaces created after
-//! the subscription started are picked up and read from their oldest event.
+//! Two paths, per namespace:
+//! - **Catching up.** Behind the tail, a subscription reads the log at its own pace (the log is
+//!   the buffer), so a slow subscriber slows only itself and its memory does not grow with its
+//!   lag. Events that do not match the pattern are passed over, and the cursor moves past
+//!   them too.
+//! - **Live.** Once it has read a namespace up to the position of that namespace's router
+//!   (see [`crate::live`]), it joins: from then on the router, which matched the event's
+//!   subject once against the trie of live subscriptions, hands it exactly the matching
+//!   events after that position through its bounded queue, and its log reader is closed (an
+//!   idle live subscription holds no reader). Events already read are dropped if handed over
+//!   again, so the switch loses and doubles nothing. When the queue overflows, the
+//!   subscription takes what is queued and reads the log again from there.
+//!
+//! Events are delivered in sequence order within each namespace; namespaces are interleaved
+//! round-robin among those with events ready, and the live queue takes turns with the logs.
+//! Namespaces created after the subscription started are picked up and read from their
+//! oldest event.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::interest::InterestGuard;
+use crate::live::{NsRouter, RoutedEvent, Routes, SlotGuard};
 use crate::metrics::{Metrics, NamespaceCounters};
 use crate::namespaces::Namespaces;
-use crate::storage::{Event, EventLog, IdLookup, LogReader, ReadItem, Start};
+use crate::storage::{EventLog, IdLookup, LogReader, ReadItem, Start};
 use crate::subject::{NamespaceScope, Pattern};
 
 /// Where a subscription starts.
@@ -72,11 +84,9 @@ enum Step {
 pub enum Delivery {
     /// An event matching the pattern, and the cursor just after it.
     Event {
-        /// The namespace.
-        namespace: String,
-        /// The event.
-        event: Event,
-        /// The cursor positioned just after this event.
+        /// The event, with its namespace; shared with the other subscriptions it went to.
+        event: Arc<RoutedEvent>,
+        /// The cursor positioned just after this event (empty for readers without cursors).
         cursor: String,
     },
     /// Events the subscription had not read were deleted by retention.
@@ -90,31 +100,43 @@ pub enum Delivery {
     },
 }
 
-/// The reader of one namespace.
+/// The subscription's place in one namespace.
 struct NsReader {
     /// The namespace.
-    namespace: String,
-    /// Its log (for cursor ids).
+    namespace: Arc<str>,
+    /// Its log (for cursor ids, and to read it again after a fall-back).
     log: Arc<dyn EventLog>,
-    /// The position in it.
-    reader: Box<dyn LogReader>,
+    /// The log reader while catching up; `None` while live, or while a reader is to be
+    /// opened again at `next` after a fall-back.
+    reader: Option<Box<dyn LogReader>>,
+    /// The next sequence to deliver or pass over.
+    next: u64,
+    /// Whether the router hands this namespace's events over (the slot is live in it).
+    live: bool,
+    /// The namespace's router, to join once the log is read up to it.
+    router: Arc<NsRouter>,
     /// Its delivery counters.
     counters: Arc<NamespaceCounters>,
 }
 
 /// A live subscription. Dropping it unsubscribes.
 ///
-/// Bounded: one reader (at most one chunk or one map) per namespace the pattern touches,
+/// Bounded: at most one reader (one chunk or one map) per namespace the pattern touches
+/// while catching up, none while live, and the live queue ([`crate::live::QUEUE_EVENTS`]),
 /// whatever the subscriber's lag.
 pub struct Subscription {
     /// Where the logs are (and new namespaces appear).
     namespace_registry: Arc<Namespaces>,
     /// Delivery counters.
     metrics: Arc<Metrics>,
+    /// The live path.
+    routes: Arc<Routes>,
     /// What is delivered.
     pattern: Pattern,
     /// One reader per namespace the pattern touches.
     readers: Vec<NsReader>,
+    /// The index in `readers` of each namespace.
+    index: HashMap<Arc<str>, usize>,
     /// Namespaces already given a reader.
     known: HashSet<String>,
     /// Changes when a namespace is created.
@@ -123,8 +145,16 @@ pub struct Subscription {
     refresh_pending: bool,
     /// The reader whose turn is next.
     next_rr: usize,
+    /// Whether the live queue is looked at before the logs next time (they take turns).
+    live_first: bool,
     /// Registration in the registry of live interest; removed on drop.
     guard: Option<InterestGuard>,
+    /// Registration on the live path; removed on drop.
+    slot: SlotGuard,
+    /// Whether every namespace is live: what the live/catching-up gauges count it as.
+    all_live: bool,
+    /// The same, mirrored for the listing (possibly shared with a consumer's members).
+    live: Arc<AtomicBool>,
     /// Whether deliveries carry their cursor (consumers keep their own positions).
     cursors: bool,
 }
@@ -142,6 +172,7 @@ impl Subscription {
     pub(crate) async fn open(
         namespace_registry: Arc<Namespaces>,
         metrics: Arc<Metrics>,
+        routes: Arc<Routes>,
         pattern: Pattern,
         start: &StartSpec,
         guard: Option<InterestGuard>,
@@ -160,16 +191,28 @@ impl Subscription {
                 }
             }
         }
+        let slot = routes.register(&pattern);
+        let live = guard
+            .as_ref()
+            .map_or_else(|| Arc::new(AtomicBool::new(true)), InterestGuard::live_flag);
+        live.store(true, Ordering::Relaxed);
+        routes.counters().live.fetch_add(1, Ordering::Relaxed);
         let mut sub = Subscription {
             namespace_registry,
             metrics,
+            routes,
             pattern,
             readers: Vec::new(),
+            index: HashMap::new(),
             known: HashSet::new(),
             namespaces,
             refresh_pending: false,
             next_rr: 0,
+            live_first: true,
             guard,
+            slot,
+            all_live: true,
+            live,
             cursors: true,
         };
         for ns in sub.candidate_namespaces() {
@@ -210,15 +253,22 @@ impl Subscription {
         log: Arc<dyn EventLog>,
         start: Start,
     ) -> Result<(), Error> {
+        let namespace: Arc<str> = namespace.into();
+        let router = self.routes.router(&namespace, &log).await?;
         let reader = log.reader(start).await?;
         let counters = self.metrics.namespace(&namespace);
-        self.known.insert(namespace.clone());
+        self.known.insert(namespace.to_string());
+        self.index.insert(namespace.clone(), self.readers.len());
         self.readers.push(NsReader {
             namespace,
             log,
-            reader,
+            next: reader.position(),
+            reader: Some(reader),
+            live: false,
+            router,
             counters,
         });
+        self.update_state();
         Ok(())
     }
 
@@ -243,6 +293,105 @@ impl Subscription {
         Ok(())
     }
 
+    /// Opens the log again, where the subscription stands, in the namespaces it fell back
+    /// from the live path in. Cancelled half-way, the next call finishes it.
+    async fn reopen(&mut self) -> Result<(), Error> {
+        for r in &mut self.readers {
+            if !r.live && r.reader.is_none() {
+                r.reader = Some(r.log.reader(Start::Sequence(r.next)).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins the live path in every namespace whose log was read to its end (starting a
+    /// router again where the last one ended). Returns whether any joined.
+    async fn join_idle(&mut self) -> Result<bool, Error> {
+        let mut joined = false;
+        for i in 0..self.readers.len() {
+            let r = &self.readers[i];
+            if r.live || r.reader.is_none() {
+                continue;
+            }
+            if r.router.ended() {
+                let router = self.routes.router(&r.namespace, &r.log).await?;
+                self.readers[i].router = router;
+            }
+            joined |= self.try_join(i);
+        }
+        Ok(joined)
+    }
+
+    /// Joins the live path in namespace `i` if its log was read up to the router's position:
+    /// the router takes over where the reader stands (see [`NsRouter::join`]).
+    fn try_join(&mut self, i: usize) -> bool {
+        let r = &mut self.readers[i];
+        if r.live || !r.router.may_join(r.next) || !r.router.join(self.slot.slot(), r.next) {
+            return false;
+        }
+        r.live = true;
+        r.reader = None;
+        self.routes
+            .counters()
+            .joined
+            .fetch_add(1, Ordering::Relaxed);
+        self.update_state();
+        true
+    }
+
+    /// Takes the namespaces the router stopped handing over (the queue was full, or the
+    /// router met a gap or stopped) back to reading the log. Called once the queue is empty:
+    /// everything queued before the fall-back has been taken.
+    fn take_fallbacks(&mut self) {
+        let slot = self.slot.slot();
+        let mut changed = false;
+        for r in &mut self.readers {
+            if r.live && !slot.is_live(&r.namespace) {
+                r.live = false;
+                changed = true;
+            }
+        }
+        if changed {
+            self.update_state();
+        }
+    }
+
+    /// Keeps the live/catching-up figures and the listing's flag in step.
+    fn update_state(&mut self) {
+        let live = self.readers.iter().all(|r| r.live);
+        self.live.store(live, Ordering::Relaxed);
+        if self.all_live != live {
+            self.all_live = live;
+            let c = self.routes.counters();
+            let (from, to) = if live {
+                (&c.catching_up, &c.live)
+            } else {
+                (&c.live, &c.catching_up)
+            };
+            from.fetch_sub(1, Ordering::Relaxed);
+            to.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events the router handed over that the subscription has not taken yet (at most
+    /// [`crate::live::QUEUE_EVENTS`]).
+    pub fn queued(&self) -> usize {
+        self.slot.slot().queued()
+    }
+
+    /// Whether the subscription is live in every namespace it touches.
+    pub fn is_live(&self) -> bool {
+        self.all_live
+    }
+
+    /// Mirrors [`Subscription::is_live`] into `flag` from now on (a consumer's flag, which
+    /// its members' listings read and which outlives a reader replaced by a seek).
+    pub(crate) fn sharing_live(mut self, flag: Arc<AtomicBool>) -> Subscription {
+        flag.store(self.all_live, Ordering::Relaxed);
+        self.live = flag;
+        self
+    }
+
     /// Stops computing a cursor for each delivery (theirs is then empty): for readers whose
     /// owner records positions itself.
     pub(crate) fn without_cursors(mut self) -> Subscription {
@@ -254,7 +403,7 @@ impl Subscription {
     pub fn positions(&self) -> Vec<(String, u64)> {
         self.readers
             .iter()
-            .map(|r| (r.namespace.clone(), r.reader.position()))
+            .map(|r| (r.namespace.to_string(), r.next))
             .collect()
     }
 
@@ -268,7 +417,9 @@ impl Subscription {
         &self.pattern
     }
 
-    /// The cursor of the current position: after everything delivered or passed over.
+    /// The cursor of the current position: after everything delivered or passed over (on
+    /// the live path, after the last event delivered: the events after it that did not
+    /// match were never looked at, and resuming passes over them again).
     ///
     /// Namespaces where nothing was read yet are left out (an absent namespace is read from
     /// its oldest event), which keeps cursors short; when nothing was read anywhere the cursor
@@ -278,8 +429,7 @@ impl Subscription {
         let ids: Vec<String> = self
             .readers
             .iter()
-            .map(|r| r.reader.position().saturating_sub(1))
-            .zip(&self.readers)
+            .map(|r| (r.next.saturating_sub(1), r))
             .filter(|(seq, _)| *seq > 0)
             .map(|(seq, r)| r.log.id_of(seq))
             .collect();
@@ -289,15 +439,39 @@ impl Subscription {
         Cursor::format(ids.iter().map(String::as_str))
     }
 
-    /// Handles one item read from reader `i`: a delivery, or `None` when it was passed over.
-    fn handle(&mut self, i: usize, item: ReadItem) -> Option<Delivery> {
+    /// A delivery of `event` from namespace `i`, counted.
+    fn deliver(&self, i: usize, event: Arc<RoutedEvent>) -> Delivery {
         let r = &self.readers[i];
+        r.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        r.counters
+            .delivered_bytes
+            .fetch_add(event.payload.len() as u64, Ordering::Relaxed);
+        if let Some(g) = &self.guard {
+            g.delivered();
+        }
+        Delivery::Event {
+            event,
+            cursor: if self.cursors {
+                self.cursor()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    /// Handles one item read from the log of reader `i`: a delivery, or `None` when it was
+    /// passed over.
+    fn handle(&mut self, i: usize, item: ReadItem) -> Option<Delivery> {
+        let r = &mut self.readers[i];
+        if let Some(reader) = &r.reader {
+            r.next = reader.position();
+        }
         match item {
             ReadItem::Gap {
                 missed_from,
                 resume_at,
             } => Some(Delivery::Gap {
-                namespace: r.namespace.clone(),
+                namespace: r.namespace.to_string(),
                 missed_from,
                 resume_at,
             }),
@@ -312,32 +486,35 @@ impl Subscription {
                 if !matches {
                     return None;
                 }
-                r.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                r.counters
-                    .delivered_bytes
-                    .fetch_add(event.payload.len() as u64, Ordering::Relaxed);
-                if let Some(g) = &self.guard {
-                    g.delivered();
-                }
-                let namespace = r.namespace.clone();
-                Some(Delivery::Event {
-                    namespace,
-                    event,
-                    cursor: if self.cursors {
-                        self.cursor()
-                    } else {
-                        String::new()
-                    },
-                })
+                let event = Arc::new(RoutedEvent::new(r.namespace.clone(), event));
+                Some(self.deliver(i, event))
             }
         }
+    }
+
+    /// The next event the router handed over that the subscription does not have yet.
+    fn poll_live(&mut self) -> Option<Delivery> {
+        while let Some(event) = self.slot.slot().pop() {
+            let Some(&i) = self.index.get(&*event.namespace) else {
+                continue;
+            };
+            let r = &mut self.readers[i];
+            // Handed over before a fall-back, or already read from the log before joining.
+            if !r.live || event.sequence < r.next {
+                continue;
+            }
+            r.next = event.sequence + 1;
+            // The router matched the subject against this subscription's pattern.
+            return Some(self.deliver(i, event));
+        }
+        None
     }
 
     /// The next delivery at hand, without waiting and without looking for namespaces
     /// created since the last look (for callers holding a lock; the next call to
     /// [`Subscription::next`] or [`Subscription::try_next`] picks them up).
     pub fn try_next_at_hand(&mut self) -> Result<Option<Delivery>, Error> {
-        Ok(match self.poll()? {
+        Ok(match self.poll(false)? {
             Step::Ready(d) => Some(*d),
             Step::Idle | Step::Budget => None,
         })
@@ -346,30 +523,63 @@ impl Subscription {
     /// The next delivery available now, without waiting.
     pub async fn try_next(&mut self) -> Result<Option<Delivery>, Error> {
         self.refresh().await?;
-        Ok(match self.poll()? {
+        self.reopen().await?;
+        Ok(match self.poll(false)? {
             Step::Ready(d) => Some(*d),
             Step::Idle | Step::Budget => None,
         })
     }
 
-    /// Reads until a delivery, until every reader is idle, or until [`SCAN_BUDGET`] records
-    /// were passed over (so that a selective pattern over a busy namespace never holds a
-    /// worker thread for long). Namespaces take turns, also while passing over records.
-    fn poll(&mut self) -> Result<Step, Error> {
+    /// The live queue and the logs, taking turns: a delivery, idle, or out of budget.
+    /// `join`: whether a log read up to the router's position joins the live path (only for
+    /// a caller that will wait: events the router has not handed over yet are not at hand,
+    /// and a call that only takes what is at hand must still see everything in the log).
+    fn poll(&mut self, join: bool) -> Result<Step, Error> {
+        if self.live_first {
+            if let Some(d) = self.poll_live() {
+                self.live_first = false;
+                return Ok(Step::Ready(Box::new(d)));
+            }
+        }
+        let step = self.poll_logs(join)?;
+        if matches!(step, Step::Ready(_)) {
+            self.live_first = true;
+            return Ok(step);
+        }
+        if let Some(d) = self.poll_live() {
+            self.live_first = false;
+            return Ok(Step::Ready(Box::new(d)));
+        }
+        // The queue is empty: what fell back reads the log again (reopened by the caller).
+        self.take_fallbacks();
+        Ok(step)
+    }
+
+    /// Reads the logs until a delivery, until every reader is idle, or until [`SCAN_BUDGET`]
+    /// records were passed over (so that a selective pattern over a busy namespace never
+    /// holds a worker thread for long). Namespaces take turns, also while passing over
+    /// records.
+    fn poll_logs(&mut self, join: bool) -> Result<Step, Error> {
         let n = self.readers.len();
         let mut idle = 0;
         let mut examined = 0;
         while idle < n {
             let i = self.next_rr % n;
             self.next_rr = i + 1;
-            match self.readers[i]
-                .reader
-                .try_next()
-                .map_err(|e| read_error(&self.readers[i].namespace, e))?
-            {
+            let r = &mut self.readers[i];
+            let Some(reader) = r.reader.as_mut() else {
+                idle += 1;
+                continue;
+            };
+            match reader.try_next().map_err(|e| read_error(&r.namespace, e))? {
                 Some(item) => {
                     idle = 0;
-                    if let Some(d) = self.handle(i, item) {
+                    let delivery = self.handle(i, item);
+                    if join {
+                        // Up to the router's position now: the router takes it from here.
+                        self.try_join(i);
+                    }
+                    if let Some(d) = delivery {
                         return Ok(Step::Ready(Box::new(d)));
                     }
                     examined += 1;
@@ -387,7 +597,8 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Option<Delivery>, Error> {
         loop {
             self.refresh().await?;
-            match self.poll()? {
+            self.reopen().await?;
+            match self.poll(true)? {
                 Step::Ready(d) => return Ok(Some(*d)),
                 Step::Budget => {
                     // Let other tasks (and this stream's shutdown arm) run between budgets.
@@ -396,40 +607,64 @@ impl Subscription {
                 }
                 Step::Idle => {}
             }
-            // Wait for any reader or a new namespace. The outcome is taken out of the select
-            // so that the readers are no longer borrowed when it is handled.
-            let outcome = if self.readers.is_empty() {
-                if self.namespaces.changed().await.is_err() {
-                    return Ok(None);
+            if self.join_idle().await? {
+                continue;
+            }
+            // Wait for the live queue, any log still read, or a new namespace. The outcome is
+            // taken out of the select so that the readers are no longer borrowed when it is
+            // handled.
+            let slot = self.slot.slot();
+            let mut reading: Vec<_> = self
+                .readers
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, r)| r.reader.as_mut().map(|rd| (i, rd)))
+                .collect();
+            let indices: Vec<usize> = reading.iter().map(|(i, _)| *i).collect();
+            let any_log = async {
+                if reading.is_empty() {
+                    std::future::pending().await
+                } else {
+                    futures::future::select_all(reading.iter_mut().map(|(_, r)| r.next())).await
                 }
-                self.namespaces.mark_changed();
-                None
-            } else {
-                let any =
-                    futures::future::select_all(self.readers.iter_mut().map(|r| r.reader.next()));
-                tokio::select! {
-                    (res, i, _) = any => Some((res, i)),
-                    changed = self.namespaces.changed() => {
-                        if changed.is_err() {
-                            return Ok(None);
-                        }
-                        // Let refresh see the change.
-                        self.namespaces.mark_changed();
-                        None
+            };
+            let outcome = tokio::select! {
+                () = slot.woken() => None,
+                (res, k, _) = any_log => Some((res, indices[k])),
+                changed = self.namespaces.changed() => {
+                    if changed.is_err() {
+                        return Ok(None);
                     }
+                    // Let refresh see the change.
+                    self.namespaces.mark_changed();
+                    None
                 }
             };
             if let Some((res, i)) = outcome {
                 match res.map_err(|e| read_error(&self.readers[i].namespace, e))? {
                     None => return Ok(None),
                     Some(item) => {
-                        if let Some(d) = self.handle(i, item) {
+                        let delivery = self.handle(i, item);
+                        self.try_join(i);
+                        if let Some(d) = delivery {
                             return Ok(Some(d));
                         }
                     }
                 }
             }
         }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let c = self.routes.counters();
+        let gauge = if self.all_live {
+            &c.live
+        } else {
+            &c.catching_up
+        };
+        gauge.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1113,6 +1113,16 @@ impl<T: Clone + Ord> SharedSubjectTrie<T> {
     pub fn node_count(&self) -> usize {
         self.read(|trie| trie.node_count())
     }
+
+    /// Every handle, cloned, in no particular order (one walk of the whole trie: for rare
+    /// events, not per message).
+    pub fn handles(&self) -> Vec<T> {
+        self.read(|trie| {
+            let mut out = Vec::with_capacity(trie.len());
+            trie.for_each(|_, h| out.push(h.clone()));
+            out
+        })
+    }
 }
 
 #[cfg(test)]

@@ -315,3 +315,55 @@ async fn metrics_count_acks_nacks_redeliveries_and_dead_letters(engine: Engine) 
     })
     .await;
 }
+
+engines!(metrics_show_the_live_path_and_the_process);
+async fn metrics_show_the_live_path_and_the_process(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
+    s.publish("user.a", "1").await;
+    let mut live = s.subscribe("pattern=user.%3E&from=newest").await;
+    let _behind = s.subscribe("pattern=order.%3E&from=oldest").await;
+    s.publish("user.a", "2").await;
+    live.expect_event().await;
+    let m = s.get("/metrics").await.text();
+    assert_eq!(metric(&m, "bus_trie_subscriptions"), Some(2.0), "{m}");
+    assert!(
+        metric(&m, "bus_trie_nodes").is_some_and(|n| n >= 2.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "bus_live_routers"), Some(1.0), "{m}");
+    assert!(
+        metric(&m, "bus_live_routed_total").is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "bus_live_joins_total").is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "bus_live_fallbacks_total"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "bus_subscription_readers{state=\"live\"}")
+            .zip(metric(
+                &m,
+                "bus_subscription_readers{state=\"catching_up\"}"
+            ))
+            .map(|(a, b)| a + b),
+        Some(2.0),
+        "{m}"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(
+            metric(&m, "process_cpu_seconds_total").is_some_and(|v| v > 0.0),
+            "{m}"
+        );
+        assert!(
+            metric(&m, "process_resident_memory_bytes").is_some_and(|v| v > 1e6),
+            "{m}"
+        );
+    }
+    let subs = s.get_json("/v1/subscriptions").await;
+    let user = subs
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["pattern"] == "user.>").cloned())
+        .expect("listed");
+    assert_eq!(user["state"], "live", "{subs}");
+}

@@ -526,3 +526,43 @@ async fn a_caller_that_hangs_up_is_counted_as_abandoned(engine: Engine) {
     })
     .await;
 }
+
+engines!(responders_on_wildcard_patterns_are_found_through_the_trie);
+async fn responders_on_wildcard_patterns_are_found_through_the_trie(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
+    let gets = s.subscribe("pattern=rpc.*.get&from=newest").await;
+    let users = s.subscribe("pattern=rpc.user.*&from=newest").await;
+    let refused = Arc::new(AtomicUsize::new(0));
+    for (st, name) in [(gets, "gets"), (users, "users")] {
+        tokio::spawn(echo_responder(
+            st,
+            s.client.clone(),
+            base(&s),
+            name.to_owned(),
+            refused.clone(),
+        ));
+    }
+    // `rpc.order.get` matches only `rpc.*.get`, `rpc.user.put` only `rpc.user.*`; the first
+    // answer wins where both match (`rpc.user.get`).
+    for (subject, answered_by) in [
+        ("rpc.order.get", &["gets"][..]),
+        ("rpc.user.put", &["users"][..]),
+        ("rpc.user.get", &["gets", "users"][..]),
+    ] {
+        let r = request(&s, subject, "timeout=10s", &[], subject).await;
+        assert_eq!(r.status, StatusCode::OK, "{subject}: {}", r.text());
+        assert_eq!(r.text(), subject);
+        let by = r.header("bus-header-responder").unwrap_or_default();
+        assert!(answered_by.contains(&by), "{subject} answered by {by}");
+    }
+    request(&s, "rpc.order.put", "", &[], "x")
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "no_responders");
+    // Both responders are on the live path by now.
+    eventually("both responders are live", || async {
+        let subs = s.get_json("/v1/subscriptions").await;
+        let subs = subs.as_array().cloned().unwrap_or_default();
+        subs.len() == 2 && subs.iter().all(|x| x["state"] == "live")
+    })
+    .await;
+}

@@ -97,6 +97,14 @@ impl EventView<'_> {
 
     /// Appends the event JSON to `out`.
     pub fn write_json(&self, out: &mut String) {
+        let _ = self.write_json_marked(out);
+    }
+
+    /// Appends the event JSON to `out` and returns the offset in `out` at which
+    /// `,"delivery_count":N` belongs, so that one encoding of an event can be shared by
+    /// deliveries whose counts differ (see [`delivery_count_field`]). When
+    /// `delivery_count` is set it is written, and the offset is where it begins.
+    pub fn write_json_marked(&self, out: &mut String) -> usize {
         use std::fmt::Write as _;
         out.push_str("{\"id\":");
         push_json_str(out, self.id);
@@ -124,12 +132,20 @@ impl EventView<'_> {
             out.push_str(",\"content_type\":");
             push_json_str(out, ct);
         }
+        let count_at = out.len();
         if let Some(n) = self.delivery_count {
-            let _ = write!(out, ",\"delivery_count\":{n}");
+            out.push_str(&delivery_count_field(n));
         }
         push_payload(out, self.payload, self.content_type);
         out.push('}');
+        count_at
     }
+}
+
+/// The `delivery_count` member as it is spliced into an event JSON written without one, at
+/// the offset [`EventView::write_json_marked`] returned.
+pub fn delivery_count_field(n: u32) -> String {
+    format!(",\"delivery_count\":{n}")
 }
 
 /// Appends `s` as a JSON string (RFC 8259 escapes; control characters as `\u00XX`).
@@ -243,6 +259,10 @@ mod tests {
     }
 
     fn to_json(e: &Ev, namespace: &str, delivery_count: Option<u32>) -> String {
+        view(e, namespace, delivery_count).to_json()
+    }
+
+    fn view<'a>(e: &'a Ev, namespace: &'a str, delivery_count: Option<u32>) -> EventView<'a> {
         EventView {
             id: "user-3-00000001",
             subject: "user.created",
@@ -256,7 +276,6 @@ mod tests {
             payload: &e.payload,
             delivery_count,
         }
-        .to_json()
     }
 
     fn parse(s: &str) -> serde_json::Value {
@@ -340,5 +359,20 @@ mod tests {
             to_json(&e, "user", Some(1)),
             r#"{"id":"user-3-00000001","subject":"user.created","namespace":"user","sequence":3,"time":"2023-11-14T22:13:20.000000000Z","headers":{"trace":"a\"b"},"msg_id":"m","delivery_count":1,"payload":"/w==","encoding":"base64"}"#
         );
+    }
+
+    #[test]
+    fn a_count_spliced_at_the_mark_equals_the_count_written() {
+        let e = ev(Some("text/plain"), b"hi");
+        let mut plain = String::new();
+        let at = view(&e, "user", None).write_json_marked(&mut plain);
+        let spliced = format!(
+            "{}{}{}",
+            &plain[..at],
+            delivery_count_field(7),
+            &plain[at..]
+        );
+        assert_eq!(spliced, to_json(&e, "user", Some(7)));
+        assert_ne!(plain, spliced);
     }
 }

@@ -21,6 +21,11 @@ pub struct SubscriptionInfo {
     pub delivered: u64,
     /// `stream` (ack mode none, no consumer) or `consumer` (a member of a consumer).
     pub kind: String,
+    /// `live` when new events are routed to it in every namespace it touches, `catching_up`
+    /// while it reads a log in at least one (behind the tail, or after its queue overflowed).
+    /// For a member, its consumer's reader. Absent from brokers older than the field.
+    #[serde(default)]
+    pub state: String,
 }
 
 /// The broker's confirmation of a subscription, the data of `event: subscribed`. The
@@ -92,8 +97,12 @@ mod tests {
 
     #[test]
     fn round_trips_a_listed_subscription() {
-        let json = r#"{"id":"s-1","pattern":"user.>","started":"2026-11-23T13:22:11.000000000Z","delivered":3,"kind":"stream"}"#;
+        let json = r#"{"id":"s-1","pattern":"user.>","started":"2026-11-23T13:22:11.000000000Z","delivered":3,"kind":"stream","state":"live"}"#;
         let s: SubscriptionInfo = serde_json::from_str(json).unwrap();
         assert_eq!(serde_json::to_string(&s).unwrap(), json);
+        // From a broker older than `state`.
+        let old = r#"{"id":"s-1","pattern":"user.>","started":"2026-11-23T13:22:11.000000000Z","delivered":3,"kind":"stream"}"#;
+        let s: SubscriptionInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(s.state, "");
     }
 }

@@ -27,6 +27,7 @@ use super::consumer_state::{ConsumerState, Key, MemberId, Outcome, Snapshot, Ver
 use super::parts::ConsumerParts;
 use super::settings::{AckMode, ConsumerSettings};
 use crate::error::{Error, ErrorCode};
+use crate::live::RoutedEvent;
 use crate::publisher::Publish;
 use crate::storage::{Event, IdLookup, ReadItem, Start, StateStore, parse_event_id};
 use crate::subject::{Pattern, Subject};
@@ -64,10 +65,8 @@ pub struct ConsumerRecord {
 pub enum Out {
     /// An event, with its delivery count (1 on first delivery).
     Event {
-        /// The namespace.
-        namespace: String,
-        /// The event.
-        event: Event,
+        /// The event, with its namespace (shared with other subscriptions it went to).
+        event: Arc<RoutedEvent>,
         /// Deliveries of this event to this consumer, this one included.
         count: u32,
     },
@@ -146,6 +145,9 @@ pub struct Consumer {
     /// Woken when a delivery may have become possible (ack, nack, member left, seek...).
     changed: Notify,
     reader: tokio::sync::Mutex<Subscription>,
+    /// Whether the reader is live everywhere (kept by the reader, also across a seek's new
+    /// one; members' listings show it).
+    live: Arc<AtomicBool>,
     /// Set while a seek waits for the reader, so that no member takes it meanwhile.
     seeking: AtomicBool,
     /// Cancelled when the consumer is deleted (or its last member left, for ephemeral ones).
@@ -244,6 +246,7 @@ impl Consumer {
         Ok(Subscription::open(
             parts.namespaces.clone(),
             parts.metrics.clone(),
+            parts.routes.clone(),
             pattern.clone(),
             start,
             None,
@@ -261,6 +264,7 @@ impl Consumer {
         state: ConsumerState,
         reader: Subscription,
     ) -> Arc<Consumer> {
+        let live = Arc::new(AtomicBool::new(false));
         let persist = (kind == ConsumerKind::Durable).then(|| Persist {
             store: parts.store.clone(),
             durable: watch::Sender::new(Durable::default()),
@@ -277,11 +281,17 @@ impl Consumer {
             parts: parts.clone(),
             state: std::sync::Mutex::new(state),
             changed: Notify::new(),
-            reader: tokio::sync::Mutex::new(reader),
+            live: live.clone(),
+            reader: tokio::sync::Mutex::new(reader.sharing_live(live)),
             seeking: AtomicBool::new(false),
             deleted: CancellationToken::new(),
             persist,
         })
+    }
+
+    /// The flag saying whether its reader is live everywhere.
+    pub(crate) fn live_flag(&self) -> Arc<AtomicBool> {
+        self.live.clone()
     }
 
     /// The name (generated for single subscriptions: `~s-<n>`).
@@ -591,8 +601,7 @@ impl Consumer {
                 match self.read_back(&key).await? {
                     ReadBack::Found(event) => {
                         return Ok(Some(vec![Out::Event {
-                            namespace: key.ns.to_string(),
-                            event,
+                            event: Arc::new(RoutedEvent::new(key.ns.clone(), event)),
                             count,
                         }]));
                     }
@@ -645,7 +654,7 @@ impl Consumer {
                 let now = Instant::now();
                 let mut item = Some(first);
                 while let Some(d) = item.take() {
-                    out.push(Self::register(&mut st, member, d, now));
+                    out.extend(Self::register(&mut st, member, d, now));
                     if out.len() >= max || !st.room_for_new(member) {
                         break;
                     }
@@ -654,24 +663,33 @@ impl Consumer {
                 }
             }
             drop(reader);
+            if out.is_empty() {
+                // Everything read was behind the consumer's position (a gap it learnt of
+                // while redelivering moved it on).
+                continue;
+            }
             self.wake_persister();
             return Ok(Some(out));
         }
     }
 
-    /// Records a delivery read from the log as going to `member`.
-    fn register(st: &mut ConsumerState, member: MemberId, d: Delivery, now: Instant) -> Out {
-        match d {
-            Delivery::Event {
-                namespace, event, ..
-            } => {
-                let key = st.key(&namespace, event.sequence);
-                let count = st.deliver_new(member, key, now);
-                Out::Event {
-                    namespace,
-                    event,
-                    count,
+    /// Records a delivery read from the log as going to `member`; `None` for an event behind
+    /// the consumer's position (passed by a gap it met while redelivering: the live path may
+    /// have queued it before retention deleted it).
+    fn register(
+        st: &mut ConsumerState,
+        member: MemberId,
+        d: Delivery,
+        now: Instant,
+    ) -> Option<Out> {
+        Some(match d {
+            Delivery::Event { event, .. } => {
+                if st.was_read(&event.namespace, event.sequence) {
+                    return None;
                 }
+                let key = st.key(&event.namespace, event.sequence);
+                let count = st.deliver_new(member, key, now);
+                Out::Event { event, count }
             }
             Delivery::Gap {
                 namespace,
@@ -685,7 +703,7 @@ impl Consumer {
                     resume_at,
                 }
             }
-        }
+        })
     }
 
     /// Reads one event of the log again.
@@ -948,7 +966,9 @@ impl Consumer {
         self.changed.notify_waiters();
         let result = async {
             let mut reader = self.reader.lock().await;
-            let fresh = Self::open_reader(&self.parts, &self.pattern, start).await?;
+            let fresh = Self::open_reader(&self.parts, &self.pattern, start)
+                .await?
+                .sharing_live(self.live.clone());
             let positions = fresh.positions().into_iter().collect();
             *reader = fresh;
             let mut st = lock(&self.state);

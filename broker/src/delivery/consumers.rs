@@ -222,9 +222,10 @@ impl Member {
     fn new(
         consumer: Arc<Consumer>,
         id: MemberId,
-        guard: InterestGuard,
+        mut guard: InterestGuard,
         consumers: &Arc<Consumers>,
     ) -> Member {
+        guard.follow(consumer.live_flag());
         Member {
             consumer,
             id,

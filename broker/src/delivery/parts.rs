@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::confirmations::Confirmations;
 use super::dead_letters::DeadLetterSink;
+use crate::live::Routes;
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::storage::StateStore;
@@ -20,6 +21,8 @@ pub struct ConsumerParts {
     pub namespaces: Arc<Namespaces>,
     /// Delivery and ack counters.
     pub metrics: Arc<Metrics>,
+    /// The live path, which consumers' readers join like every subscription.
+    pub routes: Arc<Routes>,
     /// Where durable consumers keep their state.
     pub store: Arc<dyn StateStore>,
     /// Where given-up events go.

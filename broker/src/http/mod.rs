@@ -17,6 +17,7 @@ pub mod manage;
 pub mod publish;
 pub mod query;
 pub mod request;
+pub mod sse;
 pub mod stream;
 
 /// Every route, as (method, path) in the router's syntax; the OpenAPI test checks this list

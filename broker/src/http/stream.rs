@@ -6,15 +6,15 @@
 //! `Last-Event-ID` (sent by `EventSource` when it reconnects) wins over `from`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::query::{Params, Query};
+use super::sse;
 use crate::broker::{Broker, MAX_PULL_LIMIT, MAX_PULL_WAIT};
 use crate::delivery::{AckMode, Attach, ConsumerSettings, Out};
 use crate::error::{Error, ErrorCode};
@@ -183,40 +183,41 @@ pub async fn stream(
         "cursor": sub.cursor(),
     });
     let events = async_stream::stream! {
-        yield Ok::<_, Infallible>(
-            SseEvent::default().event("subscribed").retry(Duration::from_millis(1000)).data(hello.to_string()),
-        );
+        yield sse::frame("subscribed", &hello.to_string(), true);
         loop {
             let next = tokio::select! {
+                biased;
                 _ = token.cancelled() => None,
                 d = sub.next() => Some(d),
             };
             match next {
                 None | Some(Ok(None)) => {
-                    yield Ok(SseEvent::default().event("shutdown").data("{}"));
+                    yield sse::frame("shutdown", "{}", false);
                     break;
                 }
-                Some(Ok(Some(Delivery::Event { namespace, event, cursor }))) => {
-                    yield Ok(SseEvent::default().id(cursor).data(crate::event::to_json(&event, &namespace, None)));
+                Some(Ok(Some(Delivery::Event { event, cursor }))) => {
+                    yield sse::event(&cursor, &event, None);
                 }
                 Some(Ok(Some(Delivery::Gap { namespace, missed_from, resume_at }))) => {
-                    yield Ok(gap_event(&namespace, missed_from, resume_at));
+                    yield gap_event(&namespace, missed_from, resume_at);
                 }
                 Some(Err(e)) => {
-                    yield Ok(error_event(&e));
+                    yield error_event(&e);
                     break;
                 }
             }
         }
     };
-    Ok(sse_response(events, heartbeat))
+    Ok(sse::response(events, heartbeat))
 }
 
 /// `event: gap`: events `missed_from..resume_at` of `namespace` were deleted by retention.
-fn gap_event(namespace: &str, missed_from: u64, resume_at: u64) -> SseEvent {
-    SseEvent::default()
-        .event("gap")
-        .data(gap_json(namespace, missed_from, resume_at).to_string())
+fn gap_event(namespace: &str, missed_from: u64, resume_at: u64) -> Vec<Bytes> {
+    sse::frame(
+        "gap",
+        &gap_json(namespace, missed_from, resume_at).to_string(),
+        false,
+    )
 }
 
 /// The wire [`bus_proto::Gap`] as a JSON value (keys in the order serde_json's map keeps).
@@ -231,30 +232,11 @@ fn gap_json(namespace: &str, missed_from: u64, resume_at: u64) -> serde_json::Va
 }
 
 /// `event: error`: the stream ends because of `e`.
-fn error_event(e: &Error) -> SseEvent {
+fn error_event(e: &Error) -> Vec<Bytes> {
     let err = bus_proto::error::ErrorDetail::new(e.code, e.message.as_str());
     // Two strings: serialising cannot fail.
     let data = serde_json::to_string(&err).unwrap_or_default();
-    SseEvent::default().event("error").data(data)
-}
-
-fn sse_response(
-    events: impl futures::Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
-    heartbeat: Duration,
-) -> Response {
-    let mut resp = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(heartbeat).text("keep-alive"))
-        .into_response();
-    // Proxies must not buffer the stream.
-    resp.headers_mut().insert(
-        "cache-control",
-        axum::http::HeaderValue::from_static("no-cache"),
-    );
-    resp.headers_mut().insert(
-        "x-accel-buffering",
-        axum::http::HeaderValue::from_static("no"),
-    );
-    resp
+    sse::frame("error", &data, false)
 }
 
 /// A stream of a consumer's deliveries to one member. The settings given apply when the
@@ -338,9 +320,7 @@ async fn consumer_stream(
     });
     let token = broker.shutdown_token();
     let events = async_stream::stream! {
-        yield Ok::<_, Infallible>(
-            SseEvent::default().event("subscribed").retry(Duration::from_millis(1000)).data(hello.to_string()),
-        );
+        yield sse::frame("subscribed", &hello.to_string(), true);
         loop {
             // Shutdown first: closing the broker also retires its consumers. A member that
             // took its `limit` waits here (holding what it has, so that it can still ack it)
@@ -352,24 +332,23 @@ async fn consumer_stream(
             };
             match next {
                 None | Some(Ok(None)) => {
-                    yield Ok(SseEvent::default().event("shutdown").data("{}"));
+                    yield sse::frame("shutdown", "{}", false);
                     break;
                 }
-                Some(Ok(Some(Out::Event { namespace, event, count }))) => {
-                    let json = crate::event::to_json(&event, &namespace, manual.then_some(count));
-                    yield Ok(SseEvent::default().id(event.id.clone()).data(json));
+                Some(Ok(Some(Out::Event { event, count }))) => {
+                    yield sse::event(&event.id, &event, manual.then_some(count));
                 }
                 Some(Ok(Some(Out::Gap { namespace, missed_from, resume_at }))) => {
-                    yield Ok(gap_event(&namespace, missed_from, resume_at));
+                    yield gap_event(&namespace, missed_from, resume_at);
                 }
                 Some(Err(e)) => {
-                    yield Ok(error_event(&e));
+                    yield error_event(&e);
                     break;
                 }
             }
         }
     };
-    Ok(sse_response(events, heartbeat))
+    Ok(sse::response(events, heartbeat))
 }
 
 /// The first setting given on attach whose value differs from the consumer's own.
@@ -438,24 +417,28 @@ pub async fn pull(
         MAX_PULL_WAIT,
     )?;
     let page = broker.pull(pattern, from, limit, wait).await?;
-    let mut body = String::with_capacity(256 + page.events.len() * 256);
-    body.push_str("{\"events\":[");
-    for (i, (ns, e)) in page.events.iter().enumerate() {
+    let mut body: Vec<u8> = Vec::with_capacity(256 + page.events.len() * 256);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, e) in page.events.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        body.push_str(&crate::event::to_json(e, ns, None));
+        body.extend_from_slice(&e.json());
     }
-    body.push_str("],\"cursor\":");
-    body.push_str(&serde_json::Value::String(page.cursor).to_string());
+    body.extend_from_slice(b"],\"cursor\":");
+    body.extend_from_slice(
+        serde_json::Value::String(page.cursor)
+            .to_string()
+            .as_bytes(),
+    );
     let gaps: Vec<_> = page
         .gaps
         .iter()
         .map(|(ns, from, to)| gap_json(ns, *from, *to))
         .collect();
-    body.push_str(",\"gaps\":");
-    body.push_str(&serde_json::Value::Array(gaps).to_string());
-    body.push('}');
+    body.extend_from_slice(b",\"gaps\":");
+    body.extend_from_slice(serde_json::Value::Array(gaps).to_string().as_bytes());
+    body.push(b'}');
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,

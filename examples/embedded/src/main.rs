@@ -69,7 +69,7 @@ async fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let responder = broker.clone();
     tokio::spawn(async move {
         while let Ok(Some(Delivery::Event { event, .. })) = requests.next().await {
-            if let Some(inbox) = event.reply_to {
+            if let Some(inbox) = event.reply_to.clone() {
                 let answer = format!("hello, {}", text(&event.payload));
                 let _ = responder.reply(Publish {
                     subject: inbox,

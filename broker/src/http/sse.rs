@@ -1,0 +1,97 @@
+//! Server-Sent Events written as [`Bytes`] pieces: an event's frame, shared by every
+//! subscriber it goes to, is written as is beside the few bytes that are the subscriber's
+//! own (its `id:` line), and keep-alive comments fill the silences.
+//!
+//! Frames are built by [`frame`] (named events: `subscribed`, `gap`, `error`, `shutdown`) and
+//! [`event`] (a delivery); [`response`] turns a stream of frames into the streaming response.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::live::RoutedEvent;
+
+/// The comment sent after `heartbeat` without a frame.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// How long `EventSource` waits before reconnecting, sent with `subscribed`.
+pub const RETRY_MS: u64 = 1000;
+
+/// A frame that is a named event with one line of `data` (JSON, so no newline in it), and
+/// the `retry:` field when `retry` is set.
+pub fn frame(name: &str, data: &str, retry: bool) -> Vec<Bytes> {
+    let mut s = String::with_capacity(name.len() + data.len() + 32);
+    s.push_str("event: ");
+    s.push_str(name);
+    if retry {
+        s.push_str("\nretry: ");
+        s.push_str(&RETRY_MS.to_string());
+    }
+    s.push_str("\ndata: ");
+    s.push_str(data);
+    s.push_str("\n\n");
+    vec![Bytes::from(s)]
+}
+
+/// The frame of a delivery: `id: <id>` (the subscriber's own) and the event's shared
+/// `data:` frame, with `delivery_count` spliced in when given.
+pub fn event(id: &str, e: &RoutedEvent, delivery_count: Option<u32>) -> Vec<Bytes> {
+    let mut pieces = Vec::with_capacity(4);
+    pieces.push(Bytes::from(format!("id: {id}\n")));
+    pieces.extend(e.data_frame(delivery_count));
+    pieces
+}
+
+/// The streaming response writing `frames`, with a keep-alive comment after every
+/// `heartbeat` without one. Ends when `frames` ends.
+pub fn response(
+    frames: impl Stream<Item = Vec<Bytes>> + Send + 'static,
+    heartbeat: Duration,
+) -> Response {
+    let body = async_stream::stream! {
+        let mut frames = std::pin::pin!(frames);
+        loop {
+            // The frame stream keeps its own state between polls: a keep-alive in between
+            // cancels nothing of it.
+            let next = tokio::select! {
+                f = frames.next() => f,
+                () = tokio::time::sleep(heartbeat) => {
+                    yield Ok::<_, Infallible>(Bytes::from_static(KEEP_ALIVE));
+                    continue;
+                }
+            };
+            let Some(pieces) = next else { break };
+            for p in pieces {
+                yield Ok(p);
+            }
+        }
+    };
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    // Proxies must not buffer the stream.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_frames_are_one_piece_in_the_sse_form() {
+        let f = frame("subscribed", "{\"a\":1}", true).concat();
+        assert_eq!(f, b"event: subscribed\nretry: 1000\ndata: {\"a\":1}\n\n");
+        let f = frame("shutdown", "{}", false).concat();
+        assert_eq!(f, b"event: shutdown\ndata: {}\n\n");
+    }
+}
