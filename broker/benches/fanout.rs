@@ -183,6 +183,9 @@ struct LoadRun {
     gen_cpu: f64,
     /// From the first publish to the last delivery (or the end of the drain), seconds.
     window: f64,
+    /// From the first publish due to the last one answered, seconds (the rate's span when the
+    /// broker keeps up).
+    publish_span: f64,
     /// Latencies of the deliveries, µs, sorted.
     latencies: Vec<u32>,
 }
@@ -199,11 +202,13 @@ fn sparse(rt: &tokio::runtime::Runtime) {
         for (k, &n) in SPARSE_NS.iter().enumerate() {
             let r = rt.block_on(load_run("broker", n, Shape::Sparse));
             println!(
-                "  sparse run {} N={n}: published {} delivered {}/{} broker {:.3} s (idle {:.3}) gen {:.3} s, p50 {:.0} µs p99 {:.0} µs",
+                "  sparse run {} N={n}: published {} in {:.2} s, delivered {}/{} by {:.2} s, broker {:.3} s (idle {:.3}) gen {:.3} s, p50 {:.0} µs p99 {:.0} µs",
                 run + 1,
                 r.published,
+                r.publish_span,
                 r.delivered,
                 r.expected,
+                r.window,
                 r.cpu,
                 r.idle_cpu,
                 r.gen_cpu,
@@ -225,10 +230,12 @@ fn sparse(rt: &tokio::runtime::Runtime) {
             .map(|r| r.cpu * 1e6 / r.published.max(1) as f64)
             .collect();
         println!(
-            "  N={n:>6}: published {}, delivered {}, failed publishes {}; broker CPU/event {} µs; idle CPU {} ms; generator CPU/event {} µs; latency p50 {} µs, p99 {} µs, max {} µs",
+            "  N={n:>6}: published {}, delivered {}, failed publishes {}; publishing took {} s, last delivery at {} s; broker CPU/event {} µs; idle CPU {} ms; generator CPU/event {} µs; latency p50 {} µs, p99 {} µs, max {} µs",
             summary(rs.iter().map(|r| r.published as f64).collect(), 0),
             summary(rs.iter().map(|r| r.delivered as f64).collect(), 0),
             rs.iter().map(|r| r.failed).sum::<u64>(),
+            summary(rs.iter().map(|r| r.publish_span).collect(), 2),
+            summary(rs.iter().map(|r| r.window).collect(), 2),
             summary(cpu_ev.clone(), 1),
             summary(rs.iter().map(|r| r.idle_cpu * 1e3).collect(), 0),
             summary(
@@ -264,11 +271,13 @@ fn dense(rt: &tokio::runtime::Runtime) {
         for (role, into) in [("broker", &mut bus), ("baseline", &mut base)] {
             let r = rt.block_on(load_run(role, DENSE_SUBS, Shape::Dense));
             println!(
-                "  dense run {} {role}: published {} delivered {}/{} cpu {:.3} s (idle {:.3}) gen {:.3} s, p99 {:.0} µs",
+                "  dense run {} {role}: published {} in {:.2} s, delivered {}/{} by {:.2} s, cpu {:.3} s (idle {:.3}) gen {:.3} s, p99 {:.0} µs",
                 run + 1,
                 r.published,
+                r.publish_span,
                 r.delivered,
                 r.expected,
+                r.window,
                 r.cpu,
                 r.idle_cpu,
                 r.gen_cpu,
@@ -498,15 +507,12 @@ async fn load_run(role: &str, subs: usize, shape: Shape) -> LoadRun {
         };
         let subject = format!("user.{target}.inbox");
         let payload = payload(seq);
+        // Latency counts from when the publish was due, so that a publisher held back by
+        // the in-flight bound does not hide the wait (coordinated omission).
+        sink.sent.at[seq].store(sink.sent.now_ns(), Ordering::Release);
         let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-        let (client, sink, published, failed) = (
-            client.clone(),
-            sink.clone(),
-            published.clone(),
-            failed.clone(),
-        );
+        let (client, published, failed) = (client.clone(), published.clone(), failed.clone());
         publishes.push(tokio::spawn(async move {
-            sink.sent.at[seq].store(sink.sent.now_ns(), Ordering::Release);
             if publish_status(&client, port, &subject, payload).await {
                 published.fetch_add(1, Ordering::AcqRel);
             } else {
@@ -518,6 +524,7 @@ async fn load_run(role: &str, subs: usize, shape: Shape) -> LoadRun {
     for p in publishes {
         p.await.expect("publish task");
     }
+    let publish_span = started.elapsed().as_secs_f64();
     let expected = published.load(Ordering::Acquire) * shape.fan_out(subs);
     let drain_until = Instant::now() + DRAIN_LIMIT;
     while sink.delivered.load(Ordering::Acquire) < expected && Instant::now() < drain_until {
@@ -545,6 +552,7 @@ async fn load_run(role: &str, subs: usize, shape: Shape) -> LoadRun {
         idle_cpu,
         gen_cpu,
         window: elapsed.as_secs_f64(),
+        publish_span,
         latencies,
     }
 }
