@@ -21,9 +21,10 @@
 //! over), so that 10,000 of them stay cheap. Publishing waits until every stream has had its
 //! `event: subscribed`. The publisher is open loop: one `POST /v1/events/{subject}` per tick of
 //! a `tokio::time::interval`, each on its own task (the pooled HTTP/1.1 client, at most
-//! [`MAX_PUBLISHES_IN_FLIGHT`] at a time). A payload is 128 B and starts with `s=<seq>;`; the
-//! parent notes the send time of every sequence, and the latency of a delivery is from then to
-//! the moment its `data:` line is read.
+//! [`MAX_PUBLISHES_IN_FLIGHT`] at a time; past that the publisher falls behind, and "publishing
+//! took" says by how much). A payload is 128 B and starts with `s=<seq>;`; the latency of a
+//! delivery is from when its publish was due by the rate (not when it could be sent) to the
+//! moment its `data:` line is read.
 //!
 //! Cases:
 //!
@@ -496,7 +497,9 @@ async fn load_run(role: &str, subs: usize, shape: Shape) -> LoadRun {
     let gen0 = cpu_ticks_self();
     let started = Instant::now();
     let mut rng = XorShift(SEED);
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / shape.rate() as u32);
+    let period = Duration::from_secs(1) / shape.rate() as u32;
+    let first_due = sink.sent.now_ns();
+    let mut tick = tokio::time::interval(period);
     let slots = Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT));
     let mut publishes = Vec::with_capacity(events);
     for seq in 0..events {
@@ -507,9 +510,10 @@ async fn load_run(role: &str, subs: usize, shape: Shape) -> LoadRun {
         };
         let subject = format!("user.{target}.inbox");
         let payload = payload(seq);
-        // Latency counts from when the publish was due, so that a publisher held back by
-        // the in-flight bound does not hide the wait (coordinated omission).
-        sink.sent.at[seq].store(sink.sent.now_ns(), Ordering::Release);
+        // Latency counts from when the publish was due by the rate, so that a publisher
+        // held back by the in-flight bound does not hide the wait (coordinated omission).
+        let due = first_due + seq as u64 * period.as_nanos() as u64;
+        sink.sent.at[seq].store(due, Ordering::Release);
         let permit = slots.clone().acquire_owned().await.expect("semaphore open");
         let (client, published, failed) = (client.clone(), published.clone(), failed.clone());
         publishes.push(tokio::spawn(async move {
