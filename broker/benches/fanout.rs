@@ -23,8 +23,9 @@
 //! a `tokio::time::interval`, each on its own task (the pooled HTTP/1.1 client, at most
 //! [`MAX_PUBLISHES_IN_FLIGHT`] at a time; past that the publisher falls behind, and "publishing
 //! took" says by how much). A payload is 128 B and starts with `s=<seq>;`; the latency of a
-//! delivery is from when its publish was due by the rate (not when it could be sent) to the
-//! moment its `data:` line is read.
+//! delivery is from when its publish was sent (or, once the publisher is more than
+//! [`TIMER_SLACK`] behind the rate, from when it was due, so that a backlog is not hidden) to
+//! the moment its `data:` line is read.
 //!
 //! Cases:
 //!
@@ -95,6 +96,9 @@ const MANY_LIMIT: Duration = Duration::from_secs(5);
 const CONNECTS_IN_FLIGHT: usize = 128;
 /// Publishes in flight at most; past it the publisher waits (and falls behind its rate).
 const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
+/// How late a tick may fire (tokio's timer has a 1 ms resolution) and the publish still count
+/// as on time; past it, its latency counts from when it was due.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// Longest wait, after the last publish, for the deliveries still on their way.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 /// Longest wait for every stream's hello.
@@ -510,10 +514,17 @@ async fn load_run(role: &str, subs: usize, shape: Shape) -> LoadRun {
         };
         let subject = format!("user.{target}.inbox");
         let payload = payload(seq);
-        // Latency counts from when the publish was due by the rate, so that a publisher
-        // held back by the in-flight bound does not hide the wait (coordinated omission).
+        // Latency counts from when the publish was due by the rate once the publisher is
+        // behind, so that one held back by the in-flight bound does not hide the wait
+        // (coordinated omission); within the timer's slack, from now.
         let due = first_due + seq as u64 * period.as_nanos() as u64;
-        sink.sent.at[seq].store(due, Ordering::Release);
+        let now = sink.sent.now_ns();
+        let stamp = if now > due + TIMER_SLACK.as_nanos() as u64 {
+            due
+        } else {
+            now
+        };
+        sink.sent.at[seq].store(stamp, Ordering::Release);
         let permit = slots.clone().acquire_owned().await.expect("semaphore open");
         let (client, published, failed) = (client.clone(), published.clone(), failed.clone());
         publishes.push(tokio::spawn(async move {
