@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench -p bus-broker --bench fanout`; pass `sparse`, `dense`, `idle` or
 //! `many` to run only that case. `BUS_BENCH_RUNS` (default 5) and `BUS_BENCH_SECS` (seconds of
-//! load per run, default 5) change the size.
+//! load per run, default 5) change the size; `BUS_FANOUT_ENGINE=memory` runs the broker child on
+//! the memory engine instead of the disk.
 //!
 //! **Processes.** The broker's CPU must be the broker's alone, and the load generator shares
 //! the machine's two cores with it, so the broker runs in a child process: this binary
@@ -38,7 +39,9 @@
 //!   the streams with minimal chunked SSE headers and writes each publish's pre-encoded frame
 //!   (the broker's event JSON shape and size) to every stream.
 //! - **idle**: 10,000 idle streams on distinct subjects; broker RSS before and after they are
-//!   all open (each has had its hello): KiB per subscription.
+//!   all open (each has had its hello): KiB per subscription. Beside it, the same streams held
+//!   by a bare axum server on the same stack (`BUS_FANOUT_ROLE=bare-axum`, a pending SSE body
+//!   and nothing else): the floor the HTTP stack sets, and bus's own share above it.
 //! - **many**: no HTTP. A child (`BUS_FANOUT_ROLE=many`, a fresh process per run so that its
 //!   RSS delta means something) opens `Broker::in_memory`, 100,000 (or 10) subscriptions
 //!   `user.<i>.inbox` from `newest`, each driven by a task awaiting `Subscription::next()`, and
@@ -130,6 +133,7 @@ fn main() {
         Ok("broker") => broker_role(),
         Ok("baseline") => baseline_role(),
         Ok("many") => many_role(),
+        Ok("bare-axum") => bare_axum_role(),
         Ok(other) => panic!("unknown {ROLE_VAR} {other:?}"),
         Err(_) => parent(),
     }
@@ -335,16 +339,22 @@ fn dense(rt: &tokio::runtime::Runtime) {
 
 fn idle(rt: &tokio::runtime::Runtime) {
     let mut per_sub = Vec::new();
+    let mut bare = Vec::new();
+    let mut own = Vec::new();
     let mut befores = Vec::new();
     let mut afters = Vec::new();
     for run in 0..runs() {
-        let (before, after) = rt.block_on(idle_run());
+        let (before, after) = rt.block_on(idle_run("broker"));
         let kib = (after as f64 - before as f64) / IDLE_SUBS as f64;
+        let (b0, b1) = rt.block_on(idle_run("bare-axum"));
+        let bare_kib = (b1 as f64 - b0 as f64) / IDLE_SUBS as f64;
         println!(
-            "  idle run {}: RSS {before} KiB -> {after} KiB, {kib:.1} KiB/subscription",
+            "  idle run {}: RSS {before} KiB -> {after} KiB, {kib:.1} KiB/subscription; bare axum {b0} -> {b1} KiB, {bare_kib:.1} KiB/stream",
             run + 1
         );
         per_sub.push(kib);
+        bare.push(bare_kib);
+        own.push(kib - bare_kib);
         befores.push(before as f64 / 1024.0);
         afters.push(after as f64 / 1024.0);
     }
@@ -353,6 +363,11 @@ fn idle(rt: &tokio::runtime::Runtime) {
         summary(per_sub, 1),
         summary(befores, 1),
         summary(afters, 1)
+    );
+    println!(
+        "  bare axum holding the same streams (the same hyper-util stack, a pending SSE body): {} KiB/stream; bus's own share (bus - bare): {} KiB/subscription",
+        summary(bare, 1),
+        summary(own, 1)
     );
 }
 
@@ -708,8 +723,8 @@ async fn publish_status(client: &HttpClient, port: u16, subject: &str, payload: 
     ok && resp.into_body().collect().await.is_ok()
 }
 
-async fn idle_run() -> (u64, u64) {
-    let child = Spawned::start("broker");
+async fn idle_run(role: &str) -> (u64, u64) {
+    let child = Spawned::start(role);
     let client = common::http_client();
     publish(
         &client,
@@ -941,7 +956,11 @@ fn broker_role() {
             ..Config::default()
         };
         config.log.fsync = FsyncPolicy::Never;
-        let (broker, _) = Broker::open(config).await.expect("open broker");
+        let broker = if std::env::var("BUS_FANOUT_ENGINE").as_deref() == Ok("memory") {
+            Broker::in_memory(config).await.expect("open broker")
+        } else {
+            Broker::open(config).await.expect("open broker").0
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         print_port(listener.local_addr().expect("addr").port());
         let closed = stdin_closed();
@@ -952,6 +971,48 @@ fn broker_role() {
         .expect("server");
         broker.close().await;
         drop(dir);
+    });
+}
+
+/// The `bare-axum` role: the HTTP stack the broker serves with (axum on hyper-util's auto
+/// builder, HTTP/1.1 and h2c), doing nothing else: `GET /v1/stream` answers an SSE body that
+/// sends the `subscribed` hello and then nothing, `POST` a tiny 200. What an idle stream costs
+/// there is the floor under what it costs in the broker.
+fn bare_axum_role() {
+    use axum::routing::{get, post};
+    use futures::StreamExt as _;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        print_port(listener.local_addr().expect("addr").port());
+        let app = axum::Router::new()
+            .route(
+                "/v1/stream",
+                get(|| async {
+                    let frames = futures::stream::once(async {
+                        Ok::<_, std::convert::Infallible>(Bytes::from_static(
+                            b"event: subscribed\ndata: {}\n\n",
+                        ))
+                    })
+                    .chain(futures::stream::pending());
+                    axum::response::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(axum::body::Body::from_stream(frames))
+                        .expect("response")
+                }),
+            )
+            .route("/v1/events/{subject}", post(|| async { "{}" }));
+        let closed = stdin_closed();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = closed.await;
+            })
+            .await
+            .expect("serve");
+        std::process::exit(0);
     });
 }
 

@@ -55,17 +55,22 @@ pub fn response(
 ) -> Response {
     let body = async_stream::stream! {
         let mut frames = std::pin::pin!(frames);
+        // One timer, moved on after each frame (cheaper than a new one per frame).
+        let silence = tokio::time::sleep(heartbeat);
+        let mut silence = std::pin::pin!(silence);
         loop {
             // The frame stream keeps its own state between polls: a keep-alive in between
             // cancels nothing of it.
             let next = tokio::select! {
                 f = frames.next() => f,
-                () = tokio::time::sleep(heartbeat) => {
+                () = &mut silence => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + heartbeat);
                     yield Ok::<_, Infallible>(Bytes::from_static(KEEP_ALIVE));
                     continue;
                 }
             };
             let Some(pieces) = next else { break };
+            silence.as_mut().reset(tokio::time::Instant::now() + heartbeat);
             for p in pieces {
                 yield Ok(p);
             }
@@ -93,5 +98,38 @@ mod tests {
         assert_eq!(f, b"event: subscribed\nretry: 1000\ndata: {\"a\":1}\n\n");
         let f = frame("shutdown", "{}", false).concat();
         assert_eq!(f, b"event: shutdown\ndata: {}\n\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silences_get_keep_alives_and_frames_pass_as_they_are() {
+        use http_body_util::BodyExt as _;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(4);
+        let frames = async_stream::stream! {
+            while let Some(f) = rx.recv().await {
+                yield f;
+            }
+        };
+        let heartbeat = Duration::from_secs(5);
+        let mut body = response(frames, heartbeat).into_body();
+        let mut next = async || {
+            let f = body.frame().await?.expect("infallible");
+            Some(f.into_data().expect("data"))
+        };
+        let started = tokio::time::Instant::now();
+        let shared = Bytes::from_static(b"data: {}\n\n");
+        tx.send(vec![Bytes::from_static(b"id: 1\n"), shared.clone()])
+            .await
+            .unwrap();
+        assert_eq!(next().await.as_deref(), Some(&b"id: 1\n"[..]));
+        let piece = next().await.unwrap();
+        assert_eq!(
+            piece.as_ptr(),
+            shared.as_ptr(),
+            "the shared frame is not copied"
+        );
+        assert_eq!(next().await.as_deref(), Some(KEEP_ALIVE));
+        assert_eq!(started.elapsed(), heartbeat);
+        drop(tx);
+        assert_eq!(next().await, None, "the response ends with its frames");
     }
 }
