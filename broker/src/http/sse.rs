@@ -1,6 +1,10 @@
-//! Server-Sent Events written as [`Bytes`] pieces: an event's frame, shared by every
-//! subscriber it goes to, is written as is beside the few bytes that are the subscriber's
+//! Server-Sent Events written as [`Bytes`] pieces: an event's frame, encoded once and shared
+//! by every subscriber it goes to, is written beside the few bytes that are the subscriber's
 //! own (its `id:` line), and keep-alive comments fill the silences.
+//!
+//! A frame's pieces go out as one body chunk when they are small (up to
+//! [`COALESCE_BYTES`]: copying a few hundred bytes costs less than the chunk headers and
+//! write calls of separate pieces), and as they are, uncopied, when larger.
 //!
 //! Frames are built by [`frame`] (named events: `subscribed`, `gap`, `error`, `shutdown`) and
 //! [`event`] (a delivery); [`response`] turns a stream of frames into the streaming response.
@@ -18,6 +22,10 @@ use crate::live::RoutedEvent;
 
 /// The comment sent after `heartbeat` without a frame.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Frames up to this size are written as one chunk (their pieces copied together); larger
+/// ones as their pieces, the shared ones uncopied.
+pub const COALESCE_BYTES: usize = 4096;
 
 /// How long `EventSource` waits before reconnecting, sent with `subscribed`.
 pub const RETRY_MS: u64 = 1000;
@@ -71,8 +79,13 @@ pub fn response(
             };
             let Some(pieces) = next else { break };
             silence.as_mut().reset(tokio::time::Instant::now() + heartbeat);
-            for p in pieces {
-                yield Ok(p);
+            let size: usize = pieces.iter().map(Bytes::len).sum();
+            if pieces.len() > 1 && size <= COALESCE_BYTES {
+                yield Ok(Bytes::from(pieces.concat()));
+            } else {
+                for p in pieces {
+                    yield Ok(p);
+                }
             }
         }
     };
@@ -116,11 +129,20 @@ mod tests {
             Some(f.into_data().expect("data"))
         };
         let started = tokio::time::Instant::now();
-        let shared = Bytes::from_static(b"data: {}\n\n");
-        tx.send(vec![Bytes::from_static(b"id: 1\n"), shared.clone()])
+        // A small frame goes out as one chunk.
+        tx.send(vec![
+            Bytes::from_static(b"id: 1\n"),
+            Bytes::from_static(b"data: {}\n\n"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(next().await.as_deref(), Some(&b"id: 1\ndata: {}\n\n"[..]));
+        // A large one as its pieces, the shared one not copied.
+        let shared = Bytes::from(format!("data: \"{}\"\n\n", "x".repeat(COALESCE_BYTES)));
+        tx.send(vec![Bytes::from_static(b"id: 2\n"), shared.clone()])
             .await
             .unwrap();
-        assert_eq!(next().await.as_deref(), Some(&b"id: 1\n"[..]));
+        assert_eq!(next().await.as_deref(), Some(&b"id: 2\n"[..]));
         let piece = next().await.unwrap();
         assert_eq!(
             piece.as_ptr(),
