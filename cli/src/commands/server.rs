@@ -86,12 +86,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    if !addr.ip().is_loopback() && !config.credentials_configured {
-        tracing::warn!(
-            addr = %addr,
-            "listening beyond loopback without credentials (--allow-anonymous): anyone who can reach {addr} may publish, read and delete events"
-        );
-    }
+
     let (broker, reports) = Broker::open(config)
         .await
         .map_err(|e| CliError::with_cause("cannot open data directory", e))?;
@@ -109,6 +104,12 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         namespaces = %recovered(&reports),
         "bus listening on {scheme}://{local}"
     );
+    if !local.ip().is_loopback() && !broker.config().credentials_configured {
+        tracing::warn!(
+            addr = %local,
+            "listening beyond loopback without credentials (--allow-anonymous): anyone who can reach {local} may publish, read and delete events"
+        );
+    }
     if let Some(tls) = &tls {
         tokio::spawn(reload_on_sighup(tls.clone()));
     }
