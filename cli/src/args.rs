@@ -47,6 +47,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
+// Parsed once per process; the server's many flags make its variant the largest.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the broker.
     Server(ServerArgs),
