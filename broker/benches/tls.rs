@@ -38,7 +38,12 @@ enum Transport {
 }
 
 /// Sends POSTs on one connection until `until`; adds each `201` to `done`.
-async fn drive(addr: std::net::SocketAddr, transport: Transport, until: Instant, done: Arc<AtomicU64>) {
+async fn drive(
+    addr: std::net::SocketAddr,
+    transport: Transport,
+    until: Instant,
+    done: Arc<AtomicU64>,
+) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     let mut sender = match transport {
