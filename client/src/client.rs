@@ -49,8 +49,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// let options = ConnectOptions::new().request_timeout(DEFAULT_REQUEST_TIMEOUT / 3);
 /// ```
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle pooled connection is kept: below the broker's default idle timeout
+/// (60 s), so that the client drops a connection before the broker closes it under a
+/// request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Largest non-stream answer body read; a larger one is a protocol error. Pull pages hold
 /// at most 1,000 events.
 const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
