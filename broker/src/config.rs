@@ -19,6 +19,18 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_NAMESPACES: usize = 1_000;
 /// Default interval of SSE keep-alive comments.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Default time from accepting a connection (or from a later request's first byte) to the
+/// whole request head; past it the connection is closed.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to receive a whole request body; past it `408 request_timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a keep-alive connection may wait for its next request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a socket may accept no byte of pending output (a subscriber that stopped
+/// reading) before its connection is closed.
+pub const DEFAULT_STALLED_STREAM_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default bound on connections per client address (loopback exempt by default).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// File in the data directory keeping per-namespace overrides across restarts.
 pub const OVERRIDES_FILE: &str = "namespaces.json";
 
@@ -115,8 +127,45 @@ pub struct Config {
     pub overrides: BTreeMap<String, NamespaceOverride>,
     /// Origins allowed by CORS (`*` for any). Default: none (no CORS headers).
     pub cors_origins: Vec<String>,
-    /// Open connections at most; past it new connections wait. Default: 10,000.
+    /// Open connections at most; past it new connections wait (in the kernel's backlog)
+    /// until one closes, which the timeouts below guarantee. Default: 10,000.
     pub max_connections: usize,
+    /// Connections per client address at most (an IPv6 client counts by its /64; behind a
+    /// trusted proxy, open requests per forwarded address); past it the connection is
+    /// closed (a request answered `429 too_many_connections`). Default: 256.
+    pub max_connections_per_client: usize,
+    /// Whether loopback clients are held to `max_connections_per_client` too. Default:
+    /// false, so local benchmarks and tests are unaffected.
+    pub limit_loopback_clients: bool,
+    /// Proxies whose PROXY protocol header or `X-Forwarded-For` names the client. Default:
+    /// none.
+    pub trusted_proxies: crate::trusted_proxies::TrustedProxies,
+    /// From accepting a connection to its first whole request head, and from a later
+    /// request's first byte to its whole head (the TLS handshake included). Default: 10 s.
+    pub header_timeout: Duration,
+    /// To receive a whole request body, from its head. Default: 30 s.
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request open is closed after this. Default: 60 s.
+    pub idle_timeout: Duration,
+    /// A connection whose socket accepts no byte of pending output for this long is closed
+    /// (an SSE stream whose reader stopped; one that reads, however slowly, is never cut).
+    /// Default: 5 min.
+    pub stalled_stream_timeout: Duration,
+    /// Names the broker answers for in `Host` (`example.com`, `.example.com` for it and its
+    /// subdomains, an address, `*` for any); any other is `421 misdirected_request`.
+    /// Default: empty, meaning only loopback names when listening on loopback without
+    /// credentials, and any name otherwise.
+    pub allowed_hosts: Vec<String>,
+    /// Whether listening on a non-loopback address without credentials is allowed
+    /// (`--allow-anonymous`). Default: false, and such an address is refused at start.
+    pub allow_anonymous: bool,
+    /// Whether clients must present credentials. Nothing sets it yet: credentials
+    /// (`--auth`) come with the next release; until then it is false, and the loopback
+    /// defaults above apply.
+    pub credentials_configured: bool,
+    /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`). Default: none,
+    /// plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Interval of SSE keep-alive comments. Default: 15 s.
     pub heartbeat: Duration,
     /// Namespaces at most (each holds a directory, an open file, a writer thread and, under
@@ -138,6 +187,17 @@ impl Default for Config {
             overrides: BTreeMap::new(),
             cors_origins: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            limit_loopback_clients: false,
+            trusted_proxies: crate::trusted_proxies::TrustedProxies::default(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stalled_stream_timeout: DEFAULT_STALLED_STREAM_TIMEOUT,
+            allowed_hosts: Vec::new(),
+            allow_anonymous: false,
+            credentials_configured: false,
+            tls: None,
             heartbeat: DEFAULT_HEARTBEAT,
             max_namespaces: DEFAULT_MAX_NAMESPACES,
             file_system: std::sync::Arc::new(crate::storage::io::StdFs),
@@ -198,7 +258,51 @@ impl Config {
         if self.max_connections == 0 {
             return Err("max connections must be positive".into());
         }
-        Ok(())
+        if self.max_connections_per_client == 0 {
+            return Err("max connections per client must be positive".into());
+        }
+        for (name, t) in [
+            ("header timeout", self.header_timeout),
+            ("body timeout", self.body_timeout),
+            ("idle timeout", self.idle_timeout),
+            ("stalled-stream timeout", self.stalled_stream_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        for h in &self.allowed_hosts {
+            crate::http::host::check_allowed_host(h)?;
+        }
+        if self.credentials_configured && self.cors_origins.iter().any(|o| o == "*") {
+            return Err(
+                "--cors-origin '*' cannot go with credentials: name each allowed origin".into(),
+            );
+        }
+        self.check_exposure(self.addr)
+    }
+
+    /// Whether listening on `addr` is allowed: a non-loopback address needs credentials or
+    /// `allow_anonymous`. The error says what to add.
+    pub fn check_exposure(&self, addr: SocketAddr) -> Result<(), String> {
+        if addr.ip().is_loopback() || self.credentials_configured || self.allow_anonymous {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to listen on {addr} without credentials: anyone who can reach it could \
+             publish, read and delete events. Listen on loopback (--addr 127.0.0.1:{port}), or \
+             add --allow-anonymous (BUS_ALLOW_ANONYMOUS=true) to serve anonymous clients on the \
+             network (see proto-docs/security.md)",
+            port = addr.port()
+        ))
+    }
+
+    /// Whether Host names are limited to loopback ones: listening on loopback, without
+    /// credentials and without `allowed_hosts`.
+    pub fn loopback_hosts_only(&self) -> bool {
+        self.allowed_hosts.is_empty()
+            && !self.credentials_configured
+            && self.addr.ip().is_loopback()
     }
 
     /// The fsync policy in force for `namespace`.

@@ -23,7 +23,9 @@
 //! - [`request`] and [`inboxes`]: request/reply.
 //! - [`broker`]: [`broker::Broker`], the façade over all of the above, which nothing below
 //!   it knows.
-//! - [`http`] and [`server`]: the HTTP API and the server loop that serves it.
+//! - [`http`] and [`server`]: the HTTP API and the server loop that serves it;
+//!   [`listener`] bounds the connections, [`connection`] serves one (timeouts, per-client
+//!   limits, the PROXY protocol of [`trusted_proxies`], [`tls`]).
 //!
 //! The wire forms (the event JSON, error codes, start positions and cursors, units, the
 //! JSON of receipts, namespaces, consumers and subscriptions) are defined once in the
@@ -32,6 +34,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod connection;
 pub mod cursor;
 pub mod delivery;
 pub mod error;
@@ -51,6 +54,8 @@ pub mod storage;
 pub mod subject;
 pub mod subscription;
 mod sync;
+pub mod tls;
 pub mod token_table;
 pub mod trie;
+pub mod trusted_proxies;
 pub mod units;

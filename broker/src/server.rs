@@ -6,6 +6,9 @@
 //! then closes the broker (syncing the logs). Tests pass their own shutdown trigger; `bus
 //! server` passes SIGINT/SIGTERM.
 //!
+//! Each connection is served by [`crate::connection::serve`]: timeouts for silent, idle and
+//! stalled connections, per-client limits, the PROXY protocol from trusted proxies, TLS.
+//!
 //! Limits: the broker's own limits on the request head ([`MAX_HEADERS`],
 //! [`MAX_HEADER_BYTES`], [`MAX_URI_BYTES`]) are checked by the router and answered with the
 //! JSON error body. The HTTP library's limits are set well past them ([`HYPER_MAX_HEADERS`],
@@ -14,14 +17,19 @@
 
 use std::future::Future;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
+use crate::connection::Shared;
+use crate::connection::activity::Timeouts;
+use crate::connection::client_limits::ClientLimits;
 use crate::listener::LimitedListener;
+use crate::tls::Tls;
 
 /// Most request headers the broker takes (`431 headers_too_large` past it).
 pub const MAX_HEADERS: usize = 100;
@@ -38,15 +46,41 @@ pub const HYPER_MAX_HEADERS: usize = 1000;
 /// limit, set past [`MAX_HEADER_BYTES`] + [`MAX_URI_BYTES`].
 pub const HYPER_MAX_BUF_BYTES: usize = 512 * 1024;
 
-/// Serves the API on `listener` until `shutdown` resolves and every connection has drained.
+/// Serves the API on `listener` until `shutdown` resolves and every connection has drained,
+/// over TLS when the configuration names a certificate (loaded once; see [`run_with_tls`]
+/// for one that can be reloaded). Fails at once when the configuration does not allow
+/// listening where `listener` listens (a non-loopback address without credentials or
+/// `allow_anonymous`), or when the certificate cannot be loaded.
 pub async fn run(
     listener: TcpListener,
     broker: Broker,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = match &broker.config().tls {
+        Some(files) => Some(Tls::load(files).map_err(invalid)?),
+        None => None,
+    };
+    run_with_tls(listener, broker, tls, shutdown).await
+}
+
+fn invalid(e: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+}
+
+/// [`run`] with the TLS configuration given (`None`: plain HTTP), so that the caller keeps a
+/// handle to [`Tls::reload`] it.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    broker: Broker,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = broker.config().clone();
+    config
+        .check_exposure(listener.local_addr()?)
+        .map_err(invalid)?;
     let token = broker.shutdown_token();
-    let app = crate::http::router(broker.clone());
-    let mut listener = LimitedListener::new(listener, broker.config().max_connections);
+    let mut listener = LimitedListener::new(listener, config.max_connections);
     let signal = {
         let token = token.clone();
         async move {
@@ -67,22 +101,34 @@ pub async fn run(
     builder
         .http2()
         .max_header_list_size(HYPER_MAX_BUF_BYTES as u32);
+    let shared = Arc::new(Shared {
+        app: crate::http::router(broker.clone()),
+        builder,
+        tls,
+        timeouts: Timeouts {
+            header: config.header_timeout,
+            idle: config.idle_timeout,
+            stalled: config.stalled_stream_timeout,
+        },
+        trusted: config.trusted_proxies.clone(),
+        client_limits: ClientLimits::new(
+            config.max_connections_per_client,
+            config.limit_loopback_clients,
+        ),
+    });
     let graceful = GracefulShutdown::new();
     loop {
-        let (io, _addr) = tokio::select! {
+        let (stream, peer, slot) = tokio::select! {
             () = &mut signal => break,
-            c = axum::serve::Listener::accept(&mut listener) => c,
+            c = listener.accept() => c,
         };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(crate::connection::serve(
+            shared.clone(),
+            stream,
+            peer,
+            graceful.watcher(),
+            slot,
+        ));
     }
     drop(listener);
     graceful.shutdown().await;

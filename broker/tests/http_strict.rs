@@ -261,11 +261,11 @@ engines!(a_malformed_chunked_body_is_400);
 /// A malformed chunked body is a malformed request (400), not one over its limit (413).
 async fn a_malformed_chunked_body_is_400(engine: Engine) {
     let s = TestServer::start_default_on(engine).await;
-    let req = b"POST /v1/events/user.x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let req = b"POST /v1/events/user.x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
     raw_http(s.addr(), req)
         .await
         .assert_error(400, "invalid_body");
-    let req = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n";
+    let req = b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n";
     raw_http(s.addr(), req)
         .await
         .assert_error(400, "invalid_body");
@@ -298,7 +298,7 @@ engines!(oversized_request_heads_get_the_json_error);
 /// library's bare status: too many headers, too many header bytes, too long a URI.
 async fn oversized_request_heads_get_the_json_error(engine: Engine) {
     let s = TestServer::start_default_on(engine).await;
-    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for i in 0..200 {
         req.push_str(&format!("X-H-{i}: v\r\n"));
     }
@@ -307,21 +307,22 @@ async fn oversized_request_heads_get_the_json_error(engine: Engine) {
         .await
         .assert_error(431, "headers_too_large");
     let big = "v".repeat(70 * 1024);
-    let req =
-        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {big}\r\n\r\n");
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: {big}\r\n\r\n"
+    );
     raw_http(s.addr(), req.as_bytes())
         .await
         .assert_error(431, "headers_too_large");
     // Past the broker's 32 KiB (hyper's own fixed limit, 65,534 bytes, is further on).
     let path = format!("/v1/events/user.{}", "a".repeat(40 * 1024));
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     );
     raw_http(s.addr(), req.as_bytes())
         .await
         .assert_error(414, "uri_too_long");
     // Within the limits, a request goes through.
-    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for i in 0..90 {
         req.push_str(&format!("X-H-{i}: v\r\n"));
     }

@@ -92,7 +92,7 @@ fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String
     } else {
         ""
     };
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     let mut buf = vec![0u8; 4096];
     // Read until the headers and the start of the body are in.
     let mut got = Vec::new();

@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// PEM file of the certificate authorities to trust for an https:// broker, instead of
+    /// the system's.
+    #[arg(long, global = true, env = "BUS_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -42,6 +47,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
+// Parsed once per process; the server's many flags make its variant the largest.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the broker.
     Server(ServerArgs),
@@ -302,6 +309,10 @@ pub struct ServerArgs {
     #[arg(long, hide = true)]
     pub json: bool,
 
+    /// Not a server flag: the global `--cacert`, hidden and refused as `url` is.
+    #[arg(long, hide = true)]
+    pub cacert: Option<PathBuf>,
+
     /// Address to listen on.
     #[arg(long, env = "BUS_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
@@ -369,6 +380,66 @@ pub struct ServerArgs {
     /// Most open connections; past it new connections wait.
     #[arg(long, env = "BUS_MAX_CONNECTIONS", default_value_t = bus_broker::config::DEFAULT_MAX_CONNECTIONS, value_name = "COUNT")]
     pub max_connections: usize,
+
+    /// Most connections per client address (an IPv6 client counts by its /64); past it a
+    /// connection is closed. Loopback clients are exempt unless --limit-loopback.
+    #[arg(long, env = "BUS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = bus_broker::config::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "COUNT")]
+    pub max_connections_per_client: usize,
+
+    /// Hold loopback clients to --max-connections-per-client too.
+    #[arg(long, env = "BUS_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
+
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose PROXY protocol header or
+    /// X-Forwarded-For names the client; default: none.
+    #[arg(
+        long,
+        env = "BUS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "ADDR|CIDR,..."
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// Time from a connection's accept (or a later request's first byte) to its whole
+    /// request head, the TLS handshake included; past it the connection is closed.
+    #[arg(long, env = "BUS_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub header_timeout: Duration,
+
+    /// Time to receive a whole request body (408 request_timeout past it).
+    #[arg(long, env = "BUS_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub body_timeout: Duration,
+
+    /// A keep-alive connection with no request open is closed after this.
+    #[arg(long, env = "BUS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// A connection whose socket accepts no byte of pending output (a subscriber that
+    /// stopped reading) for this long is closed.
+    #[arg(long, env = "BUS_STALLED_STREAM_TIMEOUT", default_value = "5m", value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub stalled_stream_timeout: Duration,
+
+    /// Host names the broker answers for (comma-separated; .example.com for subdomains
+    /// too, * for any); others get 421. Default: on loopback, loopback names only.
+    #[arg(
+        long,
+        env = "BUS_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST,..."
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Listen on a non-loopback address without credentials: anyone who reaches it may
+    /// publish, read and delete.
+    #[arg(long, env = "BUS_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// PEM certificate chain to serve HTTPS with (needs --tls-key); reloaded on SIGHUP.
+    #[arg(long, env = "BUS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "BUS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Most namespaces; creating one more is refused (403 namespace_limit).
     #[arg(long, env = "BUS_MAX_NAMESPACES", default_value_t = bus_broker::config::DEFAULT_MAX_NAMESPACES, value_name = "COUNT")]
@@ -703,6 +774,14 @@ mod tests {
         assert_eq!(s.log_level, "info");
         assert_eq!(s.namespaces, None);
         assert!(s.cors_origins.is_empty() && s.ns_config.is_empty());
+        assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.body_timeout, Duration::from_secs(30));
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.stalled_stream_timeout, Duration::from_secs(300));
+        assert_eq!(s.max_connections_per_client, 256);
+        assert!(!s.limit_loopback && !s.allow_anonymous);
+        assert!(s.trusted_proxies.is_empty() && s.allowed_hosts.is_empty());
+        assert_eq!((s.tls_cert, s.tls_key), (None, None));
         assert_eq!(
             (s.retention_age, s.retention_bytes, s.retention_events),
             (None, None, None)

@@ -55,6 +55,7 @@ fn parse() -> Result<Cli, clap::Error> {
         for (flag, why) in [
             ("url", "it listens on --addr"),
             ("json", "it logs to stderr"),
+            ("cacert", "it serves --tls-cert"),
         ] {
             if server.value_source(flag) == Some(clap::parser::ValueSource::CommandLine) {
                 return Err(command.error(
@@ -79,6 +80,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             .build(),
     }
     .map_err(|e| CliError::with_cause("cannot start the async runtime", e))?;
+    commands::set_cacert(cli.cacert.clone());
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,

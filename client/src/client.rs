@@ -19,6 +19,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
 use serde_json::value::RawValue;
 
 use crate::ack::{AckItem, AckOp, AckResult, AckStatus};
@@ -48,8 +49,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// let options = ConnectOptions::new().request_timeout(DEFAULT_REQUEST_TIMEOUT / 3);
 /// ```
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle pooled connection is kept: below the broker's default idle timeout
+/// (60 s), so that the client drops a connection before the broker closes it under a
+/// request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Largest non-stream answer body read; a larger one is a protocol error. Pull pages hold
 /// at most 1,000 events.
 const MAX_BODY_BYTES: usize = 512 * 1024 * 1024;
@@ -81,6 +84,8 @@ pub struct ConnectOptions {
     max_event_bytes: usize,
     authorization: Option<HeaderValue>,
     reconnect: ReconnectPolicy,
+    /// The certificate authorities trusted for `https://`; `None`: the system's.
+    ca_certs: Option<Vec<CertificateDer<'static>>>,
 }
 
 impl Default for ConnectOptions {
@@ -106,6 +111,7 @@ impl ConnectOptions {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             authorization: None,
             reconnect: ReconnectPolicy::new(),
+            ca_certs: None,
         }
     }
 
@@ -127,6 +133,41 @@ impl ConnectOptions {
         })?;
         v.set_sensitive(true);
         self.authorization = Some(v);
+        Ok(self)
+    }
+
+    /// Trusts the certificate authorities of the PEM file at `path` for an `https://`
+    /// broker, instead of the system's (for a broker with a certificate of its own CA, like
+    /// `curl --cacert`). Default: the system's. Fails with [`ErrorKind::InvalidInput`] when
+    /// the file cannot be read or holds no certificate.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), bus_client::Error> {
+    /// let client = bus_client::ConnectOptions::new()
+    ///     .cacert("/etc/bus/ca.pem")?
+    ///     .connect("https://bus.internal:2021")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cacert(mut self, path: impl AsRef<std::path::Path>) -> Result<ConnectOptions, Error> {
+        use rustls_pki_types::pem::PemObject as _;
+        let path = path.as_ref();
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::InvalidInput,
+                    format!("cannot read certificates from {}", path.display()),
+                    e.to_string(),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("no certificate in {}", path.display()),
+            ));
+        }
+        self.ca_certs = Some(certs);
         Ok(self)
     }
 
@@ -197,8 +238,8 @@ impl ConnectOptions {
 
     /// Builds the client and checks that the broker answers (`GET /healthz`).
     ///
-    /// `url` is `http://host:port`, optionally with a path prefix under which the API is
-    /// served. Fails with [`ErrorKind::InvalidUrl`], [`ErrorKind::Connect`] (within the
+    /// `url` is `http://host:port` or `https://host:port`, optionally with a path prefix
+    /// under which the API is served. Fails with [`ErrorKind::InvalidUrl`], [`ErrorKind::Connect`] (within the
     /// connect timeout on a refused or unreachable address), [`ErrorKind::Timeout`], or
     /// [`ErrorKind::Api`] (for example `503 shutting_down`).
     ///
@@ -224,6 +265,13 @@ impl ConnectOptions {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = self.tls_config(base.starts_with("https://"))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = HttpClient::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);
@@ -238,21 +286,55 @@ impl ConnectOptions {
     }
 }
 
+impl ConnectOptions {
+    /// The TLS settings: the CA file's certificates, or the system's when `https` (an
+    /// `http://` client never uses them, so it reads none).
+    fn tls_config(&self, https: bool) -> Result<rustls::ClientConfig, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        match (&self.ca_certs, https) {
+            (Some(certs), _) => {
+                for c in certs {
+                    roots.add(c.clone()).map_err(|e| {
+                        Error::with_source(ErrorKind::InvalidInput, "unusable CA certificate", e)
+                    })?;
+                }
+            }
+            (None, true) => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+            (None, false) => {}
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::with_source(ErrorKind::InvalidInput, "TLS configuration", e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(config)
+    }
+}
+
 /// Checks `url` and returns it without a trailing slash.
 fn parse_base(url: &str) -> Result<String, Error> {
     let bad = |why: &str| Error::new(ErrorKind::InvalidUrl, format!("invalid URL {url:?}: {why}"));
     let uri: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => return Err(bad(&format!("unsupported scheme {other:?} (use http)"))),
+        Some("http") | Some("https") => {}
+        Some(other) => {
+            return Err(bad(&format!(
+                "unsupported scheme {other:?} (use http or https)"
+            )));
+        }
         None => return Err(bad("expected http://host:port")),
     }
+    let scheme = uri.scheme_str().unwrap_or("http");
     let authority = uri.authority().ok_or_else(|| bad("no host"))?;
     if uri.query().is_some() {
         return Err(bad("a query is not allowed"));
     }
     let path = uri.path().trim_end_matches('/');
-    Ok(format!("http://{authority}{path}"))
+    Ok(format!("{scheme}://{authority}{path}"))
 }
 
 /// A handle to one broker. Cheap to clone; clones share the connection pool.
@@ -272,7 +354,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     /// The pooled HTTP client.
-    http: HttpClient<HttpConnector, Body>,
+    http: HttpClient<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     /// `http://authority[/prefix]`, no trailing slash.
     base: String,
     /// The settings.
@@ -1028,14 +1110,8 @@ mod tests {
         );
         assert_eq!(parse_base("http://h:1/bus/").unwrap(), "http://h:1/bus");
         assert_eq!(parse_base(" http://h ").unwrap(), "http://h");
-        for bad in [
-            "",
-            "127.0.0.1:2021",
-            "https://h",
-            "ftp://h",
-            "http://h/?x=1",
-            "/v1",
-        ] {
+        assert_eq!(parse_base("https://h:1/").unwrap(), "https://h:1");
+        for bad in ["", "127.0.0.1:2021", "ftp://h", "http://h/?x=1", "/v1"] {
             let e = parse_base(bad).unwrap_err();
             assert_eq!(e.kind(), &ErrorKind::InvalidUrl, "{bad}");
         }

@@ -55,6 +55,14 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 413: a payload or body over its limit.
     PayloadTooLarge,
+    /// 408: a request body that did not arrive within the body timeout.
+    RequestTimeout,
+    /// 421: a `Host` the broker does not answer for (`--allowed-hosts`; DNS rebinding).
+    MisdirectedRequest,
+    /// 403: a state-changing request from a web page of another origin (`--cors-origin`).
+    ForbiddenOrigin,
+    /// 429: a client address holding as many connections as it may already.
+    TooManyConnections,
     /// 503: the namespace's storage failed.
     ReadOnly,
     /// 503: the broker is stopping.
@@ -99,6 +107,10 @@ impl ErrorCode {
             ErrorCode::NotHeld => "not_held",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::MisdirectedRequest => "misdirected_request",
+            ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::UnknownInbox => "unknown_inbox",
@@ -124,7 +136,11 @@ impl ErrorCode {
             | ErrorCode::InvalidBody => 400,
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::UriTooLong => 414,
-            ErrorCode::ReservedNamespace | ErrorCode::NamespaceLimit => 403,
+            ErrorCode::ReservedNamespace
+            | ErrorCode::NamespaceLimit
+            | ErrorCode::ForbiddenOrigin => 403,
+            ErrorCode::RequestTimeout => 408,
+            ErrorCode::MisdirectedRequest => 421,
             ErrorCode::UnknownNamespace
             | ErrorCode::UnknownEvent
             | ErrorCode::NotFound
@@ -134,7 +150,7 @@ impl ErrorCode {
             ErrorCode::ConsumerConflict | ErrorCode::NotHeld => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::TooManyRequests => 429,
+            ErrorCode::TooManyRequests | ErrorCode::TooManyConnections => 429,
             ErrorCode::ReplyError => 502,
             ErrorCode::ReadOnly | ErrorCode::ShuttingDown | ErrorCode::NoResponders => 503,
             ErrorCode::Timeout => 504,
@@ -166,6 +182,10 @@ impl ErrorCode {
         ErrorCode::NotHeld,
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::MisdirectedRequest,
+        ErrorCode::ForbiddenOrigin,
+        ErrorCode::TooManyConnections,
         ErrorCode::ReadOnly,
         ErrorCode::ShuttingDown,
         ErrorCode::UnknownInbox,
@@ -281,6 +301,10 @@ mod tests {
             (ErrorCode::UnknownConsumer, 404),
             (ErrorCode::NotHeld, 409),
             (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::RequestTimeout, 408),
+            (ErrorCode::MisdirectedRequest, 421),
+            (ErrorCode::ForbiddenOrigin, 403),
+            (ErrorCode::TooManyConnections, 429),
             (ErrorCode::TooManyRequests, 429),
             (ErrorCode::ReplyError, 502),
             (ErrorCode::NoResponders, 503),

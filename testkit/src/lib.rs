@@ -17,6 +17,7 @@
 //! - [`events`]: assertions and small shapes of the HTTP API (receipts, deliveries,
 //!   metrics).
 //! - [`proxy`]: [`Proxy`], a TCP proxy whose connections can be cut, for failure tests.
+//! - [`tls`]: [`TestCerts`], a CA and a server certificate made for the test.
 //!
 //! Nothing here sleeps in the hope that something has happened: every await on the
 //! network or the broker is bounded, and polling is kept to [`eventually`].
@@ -28,6 +29,7 @@ pub mod http;
 pub mod proxy;
 pub mod server;
 pub mod sse;
+pub mod tls;
 pub mod wait;
 
 pub use events::*;
@@ -35,6 +37,7 @@ pub use http::*;
 pub use proxy::*;
 pub use server::*;
 pub use sse::*;
+pub use tls::*;
 pub use wait::*;
 
 /// Runs each named test body once per engine: for `async fn name(engine: Engine)`,

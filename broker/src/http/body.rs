@@ -1,7 +1,8 @@
 //! [`read`]: a request body read whole, up to a limit. Over the limit is
 //! `413 payload_too_large`; a body whose framing is broken (a malformed chunked encoding, a
 //! connection cut mid-body) is `400 invalid_body`: the two are told apart here, since the
-//! HTTP library reports both as a read error.
+//! HTTP library reports both as a read error. A body that does not arrive within the body
+//! timeout (`body_deadline.rs`) is `408 request_timeout`.
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -14,11 +15,15 @@ pub async fn read(body: Body, limit: usize, what: &str) -> Result<Bytes, Error> 
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Error::new(
+        let chunk = chunk.map_err(|e| match super::body_deadline::is_timeout(&e) {
+            Some(t) => Error::new(
+                ErrorCode::RequestTimeout,
+                format!("{what} did not arrive within {:?}", t.0),
+            ),
+            None => Error::new(
                 ErrorCode::InvalidBody,
                 format!("{what} could not be read: {e}"),
-            )
+            ),
         })?;
         if buf.len() + chunk.len() > limit {
             return Err(Error::new(

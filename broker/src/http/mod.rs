@@ -1,5 +1,10 @@
 //! The HTTP API (`proto-docs/http-api.md`): [`router`] maps each path to its handler, one
-//! file per endpoint family; [`error`] holds the one `IntoResponse` for errors.
+//! file per endpoint family; [`error`] holds the one `IntoResponse` for errors. The guards
+//! in front of every route: [`host`] (DNS rebinding), [`origin`] (cross-site requests),
+//! [`forwarded`] (per-client limit behind a trusted proxy), [`body_deadline`] (the body
+//! timeout).
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -11,9 +16,14 @@ use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 
 pub mod body;
+pub mod body_deadline;
 pub mod consumers;
 pub mod error;
+pub mod forwarded;
+pub mod holding_body;
+pub mod host;
 pub mod manage;
+pub mod origin;
 pub mod publish;
 pub mod query;
 pub mod request;
@@ -110,9 +120,21 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// The application: every route, JSON 404/405, shutdown refusal, CORS.
+/// The application: every route, JSON 404/405, the Host, Origin, per-client and body-time
+/// guards, shutdown refusal, CORS.
 pub fn router(broker: Broker) -> Router {
-    let cors = cors(&broker.config().cors_origins);
+    let config = broker.config();
+    let cors = cors(&config.cors_origins);
+    let hosts = Arc::new(host::HostPolicy::from_config(config));
+    let origins = Arc::new(origin::OriginPolicy::new(&config.cors_origins));
+    let forwarded = Arc::new(forwarded::Forwarded {
+        trusted: config.trusted_proxies.clone(),
+        limits: crate::connection::client_limits::ClientLimits::new(
+            config.max_connections_per_client,
+            config.limit_loopback_clients,
+        ),
+    });
+    let body_timeout = config.body_timeout;
     let app = Router::new()
         .route("/v1/events/{subject}", post(publish::publish_one))
         .route("/v1/events", post(publish::publish_batch).get(stream::pull))
@@ -144,10 +166,26 @@ pub fn router(broker: Broker) -> Router {
         // Bodies are read with their own limits, which answer in JSON.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            body_deadline::limit_body_time,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            origin::check_origin,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             broker.clone(),
             refuse_when_stopping,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            forwarded,
+            forwarded::limit_forwarded,
+        ))
         .layer(axum::middleware::from_fn(limit_head))
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            host::check_host,
+        ))
         .with_state(broker);
     match cors {
         Some(c) => app.layer(c),

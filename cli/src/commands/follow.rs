@@ -23,9 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use bus_client::{
-    Client, ConnectOptions, ErrorKind, ReconnectPolicy, StreamItem, SubscribeOptions, Subscription,
-};
+use bus_client::{Client, ErrorKind, ReconnectPolicy, StreamItem, SubscribeOptions, Subscription};
 use bus_proto::{ConsumerKind, Start};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -72,7 +70,7 @@ impl Signals {
 /// waits for its broker however long it is away. Fails within about the connect timeout
 /// (2 s) when nothing listens there at the start.
 pub async fn connect(url: &str) -> Result<Client, CliError> {
-    ConnectOptions::new()
+    super::options()?
         .reconnect(ReconnectPolicy::new().max_attempts(u32::MAX))
         .connect(url)
         .await

@@ -16,12 +16,33 @@ pub mod restore;
 pub mod server;
 pub mod tail;
 
-use bus_client::Client;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use bus_client::{Client, ConnectOptions};
 
 use crate::error::CliError;
+
+/// The global `--cacert` (`BUS_CACERT`), set once by `main` before any command runs.
+static CACERT: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Records the global `--cacert` for [`options`].
+pub fn set_cacert(path: Option<PathBuf>) {
+    let _ = CACERT.set(path);
+}
+
+/// The client settings every command starts from: the defaults, trusting `--cacert` when
+/// given.
+pub fn options() -> Result<ConnectOptions, CliError> {
+    let options = ConnectOptions::new();
+    match CACERT.get().and_then(|p| p.as_ref()) {
+        Some(path) => options.cacert(path).map_err(CliError::client),
+        None => Ok(options),
+    }
+}
 
 /// Connects to the broker at `url`; fails within about the connect timeout (2 s) when
 /// nothing listens there.
 pub async fn connect(url: &str) -> Result<Client, CliError> {
-    Client::connect(url).await.map_err(CliError::client)
+    options()?.connect(url).await.map_err(CliError::client)
 }

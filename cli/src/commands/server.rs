@@ -12,6 +12,8 @@ use std::time::Duration;
 use bus_broker::broker::Broker;
 use bus_broker::config::Config;
 use bus_broker::storage::OpenReport;
+use bus_broker::tls::{Tls, TlsFiles};
+use bus_broker::trusted_proxies::TrustedProxies;
 use tokio::time::Instant;
 
 use crate::args::ServerArgs;
@@ -28,6 +30,23 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
         namespaces: args.namespaces.clone(),
         cors_origins: args.cors_origins.clone(),
         max_connections: args.max_connections,
+        max_connections_per_client: args.max_connections_per_client,
+        limit_loopback_clients: args.limit_loopback,
+        trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)
+            .map_err(|e| CliError::with_cause("invalid configuration", e))?,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        stalled_stream_timeout: args.stalled_stream_timeout,
+        allowed_hosts: args.allowed_hosts.clone(),
+        allow_anonymous: args.allow_anonymous,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
         max_namespaces: args.max_namespaces,
         ..Config::default()
     };
@@ -59,6 +78,15 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let config = config(&args)?;
     let addr = config.addr;
     let data_dir = config.data_dir.clone();
+    // Loaded before the data directory is opened, so that a bad file fails fast.
+    let tls = match &config.tls {
+        Some(files) => {
+            Some(Tls::load(files).map_err(|e| CliError::with_cause("cannot load TLS", e))?)
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
     let (broker, reports) = Broker::open(config)
         .await
         .map_err(|e| CliError::with_cause("cannot open data directory", e))?;
@@ -74,8 +102,17 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         addr = %local,
         data_dir = %data_dir.display(),
         namespaces = %recovered(&reports),
-        "bus listening on http://{local}"
+        "bus listening on {scheme}://{local}"
     );
+    if !local.ip().is_loopback() && !broker.config().credentials_configured {
+        tracing::warn!(
+            addr = %local,
+            "listening beyond loopback without credentials (--allow-anonymous): anyone who can reach {local} may publish, read and delete events"
+        );
+    }
+    if let Some(tls) = &tls {
+        tokio::spawn(reload_on_sighup(tls.clone()));
+    }
 
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(None::<Instant>);
     let shutdown = async move {
@@ -83,7 +120,12 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         tracing::info!(signal = which, "shutting down");
         let _ = signalled_tx.send(Some(Instant::now()));
     };
-    let mut server = tokio::spawn(bus_broker::server::run(listener, broker.clone(), shutdown));
+    let mut server = tokio::spawn(bus_broker::server::run_with_tls(
+        listener,
+        broker.clone(),
+        tls,
+        shutdown,
+    ));
     // The server returns after draining; past the deadline after a signal, stop waiting.
     let deadline = async {
         let at = loop {
@@ -118,6 +160,25 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(CliError::with_cause("the server failed", e)),
         Err(e) => Err(CliError::with_cause("the server task failed", e)),
+    }
+}
+
+/// Reads the certificate and key again on every SIGHUP; a bad file keeps the old ones.
+async fn reload_on_sighup(tls: Tls) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %tls.files().cert.display(), "TLS certificate reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays")
+            }
+        }
     }
 }
 
@@ -243,11 +304,50 @@ mod tests {
     }
 
     #[test]
+    fn a_network_address_needs_allow_anonymous_and_says_so() {
+        let e = config(&server_args(&["--addr", "0.0.0.0:2021"])).unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains("--allow-anonymous"), "{text}");
+        let c = config(&server_args(&[
+            "--addr",
+            "0.0.0.0:2021",
+            "--allow-anonymous",
+        ]))
+        .unwrap();
+        assert!(c.allow_anonymous);
+        let c = config(&server_args(&[
+            "--trusted-proxies",
+            "172.17.0.1,10.0.0.0/8",
+            "--allowed-hosts",
+            "bus.example.com",
+            "--header-timeout",
+            "2s",
+            "--stalled-stream-timeout",
+            "1m",
+            "--max-connections-per-client",
+            "3",
+            "--limit-loopback",
+        ]))
+        .unwrap();
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert_eq!(c.allowed_hosts, ["bus.example.com"]);
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.stalled_stream_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections_per_client, 3);
+        assert!(c.limit_loopback_clients);
+    }
+
+    #[test]
     fn refuses_an_invalid_config() {
         for args in [
             &["--max-connections", "0"][..],
             &["--segment-size", "1KiB"],
             &["--namespaces", "a.b"],
+            &["--addr", "0.0.0.0:2021"],
+            &["--addr", "[::]:2021"],
+            &["--header-timeout", "0s"],
+            &["--trusted-proxies", "proxy.local"],
+            &["--allowed-hosts", "http://x"],
         ] {
             assert!(config(&server_args(args)).is_err(), "{args:?}");
         }

@@ -1,0 +1,68 @@
+//! [`Counted`]: the connection's HTTP service. It hands each request its [`ConnInfo`] and
+//! counts it open in the connection's [`Activity`] from its head until its response body is
+//! dropped (written whole, or the connection closed), which is how the watchdog tells a
+//! busy connection from an idle one.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::service::TowerToHyperService;
+use tokio::time::Instant;
+
+use super::ConnInfo;
+use super::activity::Activity;
+use crate::http::holding_body::HoldingBody;
+
+/// The service of one connection.
+#[derive(Clone)]
+pub struct Counted {
+    /// The application.
+    app: TowerToHyperService<Router>,
+    /// Where requests are counted.
+    activity: Arc<Activity>,
+    /// Given to every request.
+    info: ConnInfo,
+}
+
+impl Counted {
+    /// `app`, counting in `activity`, telling requests `info`.
+    pub fn new(app: Router, activity: Arc<Activity>, info: ConnInfo) -> Counted {
+        Counted {
+            app: TowerToHyperService::new(app),
+            activity,
+            info,
+        }
+    }
+}
+
+/// One open request; ends it when dropped.
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.request_ended(Instant::now());
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Counted {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.info);
+        self.activity.request_started();
+        let open = Open(self.activity.clone());
+        let fut = self.app.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(resp.map(|body| HoldingBody::wrap(body, open)))
+        })
+    }
+}

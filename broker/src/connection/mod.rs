@@ -1,0 +1,182 @@
+//! One connection, from accept to close: [`serve`].
+//!
+//! Flow: from a trusted proxy, a PROXY protocol header may name the client
+//! (`proxy_protocol.rs`); the client's slot is taken (`client_limits.rs`; past the limit the
+//! connection is closed, a plain one after a best-effort `429 too_many_connections`); TLS is
+//! negotiated when configured (`crate::tls`); then HTTP/1.1 or HTTP/2 is served, every
+//! request carrying a [`ConnInfo`] and counted ([`counted`]), while the watchdog
+//! ([`activity::watch`]) closes the connection once it is silent, idle or stalled past its
+//! timeout. Closing gives back the slot of `--max-connections` the listener took, which is
+//! what lets a waiting client in.
+//!
+//! Bound: the PROXY header and the TLS handshake must be done within the header timeout of
+//! the accept, like the first request head.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::trusted_proxies::TrustedProxies;
+
+pub mod activity;
+pub mod client_limits;
+pub mod counted;
+pub mod proxy_protocol;
+pub mod rewind;
+pub mod watched_io;
+
+use activity::{Activity, Timeouts};
+use client_limits::ClientLimits;
+use rewind::Rewind;
+use watched_io::WatchedIo;
+
+/// What a request knows of its connection, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The socket's peer.
+    pub peer: SocketAddr,
+    /// The client: the peer, or the address a trusted proxy's PROXY header named.
+    pub client: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Whether the peer is a trusted proxy that sent no PROXY header, so that
+    /// `X-Forwarded-For` names the client of each request.
+    pub from_proxy: bool,
+}
+
+/// What every connection of one server shares.
+pub struct Shared {
+    /// The application.
+    pub app: Router,
+    /// The HTTP/1.1 and HTTP/2 settings.
+    pub builder: Builder<TokioExecutor>,
+    /// TLS, when configured.
+    pub tls: Option<crate::tls::Tls>,
+    /// When to close a silent, idle or stalled connection.
+    pub timeouts: Timeouts,
+    /// Whose PROXY header is believed.
+    pub trusted: TrustedProxies,
+    /// Connections per client.
+    pub client_limits: Arc<ClientLimits>,
+}
+
+/// Serves one accepted connection until it closes; `slot` is its `--max-connections` slot.
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    slot: OwnedSemaphorePermit,
+) {
+    let accepted = Instant::now();
+    let deadline = accepted + shared.timeouts.header;
+    let activity = Arc::new(Activity::new(accepted));
+    let mut io = WatchedIo::new(stream, activity.clone());
+    let trusted = shared.trusted.contains(peer.ip());
+    let (proxied, prefix) = if trusted {
+        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut io)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "closing connection");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "closing connection: nothing within the header timeout");
+                return;
+            }
+        }
+    } else {
+        (None, Vec::new())
+    };
+    let client = proxied.unwrap_or(peer);
+    let from_proxy = trusted && proxied.is_none();
+    // A proxy's own connections carry many clients; those are limited per request.
+    let permit = if from_proxy {
+        None
+    } else {
+        match shared.client_limits.try_acquire(client.ip()) {
+            Some(p) => Some(p),
+            None => {
+                tracing::debug!(%client, "closing connection: too many connections from this client");
+                if shared.tls.is_none() {
+                    refuse(io.get_ref(), shared.client_limits.max());
+                }
+                return;
+            }
+        }
+    };
+    let info = ConnInfo {
+        peer,
+        client,
+        tls: shared.tls.is_some(),
+        from_proxy,
+    };
+    let io = Rewind::new(prefix, io);
+    match &shared.tls {
+        Some(tls) => {
+            let stream = match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "closing connection: no TLS handshake within the header timeout");
+                    return;
+                }
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                activity.set_h2();
+            }
+            http(&shared, stream, activity, info, watcher).await;
+        }
+        None => http(&shared, io, activity, info, watcher).await,
+    }
+    drop(permit);
+    drop(slot);
+}
+
+/// Serves HTTP on `io` until the connection ends or the watchdog closes it.
+async fn http<I>(shared: &Shared, io: I, activity: Arc<Activity>, info: ConnInfo, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = counted::Counted::new(shared.app.clone(), activity.clone(), info);
+    let conn = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let conn = watcher.watch(conn);
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!(client = %info.client, error = %e, "connection ended with an error");
+            }
+        }
+        reason = activity::watch(&activity, shared.timeouts) => {
+            tracing::debug!(client = %info.client, reason = reason.as_str(), "closing connection");
+        }
+    }
+}
+
+/// Tells a client over its limit why, if the socket takes it at once (never waits).
+fn refuse(stream: &TcpStream, max: usize) {
+    let body = serde_json::to_string(&bus_proto::error::ErrorBody::new(
+        crate::error::ErrorCode::TooManyConnections,
+        format!("this client has {max} connections open already"),
+    ))
+    .unwrap_or_default();
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+}

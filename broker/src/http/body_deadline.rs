@@ -1,0 +1,96 @@
+//! The request body timeout (`--body-timeout`): a middleware that gives every request body a
+//! deadline, counted from the request head. A body still incomplete at the deadline fails
+//! with [`BodyTimedOut`], which [`super::body::read`] answers `408 request_timeout`; the
+//! connection is then closed (its body was not read to the end), which frees its slot. A
+//! client that sends half a body and stops holds the connection for this long at most.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// The error of a body that did not arrive in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimedOut(pub Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the body did not arrive within {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// A body failing with [`BodyTimedOut`] once its deadline passes.
+struct DeadlineBody {
+    /// The request's body.
+    inner: Body,
+    /// Fires at the deadline.
+    sleep: Pin<Box<Sleep>>,
+    /// The timeout, for the error.
+    timeout: Duration,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(r.map(|f| f.map_err(Into::into)));
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.timeout))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The middleware; its state is the timeout.
+pub async fn limit_body_time(
+    State(timeout): State<Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let req = req.map(|inner| {
+        if hyper::body::Body::is_end_stream(&inner) {
+            return inner;
+        }
+        Body::new(DeadlineBody {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+            timeout,
+        })
+    });
+    next.run(req).await
+}
+
+/// Whether `e` (or an error it was caused by) is [`BodyTimedOut`].
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> Option<BodyTimedOut> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<BodyTimedOut>() {
+            return Some(*t);
+        }
+        cur = err.source();
+    }
+    None
+}
