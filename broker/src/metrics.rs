@@ -235,11 +235,7 @@ impl Metrics {
                 &self.dead_lettered,
             ),
         ] {
-            let v = v.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            counter(&mut out, name, help, v.load(Ordering::Relaxed));
         }
         let _ = writeln!(
             out,
@@ -308,11 +304,7 @@ impl Metrics {
                 &c.fell_back,
             ),
         ] {
-            let v = v.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            counter(out, name, help, v.load(Ordering::Relaxed));
         }
         for (name, help, v) in [
             (
@@ -331,7 +323,20 @@ impl Metrics {
                 live.routers,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            gauge(out, name, help, v);
         }
     }
+}
+
+/// One unlabelled counter: its help, type and value.
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
+/// One unlabelled gauge: its help, type and value.
+fn gauge(out: &mut String, name: &str, help: &str, v: usize) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }

@@ -535,11 +535,11 @@ impl Subscription {
     /// a caller that will wait: events the router has not handed over yet are not at hand,
     /// and a call that only takes what is at hand must still see everything in the log).
     fn poll(&mut self, join: bool) -> Result<Step, Error> {
-        if self.live_first {
-            if let Some(d) = self.poll_live() {
-                self.live_first = false;
-                return Ok(Step::Ready(Box::new(d)));
-            }
+        if self.live_first
+            && let Some(d) = self.poll_live()
+        {
+            self.live_first = false;
+            return Ok(Step::Ready(Box::new(d)));
         }
         let step = self.poll_logs(join)?;
         if matches!(step, Step::Ready(_)) {
