@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 use crate::live::RoutedEvent;
@@ -47,8 +47,19 @@ pub fn frame(name: &str, data: &str, retry: bool) -> Vec<Bytes> {
 }
 
 /// The frame of a delivery: `id: <id>` (the subscriber's own) and the event's shared
-/// `data:` frame, with `delivery_count` spliced in when given.
+/// `data:` frame, with `delivery_count` spliced in when given. Up to [`COALESCE_BYTES`] it is
+/// one piece, written in one go; past it the shared frame is passed on uncopied.
 pub fn event(id: &str, e: &RoutedEvent, delivery_count: Option<u32>) -> Vec<Bytes> {
+    const COUNT_BYTES: usize = 32;
+    let size = "id: \n".len() + id.len() + e.data_frame_len() + COUNT_BYTES;
+    if size <= COALESCE_BYTES {
+        let mut out = BytesMut::with_capacity(size);
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\n");
+        e.copy_data_frame(&mut out, delivery_count);
+        return vec![out.freeze()];
+    }
     let mut pieces = Vec::with_capacity(4);
     pieces.push(Bytes::from(format!("id: {id}\n")));
     pieces.extend(e.data_frame(delivery_count));
@@ -104,6 +115,40 @@ pub fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn routed(payload: usize) -> RoutedEvent {
+        RoutedEvent::new(
+            "user".into(),
+            crate::storage::Event {
+                sequence: 1,
+                id: "user-1-00000001".into(),
+                subject: "user.a".into(),
+                time_ns: 0,
+                headers: vec![],
+                reply_to: None,
+                msg_id: None,
+                content_type: None,
+                payload: Bytes::from(vec![b'x'; payload]),
+            },
+        )
+    }
+
+    #[test]
+    fn a_small_delivery_is_one_piece_a_large_one_keeps_the_shared_frame() {
+        let e = routed(10);
+        let json = crate::event::to_json(&e.event, "user", Some(2));
+        let small = event("c-1", &e, Some(2));
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0], format!("id: c-1\ndata: {json}\n\n").as_bytes());
+        let e = routed(2 * COALESCE_BYTES);
+        let large = event("c-1", &e, None);
+        assert_eq!(large[0], &b"id: c-1\n"[..]);
+        assert_eq!(
+            large[1].as_ptr(),
+            e.data_frame(None)[0].as_ptr(),
+            "shared, not copied"
+        );
+    }
 
     #[test]
     fn named_frames_are_one_piece_in_the_sse_form() {

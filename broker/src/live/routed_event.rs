@@ -12,7 +12,7 @@
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::storage::Event;
 
@@ -72,6 +72,26 @@ impl RoutedEvent {
         let f = self.frame();
         f.bytes
             .slice(DATA_PREFIX.len()..f.bytes.len() - FRAME_END.len())
+    }
+
+    /// Bytes of the SSE `data:` line and the blank line ending the frame.
+    pub fn data_frame_len(&self) -> usize {
+        self.frame().bytes.len()
+    }
+
+    /// Appends the SSE `data:` line and the blank line ending the frame to `out`, with
+    /// `delivery_count` spliced in when given (a copy: for frames small enough that one
+    /// write of them beats separate pieces).
+    pub fn copy_data_frame(&self, out: &mut BytesMut, delivery_count: Option<u32>) {
+        let f = self.frame();
+        match delivery_count {
+            None => out.extend_from_slice(&f.bytes),
+            Some(n) => {
+                out.extend_from_slice(&f.bytes[..f.count_at]);
+                out.extend_from_slice(bus_proto::event::delivery_count_field(n).as_bytes());
+                out.extend_from_slice(&f.bytes[f.count_at..]);
+            }
+        }
     }
 
     /// The SSE `data:` line and the blank line ending the frame, as pieces to write in
