@@ -19,7 +19,7 @@
 //! Namespaces created after the subscription started are picked up and read from their
 //! oldest event.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -135,10 +135,8 @@ pub struct Subscription {
     pattern: Pattern,
     /// One reader per namespace the pattern touches.
     readers: Vec<NsReader>,
-    /// The index in `readers` of each namespace.
+    /// The index in `readers` of each namespace given a reader.
     index: HashMap<Arc<str>, usize>,
-    /// Namespaces already given a reader.
-    known: HashSet<String>,
     /// Changes when a namespace is created.
     namespaces: watch::Receiver<u64>,
     /// A change was seen and its new namespaces are not all given a reader yet.
@@ -204,7 +202,6 @@ impl Subscription {
             pattern,
             readers: Vec::new(),
             index: HashMap::new(),
-            known: HashSet::new(),
             namespaces,
             refresh_pending: false,
             next_rr: 0,
@@ -227,7 +224,7 @@ impl Subscription {
         }
         if let StartSpec::Cursor(c) = start {
             for ns in c.positions.keys() {
-                if !sub.known.contains(ns) {
+                if !sub.index.contains_key(ns.as_str()) {
                     return Err(Error::new(
                         ErrorCode::UnknownEvent,
                         format!("unknown event: namespace {ns:?} does not exist"),
@@ -243,7 +240,7 @@ impl Subscription {
         self.namespace_registry
             .names()
             .into_iter()
-            .filter(|ns| scope.includes(ns) && !self.known.contains(ns))
+            .filter(|ns| scope.includes(ns) && !self.index.contains_key(ns.as_str()))
             .collect()
     }
 
@@ -257,7 +254,6 @@ impl Subscription {
         let router = self.routes.router(&namespace, &log).await?;
         let reader = log.reader(start).await?;
         let counters = self.metrics.namespace(&namespace);
-        self.known.insert(namespace.to_string());
         self.index.insert(namespace.clone(), self.readers.len());
         self.readers.push(NsReader {
             namespace,
