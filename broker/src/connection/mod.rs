@@ -79,10 +79,12 @@ pub async fn serve(
     let accepted = Instant::now();
     let deadline = accepted + shared.timeouts.header;
     let activity = Arc::new(Activity::new(accepted));
-    let mut io = WatchedIo::new(stream, activity.clone());
+    let mut stream = stream;
     let trusted = shared.trusted.contains(peer.ip());
+    // The PROXY header is read from the socket itself, before the watched IO: what the
+    // connection's activity sniffs first (an HTTP/2 preface) must be the client's own bytes.
     let (proxied, prefix) = if trusted {
-        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut io)).await {
+        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "closing connection");
@@ -107,7 +109,7 @@ pub async fn serve(
             None => {
                 tracing::debug!(%client, "closing connection: too many connections from this client");
                 if shared.tls.is_none() {
-                    refuse(io.get_ref(), shared.client_limits.max());
+                    refuse(&stream, shared.client_limits.max());
                 }
                 return;
             }
@@ -119,7 +121,7 @@ pub async fn serve(
         tls: shared.tls.is_some(),
         from_proxy,
     };
-    let io = Rewind::new(prefix, io);
+    let io = WatchedIo::new(Rewind::new(prefix, stream), activity.clone());
     match &shared.tls {
         Some(tls) => {
             let stream = match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {

@@ -20,17 +20,19 @@ pub struct WatchedIo<T> {
     inner: T,
     /// Where reads and writes are reported.
     activity: Arc<Activity>,
+    /// Whether the socket refused output last time: only a change is reported, so a
+    /// socket that keeps accepting costs no lock and no clock read per write.
+    blocked: bool,
 }
 
 impl<T> WatchedIo<T> {
     /// `inner`, reporting to `activity`.
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        WatchedIo { inner, activity }
-    }
-
-    /// The socket.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
+        WatchedIo {
+            inner,
+            activity,
+            blocked: false,
+        }
     }
 }
 
@@ -53,11 +55,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> WatchedIo<T> {
-    fn report(&self, r: &Poll<io::Result<usize>>) {
-        match r {
-            Poll::Ready(Ok(n)) if *n > 0 => self.activity.on_write(Instant::now(), true),
-            Poll::Pending => self.activity.on_write(Instant::now(), false),
-            _ => {}
+    fn report(&mut self, r: &Poll<io::Result<usize>>) {
+        let blocked = match r {
+            Poll::Ready(Ok(n)) if *n > 0 => false,
+            Poll::Pending => true,
+            _ => return,
+        };
+        if blocked != self.blocked {
+            self.blocked = blocked;
+            self.activity.on_write(Instant::now(), !blocked);
         }
     }
 }
