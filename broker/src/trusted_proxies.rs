@@ -52,11 +52,8 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return None;
         }
-        let mut hops: Vec<&str> = Vec::new();
-        for v in values {
-            hops.extend(v.split(','));
-        }
-        for hop in hops.iter().rev() {
+        // Rightmost first: the last header's last hop, then leftwards.
+        for hop in values.rev().flat_map(|v| v.rsplit(',')) {
             let ip = parse_hop(hop.trim())?;
             if !self.contains(ip) {
                 return Some(ip.to_canonical());

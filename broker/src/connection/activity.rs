@@ -114,11 +114,7 @@ impl Activity {
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         // A panic while holding this lock leaves only plain values behind; keep using them.
-        let mut g = match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut g)
+        f(&mut crate::sync::lock(&self.state))
     }
 
     /// Bytes `first` were read at `now` (`first`: the start of what was read).
