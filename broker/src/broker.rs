@@ -255,6 +255,28 @@ impl Broker {
     }
 
     /// Refuses a namespace outside `--namespaces`.
+    /// Makes sure the namespace of `subject` exists before `caller` publishes there:
+    /// creating it needs the caller's `create_namespace` right on it, within its quota.
+    pub async fn admit_namespace(
+        &self,
+        subject: &Subject,
+        caller: &crate::auth::Caller,
+    ) -> Result<(), Error> {
+        let ns = subject.namespace();
+        if subject.is_reserved() || self.inner.namespaces.get(ns).is_some() {
+            return Ok(());
+        }
+        match caller.create_quota(ns)? {
+            None => self.inner.namespaces.get_or_create(ns).await.map(|_| ()),
+            Some(quota) => self
+                .inner
+                .namespaces
+                .get_or_create_as(ns, Some((caller.name(), quota)))
+                .await
+                .map(|_| ()),
+        }
+    }
+
     pub(crate) fn check_allowed(&self, namespace: &str) -> Result<(), Error> {
         self.inner.namespaces.check_allowed(namespace)
     }
@@ -434,10 +456,25 @@ impl Broker {
             .into_iter()
             .map(|(n, l)| (n, l.stats()))
             .collect();
-        self.inner.metrics.render(
+        let mut text = self.inner.metrics.render(
             &stats,
             self.inner.interest.len(),
             &self.inner.routes.figures(),
-        )
+        );
+        if let Some(auth) = &self.inner.config.auth {
+            use std::fmt::Write as _;
+            text.push_str(
+                "# HELP bus_auth_refusals_total Requests refused by authentication (401, 429) or by a missing right (403), by reason.\n# TYPE bus_auth_refusals_total counter\n",
+            );
+            for (reason, n) in auth.refusals() {
+                let _ = writeln!(text, "bus_auth_refusals_total{{reason=\"{reason}\"}} {n}");
+            }
+            let _ = write!(
+                text,
+                "# HELP bus_auth_sessions Open session cookies.\n# TYPE bus_auth_sessions gauge\nbus_auth_sessions {}\n",
+                auth.sessions_open()
+            );
+        }
+        text
     }
 }

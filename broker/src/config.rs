@@ -159,10 +159,10 @@ pub struct Config {
     /// Whether listening on a non-loopback address without credentials is allowed
     /// (`--allow-anonymous`). Default: false, and such an address is refused at start.
     pub allow_anonymous: bool,
-    /// Whether clients must present credentials. Nothing sets it yet: credentials
-    /// (`--auth`) come with the next release; until then it is false, and the loopback
-    /// defaults above apply.
-    pub credentials_configured: bool,
+    /// Credentials and permissions (`--auth FILE`): every request is authenticated and
+    /// each operation checked against the caller's rights. Default: none, every client may
+    /// do everything (and the loopback defaults above apply).
+    pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`). Default: none,
     /// plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
@@ -196,7 +196,7 @@ impl Default for Config {
             stalled_stream_timeout: DEFAULT_STALLED_STREAM_TIMEOUT,
             allowed_hosts: Vec::new(),
             allow_anonymous: false,
-            credentials_configured: false,
+            auth: None,
             tls: None,
             heartbeat: DEFAULT_HEARTBEAT,
             max_namespaces: DEFAULT_MAX_NAMESPACES,
@@ -274,7 +274,7 @@ impl Config {
         for h in &self.allowed_hosts {
             crate::http::host::check_allowed_host(h)?;
         }
-        if self.credentials_configured && self.cors_origins.iter().any(|o| o == "*") {
+        if self.credentials_configured() && self.cors_origins.iter().any(|o| o == "*") {
             return Err(
                 "--cors-origin '*' cannot go with credentials: name each allowed origin".into(),
             );
@@ -285,14 +285,15 @@ impl Config {
     /// Whether listening on `addr` is allowed: a non-loopback address needs credentials or
     /// `allow_anonymous`. The error says what to add.
     pub fn check_exposure(&self, addr: SocketAddr) -> Result<(), String> {
-        if addr.ip().is_loopback() || self.credentials_configured || self.allow_anonymous {
+        if addr.ip().is_loopback() || self.credentials_configured() || self.allow_anonymous {
             return Ok(());
         }
         Err(format!(
             "refusing to listen on {addr} without credentials: anyone who can reach it could \
              publish, read and delete events. Listen on loopback (--addr 127.0.0.1:{port}), or \
-             add --allow-anonymous (BUS_ALLOW_ANONYMOUS=true) to serve anonymous clients on the \
-             network (see proto-docs/security.md)",
+             add --auth FILE to require credentials, or --allow-anonymous \
+             (BUS_ALLOW_ANONYMOUS=true) to serve anonymous clients on the network (see \
+             proto-docs/security.md)",
             port = addr.port()
         ))
     }
@@ -301,8 +302,13 @@ impl Config {
     /// credentials and without `allowed_hosts`.
     pub fn loopback_hosts_only(&self) -> bool {
         self.allowed_hosts.is_empty()
-            && !self.credentials_configured
+            && !self.credentials_configured()
             && self.addr.ip().is_loopback()
+    }
+
+    /// Whether clients must present credentials (`--auth`).
+    pub fn credentials_configured(&self) -> bool {
+        self.auth.is_some()
     }
 
     /// The fsync policy in force for `namespace`.

@@ -19,7 +19,7 @@ pub fn view<'a>(e: &'a Event, namespace: &'a str, delivery_count: Option<u32>) -
         time_ns: e.time_ns,
         headers: &e.headers,
         reply_to: e.reply_to.as_deref(),
-        msg_id: e.msg_id.as_deref(),
+        msg_id: e.msg_id.as_deref().map(crate::publisher::visible_msg_id),
         content_type: e.content_type.as_deref(),
         payload: &e.payload,
         delivery_count,

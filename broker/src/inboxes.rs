@@ -46,13 +46,17 @@ impl Reply {
 }
 
 /// Why a reply found no request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undeliverable {
     /// No request waits on that inbox: it timed out, was answered, or never existed.
     NotWaiting,
+    /// The replier may not answer it: it could not have received the request, on this
+    /// subject. The inbox stays open for the responder that may.
+    NotAllowed(Subject),
 }
 
-type Slots = Arc<Mutex<HashMap<u128, oneshot::Sender<Reply>>>>;
+/// A waiting request: where its reply goes, and the subject it was published on.
+type Slots = Arc<Mutex<HashMap<u128, (oneshot::Sender<Reply>, Option<Subject>)>>>;
 
 /// The waiting requests.
 #[derive(Debug, Default)]
@@ -93,6 +97,12 @@ fn inbox_id(subject: &Subject) -> Option<u128> {
 impl Inboxes {
     /// Opens a fresh inbox; `None` when [`MAX_WAITING`] requests already wait.
     pub fn open(&self) -> Option<Waiter> {
+        self.open_for(None)
+    }
+
+    /// Opens a fresh inbox for a request on `subject`, which a replier must be allowed to
+    /// receive ([`Inboxes::deliver_checked`]).
+    pub fn open_for(&self, subject: Option<Subject>) -> Option<Waiter> {
         let (tx, rx) = oneshot::channel();
         let mut slots = crate::sync::lock(&self.slots);
         if slots.len() >= MAX_WAITING {
@@ -104,7 +114,7 @@ impl Inboxes {
         while slots.contains_key(&id) {
             id = uuid::Uuid::new_v4().as_u128();
         }
-        slots.insert(id, tx);
+        slots.insert(id, (tx, subject));
         drop(slots);
         Some(Waiter {
             id,
@@ -116,10 +126,28 @@ impl Inboxes {
 
     /// Hands `reply` to the request waiting on `inbox`, closing the inbox.
     pub fn deliver(&self, inbox: &Subject, reply: Reply) -> Result<(), Undeliverable> {
+        self.deliver_checked(inbox, reply, |_| true)
+    }
+
+    /// Hands `reply` to the request waiting on `inbox` if `may_answer` allows the request's
+    /// subject (a one-shot right: whoever could receive the request may answer it, once).
+    pub fn deliver_checked(
+        &self,
+        inbox: &Subject,
+        reply: Reply,
+        may_answer: impl FnOnce(&Subject) -> bool,
+    ) -> Result<(), Undeliverable> {
         let id = inbox_id(inbox).ok_or(Undeliverable::NotWaiting)?;
-        let tx = crate::sync::lock(&self.slots)
-            .remove(&id)
-            .ok_or(Undeliverable::NotWaiting)?;
+        let (tx, _) = {
+            let mut slots = crate::sync::lock(&self.slots);
+            let (_, subject) = slots.get(&id).ok_or(Undeliverable::NotWaiting)?;
+            if let Some(s) = subject
+                && !may_answer(s)
+            {
+                return Err(Undeliverable::NotAllowed(s.clone()));
+            }
+            slots.remove(&id).ok_or(Undeliverable::NotWaiting)?
+        };
         // The waiter may have given up between the removal and here: then it is late too.
         tx.send(reply).map_err(|_| Undeliverable::NotWaiting)
     }
@@ -158,6 +186,26 @@ mod tests {
         let mut w = w;
         assert_eq!((&mut w.reply).await.unwrap().payload, "pong");
         assert_eq!(inboxes.waiting(), 0);
+    }
+
+    #[test]
+    fn only_a_replier_that_could_receive_the_request_answers_it() {
+        let inboxes = Inboxes::default();
+        let subject = Subject::parse("rpc.users.get").unwrap();
+        let w = inboxes.open_for(Some(subject.clone())).unwrap();
+        assert_eq!(
+            inboxes.deliver_checked(&w.subject, Reply::default(), |_| false),
+            Err(Undeliverable::NotAllowed(subject.clone()))
+        );
+        assert!(inboxes.is_waiting(&w.subject), "a refused reply leaves it open");
+        let mut seen = None;
+        inboxes
+            .deliver_checked(&w.subject, Reply::default(), |s| {
+                seen = Some(s.clone());
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, Some(subject));
     }
 
     #[test]

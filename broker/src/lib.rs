@@ -23,6 +23,8 @@
 //! - [`request`] and [`inboxes`]: request/reply.
 //! - [`broker`]: [`broker::Broker`], the façade over all of the above, which nothing below
 //!   it knows.
+//! - [`auth`]: credentials (tokens, JWTs, session cookies) and per-subject permissions;
+//!   every handler checks its right on the request's [`auth::Caller`].
 //! - [`http`] and [`server`]: the HTTP API and the server loop that serves it;
 //!   [`listener`] bounds the connections, [`connection`] serves one (timeouts, per-client
 //!   limits, the PROXY protocol of [`trusted_proxies`], [`tls`]).
@@ -32,6 +34,7 @@
 //! `bus-proto` crate and shared with the client; [`units`], [`cursor`], [`event`] and
 //! [`error::ErrorCode`] re-export or adapt them.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;

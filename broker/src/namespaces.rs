@@ -43,7 +43,13 @@ pub struct Namespaces {
     /// Set by [`Namespaces::close`]: no namespace is created after it (checked under
     /// `creating`).
     closed: std::sync::atomic::AtomicBool,
+    /// Who created each namespace created under `--auth` (kept in the state store under
+    /// [`OWNER_PREFIX`]), for the `create_namespace` quota.
+    owners: std::sync::Mutex<BTreeMap<String, String>>,
 }
+
+/// State-store keys naming the principal that created a namespace.
+pub const OWNER_PREFIX: &str = "namespace-owner/";
 
 impl std::fmt::Debug for Namespaces {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,7 +71,14 @@ impl Namespaces {
                 logs.insert(name, log);
             }
         }
+        let mut owners = BTreeMap::new();
+        for (key, value) in storage.state().list(OWNER_PREFIX).await? {
+            if let (Some(ns), Ok(owner)) = (key.strip_prefix(OWNER_PREFIX), std::str::from_utf8(&value)) {
+                owners.insert(ns.to_owned(), owner.to_owned());
+            }
+        }
         Ok(Namespaces {
+            owners: std::sync::Mutex::new(owners),
             storage,
             logs: RwLock::new(logs),
             creating: tokio::sync::Mutex::new(()),
@@ -133,6 +146,25 @@ impl Namespaces {
 
     /// The log of `namespace`, created on first use (within the policy).
     pub async fn get_or_create(&self, namespace: &str) -> Result<Arc<dyn EventLog>, Error> {
+        self.get_or_create_as(namespace, None).await
+    }
+
+    /// Namespaces `owner` created.
+    pub fn owned_by(&self, owner: &str) -> usize {
+        crate::sync::lock(&self.owners)
+            .values()
+            .filter(|o| *o == owner)
+            .count()
+    }
+
+    /// The log of `namespace`, created on first use by `creator` (its name and quota) when
+    /// given: `403 forbidden` when it created its quota already; the creator is recorded
+    /// durably before the namespace is used.
+    pub async fn get_or_create_as(
+        &self,
+        namespace: &str,
+        creator: Option<(&str, usize)>,
+    ) -> Result<Arc<dyn EventLog>, Error> {
         self.check_allowed(namespace)?;
         if let Some(log) = self.get(namespace) {
             return Ok(log);
@@ -155,6 +187,25 @@ impl Namespaces {
                     "cannot create namespace {namespace:?}: the broker holds its limit of {max} namespaces (--max-namespaces)"
                 ),
             ));
+        }
+        if let Some((owner, quota)) = creator {
+            let owned = self.owned_by(owner);
+            if owned >= quota {
+                return Err(Error::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "principal {owner:?} may not create namespace {namespace:?}: it created {owned} of its quota of {quota} (create_namespace)"
+                    ),
+                ));
+            }
+            self.storage
+                .state()
+                .put(
+                    &format!("{OWNER_PREFIX}{namespace}"),
+                    bytes::Bytes::copy_from_slice(owner.as_bytes()),
+                )
+                .await?;
+            crate::sync::lock(&self.owners).insert(namespace.to_owned(), owner.to_owned());
         }
         let log = self
             .storage

@@ -36,6 +36,29 @@ pub struct Publish {
     pub content_type: Option<String>,
     /// Payload.
     pub payload: Bytes,
+    /// Whose dedup ids `msg_id` is among: the publishing principal's name under `--auth`,
+    /// `None` for the legacy scope (no auth, and everything written before scopes).
+    pub dedup_scope: Option<Arc<str>>,
+}
+
+/// Separates the scope from the id in a stored dedup id (`<scope>NUL<id>`); ids themselves
+/// may not hold it.
+const SCOPE_SEPARATOR: char = '\0';
+
+/// The dedup id as the log stores and matches it: the id alone in the legacy scope,
+/// `<scope>NUL<id>` otherwise, so that one principal's ids never meet another's.
+pub fn scoped_msg_id(scope: Option<&str>, id: String) -> String {
+    match scope {
+        None => id,
+        Some(s) => format!("{s}{SCOPE_SEPARATOR}{id}"),
+    }
+}
+
+/// The dedup id as the publisher gave it, from its stored form.
+pub fn visible_msg_id(stored: &str) -> &str {
+    stored
+        .split_once(SCOPE_SEPARATOR)
+        .map_or(stored, |(_, id)| id)
 }
 
 /// Publishes into the logs of the registry. See the module docs.
@@ -167,11 +190,19 @@ fn new_event(p: Publish) -> Result<NewEvent, Error> {
             )
         })?;
     }
+    if p.msg_id.as_deref().is_some_and(|m| m.contains(SCOPE_SEPARATOR)) {
+        return Err(Error::new(
+            ErrorCode::InvalidHeader,
+            "a dedup id may not contain NUL",
+        ));
+    }
     Ok(NewEvent {
         subject: p.subject,
         headers: p.headers,
         reply_to: p.reply_to,
-        msg_id: p.msg_id,
+        msg_id: p
+            .msg_id
+            .map(|m| scoped_msg_id(p.dedup_scope.as_deref(), m)),
         content_type: p.content_type,
         payload: p.payload,
     })

@@ -43,10 +43,19 @@ impl Broker {
     /// Errors: `no_responders` at once when no live subscription matches the subject
     /// (nothing is stored), `timeout` when no reply came in time, `too_many_requests` when
     /// [`crate::inboxes::MAX_WAITING`] requests wait already, and any publish error.
-    pub async fn request(
+    pub async fn request(&self, p: Publish, timeout: Duration) -> Result<(Receipt, Reply), Error> {
+        self.request_as(p, timeout, &crate::auth::Caller::open())
+            .await
+    }
+
+    /// [`Broker::request`] by `caller`: a request into a namespace that does not exist yet
+    /// creates it only with the caller's `create_namespace` right (checked after the
+    /// no-responders answer, so a refused request creates nothing).
+    pub async fn request_as(
         &self,
         mut p: Publish,
         timeout: Duration,
+        caller: &crate::auth::Caller,
     ) -> Result<(Receipt, Reply), Error> {
         let subject = Broker::check_subject(&p.subject)?;
         self.check_allowed(subject.namespace())?;
@@ -72,7 +81,8 @@ impl Broker {
                 format!("no responders: no live subscription matches {subject}"),
             ));
         }
-        let mut waiter = self.inboxes().open().ok_or_else(|| {
+        self.admit_namespace(&subject, caller).await?;
+        let mut waiter = self.inboxes().open_for(Some(subject.clone())).ok_or_else(|| {
             Error::new(
                 ErrorCode::TooManyRequests,
                 format!(
@@ -139,6 +149,13 @@ impl Broker {
     /// request waits on (late, repeated, or never opened) is dropped and refused with
     /// `unknown_inbox`. The dedup id and reply subject of a reply are ignored.
     pub fn reply(&self, p: Publish) -> Result<(), Error> {
+        self.reply_as(p, &crate::auth::Caller::open())
+    }
+
+    /// [`Broker::reply`] by `caller`, who may answer only a request it could have received
+    /// (subscribe permission on the request's subject): `403 forbidden` otherwise, and the
+    /// inbox stays open for the responder that may.
+    pub fn reply_as(&self, p: Publish, caller: &crate::auth::Caller) -> Result<(), Error> {
         let inbox = Subject::parse(&p.subject).map_err(Error::subject)?;
         if !inbox.is_inbox() {
             return Err(Error::new(
@@ -152,8 +169,18 @@ impl Broker {
             payload: p.payload,
         };
         self.inboxes()
-            .deliver(&inbox, reply)
-            .map_err(|Undeliverable::NotWaiting| {
+            .deliver_checked(&inbox, reply, |s| caller.may_receive(s))
+            .map_err(|u| {
+                if let Undeliverable::NotAllowed(subject) = u {
+                    return Error::new(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "principal {:?} may not answer a request on {:?}: a responder answers only requests it could receive (subscribe permission on the subject)",
+                            &**caller.name(),
+                            subject.as_str()
+                        ),
+                    );
+                }
                 self.metrics()
                     .replies_dropped
                     .fetch_add(1, Ordering::Relaxed);

@@ -592,6 +592,65 @@ impl Pattern {
         }
         tokens.next().is_none()
     }
+
+    /// Whether every subject `other` matches is matched by `self` too (a permission check:
+    /// may a holder of `self` subscribe to `other`?). Exact, not an approximation: `a.>`
+    /// covers `a.*.b` and `a.>`, `a.*` does not cover `a.>`, and `>` does not cover the
+    /// reserved namespaces (as it does not match them).
+    pub fn covers(&self, other: &Pattern) -> bool {
+        if let NamespaceScope::One(ns) = other.namespace()
+            && is_reserved_namespace(ns)
+            && self.namespace() != NamespaceScope::One(ns)
+        {
+            return false;
+        }
+        let mut theirs = other.tokens();
+        for mine in self.tokens() {
+            let Some(t) = theirs.next() else {
+                return false;
+            };
+            match (mine, t) {
+                (PatternToken::Tail, _) => return true,
+                (PatternToken::Wildcard, PatternToken::Tail) => return false,
+                (PatternToken::Wildcard, _) => {}
+                (PatternToken::Literal(a), PatternToken::Literal(b)) if a == b => {}
+                (PatternToken::Literal(_), _) => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+
+    /// Whether some subject is matched by both `self` and `other`.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        if !self.namespace_compatible(other) || !other.namespace_compatible(self) {
+            return false;
+        }
+        let (mut a, mut b) = (self.tokens(), other.tokens());
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                (None, Some(_)) | (Some(_), None) => return false,
+                (Some(PatternToken::Tail), Some(_)) | (Some(_), Some(PatternToken::Tail)) => {
+                    return true;
+                }
+                (Some(PatternToken::Literal(x)), Some(PatternToken::Literal(y))) if x != y => {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a reserved first token of `self` can meet `other`'s first token: only the
+    /// same literal does (`*` and `>` do not match reserved namespaces).
+    fn namespace_compatible(&self, other: &Pattern) -> bool {
+        match self.namespace() {
+            NamespaceScope::One(ns) if is_reserved_namespace(ns) => {
+                other.namespace() == NamespaceScope::One(ns)
+            }
+            _ => true,
+        }
+    }
 }
 
 impl fmt::Display for Pattern {
@@ -952,5 +1011,42 @@ mod tests {
             err.to_string().contains("empty token at position 2"),
             "{err}"
         );
+    }
+
+    /// Every pattern and subject of up to a few tokens over a small alphabet.
+    fn universe(tokens: &[&str], max_len: usize) -> Vec<String> {
+        let mut all: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
+        let mut last = all.clone();
+        for _ in 1..max_len {
+            let next: Vec<String> = last
+                .iter()
+                .flat_map(|p| tokens.iter().map(move |t| format!("{p}.{t}")))
+                .collect();
+            all.extend(next.iter().cloned());
+            last = next;
+        }
+        all
+    }
+
+    #[test]
+    fn covers_and_overlaps_agree_with_matching_every_subject() {
+        let patterns: Vec<Pattern> = universe(&["a", "b", "_bus_", "*", ">"], 3)
+            .iter()
+            .filter_map(|p| Pattern::parse(p).ok())
+            .collect();
+        let subjects = universe(&["a", "b", "c", "_bus_"], 5);
+        for p in &patterns {
+            for q in &patterns {
+                let both = subjects
+                    .iter()
+                    .filter(|s| p.matches_text(s) && q.matches_text(s));
+                let exists = both.clone().next().is_some();
+                let covered = subjects
+                    .iter()
+                    .all(|s| !q.matches_text(s) || p.matches_text(s));
+                assert_eq!(p.covers(q), covered, "{p} covers {q}");
+                assert_eq!(p.overlaps(q), exists, "{p} overlaps {q}");
+            }
+        }
     }
 }

@@ -40,6 +40,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "BUS_CACERT", value_name = "FILE")]
     pub cacert: Option<PathBuf>,
 
+    /// Bearer token (or JWT) sent to a broker started with --auth.
+    #[arg(
+        long,
+        global = true,
+        env = "BUS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -107,6 +117,30 @@ pub enum Command {
     ///
     /// Subjects coloured, JSON payloads pretty-printed, times relative ("2s ago").
     Tail(TailArgs),
+    /// Credentials for `bus server --auth FILE`.
+    Auth(AuthArgs),
+}
+
+/// `bus auth`.
+#[derive(Args, Debug)]
+pub struct AuthArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AuthAction,
+}
+
+/// The `bus auth` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuthAction {
+    /// Generate a bearer token for principal NAME: prints the token (give it to the client)
+    /// and the auth-file entry holding its SHA-256 (add it to the file, then SIGHUP the
+    /// broker).
+    Token {
+        /// The principal's name.
+        name: String,
+    },
+    /// Show who the broker takes the --token (or BUS_TOKEN) for, and its rights.
+    Whoami,
 }
 
 /// `bus get --help`, after the flags.
@@ -312,6 +346,15 @@ pub struct ServerArgs {
     /// Not a server flag: the global `--cacert`, hidden and refused as `url` is.
     #[arg(long, hide = true)]
     pub cacert: Option<PathBuf>,
+
+    /// Not a server flag: the global `--token`, hidden and refused as `url` is.
+    #[arg(long, hide = true)]
+    pub token: Option<String>,
+
+    /// Principals, credentials and permissions (YAML; proto-docs/security.md); every
+    /// request must then authenticate. Reloaded on SIGHUP.
+    #[arg(long, env = "BUS_AUTH", value_name = "FILE")]
+    pub auth: Option<PathBuf>,
 
     /// Address to listen on.
     #[arg(long, env = "BUS_ADDR", default_value = DEFAULT_ADDR)]

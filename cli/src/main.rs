@@ -56,6 +56,7 @@ fn parse() -> Result<Cli, clap::Error> {
             ("url", "it listens on --addr"),
             ("json", "it logs to stderr"),
             ("cacert", "it serves --tls-cert"),
+            ("token", "it checks tokens with --auth"),
         ] {
             if server.value_source(flag) == Some(clap::parser::ValueSource::CommandLine) {
                 return Err(command.error(
@@ -81,6 +82,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
     .map_err(|e| CliError::with_cause("cannot start the async runtime", e))?;
     commands::set_cacert(cli.cacert.clone());
+    commands::set_token(cli.token.clone());
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
@@ -101,6 +103,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Dump(args) => commands::dump::run(&cli.url, args).await,
             Command::Restore(args) => commands::restore::run(&cli.url, cli.json, args).await,
             Command::Tail(args) => commands::tail::run(&cli.url, cli.json, args).await,
+            Command::Auth(a) => commands::auth::run(&cli.url, cli.json, a.action).await,
         }
     })
 }

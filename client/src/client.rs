@@ -115,8 +115,24 @@ impl ConnectOptions {
         }
     }
 
-    /// Sends `Authorization: <value>` with every request (for a broker behind an
-    /// authenticating proxy; the broker itself does not check it yet). Default: none.
+    /// Sends `Authorization: Bearer <token>` with every request: a token from `bus auth
+    /// token`, or a JWT, for a broker started with `--auth`. Default: none. Fails with
+    /// [`ErrorKind::InvalidInput`] when the token cannot be a header value.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), bus_client::Error> {
+    /// let client = bus_client::ConnectOptions::new()
+    ///     .token("bus_…")?
+    ///     .connect("http://127.0.0.1:2021")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn token(self, token: &str) -> Result<ConnectOptions, Error> {
+        self.authorization(&format!("Bearer {}", token.trim()))
+    }
+
+    /// Sends `Authorization: <value>` with every request (another scheme, or a broker
+    /// behind an authenticating proxy). Default: none.
     /// Fails with [`ErrorKind::InvalidInput`] when `value` is not a valid header value.
     ///
     /// ```no_run
@@ -560,7 +576,21 @@ impl Client {
         crate::publish::publish_batch(self, items).await
     }
 
-    /// The namespaces and their figures.
+    /// Who the broker takes this client for (`GET /v1/whoami`), and its grants.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {
+    /// let me = client.whoami().await?;
+    /// println!("{} ({})", me.principal, me.credential);
+    /// # Ok(()) }
+    /// ```
+    pub async fn whoami(&self) -> Result<bus_proto::Whoami, Error> {
+        let req = self.http_request(Method::GET, "/v1/whoami", Body::default())?;
+        let body = self.call(req, self.inner.options.request_timeout).await?;
+        decode_json(&body)
+    }
+
+    /// The namespaces and their figures (under `--auth`, those the caller may see).
     ///
     /// ```no_run
     /// # async fn demo(client: bus_client::Client) -> Result<(), bus_client::Error> {

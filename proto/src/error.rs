@@ -63,6 +63,13 @@ pub enum ErrorCode {
     ForbiddenOrigin,
     /// 429: a client address holding as many connections as it may already.
     TooManyConnections,
+    /// 401: no credentials, or credentials that do not verify (`WWW-Authenticate` says why).
+    Unauthorized,
+    /// 403: the principal lacks the right the operation needs (the message names both).
+    Forbidden,
+    /// 429: a client address that failed authentication too often; retry after the
+    /// `Retry-After` seconds.
+    TooManyAuthFailures,
     /// 503: the namespace's storage failed.
     ReadOnly,
     /// 503: the broker is stopping.
@@ -111,6 +118,9 @@ impl ErrorCode {
             ErrorCode::MisdirectedRequest => "misdirected_request",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyAuthFailures => "too_many_auth_failures",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::UnknownInbox => "unknown_inbox",
@@ -138,7 +148,9 @@ impl ErrorCode {
             ErrorCode::UriTooLong => 414,
             ErrorCode::ReservedNamespace
             | ErrorCode::NamespaceLimit
-            | ErrorCode::ForbiddenOrigin => 403,
+            | ErrorCode::ForbiddenOrigin
+            | ErrorCode::Forbidden => 403,
+            ErrorCode::Unauthorized => 401,
             ErrorCode::RequestTimeout => 408,
             ErrorCode::MisdirectedRequest => 421,
             ErrorCode::UnknownNamespace
@@ -150,7 +162,9 @@ impl ErrorCode {
             ErrorCode::ConsumerConflict | ErrorCode::NotHeld => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::TooManyRequests | ErrorCode::TooManyConnections => 429,
+            ErrorCode::TooManyRequests
+            | ErrorCode::TooManyConnections
+            | ErrorCode::TooManyAuthFailures => 429,
             ErrorCode::ReplyError => 502,
             ErrorCode::ReadOnly | ErrorCode::ShuttingDown | ErrorCode::NoResponders => 503,
             ErrorCode::Timeout => 504,
@@ -186,6 +200,9 @@ impl ErrorCode {
         ErrorCode::MisdirectedRequest,
         ErrorCode::ForbiddenOrigin,
         ErrorCode::TooManyConnections,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::TooManyAuthFailures,
         ErrorCode::ReadOnly,
         ErrorCode::ShuttingDown,
         ErrorCode::UnknownInbox,
@@ -306,6 +323,9 @@ mod tests {
             (ErrorCode::ForbiddenOrigin, 403),
             (ErrorCode::TooManyConnections, 429),
             (ErrorCode::TooManyRequests, 429),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::TooManyAuthFailures, 429),
             (ErrorCode::ReplyError, 502),
             (ErrorCode::NoResponders, 503),
             (ErrorCode::Timeout, 504),

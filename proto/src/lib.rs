@@ -48,6 +48,7 @@ pub mod sse;
 pub mod start;
 pub mod subscription;
 pub mod units;
+pub mod whoami;
 
 pub use ack::{AckMode, AckStatus};
 pub use consumer::{ConsumerInfo, ConsumerKind};
@@ -61,3 +62,4 @@ pub use namespace::NamespaceInfo;
 pub use receipt::Receipt;
 pub use start::{InvalidStart, Start, StartParseError};
 pub use subscription::{Subscribed, SubscriptionInfo};
+pub use whoami::Whoami;

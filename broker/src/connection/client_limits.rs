@@ -80,7 +80,7 @@ impl ClientLimits {
 }
 
 /// The key a client is counted under: its IPv4 address, or its IPv6 /64.
-fn key(ip: IpAddr) -> IpAddr {
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {

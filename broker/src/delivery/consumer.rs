@@ -153,6 +153,10 @@ pub struct Consumer {
     /// Cancelled when the consumer is deleted (or its last member left, for ephemeral ones).
     deleted: CancellationToken,
     persist: Option<Persist>,
+    /// The principal that created a single subscription's consumer (`~s-<n>`), the only one
+    /// (besides an admin) that may ack or manage it; unset for named consumers, whose rights
+    /// go by name.
+    owner: std::sync::OnceLock<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -286,7 +290,18 @@ impl Consumer {
             seeking: AtomicBool::new(false),
             deleted: CancellationToken::new(),
             persist,
+            owner: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records the principal that created it (single subscriptions only; the first wins).
+    pub(crate) fn set_owner(&self, owner: std::sync::Arc<str>) {
+        let _ = self.owner.set(owner);
+    }
+
+    /// The principal that created it, for single subscriptions.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.get().map(|o| &**o)
     }
 
     /// The flag saying whether its reader is live everywhere.
@@ -789,6 +804,7 @@ impl Consumer {
             reply_to: None,
             content_type: e.content_type,
             payload: e.payload,
+            dedup_scope: None,
         };
         self.parts.dead_letters.put(p).await.map(|_| ())
     }

@@ -36,6 +36,8 @@ pub struct Attach {
     pub settings: ConsumerSettings,
     /// This member's own cap on unacknowledged deliveries.
     pub member_max: Option<usize>,
+    /// The principal attaching (recorded as the owner of a single subscription's consumer).
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 /// The broker's consumers.
@@ -138,6 +140,11 @@ impl Consumers {
         }
         let c =
             Consumer::create(&self.parts, name.clone(), kind, pattern, &start, a.settings).await?;
+        if kind == ConsumerKind::Subscription
+            && let Some(owner) = &a.owner
+        {
+            c.set_owner(owner.clone());
+        }
         c.join(member, a.member_max);
         lock(&self.map).insert(name, c.clone());
         Ok(Member::new(c, member, guard, self))

@@ -3,12 +3,14 @@
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bus_proto::AckStatus;
 
 use super::query::{NoParams, Params, Query};
 use super::stream::required;
+use crate::auth::{Caller, ConsumerRight};
 use crate::broker::Broker;
 use crate::delivery::consumers::unknown;
 use crate::delivery::settings::parse_delay;
@@ -22,8 +24,56 @@ pub const MAX_ACK_BATCH: usize = 10_000;
 /// Body limit of an acknowledgement batch.
 pub const MAX_ACK_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-fn consumer(broker: &Broker, name: &str) -> Result<std::sync::Arc<Consumer>, Error> {
-    broker.consumers().get(name).ok_or_else(|| unknown(name))
+/// The consumer `name`, if `caller` holds `right` on it: by name for named consumers
+/// (checked before the lookup, so a refusal says nothing of whether it exists), by
+/// ownership for a single subscription's (`~…`).
+fn consumer(
+    broker: &Broker,
+    caller: &Caller,
+    name: &str,
+    right: ConsumerRight,
+) -> Result<std::sync::Arc<Consumer>, Error> {
+    if !name.starts_with('~') {
+        caller.check_consumer(name, right)?;
+    }
+    let c = broker.consumers().get(name).ok_or_else(|| unknown(name))?;
+    if !owns(caller, &c) {
+        return Err(Error::new(
+            ErrorCode::Forbidden,
+            format!(
+                "principal {:?} may not {} consumer {name:?}: it belongs to another principal's subscription",
+                &**caller.name(),
+                right.as_str()
+            ),
+        ));
+    }
+    Ok(c)
+}
+
+/// Whether `caller` may act on `c` as far as ownership goes (always, for named consumers).
+fn owns(caller: &Caller, c: &Consumer) -> bool {
+    !c.name().starts_with('~')
+        || caller.is_open()
+        || caller.is_admin()
+        || c.owner() == Some(&**caller.name())
+}
+
+/// Whether `caller` may see `c` in listings.
+fn sees(caller: &Caller, c: &Consumer) -> bool {
+    if c.name().starts_with('~') {
+        owns(caller, c)
+    } else {
+        caller.sees_consumer(c.name())
+    }
+}
+
+/// A consumer-management action, for the audit log (target `bus::audit`).
+fn audit(caller: &Caller, action: &str, consumer: &str, outcome: &Result<Response, Error>) {
+    let outcome = match outcome {
+        Ok(_) => "done",
+        Err(e) => e.code.as_str(),
+    };
+    tracing::info!(target: "bus::audit", principal = %caller.name(), action, consumer, outcome, "consumer {action}");
 }
 
 /// Query parameters of `POST /v1/consumers/{name}/seek`.
@@ -51,19 +101,43 @@ impl Params for AckParams {
 }
 
 /// `GET /v1/consumers`.
-pub async fn list(State(broker): State<Broker>, _: Query<NoParams>) -> Response {
-    let all: Vec<_> = broker.consumers().all().iter().map(|c| c.info()).collect();
+pub async fn list(
+    State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
+    _: Query<NoParams>,
+) -> Response {
+    let all: Vec<_> = broker
+        .consumers()
+        .all()
+        .iter()
+        .filter(|c| sees(&caller, c))
+        .map(|c| c.info())
+        .collect();
     axum::Json(all).into_response()
 }
 
 /// `GET /v1/consumers/{name}`.
 pub async fn get(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     _: Query<NoParams>,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
-    Ok(axum::Json(consumer(&broker, &name)?.info()).into_response())
+    if !name.starts_with('~') && !caller.sees_consumer(&name) {
+        caller.check_consumer(&name, ConsumerRight::Manage)?;
+    }
+    let c = broker.consumers().get(&name).ok_or_else(|| unknown(&name))?;
+    if !owns(&caller, &c) {
+        return Err(Error::new(
+            ErrorCode::Forbidden,
+            format!(
+                "principal {:?} may not see consumer {name:?}: it belongs to another principal's subscription",
+                &**caller.name()
+            ),
+        ));
+    }
+    Ok(axum::Json(c.info()).into_response())
 }
 
 /// Largest body of `PATCH /v1/consumers/{name}`.
@@ -77,12 +151,25 @@ const PATCHABLE: &[&str] = &["ack_wait", "max_deliver", "backoff", "max_in_fligh
 /// cannot change. Answers the consumer's listing once the change is durable.
 pub async fn update(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
-    _: Query<NoParams>,
+    q: Query<NoParams>,
     body: Body,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
-    let c = consumer(&broker, &name)?;
+    let r = update_settings(&broker, &caller, &name, q, body).await;
+    audit(&caller, "update", &name, &r);
+    r
+}
+
+async fn update_settings(
+    broker: &Broker,
+    caller: &Caller,
+    name: &str,
+    _: Query<NoParams>,
+    body: Body,
+) -> Result<Response, Error> {
+    let c = consumer(broker, caller, name, ConsumerRight::Manage)?;
     let bytes = super::body::read(body, MAX_SETTINGS_BODY_BYTES, "consumer settings").await?;
     let invalid = |m: String| Error::new(ErrorCode::InvalidParameter, m);
     let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
@@ -140,25 +227,38 @@ pub async fn update(
 /// `DELETE /v1/consumers/{name}`.
 pub async fn delete(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     _: Query<NoParams>,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
-    broker.consumers().delete(&name).await?;
-    Ok(axum::Json(serde_json::json!({"deleted": name})).into_response())
+    let r = async {
+        consumer(&broker, &caller, &name, ConsumerRight::Manage)?;
+        broker.consumers().delete(&name).await?;
+        Ok(axum::Json(serde_json::json!({"deleted": name})).into_response())
+    }
+    .await;
+    audit(&caller, "delete", &name, &r);
+    r
 }
 
 /// `POST /v1/consumers/{name}/seek?to=<start>`.
 pub async fn seek(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     Query(q): Query<SeekParams>,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
-    let start = StartSpec::parse(required(&q.to, "to")?)?;
-    let c = consumer(&broker, &name)?;
-    c.seek(&start).await?;
-    Ok(axum::Json(c.info()).into_response())
+    let r = async {
+        let start = StartSpec::parse(required(&q.to, "to")?)?;
+        let c = consumer(&broker, &caller, &name, ConsumerRight::Manage)?;
+        c.seek(&start).await?;
+        Ok(axum::Json(c.info()).into_response())
+    }
+    .await;
+    audit(&caller, "seek", &name, &r);
+    r
 }
 
 fn status(o: Outcome, id: &str, consumer: &str) -> Result<&'static str, Error> {
@@ -208,12 +308,13 @@ fn verb(op: &str, delay: Option<&str>) -> Result<Verb, Error> {
 /// `?delay=`), `progress`, `term`.
 pub async fn acknowledge_one(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     Query(q): Query<AckParams>,
 ) -> Result<Response, Error> {
     let Path((name, id, op)) = path.map_err(super::error::bad_path)?;
     let verb = verb(&op, q.delay.as_deref())?;
-    let c = consumer(&broker, &name)?;
+    let c = consumer(&broker, &caller, &name, ConsumerRight::Ack)?;
     let item = AckItem {
         id: id.clone(),
         verb,
@@ -285,6 +386,7 @@ impl<'de> serde::Deserialize<'de> for BatchEntry {
 /// `{"id", "op", "delay"}` objects; answers each in order.
 pub async fn acknowledge_batch(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     _: Query<NoParams>,
     body: Body,
@@ -306,7 +408,7 @@ pub async fn acknowledge_batch(
             ),
         ));
     }
-    let c = consumer(&broker, &name)?;
+    let c = consumer(&broker, &caller, &name, ConsumerRight::Ack)?;
     // Entries that do not parse are answered in place; the rest go in one call.
     let mut parsed: Vec<(String, Result<Verb, Error>)> = Vec::with_capacity(entries.len());
     for e in entries {

@@ -10,8 +10,12 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = self.code;
         let body = bus_proto::error::ErrorBody::new(self.code, self.message);
-        (status, axum::Json(body)).into_response()
+        let mut r = (status, axum::Json(body)).into_response();
+        // For the middleware that counts refusals by their code.
+        r.extensions_mut().insert(code);
+        r
     }
 }
 

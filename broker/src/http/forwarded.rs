@@ -45,6 +45,9 @@ pub async fn limit_forwarded(
     let Some(client) = f.trusted.forwarded_client(info.peer.ip(), values) else {
         return next.run(req).await;
     };
+    let mut req = req;
+    req.extensions_mut()
+        .insert(super::authenticate::ForwardedClient(client));
     match f.limits.try_acquire(client) {
         Some(permit) => next
             .run(req)

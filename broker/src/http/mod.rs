@@ -2,7 +2,7 @@
 //! file per endpoint family; [`error`] holds the one `IntoResponse` for errors. The guards
 //! in front of every route: [`host`] (DNS rebinding), [`origin`] (cross-site requests),
 //! [`forwarded`] (per-client limit behind a trusted proxy), [`body_deadline`] (the body
-//! timeout).
+//! timeout), [`authenticate`] (who the caller is; each handler then checks its right).
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 
+pub mod authenticate;
 pub mod body;
 pub mod body_deadline;
 pub mod consumers;
@@ -48,6 +49,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/consumers/{name}/seek"),
     ("POST", "/v1/consumers/{name}/acks"),
     ("POST", "/v1/consumers/{name}/events/{id}/{op}"),
+    ("POST", "/v1/session"),
+    ("DELETE", "/v1/session"),
+    ("GET", "/v1/whoami"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
 ];
@@ -96,11 +100,25 @@ async fn limit_head(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+fn cors(origins: &[String], credentials: bool) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
     if origins.is_empty() {
         return None;
     }
+    // With credentials the headers a page may read are named (`*` is not allowed there).
+    let exposed = if credentials {
+        ExposeHeaders::list(
+            [
+                "bus-request-id",
+                "retry-after",
+                "www-authenticate",
+                "content-type",
+            ]
+            .map(axum::http::HeaderName::from_static),
+        )
+    } else {
+        ExposeHeaders::any()
+    };
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -116,7 +134,8 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 axum::http::Method::PATCH,
             ])
             .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers(ExposeHeaders::any()),
+            .expose_headers(exposed)
+            .allow_credentials(credentials),
     )
 }
 
@@ -124,7 +143,9 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 /// guards, shutdown refusal, CORS.
 pub fn router(broker: Broker) -> Router {
     let config = broker.config();
-    let cors = cors(&config.cors_origins);
+    // `*` with credentials is refused by `Config::validate`.
+    let cors = cors(&config.cors_origins, config.auth.is_some());
+    let auth = config.auth.clone();
     let hosts = Arc::new(host::HostPolicy::from_config(config));
     let origins = Arc::new(origin::OriginPolicy::new(&config.cors_origins));
     let forwarded = Arc::new(forwarded::Forwarded {
@@ -159,12 +180,21 @@ pub fn router(broker: Broker) -> Router {
             "/v1/consumers/{name}/events/{id}/{op}",
             post(consumers::acknowledge_one),
         )
+        .route(
+            "/v1/session",
+            post(authenticate::open_session).delete(authenticate::close_session),
+        )
+        .route("/v1/whoami", get(authenticate::whoami))
         .route("/healthz", get(manage::healthz))
         .route("/metrics", get(manage::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // Bodies are read with their own limits, which answer in JSON.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            authenticate::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             body_timeout,
             body_deadline::limit_body_time,

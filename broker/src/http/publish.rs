@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::query::{NoParams, Params, Query};
+use crate::auth::Caller;
 use crate::broker::{Broker, MAX_BATCH_ITEMS, Publish};
 use crate::error::{Error, ErrorCode};
 use crate::storage::Receipt;
@@ -163,12 +165,14 @@ pub(crate) async fn read_publish(
         reply_to: header_str(headers, "bus-reply-to")?.filter(|s| !s.is_empty()),
         content_type: header_str(headers, "content-type")?,
         payload,
+        dedup_scope: None,
     })
 }
 
 /// `POST /v1/events/{subject}`; to an inbox (`_inbox.…`), a reply to a waiting request.
 pub async fn publish_one(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     subject: Result<Path<String>, PathRejection>,
     Query(q): Query<PublishParams>,
     headers: HeaderMap,
@@ -176,8 +180,7 @@ pub async fn publish_one(
 ) -> Result<Response, Error> {
     let Path(subject) = subject.map_err(super::error::bad_path)?;
     let confirm = confirm_params(&q)?;
-    let p = read_publish(&broker, subject.clone(), &headers, body).await?;
-    if let Some(id) = p.subject.strip_prefix(INBOX_PREFIX) {
+    if let Some(id) = subject.strip_prefix(INBOX_PREFIX) {
         if !is_inbox_id(id) {
             return Err(Error::new(
                 ErrorCode::ReservedNamespace,
@@ -192,10 +195,16 @@ pub async fn publish_one(
                 "a reply cannot wait for confirmations",
             ));
         }
-        broker.reply(p)?;
+        let p = read_publish(&broker, subject.clone(), &headers, body).await?;
+        broker.reply_as(p, &caller)?;
         let body = serde_json::json!({ "subject": subject, "replied": true });
         return Ok((StatusCode::OK, axum::Json(body)).into_response());
     }
+    let checked = Broker::check_subject(&subject)?;
+    caller.check_publish(&checked, "publish to")?;
+    let mut p = read_publish(&broker, subject.clone(), &headers, body).await?;
+    p.dedup_scope = caller.dedup_scope();
+    broker.admit_namespace(&checked, &caller).await?;
     if let Some((required, timeout)) = confirm {
         let (r, confirmed) = broker.publish_confirmed(p, required, timeout).await?;
         let mut body = receipt_json(&r, &subject);
@@ -303,12 +312,14 @@ fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error>
         reply_to: item.reply_to.filter(|s| !s.is_empty()),
         content_type: item.content_type.or(default_ct.map(str::to_owned)),
         payload,
+        dedup_scope: None,
     })
 }
 
 /// `POST /v1/events`.
 pub async fn publish_batch(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     _: Query<NoParams>,
     body: Body,
 ) -> Result<Response, Error> {
@@ -352,6 +363,20 @@ pub async fn publish_batch(
     let mut publishes = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         publishes.push(to_publish(i, item, limit)?);
+    }
+    // Every item's right is checked before anything is stored: a batch is atomic.
+    let mut first = None;
+    for (i, p) in publishes.iter_mut().enumerate() {
+        let checked = Broker::check_subject(&p.subject)
+            .map_err(|e| Error::new(e.code, format!("item {i}: {}", e.message)))?;
+        caller
+            .check_publish(&checked, "publish to")
+            .map_err(|e| Error::new(e.code, format!("item {i}: {}", e.message)))?;
+        p.dedup_scope = caller.dedup_scope();
+        first.get_or_insert(checked);
+    }
+    if let Some(s) = &first {
+        broker.admit_namespace(s, &caller).await?;
     }
     let subjects: Vec<String> = publishes.iter().map(|p| p.subject.clone()).collect();
     let receipts = broker.publish_batch(publishes).await?;

@@ -8,10 +8,12 @@
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Caller;
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 use crate::inboxes::Reply;
@@ -70,6 +72,7 @@ fn reply_headers(reply: &Reply, request_id: &str) -> HeaderMap {
 /// `POST /v1/requests/{subject}`.
 pub async fn request(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     subject: Result<Path<String>, PathRejection>,
     Query(q): Query<RequestParams>,
     headers: HeaderMap,
@@ -77,8 +80,10 @@ pub async fn request(
 ) -> Result<Response, Error> {
     let Path(subject) = subject.map_err(super::error::bad_path)?;
     let timeout = timeout_param(&q)?;
+    let checked = Broker::check_subject(&subject)?;
+    caller.check_publish(&checked, "send a request to")?;
     let p = read_publish(&broker, subject, &headers, body).await?;
-    let (receipt, reply) = broker.request(p, timeout).await?;
+    let (receipt, reply) = broker.request_as(p, timeout, &caller).await?;
     let mut out = reply_headers(&reply, &receipt.id);
     if let Some(message) = reply.error() {
         let mut response = Error::new(ErrorCode::ReplyError, message).into_response();

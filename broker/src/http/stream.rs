@@ -8,12 +8,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+use super::authenticate::CredentialWatch;
 use super::query::{Params, Query};
+use crate::auth::{Caller, ConsumerRight};
+use crate::subject::Pattern;
 use super::sse;
 use crate::broker::{Broker, MAX_PULL_LIMIT, MAX_PULL_WAIT};
 use crate::delivery::{AckMode, Attach, ConsumerSettings, Out};
@@ -126,10 +130,13 @@ impl StreamParams {
 /// `GET /v1/stream`.
 pub async fn stream(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let pattern = required(&q.pattern, "pattern")?;
+    let parsed = Pattern::parse(pattern).map_err(Error::pattern)?;
+    caller.check_subscribe(&parsed, "subscribe to")?;
     let heartbeat = duration_param(
         q.heartbeat.as_deref(),
         "heartbeat",
@@ -141,7 +148,7 @@ pub async fn stream(
         // A consumer resumes from its own state; a new one starts at `from`. Last-Event-ID,
         // which EventSource sends on every reconnect, is ignored (http-api.md).
         let from = q.from.as_deref().unwrap_or("newest");
-        return consumer_stream(broker, &q, pattern, from, heartbeat).await;
+        return consumer_stream(broker, caller, &q, parsed, from, heartbeat).await;
     }
     for (name, given) in [
         ("ack_wait", &q.ack_wait),
@@ -176,6 +183,7 @@ pub async fn stream(
         .to_owned();
     let mut sub = broker.subscribe(pattern, &from).await?;
     let token = broker.shutdown_token();
+    let mut watch = CredentialWatch::new(broker.config().auth.clone(), caller);
     // The cursor of where the stream starts: resuming from it before any event arrived
     // misses nothing (a `newest` start would skip what was published in between).
     let hello = serde_json::json!({
@@ -188,6 +196,7 @@ pub async fn stream(
             let next = tokio::select! {
                 biased;
                 _ = token.cancelled() => None,
+                e = watch.ended(|c| c.check_subscribe(&parsed, "subscribe to")) => Some(Err(e)),
                 d = sub.next() => Some(d),
             };
             match next {
@@ -245,11 +254,16 @@ fn error_event(e: &Error) -> Vec<Bytes> {
 /// changes nothing. `max_in_flight` on an existing consumer caps this member only.
 async fn consumer_stream(
     broker: Broker,
+    caller: Caller,
     q: &StreamParams,
-    pattern: &str,
+    pattern: Pattern,
     from: &str,
     heartbeat: Duration,
 ) -> Result<Response, Error> {
+    let name = q.durable.as_deref().or(q.group.as_deref());
+    if let Some(name) = name {
+        caller.check_consumer(name, ConsumerRight::Attach)?;
+    }
     let given = q.settings_given();
     let map: HashMap<String, String> = given
         .iter()
@@ -287,8 +301,9 @@ async fn consumer_stream(
         group: q.group.clone(),
         settings: settings.clone(),
         member_max,
+        owner: Some(caller.name().clone()),
     };
-    let mut member = broker.attach(pattern, from, attach).await?;
+    let mut member = broker.attach(pattern.as_str(), from, attach).await?;
     if let Some(l) = limit {
         member.set_limit(l);
     }
@@ -319,6 +334,15 @@ async fn consumer_stream(
         "max_in_flight": info.max_in_flight,
     });
     let token = broker.shutdown_token();
+    let mut watch = CredentialWatch::new(broker.config().auth.clone(), caller);
+    let consumer_name = name.map(str::to_owned);
+    let still_allowed = move |c: &Caller| {
+        c.check_subscribe(&pattern, "subscribe to")?;
+        match &consumer_name {
+            Some(n) => c.check_consumer(n, ConsumerRight::Attach),
+            None => Ok(()),
+        }
+    };
     let events = async_stream::stream! {
         yield sse::frame("subscribed", &hello.to_string(), true);
         loop {
@@ -328,6 +352,7 @@ async fn consumer_stream(
             let next = tokio::select! {
                 biased;
                 _ = token.cancelled() => None,
+                e = watch.ended(&still_allowed) => Some(Err(e)),
                 d = member.next() => Some(d),
             };
             match next {
@@ -392,9 +417,12 @@ impl Params for PullParams {
 /// `GET /v1/events`: a page of events and the cursor to continue from.
 pub async fn pull(
     State(broker): State<Broker>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<PullParams>,
 ) -> Result<Response, Error> {
     let pattern = required(&q.pattern, "pattern")?;
+    let parsed = Pattern::parse(pattern).map_err(Error::pattern)?;
+    caller.check_subscribe(&parsed, "read")?;
     let from = q.from.as_deref().unwrap_or("newest");
     let limit = match q.limit.as_deref() {
         None => 100,

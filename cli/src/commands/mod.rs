@@ -2,6 +2,7 @@
 //! [`CliError`](crate::error::CliError) carrying the status and what to print.
 
 pub mod ack;
+pub mod auth;
 pub mod consumers;
 pub mod dump;
 pub mod exec;
@@ -31,10 +32,21 @@ pub fn set_cacert(path: Option<PathBuf>) {
     let _ = CACERT.set(path);
 }
 
-/// The client settings every command starts from: the defaults, trusting `--cacert` when
-/// given.
+/// The global `--token` (`BUS_TOKEN`), set once by `main`.
+static TOKEN: OnceLock<Option<String>> = OnceLock::new();
+
+/// Records the global `--token` for [`options`].
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token);
+}
+
+/// The client settings every command starts from: the defaults, trusting `--cacert` and
+/// sending `--token` when given.
 pub fn options() -> Result<ConnectOptions, CliError> {
-    let options = ConnectOptions::new();
+    let mut options = ConnectOptions::new();
+    if let Some(token) = TOKEN.get().and_then(|t| t.as_deref()) {
+        options = options.token(token).map_err(CliError::client)?;
+    }
     match CACERT.get().and_then(|p| p.as_ref()) {
         Some(path) => options.cacert(path).map_err(CliError::client),
         None => Ok(options),

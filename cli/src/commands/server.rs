@@ -48,6 +48,13 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
             _ => None,
         },
         max_namespaces: args.max_namespaces,
+        auth: match &args.auth {
+            Some(path) => Some(std::sync::Arc::new(
+                bus_broker::auth::Auth::load(path)
+                    .map_err(|e| CliError::with_cause("invalid configuration", e))?,
+            )),
+            None => None,
+        },
         ..Config::default()
     };
     let log = &mut config.log;
@@ -104,14 +111,15 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         namespaces = %recovered(&reports),
         "bus listening on {scheme}://{local}"
     );
-    if !local.ip().is_loopback() && !broker.config().credentials_configured {
+    if !local.ip().is_loopback() && !broker.config().credentials_configured() {
         tracing::warn!(
             addr = %local,
             "listening beyond loopback without credentials (--allow-anonymous): anyone who can reach {local} may publish, read and delete events"
         );
     }
-    if let Some(tls) = &tls {
-        tokio::spawn(reload_on_sighup(tls.clone()));
+    let auth = broker.config().auth.clone();
+    if tls.is_some() || auth.is_some() {
+        tokio::spawn(reload_on_sighup(tls.clone(), auth));
     }
 
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(None::<Instant>);
@@ -163,20 +171,29 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     }
 }
 
-/// Reads the certificate and key again on every SIGHUP; a bad file keeps the old ones.
-async fn reload_on_sighup(tls: Tls) {
+/// Reads the certificate and key, and the auth file, again on every SIGHUP; a bad file
+/// keeps the old one.
+async fn reload_on_sighup(tls: Option<Tls>, auth: Option<std::sync::Arc<bus_broker::auth::Auth>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot watch SIGHUP: the TLS certificate will not be reloaded");
+        tracing::warn!("cannot watch SIGHUP: the TLS certificate and auth file will not be reloaded");
         return;
     };
     while hup.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => {
-                tracing::info!(cert = %tls.files().cert.display(), "TLS certificate reloaded")
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %tls.files().cert.display(), "TLS certificate reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays")
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays")
+        }
+        if let Some(auth) = &auth {
+            match auth.reload() {
+                Ok(()) => tracing::info!(target: "bus::audit", "auth file reloaded"),
+                Err(e) => tracing::error!(error = %e, "auth file not reloaded; the old one stays"),
             }
         }
     }
