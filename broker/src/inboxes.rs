@@ -197,7 +197,10 @@ mod tests {
             inboxes.deliver_checked(&w.subject, Reply::default(), |_| false),
             Err(Undeliverable::NotAllowed(subject.clone()))
         );
-        assert!(inboxes.is_waiting(&w.subject), "a refused reply leaves it open");
+        assert!(
+            inboxes.is_waiting(&w.subject),
+            "a refused reply leaves it open"
+        );
         let mut seen = None;
         inboxes
             .deliver_checked(&w.subject, Reply::default(), |s| {

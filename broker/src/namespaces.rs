@@ -73,7 +73,9 @@ impl Namespaces {
         }
         let mut owners = BTreeMap::new();
         for (key, value) in storage.state().list(OWNER_PREFIX).await? {
-            if let (Some(ns), Ok(owner)) = (key.strip_prefix(OWNER_PREFIX), std::str::from_utf8(&value)) {
+            if let (Some(ns), Ok(owner)) =
+                (key.strip_prefix(OWNER_PREFIX), std::str::from_utf8(&value))
+            {
                 owners.insert(ns.to_owned(), owner.to_owned());
             }
         }

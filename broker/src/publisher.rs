@@ -190,7 +190,10 @@ fn new_event(p: Publish) -> Result<NewEvent, Error> {
             )
         })?;
     }
-    if p.msg_id.as_deref().is_some_and(|m| m.contains(SCOPE_SEPARATOR)) {
+    if p.msg_id
+        .as_deref()
+        .is_some_and(|m| m.contains(SCOPE_SEPARATOR))
+    {
         return Err(Error::new(
             ErrorCode::InvalidHeader,
             "a dedup id may not contain NUL",
@@ -200,9 +203,7 @@ fn new_event(p: Publish) -> Result<NewEvent, Error> {
         subject: p.subject,
         headers: p.headers,
         reply_to: p.reply_to,
-        msg_id: p
-            .msg_id
-            .map(|m| scoped_msg_id(p.dedup_scope.as_deref(), m)),
+        msg_id: p.msg_id.map(|m| scoped_msg_id(p.dedup_scope.as_deref(), m)),
         content_type: p.content_type,
         payload: p.payload,
     })

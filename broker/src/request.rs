@@ -82,15 +82,18 @@ impl Broker {
             ));
         }
         self.admit_namespace(&subject, caller).await?;
-        let mut waiter = self.inboxes().open_for(Some(subject.clone())).ok_or_else(|| {
-            Error::new(
-                ErrorCode::TooManyRequests,
-                format!(
-                    "{} requests are waiting for replies already; try again later",
-                    crate::inboxes::MAX_WAITING
-                ),
-            )
-        })?;
+        let mut waiter = self
+            .inboxes()
+            .open_for(Some(subject.clone()))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "{} requests are waiting for replies already; try again later",
+                        crate::inboxes::MAX_WAITING
+                    ),
+                )
+            })?;
         p.reply_to = Some(waiter.subject.as_str().to_owned());
         // Counts the request as abandoned if this future is dropped (the caller hung up)
         // before an outcome was counted. Armed before the publish: the caller may hang up

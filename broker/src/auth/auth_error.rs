@@ -93,7 +93,9 @@ impl AuthError {
     /// The error body's form.
     pub fn to_error(&self) -> Error {
         match self {
-            AuthError::RateLimited(_) => Error::new(ErrorCode::TooManyAuthFailures, self.describe()),
+            AuthError::RateLimited(_) => {
+                Error::new(ErrorCode::TooManyAuthFailures, self.describe())
+            }
             _ => Error::new(ErrorCode::Unauthorized, self.describe()),
         }
     }

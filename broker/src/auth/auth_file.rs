@@ -162,10 +162,7 @@ fn load_key(k: &KeySpec) -> Result<(Algorithm, DecodingKey), String> {
     let alg = algorithm(&k.alg)?;
     let key = match alg {
         Algorithm::HS256 => {
-            let secret = k
-                .secret
-                .as_deref()
-                .ok_or("an HS256 key needs `secret`")?;
+            let secret = k.secret.as_deref().ok_or("an HS256 key needs `secret`")?;
             if secret.len() < MIN_SECRET_BYTES {
                 return Err(format!(
                     "an HS256 secret needs at least {MIN_SECRET_BYTES} bytes, this one has {}",
@@ -307,14 +304,28 @@ mod tests {
             ("principals: [{name: a}, {name: a}]", "named twice"),
             ("principals: [{name: 'a b'}]", "principal name"),
             (
-                &format!("principals: [{{name: a, tokens: ['{DIGEST}']}}, {{name: b, tokens: ['{DIGEST}']}}]"),
+                &format!(
+                    "principals: [{{name: a, tokens: ['{DIGEST}']}}, {{name: b, tokens: ['{DIGEST}']}}]"
+                ),
                 "given twice",
             ),
             ("principals: [{name: a, tokens: ['plain']}]", "sha256:"),
-            ("principals: [{name: a, permissions: {publish: {allow: ['a.>.b']}}}]", "a.>.b"),
-            ("keys: [{kid: k, alg: HS256, secret: short}]", "at least 32 bytes"),
-            ("audience: bus\nkeys: [{kid: k, alg: HS512, secret: x}]", "not supported"),
-            ("audience: bus\nkeys: [{kid: k, alg: EdDSA, public_key: nope}]", "does not load"),
+            (
+                "principals: [{name: a, permissions: {publish: {allow: ['a.>.b']}}}]",
+                "a.>.b",
+            ),
+            (
+                "keys: [{kid: k, alg: HS256, secret: short}]",
+                "at least 32 bytes",
+            ),
+            (
+                "audience: bus\nkeys: [{kid: k, alg: HS512, secret: x}]",
+                "not supported",
+            ),
+            (
+                "audience: bus\nkeys: [{kid: k, alg: EdDSA, public_key: nope}]",
+                "does not load",
+            ),
             (
                 "keys: [{kid: k, alg: HS256, secret: '0123456789abcdef0123456789abcdef'}]",
                 "audience",

@@ -116,7 +116,11 @@ impl Auth {
     }
 
     /// Who presented `presented` from `client`, or why not.
-    pub fn authenticate(&self, presented: Presented<'_>, client: IpAddr) -> Result<Caller, AuthError> {
+    pub fn authenticate(
+        &self,
+        presented: Presented<'_>,
+        client: IpAddr,
+    ) -> Result<Caller, AuthError> {
         let now = Instant::now();
         if presented != Presented::Nothing
             && let Some(wait) = self.failures.blocked(client, now)
@@ -254,7 +258,9 @@ fn refreshed(file: &AuthFile, caller: &Caller, cred: &Credential) -> Result<Call
                 vec![p.permissions.clone()],
                 caller.expires(),
             )),
-            _ => Err(AuthError::Revoked("the token was removed from the auth file".into())),
+            _ => Err(AuthError::Revoked(
+                "the token was removed from the auth file".into(),
+            )),
         },
         Credential::Jwt { kid } => match file.keys.get(kid) {
             Some(key) => {

@@ -57,11 +57,11 @@ impl TokenHash {
     }
 
     /// `sha256:<hex>`.
-    pub fn to_stored(&self) -> String {
+    pub fn to_stored(self) -> String {
         format!("sha256:{}", self.to_hex())
     }
 
-    fn to_hex(&self) -> String {
+    fn to_hex(self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -120,7 +120,12 @@ mod tests {
 
     #[test]
     fn malformed_digests_are_refused_with_the_form() {
-        for bad in ["abc", "sha256:xyz", "sha256:", &format!("sha256:{}", "g".repeat(64))] {
+        for bad in [
+            "abc",
+            "sha256:xyz",
+            "sha256:",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
             let e = TokenHash::parse(bad).unwrap_err();
             assert!(e.contains("sha256:"), "{e}");
         }

@@ -299,7 +299,10 @@ mod tests {
     #[test]
     fn open_callers_may_do_everything_in_the_legacy_scope() {
         let c = Caller::open();
-        assert!(c.check_publish(&Subject::parse("a.b").unwrap(), "publish to").is_ok());
+        assert!(
+            c.check_publish(&Subject::parse("a.b").unwrap(), "publish to")
+                .is_ok()
+        );
         assert!(c.check_consumer("x", ConsumerRight::Manage).is_ok());
         assert!(c.check_admin("x").is_ok() && c.check_metrics().is_ok());
         assert_eq!(c.dedup_scope(), None);
@@ -332,7 +335,11 @@ mod tests {
             "consumers: [{names: ['jobs'], rights: [ack]}]\ncreate_namespace: {names: ['t-*'], quota: 2}",
         )]);
         let e = c.check_consumer("jobs", ConsumerRight::Manage).unwrap_err();
-        assert!(e.message.contains("manage right on consumer \"jobs\""), "{}", e.message);
+        assert!(
+            e.message.contains("manage right on consumer \"jobs\""),
+            "{}",
+            e.message
+        );
         assert!(c.check_consumer("jobs", ConsumerRight::Ack).is_ok());
         assert_eq!(c.create_quota("t-1").unwrap(), Some(2));
         let e = c.create_quota("other").unwrap_err();

@@ -53,7 +53,10 @@ impl AuthFailures {
         if !table.contains_key(&key) && table.len() >= MAX_ADDRESSES {
             table.retain(|_, w| now < w.started + WINDOW);
             if table.len() >= MAX_ADDRESSES
-                && let Some(k) = table.iter().min_by_key(|(_, w)| w.failures).map(|(k, _)| *k)
+                && let Some(k) = table
+                    .iter()
+                    .min_by_key(|(_, w)| w.failures)
+                    .map(|(k, _)| *k)
             {
                 table.remove(&k);
             }
@@ -113,7 +116,10 @@ mod tests {
             let ip: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
             f.record(ip, t0);
         }
-        assert!(f.blocked("2001:db8:1:2::ffff".parse().unwrap(), t0).is_some());
+        assert!(
+            f.blocked("2001:db8:1:2::ffff".parse().unwrap(), t0)
+                .is_some()
+        );
         assert!(f.blocked("2001:db8:1:3::1".parse().unwrap(), t0).is_none());
     }
 

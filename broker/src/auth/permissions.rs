@@ -277,9 +277,10 @@ impl Permissions {
     /// Whether the holder has `right` on the consumer `name`.
     pub fn has_consumer_right(&self, name: &str, right: ConsumerRight) -> bool {
         self.is_admin()
-            || self.consumers.iter().any(|r| {
-                r.rights.contains(&right) && r.names.iter().any(|g| g.matches(name))
-            })
+            || self
+                .consumers
+                .iter()
+                .any(|r| r.rights.contains(&right) && r.names.iter().any(|g| g.matches(name)))
     }
 
     /// Whether the holder has any right on the consumer `name` (so may see it).

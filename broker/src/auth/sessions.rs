@@ -138,7 +138,11 @@ mod tests {
     fn a_session_ends_at_its_expiry_and_when_closed() {
         let s = Sessions::default();
         let now = SystemTime::now();
-        s.open([1; 32], caller("a", Some(now + Duration::from_secs(10))), now);
+        s.open(
+            [1; 32],
+            caller("a", Some(now + Duration::from_secs(10))),
+            now,
+        );
         assert!(s.get(&[1; 32], now).is_some());
         assert!(s.get(&[1; 32], now + Duration::from_secs(10)).is_none());
         assert!(s.is_empty(), "an expired session is closed when met");

@@ -44,8 +44,10 @@ pub fn refusal(e: &AuthError) -> Response {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     if let AuthError::RateLimited(wait) = e {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
     }
     r
 }
@@ -184,9 +186,8 @@ pub async fn whoami(
 
 fn cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    let text = format!(
-        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    );
+    let text =
+        format!("{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("bus_session=; Max-Age=0"))
 }
 
@@ -208,7 +209,8 @@ pub async fn open_session(
         ));
     };
     match caller.credential() {
-        crate::auth::caller::Credential::Token(_) | crate::auth::caller::Credential::Jwt { .. } => {}
+        crate::auth::caller::Credential::Token(_) | crate::auth::caller::Credential::Jwt { .. } => {
+        }
         _ => {
             return Err(refusal_error(
                 "a session is opened with a bearer token or JWT in the Authorization header",
@@ -270,7 +272,9 @@ impl CredentialWatch {
     pub fn new(auth: Option<Arc<Auth>>, caller: Caller) -> CredentialWatch {
         let changes = auth.as_ref().map(|a| a.changes());
         let expiry = caller.expires().map(|e| {
-            let left = e.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            let left = e
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
             tokio::time::Instant::now() + left
         });
         CredentialWatch {
@@ -327,7 +331,9 @@ mod tests {
 
     #[test]
     fn the_access_token_leaves_the_uri() {
-        let uri: Uri = "/v1/stream?pattern=a.b&access_token=x.y.z&from=oldest".parse().unwrap();
+        let uri: Uri = "/v1/stream?pattern=a.b&access_token=x.y.z&from=oldest"
+            .parse()
+            .unwrap();
         let (t, rest) = take_access_token(&uri).unwrap();
         assert_eq!(t, "x.y.z");
         assert_eq!(rest.to_string(), "/v1/stream?pattern=a.b&from=oldest");
@@ -340,7 +346,10 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; bus_session=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; bus_session=abc; b=2"),
+        );
         assert_eq!(session_cookie(&h), Some("abc"));
         h.insert(header::COOKIE, HeaderValue::from_static("bus_sessionx=1"));
         assert_eq!(session_cookie(&h), None);
@@ -351,10 +360,19 @@ mod tests {
         let r = refusal(&AuthError::Expired);
         assert_eq!(r.status(), 401);
         let v = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-        assert!(v.contains("error=\"invalid_token\"") && v.contains("expired"), "{v}");
+        assert!(
+            v.contains("error=\"invalid_token\"") && v.contains("expired"),
+            "{v}"
+        );
         let r = refusal(&AuthError::Missing);
-        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"bus\"");
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"bus\""
+        );
         let r = refusal(&AuthError::RateLimited(Duration::from_secs(7)));
-        assert_eq!((r.status().as_u16(), &r.headers()[header::RETRY_AFTER]), (429, &HeaderValue::from(7u64)));
+        assert_eq!(
+            (r.status().as_u16(), &r.headers()[header::RETRY_AFTER]),
+            (429, &HeaderValue::from(7u64))
+        );
     }
 }

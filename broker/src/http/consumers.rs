@@ -1,9 +1,9 @@
 //! `/v1/consumers`: list, inspect, seek and delete consumers, and acknowledge their
 //! deliveries, one event per request or many in one batch.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bus_proto::AckStatus;
@@ -127,7 +127,10 @@ pub async fn get(
     if !name.starts_with('~') && !caller.sees_consumer(&name) {
         caller.check_consumer(&name, ConsumerRight::Manage)?;
     }
-    let c = broker.consumers().get(&name).ok_or_else(|| unknown(&name))?;
+    let c = broker
+        .consumers()
+        .get(&name)
+        .ok_or_else(|| unknown(&name))?;
     if !owns(&caller, &c) {
         return Err(Error::new(
             ErrorCode::Forbidden,
@@ -392,6 +395,7 @@ pub async fn acknowledge_batch(
     body: Body,
 ) -> Result<Response, Error> {
     let Path(name) = name.map_err(super::error::bad_path)?;
+    let c = consumer(&broker, &caller, &name, ConsumerRight::Ack)?;
     let bytes = super::body::read(body, MAX_ACK_BODY_BYTES, "an ack batch").await?;
     let entries: Vec<BatchEntry> = serde_json::from_slice(&bytes).map_err(|e| {
         Error::new(
@@ -408,7 +412,6 @@ pub async fn acknowledge_batch(
             ),
         ));
     }
-    let c = consumer(&broker, &caller, &name, ConsumerRight::Ack)?;
     // Entries that do not parse are answered in place; the rest go in one call.
     let mut parsed: Vec<(String, Result<Verb, Error>)> = Vec::with_capacity(entries.len());
     for e in entries {

@@ -5,8 +5,8 @@
 //! builds directly. Listings show only what the caller may see: namespaces some publish or
 //! subscribe allow of theirs reaches, subscriptions on patterns they could subscribe to.
 
-use axum::extract::rejection::PathRejection;
 use axum::Extension;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 

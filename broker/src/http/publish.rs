@@ -1,9 +1,9 @@
 //! `POST /v1/events/{subject}` (one event, the body is the payload) and `POST /v1/events`
 //! (a batch, JSON array or NDJSON).
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -6,9 +6,9 @@
 //! header `bus-error`) answers `502 reply_error` with the responder's message, the reply's
 //! headers still attached.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

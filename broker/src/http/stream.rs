@@ -16,12 +16,12 @@ use bytes::Bytes;
 
 use super::authenticate::CredentialWatch;
 use super::query::{Params, Query};
-use crate::auth::{Caller, ConsumerRight};
-use crate::subject::Pattern;
 use super::sse;
+use crate::auth::{Caller, ConsumerRight};
 use crate::broker::{Broker, MAX_PULL_LIMIT, MAX_PULL_WAIT};
 use crate::delivery::{AckMode, Attach, ConsumerSettings, Out};
 use crate::error::{Error, ErrorCode};
+use crate::subject::Pattern;
 use crate::subscription::Delivery;
 use crate::units::parse_duration;
 

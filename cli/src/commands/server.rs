@@ -176,7 +176,9 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
 async fn reload_on_sighup(tls: Option<Tls>, auth: Option<std::sync::Arc<bus_broker::auth::Auth>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot watch SIGHUP: the TLS certificate and auth file will not be reloaded");
+        tracing::warn!(
+            "cannot watch SIGHUP: the TLS certificate and auth file will not be reloaded"
+        );
         return;
     };
     while hup.recv().await.is_some() {
