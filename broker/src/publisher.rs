@@ -209,6 +209,7 @@ fn new_event(p: Publish) -> Result<NewEvent, Error> {
     })
 }
 
-fn at_item(e: Error, i: usize) -> Error {
+/// `e` as the error of batch item `i`.
+pub(crate) fn at_item(e: Error, i: usize) -> Error {
     Error::new(e.code, format!("item {i}: {}", e.message))
 }

@@ -74,7 +74,11 @@ pub const ANONYMOUS: &str = "anonymous";
 impl Caller {
     /// The caller when auth is off: every right.
     pub fn open() -> Caller {
-        Caller::new(ANONYMOUS.into(), Credential::Open, Vec::new(), None)
+        // One for the process: without --auth every request carries it, so it costs a
+        // reference count, not an allocation.
+        static OPEN: std::sync::OnceLock<Caller> = std::sync::OnceLock::new();
+        OPEN.get_or_init(|| Caller::new(ANONYMOUS.into(), Credential::Open, Vec::new(), None))
+            .clone()
     }
 
     /// A caller with these grants (all must allow).
@@ -175,48 +179,48 @@ impl Caller {
 
     /// `403` unless `subject` may be published (`what`: "publish to", "send a request to").
     pub fn check_publish(&self, subject: &Subject, what: &str) -> Result<(), Error> {
-        if self.is_open() {
-            return Ok(());
-        }
-        for g in &self.inner.grants {
-            match g.check_publish(subject) {
-                Ok(()) => {}
-                Err(Refusal::NotAllowed) => {
-                    return Err(self.forbidden(format!(
-                        "may not {what} {:?}: no publish allow pattern matches it",
-                        subject.as_str()
-                    )));
-                }
-                Err(Refusal::Denied(d)) => {
-                    return Err(self.forbidden(format!(
-                        "may not {what} {:?}: it matches the publish deny pattern {d:?}",
-                        subject.as_str()
-                    )));
-                }
-            }
-        }
-        Ok(())
+        self.check_rules(
+            |g| g.check_publish(subject),
+            || format!("may not {what} {:?}", subject.as_str()),
+            "no publish allow pattern matches it",
+            "it matches the publish deny pattern",
+            "",
+        )
     }
 
     /// `403` unless `pattern` may be subscribed to (`what`: "subscribe to", "attach to …").
     pub fn check_subscribe(&self, pattern: &Pattern, what: &str) -> Result<(), Error> {
+        self.check_rules(
+            |g| g.check_subscribe(pattern),
+            || format!("may not {what} {:?}", pattern.as_str()),
+            "no subscribe allow pattern covers it (a pattern must lie within an allowed one)",
+            "it overlaps the subscribe deny pattern",
+            " (subscribe to narrower patterns)",
+        )
+    }
+
+    /// Every grant's `check`, the first refusal worded as `<operation>: <why>`.
+    fn check_rules(
+        &self,
+        check: impl Fn(&Permissions) -> Result<(), Refusal>,
+        operation: impl Fn() -> String,
+        not_allowed: &str,
+        denied: &str,
+        denied_hint: &str,
+    ) -> Result<(), Error> {
         if self.is_open() {
             return Ok(());
         }
         for g in &self.inner.grants {
-            match g.check_subscribe(pattern) {
+            match check(g) {
                 Ok(()) => {}
                 Err(Refusal::NotAllowed) => {
-                    return Err(self.forbidden(format!(
-                        "may not {what} {:?}: no subscribe allow pattern covers it (a pattern must lie within an allowed one)",
-                        pattern.as_str()
-                    )));
+                    return Err(self.forbidden(format!("{}: {not_allowed}", operation())));
                 }
                 Err(Refusal::Denied(d)) => {
-                    return Err(self.forbidden(format!(
-                        "may not {what} {:?}: it overlaps the subscribe deny pattern {d:?} (subscribe to narrower patterns)",
-                        pattern.as_str()
-                    )));
+                    return Err(
+                        self.forbidden(format!("{}: {denied} {d:?}{denied_hint}", operation()))
+                    );
                 }
             }
         }

@@ -54,7 +54,7 @@ pub fn refusal(e: &AuthError) -> Response {
 
 /// Takes `access_token` out of the URI's query, returning its value.
 fn take_access_token(uri: &Uri) -> Option<(String, Uri)> {
-    let query = uri.query()?;
+    let query = uri.query().filter(|q| q.contains(ACCESS_TOKEN_PARAM))?;
     let mut token = None;
     let mut kept = Vec::new();
     for pair in query.split('&') {
@@ -212,7 +212,8 @@ pub async fn open_session(
         crate::auth::caller::Credential::Token(_) | crate::auth::caller::Credential::Jwt { .. } => {
         }
         _ => {
-            return Err(refusal_error(
+            return Err(Error::new(
+                ErrorCode::Unauthorized,
                 "a session is opened with a bearer token or JWT in the Authorization header",
             ));
         }
@@ -237,10 +238,6 @@ pub async fn open_session(
         cookie(&value, max_age, is_tls(info.as_deref())),
     );
     Ok(r)
-}
-
-fn refusal_error(message: &str) -> Error {
-    Error::new(ErrorCode::Unauthorized, message)
 }
 
 /// `DELETE /v1/session`: closes the session of the cookie sent, and clears the cookie.

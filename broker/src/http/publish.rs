@@ -367,11 +367,11 @@ pub async fn publish_batch(
     // Every item's right is checked before anything is stored: a batch is atomic.
     let mut first = None;
     for (i, p) in publishes.iter_mut().enumerate() {
-        let checked = Broker::check_subject(&p.subject)
-            .map_err(|e| Error::new(e.code, format!("item {i}: {}", e.message)))?;
+        let at_item = |e| crate::publisher::at_item(e, i);
+        let checked = Broker::check_subject(&p.subject).map_err(at_item)?;
         caller
             .check_publish(&checked, "publish to")
-            .map_err(|e| Error::new(e.code, format!("item {i}: {}", e.message)))?;
+            .map_err(at_item)?;
         p.dedup_scope = caller.dedup_scope();
         first.get_or_insert(checked);
     }
