@@ -119,6 +119,10 @@ pub enum Command {
     Tail(TailArgs),
     /// Credentials for `bus server --auth FILE`.
     Auth(AuthArgs),
+    /// Check that the broker answers `/healthz`: exit status 0 if it does, 2 if not.
+    ///
+    /// Needs no credential; meant for scripts and container health checks.
+    Health,
 }
 
 /// `bus auth`.

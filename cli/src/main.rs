@@ -104,6 +104,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Restore(args) => commands::restore::run(&cli.url, cli.json, args).await,
             Command::Tail(args) => commands::tail::run(&cli.url, cli.json, args).await,
             Command::Auth(a) => commands::auth::run(&cli.url, cli.json, a.action).await,
+            Command::Health => commands::health::run(&cli.url, cli.json).await,
         }
     })
 }

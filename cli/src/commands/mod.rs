@@ -8,6 +8,7 @@ pub mod dump;
 pub mod exec;
 pub mod follow;
 pub mod get;
+pub mod health;
 pub mod inspect;
 pub mod ns;
 pub mod put;

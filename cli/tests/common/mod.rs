@@ -194,11 +194,18 @@ impl ServerProcess {
     /// Like [`ServerProcess::start_with`], listening on `addr` (a port from [`free_port`], to
     /// start a broker again where its clients look for it).
     pub fn start_at(data: &Path, addr: &str, flags: &[&str]) -> ServerProcess {
-        let mut child = bus()
-            .args(["server", "--addr", addr, "--log-level", "info"])
+        let mut cmd = bus();
+        cmd.args(["server", "--addr", addr, "--log-level", "info"])
             .arg("--data")
             .arg(data)
-            .args(flags)
+            .args(flags);
+        ServerProcess::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `bus server` command line) and waits for the start-up line that names
+    /// its address.
+    pub fn spawn(mut cmd: Command) -> ServerProcess {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
