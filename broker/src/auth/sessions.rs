@@ -8,10 +8,12 @@
 //!
 //! Bound: at most [`MAX_SESSIONS`] sessions, and [`MAX_PER_PRINCIPAL`] per principal;
 //! opening one more for a principal at its bound closes that principal's oldest, and past
-//! the total bound expired sessions are dropped, then the oldest of all.
+//! the total bound the oldest of all is closed. Expired sessions are closed when next met.
+//! Opening costs O(log n) at any fill, so that a caller opening sessions in a loop holds the
+//! lock that every cookie request takes only briefly.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -28,13 +30,52 @@ pub const MAX_PER_PRINCIPAL: usize = 64;
 #[derive(Debug)]
 struct Session {
     caller: Caller,
-    opened: SystemTime,
+    /// Its key in [`Open::by_age`].
+    age: (SystemTime, u64),
+}
+
+/// The open sessions, indexed so that opening one costs O(log n) even at the bounds: by id,
+/// by principal (oldest first) and by age.
+#[derive(Debug, Default)]
+struct Open {
+    by_id: HashMap<[u8; 32], Session>,
+    by_principal: HashMap<Arc<str>, VecDeque<[u8; 32]>>,
+    /// When each opened, with a sequence number that tells apart two in one instant.
+    by_age: BTreeMap<(SystemTime, u64), [u8; 32]>,
+    next_seq: u64,
+}
+
+impl Open {
+    fn remove(&mut self, id: &[u8; 32]) -> Option<Session> {
+        let s = self.by_id.remove(id)?;
+        self.by_age.remove(&s.age);
+        let name = s.caller.name();
+        if let Some(mine) = self.by_principal.get_mut(name) {
+            mine.retain(|k| k != id);
+            if mine.is_empty() {
+                self.by_principal.remove(name);
+            }
+        }
+        Some(s)
+    }
+
+    fn insert(&mut self, id: [u8; 32], caller: Caller, opened: SystemTime) {
+        self.remove(&id);
+        let age = (opened, self.next_seq);
+        self.next_seq += 1;
+        self.by_age.insert(age, id);
+        self.by_principal
+            .entry(caller.name().clone())
+            .or_default()
+            .push_back(id);
+        self.by_id.insert(id, Session { caller, age });
+    }
 }
 
 /// The open sessions.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<[u8; 32], Session>>,
+    open: Mutex<Open>,
 }
 
 /// The cookie value of a session id.
@@ -53,41 +94,29 @@ pub fn decode_id(value: &str) -> Option<[u8; 32]> {
 impl Sessions {
     /// Opens a session for `caller` (already a session caller) at `now`.
     pub fn open(&self, id: [u8; 32], caller: Caller, now: SystemTime) {
-        let mut map = crate::sync::lock(&self.map);
-        let name = caller.name().clone();
-        let mine: Vec<([u8; 32], SystemTime)> = map
-            .iter()
-            .filter(|(_, s)| *s.caller.name() == name)
-            .map(|(k, s)| (*k, s.opened))
-            .collect();
-        if mine.len() >= MAX_PER_PRINCIPAL
-            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, t)| *t)
+        let mut open = crate::sync::lock(&self.open);
+        let oldest_mine = open
+            .by_principal
+            .get(caller.name())
+            .filter(|mine| mine.len() >= MAX_PER_PRINCIPAL)
+            .and_then(|mine| mine.front().copied());
+        if let Some(oldest) = oldest_mine {
+            open.remove(&oldest);
+        }
+        if open.by_id.len() >= MAX_SESSIONS
+            && let Some((_, oldest)) = open.by_age.first_key_value().map(|(k, v)| (*k, *v))
         {
-            map.remove(oldest);
+            open.remove(&oldest);
         }
-        if map.len() >= MAX_SESSIONS {
-            map.retain(|_, s| s.caller.expires().is_none_or(|e| now < e));
-            if map.len() >= MAX_SESSIONS
-                && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.opened).map(|(k, _)| *k)
-            {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(
-            id,
-            Session {
-                caller,
-                opened: now,
-            },
-        );
+        open.insert(id, caller, now);
     }
 
     /// The session's caller, unless it expired by `now` (an expired one is closed).
     pub fn get(&self, id: &[u8; 32], now: SystemTime) -> Option<Caller> {
-        let mut map = crate::sync::lock(&self.map);
-        let s = map.get(id)?;
+        let mut open = crate::sync::lock(&self.open);
+        let s = open.by_id.get(id)?;
         if s.caller.expires().is_some_and(|e| now >= e) {
-            map.remove(id);
+            open.remove(id);
             return None;
         }
         Some(s.caller.clone())
@@ -95,19 +124,27 @@ impl Sessions {
 
     /// Replaces the caller of a session (fresh rights after a reload).
     pub fn update(&self, id: &[u8; 32], caller: Caller) {
-        if let Some(s) = crate::sync::lock(&self.map).get_mut(id) {
+        let mut open = crate::sync::lock(&self.open);
+        let Some(s) = open.by_id.get_mut(id) else {
+            return;
+        };
+        if s.caller.name() == caller.name() {
             s.caller = caller;
+        } else {
+            // Another principal: index it under its own name, keeping its age.
+            let opened = s.age.0;
+            open.insert(*id, caller, opened);
         }
     }
 
     /// Closes a session.
     pub fn close(&self, id: &[u8; 32]) -> bool {
-        crate::sync::lock(&self.map).remove(id).is_some()
+        crate::sync::lock(&self.open).remove(id).is_some()
     }
 
     /// Open sessions.
     pub fn len(&self) -> usize {
-        crate::sync::lock(&self.map).len()
+        crate::sync::lock(&self.open).by_id.len()
     }
 
     /// Whether none is open.
@@ -164,5 +201,50 @@ mod tests {
         assert!(s.get(&[0; 32], t0).is_none(), "the oldest went first");
         s.open([255; 32], caller("b", None), t0);
         assert_eq!(s.len(), MAX_PER_PRINCIPAL + 1);
+        // Closing keeps the indexes whole: a closed slot is free for the next.
+        assert!(s.close(&[255; 32]));
+        s.open([254; 32], caller("b", None), t0);
+        assert_eq!(s.len(), MAX_PER_PRINCIPAL + 1);
+    }
+
+    #[test]
+    fn past_the_total_bound_the_oldest_of_all_closes() {
+        let s = Sessions::default();
+        let t0 = SystemTime::now();
+        let id = |n: usize| {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            id
+        };
+        for n in 0..MAX_SESSIONS {
+            let who = format!("p{}", n / MAX_PER_PRINCIPAL);
+            s.open(
+                id(n),
+                caller(&who, None),
+                t0 + Duration::from_millis(n as u64),
+            );
+        }
+        assert_eq!(s.len(), MAX_SESSIONS);
+        s.open(id(MAX_SESSIONS), caller("late", None), t0);
+        assert_eq!(s.len(), MAX_SESSIONS);
+        assert!(s.get(&id(0), t0).is_none(), "the oldest of all closed");
+        assert!(s.get(&id(1), t0).is_some());
+        assert!(s.get(&id(MAX_SESSIONS), t0).is_some());
+    }
+
+    #[test]
+    fn an_update_to_another_principal_moves_the_session_to_its_bound() {
+        let s = Sessions::default();
+        let t0 = SystemTime::now();
+        s.open([1; 32], caller("a", None), t0);
+        s.update(&[1; 32], caller("b", None));
+        assert_eq!(s.get(&[1; 32], t0).unwrap().name().as_ref(), "b");
+        for i in 0..MAX_PER_PRINCIPAL as u8 {
+            s.open([i + 2; 32], caller("b", None), t0 + Duration::from_secs(1));
+        }
+        assert!(
+            s.get(&[1; 32], t0).is_none(),
+            "b's oldest, the moved one, closed first"
+        );
     }
 }
