@@ -18,9 +18,12 @@
 //!   metrics).
 //! - [`proxy`]: [`Proxy`], a TCP proxy whose connections can be cut, for failure tests.
 //! - [`tls`]: [`TestCerts`], a CA and a server certificate made for the test.
+//! - [`webdriver`]: [`webdriver::Browser`], headless Chromium driven through chromedriver
+//!   (not re-exported: a browser test says `webdriver::`).
 //!
 //! Nothing here sleeps in the hope that something has happened: every await on the
-//! network or the broker is bounded, and polling is kept to [`eventually`].
+//! network or the broker is bounded, and polling is kept to [`eventually`] and
+//! [`webdriver::Browser::wait_for`].
 //!
 //! Everything is re-exported at the root, so a suite says `use bus_testkit::*;`.
 
@@ -31,6 +34,7 @@ pub mod server;
 pub mod sse;
 pub mod tls;
 pub mod wait;
+pub mod webdriver;
 
 pub use events::*;
 pub use http::*;

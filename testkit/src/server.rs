@@ -172,9 +172,13 @@ impl TestServer {
     }
 
     async fn launch(&mut self) {
-        let listener = within("bind", tokio::net::TcpListener::bind(("127.0.0.1", 0u16)))
+        self.launch_at(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    }
+
+    async fn launch_at(&mut self, at: SocketAddr) {
+        let listener = within("bind", tokio::net::TcpListener::bind(at))
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {at}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let mut config = Config {
             addr,
@@ -269,6 +273,15 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.launch().await;
+    }
+
+    /// Stops the server and starts a new one over the same data directory on the same
+    /// address, so that clients that know the address (a browser page, whose origin it is)
+    /// reconnect by themselves.
+    pub async fn restart_in_place(&mut self) {
+        let addr = self.addr();
+        self.stop().await;
+        self.launch_at(addr).await;
     }
 
     /// A `bus_client::Client` connected to this server (connecting is bounded).

@@ -6,7 +6,7 @@
 //! the `access_token=<JWT>` query parameter (for `EventSource`, which cannot set headers;
 //! taken out of the URI before anything else sees it, so it reaches no handler, log line or
 //! metric label); the session cookie [`COOKIE_NAME`]. Without `--auth` every request is
-//! [`Caller::open`]. `/healthz` needs no credential.
+//! [`Caller::open`]. `/healthz` and the console's static files (`/ui`) need no credential.
 //!
 //! Refusals are `401 unauthorized` with `WWW-Authenticate: Bearer error="invalid_token",
 //! error_description="…"` saying why (RFC 6750), or `429 too_many_auth_failures` with
@@ -109,7 +109,7 @@ pub async fn authenticate(
         req.extensions_mut().insert(Caller::open());
         return next.run(req).await;
     };
-    if req.uri().path() == "/healthz" {
+    if req.uri().path() == "/healthz" || super::console::is_console_path(req.uri().path()) {
         return next.run(req).await;
     }
     let query_token = match take_access_token(req.uri()) {

@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorCode};
 pub mod authenticate;
 pub mod body;
 pub mod body_deadline;
+pub mod console;
 pub mod consumers;
 pub mod error;
 pub mod forwarded;
@@ -31,8 +32,9 @@ pub mod request;
 pub mod sse;
 pub mod stream;
 
-/// Every route, as (method, path) in the router's syntax; the OpenAPI test checks this list
-/// against `proto-docs/openapi.yaml`.
+/// Every API route, as (method, path) in the router's syntax; the OpenAPI test checks this
+/// list against `proto-docs/openapi.yaml`. The console's static files (`/ui`, see
+/// [`console`]) are not API and are left out of both.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/events/{subject}"),
     ("POST", "/v1/events"),
@@ -187,6 +189,9 @@ pub fn router(broker: Broker) -> Router {
         .route("/v1/whoami", get(authenticate::whoami))
         .route("/healthz", get(manage::healthz))
         .route("/metrics", get(manage::metrics))
+        .route("/ui", get(console::redirect))
+        .route("/ui/", get(console::index))
+        .route("/ui/{file}", get(console::asset))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // Bodies are read with their own limits, which answer in JSON.
