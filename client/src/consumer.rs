@@ -6,8 +6,7 @@
 //! naming a durable consumer or naming a queue group makes the subscription a **member of a
 //! consumer**: each event goes to exactly one member, and in manual mode every delivery is
 //! pending until it is acknowledged ([`Message::ack`](crate::Message::ack) and its
-//! siblings), coming back when it is not (`proto-docs/http-api.md`, "Consumers and
-//! acknowledgements").
+//! siblings), coming back when it is not (`proto-docs/delivery.md`).
 
 use std::time::Duration;
 
@@ -250,7 +249,7 @@ impl SubscribeOptions {
     /// Whether the subscription attaches to a consumer: a durable, a group, or manual acks.
     /// Only then are the consumer settings (`ack_wait`, `max_deliver`, `backoff`,
     /// `max_in_flight`) and `limit` sent; a plain stream takes none of them
-    /// (`proto-docs/http-api.md`, "Stream").
+    /// (`proto-docs/delivery.md`, "Attaching").
     pub(crate) fn attaches_consumer(&self) -> bool {
         self.durable.is_some() || self.group.is_some() || self.ack == AckMode::Manual
     }

@@ -146,7 +146,7 @@ pub async fn stream(
     )?;
     if q.is_consumer_stream() {
         // A consumer resumes from its own state; a new one starts at `from`. Last-Event-ID,
-        // which EventSource sends on every reconnect, is ignored (http-api.md).
+        // which EventSource sends on every reconnect, is ignored (delivery.md).
         let from = q.from.as_deref().unwrap_or("newest");
         return consumer_stream(broker, caller, &q, parsed, from, heartbeat).await;
     }
