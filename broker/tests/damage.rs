@@ -317,3 +317,48 @@ async fn a_bad_last_record_is_cut_counted_and_kept_in_quarantine() {
     assert_eq!(s.pull_all("user.>").await.len(), 4);
     s.publish("user.next", "after the cut").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_state_log_refuses_the_start_naming_file_offset_and_repair() {
+    let mut s = server().await;
+    fill(&s, &["user"], 3).await;
+    for name in ["mailer", "billing", "audit"] {
+        let (_stream, _) = s
+            .attach(&format!("pattern={}&from=oldest&durable={name}", enc("user.>")))
+            .await;
+    }
+    s.stop().await;
+    let data = s.dir.path().join("data");
+    let state = segments(&data.join(".state")).pop().unwrap();
+    let starts = record_starts(&std::fs::read(&state).unwrap());
+    assert!(starts.len() >= 2, "the state log holds records: {starts:?}");
+    flip(&state, starts[0] + 12, 0x04);
+    let config = bus_broker::config::Config {
+        data_dir: data.clone(),
+        ..Default::default()
+    };
+    let err = bus_broker::broker::Broker::open(config)
+        .await
+        .err()
+        .expect("a damaged state log refuses the start")
+        .to_string();
+    println!("{err}");
+    let name = state.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name), "{err}");
+    assert!(err.contains(&format!("at offset {} ", starts[0])), "{err}");
+    assert!(err.contains("bus inspect --repair"), "{err}");
+    // Nothing was cut: the damage is still there for the repair to find.
+    assert_eq!(segments(&data.join(".state")).last(), Some(&state));
+    let lock = DirLock::acquire(&data).unwrap();
+    for ns in DataDir::open(&data).unwrap().open_namespaces(true).unwrap() {
+        for (i, seg) in ns.segments.iter().enumerate() {
+            if let Scanned::Damaged(..) = ns.scan(seg).unwrap() {
+                ns.repair(i, &lock).unwrap();
+                break;
+            }
+        }
+    }
+    drop(lock);
+    s.start_again().await;
+    assert_eq!(s.pull_all("user.>").await.len(), 3);
+}
