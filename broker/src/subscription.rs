@@ -577,7 +577,8 @@ impl Subscription {
             };
             match reader
                 .try_next()
-                .map_err(|e| read_error(&r.namespace, &*r.log, e))? {
+                .map_err(|e| read_error(&r.namespace, &*r.log, e))?
+            {
                 Some(item) => {
                     idle = 0;
                     let delivery = self.handle(i, item);

@@ -89,8 +89,11 @@ fn flip(path: &Path, byte: usize, mask: u8) {
 async fn fill(s: &TestServer, namespaces: &[&str], n: usize) {
     for i in 0..n {
         for ns in namespaces {
-            s.publish(&format!("{ns}.e{i}"), &format!("event {i} of {ns} {}", "x".repeat(40)))
-                .await;
+            s.publish(
+                &format!("{ns}.e{i}"),
+                &format!("event {i} of {ns} {}", "x".repeat(40)),
+            )
+            .await;
         }
     }
 }
@@ -108,16 +111,22 @@ async fn assert_set_aside(s: &TestServer, file: &Path, offset: usize, orders: us
     let user = enc("user.>");
     check(
         "publish",
-        s.post("/v1/events/user.new", &[("content-type", "text/plain")], "x")
-            .await,
+        s.post(
+            "/v1/events/user.new",
+            &[("content-type", "text/plain")],
+            "x",
+        )
+        .await,
     );
     check(
         "pull",
-        s.get(&format!("/v1/events?pattern={user}&from=oldest")).await,
+        s.get(&format!("/v1/events?pattern={user}&from=oldest"))
+            .await,
     );
     check(
         "stream",
-        s.get(&format!("/v1/stream?pattern={user}&from=oldest")).await,
+        s.get(&format!("/v1/stream?pattern={user}&from=oldest"))
+            .await,
     );
     check(
         "consumer",
@@ -148,7 +157,8 @@ async fn assert_set_aside(s: &TestServer, file: &Path, offset: usize, orders: us
     assert_eq!(s.pull_all("orders.>").await.len(), orders + 1);
     let all = s.pull_all(">").await;
     assert!(
-        all.iter().all(|e| e["subject"].as_str().unwrap().starts_with("orders.")),
+        all.iter()
+            .all(|e| e["subject"].as_str().unwrap().starts_with("orders.")),
         "a wildcard read only the healthy namespace"
     );
     assert_eq!(all.len(), orders + 1);
@@ -165,23 +175,28 @@ async fn a_flip_in_the_active_segment_sets_the_namespace_aside_and_the_rest_serv
     let starts = record_starts(&pristine);
     assert!(starts.len() >= 3, "the active segment holds a few records");
     let last = *starts.last().unwrap();
-    let mut orders = 45;
     for round in 0..16 {
         // Anywhere before the last record: the header or a record that a valid one follows.
         let byte = rng.below(last as u64) as usize;
         let mask = 1 << rng.below(8);
         let offset = damage_offset(&starts, byte);
-        println!("round {round}: flip byte {byte} (mask {mask:#04x}) of {}, damage at {offset}", active.display());
+        println!(
+            "round {round}: flip byte {byte} (mask {mask:#04x}) of {}, damage at {offset}",
+            active.display()
+        );
         flip(&active, byte, mask);
         s.start_again().await;
-        assert_set_aside(&s, &active, offset, orders).await;
-        orders += 1;
+        assert_set_aside(&s, &active, offset, 45 + round).await;
         s.stop().await;
         // Never written to: the damaged file is as the flip left it.
         let mut expected = pristine.clone();
         expected[byte] ^= mask;
         assert_eq!(std::fs::read(&active).unwrap(), expected, "round {round}");
-        assert_eq!(segments(&ns_dir(&s, "user")).last(), Some(&active), "no new segment");
+        assert_eq!(
+            segments(&ns_dir(&s, "user")).last(),
+            Some(&active),
+            "no new segment"
+        );
         std::fs::write(&active, &pristine).unwrap();
     }
     s.start_again().await;
@@ -196,7 +211,6 @@ async fn a_flip_in_a_sealed_segment_sets_the_namespace_aside_when_read() {
     s.stop().await;
     let segs = segments(&ns_dir(&s, "user"));
     assert!(segs.len() >= 3, "a few sealed segments: {segs:?}");
-    let mut orders = 120;
     for round in 0..16 {
         let seg = &segs[rng.below(segs.len() as u64 - 1) as usize];
         let pristine = std::fs::read(seg).unwrap();
@@ -204,7 +218,10 @@ async fn a_flip_in_a_sealed_segment_sets_the_namespace_aside_when_read() {
         let byte = rng.below(pristine.len() as u64) as usize;
         let mask = 1 << rng.below(8);
         let offset = damage_offset(&starts, byte);
-        println!("round {round}: flip byte {byte} (mask {mask:#04x}) of {}, damage at {offset}", seg.display());
+        println!(
+            "round {round}: flip byte {byte} (mask {mask:#04x}) of {}, damage at {offset}",
+            seg.display()
+        );
         flip(seg, byte, mask);
         s.start_again().await;
         // Sealed segments are checked when first read: reading up to the damage finds it
@@ -212,19 +229,25 @@ async fn a_flip_in_a_sealed_segment_sets_the_namespace_aside_when_read() {
         let mut from = "oldest".to_owned();
         let found = loop {
             let r = s
-                .get(&format!("/v1/events?pattern={}&from={}&limit=1000", enc("user.>"), enc(&from)))
+                .get(&format!(
+                    "/v1/events?pattern={}&from={}&limit=1000",
+                    enc("user.>"),
+                    enc(&from)
+                ))
                 .await;
             if r.status != StatusCode::OK {
                 break r;
             }
             let page = r.json();
-            assert!(!page["events"].as_array().unwrap().is_empty(), "read past the damage: {page}");
+            assert!(
+                !page["events"].as_array().unwrap().is_empty(),
+                "read past the damage: {page}"
+            );
             from = page["cursor"].as_str().unwrap().to_owned();
         };
         let m = found.assert_error(StatusCode::SERVICE_UNAVAILABLE, "namespace_damaged");
         assert!(m.contains(&format!("at offset {offset} ")), "{m}");
-        assert_set_aside(&s, seg, offset, orders).await;
-        orders += 1;
+        assert_set_aside(&s, seg, offset, 120 + round).await;
         s.stop().await;
         std::fs::write(seg, &pristine).unwrap();
     }
@@ -265,7 +288,11 @@ async fn after_a_repair_the_namespace_serves_again() {
     assert_eq!(h["status"], "ok", "{h}");
     s.publish("user.after", "repaired").await;
     let events = s.pull_all("user.>").await;
-    assert_eq!(events.len(), 4, "the three before the damage and the new one");
+    assert_eq!(
+        events.len(),
+        4,
+        "the three before the damage and the new one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +305,10 @@ async fn a_bad_last_record_is_cut_counted_and_kept_in_quarantine() {
     let data = std::fs::read(&active).unwrap();
     let last = *record_starts(&data).last().unwrap();
     let byte = last + rng.below((data.len() - last) as u64) as usize;
-    println!("flip byte {byte} of the last record at {last} of {}", active.display());
+    println!(
+        "flip byte {byte} of the last record at {last} of {}",
+        active.display()
+    );
     flip(&active, byte, 0x01);
     let cut = std::fs::read(&active).unwrap()[last..].to_vec();
 
@@ -288,7 +318,10 @@ async fn a_bad_last_record_is_cut_counted_and_kept_in_quarantine() {
     let garbage = vec![0xab; 100];
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&state).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&state)
+            .unwrap();
         f.write_all(&garbage).unwrap();
     }
 
@@ -297,21 +330,26 @@ async fn a_bad_last_record_is_cut_counted_and_kept_in_quarantine() {
     let kept = ns_dir(&s, "user").join(format!("quarantine/{name}.{last}.cut"));
     assert_eq!(std::fs::read(&kept).unwrap(), cut, "exactly the cut bytes");
     let state_name = state.file_name().unwrap().to_str().unwrap();
-    let kept_state = s
-        .dir
-        .path()
-        .join(format!("data/.state/quarantine/{state_name}.{state_len}.cut"));
+    let kept_state = s.dir.path().join(format!(
+        "data/.state/quarantine/{state_name}.{state_len}.cut"
+    ));
     assert_eq!(std::fs::read(&kept_state).unwrap(), garbage);
     assert_eq!(std::fs::metadata(&active).unwrap().len(), last as u64);
 
     let metrics = s.get("/metrics").await.text();
-    assert!(metrics.contains("\nbus_recovery_tail_cuts_total 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nbus_recovery_tail_cuts_total 2\n"),
+        "{metrics}"
+    );
     let bytes = cut.len() + garbage.len();
     assert!(
         metrics.contains(&format!("\nbus_recovery_tail_cut_bytes_total {bytes}\n")),
         "{metrics}"
     );
-    assert!(metrics.contains("\nbus_namespaces_damaged 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nbus_namespaces_damaged 0\n"),
+        "{metrics}"
+    );
     // Not damage: the namespace serves, without its last record.
     assert_eq!(s.get_json("/healthz").await["status"], "ok");
     assert_eq!(s.pull_all("user.>").await.len(), 4);
@@ -324,7 +362,10 @@ async fn a_damaged_state_log_refuses_the_start_naming_file_offset_and_repair() {
     fill(&s, &["user"], 3).await;
     for name in ["mailer", "billing", "audit"] {
         let (_stream, _) = s
-            .attach(&format!("pattern={}&from=oldest&durable={name}", enc("user.>")))
+            .attach(&format!(
+                "pattern={}&from=oldest&durable={name}",
+                enc("user.>")
+            ))
             .await;
     }
     s.stop().await;
@@ -339,8 +380,7 @@ async fn a_damaged_state_log_refuses_the_start_naming_file_offset_and_repair() {
     };
     let err = bus_broker::broker::Broker::open(config)
         .await
-        .err()
-        .expect("a damaged state log refuses the start")
+        .expect_err("a damaged state log refuses the start")
         .to_string();
     println!("{err}");
     let name = state.file_name().unwrap().to_str().unwrap();

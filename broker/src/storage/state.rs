@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::io::FileSystem;
 use super::disk::STATE_DIR;
+use super::io::FileSystem;
 use super::log::Log;
 use super::open::OpenReport;
 use super::{EventLog, LogConfig, LogReader, NewEvent, ReadItem, Start, StateStore, StorageError};
