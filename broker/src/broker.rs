@@ -263,6 +263,7 @@ impl Broker {
         caller: &crate::auth::Caller,
     ) -> Result<(), Error> {
         let ns = subject.namespace();
+        self.inner.namespaces.check_damaged(ns)?;
         if subject.is_reserved() || self.inner.namespaces.get(ns).is_some() {
             return Ok(());
         }
@@ -300,6 +301,7 @@ impl Broker {
         let p = Pattern::parse(pattern).map_err(Error::pattern)?;
         if let crate::subject::NamespaceScope::One(ns) = p.namespace() {
             self.check_allowed(ns)?;
+            self.inner.namespaces.check_damaged(ns)?;
         }
         Ok(p)
     }
@@ -394,6 +396,12 @@ impl Broker {
             .collect()
     }
 
+    /// Refuses a namespace set aside as damaged (`503 namespace_damaged`, naming the file,
+    /// the offset and the repair command).
+    pub fn check_damaged(&self, name: &str) -> Result<(), Error> {
+        self.inner.namespaces.check_damaged(name)
+    }
+
     /// Figures of one namespace.
     pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
         let log = self.inner.namespaces.get(name)?;
@@ -423,11 +431,21 @@ impl Broker {
 
     /// What `GET /healthz` answers: `status` is `ok`, or `degraded` while a namespace or the
     /// state log refuses writes after a storage failure (each is listed with its cause; they
-    /// probe and heal by themselves).
+    /// probe and heal by themselves), or while a namespace is set aside as damaged (listed
+    /// with `"state": "damaged"` and the message its requests get; it stays so until it is
+    /// repaired offline).
     pub fn health(&self) -> serde_json::Value {
         let mut damaged = serde_json::Map::new();
+        for (n, message) in self.inner.namespaces.damaged() {
+            damaged.insert(
+                n,
+                serde_json::json!({"state": "damaged", "damaged": message}),
+            );
+        }
         for (n, log) in self.inner.namespaces.all() {
-            if let Some(cause) = log.stats().read_only {
+            if let Some(cause) = log.stats().read_only
+                && !damaged.contains_key(&n)
+            {
                 damaged.insert(
                     n,
                     serde_json::json!({"state": "read_only", "read_only": cause}),
@@ -460,6 +478,11 @@ impl Broker {
             &stats,
             self.inner.interest.len(),
             &self.inner.routes.figures(),
+        );
+        crate::metrics::render_recovery(
+            &mut text,
+            self.inner.namespaces.damaged().len(),
+            self.inner.namespaces.recovery(),
         );
         if let Some(auth) = &self.inner.config.auth {
             use std::fmt::Write as _;

@@ -74,6 +74,7 @@ impl From<StorageError> for Error {
                     "the namespace is read-only after a storage failure; see the broker log",
                 )
             }
+            StorageError::Damaged { .. } => Error::new(ErrorCode::NamespaceDamaged, e.to_string()),
             StorageError::Closed => {
                 Error::new(ErrorCode::ShuttingDown, "the broker is shutting down")
             }

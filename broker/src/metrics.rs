@@ -328,6 +328,29 @@ impl Metrics {
     }
 }
 
+/// What recovery found at open: namespaces set aside as damaged (now, including damage
+/// readers found since), and the torn tails cut (namespaces and the state log).
+pub fn render_recovery(out: &mut String, damaged: usize, recovery: &crate::storage::Recovery) {
+    gauge(
+        out,
+        "bus_namespaces_damaged",
+        "Namespaces set aside because their log is damaged (every request for them answers 503 namespace_damaged until bus inspect --repair).",
+        damaged,
+    );
+    counter(
+        out,
+        "bus_recovery_tail_cuts_total",
+        "Torn last records cut by recovery at open (namespaces and the state log); the bytes are kept in the directory's quarantine/.",
+        recovery.tail_cuts,
+    );
+    counter(
+        out,
+        "bus_recovery_tail_cut_bytes_total",
+        "Bytes recovery cut as torn tails at open.",
+        recovery.tail_cut_bytes,
+    );
+}
+
 /// One unlabelled counter: its help, type and value.
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use crate::error::{Error, ErrorCode};
-use crate::storage::{EventLog, StateStore, Storage, StorageError};
+use crate::storage::{EventLog, Recovery, StateStore, Storage, StorageError};
 use crate::subject::is_reserved_namespace;
 
 /// Which namespaces may exist.
@@ -32,6 +32,9 @@ pub struct NamespacePolicy {
 pub struct Namespaces {
     /// The engine the logs come from.
     storage: Arc<dyn Storage>,
+    /// What the engine found at open: the namespaces it set aside as damaged (not in
+    /// `logs`; refused by every lookup that would use them) and the tails it cut.
+    recovery: Recovery,
     /// Every open log by name: the registry's view, complete (see the module docs).
     logs: RwLock<BTreeMap<String, Arc<dyn EventLog>>>,
     /// Serialises creations, so that the limit holds and a name is created once.
@@ -80,6 +83,7 @@ impl Namespaces {
             }
         }
         Ok(Namespaces {
+            recovery: storage.recovery(),
             owners: std::sync::Mutex::new(owners),
             storage,
             logs: RwLock::new(logs),
@@ -117,6 +121,45 @@ impl Namespaces {
             .iter()
             .map(|(n, l)| (n.clone(), l.clone()))
             .collect()
+    }
+
+    /// Why `name` is set aside, if it is: damage found at open, or since by a reader (a
+    /// sealed segment is checked when first read). The message names file, offset and the
+    /// repair command.
+    pub fn damage(&self, name: &str) -> Option<String> {
+        if let Some(d) = self.recovery.damaged.get(name) {
+            return Some(d.message.clone());
+        }
+        self.get(name)?.stats().damaged
+    }
+
+    /// Refuses a namespace set aside as damaged (`503 namespace_damaged`).
+    pub fn check_damaged(&self, name: &str) -> Result<(), Error> {
+        match self.damage(name) {
+            Some(message) => Err(Error::new(ErrorCode::NamespaceDamaged, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every namespace set aside as damaged, with why, sorted by name.
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        let mut all: BTreeMap<String, String> = self
+            .recovery
+            .damaged
+            .iter()
+            .map(|(n, d)| (n.clone(), d.message.clone()))
+            .collect();
+        for (n, log) in self.all() {
+            if let Some(m) = log.stats().damaged {
+                all.insert(n, m);
+            }
+        }
+        all.into_iter().collect()
+    }
+
+    /// What the engine found at open (tails cut, namespaces set aside).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// Changes whenever a namespace is created.
@@ -168,6 +211,11 @@ impl Namespaces {
         creator: Option<(&str, usize)>,
     ) -> Result<Arc<dyn EventLog>, Error> {
         self.check_allowed(namespace)?;
+        // Set aside at open. Damage a reader found since is refused by the log's append
+        // itself, so the publish path does not read the stats here.
+        if let Some(d) = self.recovery.damaged.get(namespace) {
+            return Err(Error::new(ErrorCode::NamespaceDamaged, d.message.clone()));
+        }
         if let Some(log) = self.get(namespace) {
             return Ok(log);
         }

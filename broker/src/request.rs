@@ -59,6 +59,7 @@ impl Broker {
     ) -> Result<(Receipt, Reply), Error> {
         let subject = Broker::check_subject(&p.subject)?;
         self.check_allowed(subject.namespace())?;
+        self.check_damaged(subject.namespace())?;
         if p.reply_to.is_some() {
             return Err(Error::new(
                 ErrorCode::InvalidHeader,

@@ -224,6 +224,7 @@ impl Subscription {
         }
         if let StartSpec::Cursor(c) = start {
             for ns in c.positions.keys() {
+                sub.namespace_registry.check_damaged(ns)?;
                 if !sub.index.contains_key(ns.as_str()) {
                     return Err(Error::new(
                         ErrorCode::UnknownEvent,
@@ -235,12 +236,19 @@ impl Subscription {
         Ok(sub)
     }
 
+    /// The namespaces the pattern touches that have no reader yet. A namespace set aside as
+    /// damaged is left out: a wildcard subscription serves the healthy ones (one naming the
+    /// damaged namespace is refused before it opens).
     fn candidate_namespaces(&self) -> Vec<String> {
         let scope = self.pattern.namespace();
         self.namespace_registry
             .names()
             .into_iter()
-            .filter(|ns| scope.includes(ns) && !self.index.contains_key(ns.as_str()))
+            .filter(|ns| {
+                scope.includes(ns)
+                    && !self.index.contains_key(ns.as_str())
+                    && self.namespace_registry.damage(ns).is_none()
+            })
             .collect()
     }
 
@@ -567,7 +575,10 @@ impl Subscription {
                 idle += 1;
                 continue;
             };
-            match reader.try_next().map_err(|e| read_error(&r.namespace, e))? {
+            match reader
+                .try_next()
+                .map_err(|e| read_error(&r.namespace, &*r.log, e))?
+            {
                 Some(item) => {
                     idle = 0;
                     let delivery = self.handle(i, item);
@@ -637,7 +648,10 @@ impl Subscription {
                 }
             };
             if let Some((res, i)) = outcome {
-                match res.map_err(|e| read_error(&self.readers[i].namespace, e))? {
+                match res.map_err(|e| {
+                    let r = &self.readers[i];
+                    read_error(&r.namespace, &*r.log, e)
+                })? {
                     None => return Ok(None),
                     Some(item) => {
                         let delivery = self.handle(i, item);
@@ -664,15 +678,18 @@ impl Drop for Subscription {
     }
 }
 
-/// A read failure as an API error: damage is reported without internals.
-fn read_error(namespace: &str, e: crate::storage::StorageError) -> Error {
+/// A read failure as an API error: damage sets the namespace aside (the reader recorded it
+/// in the log) and is answered `503 namespace_damaged`, naming file, offset and the repair.
+fn read_error(namespace: &str, log: &dyn EventLog, e: crate::storage::StorageError) -> Error {
     if let Some(c) = e.corruption() {
         tracing::error!(namespace, corruption = %c, "damaged record");
+        if let Some(message) = log.stats().damaged {
+            return Error::new(ErrorCode::NamespaceDamaged, message);
+        }
         return Error::new(
-            ErrorCode::Internal,
+            ErrorCode::NamespaceDamaged,
             format!(
-                "damaged data in namespace {namespace} at sequence {}; see the broker log",
-                c.sequence
+                "namespace {namespace} is damaged: {c}; stop the broker and run `bus inspect --repair <data dir>` to cut it at the damage"
             ),
         );
     }

@@ -72,6 +72,11 @@ pub enum ErrorCode {
     TooManyAuthFailures,
     /// 503: the namespace's storage failed.
     ReadOnly,
+    /// 503: the namespace's log is damaged (a checksum or frame that does not verify, other
+    /// than a torn last record): it is set aside, neither read nor written, until an operator
+    /// stops the broker and runs `bus inspect --repair <data dir>`. The message names the
+    /// file and the offset.
+    NamespaceDamaged,
     /// 503: the broker is stopping.
     ShuttingDown,
     /// 404: a reply to an inbox no request waits on (timed out, answered, or never opened).
@@ -122,6 +127,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooManyAuthFailures => "too_many_auth_failures",
             ErrorCode::ReadOnly => "read_only",
+            ErrorCode::NamespaceDamaged => "namespace_damaged",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::UnknownInbox => "unknown_inbox",
             ErrorCode::TooManyRequests => "too_many_requests",
@@ -166,7 +172,10 @@ impl ErrorCode {
             | ErrorCode::TooManyConnections
             | ErrorCode::TooManyAuthFailures => 429,
             ErrorCode::ReplyError => 502,
-            ErrorCode::ReadOnly | ErrorCode::ShuttingDown | ErrorCode::NoResponders => 503,
+            ErrorCode::ReadOnly
+            | ErrorCode::NamespaceDamaged
+            | ErrorCode::ShuttingDown
+            | ErrorCode::NoResponders => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
         }
@@ -204,6 +213,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::TooManyAuthFailures,
         ErrorCode::ReadOnly,
+        ErrorCode::NamespaceDamaged,
         ErrorCode::ShuttingDown,
         ErrorCode::UnknownInbox,
         ErrorCode::TooManyRequests,
@@ -328,6 +338,7 @@ mod tests {
             (ErrorCode::TooManyAuthFailures, 429),
             (ErrorCode::ReplyError, 502),
             (ErrorCode::NoResponders, 503),
+            (ErrorCode::NamespaceDamaged, 503),
             (ErrorCode::Timeout, 504),
             (ErrorCode::Internal, 500),
         ] {

@@ -268,6 +268,13 @@ impl TestServer {
         self.wait_stopped().await;
     }
 
+    /// Starts a stopped server again over the same data directory (on a new port), so a
+    /// test can change its files in between (damage, truncate, repair).
+    pub async fn start_again(&mut self) {
+        assert!(self.running.is_none(), "the server is still running");
+        self.launch().await;
+    }
+
     /// Stops the server and starts a new one over the same data directory (on a new port).
     /// On the memory engine the new broker starts empty.
     pub async fn restart(&mut self) {

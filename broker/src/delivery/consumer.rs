@@ -723,6 +723,8 @@ impl Consumer {
 
     /// Reads one event of the log again.
     async fn read_back(&self, key: &Key) -> Result<ReadBack, Error> {
+        // A namespace set aside is not gone: its events come back once it is repaired.
+        self.parts.namespaces.check_damaged(&key.ns)?;
         let Some(log) = self.parts.namespaces.get(&key.ns) else {
             return Ok(ReadBack::Gone {
                 resume_at: key.seq + 1,
@@ -818,6 +820,7 @@ impl Consumer {
                 format!("{id:?} is not an event id"),
             )
         })?;
+        self.parts.namespaces.check_damaged(ns)?;
         let log = self.parts.namespaces.get(ns).ok_or_else(unknown)?;
         match log.lookup_id(id).await {
             IdLookup::Found(seq) | IdLookup::Deleted { sequence: seq, .. } => Ok(Key::new(ns, seq)),

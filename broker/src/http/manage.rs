@@ -46,6 +46,7 @@ pub async fn namespace(
             ),
         ));
     }
+    broker.check_damaged(&name)?;
     broker
         .namespace(&name)
         .map(|n| axum::Json(n).into_response())

@@ -18,7 +18,10 @@ use super::io::{FileSystem, StdFs};
 use super::log::Log;
 use super::open::OpenReport;
 use super::state::LogStateStore;
-use super::{EventLog, LogConfig, StateStore, Storage, StorageError, check_namespace};
+use super::{
+    DamagedNamespace, EventLog, LogConfig, Recovery, StateStore, Storage, StorageError,
+    check_namespace,
+};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -65,6 +68,9 @@ pub struct DiskStorage {
     _lock: File,
     logs: RwLock<BTreeMap<String, Arc<Log>>>,
     state: Arc<LogStateStore>,
+    /// What opening found: the namespaces set aside as damaged (never opened, never
+    /// created over) and the tails cut.
+    recovery: Recovery,
 }
 
 impl std::fmt::Debug for DiskStorage {
@@ -99,34 +105,72 @@ impl DiskStorage {
             }
         }
         names.sort();
+        let mut recovery = Recovery::default();
         for name in names {
-            let (log, report) = Log::open(
+            match Log::open(
                 &dir.join(&name),
                 &name,
                 options.config_for(&name),
                 options.fs.clone(),
-            )?;
-            logs.insert(name, Arc::new(log));
-            reports.push(report);
+            ) {
+                Ok((log, report)) => {
+                    logs.insert(name, Arc::new(log));
+                    reports.push(report);
+                }
+                // Damage beyond a torn tail: the namespace is set aside, the others serve.
+                // Its files are left as they are (recovery refused before changing them).
+                Err(StorageError::Corrupt(corruption)) => {
+                    let message = StorageError::Damaged {
+                        namespace: name.clone(),
+                        corruption: corruption.clone(),
+                        data_dir: dir.clone(),
+                    }
+                    .to_string();
+                    tracing::error!(namespace = %name, damage = %corruption, "damaged namespace set aside: every request for it is refused (503 namespace_damaged) until it is repaired");
+                    recovery.damaged.insert(
+                        name,
+                        DamagedNamespace {
+                            corruption: *corruption,
+                            message,
+                        },
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let state = Arc::new(LogStateStore::open(
-            &dir.join(STATE_DIR),
-            options.fs.clone(),
-        )?);
+        let (state, state_report) = LogStateStore::open(&dir.join(STATE_DIR), options.fs.clone())?;
+        for t in reports
+            .iter()
+            .chain(std::iter::once(&state_report))
+            .filter_map(|r| r.torn.as_ref())
+        {
+            recovery.tail_cuts += 1;
+            recovery.tail_cut_bytes += t.bytes_cut;
+        }
         Ok((
             DiskStorage {
                 options,
                 _lock: lock,
                 logs: RwLock::new(logs),
-                state,
+                state: Arc::new(state),
+                recovery,
             },
             reports,
         ))
     }
 
     /// The concrete log of namespace `name` (see [`Storage::namespace`]).
+    /// A namespace set aside as damaged is [`StorageError::Damaged`], created or not: a new
+    /// segment must never hide the damage.
     pub fn log(&self, name: &str, create: bool) -> Result<Option<Arc<Log>>, StorageError> {
         check_namespace(name)?;
+        if let Some(d) = self.recovery.damaged.get(name) {
+            return Err(StorageError::Damaged {
+                namespace: name.to_owned(),
+                corruption: Box::new(d.corruption.clone()),
+                data_dir: self.options.dir.clone(),
+            });
+        }
         if let Some(l) = self
             .logs
             .read()
@@ -206,6 +250,10 @@ impl Storage for DiskStorage {
             .cloned()
             .collect();
         Box::pin(async move { Ok(names) })
+    }
+
+    fn recovery(&self) -> Recovery {
+        self.recovery.clone()
     }
 
     fn state(&self) -> Arc<dyn StateStore> {

@@ -39,6 +39,20 @@ pub enum StorageError {
     /// Damaged data on disk: a checksum, length or header that does not verify.
     #[error("corrupt log: {0}")]
     Corrupt(Box<Corruption>),
+    /// A namespace set aside because its log is damaged (found at open, or by a reader): it
+    /// is neither read nor written until `bus inspect --repair` cut it at the damage.
+    #[error(
+        "namespace {namespace} is damaged: {corruption}; stop the broker and run `bus inspect --repair {}` to cut it at the damage",
+        data_dir.display()
+    )]
+    Damaged {
+        /// The namespace.
+        namespace: String,
+        /// Where the damage is.
+        corruption: Box<Corruption>,
+        /// The data directory, for the repair command the message names.
+        data_dir: PathBuf,
+    },
     /// An I/O error, with what was being done and to which file.
     #[error("{op} {}: {source}", path.display())]
     Io {
@@ -132,10 +146,11 @@ impl StorageError {
         }))
     }
 
-    /// The corruption report, when this is one.
+    /// The corruption report, when this is one (or a namespace set aside for it).
     pub fn corruption(&self) -> Option<&Corruption> {
         match self {
             StorageError::Corrupt(c) => Some(c),
+            StorageError::Damaged { corruption, .. } => Some(corruption),
             _ => None,
         }
     }

@@ -399,7 +399,7 @@ impl NamespaceDir {
         let file = StdFs
             .open(&seg.path)
             .map_err(|e| InspectError::new(format!("cannot open {}", seg.path.display()), e))?;
-        let scan = recovery::scan_active(&seg.path, &file, seg.first_seq, true)
+        let scan = recovery::scan_active(&seg.path, &file, seg.first_seq, true, false)
             .map_err(|e| InspectError::new(format!("cannot repair {}", seg.path.display()), e))?;
         let kept_last = seg
             .first_seq
@@ -469,7 +469,7 @@ fn scan_active(
     repair: bool,
 ) -> Result<(Scanned, recovery::ActiveScan), InspectError> {
     let file: Arc<dyn DataFile> = Arc::new(Snapshot(data.clone()));
-    match recovery::scan_active(&seg.path, &file, seg.first_seq, repair) {
+    match recovery::scan_active(&seg.path, &file, seg.first_seq, repair, false) {
         Ok(scan) => {
             let healthy = Scanned::Healthy(SegmentScan {
                 path: seg.path.clone(),

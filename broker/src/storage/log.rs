@@ -169,7 +169,7 @@ impl EventLog for Log {
                     "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
                 )));
             }
-            if let Some(e) = shared.read_only_error() {
+            if let Some(e) = shared.damage_error().or_else(|| shared.read_only_error()) {
                 return Err(e);
             }
             let permit = shared.acquire_room(bytes).await?;

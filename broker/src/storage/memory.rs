@@ -250,6 +250,7 @@ impl EventLog for Arc<MemoryLog> {
             last_time_ns: g.last_time,
             segments: 0,
             read_only: None,
+            damaged: None,
             appended: g.next_seq - 1,
             groups: 0,
             syncs: 0,

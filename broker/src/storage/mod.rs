@@ -17,6 +17,8 @@
 //! - `mmap`, `index`, `segment`: memory maps, the per-segment offset index format (written
 //!   at seal, checked at load), segment files and their header, sealed segments (which load
 //!   or rebuild their index).
+//! - [`quarantine`]: where the bytes recovery cuts are kept (`<namespace>/quarantine/`),
+//!   bounded to the newest few.
 //! - `recovery`: scanning the active segment at open; torn tail versus corruption.
 //! - `checkpoint`, `dedup`: the clean-close marker and the dedup table, so open reads no
 //!   sealed segment.
@@ -64,6 +66,7 @@ mod log;
 mod memory;
 mod mmap;
 mod open;
+pub mod quarantine;
 mod reader;
 #[cfg(feature = "test-util")]
 pub mod record;
@@ -234,6 +237,29 @@ pub trait StateStore: Send + Sync + 'static {
     }
 }
 
+/// A namespace the engine set aside at open because its log is damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedNamespace {
+    /// Where the damage is.
+    pub corruption: Corruption,
+    /// What requests touching the namespace are answered: the damage and the repair command
+    /// (the [`StorageError::Damaged`] message).
+    pub message: String,
+}
+
+/// What opening the engine found besides each namespace's own [`OpenReport`]: the namespaces
+/// set aside, and the tails recovery cut (namespaces and the state log together).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Namespaces whose log is damaged, by name: never opened, never written, every request
+    /// for them refused until they are repaired and the broker restarted.
+    pub damaged: std::collections::BTreeMap<String, DamagedNamespace>,
+    /// Torn tails cut at open.
+    pub tail_cuts: u64,
+    /// Bytes those cuts removed.
+    pub tail_cut_bytes: u64,
+}
+
 /// A storage engine: namespaces and broker state.
 ///
 /// The broker opens every existing namespace once at start ([`Storage::namespaces`], then
@@ -248,8 +274,15 @@ pub trait Storage: Send + Sync + 'static {
         create: bool,
     ) -> BoxFuture<'a, Result<Option<Arc<dyn EventLog>>, StorageError>>;
 
-    /// Names of the existing namespaces, sorted.
+    /// Names of the existing namespaces, sorted (not those set aside as damaged: see
+    /// [`Storage::recovery`]).
     fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
+
+    /// What opening found: damaged namespaces set aside, torn tails cut. From memory: never
+    /// waits. An engine with nothing to recover answers the default.
+    fn recovery(&self) -> Recovery {
+        Recovery::default()
+    }
 
     /// The broker's durable state (a handle: never waits).
     fn state(&self) -> Arc<dyn StateStore>;

@@ -101,7 +101,19 @@ pub(crate) fn open(
     let file = fs
         .open(&active_path)
         .map_err(|e| StorageError::io("open", &active_path, e))?;
-    let mut scan = recovery::scan_active(&active_path, &file, active_first, config.repair)?;
+    let mut scan = recovery::scan_active(&active_path, &file, active_first, config.repair, true)?;
+    if let Some(t) = &scan.torn {
+        // Cannot be told from a torn write, but may have been damage: said, and kept.
+        tracing::warn!(
+            namespace = name,
+            file = %active_path.display(),
+            offset = t.offset,
+            bytes = t.bytes_cut,
+            sequence = t.sequence,
+            quarantined = ?t.quarantined,
+            "cut a bad last record (a torn write, or damage to it); the cut bytes are kept in quarantine/"
+        );
+    }
     let incarnation = match scan.incarnation {
         Some(inc) => inc,
         None => {

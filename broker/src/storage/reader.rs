@@ -72,7 +72,11 @@ impl Reader {
                 IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => s + 1,
                 IdLookup::Unknown => return Err(StorageError::UnknownEvent(id)),
             },
-            Start::Time(t) => seek_time(&shared, t)?,
+            Start::Time(t) => seek_time(&shared, t).inspect_err(|e| {
+                if let Some(c) = e.corruption() {
+                    shared.set_damage(c);
+                }
+            })?,
         };
         Ok(Reader {
             shared,
@@ -222,8 +226,9 @@ fn read_exact(
     Ok(buf)
 }
 
-impl LogReader for Reader {
-    fn try_next(&mut self) -> Result<Option<ReadItem>, StorageError> {
+impl Reader {
+    /// [`LogReader::try_next`] before damage is recorded.
+    fn read_next(&mut self) -> Result<Option<ReadItem>, StorageError> {
         for _ in 0..3 {
             if let Some(item) = self.decode_chunk()? {
                 return Ok(Some(item));
@@ -236,6 +241,18 @@ impl LogReader for Reader {
             }
         }
         Ok(None)
+    }
+}
+
+impl LogReader for Reader {
+    /// Damage met here sets the namespace aside ([`Shared::set_damage`]): a sealed segment
+    /// is checked only when first read, so this is where its damage is found.
+    fn try_next(&mut self) -> Result<Option<ReadItem>, StorageError> {
+        self.read_next().inspect_err(|e| {
+            if let Some(c) = e.corruption() {
+                self.shared.set_damage(c);
+            }
+        })
     }
 
     fn next(&mut self) -> BoxFuture<'_, Result<Option<ReadItem>, StorageError>> {

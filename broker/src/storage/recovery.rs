@@ -10,11 +10,12 @@
 //!   naming file, offset and sequence, unless repair was asked for, which truncates at the
 //!   damage and reports how many events were lost.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::StorageError;
 use super::io::DataFile;
+use super::quarantine;
 use super::record::{self, Decoded};
 use super::segment::{self, SEGMENT_HEADER_BYTES};
 
@@ -44,6 +45,10 @@ pub struct TornTail {
     pub offset: u64,
     /// Bytes removed.
     pub bytes_cut: u64,
+    /// The sequence the first cut record would have had (the next sequence written).
+    pub sequence: u64,
+    /// Where the cut bytes were kept (`<namespace dir>/quarantine/`), when they were.
+    pub quarantined: Option<std::path::PathBuf>,
 }
 
 /// Corruption that repair cut.
@@ -59,12 +64,15 @@ pub struct Repair {
     pub reason: String,
 }
 
-/// Scans, and if needed truncates, the active segment `file` at `path`.
+/// Scans, and if needed truncates, the active segment `file` at `path`. With `quarantine`
+/// set, whatever is cut is first kept in the namespace's `quarantine/` directory
+/// ([`quarantine::keep`]); the offline tools, which scan copies, leave it unset.
 pub fn scan_active(
     path: &Path,
     file: &Arc<dyn DataFile>,
     first_seq: u64,
     repair: bool,
+    quarantine: bool,
 ) -> Result<ActiveScan, StorageError> {
     let len = file.len().map_err(|e| StorageError::io("stat", path, e))?;
     let mut data = vec![0u8; len as usize];
@@ -102,7 +110,13 @@ pub fn scan_active(
                 scan.torn = Some(TornTail {
                     offset: 0,
                     bytes_cut: data.len() as u64,
+                    sequence: first_seq,
+                    quarantined: None,
                 });
+            }
+            let kept = keep_cut(quarantine, path, 0, &data);
+            if let Some(t) = &mut scan.torn {
+                t.quarantined = kept;
             }
             file.set_len(0)
                 .map_err(|e| StorageError::io("truncate", path, e))?;
@@ -176,10 +190,13 @@ pub fn scan_active(
         pos = begin;
     }
     if pos < data.len() {
+        let kept = keep_cut(quarantine, path, pos as u64, &data[pos..]);
         if scan.repaired.is_none() {
             scan.torn = Some(TornTail {
                 offset: pos as u64,
                 bytes_cut: (data.len() - pos) as u64,
+                sequence: first_seq + scan.offsets.len() as u64,
+                quarantined: kept,
             });
         }
         file.set_len(pos as u64)
@@ -189,6 +206,21 @@ pub fn scan_active(
     }
     scan.end = pos as u64;
     Ok(scan)
+}
+
+/// Keeps the bytes about to be cut at `offset` of `path` in quarantine, when asked to:
+/// the file written, or `None` (not asked, nothing to keep, or it failed: logged).
+fn keep_cut(quarantine: bool, path: &Path, offset: u64, bytes: &[u8]) -> Option<PathBuf> {
+    if !quarantine || bytes.is_empty() {
+        return None;
+    }
+    match quarantine::keep(path, offset, bytes) {
+        Ok(kept) => Some(kept),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), offset, bytes = bytes.len(), error = %e, "could not keep the cut bytes in quarantine; cutting anyway");
+            None
+        }
+    }
 }
 
 /// The last sequence of the chain of valid records found at or after `from` that could

@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use super::answers::Reply;
 use super::config::LogConfig;
 use super::dedup::DedupTable;
+use super::error::Corruption;
 use super::io::DataFile;
 use super::segment::SealedSegment;
 use super::stats::{LogStats, Metrics};
@@ -240,6 +241,9 @@ pub(crate) struct Shared {
     sync_failed: AtomicBool,
     /// Counts heals; [`Shared::request_probe`] returns a receiver of it.
     healed: watch::Sender<u64>,
+    /// Damage a reader found (a sealed segment that does not verify): from then on the
+    /// namespace is set aside, appends are refused (see [`Shared::damage_error`]).
+    damage: Mutex<Option<Corruption>>,
     /// Counters.
     metrics: Metrics,
 }
@@ -270,6 +274,7 @@ impl Shared {
             failure: Mutex::new(None),
             sync_failed: AtomicBool::new(false),
             healed: watch::Sender::new(0),
+            damage: Mutex::new(None),
             metrics: Metrics::default(),
             config,
         }
@@ -398,6 +403,25 @@ impl Shared {
                 namespace: self.name.clone(),
                 cause,
             })
+    }
+
+    /// Records damage a reader found; the first is the one kept. From then on appends are
+    /// refused: nothing is written after damage the log cannot read past.
+    pub(crate) fn set_damage(&self, c: &Corruption) {
+        let mut d = lock(&self.damage);
+        if d.is_none() {
+            tracing::error!(namespace = %self.name, damage = %c, "damaged log: the namespace is set aside until `bus inspect --repair`");
+            *d = Some(c.clone());
+        }
+    }
+
+    /// The error appends get once a reader found damage.
+    pub(crate) fn damage_error(&self) -> Option<StorageError> {
+        lock(&self.damage).clone().map(|c| StorageError::Damaged {
+            namespace: self.name.clone(),
+            corruption: Box::new(c),
+            data_dir: self.dir.parent().unwrap_or(&self.dir).to_owned(),
+        })
     }
 
     /// Whether the namespace is read-only.
@@ -537,6 +561,7 @@ impl Shared {
             last_time_ns: v.last_time,
             segments: v.sealed.len() as u64 + 1,
             read_only: lock(&self.failure).clone(),
+            damaged: self.damage_error().map(|e| e.to_string()),
             appended: m.appended.load(Ordering::Relaxed),
             groups: m.groups.load(Ordering::Relaxed),
             syncs: m.syncs.load(Ordering::Relaxed),

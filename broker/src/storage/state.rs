@@ -22,8 +22,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use super::disk::STATE_DIR;
 use super::io::FileSystem;
 use super::log::Log;
+use super::open::OpenReport;
 use super::{EventLog, LogConfig, LogReader, NewEvent, ReadItem, Start, StateStore, StorageError};
 use crate::sync::lock;
 
@@ -85,19 +87,34 @@ impl std::fmt::Debug for LogStateStore {
 }
 
 impl LogStateStore {
-    /// Opens (or creates) the state in `dir`, reading it whole.
-    pub fn open(dir: &Path, fs: Arc<dyn FileSystem>) -> Result<LogStateStore, StorageError> {
+    /// Opens (or creates) the state in `dir`, reading it whole; the report says what
+    /// recovery cut.
+    ///
+    /// Damage beyond a torn tail refuses the open (see "The state log" in
+    /// `proto-docs/log-format.md`): the error names the file and offset and the repair command.
+    pub fn open(
+        dir: &Path,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<(LogStateStore, OpenReport), StorageError> {
         let config = LogConfig {
             segment_bytes: 1024 * 1024,
             max_payload_bytes: 16 * 1024 * 1024,
             dedup_window: std::time::Duration::ZERO,
             ..LogConfig::default()
         };
-        let (log, _) = Log::open(dir, STATE_NAMESPACE, config, fs)?;
+        let damaged = |e: StorageError| match e {
+            StorageError::Corrupt(corruption) => StorageError::Damaged {
+                namespace: STATE_DIR.to_owned(),
+                corruption,
+                data_dir: dir.parent().unwrap_or(dir).to_owned(),
+            },
+            other => other,
+        };
+        let (log, report) = Log::open(dir, STATE_NAMESPACE, config, fs).map_err(damaged)?;
         let mut map = Map::default();
-        let mut reader = log.open_reader(Start::Oldest)?;
+        let mut reader = log.open_reader(Start::Oldest).map_err(damaged)?;
         let mut records = 0;
-        while let Some(item) = reader.try_next()? {
+        while let Some(item) = reader.try_next().map_err(damaged)? {
             if let ReadItem::Event(e) = item {
                 let delete = e
                     .headers
@@ -111,13 +128,16 @@ impl LogStateStore {
         if let Err(e) = make_reserve(&reserve) {
             tracing::warn!(path = %reserve.display(), error = %e, "could not keep disk space in reserve for the state log");
         }
-        Ok(LogStateStore {
-            log: Arc::new(log),
-            map: Arc::new(Mutex::new(map)),
-            records: Arc::new(AtomicU64::new(records)),
-            gate: Arc::new(tokio::sync::RwLock::new(())),
-            reserve,
-        })
+        Ok((
+            LogStateStore {
+                log: Arc::new(log),
+                map: Arc::new(Mutex::new(map)),
+                records: Arc::new(AtomicU64::new(records)),
+                gate: Arc::new(tokio::sync::RwLock::new(())),
+                reserve,
+            },
+            report,
+        ))
     }
 
     /// Figures of the state log (read-only state, heals) for health and metrics.

@@ -40,6 +40,9 @@ pub struct LogStats {
     pub segments: u64,
     /// Why the namespace is read-only, if it is.
     pub read_only: Option<String>,
+    /// The damage that set the namespace aside, if a reader found one (the
+    /// [`StorageError::Damaged`](super::StorageError::Damaged) message).
+    pub damaged: Option<String>,
     /// Events appended since open.
     pub appended: u64,
     /// Write groups since open.
