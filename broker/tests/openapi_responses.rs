@@ -334,6 +334,9 @@ async fn real_successes_match_their_schemas() {
     );
 }
 
+/// A request that provokes one error: method, path, extra headers, body.
+type Case<'a> = (Method, String, Vec<(&'a str, &'a str)>, String);
+
 #[tokio::test]
 async fn real_errors_match_the_error_schema_and_every_code_is_covered() {
     let schemas = Schemas::new();
@@ -345,7 +348,7 @@ async fn real_errors_match_the_error_schema_and_every_code_is_covered() {
 
     // (method, path, extra headers, body): each provokes one code.
     let long = format!("/v1/events?pattern=user.%3E&x={}", "a".repeat(40_000));
-    let cases: Vec<(Method, String, Vec<(&str, &str)>, String)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::POST, "/v1/events/a..b".into(), vec![], "x".into()),
         (Method::POST, "/v1/events/user.*".into(), vec![], "x".into()),
         (
