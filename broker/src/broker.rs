@@ -461,6 +461,11 @@ impl Broker {
             self.inner.interest.len(),
             &self.inner.routes.figures(),
         );
+        crate::metrics::render_info(
+            &mut text,
+            env!("CARGO_PKG_VERSION"),
+            &self.inner.config.log.fsync,
+        );
         if let Some(auth) = &self.inner.config.auth {
             use std::fmt::Write as _;
             text.push_str(
