@@ -118,12 +118,22 @@ async fn measure(target: &Target, args: &AckArgs) -> Result<Report, CliError> {
     results.push("consumed", json!(consumed));
     results.push("redelivered", json!(redelivered));
     results.push("pending_after", json!(pending?));
-    results.push("elapsed_s", json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0));
+    results.push(
+        "elapsed_s",
+        json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0),
+    );
     results.push("acked_per_s", whole(per_s(filled.events, elapsed)));
     results.cpu_per_event(&before, &after, filled.events, target);
     let params = vec![
         ("members".to_owned(), json!(members)),
-        ("kind".to_owned(), json!(if args.group.is_some() { "group" } else { "durable" })),
+        (
+            "kind".to_owned(),
+            json!(if args.group.is_some() {
+                "group"
+            } else {
+                "durable"
+            }),
+        ),
         ("count".to_owned(), json!(args.count)),
         ("size".to_owned(), json!(args.size)),
     ];
@@ -186,7 +196,12 @@ async fn member(
     let flush = tokio::time::timeout_at(deadline, sub.flush_acks()).await;
     match flush {
         Ok(Ok(())) => Ok((redelivered, sub)),
-        Ok(Err(e)) => Err(CliError::client_context(format!("member {i}'s acks failed"), e)),
-        Err(_) => Err(CliError::msg(format!("member {i}'s acks were not answered by --max-time"))),
+        Ok(Err(e)) => Err(CliError::client_context(
+            format!("member {i}'s acks failed"),
+            e,
+        )),
+        Err(_) => Err(CliError::msg(format!(
+            "member {i}'s acks were not answered by --max-time"
+        ))),
     }
 }

@@ -111,7 +111,12 @@ impl Load {
     }
 
     fn check(&self) -> Result<(), CliError> {
-        in_range("--connections", self.connections as u64, 1, MAX_CLIENTS as u64)?;
+        in_range(
+            "--connections",
+            self.connections as u64,
+            1,
+            MAX_CLIENTS as u64,
+        )?;
         in_range("--batch", self.batch, 1, MAX_BATCH_EVENTS)?;
         in_range("--size", self.size, 0, MAX_PAYLOAD_BYTES)?;
         if let Some(n) = self.count {
@@ -240,6 +245,12 @@ impl Common {
         if self.max_time.is_zero() {
             return Err(CliError::msg("--max-time must be longer than 0"));
         }
+        if bus_broker::subject::is_reserved_namespace(&self.namespace) {
+            return Err(CliError::msg(format!(
+                "invalid --namespace {:?}: reserved for the broker",
+                self.namespace
+            )));
+        }
         bus_broker::subject::validate_namespace(&self.namespace).map_err(|e| {
             CliError::with_cause(format!("invalid --namespace {:?}", self.namespace), e)
         })
@@ -259,8 +270,15 @@ impl SubArgs {
     pub fn check(&self, json: bool) -> Result<(), CliError> {
         self.common.check(json)?;
         self.load.check()?;
-        in_range("--subscribers", self.subscribers as u64, 1, MAX_CLIENTS as u64)?;
-        if self.from == SubFrom::Oldest && (self.load.duration.is_some() || self.load.rate.is_some()) {
+        in_range(
+            "--subscribers",
+            self.subscribers as u64,
+            1,
+            MAX_CLIENTS as u64,
+        )?;
+        if self.from == SubFrom::Oldest
+            && (self.load.duration.is_some() || self.load.rate.is_some())
+        {
             return Err(CliError::msg(
                 "--from oldest publishes --count events first; --duration and --rate apply to live runs",
             ));
@@ -293,7 +311,12 @@ impl ReqArgs {
     pub fn check(&self, json: bool) -> Result<(), CliError> {
         self.common.check(json)?;
         in_range("--callers", self.callers as u64, 1, MAX_CLIENTS as u64)?;
-        in_range("--responders", self.responders as u64, 1, MAX_CLIENTS as u64)?;
+        in_range(
+            "--responders",
+            self.responders as u64,
+            1,
+            MAX_CLIENTS as u64,
+        )?;
         in_range("--size", self.size, 0, MAX_PAYLOAD_BYTES)?;
         if let Some(n) = self.count {
             in_range("--count", n, 1, u64::MAX)?;
@@ -320,7 +343,9 @@ fn in_range(flag: &str, v: u64, min: u64, max: u64) -> Result<(), CliError> {
     if (min..=max).contains(&v) {
         Ok(())
     } else if max == u64::MAX {
-        Err(CliError::msg(format!("{flag} must be at least {min}, got {v}")))
+        Err(CliError::msg(format!(
+            "{flag} must be at least {min}, got {v}"
+        )))
     } else {
         Err(CliError::msg(format!(
             "{flag} must be between {min} and {max}, got {v}"

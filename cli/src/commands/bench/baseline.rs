@@ -49,7 +49,13 @@ fn router() -> Router {
             "/v1/events/{subject}",
             post(move |_body: Bytes| {
                 let body = one.single.clone();
-                async move { (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body) }
+                async move {
+                    (
+                        StatusCode::CREATED,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
             }),
         )
         .route(
@@ -63,7 +69,10 @@ fn router() -> Router {
 
 /// One receipt per line of `body`, from the cache (the lock is held for a map look-up only).
 fn batch_answer(answers: &Answers, body: &[u8]) -> impl IntoResponse + use<> {
-    let lines = body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    let lines = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
     let items = lines.clamp(1, MAX_BATCH_ITEMS);
     let mut cache = answers.batches.lock().unwrap_or_else(|e| e.into_inner());
     let answer = cache
@@ -74,7 +83,11 @@ fn batch_answer(answers: &Answers, body: &[u8]) -> impl IntoResponse + use<> {
         })
         .clone();
     drop(cache);
-    (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], answer)
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer,
+    )
 }
 
 /// The baseline served on `listener` until `shutdown`, with the broker's default settings.

@@ -111,7 +111,9 @@ impl Connection {
                     REQUEST_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|e| CliError::with_cause(format!("cannot connect to {}", endpoint.url()), e))?;
+            .map_err(|e| {
+                CliError::with_cause(format!("cannot connect to {}", endpoint.url()), e)
+            })?;
         // The connection's I/O runs as its own task; it ends when `sender` is dropped.
         tokio::spawn(async move {
             let _ = conn.await;
@@ -166,7 +168,10 @@ impl Connection {
 
     fn broken(&self, path: &str, e: hyper::Error) -> CliError {
         CliError::with_cause(
-            format!("the connection to {} failed sending {path}", self.endpoint.url()),
+            format!(
+                "the connection to {} failed sending {path}",
+                self.endpoint.url()
+            ),
             e,
         )
     }
@@ -190,8 +195,12 @@ pub async fn get_text(endpoint: &Endpoint, path: &str) -> Result<String, CliErro
             excerpt(&body)
         )));
     }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| CliError::msg(format!("{}{path} answered with bytes that are not UTF-8", endpoint.url())))
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        CliError::msg(format!(
+            "{}{path} answered with bytes that are not UTF-8",
+            endpoint.url()
+        ))
+    })
 }
 
 /// The first 200 bytes of an answer, for an error message.
@@ -207,9 +216,15 @@ mod tests {
     #[test]
     fn parses_http_urls_only() {
         let e = Endpoint::parse("http://127.0.0.1:2021").unwrap();
-        assert_eq!((e.authority.as_str(), e.prefix.as_str()), ("127.0.0.1:2021", ""));
+        assert_eq!(
+            (e.authority.as_str(), e.prefix.as_str()),
+            ("127.0.0.1:2021", "")
+        );
         let e = Endpoint::parse("http://localhost/bus/").unwrap();
-        assert_eq!((e.authority.as_str(), e.prefix.as_str()), ("localhost:80", "/bus"));
+        assert_eq!(
+            (e.authority.as_str(), e.prefix.as_str()),
+            ("localhost:80", "/bus")
+        );
         for bad in ["https://h:1", "h:1", "ftp://h", ""] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }

@@ -34,7 +34,9 @@ impl Latency {
 
     /// Records one latency (at least 1 ns, at most [`MAX_NS`]).
     pub fn record(&mut self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(MAX_NS).clamp(1, MAX_NS);
+        let ns = u64::try_from(d.as_nanos())
+            .unwrap_or(MAX_NS)
+            .clamp(1, MAX_NS);
         self.histogram.saturating_record(ns);
     }
 

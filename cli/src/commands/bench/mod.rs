@@ -117,7 +117,10 @@ impl Figures {
             && events > 0
         {
             let us = (b - a).max(0.0) * 1e6 / events as f64;
-            self.push("broker_cpu_us_per_event", json!((us * 100.0).round() / 100.0));
+            self.push(
+                "broker_cpu_us_per_event",
+                json!((us * 100.0).round() / 100.0),
+            );
             self.push("cpu_includes_bench", json!(target.is_embedded()));
         }
     }

@@ -27,9 +27,9 @@ impl Progress {
             }
             None => {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                if let Ok(style) =
-                    ProgressStyle::with_template("{prefix:>10} {spinner} {human_pos} {per_sec} {elapsed}")
-                {
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{prefix:>10} {spinner} {human_pos} {per_sec} {elapsed}",
+                ) {
                     bar.set_style(style);
                 }
                 bar

@@ -42,14 +42,7 @@ async fn measure(target: &Target, args: &PubArgs) -> Result<super::report::Repor
     results.cpu_per_event(&before, &after, bus.events, target);
     if args.baseline {
         let mut server = super::baseline::start()?;
-        let base = run_phase(
-            "baseline",
-            &Endpoint::local(server.addr),
-            &plan,
-            load,
-            make,
-        )
-        .await;
+        let base = run_phase("baseline", &Endpoint::local(server.addr), &plan, load, make).await;
         server.stop();
         let base = base?;
         results.push("baseline_events_per_s", whole(base.events_per_s()));
@@ -59,16 +52,35 @@ async fn measure(target: &Target, args: &PubArgs) -> Result<super::report::Repor
         } else {
             0.0
         };
-        results.push("ratio_to_baseline", json!((ratio * 1000.0).round() / 1000.0));
+        results.push(
+            "ratio_to_baseline",
+            json!((ratio * 1000.0).round() / 1000.0),
+        );
     }
     let params = vec![
         ("connections".to_owned(), json!(load.connections)),
         ("size".to_owned(), json!(load.size)),
         ("batch".to_owned(), json!(load.batch)),
-        ("count".to_owned(), json!(load.count.or(load.duration.is_none().then_some(load.events())))),
-        ("duration_s".to_owned(), json!(load.duration.map(|d| d.as_secs_f64()))),
+        (
+            "count".to_owned(),
+            json!(
+                load.count
+                    .or(load.duration.is_none().then_some(load.events()))
+            ),
+        ),
+        (
+            "duration_s".to_owned(),
+            json!(load.duration.map(|d| d.as_secs_f64())),
+        ),
         ("rate".to_owned(), json!(load.rate)),
-        ("loop".to_owned(), json!(if load.rate.is_some() { "open" } else { "closed" })),
+        (
+            "loop".to_owned(),
+            json!(if load.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            }),
+        ),
     ];
     Ok(super::report::Report {
         mode: "pub",
@@ -110,10 +122,16 @@ async fn run_phase(
 pub fn outcome_figures(results: &mut Figures, o: &Outcome) {
     results.push("events", json!(o.events));
     results.push("requests", json!(o.requests));
-    results.push("elapsed_s", json!((o.elapsed.as_secs_f64() * 1000.0).round() / 1000.0));
+    results.push(
+        "elapsed_s",
+        json!((o.elapsed.as_secs_f64() * 1000.0).round() / 1000.0),
+    );
     results.push("events_per_s", whole(o.events_per_s()));
     let mb = o.payload_bytes as f64 / 1e6;
-    results.push("mb_per_s", json!(round1(mb / o.elapsed.as_secs_f64().max(1e-9))));
+    results.push(
+        "mb_per_s",
+        json!(round1(mb / o.elapsed.as_secs_f64().max(1e-9))),
+    );
     results.push("latency_us", o.latency.summary());
 }
 
@@ -148,7 +166,9 @@ pub fn publish_calls(subject: &str, size: u64, batch: u64, total: u64) -> MakeCa
     let full = Bytes::from(line.repeat(batch as usize));
     let line = Bytes::from(line);
     Arc::new(move |j| {
-        let events = batch.min(total.saturating_sub(j.saturating_mul(batch))).max(1);
+        let events = batch
+            .min(total.saturating_sub(j.saturating_mul(batch)))
+            .max(1);
         let body = if events == batch {
             full.clone()
         } else {

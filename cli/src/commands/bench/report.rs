@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(v["fsync"], "interval:5");
         assert_eq!(v["results"]["latency_us"]["p50"], 1.5);
         let t = r.render(Format::Table);
-        assert!(t.starts_with("bus bench pub: bus 0.1.0, broker 0.1.0, fsync interval:5, 2 cores"), "{t}");
+        assert!(
+            t.starts_with("bus bench pub: bus 0.1.0, broker 0.1.0, fsync interval:5, 2 cores"),
+            "{t}"
+        );
         assert!(t.contains("latency_us   p50 1.5  max 3.0"), "{t}");
     }
 }

@@ -51,7 +51,9 @@ async fn measure(target: &Target, args: &ReqArgs) -> Result<Report, CliError> {
     let group = unique("bench-req");
     let mut responders = JoinSet::new();
     for i in 0..args.responders {
-        let options = SubscribeOptions::new().group(group.clone()).ack(AckMode::Manual);
+        let options = SubscribeOptions::new()
+            .group(group.clone())
+            .ack(AckMode::Manual);
         let sub = client
             .subscribe_with(&subject, options)
             .await
@@ -110,7 +112,10 @@ async fn measure(target: &Target, args: &ReqArgs) -> Result<Report, CliError> {
     let after = Scrape::read(&target.endpoint).await?;
     let mut results = Figures::new();
     results.push("requests", json!(done));
-    results.push("elapsed_s", json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0));
+    results.push(
+        "elapsed_s",
+        json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0),
+    );
     results.push("requests_per_s", whole(per_s(done, elapsed)));
     results.push("round_trip_us", latency.summary());
     results.cpu_per_event(&before, &after, done, target);
@@ -118,8 +123,14 @@ async fn measure(target: &Target, args: &ReqArgs) -> Result<Report, CliError> {
         ("callers".to_owned(), json!(args.callers)),
         ("responders".to_owned(), json!(args.responders)),
         ("size".to_owned(), json!(args.size)),
-        ("count".to_owned(), json!(args.count.or(args.duration.is_none().then_some(requests)))),
-        ("duration_s".to_owned(), json!(args.duration.map(|d| d.as_secs_f64()))),
+        (
+            "count".to_owned(),
+            json!(args.count.or(args.duration.is_none().then_some(requests))),
+        ),
+        (
+            "duration_s".to_owned(),
+            json!(args.duration.map(|d| d.as_secs_f64())),
+        ),
     ];
     Ok(Report {
         mode: "req",
@@ -160,9 +171,9 @@ async fn respond(i: usize, mut sub: Subscription, client: Client) -> Result<(), 
                 if let Some(inbox) = &m.reply_to {
                     client.reply(inbox.clone(), m.payload.clone()).await?;
                 }
-                m.ack()
-                    .await
-                    .map_err(|e| CliError::client_context(format!("responder {i} cannot ack"), e))?;
+                m.ack().await.map_err(|e| {
+                    CliError::client_context(format!("responder {i} cannot ack"), e)
+                })?;
             }
             Ok(_) => {}
             Err(e) => return Err(CliError::client_context(format!("responder {i} failed"), e)),

@@ -91,8 +91,18 @@ async fn measure(target: &Target, args: &SubArgs) -> Result<Report, CliError> {
             let sub = client
                 .subscribe_with(&pattern_of(i), SubscribeOptions::new().from(Start::Newest))
                 .await
-                .map_err(|e| CliError::client_context(format!("subscriber {i} cannot subscribe"), e))?;
-            subscribers.spawn(receive(i, sub, owed_rx.clone(), sparse, epoch, true, deadline));
+                .map_err(|e| {
+                    CliError::client_context(format!("subscriber {i} cannot subscribe"), e)
+                })?;
+            subscribers.spawn(receive(
+                i,
+                sub,
+                owed_rx.clone(),
+                sparse,
+                epoch,
+                true,
+                deadline,
+            ));
         }
         before = Scrape::read(&target.endpoint).await?;
         start = Instant::now();
@@ -130,8 +140,18 @@ async fn measure(target: &Target, args: &SubArgs) -> Result<Report, CliError> {
             let sub = client
                 .subscribe_with(&pattern_of(i), options)
                 .await
-                .map_err(|e| CliError::client_context(format!("subscriber {i} cannot subscribe"), e))?;
-            subscribers.spawn(receive(i, sub, owed_rx.clone(), sparse, start, false, deadline));
+                .map_err(|e| {
+                    CliError::client_context(format!("subscriber {i} cannot subscribe"), e)
+                })?;
+            subscribers.spawn(receive(
+                i,
+                sub,
+                owed_rx.clone(),
+                sparse,
+                start,
+                false,
+                deadline,
+            ));
         }
     }
     let mut deliveries = 0;
@@ -153,7 +173,10 @@ async fn measure(target: &Target, args: &SubArgs) -> Result<Report, CliError> {
     }
     let after = Scrape::read(&target.endpoint).await?;
     results.push("deliveries", json!(deliveries));
-    results.push("delivery_elapsed_s", json!((last.as_secs_f64() * 1000.0).round() / 1000.0));
+    results.push(
+        "delivery_elapsed_s",
+        json!((last.as_secs_f64() * 1000.0).round() / 1000.0),
+    );
     results.push("deliveries_per_s", whole(per_s(deliveries, last)));
     rates.sort_by(f64::total_cmp);
     let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
@@ -171,11 +194,23 @@ async fn measure(target: &Target, args: &SubArgs) -> Result<Report, CliError> {
     results.cpu_per_event(&before, &after, deliveries, target);
     let params = vec![
         ("subscribers".to_owned(), json!(m)),
-        ("layout".to_owned(), json!(match args.layout { Layout::Dense => "dense", Layout::Sparse => "sparse" })),
-        ("from".to_owned(), json!(if live { "newest" } else { "oldest" })),
+        (
+            "layout".to_owned(),
+            json!(match args.layout {
+                Layout::Dense => "dense",
+                Layout::Sparse => "sparse",
+            }),
+        ),
+        (
+            "from".to_owned(),
+            json!(if live { "newest" } else { "oldest" }),
+        ),
         ("publishers".to_owned(), json!(load.connections)),
         ("size".to_owned(), json!(load.size)),
-        ("batch".to_owned(), json!(if live { load.batch } else { FILL_BATCH })),
+        (
+            "batch".to_owned(),
+            json!(if live { load.batch } else { FILL_BATCH }),
+        ),
         ("rate".to_owned(), json!(load.rate)),
     ];
     Ok(Report {
@@ -313,7 +348,10 @@ mod tests {
         assert_eq!(owed_to(3, 10, None), 10);
         let shares: Vec<u64> = (0..4).map(|i| owed_to(i, 10, Some(4))).collect();
         assert_eq!(shares, [3, 3, 2, 2]);
-        assert_eq!(stamp_of(b"00000000000003e8xxxx"), Some(Duration::from_nanos(1000)));
+        assert_eq!(
+            stamp_of(b"00000000000003e8xxxx"),
+            Some(Duration::from_nanos(1000))
+        );
         assert_eq!(stamp_of(b"short"), None);
     }
 }
