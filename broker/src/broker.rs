@@ -484,6 +484,11 @@ impl Broker {
             self.inner.namespaces.damaged().len(),
             self.inner.namespaces.recovery(),
         );
+        crate::metrics::render_info(
+            &mut text,
+            env!("CARGO_PKG_VERSION"),
+            &self.inner.config.log.fsync,
+        );
         if let Some(auth) = &self.inner.config.auth {
             use std::fmt::Write as _;
             text.push_str(

@@ -351,6 +351,16 @@ pub fn render_recovery(out: &mut String, damaged: usize, recovery: &crate::stora
     );
 }
 
+/// `bus_info{version="…",fsync="…"} 1`: what is running, so that a figure read from
+/// `/metrics` (by `bus bench`, or a dashboard) can say under which version and default fsync
+/// policy it was measured. `fsync` is the policy of every namespace without an override.
+pub fn render_info(out: &mut String, version: &str, fsync: &crate::storage::FsyncPolicy) {
+    let _ = writeln!(
+        out,
+        "# HELP bus_info The broker's version and default fsync policy.\n# TYPE bus_info gauge\nbus_info{{version=\"{version}\",fsync=\"{fsync}\"}} 1"
+    );
+}
+
 /// One unlabelled counter: its help, type and value.
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(

@@ -80,19 +80,31 @@ pub async fn run_with_tls(
         .check_exposure(listener.local_addr()?)
         .map_err(invalid)?;
     let token = broker.shutdown_token();
-    let mut listener = LimitedListener::new(listener, config.max_connections);
-    let signal = {
-        let token = token.clone();
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = token.cancelled() => {}
-            }
-            tracing::info!("shutting down: draining connections");
-            token.cancel();
+    let signal = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = token.cancelled() => {}
         }
+        tracing::info!("shutting down: draining connections");
+        token.cancel();
     };
-    tokio::pin!(signal);
+    let app = crate::http::router(broker);
+    serve_app(listener, app, &config, tls, signal).await
+}
+
+/// Serves `app` on `listener` the way the broker serves its API (the same listener limit,
+/// connection handling, timeouts and HTTP settings from `config`) until `shutdown` resolves
+/// and every connection has drained. `bus bench` serves its baseline with it, so that the
+/// baseline differs from the broker only in what the handlers do.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &crate::config::Config,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut listener = LimitedListener::new(listener, config.max_connections);
+    tokio::pin!(shutdown);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -102,7 +114,7 @@ pub async fn run_with_tls(
         .http2()
         .max_header_list_size(HYPER_MAX_BUF_BYTES as u32);
     let shared = Arc::new(Shared {
-        app: crate::http::router(broker.clone()),
+        app,
         builder,
         tls,
         timeouts: Timeouts {
@@ -119,7 +131,7 @@ pub async fn run_with_tls(
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer, slot) = tokio::select! {
-            () = &mut signal => break,
+            () = &mut shutdown => break,
             c = listener.accept() => c,
         };
         tokio::spawn(crate::connection::serve(

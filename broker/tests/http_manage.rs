@@ -325,6 +325,11 @@ async fn metrics_show_the_live_path_and_the_process(engine: Engine) {
     s.publish("user.a", "2").await;
     live.expect_event().await;
     let m = s.get("/metrics").await.text();
+    let info = format!(
+        "bus_info{{version=\"{}\",fsync=\"always\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(metric(&m, &info), Some(1.0), "{m}");
     assert_eq!(metric(&m, "bus_trie_subscriptions"), Some(2.0), "{m}");
     assert!(
         metric(&m, "bus_trie_nodes").is_some_and(|n| n >= 2.0),

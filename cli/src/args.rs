@@ -123,7 +123,16 @@ pub enum Command {
     ///
     /// Needs no credential; meant for scripts and container health checks.
     Health,
+    /// Measure a broker: publish, subscribe, consume+ack, request/reply.
+    #[command(after_help = BENCH_HELP)]
+    Bench(crate::commands::bench::args::BenchArgs),
 }
+
+const BENCH_HELP: &str = "Drives the broker at --url, or with --embedded one started in this \
+process on a temporary directory (--fsync sets its policy). A progress bar shows on stderr \
+while it runs; the summary (a table, --json or --csv) names the broker's fsync policy, this \
+machine's cores and the bus version.\n\
+Example: bus bench pub --embedded --fsync never -c 64 -n 200000 --baseline";
 
 /// `bus auth`.
 #[derive(Args, Debug)]

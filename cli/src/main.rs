@@ -3,8 +3,9 @@
 //! `bus server` runs the broker (`bus-broker`); `bus put`, `bus get`, `bus tail`, `bus ns`,
 //! `bus ack`, `bus nack`, `bus consumers`, `bus req`, `bus reply`, `bus dump` and
 //! `bus restore` talk to one over HTTP through `bus-client` (`bus consumers set`, which the
-//! client has no call for yet, with a plain HTTP request); `bus inspect` reads a data
-//! directory offline. The modules: [`args`] (the command line), [`commands`] (one file per
+//! client has no call for yet, with a plain HTTP request); `bus bench` loads one (or one of
+//! its own, `--embedded`) and reports its figures; `bus inspect` reads a data directory
+//! offline. The modules: [`args`] (the command line), [`commands`] (one file per
 //! subcommand), [`output`] (what goes to stdout and stderr), [`error`] (exit statuses and the
 //! `bus: <error>: <cause>` line), [`namespace_dir`] (a namespace's segments read offline, for
 //! `bus inspect`).
@@ -69,11 +70,11 @@ fn parse() -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&matches)
 }
 
-/// Runs the command on a runtime of its size: the server on all cores, a client command on
-/// the current thread.
+/// Runs the command on a runtime of its size: the server and the bench on all cores, a
+/// client command on the current thread.
 fn run(cli: Cli) -> Result<(), CliError> {
     let runtime = match &cli.command {
-        Command::Server(_) => tokio::runtime::Builder::new_multi_thread()
+        Command::Server(_) | Command::Bench(_) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_current_thread()
@@ -105,6 +106,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Tail(args) => commands::tail::run(&cli.url, cli.json, args).await,
             Command::Auth(a) => commands::auth::run(&cli.url, cli.json, a.action).await,
             Command::Health => commands::health::run(&cli.url, cli.json).await,
+            Command::Bench(args) => commands::bench::run(&cli.url, cli.json, args).await,
         }
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod ack;
 pub mod auth;
+pub mod bench;
 pub mod consumers;
 pub mod dump;
 pub mod exec;

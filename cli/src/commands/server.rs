@@ -247,7 +247,7 @@ fn recovered(reports: &[OpenReport]) -> String {
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
-async fn wait_for_signal() -> &'static str {
+pub(crate) async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::interrupt()),
