@@ -153,9 +153,15 @@ mod tests {
 
         assert_eq!(seen.len(), 5, "{seen:#?}");
         assert!(seen[0].starts_with("get 7 before the service: no responders"));
-        assert_eq!(seen[1], r#"get 7: {"id":7,"name":"ada"} (application/json)"#);
+        assert_eq!(
+            seen[1],
+            r#"get 7: {"id":7,"name":"ada"} (application/json)"#
+        );
         assert_eq!(seen[2], "get 8: error reply: user 8 not found");
-        assert_eq!(seen[3], "get 99: timeout after 300ms (the request stays stored)");
+        assert_eq!(
+            seen[3],
+            "get 99: timeout after 300ms (the request stays stored)"
+        );
         assert_eq!(seen[4], "service stopped");
 
         // What was stored: the requests that found a responder (7, 8 and 99; the first 7

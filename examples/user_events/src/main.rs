@@ -70,11 +70,17 @@ async fn run(url: &str) -> Result<Report, BoxError> {
         .await?;
 
     // Two services, each with its own client, publish at the same time.
-    let signups = service(url, "user.created", &["ada", "grace", "linus", "barbara", "ken"]);
+    let signups = service(
+        url,
+        "user.created",
+        &["ada", "grace", "linus", "barbara", "ken"],
+    );
     let cleanups = service(url, "user.deleted", &["mallory", "trudy", "eve"]);
     let (signups, cleanups) = tokio::try_join!(signups, cleanups)?;
     for (subject, name, id) in signups.iter().chain(&cleanups) {
-        report.lines.push(format!("published {subject} {name} as {id}"));
+        report
+            .lines
+            .push(format!("published {subject} {name} as {id}"));
         report.published.insert(id.clone());
     }
 
@@ -202,7 +208,11 @@ mod tests {
         assert!(!report.acked_by_a.contains(&held));
         // B acked everything else, each event once: the held one as a redelivery.
         let b_ids: BTreeSet<_> = report.acked_by_b.iter().map(|(id, _)| id.clone()).collect();
-        assert_eq!(b_ids.len(), report.acked_by_b.len(), "B acked an event twice");
+        assert_eq!(
+            b_ids.len(),
+            report.acked_by_b.len(),
+            "B acked an event twice"
+        );
         assert!(b_ids.is_disjoint(&report.acked_by_a));
         let all: BTreeSet<_> = b_ids.union(&report.acked_by_a).cloned().collect();
         assert_eq!(all, report.published, "an event was lost or foreign");
