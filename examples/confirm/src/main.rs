@@ -30,8 +30,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let url = std::env::var("BUS_URL").unwrap_or_else(|_| "http://127.0.0.1:2021".into());
-    for line in run(&url).await?.lines {
+    let report = run(&url).await?;
+    for line in &report.lines {
         println!("{line}");
+    }
+    // The run is a success when the first publish was confirmed and the second was not.
+    if !report.confirmed.is_confirmed() || report.short.is_confirmed() || report.acked.len() != 2 {
+        return Err("the confirmations were not as expected".into());
     }
     Ok(())
 }
