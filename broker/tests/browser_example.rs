@@ -16,7 +16,10 @@ const STYLE: &str = include_str!("../../examples/browser/follow.css");
 /// Serves the example's three files, as `python3 -m http.server` would.
 async fn serve_example(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/", get(|| async { ([("content-type", "text/html")], INDEX) }))
+        .route(
+            "/",
+            get(|| async { ([("content-type", "text/html")], INDEX) }),
+        )
         .route(
             "/follow.js",
             get(|| async { ([("content-type", "text/javascript")], SCRIPT) }),
@@ -30,7 +33,8 @@ async fn serve_example(listener: tokio::net::TcpListener) -> std::io::Result<()>
 }
 
 /// The subjects' payloads on the page, newest first.
-const ROWS: &str = "Array.from(document.querySelectorAll('#events li pre')).map(p => p.textContent)";
+const ROWS: &str =
+    "Array.from(document.querySelectorAll('#events li pre')).map(p => p.textContent)";
 
 fn rows_when(n: usize) -> String {
     format!("const r = {ROWS}; return r.length >= {n} ? r : null;")
@@ -68,15 +72,24 @@ async fn the_example_page_follows_live_and_resumes_after_a_restart() {
     // Restart on the same address: the page reconnects by itself with Last-Event-ID.
     s.restart_in_place().await;
     s.publish("user.deleted", "ada").await;
-    let rows = b.wait_for("the event after the restart", &rows_when(3)).await;
-    assert_eq!(rows, json!(["ada", "grace", "ada"]), "nothing missed, nothing repeated");
+    let rows = b
+        .wait_for("the event after the restart", &rows_when(3))
+        .await;
+    assert_eq!(
+        rows,
+        json!(["ada", "grace", "ada"]),
+        "nothing missed, nothing repeated"
+    );
     let subjects = b
         .script(
             "return Array.from(document.querySelectorAll('#events li .subject')).map(s => s.textContent)",
             json!([]),
         )
         .await;
-    assert_eq!(subjects, json!(["user.deleted", "user.created", "user.created"]));
+    assert_eq!(
+        subjects,
+        json!(["user.deleted", "user.created", "user.created"])
+    );
     b.quit().await;
     server.abort();
 }
