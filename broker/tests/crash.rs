@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bus_broker::storage::io::StdFs;
 use bus_broker::storage::{EventLog, Log, LogConfig, LogReader as _, NewEvent, ReadItem, Start};
+use bus_testkit::Rng;
 
 const CHILD_ENV: &str = "BUS_CRASH_CHILD_DIR";
 const ROUNDS: usize = 25;
@@ -46,19 +47,6 @@ fn main() {
             );
             std::process::exit(101);
         }
-    }
-}
-
-/// A small deterministic generator (splitmix64), so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 

@@ -744,15 +744,15 @@ fn parse_backoff(s: &str) -> Result<Backoff, String> {
         .map(Backoff)
 }
 
-fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+pub(crate) fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
 }
 
-fn parse_size_arg(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)
 }
 
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 

@@ -18,6 +18,7 @@
 //!   metrics).
 //! - [`proxy`]: [`Proxy`], a TCP proxy whose connections can be cut, for failure tests.
 //! - [`tls`]: [`TestCerts`], a CA and a server certificate made for the test.
+//! - [`rng`]: [`Rng`], a seeded generator for damage and kill tests that print their seed.
 //! - [`webdriver`]: [`webdriver::Browser`], headless Chromium driven through chromedriver
 //!   (not re-exported: a browser test says `webdriver::`).
 //!
@@ -30,6 +31,7 @@
 pub mod events;
 pub mod http;
 pub mod proxy;
+pub mod rng;
 pub mod server;
 pub mod sse;
 pub mod tls;
@@ -39,6 +41,7 @@ pub mod webdriver;
 pub use events::*;
 pub use http::*;
 pub use proxy::*;
+pub use rng::*;
 pub use server::*;
 pub use sse::*;
 pub use tls::*;

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bus_broker::storage::FsyncPolicy;
-use bus_proto::units::{parse_duration, parse_size};
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::args::{parse_duration_arg, parse_fsync, parse_size_arg};
 use crate::error::CliError;
 
 /// Most connections, subscribers, callers or responders one mode opens.
@@ -351,16 +351,4 @@ fn in_range(flag: &str, v: u64, min: u64, max: u64) -> Result<(), CliError> {
             "{flag} must be between {min} and {max}, got {v}"
         )))
     }
-}
-
-fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
-    s.parse()
-}
-
-fn parse_size_arg(s: &str) -> Result<u64, String> {
-    parse_size(s)
-}
-
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
 }
