@@ -107,26 +107,39 @@ async fn publish(s: &TestServer, token: &str, subject: &str, text: &'static str)
     s.publish_with(subject, &headers, text).await;
 }
 
-/// Waits for the page's next report for which `pick` says yes, skipping the others.
-async fn next_report(
-    rx: &mut mpsc::Receiver<Value>,
-    what: &str,
-    pick: impl Fn(&Value) -> bool,
-) -> Value {
-    let found = tokio::time::timeout(BROWSER_BOUND, async {
-        while let Some(v) = rx.recv().await {
-            assert_ne!(v["step"], "exception", "the page threw: {v}");
-            if pick(&v) {
-                return Some(v);
-            }
+/// The page's reports, in the order they arrived. The page sends them concurrently (one
+/// `fetch` each), so they may arrive in another order than the page made them: a report is
+/// looked for among those not yet claimed, never assumed to be next.
+struct Reports {
+    rx: mpsc::Receiver<Value>,
+    unclaimed: Vec<Value>,
+}
+
+impl Reports {
+    /// The first unclaimed report for which `pick` says yes, waiting for more (bounded).
+    async fn take(&mut self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.unclaimed.iter().position(&pick) {
+            return self.unclaimed.remove(i);
         }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(v)) => v,
-        Ok(None) => panic!("the page server stopped before the page reported {what}"),
-        Err(_) => panic!("the page did not report {what} within {BROWSER_BOUND:?}"),
+        let found = tokio::time::timeout(BROWSER_BOUND, async {
+            while let Some(v) = self.rx.recv().await {
+                assert_ne!(v["step"], "exception", "the page threw: {v}");
+                if pick(&v) {
+                    return Some(v);
+                }
+                self.unclaimed.push(v);
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(v)) => v,
+            Ok(None) => panic!("the page server stopped before the page reported {what}"),
+            Err(_) => panic!(
+                "the page did not report {what} within {BROWSER_BOUND:?}; unclaimed: {:?}",
+                self.unclaimed
+            ),
+        }
     }
 }
 
@@ -179,7 +192,11 @@ principals:
     // Published before the page exists: the page reads it from oldest.
     publish(&s, &publisher, "orders.placed", "first").await;
 
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(64);
+    let mut reports = Reports {
+        rx,
+        unclaimed: Vec::new(),
+    };
     let html = page(&s.base(), &token);
     let server = tokio::spawn(page_server(page_listener, html, tx));
 
@@ -204,39 +221,48 @@ principals:
 
     // Without the cookie (withCredentials false, no session yet) the broker answers 401 and
     // EventSource closes.
-    let v = next_report(&mut rx, "the anonymous stream closing", |v| {
-        v["step"] == "closed" && v["credentials"] == false
-    })
-    .await;
+    let v = reports
+        .take("the anonymous stream closing", |v| {
+            v["step"] == "closed" && v["credentials"] == false
+        })
+        .await;
     assert_eq!(v["pattern"], "orders.>");
 
-    let v = next_report(&mut rx, "the session", |v| v["step"] == "session").await;
+    let v = reports
+        .take("the session", |v| v["step"] == "session")
+        .await;
     assert_eq!(v["status"], 201, "POST /v1/session across origins: {v}");
     assert_eq!(v["body"]["principal"], "orders-page", "{v}");
 
     // The cookie is sent back to the broker's origin from the page's.
-    let v = next_report(&mut rx, "whoami", |v| v["step"] == "whoami").await;
+    let v = reports.take("whoami", |v| v["step"] == "whoami").await;
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(v["body"]["principal"], "orders-page", "{v}");
     assert_eq!(v["body"]["credential"], "session", "{v}");
 
     // A pattern outside the principal's rights: 403, and the EventSource closes.
-    next_report(&mut rx, "the forbidden stream closing", |v| {
-        v["step"] == "closed" && v["pattern"] == "billing.>"
-    })
-    .await;
+    reports
+        .take("the forbidden stream closing", |v| {
+            v["step"] == "closed" && v["pattern"] == "billing.>"
+        })
+        .await;
 
-    next_report(&mut rx, "the cookie stream subscribed", |v| {
-        v["step"] == "subscribed" && v["pattern"] == "orders.>"
-    })
-    .await;
-    let v = next_report(&mut rx, "the stored event", |v| v["step"] == "event").await;
+    reports
+        .take("the cookie stream subscribed", |v| {
+            v["step"] == "subscribed" && v["pattern"] == "orders.>"
+        })
+        .await;
+    let v = reports
+        .take("the stored event", |v| v["step"] == "event")
+        .await;
     assert_eq!(v["data"]["subject"], "orders.placed", "{v}");
     assert_eq!(v["data"]["payload"], "first", "{v}");
 
     // And live: an event published now reaches the open page.
     publish(&s, &publisher, "orders.shipped", "second").await;
-    let v = next_report(&mut rx, "the live event", |v| v["step"] == "event").await;
+    let v = reports
+        .take("the live event", |v| v["step"] == "event")
+        .await;
     assert_eq!(v["data"]["subject"], "orders.shipped", "{v}");
     assert_eq!(v["data"]["payload"], "second", "{v}");
 
