@@ -957,3 +957,25 @@ async fn patch_changes_settings_durably_and_refuses_what_cannot_change() {
     assert_eq!(info["ack_wait"], "90000ms");
     assert_eq!(info["ack"], "manual");
 }
+
+// A member that took its `limit` holds its deliveries and waits; deleting the consumer must
+// still end its stream, as for any member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_ends_the_stream_of_a_member_that_reached_its_limit() {
+    let s = TestServer::start_default().await;
+    put(&s, "job.run", "e1").await;
+    put(&s, "job.run", "e2").await;
+    let (mut m, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=held&ack=manual&limit=1")
+        .await;
+    assert_eq!(m.expect_event().await.json()["payload"], "e1");
+    let r = s.delete("/v1/consumers/held").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let e = m.next_event().await.expect("an error message");
+    assert_eq!(e.event.as_deref(), Some("error"), "{e:?}");
+    assert_eq!(e.json()["code"], "unknown_consumer", "{e:?}");
+    assert!(
+        m.next_event().await.is_none(),
+        "the stream ends after the error"
+    );
+}

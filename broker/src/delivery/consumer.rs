@@ -575,6 +575,12 @@ impl Consumer {
         }
     }
 
+    /// Waits until this consumer is deleted; the error its members' streams end with.
+    pub async fn wait_deleted(&self) -> Error {
+        self.deleted.cancelled().await;
+        self.deleted_error()
+    }
+
     fn deleted_error(&self) -> Error {
         Error::new(
             ErrorCode::UnknownConsumer,

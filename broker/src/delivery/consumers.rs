@@ -261,13 +261,14 @@ impl Member {
 
     /// The next delivery, waiting for it; `Ok(None)` once the broker closes.
     ///
-    /// With a [`limit`](Member::set_limit) reached, waits for ever (the caller's shutdown
-    /// arm ends it).
+    /// With a [`limit`](Member::set_limit) reached, it holds what it took and waits until the
+    /// consumer is deleted (answered as `unknown_consumer`, as for any member); the caller's
+    /// shutdown arm ends it otherwise.
     pub async fn next(&mut self) -> Result<Option<Out>, Error> {
         if self.buffered.is_empty() {
             let room = self.limit.map_or(MEMBER_BATCH as u64, |l| l - self.taken);
             if room == 0 {
-                std::future::pending::<()>().await;
+                return Err(self.consumer.wait_deleted().await);
             }
             let max = room.min(MEMBER_BATCH as u64) as usize;
             match self.consumer.next(self.id, max).await? {
