@@ -53,7 +53,7 @@ echo "ok: stream"
 #    consumer then ends the member's stream.
 curl -sN --max-time 15 \
   "$BUS_URL/v1/stream?pattern=user.%3E&from=oldest&durable=walkthrough&ack=manual&limit=1" \
-  >"$work/member" &
+  >"$work/member" 2>/dev/null &
 member=$!
 for _ in $(seq 100); do grep -q '^data: {"id"' "$work/member" 2>/dev/null && break; sleep 0.05; done
 first=$(grep -m1 '^data: {"id"' "$work/member" || true)
@@ -67,10 +67,10 @@ wait "$member" || true
 grep -q 'unknown_consumer' "$work/member" || { echo "FAILED: the member's stream did not end with unknown_consumer" >&2; exit 1; }
 echo "ok: member stream ended"
 
-# 6. Request/reply: a responder follows rpc.> and answers the first request at its reply_to
-#    subject; the caller's one POST gets the reply.
+# 6. Request/reply: a responder follows rpc.user.> and answers the first request at its
+#    reply_to subject; the caller's one POST gets the reply.
 (
-  curl -sN --max-time 15 "$BUS_URL/v1/stream?pattern=rpc.%3E" | while IFS= read -r line; do
+  curl -sN --max-time 15 "$BUS_URL/v1/stream?pattern=rpc.user.%3E" | while IFS= read -r line; do
     case $line in
       'event: subscribed') : >"$work/ready" ;;
       data:*'"reply_to":"'*)
@@ -80,10 +80,12 @@ echo "ok: member stream ended"
         break ;;
     esac
   done
-) &
+) >/dev/null 2>&1 &
+responder=$!
 for _ in $(seq 100); do [[ -e $work/ready ]] && break; sleep 0.05; done
 [[ -e $work/ready ]] || { echo "FAILED: the responder did not subscribe" >&2; exit 1; }
 check "request" 200 '"name":"ada"' -X POST "$BUS_URL/v1/requests/rpc.user.get?timeout=5s" -d '7'
+kill "$responder" 2>/dev/null || true
 
 # 7. Nobody listens on rpc.nobody: 503 at once, and nothing is stored.
 check "no responders" 503 '"code":"no_responders"' -X POST "$BUS_URL/v1/requests/rpc.nobody.get" -d '1'
