@@ -151,15 +151,7 @@ fn a_token_removed_from_the_file_is_refused_after_sighup() {
         .expect("run kill");
     assert!(status.success());
     // The reload is logged once it has taken effect.
-    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match server.log.recv_timeout(left) {
-            Ok(line) if line.contains("auth file reloaded") => break,
-            Ok(_) => {}
-            Err(_) => panic!("the server never logged the reload"),
-        }
-    }
+    server.wait_log("auth file reloaded");
     let o = run(&mut server.bus(&["--token", &old, "put", "orders.a", "2"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("unauthorized"), "{}", stderr(&o));

@@ -8,19 +8,6 @@ mod common;
 
 use common::{ServerProcess, bus, ok, run, stderr, stdout};
 
-/// Waits for a log line of the server holding `text`.
-fn wait_log(server: &ServerProcess, text: &str) -> String {
-    let deadline = std::time::Instant::now() + common::RUN_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match server.log.recv_timeout(left) {
-            Ok(line) if line.contains(text) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("the server never logged {text:?}"),
-        }
-    }
-}
-
 #[test]
 fn client_commands_speak_https_with_a_ca_file_and_sighup_reloads_the_certificate() {
     let certs = bus_testkit::TestCerts::new("cli");
@@ -62,7 +49,7 @@ fn client_commands_speak_https_with_a_ca_file_and_sighup_reloads_the_certificate
         .status()
         .unwrap();
     assert!(status.success());
-    wait_log(&server, "TLS certificate reloaded");
+    server.wait_log("TLS certificate reloaded");
     let new_ca = new_ca.to_str().unwrap();
     ok(run(&mut server.bus(&["--cacert", new_ca, "ns"])));
     let o = run(&mut server.bus(&["--cacert", &ca, "ns"]));
@@ -79,7 +66,7 @@ fn client_commands_speak_https_with_a_ca_file_and_sighup_reloads_the_certificate
         .args(["-HUP", &server.pid().to_string()])
         .status()
         .unwrap();
-    let line = wait_log(&server, "not reloaded");
+    let line = server.wait_log("not reloaded");
     assert!(line.contains("ERROR"), "{line}");
     ok(run(&mut server.bus(&["--cacert", new_ca, "ns"])));
     let status = server.signal_and_wait("-TERM");
@@ -100,7 +87,7 @@ fn refuses_to_listen_beyond_loopback_without_allow_anonymous() {
 
     // With it, the broker starts, warns, and serves.
     let server = ServerProcess::start_at(data.path(), "0.0.0.0:0", &["--allow-anonymous"]);
-    let line = wait_log(&server, "without credentials");
+    let line = server.wait_log("without credentials");
     assert!(line.contains("WARN"), "{line}");
     ok(run(&mut server.bus(&["ns"])));
 }

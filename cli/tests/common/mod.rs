@@ -245,6 +245,19 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Waits for a log line holding `text` (bounded by [`RUN_TIMEOUT`]) and returns it.
+    pub fn wait_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the server never logged {text:?}"),
+            }
+        }
+    }
+
     /// `bus --url <this server> args...`.
     pub fn bus(&self, args: &[&str]) -> Command {
         let mut c = bus();
