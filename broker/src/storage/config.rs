@@ -105,6 +105,11 @@ pub struct LogConfig {
     /// At open, truncate the active segment at the first damaged record (reporting the
     /// events lost) instead of refusing to open. Default: false.
     pub repair: bool,
+    /// At open, keep the valid records of an incomplete last batch instead of cutting the
+    /// whole batch. Only for a log whose batches need no atomicity: the state log, whose
+    /// batches are copies of one write or a compaction repeating current values (see
+    /// `state.rs`). Default: false.
+    pub keep_partial_batch: bool,
 }
 
 impl Default for LogConfig {
@@ -118,6 +123,7 @@ impl Default for LogConfig {
             dedup_max_entries: DEFAULT_DEDUP_MAX_ENTRIES,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             repair: false,
+            keep_partial_batch: false,
         }
     }
 }

@@ -399,7 +399,8 @@ impl NamespaceDir {
         let file = StdFs
             .open(&seg.path)
             .map_err(|e| InspectError::new(format!("cannot open {}", seg.path.display()), e))?;
-        let scan = recovery::scan_active(&seg.path, &file, seg.first_seq, true, false)
+        let state = in_state_dir(&seg.path);
+        let scan = recovery::scan_active(&seg.path, &file, seg.first_seq, true, false, state)
             .map_err(|e| InspectError::new(format!("cannot repair {}", seg.path.display()), e))?;
         let kept_last = seg
             .first_seq
@@ -413,6 +414,15 @@ impl NamespaceDir {
             segments_deleted: ns.segments.len() - i - 1,
         })
     }
+}
+
+/// True for a segment of the state log, which keeps the valid part of an incomplete last
+/// batch, as the broker does.
+fn in_state_dir(segment: &Path) -> bool {
+    segment
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == STATE_DIR)
 }
 
 /// Checks a sealed segment as the broker does when it rebuilds the segment's index.
@@ -469,7 +479,8 @@ fn scan_active(
     repair: bool,
 ) -> Result<(Scanned, recovery::ActiveScan), InspectError> {
     let file: Arc<dyn DataFile> = Arc::new(Snapshot(data.clone()));
-    match recovery::scan_active(&seg.path, &file, seg.first_seq, repair, false) {
+    let state = in_state_dir(&seg.path);
+    match recovery::scan_active(&seg.path, &file, seg.first_seq, repair, false, state) {
         Ok(scan) => {
             let healthy = Scanned::Healthy(SegmentScan {
                 path: seg.path.clone(),

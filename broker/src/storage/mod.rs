@@ -28,6 +28,7 @@
 //! - `written`: a written group on its way to being visible and answered.
 //! - `syncer`: the thread that syncs written groups under `always` while the writer writes on.
 //! - `retention`: deleting the oldest sealed segments.
+//! - `salvage`: the records that still verify in a damaged segment (the state log's salvage).
 //! - `writer`: the writer thread: group commit, rolling, failure and healing.
 //! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
 //! - `reader`: `Reader`, a cursor reading forward from a position.
@@ -74,6 +75,7 @@ pub mod record;
 mod record;
 mod recovery;
 mod retention;
+mod salvage;
 #[cfg(feature = "test-util")]
 pub mod segment;
 #[cfg(not(feature = "test-util"))]

@@ -101,7 +101,14 @@ pub(crate) fn open(
     let file = fs
         .open(&active_path)
         .map_err(|e| StorageError::io("open", &active_path, e))?;
-    let mut scan = recovery::scan_active(&active_path, &file, active_first, config.repair, true)?;
+    let mut scan = recovery::scan_active(
+        &active_path,
+        &file,
+        active_first,
+        config.repair,
+        true,
+        config.keep_partial_batch,
+    )?;
     if let Some(t) = &scan.torn {
         // Cannot be told from a torn write, but may have been damage: said, and kept.
         tracing::warn!(
@@ -172,7 +179,9 @@ pub(crate) fn open(
             dedup.insert(id, *e);
         }
     }
-    for seg in sealed.iter().filter(|s| s.last_seq > covered) {
+    // With dedup off (the state log) no id is needed, and no sealed segment is read.
+    let dedup_on = !config.dedup_window.is_zero();
+    for seg in sealed.iter().filter(|s| dedup_on && s.last_seq > covered) {
         // Sealed after the checkpoint (a seal interrupted by a crash): rare and short.
         for (id, sequence, time_ns) in sealed_msg_ids(seg)? {
             dedup.insert(&id, DedupEntry { sequence, time_ns });

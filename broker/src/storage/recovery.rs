@@ -66,13 +66,17 @@ pub struct Repair {
 
 /// Scans, and if needed truncates, the active segment `file` at `path`. With `quarantine`
 /// set, whatever is cut is first kept in the namespace's `quarantine/` directory
-/// ([`quarantine::keep`]); the offline tools, which scan copies, leave it unset.
+/// ([`quarantine::keep`]); the offline tools, which scan copies, leave it unset. With
+/// `keep_partial_batch` set (the state log only, see
+/// [`LogConfig::keep_partial_batch`](super::LogConfig::keep_partial_batch)), the valid records
+/// of an incomplete last batch are kept.
 pub fn scan_active(
     path: &Path,
     file: &Arc<dyn DataFile>,
     first_seq: u64,
     repair: bool,
     quarantine: bool,
+    keep_partial_batch: bool,
 ) -> Result<ActiveScan, StorageError> {
     let len = file.len().map_err(|e| StorageError::io("stat", path, e))?;
     let mut data = vec![0u8; len as usize];
@@ -175,7 +179,7 @@ pub fn scan_active(
         });
     }
     // A batch missing its last records was never acknowledged: cut all of it.
-    if batch_open {
+    if batch_open && !keep_partial_batch {
         let (begin, count) = batch_begin;
         if let Some(r) = &mut scan.repaired {
             // The incomplete batch before the damage is lost too.

@@ -2,11 +2,24 @@
 //! kept in a [`Log`] of its own so that it shares the log's framing, group commit and
 //! recovery.
 //!
-//! Each write is one record: the key as its subject, the value as its payload, a deletion
-//! marked by the header `op: del`. The map is rebuilt at open by reading the log. When the
-//! log holds more than twice the live entries (plus [`COMPACT_SLACK`]), the live entries are
-//! appended again as one atomic batch and the segments before it are deleted: the log stays
-//! proportional to the live state.
+//! Each write is [`COPIES`] identical records in one append: the key as their subject, the
+//! value as their payload, a deletion marked by the header `op: del`. The map is rebuilt at
+//! open by reading the log. When the log holds more than twice the records of the live
+//! entries (plus [`COMPACT_SLACK`]), the live entries are appended again, each twice, as one
+//! batch and the segments before it are deleted: the log stays proportional to the live
+//! state.
+//!
+//! **One bad byte loses nothing acknowledged.** A flipped byte damages at most one record;
+//! its copy still holds the write, so no consumer's acknowledged position rolls back:
+//! - a bad *last* record is cut as a torn tail (7.5 of `log-format.md`), and the log is
+//!   opened with [`LogConfig::keep_partial_batch`], so the copy before it is kept (the state
+//!   log needs no batch atomicity: a write's copies are the same write, and a compaction
+//!   only repeats current values);
+//! - damage anywhere else (a record, a segment header, a sealed segment) is **salvaged**
+//!   instead of refusing the start: every record that still verifies is read past the damage
+//!   ([`salvage`](super::salvage)), the map they give is written into a new segment, the
+//!   damaged segments are kept whole in `.state/quarantine/`, and the older segments are
+//!   deleted. It is logged at `error` with the files and byte ranges.
 //!
 //! **Reserve.** Acks must keep working when publishes have filled the disk, so the store
 //! keeps [`RESERVE_BYTES`] of real blocks in a file of its own ([`RESERVE_FILE`], made at
@@ -26,11 +39,17 @@ use super::disk::STATE_DIR;
 use super::io::FileSystem;
 use super::log::Log;
 use super::open::OpenReport;
-use super::{EventLog, LogConfig, LogReader, NewEvent, ReadItem, Start, StateStore, StorageError};
+use super::{
+    EventLog, LogConfig, LogReader, NewEvent, ReadItem, Start, StateStore, StorageError,
+    quarantine, record, salvage, segment,
+};
 use crate::sync::lock;
 
-/// Records beyond twice the live entries tolerated before compaction.
+/// Records beyond twice those of the live entries tolerated before compaction.
 pub const COMPACT_SLACK: u64 = 4096;
+/// Records written for each write (and each live key at compaction): one bad byte damages
+/// at most one record, so the other still holds the write.
+pub const COPIES: u64 = 2;
 const STATE_NAMESPACE: &str = "state";
 const OP_HEADER: &str = "op";
 const OP_DELETE: &str = "del";
@@ -90,8 +109,8 @@ impl LogStateStore {
     /// Opens (or creates) the state in `dir`, reading it whole; the report says what
     /// recovery cut.
     ///
-    /// Damage beyond a torn tail refuses the open (see "The state log" in
-    /// `proto-docs/log-format.md`): the error names the file and offset and the repair command.
+    /// Damage beyond a torn tail does not refuse the open: the state is salvaged (see the
+    /// module docs, and "The state log" in `proto-docs/log-format.md`).
     pub fn open(
         dir: &Path,
         fs: Arc<dyn FileSystem>,
@@ -100,30 +119,24 @@ impl LogStateStore {
             segment_bytes: 1024 * 1024,
             max_payload_bytes: 16 * 1024 * 1024,
             dedup_window: std::time::Duration::ZERO,
+            keep_partial_batch: true,
             ..LogConfig::default()
         };
-        let damaged = |e: StorageError| match e {
-            StorageError::Corrupt(corruption) => StorageError::Damaged {
-                namespace: STATE_DIR.to_owned(),
-                corruption,
-                data_dir: dir.parent().unwrap_or(dir).to_owned(),
-            },
-            other => other,
-        };
-        let (log, report) = Log::open(dir, STATE_NAMESPACE, config, fs).map_err(damaged)?;
-        let mut map = Map::default();
-        let mut reader = log.open_reader(Start::Oldest).map_err(damaged)?;
-        let mut records = 0;
-        while let Some(item) = reader.try_next().map_err(damaged)? {
-            if let ReadItem::Event(e) = item {
-                let delete = e
-                    .headers
-                    .iter()
-                    .any(|(n, v)| n == OP_HEADER && v == OP_DELETE);
-                map.apply(&e.subject, e.sequence, (!delete).then_some(e.payload));
-                records += 1;
+        let (log, map, records, report) = match read_log(dir, config.clone(), fs.clone()) {
+            Ok(read) => read,
+            Err(StorageError::Corrupt(corruption)) => {
+                salvage_dir(dir, &*fs, &corruption)?;
+                read_log(dir, config, fs).map_err(|e| match e {
+                    StorageError::Corrupt(corruption) => StorageError::Damaged {
+                        namespace: STATE_DIR.to_owned(),
+                        corruption,
+                        data_dir: dir.parent().unwrap_or(dir).to_owned(),
+                    },
+                    other => other,
+                })?
             }
-        }
+            Err(e) => return Err(e),
+        };
         let reserve: Arc<Path> = Arc::from(dir.join(RESERVE_FILE));
         if let Err(e) = make_reserve(&reserve) {
             tracing::warn!(path = %reserve.display(), error = %e, "could not keep disk space in reserve for the state log");
@@ -155,7 +168,7 @@ impl LogStateStore {
         key: &str,
         value: Option<Bytes>,
     ) -> BoxFuture<'static, Result<(), StorageError>> {
-        let event = record_of(key, value.as_ref());
+        let events = copies_of(key, value.as_ref());
         let (log, map, records, gate, reserve) = (
             self.log.clone(),
             self.map.clone(),
@@ -167,23 +180,23 @@ impl LogStateStore {
         Box::pin(async move {
             {
                 let _shared = gate.read().await;
-                let receipts = match log.append(vec![event]).await {
+                let receipts = match log.append(events).await {
                     Err(e) if e.is_disk_full() && release_reserve(&reserve) => {
                         let (mut healed, seen) = log.probe_now();
                         let _ =
                             tokio::time::timeout(RESERVE_HEAL_WAIT, healed.wait_for(|n| *n > seen))
                                 .await;
                         // Built again: the one-time retry, not every write, pays for it.
-                        log.append(vec![record_of(&key, value.as_ref())]).await?
+                        log.append(copies_of(&key, value.as_ref())).await?
                     }
                     r => r?,
                 };
-                let seq = receipts.first().map_or(0, |r| r.sequence);
+                let seq = receipts.last().map_or(0, |r| r.sequence);
                 lock(&map).apply(&key, seq, value);
             }
-            let n = records.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = records.fetch_add(COPIES, Ordering::Relaxed) + COPIES;
             let live = lock(&map).live;
-            if n > 2 * live + COMPACT_SLACK {
+            if n > compact_above(live) {
                 compact(&log, &map, &records, &gate).await?;
             }
             Ok(())
@@ -191,14 +204,146 @@ impl LogStateStore {
     }
 }
 
-/// The record of one write: the key as its subject, the value as its payload, a deletion
-/// marked by the header `op: del`.
-fn record_of(key: &str, value: Option<&Bytes>) -> NewEvent {
+/// The records of one write, [`COPIES`] of them: the key as their subject, the value as their
+/// payload, a deletion marked by the header `op: del`.
+fn copies_of(key: &str, value: Option<&Bytes>) -> Vec<NewEvent> {
     let mut event = NewEvent::new(key, value.cloned().unwrap_or_default());
     if value.is_none() {
         event.headers.push((OP_HEADER.into(), OP_DELETE.into()));
     }
-    event
+    vec![event.clone(), event]
+}
+
+/// Records in the log past which it is compacted, with `live` live keys.
+fn compact_above(live: u64) -> u64 {
+    2 * COPIES * live + COMPACT_SLACK
+}
+
+/// True for a record that deletes its key.
+fn is_delete<'a>(mut headers: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    headers.any(|(n, v)| n == OP_HEADER && v == OP_DELETE)
+}
+
+/// Opens the state log in `dir` and reads it whole: the log, the map, the records read, and
+/// what recovery cut. Damage is [`StorageError::Corrupt`].
+fn read_log(
+    dir: &Path,
+    config: LogConfig,
+    fs: Arc<dyn FileSystem>,
+) -> Result<(Log, Map, u64, OpenReport), StorageError> {
+    let (log, report) = Log::open(dir, STATE_NAMESPACE, config, fs)?;
+    let mut map = Map::default();
+    let mut reader = log.open_reader(Start::Oldest)?;
+    let mut records = 0;
+    while let Some(item) = reader.try_next()? {
+        if let ReadItem::Event(e) = item {
+            let delete = is_delete(e.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            map.apply(&e.subject, e.sequence, (!delete).then_some(e.payload));
+            records += 1;
+        }
+    }
+    Ok((log, map, records, report))
+}
+
+/// Salvages a damaged state log in `dir` (see the module docs): every record that still
+/// verifies in any segment is read, in order; the live map they give is written, each key
+/// [`COPIES`] times, into a new segment numbered above every sequence found; every segment
+/// with damage is kept whole in `quarantine/`; then the older segments are deleted. The new
+/// segment is synced (with the directory) before anything is deleted, so a crash meanwhile
+/// salvages again at the next start.
+fn salvage_dir(
+    dir: &Path,
+    fs: &dyn FileSystem,
+    found: &super::Corruption,
+) -> Result<(), StorageError> {
+    let mut logs = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        if let Some((first, false)) = entry.file_name().to_str().and_then(segment::parse_name) {
+            logs.insert(first, entry.path());
+        }
+    }
+    let mut map = Map::default();
+    let mut highest = 0;
+    let mut incarnation = None;
+    let mut damaged = Vec::new();
+    let firsts: Vec<u64> = logs.keys().copied().collect();
+    for (i, (&first, path)) in logs.iter().enumerate() {
+        let data = std::fs::read(path).map_err(|e| StorageError::io("read", path, e))?;
+        let end = firsts.get(i + 1).copied().unwrap_or(u64::MAX);
+        let found = salvage::scan(&data, first..end);
+        for (_, r) in &found.records {
+            let delete = is_delete(r.headers.iter().copied());
+            let value = (!delete).then(|| Bytes::copy_from_slice(r.payload));
+            map.apply(r.subject, r.sequence, value);
+            highest = highest.max(r.sequence);
+        }
+        highest = highest.max(first);
+        if let Ok(inc) = segment::decode_header(&data, first) {
+            incarnation = Some(inc);
+        }
+        if !found.damaged.is_empty() {
+            let kept = quarantine::keep(path, 0, &data)
+                .map_err(|e| tracing::warn!(file = %path.display(), error = %e, "could not keep a damaged state segment in quarantine"))
+                .ok();
+            damaged.push((path.clone(), found.damaged, kept));
+        }
+    }
+    let inc = incarnation.unwrap_or_else(|| (uuid::Uuid::new_v4().as_u128() >> 96) as u32);
+    let next = highest + 1;
+    let path = dir.join(segment::segment_name(next));
+    let file = segment::create(fs, dir, &path, inc, next)?;
+    let live: Vec<(&String, &Bytes)> = map
+        .entries
+        .iter()
+        .filter_map(|(k, (_, v))| v.as_ref().map(|v| (k, v)))
+        .collect();
+    let total = live.len() as u64 * COPIES;
+    let mut buf = Vec::new();
+    let now = super::now_ns();
+    for (i, (key, value)) in live.iter().enumerate() {
+        for copy in 0..COPIES {
+            let n = i as u64 * COPIES + copy;
+            let id = super::EventIdRef {
+                namespace: STATE_NAMESPACE,
+                sequence: next + n,
+                incarnation: inc,
+            };
+            let event = NewEvent::new(key.as_str(), (*value).clone());
+            let left = (total - n - 1) as u32;
+            record::encode(&mut buf, &event, next + n, now, left, id);
+        }
+    }
+    file.write_all_at(&buf, segment::SEGMENT_HEADER_BYTES as u64)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| StorageError::io("write", &path, e))?;
+    for old in logs.values() {
+        for p in [old.clone(), segment::index_path_for(old)] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("delete", &p, e));
+                }
+                _ => {}
+            }
+        }
+    }
+    fs.sync_dir(dir)
+        .map_err(|e| StorageError::io("fsync", dir, e))?;
+    for (file, ranges, kept) in &damaged {
+        tracing::error!(
+            file = %file.display(),
+            damaged = ?ranges,
+            quarantined = ?kept,
+            "the state log was damaged: every record that still verifies was salvaged (each write is kept twice, so one bad byte loses no acknowledged position)"
+        );
+    }
+    tracing::error!(
+        first_damage = %found,
+        keys = live.len(),
+        segment = %path.display(),
+        "salvaged the damaged state log into a new segment; the damaged segments are kept in .state/quarantine/"
+    );
+    Ok(())
 }
 
 /// Makes the reserve file when it is missing: real blocks (zeros written, then synced), not a
@@ -243,13 +388,14 @@ async fn compact(
 ) -> Result<(), StorageError> {
     let _exclusive = gate.write().await;
     let live = lock(map).live;
-    if records.load(Ordering::Relaxed) <= 2 * live + COMPACT_SLACK {
+    if records.load(Ordering::Relaxed) <= compact_above(live) {
         return Ok(()); // another writer compacted meanwhile
     }
     let snapshot: Vec<NewEvent> = lock(map)
         .entries
         .iter()
         .filter_map(|(k, (_, v))| v.as_ref().map(|v| NewEvent::new(k.clone(), v.clone())))
+        .flat_map(|e| std::iter::repeat_n(e, COPIES as usize))
         .collect();
     if snapshot.is_empty() {
         // Nothing live: a single deletion marker keeps the sequence moving past the old ones.
@@ -262,13 +408,13 @@ async fn compact(
         let first = receipts.first().map_or(0, |r| r.sequence);
         let mut m = lock(map);
         m.entries.retain(|_, (_, v)| v.is_some());
-        for ((_, entry), r) in m.entries.iter_mut().zip(&receipts) {
-            entry.0 = r.sequence;
+        for ((_, entry), r) in m.entries.iter_mut().zip(receipts.chunks(COPIES as usize)) {
+            entry.0 = r.last().map_or(entry.0, |r| r.sequence);
         }
         drop(m);
         log.delete_before(first)?;
     }
-    records.store(live, Ordering::Relaxed);
+    records.store(COPIES * live, Ordering::Relaxed);
     Ok(())
 }
 
