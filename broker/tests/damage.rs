@@ -389,3 +389,51 @@ async fn a_damaged_state_log_starts_and_keeps_every_acknowledged_position() {
     }
     assert_eq!(s.pull_all("user.>").await.len(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_of_a_newer_format_is_refused_naming_its_version_and_never_cut() {
+    let mut s = server().await;
+    fill(&s, &["user", "orders"], 3).await;
+    s.stop().await;
+    let active = segments(&ns_dir(&s, "user")).pop().unwrap();
+    let mut data = std::fs::read(&active).unwrap();
+    // Version 2 with a header checksum that verifies: written by a newer bus, not damage.
+    data[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let crc = crc32fast::hash(&data[..28]);
+    data[28..32].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&active, &data).unwrap();
+    s.start_again().await;
+    let r = s
+        .post(
+            "/v1/events/user.new",
+            &[("content-type", "text/plain")],
+            "x",
+        )
+        .await;
+    let m = r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "namespace_damaged");
+    assert!(
+        m.contains("segment format version 2 is not supported"),
+        "{m}"
+    );
+    assert_eq!(s.pull_all("orders.>").await.len(), 3);
+    s.stop().await;
+    // Repair does not cut what it cannot read.
+    let data_dir = s.dir.path().join("data");
+    let lock = DirLock::acquire(&data_dir).unwrap();
+    for ns in DataDir::open(&data_dir)
+        .unwrap()
+        .open_namespaces(true)
+        .unwrap()
+    {
+        if ns.label == "user" {
+            let last = ns.segments.len() - 1;
+            assert!(ns.repair(last, &lock).is_err(), "repair refused");
+        }
+    }
+    drop(lock);
+    assert_eq!(
+        std::fs::read(&active).unwrap(),
+        data,
+        "the segment is untouched"
+    );
+}

@@ -225,3 +225,29 @@ async fn a_cut_at_any_length_keeps_every_write_left_whole() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_segment_of_a_newer_format_refuses_the_start_and_is_not_salvaged() {
+    let mut rng = Rng(seed());
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("state");
+    write_state(&dir, 3, 10, &mut rng).await;
+    let active = files(&dir)
+        .into_iter()
+        .rfind(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let mut data = std::fs::read(&active).unwrap();
+    data[8..10].copy_from_slice(&7u16.to_le_bytes());
+    let crc = crc32fast::hash(&data[..28]);
+    data[28..32].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&active, &data).unwrap();
+    let err = LogStateStore::open(&dir, Arc::new(StdFs))
+        .err()
+        .expect("a newer format refuses the open")
+        .to_string();
+    assert!(
+        err.contains("segment format version 7 is not supported"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&active).unwrap(), data, "nothing rewritten");
+}

@@ -436,8 +436,8 @@ fn scan_sealed(seg: &SegmentFile, data: Bytes, next: u64) -> Result<Scanned, Ins
         };
         Ok(damaged(seg, data.clone(), c))
     };
-    if let Err(reason) = segment::decode_header(&data, seg.first_seq) {
-        return damaged_at(0, seg.first_seq, reason.to_owned());
+    if let Err(reason) = segment::check_header(&data, seg.first_seq) {
+        return damaged_at(0, seg.first_seq, reason);
     }
     let (offsets, end) = match segment::scan_sealed(&seg.path, &data, seg.first_seq) {
         Ok(found) => found,

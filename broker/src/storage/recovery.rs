@@ -94,11 +94,13 @@ pub fn scan_active(
     let mut scan = ActiveScan::default();
 
     // The header: a torn one (short, or all zeros) in an otherwise empty file is rewritten.
-    match segment::decode_header(&data, first_seq) {
+    match segment::check_header(&data, first_seq) {
         Ok(inc) => scan.incarnation = Some(inc),
         Err(reason) => {
             let header_torn = data.iter().all(|&b| b == 0) || data.len() < SEGMENT_HEADER_BYTES;
-            if !header_torn && !repair {
+            // A newer format is not damage: even repair leaves it alone.
+            let newer = segment::unknown_version(&data).is_some();
+            if newer || (!header_torn && !repair) {
                 return Err(StorageError::corrupt(path, 0, first_seq, reason));
             }
             if !header_torn {
@@ -108,7 +110,7 @@ pub fn scan_active(
                     offset: 0,
                     first_lost: first_seq,
                     events_lost,
-                    reason: reason.into(),
+                    reason,
                 });
             } else if !data.is_empty() {
                 scan.torn = Some(TornTail {

@@ -92,6 +92,27 @@ pub fn decode_header(h: &[u8], first_seq: u64) -> Result<u32, &'static str> {
     Ok(u32::from_le_bytes([h[12], h[13], h[14], h[15]]))
 }
 
+/// The format version of a header whose checksum and magic verify but whose version this
+/// code does not read (one written by a newer bus), or `None`.
+pub fn unknown_version(h: &[u8]) -> Option<u16> {
+    let verifies = h.len() >= SEGMENT_HEADER_BYTES
+        && crc32fast::hash(&h[..28]) == u32::from_le_bytes([h[28], h[29], h[30], h[31]])
+        && h[0..8] == SEGMENT_MAGIC;
+    let version = u16::from_le_bytes([h.get(8).copied()?, h.get(9).copied()?]);
+    (verifies && version != SEGMENT_VERSION).then_some(version)
+}
+
+/// [`decode_header`], with an unknown format version named in the reason.
+pub fn check_header(h: &[u8], first_seq: u64) -> Result<u32, String> {
+    decode_header(h, first_seq).map_err(|reason| match unknown_version(h) {
+        Some(v) => format!(
+            "segment format version {v} is not supported (this bus reads version \
+             {SEGMENT_VERSION}); it was written by a newer bus: open it with that one"
+        ),
+        None => reason.to_owned(),
+    })
+}
+
 /// What a sealed segment needs once it is read: its map and its index.
 #[derive(Debug)]
 pub struct Loaded {
@@ -146,7 +167,7 @@ impl SealedSegment {
         let map =
             MappedFile::open(&self.path).map_err(|e| StorageError::io("map", &self.path, e))?;
         let data = Bytes::from_owner(map);
-        decode_header(&data, self.first_seq)
+        check_header(&data, self.first_seq)
             .map_err(|r| StorageError::corrupt(&self.path, 0, self.first_seq, r))?;
         let index = load_index(&self.index_path(), &self.path, &data, self.first_seq)?;
         if index.len() as u64 != self.events() {
@@ -299,5 +320,25 @@ mod tests {
             assert!(decode_header(&bad, 42).is_err(), "flip at {i} passed");
         }
         assert!(decode_header(&[0; 32], 0).is_err());
+    }
+
+    #[test]
+    fn an_unknown_version_is_named_and_others_are_not() {
+        let mut h = encode_header(7, 42);
+        assert_eq!(unknown_version(&h), None);
+        h[8..10].copy_from_slice(&3u16.to_le_bytes());
+        let crc = crc32fast::hash(&h[..28]);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(unknown_version(&h), Some(3));
+        let reason = check_header(&h, 42).unwrap_err();
+        assert!(
+            reason.contains("segment format version 3 is not supported"),
+            "{reason}"
+        );
+        // A flipped version byte is damage (the checksum fails), not a newer format.
+        let mut flipped = encode_header(7, 42);
+        flipped[8] ^= 2;
+        assert_eq!(unknown_version(&flipped), None);
+        assert!(!check_header(&flipped, 42).unwrap_err().contains("version"));
     }
 }

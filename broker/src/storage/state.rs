@@ -122,18 +122,19 @@ impl LogStateStore {
             keep_partial_batch: true,
             ..LogConfig::default()
         };
+        let damaged = |e: StorageError| match e {
+            StorageError::Corrupt(corruption) => StorageError::Damaged {
+                namespace: STATE_DIR.to_owned(),
+                corruption,
+                data_dir: dir.parent().unwrap_or(dir).to_owned(),
+            },
+            other => other,
+        };
         let (log, map, records, report) = match read_log(dir, config.clone(), fs.clone()) {
             Ok(read) => read,
             Err(StorageError::Corrupt(corruption)) => {
-                salvage_dir(dir, &*fs, &corruption)?;
-                read_log(dir, config, fs).map_err(|e| match e {
-                    StorageError::Corrupt(corruption) => StorageError::Damaged {
-                        namespace: STATE_DIR.to_owned(),
-                        corruption,
-                        data_dir: dir.parent().unwrap_or(dir).to_owned(),
-                    },
-                    other => other,
-                })?
+                salvage_dir(dir, &*fs, &corruption).map_err(damaged)?;
+                read_log(dir, config, fs).map_err(damaged)?
             }
             Err(e) => return Err(e),
         };
@@ -261,6 +262,18 @@ fn salvage_dir(
         let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
         if let Some((first, false)) = entry.file_name().to_str().and_then(segment::parse_name) {
             logs.insert(first, entry.path());
+        }
+    }
+    // A segment of a newer format is not salvaged over: the start is refused, naming it.
+    for (&first, path) in &logs {
+        let mut h = [0u8; segment::SEGMENT_HEADER_BYTES];
+        let read = std::fs::File::open(path)
+            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 0));
+        if read.is_ok()
+            && let Err(reason) = segment::check_header(&h, first)
+            && segment::unknown_version(&h).is_some()
+        {
+            return Err(StorageError::corrupt(path, 0, first, reason));
         }
     }
     let mut map = Map::default();
