@@ -242,8 +242,7 @@ async fn a_state_segment_of_a_newer_format_refuses_the_start_and_is_not_salvaged
     data[28..32].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&active, &data).unwrap();
     let err = LogStateStore::open(&dir, Arc::new(StdFs))
-        .err()
-        .expect("a newer format refuses the open")
+        .expect_err("a newer format refuses the open")
         .to_string();
     assert!(
         err.contains("segment format version 7 is not supported"),
