@@ -29,12 +29,16 @@ use crate::trusted_proxies::TrustedProxies;
 pub mod activity;
 pub mod client_limits;
 pub mod counted;
+pub mod first_head;
 pub mod proxy_protocol;
+pub mod response_writer;
 pub mod rewind;
 pub mod watched_io;
 
 use activity::{Activity, Timeouts};
 use client_limits::ClientLimits;
+use first_head::{FirstHead, Read};
+use response_writer::{Outcome, ResponseWriter};
 use rewind::Rewind;
 use watched_io::WatchedIo;
 
@@ -66,6 +70,9 @@ pub struct Shared {
     pub trusted: TrustedProxies,
     /// Connections per client.
     pub client_limits: Arc<ClientLimits>,
+    /// Cancelled when the server begins its graceful shutdown: a response written on the
+    /// direct path then closes its connection, as hyper's do.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// Serves one accepted connection until it closes; `slot` is its `--max-connections` slot.
@@ -135,38 +142,85 @@ pub async fn serve(
                     return;
                 }
             };
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
                 activity.set_h2();
             }
-            http(&shared, stream, activity, info, watcher).await;
+            http(&shared, stream, activity, info, watcher, !h2).await;
         }
-        None => http(&shared, io, activity, info, watcher).await,
+        None => http(&shared, io, activity, info, watcher, true).await,
     }
     drop(permit);
     drop(slot);
 }
 
-/// Serves HTTP on `io` until the connection ends or the watchdog closes it.
-async fn http<I>(shared: &Shared, io: I, activity: Arc<Activity>, info: ConnInfo, watcher: Watcher)
-where
+/// Serves HTTP on `io` until the connection ends or the watchdog closes it. With `direct`
+/// (HTTP/1, or not yet known), a first request for a stream is answered on the direct path
+/// ([`direct`]); everything else, and what follows a kept connection, is hyper's.
+async fn http<I>(
+    shared: &Shared,
+    io: I,
+    activity: Arc<Activity>,
+    info: ConnInfo,
+    watcher: Watcher,
+    direct: bool,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = counted::Counted::new(shared.app.clone(), activity.clone(), info);
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let conn = watcher.watch(conn);
-    tokio::select! {
-        r = conn => {
-            if let Err(e) = r {
-                tracing::debug!(client = %info.client, error = %e, "connection ended with an error");
+    let serve = async move {
+        // The watcher is held while the direct path answers, so that a graceful shutdown
+        // waits for its response too.
+        let (io, read) = if direct {
+            match self::direct(io, &service, shared).await {
+                Outcome::KeepAlive(io, read) => (io, read),
+                Outcome::Closed => return,
             }
+        } else {
+            (io, Vec::new())
+        };
+        let conn = shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(Rewind::new(read, io)), service)
+            .into_owned();
+        // Boxed: a connection on the direct path never holds hyper's state in its task.
+        let conn = Box::pin(watcher.watch(conn));
+        if let Err(e) = conn.await {
+            tracing::debug!(client = %info.client, error = %e, "connection ended with an error");
         }
+    };
+    tokio::select! {
+        () = serve => {}
         reason = activity::watch(&activity, shared.timeouts) => {
             tracing::debug!(client = %info.client, reason = reason.as_str(), "closing connection");
         }
     }
+}
+
+/// The direct path: reads the first request head with a small buffer; a stream request
+/// ([`first_head`]) is run through the same application and its response written by
+/// [`ResponseWriter`], holding none of hyper's buffers while the stream is open. Anything
+/// else comes back as [`Outcome::KeepAlive`] with the bytes read, for hyper.
+async fn direct<I>(mut io: I, service: &counted::Counted, shared: &Shared) -> Outcome<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let FirstHead {
+        request,
+        keep_alive,
+        rest,
+    } = match FirstHead::read(&mut io).await {
+        Read::Other(read) => return Outcome::KeepAlive(io, read),
+        Read::Stream(head) => head,
+    };
+    let version = request.version();
+    let resp = service.call_direct(request).await;
+    let writer = ResponseWriter {
+        version,
+        keep_alive,
+        closing: shared.closing.is_cancelled(),
+    };
+    writer.write(io, resp, rest).await
 }
 
 /// Tells a client over its limit why, if the socket takes it at once (never waits).
