@@ -91,7 +91,9 @@ pub async fn serve(
     // The PROXY header is read from the socket itself, before the watched IO: what the
     // connection's activity sniffs first (an HTTP/2 preface) must be the client's own bytes.
     let (proxied, prefix) = if trusted {
-        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await {
+        // Boxed, for trusted proxies only: no other connection's task holds its buffer.
+        let read = Box::pin(proxy_protocol::read_header(&mut stream));
+        match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "closing connection");
@@ -130,28 +132,49 @@ pub async fn serve(
     };
     let io = WatchedIo::new(Rewind::new(prefix, stream), activity.clone());
     match &shared.tls {
+        // Boxed: the TLS state is large, and a plain connection's task must not be sized
+        // for it.
         Some(tls) => {
-            let stream = match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%client, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%client, "closing connection: no TLS handshake within the header timeout");
-                    return;
-                }
-            };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 {
-                activity.set_h2();
-            }
-            http(&shared, stream, activity, info, watcher, !h2).await;
+            Box::pin(tls_http(
+                &shared, tls, io, activity, info, watcher, deadline,
+            ))
+            .await
         }
         None => http(&shared, io, activity, info, watcher, true).await,
     }
     drop(permit);
     drop(slot);
+}
+
+/// Negotiates TLS on `io` (by `deadline`), then serves HTTP on it.
+async fn tls_http<I>(
+    shared: &Shared,
+    tls: &crate::tls::Tls,
+    io: I,
+    activity: Arc<Activity>,
+    info: ConnInfo,
+    watcher: Watcher,
+    deadline: Instant,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = info.client;
+    let stream = match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "closing connection: no TLS handshake within the header timeout");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        activity.set_h2();
+    }
+    http(shared, stream, activity, info, watcher, !h2).await;
 }
 
 /// Serves HTTP on `io` until the connection ends or the watchdog closes it. With `direct`
