@@ -243,7 +243,14 @@ where
         keep_alive,
         closing: shared.closing.is_cancelled(),
     };
-    writer.write(io, resp, rest).await
+    match writer.write(io, resp, rest).await {
+        // A stream that ended with the server's shutdown closes its connection.
+        Outcome::KeepAlive(mut io, _) if shared.closing.is_cancelled() => {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+            Outcome::Closed
+        }
+        outcome => outcome,
+    }
 }
 
 /// Tells a client over its limit why, if the socket takes it at once (never waits).

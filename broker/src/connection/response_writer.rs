@@ -318,8 +318,9 @@ async fn next_frame(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
 
 /// One chunk: size line, data, CRLF, in one vectored write when the socket allows.
 async fn write_chunk<I: AsyncWrite + Unpin>(io: &mut I, data: &[u8]) -> io::Result<()> {
-    let size = format!("{:X}\r\n", data.len());
-    let mut parts: [&[u8]; 3] = [size.as_bytes(), data, b"\r\n"];
+    let mut line = [0u8; SIZE_LINE_BYTES];
+    let n = size_line(data.len(), &mut line);
+    let mut parts: [&[u8]; 3] = [&line[..n], data, b"\r\n"];
     let mut first = 0;
     while first < parts.len() {
         let slices = [
@@ -340,6 +341,22 @@ async fn write_chunk<I: AsyncWrite + Unpin>(io: &mut I, data: &[u8]) -> io::Resu
         }
     }
     Ok(())
+}
+
+/// Longest chunk size line: 16 hex digits and CRLF.
+const SIZE_LINE_BYTES: usize = 18;
+
+/// Writes `len` in upper-case hex with CRLF into `out` (no allocation per chunk); returns
+/// the line's length.
+fn size_line(len: usize, out: &mut [u8; SIZE_LINE_BYTES]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in out[..digits].iter_mut().enumerate() {
+        *slot = HEX[(len >> (4 * (digits - 1 - i))) & 0xF];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
 }
 
 #[cfg(test)]
@@ -422,6 +439,21 @@ mod tests {
                 .contains("content-length: 0\r\n")
         );
         assert_eq!(h.framing, Framing::Length(0));
+    }
+
+    #[test]
+    fn chunk_size_lines_are_upper_case_hex() {
+        let mut line = [0u8; SIZE_LINE_BYTES];
+        for (len, want) in [
+            (0, "0\r\n"),
+            (10, "A\r\n"),
+            (300, "12C\r\n"),
+            (65536, "10000\r\n"),
+            (usize::MAX, "FFFFFFFFFFFFFFFF\r\n"),
+        ] {
+            let n = size_line(len, &mut line);
+            assert_eq!(&line[..n], want.as_bytes(), "{len}");
+        }
     }
 
     #[tokio::test]
