@@ -36,8 +36,9 @@ pub const STREAM_PATHS: &[&str] = &["/v1/stream"];
 pub enum Parsed {
     /// Not a whole head yet, and still below [`DIRECT_HEAD_BYTES`].
     Partial,
-    /// A stream request, with what it asks of the connection.
-    Stream(FirstHead),
+    /// A stream request, with what it asks of the connection (boxed: it is large and
+    /// lives only until the router takes it).
+    Stream(Box<FirstHead>),
     /// Not for the direct path: replay the bytes to hyper.
     Other,
 }
@@ -58,7 +59,7 @@ pub struct FirstHead {
 #[derive(Debug)]
 pub enum Read {
     /// A stream request.
-    Stream(FirstHead),
+    Stream(Box<FirstHead>),
     /// Something else; these bytes were read and must be replayed.
     Other(Vec<u8>),
 }
@@ -152,11 +153,11 @@ impl FirstHead {
         *request.uri_mut() = uri;
         *request.version_mut() = version;
         *request.headers_mut() = headers;
-        Parsed::Stream(FirstHead {
+        Parsed::Stream(Box::new(FirstHead {
             request,
             keep_alive: version == Version::HTTP_11 && !close,
             rest: buf[len..].to_vec(),
-        })
+        }))
     }
 }
 
@@ -173,7 +174,7 @@ mod tests {
 
     fn stream(head: &str) -> FirstHead {
         match FirstHead::parse(head.as_bytes()) {
-            Parsed::Stream(h) => h,
+            Parsed::Stream(h) => *h,
             other => panic!("{head:?}: {other:?}"),
         }
     }

@@ -234,7 +234,7 @@ where
         rest,
     } = match FirstHead::read(&mut io).await {
         Read::Other(read) => return Outcome::KeepAlive(io, read),
-        Read::Stream(head) => head,
+        Read::Stream(head) => *head,
     };
     let version = request.version();
     let resp = service.call_direct(request).await;
