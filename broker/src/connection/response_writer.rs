@@ -31,12 +31,16 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::{StatusCode, Version};
 use axum::response::Response;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::first_head::{DIRECT_HEAD_BYTES, has_token};
 
 /// Bytes read at a time while a response is open, to see the client go away.
 pub const PEEK_BYTES: usize = 16;
+
+/// Frames that are ready together are written together, up to about this many bytes.
+const BATCH_BYTES: usize = 16 * 1024;
 
 /// Bodies of a known length up to this size are written with their head in one write.
 const ONE_WRITE_BYTES: u64 = 16 * 1024;
@@ -266,10 +270,37 @@ impl ResponseWriter {
                 // hyper closes a connection whose body failed, leaving the response cut.
                 Some(Err(_)) => return Outcome::Closed,
             };
-            let written = match framing {
-                Framing::Chunked => write_chunk(&mut io, &data).await,
-                Framing::Close => io.write_all(&data).await,
-                Framing::Length(_) => {
+            // What else the body has ready goes out in the same write (a consumer catching
+            // up, a burst), as hyper queues ready frames before it flushes.
+            let mut ended = false;
+            let mut batch: Option<Vec<u8>> = None;
+            if left.is_none() {
+                let mut size = data.len();
+                while size < BATCH_BYTES {
+                    match next_frame(&mut body).now_or_never() {
+                        None => break,
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Some(Some(Err(_))) => return Outcome::Closed,
+                        Some(Some(Ok(more))) => {
+                            let b = batch.get_or_insert_with(|| {
+                                let mut b = Vec::with_capacity(BATCH_BYTES + 2 * SIZE_LINE_BYTES);
+                                encode(&mut b, framing, &data);
+                                b
+                            });
+                            encode(b, framing, &more);
+                            size += more.len();
+                        }
+                    }
+                }
+            }
+            let written = match (batch, framing) {
+                (Some(b), _) => io.write_all(&b).await,
+                (None, Framing::Chunked) => write_chunk(&mut io, &data).await,
+                (None, Framing::Close) => io.write_all(&data).await,
+                (None, Framing::Length(_)) => {
                     let l = left.get_or_insert(0);
                     let take = data.len().min(usize::try_from(*l).unwrap_or(usize::MAX));
                     *l -= take as u64;
@@ -278,6 +309,9 @@ impl ResponseWriter {
             };
             if written.is_err() || io.flush().await.is_err() {
                 return Outcome::Closed;
+            }
+            if ended {
+                break;
             }
             if left == Some(0) {
                 break;
@@ -341,6 +375,19 @@ async fn write_chunk<I: AsyncWrite + Unpin>(io: &mut I, data: &[u8]) -> io::Resu
         }
     }
     Ok(())
+}
+
+/// Appends `data` framed as `framing` says (chunked: as one chunk; else as it is).
+fn encode(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
+    if framing == Framing::Chunked {
+        let mut line = [0u8; SIZE_LINE_BYTES];
+        let n = size_line(data.len(), &mut line);
+        out.extend_from_slice(&line[..n]);
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
 }
 
 /// Longest chunk size line: 16 hex digits and CRLF.
