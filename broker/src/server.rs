@@ -113,6 +113,7 @@ pub async fn serve_app(
     builder
         .http2()
         .max_header_list_size(HYPER_MAX_BUF_BYTES as u32);
+    let closing = tokio_util::sync::CancellationToken::new();
     let shared = Arc::new(Shared {
         app,
         builder,
@@ -127,6 +128,7 @@ pub async fn serve_app(
             config.max_connections_per_client,
             config.limit_loopback_clients,
         ),
+        closing: closing.clone(),
     });
     let graceful = GracefulShutdown::new();
     loop {
@@ -143,6 +145,7 @@ pub async fn serve_app(
         ));
     }
     drop(listener);
+    closing.cancel();
     graceful.shutdown().await;
     Ok(())
 }

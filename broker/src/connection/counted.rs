@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::service::TowerToHyperService;
 use tokio::time::Instant;
@@ -50,12 +49,30 @@ impl Drop for Open {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for Counted {
+impl Counted {
+    /// Answers a request the connection read itself (`direct.rs`'s path): the same
+    /// [`ConnInfo`], count and application as a request hyper read.
+    pub fn call_direct(&self, req: Request<Body>) -> impl Future<Output = Response<Body>> + Send {
+        let fut = hyper::service::Service::call(self, req);
+        async move {
+            match fut.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for Counted
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.info);
         self.activity.request_started();
         let open = Open(self.activity.clone());

@@ -29,12 +29,16 @@ use crate::trusted_proxies::TrustedProxies;
 pub mod activity;
 pub mod client_limits;
 pub mod counted;
+pub mod first_head;
 pub mod proxy_protocol;
+pub mod response_writer;
 pub mod rewind;
 pub mod watched_io;
 
 use activity::{Activity, Timeouts};
 use client_limits::ClientLimits;
+use first_head::{FirstHead, Read};
+use response_writer::{Outcome, ResponseWriter};
 use rewind::Rewind;
 use watched_io::WatchedIo;
 
@@ -66,6 +70,9 @@ pub struct Shared {
     pub trusted: TrustedProxies,
     /// Connections per client.
     pub client_limits: Arc<ClientLimits>,
+    /// Cancelled when the server begins its graceful shutdown: a response written on the
+    /// direct path then closes its connection, as hyper's do.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// Serves one accepted connection until it closes; `slot` is its `--max-connections` slot.
@@ -84,7 +91,9 @@ pub async fn serve(
     // The PROXY header is read from the socket itself, before the watched IO: what the
     // connection's activity sniffs first (an HTTP/2 preface) must be the client's own bytes.
     let (proxied, prefix) = if trusted {
-        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await {
+        // Boxed, for trusted proxies only: no other connection's task holds its buffer.
+        let read = Box::pin(proxy_protocol::read_header(&mut stream));
+        match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "closing connection");
@@ -123,49 +132,124 @@ pub async fn serve(
     };
     let io = WatchedIo::new(Rewind::new(prefix, stream), activity.clone());
     match &shared.tls {
+        // Boxed: the TLS state is large, and a plain connection's task must not be sized
+        // for it.
         Some(tls) => {
-            let stream = match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%client, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%client, "closing connection: no TLS handshake within the header timeout");
-                    return;
-                }
-            };
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                activity.set_h2();
-            }
-            http(&shared, stream, activity, info, watcher).await;
+            Box::pin(tls_http(
+                &shared, tls, io, activity, info, watcher, deadline,
+            ))
+            .await
         }
-        None => http(&shared, io, activity, info, watcher).await,
+        None => http(&shared, io, activity, info, watcher, true).await,
     }
     drop(permit);
     drop(slot);
 }
 
-/// Serves HTTP on `io` until the connection ends or the watchdog closes it.
-async fn http<I>(shared: &Shared, io: I, activity: Arc<Activity>, info: ConnInfo, watcher: Watcher)
-where
+/// Negotiates TLS on `io` (by `deadline`), then serves HTTP on it.
+async fn tls_http<I>(
+    shared: &Shared,
+    tls: &crate::tls::Tls,
+    io: I,
+    activity: Arc<Activity>,
+    info: ConnInfo,
+    watcher: Watcher,
+    deadline: Instant,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = info.client;
+    let stream = match tokio::time::timeout_at(deadline, tls.acceptor().accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "closing connection: no TLS handshake within the header timeout");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        activity.set_h2();
+    }
+    http(shared, stream, activity, info, watcher, !h2).await;
+}
+
+/// Serves HTTP on `io` until the connection ends or the watchdog closes it. With `direct`
+/// (HTTP/1, or not yet known), a first request for a stream is answered on the direct path
+/// ([`direct`]); everything else, and what follows a kept connection, is hyper's.
+async fn http<I>(
+    shared: &Shared,
+    io: I,
+    activity: Arc<Activity>,
+    info: ConnInfo,
+    watcher: Watcher,
+    direct: bool,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = counted::Counted::new(shared.app.clone(), activity.clone(), info);
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let conn = watcher.watch(conn);
-    tokio::select! {
-        r = conn => {
-            if let Err(e) = r {
-                tracing::debug!(client = %info.client, error = %e, "connection ended with an error");
+    let serve = async move {
+        // The watcher is held while the direct path answers, so that a graceful shutdown
+        // waits for its response too.
+        let (io, read) = if direct {
+            match self::direct(io, &service, shared).await {
+                Outcome::KeepAlive(io, read) => (io, read),
+                Outcome::Closed => return,
             }
+        } else {
+            (io, Vec::new())
+        };
+        let conn = shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(Rewind::new(read, io)), service)
+            .into_owned();
+        // Boxed: a connection on the direct path never holds hyper's state in its task.
+        let conn = Box::pin(watcher.watch(conn));
+        if let Err(e) = conn.await {
+            tracing::debug!(client = %info.client, error = %e, "connection ended with an error");
         }
+    };
+    tokio::select! {
+        () = serve => {}
         reason = activity::watch(&activity, shared.timeouts) => {
             tracing::debug!(client = %info.client, reason = reason.as_str(), "closing connection");
         }
+    }
+}
+
+/// The direct path: reads the first request head with a small buffer; a stream request
+/// ([`first_head`]) is run through the same application and its response written by
+/// [`ResponseWriter`], holding none of hyper's buffers while the stream is open. Anything
+/// else comes back as [`Outcome::KeepAlive`] with the bytes read, for hyper.
+async fn direct<I>(mut io: I, service: &counted::Counted, shared: &Shared) -> Outcome<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let FirstHead {
+        request,
+        keep_alive,
+        rest,
+    } = match FirstHead::read(&mut io).await {
+        Read::Other(read) => return Outcome::KeepAlive(io, read),
+        Read::Stream(head) => *head,
+    };
+    let version = request.version();
+    let resp = service.call_direct(request).await;
+    let writer = ResponseWriter {
+        version,
+        keep_alive,
+        closing: shared.closing.is_cancelled(),
+    };
+    match writer.write(io, resp, rest).await {
+        // A stream that ended with the server's shutdown closes its connection.
+        Outcome::KeepAlive(mut io, _) if shared.closing.is_cancelled() => {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+            Outcome::Closed
+        }
+        outcome => outcome,
     }
 }
 
