@@ -269,6 +269,9 @@ impl Storage for DiskStorage {
                 .values()
                 .cloned()
                 .collect();
+            for log in &logs {
+                log.begin_close();
+            }
             for log in logs {
                 log.close().await;
             }

@@ -26,9 +26,12 @@
 //!   runtime); the counters; and the state one namespace's handle, writer, syncer and
 //!   readers share (the queue, the readers' view, the failure), used through methods.
 //! - `written`: a written group on its way to being visible and answered.
-//! - `syncer`: the thread that syncs written groups under `always` while the writer writes on.
+//! - [`pool`], `timers`: the bounded thread pools every namespace's writer and syncs run on
+//!   (a namespace owns no thread), and the one thread that wakes writers when a sync, probe
+//!   or age retention is due.
+//! - `syncer`: syncs written groups under `always` on the sync pool while the writer writes on.
 //! - `retention`: deleting the oldest sealed segments.
-//! - `writer`: the writer thread: group commit, rolling, failure and healing.
+//! - `writer`: the writer job: group commit, rolling, failure and healing.
 //! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
 //! - `reader`: `Reader`, a cursor reading forward from a position.
 //! - `log`: `Log`, the handle on one namespace and its [`EventLog`] implementation.
@@ -66,6 +69,7 @@ mod log;
 mod memory;
 mod mmap;
 mod open;
+pub mod pool;
 pub mod quarantine;
 mod reader;
 #[cfg(feature = "test-util")]
@@ -84,6 +88,7 @@ mod sim_fs;
 mod state;
 mod stats;
 mod syncer;
+mod timers;
 mod writer;
 mod written;
 
@@ -93,6 +98,7 @@ pub use error::{Corruption, StorageError};
 pub use event::{Event, NewEvent, Receipt};
 pub use memory::MemoryStorage;
 pub use open::OpenReport;
+pub use pool::ThreadPools;
 pub use recovery::{Repair, TornTail};
 pub use stats::LogStats;
 
