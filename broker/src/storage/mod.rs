@@ -62,6 +62,7 @@ mod dedup;
 mod disk;
 mod error;
 mod event;
+pub mod fd_limit;
 pub(crate) mod index;
 pub mod inspect;
 pub mod io;
