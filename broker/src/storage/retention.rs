@@ -2,8 +2,9 @@
 //! [`Retention`](super::Retention) settings (age, bytes, events) ask for it, or once a floor
 //! has superseded them (the state store after a snapshot).
 //!
-//! The writer applies it after each roll; after a group, when the bytes or events held pass
-//! a limit by more than the oldest segment ([`due_by_size`]); and, for age, at the time the
+//! The writer applies it after each roll; after a group becomes visible and before its
+//! appenders are answered, when the bytes or events held pass a limit by more than the
+//! oldest segment ([`apply_if_due_by_size`]); and, for age, at the time the
 //! oldest segment becomes too old ([`next_age_due`], armed on the one timer thread): never
 //! on a tick, so an idle namespace costs nothing. [`EventLog::apply_retention`]
 //! (super::EventLog::apply_retention) runs it at once. A segment leaves the readers' view
@@ -15,9 +16,20 @@ use std::time::{Duration, Instant};
 use super::shared::{Removal, Shared};
 use super::{StorageError, now_ns};
 
+/// Applies retention when the bytes or events limit asks for the oldest sealed segment to go
+/// (checked in memory first: cheap when nothing is due). Run after a group becomes visible,
+/// before its appenders are answered.
+pub(crate) fn apply_if_due_by_size(shared: &Shared) {
+    if due_by_size(shared)
+        && let Err(e) = apply(shared)
+    {
+        tracing::warn!(namespace = %shared.name(), error = %e, "retention failed");
+    }
+}
+
 /// Whether the bytes or events limit asks for the oldest sealed segment to go (cheap: the
 /// figures in memory only).
-pub(crate) fn due_by_size(shared: &Shared) -> bool {
+fn due_by_size(shared: &Shared) -> bool {
     let r = shared.config().retention;
     if r.max_bytes.is_none() && r.max_events.is_none() {
         return false;

@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::StorageError;
 use super::pool::{Job, SYNCERS, Schedule};
+use super::retention;
 use super::shared::{Shared, Stop};
 use super::written::Written;
 use crate::sync::lock;
@@ -174,7 +175,9 @@ impl Pipe {
             self.shared.wake_writer();
             return true;
         }
-        Written::publish(&self.shared, groups);
+        Written::publish_then(&self.shared, groups, || {
+            retention::apply_if_due_by_size(&self.shared)
+        });
         false
     }
 }

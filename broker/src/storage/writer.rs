@@ -19,7 +19,7 @@
 //! **Timers.** Nothing runs for an idle namespace. What is due later — an `interval` sync,
 //! a read-only namespace's probe, the time its oldest segment becomes too old for age
 //! retention — is armed on the one [`TIMERS`] thread, which notifies the job then. Size and
-//! count retention are checked after each group that grows the log past a sealed segment.
+//! count retention are checked as each group becomes visible, before it is answered.
 //!
 //! **Failure.** A failed write fails the appends of its group; a failed sync fails every
 //! group it covered and every group written after it. Either turns the namespace read-only
@@ -266,11 +266,6 @@ impl Writer {
         }
         if !reqs.is_empty() {
             self.process(reqs);
-            if retention::due_by_size(&self.shared)
-                && let Err(e) = retention::apply(&self.shared)
-            {
-                tracing::warn!(namespace = %self.shared.name(), error = %e, "retention failed");
-            }
         }
         self.on_timers();
         if let Some(stop) = stop {
@@ -504,7 +499,9 @@ impl Writer {
         self.buf.clear();
         match &self.syncer {
             Some(syncer) => syncer.submit(group),
-            None => Written::publish(&self.shared, vec![group]),
+            None => Written::publish_then(&self.shared, vec![group], || {
+                retention::apply_if_due_by_size(&self.shared)
+            }),
         }
     }
 
