@@ -26,6 +26,8 @@
 //!   runtime); the counters; and the state one namespace's handle, writer, syncer and
 //!   readers share (the queue, the readers' view, the failure), used through methods.
 //! - `written`: a written group on its way to being visible and answered.
+//! - [`open_files`]: the bound on data files open at once (idle, synced files are closed and
+//!   reopened by path at their next use).
 //! - [`pool`], `timers`: the bounded thread pools every namespace's writer and syncs run on
 //!   (a namespace owns no thread), and the one thread that wakes writers when a sync, probe
 //!   or age retention is due.
@@ -70,6 +72,7 @@ mod log;
 mod memory;
 mod mmap;
 mod open;
+pub mod open_files;
 pub mod pool;
 pub mod quarantine;
 mod reader;

@@ -24,6 +24,7 @@ use super::checkpoint::Checkpoint;
 use super::config::LogConfig;
 use super::dedup::{DedupEntry, DedupTable};
 use super::io::FileSystem;
+use super::open_files::BoundedFs;
 use super::record::{self, Decoded};
 use super::recovery::{self, Repair, TornTail};
 use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
@@ -72,6 +73,8 @@ pub(crate) fn open(
 ) -> Result<Opened, StorageError> {
     config.validate()?;
     check_namespace(name)?;
+    // Its segment files count against the process's bound on open data files.
+    let fs: Arc<dyn FileSystem> = Arc::new(BoundedFs::new(fs));
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
     let (mut logs, idxs) = list_dir(dir)?;
     let first_time = logs.is_empty();
