@@ -59,11 +59,11 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
     };
     // Before any log opens: the pools every namespace shares.
     bus_broker::storage::ThreadPools {
-        writers: args.write_threads,
-        syncers: args.sync_threads,
+        writers: usize::from(args.write_threads),
+        syncers: usize::from(args.sync_threads),
     }
     .apply();
-    bus_broker::storage::open_files::set_max_open_files(args.max_open_files);
+    bus_broker::storage::open_files::set_max_open_files(args.max_open_files as usize);
     let log = &mut config.log;
     log.fsync = args.fsync;
     log.segment_bytes = args.segment_size;
