@@ -26,6 +26,8 @@
 //!   runtime); the counters; and the state one namespace's handle, writer, syncer and
 //!   readers share (the queue, the readers' view, the failure), used through methods.
 //! - `written`: a written group on its way to being visible and answered.
+//! - [`fd_limit`]: the soft `RLIMIT_NOFILE` raised to the hard limit at start, and what holds
+//!   a descriptor.
 //! - [`open_files`]: the bound on data files open at once (idle, synced files are closed and
 //!   reopened by path at their next use).
 //! - [`pool`], `timers`: the bounded thread pools every namespace's writer and syncs run on
