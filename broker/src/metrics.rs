@@ -3,6 +3,11 @@
 //! Per-namespace counters live in a map that grows with the number of namespaces (bounded by
 //! the namespaces that exist); the storage engine's own figures (fsyncs, write groups,
 //! corrupt reads) are read from its stats when rendering.
+//!
+//! **Label bound.** Each per-namespace family shows at most [`MAX_NAMESPACE_LABELS`]
+//! namespaces by name (in name order); the figures of the others are summed into one series
+//! labelled `namespace="*"` (`*` is never a namespace name), so a scrape stays small with
+//! 10,000 namespaces.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -13,6 +18,26 @@ use std::time::Duration;
 use crate::live::{LiveCounters, LiveFigures};
 use crate::process_stats::ProcessStats;
 use crate::storage::LogStats;
+
+/// Namespaces shown by name in each per-namespace family; the rest are summed under
+/// `namespace="*"`.
+pub const MAX_NAMESPACE_LABELS: usize = 1_000;
+
+/// Writes one per-namespace family's series: the first [`MAX_NAMESPACE_LABELS`] by name, the
+/// rest summed under `namespace="*"`.
+fn write_capped<'a>(out: &mut String, name: &str, series: impl Iterator<Item = (&'a str, f64)>) {
+    let mut rest: Option<f64> = None;
+    for (i, (ns, v)) in series.enumerate() {
+        if i < MAX_NAMESPACE_LABELS {
+            let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {v}");
+        } else {
+            *rest.get_or_insert(0.0) += v;
+        }
+    }
+    if let Some(v) = rest {
+        let _ = writeln!(out, "{name}{{namespace=\"*\"}} {v}");
+    }
+}
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -150,67 +175,71 @@ impl Metrics {
         ];
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (ns, c) in &counters {
-                let _ = writeln!(
-                    out,
-                    "{name}{{namespace=\"{ns}\"}} {}",
-                    get(c).load(Ordering::Relaxed)
-                );
-            }
+            write_capped(
+                &mut out,
+                name,
+                counters
+                    .iter()
+                    .map(|(ns, c)| (ns.as_str(), get(c).load(Ordering::Relaxed) as f64)),
+            );
         }
-        type Stat = fn(&LogStats) -> String;
+        type Stat = fn(&LogStats) -> f64;
         let storage: [(&str, &str, &str, Stat); 9] = [
             ("bus_namespace_events", "gauge", "Events held.", |s| {
-                s.events.to_string()
+                s.events as f64
             }),
             ("bus_namespace_bytes", "gauge", "Bytes on disk.", |s| {
-                s.bytes.to_string()
+                s.bytes as f64
             }),
             ("bus_fsync_total", "counter", "fdatasync calls.", |s| {
-                s.syncs.to_string()
+                s.syncs as f64
             }),
             (
                 "bus_fsync_seconds_total",
                 "counter",
                 "Time in fdatasync.",
-                |s| (s.sync_ns as f64 / 1e9).to_string(),
+                |s| s.sync_ns as f64 / 1e9,
             ),
             (
                 "bus_write_groups_total",
                 "counter",
                 "Group-committed writes.",
-                |s| s.groups.to_string(),
+                |s| s.groups as f64,
             ),
             (
                 "bus_events_appended_total",
                 "counter",
                 "Events appended since start (appended / groups = group size).",
-                |s| s.appended.to_string(),
+                |s| s.appended as f64,
             ),
             (
                 "bus_corrupt_reads_total",
                 "counter",
                 "Damaged records reported to readers.",
-                |s| s.corrupt_reads.to_string(),
+                |s| s.corrupt_reads as f64,
             ),
             (
                 "bus_namespace_read_only",
                 "gauge",
                 "1 while the namespace refuses appends after a storage failure (it probes and heals by itself).",
-                |s| u8::from(s.read_only.is_some()).to_string(),
+                |s| f64::from(u8::from(s.read_only.is_some())),
             ),
             (
                 "bus_namespace_heals_total",
                 "counter",
                 "Times the namespace became writable again after a storage failure.",
-                |s| s.heals.to_string(),
+                |s| s.heals as f64,
             ),
         ];
+        let mut sorted: Vec<&(String, LogStats)> = stats.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, kind, help, get) in storage {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (ns, s) in stats {
-                let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {}", get(s));
-            }
+            write_capped(
+                &mut out,
+                name,
+                sorted.iter().map(|(ns, s)| (ns.as_str(), get(s))),
+            );
         }
         let _ = writeln!(
             out,
@@ -372,4 +401,60 @@ fn counter(out: &mut String, name: &str, help: &str, v: u64) {
 /// One unlabelled gauge: its help, type and value.
 fn gauge(out: &mut String, name: &str, help: &str, v: usize) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(events: u64) -> LogStats {
+        LogStats {
+            events,
+            bytes: 0,
+            first_seq: 1,
+            last_seq: events,
+            last_time_ns: 0,
+            segments: 1,
+            read_only: None,
+            damaged: None,
+            appended: events,
+            groups: 0,
+            syncs: 0,
+            sync_ns: 0,
+            corrupt_reads: 0,
+            heals: 0,
+        }
+    }
+
+    #[test]
+    fn namespaces_past_the_label_cap_are_summed_under_a_star() {
+        let extra = 5;
+        let all: Vec<(String, LogStats)> = (0..MAX_NAMESPACE_LABELS + extra)
+            .rev()
+            .map(|i| (format!("ns{i:05}"), stats(2)))
+            .collect();
+        let m = Metrics::default();
+        for (ns, _) in &all {
+            m.namespace(ns).published.fetch_add(1, Ordering::Relaxed);
+        }
+        let text = m.render(&all, 0, &LiveFigures::default());
+        for family in ["bus_namespace_events", "bus_events_published_total"] {
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .collect();
+            assert_eq!(lines.len(), MAX_NAMESPACE_LABELS + 1, "{family}");
+            // By name: the first shown is the smallest name, the last line sums the rest.
+            assert!(lines[0].contains("namespace=\"ns00000\""), "{}", lines[0]);
+            let per = if family == "bus_namespace_events" {
+                2
+            } else {
+                1
+            };
+            assert_eq!(
+                lines[MAX_NAMESPACE_LABELS],
+                format!("{family}{{namespace=\"*\"}} {}", per * extra)
+            );
+        }
+    }
 }

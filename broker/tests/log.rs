@@ -1053,3 +1053,38 @@ async fn a_failed_sync_under_never_stays_read_only_until_a_restart() {
     assert!(log.stats().read_only.is_some());
     assert_eq!(fs.sync_calls(), calls);
 }
+
+/// Busy namespaces sync in parallel on the shared sync pool: four namespaces each have a
+/// sync in flight at once (held by the simulator), and none is answered before its sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_namespaces_sync_at_once_on_the_shared_pool() {
+    const BUSY: u64 = 4;
+    assert!(bus_broker::storage::ThreadPools::current().syncers as u64 >= BUSY);
+    let dirs: Vec<_> = (0..BUSY).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fs = SimFs::new();
+    let logs: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            Arc::new(
+                open_fs(d.path(), LogConfig::default(), Arc::new(fs.clone()))
+                    .unwrap()
+                    .0,
+            )
+        })
+        .collect();
+    fs.hold_syncs(true);
+    let appends: Vec<_> = logs.iter().map(|l| spawn_append(l, 1)).collect();
+    fs.wait_for_held_syncs(BUSY);
+    assert!(
+        appends.iter().all(|a| !a.is_finished()),
+        "answered before its sync"
+    );
+    fs.hold_syncs(false);
+    for a in appends {
+        assert_eq!(a.await.unwrap().unwrap(), [1]);
+    }
+    for log in &logs {
+        assert_eq!(seqs(&read_all(log, Start::Oldest)), [1]);
+        log.close().await;
+    }
+}

@@ -501,6 +501,21 @@ pub struct ServerArgs {
     #[arg(long, env = "BUS_MAX_NAMESPACES", default_value_t = bus_broker::config::DEFAULT_MAX_NAMESPACES, value_name = "COUNT")]
     pub max_namespaces: usize,
 
+    /// Threads shared by every namespace's writer (encode and write): at most this many
+    /// namespaces write at once; a namespace owns no thread.
+    #[arg(long, env = "BUS_WRITE_THREADS", default_value_t = bus_broker::storage::pool::DEFAULT_WRITE_THREADS as u16, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "COUNT")]
+    pub write_threads: u16,
+
+    /// Threads shared by every namespace's fdatasync under fsync=always: at most this many
+    /// namespaces sync at once.
+    #[arg(long, env = "BUS_SYNC_THREADS", default_value_t = bus_broker::storage::pool::DEFAULT_SYNC_THREADS as u16, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "COUNT")]
+    pub sync_threads: u16,
+
+    /// Segment files kept open at once; idle, synced ones past it are closed and reopened
+    /// on use (one with unsynced writes stays open).
+    #[arg(long, env = "BUS_MAX_OPEN_FILES", default_value_t = bus_broker::storage::open_files::DEFAULT_MAX_OPEN_FILES as u32, value_parser = clap::value_parser!(u32).range(16..), value_name = "COUNT")]
+    pub max_open_files: u32,
+
     /// Settings of one namespace, NAME:key=value,... with keys fsync, retention-age,
     /// retention-bytes, retention-events (repeatable; `;`-separated in BUS_NS_CONFIG).
     /// Kept in the data directory for later starts.

@@ -92,6 +92,8 @@ impl DiskStorage {
         let dir = &options.dir;
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
         let lock = lock_dir(dir)?;
+        // Each open namespace holds its active segment open (see `fd_limit`).
+        super::fd_limit::raise_open_files();
         let mut logs = BTreeMap::new();
         let mut reports = Vec::new();
         let mut names: Vec<String> = Vec::new();
@@ -269,6 +271,9 @@ impl Storage for DiskStorage {
                 .values()
                 .cloned()
                 .collect();
+            for log in &logs {
+                log.begin_close();
+            }
             for log in logs {
                 log.close().await;
             }

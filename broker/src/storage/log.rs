@@ -7,13 +7,14 @@
 //! segments; [`open`](super::open) recovers a log and starts its writer; the
 //! [`Reader`] reads it. This handle ties them together: appends are checked here, on the
 //! appender's task, then queued for the writer; closing stops the writer cleanly, dropping
-//! it stops the writer as a crash would.
+//! it stops the writer as a crash would. The writer and syncer are jobs on the shared
+//! [`pool`](super::pool): a log owns no thread.
 //!
 //! **Visibility.** Readers see only records that are durable under the policy: under
 //! `always` after their sync, under `interval` and `never` after their write.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, watch};
@@ -26,10 +27,10 @@ use super::record;
 use super::retention;
 use super::shared::{Request, Shared, Stop};
 use super::stats::LogStats;
+use super::writer::WriterJob;
 use super::{
     EventLog, IdLookup, LogReader, NewEvent, Receipt, Start, StorageError, event_id, now_ns,
 };
-use crate::sync::lock;
 
 /// Largest batch, in encoded bytes (record offsets within a segment are 32-bit).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
@@ -39,8 +40,8 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
 pub struct Log {
     /// What the writer, the syncer and the readers share.
     shared: Arc<Shared>,
-    /// The writer thread, until the log is closed or halted.
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer job, which finishes when the log is closed or halted.
+    writer: Arc<WriterJob>,
 }
 
 impl std::fmt::Debug for Log {
@@ -65,13 +66,7 @@ impl Log {
             writer,
             report,
         } = open::open(dir, name, config, fs)?;
-        Ok((
-            Log {
-                shared,
-                writer: Mutex::new(Some(writer)),
-            },
-            report,
-        ))
+        Ok((Log { shared, writer }, report))
     }
 
     /// The number of heals so far, changing at each one (see "Healing" above).
@@ -89,21 +84,22 @@ impl Log {
     /// Finishes queued appends, syncs, writes a clean checkpoint and stops the writer.
     /// Appends after this fail with [`StorageError::Closed`].
     pub async fn close(&self) {
-        let handle = lock(&self.writer).take();
-        if let Some(h) = handle {
-            self.stop(Stop::Clean);
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
+        self.stop(Stop::Clean);
+        self.writer.finished().await;
+    }
+
+    /// Asks the writer to finish cleanly without waiting ([`Log::close`] then waits): closing
+    /// many logs asks them all first, so that they finish in parallel.
+    pub fn begin_close(&self) {
+        self.stop(Stop::Clean);
     }
 
     /// Stops the writer at once, as a crash would: queued appends fail, no clean checkpoint
     /// is written, later appends fail with [`StorageError::Closed`]. Dropping the log does
     /// the same; this is for when others still hold it (tests simulating a crash).
     pub fn halt(&self) {
-        if let Some(h) = lock(&self.writer).take() {
-            self.stop(Stop::Abort);
-            let _ = h.join();
-        }
+        self.stop(Stop::Abort);
+        self.writer.wait();
     }
 
     fn stop(&self, how: Stop) {

@@ -26,10 +26,17 @@
 //!   runtime); the counters; and the state one namespace's handle, writer, syncer and
 //!   readers share (the queue, the readers' view, the failure), used through methods.
 //! - `written`: a written group on its way to being visible and answered.
-//! - `syncer`: the thread that syncs written groups under `always` while the writer writes on.
+//! - [`fd_limit`]: the soft `RLIMIT_NOFILE` raised to the hard limit at start, and what holds
+//!   a descriptor.
+//! - [`open_files`]: the bound on data files open at once (idle, synced files are closed and
+//!   reopened by path at their next use).
+//! - [`pool`], `timers`: the bounded thread pools every namespace's writer and syncs run on
+//!   (a namespace owns no thread), and the one thread that wakes writers when a sync, probe
+//!   or age retention is due.
+//! - `syncer`: syncs written groups under `always` on the sync pool while the writer writes on.
 //! - `retention`: deleting the oldest sealed segments.
 //! - `salvage`: the records that still verify in a damaged segment (the state log's salvage).
-//! - `writer`: the writer thread: group commit, rolling, failure and healing.
+//! - `writer`: the writer job: group commit, rolling, failure and healing.
 //! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
 //! - `reader`: `Reader`, a cursor reading forward from a position.
 //! - `log`: `Log`, the handle on one namespace and its [`EventLog`] implementation.
@@ -60,6 +67,7 @@ mod dedup;
 mod disk;
 mod error;
 mod event;
+pub mod fd_limit;
 pub(crate) mod index;
 pub mod inspect;
 pub mod io;
@@ -67,6 +75,8 @@ mod log;
 mod memory;
 mod mmap;
 mod open;
+pub mod open_files;
+pub mod pool;
 pub mod quarantine;
 mod reader;
 #[cfg(feature = "test-util")]
@@ -86,6 +96,7 @@ mod sim_fs;
 mod state;
 mod stats;
 mod syncer;
+mod timers;
 mod writer;
 mod written;
 
@@ -95,6 +106,7 @@ pub use error::{Corruption, StorageError};
 pub use event::{Event, NewEvent, Receipt};
 pub use memory::MemoryStorage;
 pub use open::OpenReport;
+pub use pool::ThreadPools;
 pub use recovery::{Repair, TornTail};
 pub use stats::LogStats;
 

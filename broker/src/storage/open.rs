@@ -1,5 +1,6 @@
 //! Opening a namespace's log: listing its directory, recovering the active segment,
-//! rebuilding the dedup table, and starting the writer at the end of what recovery kept.
+//! rebuilding the dedup table, and starting the writer (a job on the shared pool) at the end
+//! of what recovery kept.
 //!
 //! **Segments.** The files are named by their first sequence; the newest is the active
 //! segment, the others are sealed. A first open creates segment 1 with a fresh incarnation.
@@ -18,17 +19,17 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use super::checkpoint::Checkpoint;
 use super::config::LogConfig;
 use super::dedup::{DedupEntry, DedupTable};
 use super::io::FileSystem;
+use super::open_files::BoundedFs;
 use super::record::{self, Decoded};
 use super::recovery::{self, Repair, TornTail};
 use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
 use super::shared::{ActiveView, Shared, View};
-use super::writer::{Resume, Writer};
+use super::writer::{Resume, Writer, WriterJob};
 use super::{StorageError, check_namespace};
 
 /// What opening a namespace found.
@@ -52,12 +53,12 @@ pub struct OpenReport {
     pub repaired: Option<Repair>,
 }
 
-/// A log opened: its shared state, its running writer thread, and what recovery found.
+/// A log opened: its shared state, its running writer, and what recovery found.
 pub(crate) struct Opened {
     /// The state the handle, writer, syncer and readers share.
     pub shared: Arc<Shared>,
-    /// The writer thread.
-    pub writer: JoinHandle<()>,
+    /// The writer, running on the shared pool.
+    pub writer: Arc<WriterJob>,
     /// What opening found.
     pub report: OpenReport,
 }
@@ -72,6 +73,8 @@ pub(crate) fn open(
 ) -> Result<Opened, StorageError> {
     config.validate()?;
     check_namespace(name)?;
+    // Its segment files count against the process's bound on open data files.
+    let fs: Arc<dyn FileSystem> = Arc::new(BoundedFs::new(fs));
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
     let (mut logs, idxs) = list_dir(dir)?;
     let first_time = logs.is_empty();
@@ -238,7 +241,7 @@ pub(crate) fn open(
         last_time,
     );
     let shared = Arc::new(Shared::new(name, dir, config, incarnation, view, dedup));
-    let writer = Writer::spawn(
+    let writer = Writer::start(
         shared.clone(),
         fs,
         Resume {

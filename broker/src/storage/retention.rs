@@ -2,13 +2,55 @@
 //! [`Retention`](super::Retention) settings (age, bytes, events) ask for it, or once a floor
 //! has superseded them (the state store after a snapshot).
 //!
-//! The writer applies it every second and after each roll; [`EventLog::apply_retention`]
+//! The writer applies it after each roll; after a group becomes visible and before its
+//! appenders are answered, when the bytes or events held pass a limit by more than the
+//! oldest segment ([`apply_if_due_by_size`]); and, for age, at the time the
+//! oldest segment becomes too old ([`next_age_due`], armed on the one timer thread): never
+//! on a tick, so an idle namespace costs nothing. [`EventLog::apply_retention`]
 //! (super::EventLog::apply_retention) runs it at once. A segment leaves the readers' view
 //! first and its files are deleted after: a reader that already holds its map reads on, one
 //! that looks for it later finds a gap.
 
+use std::time::{Duration, Instant};
+
 use super::shared::{Removal, Shared};
 use super::{StorageError, now_ns};
+
+/// Applies retention when the bytes or events limit asks for the oldest sealed segment to go
+/// (checked in memory first: cheap when nothing is due). Run after a group becomes visible,
+/// before its appenders are answered.
+pub(crate) fn apply_if_due_by_size(shared: &Shared) {
+    if due_by_size(shared)
+        && let Err(e) = apply(shared)
+    {
+        tracing::warn!(namespace = %shared.name(), error = %e, "retention failed");
+    }
+}
+
+/// Whether the bytes or events limit asks for the oldest sealed segment to go (cheap: the
+/// figures in memory only).
+fn due_by_size(shared: &Shared) -> bool {
+    let r = shared.config().retention;
+    if r.max_bytes.is_none() && r.max_events.is_none() {
+        return false;
+    }
+    let Some((oldest, total)) = shared.oldest_with_totals() else {
+        return false;
+    };
+    r.max_bytes.is_some_and(|m| total.bytes - oldest.bytes >= m)
+        || r.max_events
+            .is_some_and(|m| total.events - oldest.events() >= m)
+}
+
+/// When the oldest sealed segment becomes older than the age limit: `None` without an age
+/// limit or a sealed segment, or when its age cannot be read (the writer looks again later).
+pub(crate) fn next_age_due(shared: &Shared) -> Option<Instant> {
+    let age = shared.config().retention.max_age?;
+    let oldest = shared.oldest_sealed()?;
+    let newest = oldest.last_time().ok()?;
+    let due_ns = newest.saturating_add(age.as_nanos().min(u64::MAX as u128) as u64 + 1);
+    Some(Instant::now() + Duration::from_nanos(due_ns.saturating_sub(now_ns())))
+}
 
 /// Deletes whole sealed segments, oldest first, as the retention settings ask. Returns the
 /// events deleted.

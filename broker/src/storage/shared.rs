@@ -3,7 +3,8 @@
 //!
 //! **The queue.** Appenders put [`Request`]s in it ([`Shared::enqueue`]), after taking room
 //! in the byte bound ([`Shared::acquire_room`]); the writer takes everything queued at once
-//! ([`Shared::take_work`]). The writer sleeps on a condvar and is woken only while it waits.
+//! ([`Shared::take_work`]). Queueing notifies the namespace's writer job on the shared
+//! [`WRITERS`](super::pool::WRITERS) pool, which runs it if it is not queued or running.
 //!
 //! **The view.** What readers consult: which segments hold which sequences, and what is
 //! visible. It sits behind a `RwLock` held only for a few instructions by every method here;
@@ -20,8 +21,8 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -30,6 +31,7 @@ use super::config::LogConfig;
 use super::dedup::DedupTable;
 use super::error::Corruption;
 use super::io::DataFile;
+use super::pool::{Job, WRITERS};
 use super::segment::SealedSegment;
 use super::stats::{LogStats, Metrics};
 use super::{IdLookup, NewEvent, StorageError, parse_event_id};
@@ -151,9 +153,6 @@ struct Queue {
     reqs: Vec<Request>,
     /// Set once the log is asked to stop; the first request wins.
     stop: Option<Stop>,
-    /// True while the writer waits on `Shared::wake`: only then does an appender wake it
-    /// (a condvar notify is a system call even when nobody waits).
-    writer_waiting: bool,
     /// Set by [`Shared::request_probe`]: a read-only log probes at once, not at its next tick.
     probe: bool,
 }
@@ -223,8 +222,8 @@ pub(crate) struct Shared {
     incarnation: u32,
     /// Appends waiting for the writer.
     queue: Mutex<Queue>,
-    /// Wakes the writer.
-    wake: Condvar,
+    /// The namespace's writer job, notified when work is queued (set once it starts).
+    writer: OnceLock<Weak<dyn Job>>,
     /// The byte bound on appends from queueing until answered.
     permits: Arc<Semaphore>,
     /// The most permits one append takes (the bound itself, at most `u32::MAX`).
@@ -265,7 +264,7 @@ impl Shared {
             dir: dir.to_owned(),
             incarnation,
             queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
+            writer: OnceLock::new(),
             permits: Arc::new(Semaphore::new(permit_cap)),
             permit_cap,
             view: RwLock::new(view),
@@ -320,6 +319,18 @@ impl Shared {
 
     // The queue.
 
+    /// Makes `job` the writer notified when work is queued, a stop or a probe asked for.
+    pub(crate) fn set_writer(&self, job: Weak<dyn Job>) {
+        let _ = self.writer.set(job);
+    }
+
+    /// Notifies the writer job on its pool.
+    pub(crate) fn wake_writer(&self) {
+        if let Some(job) = self.writer.get().and_then(Weak::upgrade) {
+            WRITERS.notify(job);
+        }
+    }
+
     /// Takes room for `bytes` of encoded events in the queue's bound, waiting for it;
     /// fails with [`StorageError::Closed`] once the log stops.
     pub(crate) async fn acquire_room(
@@ -334,28 +345,25 @@ impl Shared {
             .map_err(|_| StorageError::Closed)
     }
 
-    /// Queues an append for the writer, waking it if it waits; fails with
-    /// [`StorageError::Closed`] once the log is asked to stop.
+    /// Queues an append for the writer and notifies it; fails with [`StorageError::Closed`]
+    /// once the log is asked to stop.
     pub(crate) fn enqueue(&self, req: Request) -> Result<(), StorageError> {
-        let wake = {
+        {
             let mut q = lock(&self.queue);
             if q.stop.is_some() {
                 return Err(StorageError::Closed);
             }
             q.reqs.push(req);
-            q.writer_waiting
-        };
-        if wake {
-            self.wake.notify_one();
         }
+        self.wake_writer();
         Ok(())
     }
 
     /// Asks the writer to stop (the first request wins) and refuses further room.
     pub(crate) fn request_stop(&self, how: Stop) {
         lock(&self.queue).stop.get_or_insert(how);
-        self.wake.notify_all();
         self.permits.close();
+        self.wake_writer();
     }
 
     /// Asks a read-only log to probe its disk now. Returns a receiver of the heal count and
@@ -364,27 +372,13 @@ impl Shared {
         let mut rx = self.healed.subscribe();
         let seen = *rx.borrow_and_update();
         lock(&self.queue).probe = true;
-        self.wake.notify_all();
+        self.wake_writer();
         (rx, seen)
     }
 
-    /// The writer's wait: returns what is queued once there is something, a stop or a probe,
-    /// or when `timeout` (asked again after each wake-up) runs out.
-    pub(crate) fn take_work(&self, mut timeout: impl FnMut() -> Duration) -> Work {
+    /// What is queued now, whether a stop or a probe was asked for; never waits.
+    pub(crate) fn take_work(&self) -> Work {
         let mut q = lock(&self.queue);
-        while q.reqs.is_empty() && q.stop.is_none() && !q.probe {
-            let t = timeout();
-            q.writer_waiting = true;
-            let (g, res) = self
-                .wake
-                .wait_timeout(q, t)
-                .unwrap_or_else(|e| e.into_inner());
-            q = g;
-            q.writer_waiting = false;
-            if res.timed_out() {
-                break;
-            }
-        }
         let probe = std::mem::take(&mut q.probe);
         Work {
             reqs: std::mem::take(&mut q.reqs),
@@ -636,6 +630,19 @@ impl Shared {
     /// The oldest sealed segment, if any.
     pub(crate) fn oldest_sealed(&self) -> Option<Arc<SealedSegment>> {
         self.read_view().sealed.front().cloned()
+    }
+
+    /// The oldest sealed segment, if any, with the figures retention decides on.
+    pub(crate) fn oldest_with_totals(&self) -> Option<(Arc<SealedSegment>, Totals)> {
+        let v = self.read_view();
+        let oldest = v.sealed.front()?.clone();
+        Some((
+            oldest,
+            Totals {
+                bytes: v.sealed_bytes + v.active.len,
+                events: v.next_seq - v.first_seq,
+            },
+        ))
     }
 
     /// Drops `oldest` from the view if it is still the oldest sealed segment and `remove`,

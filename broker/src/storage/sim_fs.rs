@@ -106,6 +106,11 @@ impl SimFs {
         self.wait_until("a held sync", |st| st.held_syncs > 0);
     }
 
+    /// Blocks until `n` syncs wait on [`SimFs::hold_syncs`] at once. Panics after 10 s.
+    pub fn wait_for_held_syncs(&self, n: u64) {
+        self.wait_until("held syncs", |st| st.held_syncs >= n);
+    }
+
     /// Blocks until `n` writes have returned in all. Panics after 10 s.
     pub fn wait_for_writes(&self, n: u64) {
         self.wait_until("writes", |st| st.writes >= n);

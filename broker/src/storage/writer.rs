@@ -1,10 +1,12 @@
-//! [`Writer`]: the thread that writes one namespace's log.
+//! [`Writer`]: what writes one namespace's log, run as a [`WriterJob`] on the shared
+//! [`WRITERS`] pool (one step at a time per namespace, never a thread of its own).
 //!
-//! **Writing.** Appenders put their events in the queue and wait; the writer takes
-//! everything queued at once, encodes it into one buffer and issues one `write`: that is
+//! **Writing.** Appenders put their events in the queue and notify the writer job; a step
+//! takes everything queued at once, encodes it into one buffer and issues one `write`: that is
 //! group commit. Under `interval` and `never` the writer then makes the records visible to
 //! readers and answers every appender of the group itself. Under `always` it hands the
-//! written group to the namespace's [`Syncer`] thread and goes on with the next group while
+//! written group to the namespace's [`Syncer`] (whose syncs run on the sync pool) and goes on
+//! with the next group while
 //! the disk syncs: one `fdatasync` covers every group written before it started, and the
 //! syncer answers them once it returns (pipelined group commit). One bound in encoded bytes
 //! ([`LogConfig::queue_bytes`](super::LogConfig::queue_bytes)) covers appends from the moment
@@ -13,6 +15,11 @@
 //! **Rolling.** A batch never straddles segments: when it would overflow the active segment,
 //! the writer drains the syncer, seals the segment (synced, indexed, checkpointed) and starts
 //! the next one, then applies retention.
+//!
+//! **Timers.** Nothing runs for an idle namespace. What is due later — an `interval` sync,
+//! a read-only namespace's probe, the time its oldest segment becomes too old for age
+//! retention — is armed on the one [`TIMERS`] thread, which notifies the job then. Size and
+//! count retention are checked as each group becomes visible, before it is answered.
 //!
 //! **Failure.** A failed write fails the appends of its group; a failed sync fails every
 //! group it covered and every group written after it. Either turns the namespace read-only
@@ -25,15 +32,19 @@
 //! *sync* nothing written since the last successful sync is trusted (the kernel may have
 //! dropped those pages, PostgreSQL's "fsyncgate"): under `always` the writer reopens the
 //! active segment and cuts it to the last synced record — everything answered was synced,
-//! so nothing answered is lost — and starts a fresh syncer. Under `interval` and `never`,
+//! so nothing answered is lost — and starts a fresh syncer.
+//!
+//! **Stopping.** A stop asked for is taken by the next step, which finishes as below and
+//! marks the job finished ([`WriterJob::wait`], [`WriterJob::finished`]). Under `interval` and `never`,
 //! where answered events may not have been synced, a failed sync keeps the namespace
 //! read-only until a restart, whose recovery checks every record.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use super::answers::{Done, Reply, Slot, Stamp};
 use super::checkpoint::Checkpoint;
@@ -41,16 +52,22 @@ use super::config::FsyncPolicy;
 use super::dedup::DedupEntry;
 use super::index::SegmentIndex;
 use super::io::{DataFile, FileSystem};
+use super::pool::{Job, Schedule, WRITERS};
 use super::record;
 use super::retention;
 use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
 use super::shared::{ActiveView, Request, Shared, Stop, Synced, Work};
 use super::syncer::Syncer;
+use super::timers::TIMERS;
 use super::written::{GroupEnd, Written};
 use super::{EventIdRef, StorageError, now_ns};
+use crate::sync::lock;
 
-/// How often the writer applies retention when idle.
-const RETENTION_TICK: Duration = Duration::from_secs(1);
+/// When age retention first looks at a log after it opens (then at the time its oldest
+/// segment becomes too old), and how soon it looks again when it cannot read a segment's age.
+const RETENTION_FIRST: Duration = Duration::from_secs(1);
+/// The earliest a timer is armed after a step (so a due time never makes a busy loop).
+const MIN_TIMER: Duration = Duration::from_micros(100);
 /// How often a read-only namespace probes whether its disk works again.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Zeros a probe writes past the end of the active segment (a page: on a full disk, a write
@@ -109,78 +126,169 @@ pub(crate) struct Writer {
     unsynced: bool,
     /// When this thread last synced (for `interval`).
     last_sync: Instant,
-    /// When retention last ran.
-    last_retention: Instant,
+    /// When age retention is due next, if the log has age retention.
+    retention_due: Option<Instant>,
+    /// The time armed on [`TIMERS`], if any.
+    armed: Option<Instant>,
+    /// This writer's job, which the timers notify.
+    job: Weak<dyn Job>,
     /// Set while the namespace is read-only (this thread's failure or the syncer's).
     failed: bool,
     /// When the disk was last probed while read-only.
     last_probe: Instant,
 }
 
+/// A namespace's writer as a job of the [`WRITERS`] pool, until it finishes.
+pub(crate) struct WriterJob {
+    /// Its place in the pool's queue.
+    schedule: Schedule,
+    /// The writer; `None` once it has finished. Locked only by the step running it.
+    writer: Mutex<Option<Writer>>,
+    /// Set when the writer has finished.
+    finished: Mutex<bool>,
+    /// Signalled when it finishes (for [`WriterJob::wait`]).
+    finished_cv: Condvar,
+    /// True once it finished (for [`WriterJob::finished`]).
+    finished_tx: watch::Sender<bool>,
+}
+
+impl Job for WriterJob {
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn run(&self) {
+        let mut slot = lock(&self.writer);
+        let Some(w) = slot.as_mut() else { return };
+        if !w.step() {
+            return;
+        }
+        *slot = None;
+        drop(slot);
+        WRITERS.detach();
+        *lock(&self.finished) = true;
+        self.finished_cv.notify_all();
+        self.finished_tx.send_replace(true);
+    }
+}
+
+impl WriterJob {
+    /// Blocks until the writer has finished.
+    pub(crate) fn wait(&self) {
+        let mut done = lock(&self.finished);
+        while !*done {
+            done = self
+                .finished_cv
+                .wait(done)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until the writer has finished.
+    pub(crate) async fn finished(&self) {
+        let mut rx = self.finished_tx.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
+
 impl Writer {
-    /// Starts the writer thread of the log `shared` at `at` (and, under `always`, its
-    /// syncer thread).
-    pub(crate) fn spawn(
+    /// Starts the writer of the log `shared` at `at`, as a job on the [`WRITERS`] pool (and,
+    /// under `always`, its syncer on the sync pool).
+    pub(crate) fn start(
         shared: Arc<Shared>,
         fs: Arc<dyn FileSystem>,
         at: Resume,
-    ) -> Result<JoinHandle<()>, StorageError> {
+    ) -> Result<Arc<WriterJob>, StorageError> {
         let syncer = match shared.config().fsync {
-            FsyncPolicy::Always => Some(
-                Syncer::spawn(shared.clone())
-                    .map_err(|e| StorageError::io("spawn syncer for", shared.dir(), e))?,
-            ),
+            FsyncPolicy::Always => Some(Syncer::new(shared.clone())),
             _ => None,
         };
-        let name = format!("bus-log-{}", shared.name());
-        let dir = shared.dir().to_owned();
-        let writer = Writer {
-            shared,
-            fs,
-            file: at.file,
-            path: Arc::from(at.path),
-            active_first: at.first_seq,
-            active_count: at.count,
-            write_pos: at.end,
-            next_seq: at.next_seq,
-            last_time: at.last_time,
-            buf: Vec::new(),
-            offsets: Vec::new(),
-            times: Vec::new(),
-            syncer,
-            unsynced: false,
-            last_sync: Instant::now(),
-            last_retention: Instant::now(),
-            last_probe: Instant::now(),
-            failed: false,
-        };
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || writer.run())
-            .map_err(|e| StorageError::io("spawn writer for", dir, e))
+        let retention_due = shared
+            .config()
+            .retention
+            .max_age
+            .map(|_| Instant::now() + RETENTION_FIRST);
+        WRITERS.attach();
+        let job = Arc::new_cyclic(|me: &Weak<WriterJob>| {
+            let job: Weak<dyn Job> = me.clone();
+            let writer = Writer {
+                shared,
+                fs,
+                file: at.file,
+                path: Arc::from(at.path),
+                active_first: at.first_seq,
+                active_count: at.count,
+                write_pos: at.end,
+                next_seq: at.next_seq,
+                last_time: at.last_time,
+                buf: Vec::new(),
+                offsets: Vec::new(),
+                times: Vec::new(),
+                syncer,
+                unsynced: false,
+                last_sync: Instant::now(),
+                retention_due,
+                armed: None,
+                job: job.clone(),
+                last_probe: Instant::now(),
+                failed: false,
+            };
+            WriterJob {
+                schedule: Schedule::default(),
+                writer: Mutex::new(Some(writer)),
+                finished: Mutex::new(false),
+                finished_cv: Condvar::new(),
+                finished_tx: watch::Sender::new(false),
+            }
+        });
+        let weak: Weak<dyn Job> = Arc::downgrade(&job) as Weak<dyn Job>;
+        if let Some(w) = lock(&job.writer).as_mut() {
+            w.shared.set_writer(weak);
+            w.arm_timer();
+        }
+        Ok(job)
     }
 
-    fn run(mut self) {
-        let stop = loop {
-            let Work { reqs, stop, probe } = self.shared.take_work(|| self.next_timer_in());
-            if probe && (self.failed || self.shared.has_failed()) {
-                self.failed = true;
-                self.heal();
+    /// One step: takes what is queued, writes it, does what is due, and arms the next time
+    /// something is due. Returns true once the writer has finished (a stop was asked for).
+    fn step(&mut self) -> bool {
+        let Work { reqs, stop, probe } = self.shared.take_work();
+        if probe && (self.failed || self.shared.has_failed()) {
+            self.failed = true;
+            self.heal();
+        }
+        if stop == Some(Stop::Abort) {
+            for r in reqs {
+                let _ = r.tx.send(Err(StorageError::Closed));
             }
-            if stop == Some(Stop::Abort) {
-                for r in reqs {
-                    let _ = r.tx.send(Err(StorageError::Closed));
-                }
-                break Stop::Abort;
-            }
-            if !reqs.is_empty() {
-                self.process(reqs);
-            }
-            self.on_timers();
-            if let Some(stop) = stop {
-                break stop;
-            }
-        };
+            self.finish(Stop::Abort);
+            return true;
+        }
+        if !reqs.is_empty() {
+            self.process(reqs);
+        }
+        self.on_timers();
+        if let Some(stop) = stop {
+            self.finish(stop);
+            return true;
+        }
+        self.arm_timer();
+        false
+    }
+
+    /// Arms the next time something is due on [`TIMERS`], unless an earlier time is armed.
+    fn arm_timer(&mut self) {
+        let Some(due) = self.next_due() else { return };
+        let now = Instant::now();
+        let due = due.max(now + MIN_TIMER);
+        if self.armed.is_none_or(|a| a <= now || due < a) {
+            self.armed = Some(due);
+            TIMERS.arm(due, self.job.clone());
+        }
+    }
+
+    /// What the step after a stop does: a last probe, the syncer stopped, the clean checkpoint.
+    fn finish(&mut self, stop: Stop) {
         if stop == Stop::Clean && (self.failed || self.shared.has_failed()) {
             // A last probe: a clean close leaves only what was answered (after a failed
             // sync, the unanswered tail is cut rather than found valid at the next start).
@@ -198,15 +306,19 @@ impl Writer {
         self.shared.mark_closed();
     }
 
-    fn next_timer_in(&self) -> Duration {
-        let mut t = RETENTION_TICK.saturating_sub(self.last_retention.elapsed());
-        if self.failed || self.shared.has_failed() {
-            t = t.min(PROBE_INTERVAL.saturating_sub(self.last_probe.elapsed()));
-        }
-        if let (true, FsyncPolicy::Interval(every)) = (self.unsynced, self.shared.config().fsync) {
-            t = t.min(every.saturating_sub(self.last_sync.elapsed()));
-        }
-        t.max(Duration::from_micros(100))
+    /// The earliest time something is due: a probe while read-only, an `interval` sync of
+    /// written records, age retention. `None` when nothing is.
+    fn next_due(&self) -> Option<Instant> {
+        let failed = self.failed || self.shared.has_failed();
+        let probe = failed.then(|| self.last_probe + PROBE_INTERVAL);
+        let sync = match (self.unsynced && !failed, self.shared.config().fsync) {
+            (true, FsyncPolicy::Interval(every)) => Some(self.last_sync + every),
+            _ => None,
+        };
+        [probe, sync, self.retention_due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_timers(&mut self) {
@@ -225,11 +337,8 @@ impl Writer {
         {
             self.fail(e, &mut Vec::new(), &mut Vec::new());
         }
-        if self.last_retention.elapsed() >= RETENTION_TICK {
-            self.last_retention = Instant::now();
-            if let Err(e) = retention::apply(&self.shared) {
-                tracing::warn!(namespace = %self.shared.name(), error = %e, "retention failed");
-            }
+        if self.retention_due.is_some_and(|d| d <= Instant::now()) {
+            self.apply_retention();
         }
     }
 
@@ -390,7 +499,9 @@ impl Writer {
         self.buf.clear();
         match &self.syncer {
             Some(syncer) => syncer.submit(group),
-            None => Written::publish(&self.shared, vec![group]),
+            None => Written::publish_then(&self.shared, vec![group], || {
+                retention::apply_if_due_by_size(&self.shared)
+            }),
         }
     }
 
@@ -483,8 +594,7 @@ impl Writer {
         file.set_len(len)
             .map_err(|e| StorageError::io("truncate", &*self.path, e))?;
         self.shared.sync_file(&*file, &self.path)?;
-        let syncer = Syncer::spawn(self.shared.clone())
-            .map_err(|e| StorageError::io("spawn syncer for", self.shared.dir(), e))?;
+        let syncer = Syncer::new(self.shared.clone());
         if let Some(old) = self.syncer.replace(syncer) {
             old.stop(Stop::Clean);
         }
@@ -592,10 +702,21 @@ impl Writer {
         self.active_first = new_first;
         self.active_count = 0;
         self.write_pos = SEGMENT_HEADER_BYTES as u64;
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// Applies retention, then finds when age retention is due next.
+    fn apply_retention(&mut self) {
         if let Err(e) = retention::apply(&self.shared) {
             tracing::warn!(namespace = %self.shared.name(), error = %e, "retention failed");
         }
-        Ok(())
+        if self.shared.config().retention.max_age.is_some() {
+            self.retention_due = Some(
+                retention::next_age_due(&self.shared)
+                    .unwrap_or_else(|| Instant::now() + RETENTION_FIRST),
+            );
+        }
     }
 
     /// Syncs what is left and writes the clean checkpoint. Under `always` the syncer has

@@ -2,7 +2,7 @@
 //!
 //! Under `interval` and `never` the writer settles a group itself right after its write;
 //! under `always` it hands the group to the [`Syncer`](super::syncer::Syncer), which settles
-//! it after a sync that started after the write. Settling is [`Written::publish`] (visible to
+//! it after a sync that started after the write. Settling is [`Written::publish_then`] (visible to
 //! readers, appenders answered with their sequences) or [`Written::fail`] (appenders told why,
 //! dedup ids forgotten).
 
@@ -81,8 +81,14 @@ impl Written {
     }
 
     /// Makes the groups (consecutive, oldest first) visible to readers and answers their
-    /// appenders.
-    pub(crate) fn publish(shared: &Shared, groups: Vec<Written>) {
+    /// appenders, running `before_answers` once the groups are visible and before their
+    /// appenders are answered (retention by size: an appender that has its
+    /// receipt finds retention done for the log its events made).
+    pub(crate) fn publish_then(
+        shared: &Shared,
+        groups: Vec<Written>,
+        before_answers: impl FnOnce(),
+    ) {
         let Some(last) = groups.last() else { return };
         let GroupEnd {
             end,
@@ -111,6 +117,7 @@ impl Written {
         if events > 0 {
             shared.notify_tail(next_seq - 1);
         }
+        before_answers();
         Answers::send(groups.into_iter().flat_map(|g| g.done).collect());
     }
 

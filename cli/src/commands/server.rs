@@ -57,6 +57,13 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
         },
         ..Config::default()
     };
+    // Before any log opens: the pools every namespace shares.
+    bus_broker::storage::ThreadPools {
+        writers: usize::from(args.write_threads),
+        syncers: usize::from(args.sync_threads),
+    }
+    .apply();
+    bus_broker::storage::open_files::set_max_open_files(args.max_open_files as usize);
     let log = &mut config.log;
     log.fsync = args.fsync;
     log.segment_bytes = args.segment_size;
