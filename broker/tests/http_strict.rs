@@ -299,13 +299,21 @@ engines!(oversized_request_heads_get_the_json_error);
 async fn oversized_request_heads_get_the_json_error(engine: Engine) {
     let s = TestServer::start_default_on(engine).await;
     let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for i in 0..200 {
+    // 3 + 110 headers: past the broker's 100, within the HTTP library's 128.
+    for i in 0..110 {
         req.push_str(&format!("X-H-{i}: v\r\n"));
     }
     req.push_str("\r\n");
     raw_http(s.addr(), req.as_bytes())
         .await
         .assert_error(431, "headers_too_large");
+    // Past the library's limit the answer is its bare 431 (proto-docs/http-api.md, Limits).
+    let mut req = String::from("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for i in 0..200 {
+        req.push_str(&format!("X-H-{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    assert_eq!(raw_http(s.addr(), req.as_bytes()).await.status, 431);
     let big = "v".repeat(70 * 1024);
     let req = format!(
         "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: {big}\r\n\r\n"

@@ -19,7 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::auth_error::FORBIDDEN_REASON;
@@ -99,18 +98,16 @@ fn client_ip(req: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.client.ip())
 }
 
-/// The middleware: puts the request's [`Caller`] in its extensions, or refuses.
-pub async fn authenticate(
-    State(auth): State<Option<Arc<Auth>>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// Puts the request's [`Caller`] in its extensions, or says why not (answered with
+/// [`refusal`]). Without `--auth` every caller is [`Caller::open`]; `/healthz` and the
+/// console's files need no credential.
+pub fn authenticate(auth: Option<&Auth>, req: &mut Request) -> Result<(), AuthError> {
     let Some(auth) = auth else {
         req.extensions_mut().insert(Caller::open());
-        return next.run(req).await;
+        return Ok(());
     };
     if req.uri().path() == "/healthz" || super::console::is_console_path(req.uri().path()) {
-        return next.run(req).await;
+        return Ok(());
     }
     let query_token = match take_access_token(req.uri()) {
         Some((token, uri)) => {
@@ -132,7 +129,7 @@ pub async fn authenticate(
                         "the Authorization header must be `Bearer <token>`".into(),
                     );
                     auth.count(e.reason());
-                    return refusal(&e);
+                    return Err(e);
                 }
             }
         }
@@ -143,16 +140,16 @@ pub async fn authenticate(
         (None, None, Some(c)) => Presented::Session(c),
         (None, None, None) => Presented::Nothing,
     };
-    let caller = match auth.authenticate(presented, client_ip(&req)) {
-        Ok(c) => c,
-        Err(e) => return refusal(&e),
-    };
+    let caller = auth.authenticate(presented, client_ip(req))?;
     req.extensions_mut().insert(caller);
-    let response = next.run(req).await;
+    Ok(())
+}
+
+/// Counts a handler's `403 forbidden` among the refusals of `/metrics`.
+pub fn count_refusal(auth: &Auth, response: &Response) {
     if response.extensions().get::<ErrorCode>() == Some(&ErrorCode::Forbidden) {
         auth.count(FORBIDDEN_REASON);
     }
-    response
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -9,9 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::Request;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -64,13 +62,9 @@ impl hyper::body::Body for DeadlineBody {
     }
 }
 
-/// The middleware; its state is the timeout.
-pub async fn limit_body_time(
-    State(timeout): State<Duration>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let req = req.map(|inner| {
+/// Gives `req`'s body a deadline `timeout` from now (an empty body needs none).
+pub fn limit_body_time(req: Request, timeout: Duration) -> Request {
+    req.map(|inner| {
         if hyper::body::Body::is_end_stream(&inner) {
             return inner;
         }
@@ -79,8 +73,7 @@ pub async fn limit_body_time(
             sleep: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
             timeout,
         })
-    });
-    next.run(req).await
+    })
 }
 
 /// Whether `e` (or an error it was caused by) is [`BodyTimedOut`].

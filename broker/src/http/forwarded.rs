@@ -6,13 +6,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::response::Response;
 
 use super::holding_body::HoldingBody;
 use crate::connection::ConnInfo;
-use crate::connection::client_limits::ClientLimits;
+use crate::connection::client_limits::{ClientLimits, ClientPermit};
 use crate::error::{Error, ErrorCode};
 use crate::trusted_proxies::TrustedProxies;
 
@@ -25,41 +24,44 @@ pub struct Forwarded {
     pub limits: Arc<ClientLimits>,
 }
 
-/// The middleware.
-pub async fn limit_forwarded(
-    State(f): State<Arc<Forwarded>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(info) = req.extensions().get::<ConnInfo>().copied() else {
-        return next.run(req).await;
-    };
-    if !info.from_proxy {
-        return next.run(req).await;
+impl Forwarded {
+    /// Admits a request: behind a trusted proxy, names its forwarded client in the
+    /// extensions and takes that client's slot, which the caller holds until the response
+    /// body is done ([`Forwarded::hold`]); `None` when the request is not counted.
+    pub fn admit(&self, req: &mut Request) -> Result<Option<ClientPermit>, Error> {
+        let Some(info) = req.extensions().get::<ConnInfo>().copied() else {
+            return Ok(None);
+        };
+        if !info.from_proxy {
+            return Ok(None);
+        }
+        let values = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let Some(client) = self.trusted.forwarded_client(info.peer.ip(), values) else {
+            return Ok(None);
+        };
+        req.extensions_mut()
+            .insert(super::authenticate::ForwardedClient(client));
+        match self.limits.try_acquire(client) {
+            Some(permit) => Ok(Some(permit)),
+            None => Err(Error::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "client {client} has {} requests open through the proxy already",
+                    self.limits.max()
+                ),
+            )),
+        }
     }
-    let values = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let Some(client) = f.trusted.forwarded_client(info.peer.ip(), values) else {
-        return next.run(req).await;
-    };
-    let mut req = req;
-    req.extensions_mut()
-        .insert(super::authenticate::ForwardedClient(client));
-    match f.limits.try_acquire(client) {
-        Some(permit) => next
-            .run(req)
-            .await
-            .map(|body| HoldingBody::wrap(body, permit)),
-        None => Error::new(
-            ErrorCode::TooManyConnections,
-            format!(
-                "client {client} has {} requests open through the proxy already",
-                f.limits.max()
-            ),
-        )
-        .into_response(),
+
+    /// Keeps `permit` until `response`'s body is done (an SSE stream counts while open).
+    pub fn hold(response: Response, permit: Option<ClientPermit>) -> Response {
+        match permit {
+            Some(permit) => response.map(|body| HoldingBody::wrap(body, permit)),
+            None => response,
+        }
     }
 }

@@ -10,11 +10,8 @@
 //! without a `Host` (HTTP/1.0 tools) is not a browser's and passes.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
@@ -133,25 +130,20 @@ pub fn request_host(req: &Request) -> Option<&str> {
     }
 }
 
-/// The middleware: `421 misdirected_request` for a `Host` the policy does not answer.
-pub async fn check_host(
-    State(policy): State<Arc<HostPolicy>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Some(host) = request_host(&req)
+/// The check: `421 misdirected_request` for a `Host` the policy does not answer.
+pub fn check_host(policy: &HostPolicy, req: &Request) -> Result<(), Error> {
+    if let Some(host) = request_host(req)
         && !policy.allows(host)
     {
         let shown: String = host.chars().take(100).collect();
-        return Error::new(
+        return Err(Error::new(
             ErrorCode::MisdirectedRequest,
             format!(
                 "this broker does not answer for host {shown:?}; add it to --allowed-hosts (see proto-docs/security.md)"
             ),
-        )
-        .into_response();
+        ));
     }
-    next.run(req).await
+    Ok(())
 }
 
 #[cfg(test)]

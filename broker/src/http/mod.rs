@@ -1,19 +1,17 @@
 //! The HTTP API (`proto-docs/http-api.md`): [`router`] maps each path to its handler, one
-//! file per endpoint family; [`error`] holds the one `IntoResponse` for errors. The guards
-//! in front of every route: [`host`] (DNS rebinding), [`origin`] (cross-site requests),
-//! [`forwarded`] (per-client limit behind a trusted proxy), [`body_deadline`] (the body
-//! timeout), [`authenticate`] (who the caller is; each handler then checks its right).
+//! file per endpoint family; [`error`] holds the one `IntoResponse` for errors. The checks
+//! in front of every route run in one middleware, [`guard`]: [`host`] (DNS rebinding), the
+//! head's limits, [`forwarded`] (per-client limit behind a trusted proxy), shutdown,
+//! [`origin`] (cross-site requests), [`body_deadline`] (the body timeout), [`authenticate`]
+//! (who the caller is; each handler then checks its right).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::broker::Broker;
-use crate::error::{Error, ErrorCode};
 
 pub mod authenticate;
 pub mod body;
@@ -22,6 +20,7 @@ pub mod console;
 pub mod consumers;
 pub mod error;
 pub mod forwarded;
+pub mod guard;
 pub mod holding_body;
 pub mod host;
 pub mod manage;
@@ -57,50 +56,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),
 ];
-
-/// New requests are answered `503 shutting_down` once shutdown began (streams already
-/// open end by themselves).
-async fn refuse_when_stopping(State(broker): State<Broker>, req: Request, next: Next) -> Response {
-    if broker.shutdown_token().is_cancelled() {
-        return Error::new(ErrorCode::ShuttingDown, "the broker is shutting down").into_response();
-    }
-    next.run(req).await
-}
-
-/// The broker's limits on the request head, answered with the JSON error body (the HTTP
-/// library's own limits are set past these in `server.rs`).
-async fn limit_head(req: Request, next: Next) -> Response {
-    use crate::server::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
-    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    if uri_len > MAX_URI_BYTES {
-        return Error::new(
-            ErrorCode::UriTooLong,
-            format!("the path and query are {uri_len} bytes; at most {MAX_URI_BYTES} are taken"),
-        )
-        .into_response();
-    }
-    let count = req.headers().len();
-    if count > MAX_HEADERS {
-        return Error::new(
-            ErrorCode::HeadersTooLarge,
-            format!("{count} request headers; at most {MAX_HEADERS} are taken"),
-        )
-        .into_response();
-    }
-    let bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if bytes > MAX_HEADER_BYTES {
-        return Error::new(
-            ErrorCode::HeadersTooLarge,
-            format!("{bytes} bytes of request headers; at most {MAX_HEADER_BYTES} are taken"),
-        )
-        .into_response();
-    }
-    next.run(req).await
-}
 
 fn cors(origins: &[String], credentials: bool) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
@@ -147,17 +102,20 @@ pub fn router(broker: Broker) -> Router {
     let config = broker.config();
     // `*` with credentials is refused by `Config::validate`.
     let cors = cors(&config.cors_origins, config.auth.is_some());
-    let auth = config.auth.clone();
-    let hosts = Arc::new(host::HostPolicy::from_config(config));
-    let origins = Arc::new(origin::OriginPolicy::new(&config.cors_origins));
-    let forwarded = Arc::new(forwarded::Forwarded {
-        trusted: config.trusted_proxies.clone(),
-        limits: crate::connection::client_limits::ClientLimits::new(
-            config.max_connections_per_client,
-            config.limit_loopback_clients,
-        ),
+    let guards = Arc::new(guard::Guards {
+        hosts: host::HostPolicy::from_config(config),
+        origins: origin::OriginPolicy::new(&config.cors_origins),
+        forwarded: forwarded::Forwarded {
+            trusted: config.trusted_proxies.clone(),
+            limits: crate::connection::client_limits::ClientLimits::new(
+                config.max_connections_per_client,
+                config.limit_loopback_clients,
+            ),
+        },
+        body_timeout: config.body_timeout,
+        auth: config.auth.clone(),
+        shutdown: broker.shutdown_token(),
     });
-    let body_timeout = config.body_timeout;
     let app = Router::new()
         .route("/v1/events/{subject}", post(publish::publish_one))
         .route("/v1/events", post(publish::publish_batch).get(stream::pull))
@@ -196,31 +154,7 @@ pub fn router(broker: Broker) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         // Bodies are read with their own limits, which answer in JSON.
         .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn_with_state(
-            auth,
-            authenticate::authenticate,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            body_timeout,
-            body_deadline::limit_body_time,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            origins,
-            origin::check_origin,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            broker.clone(),
-            refuse_when_stopping,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            forwarded,
-            forwarded::limit_forwarded,
-        ))
-        .layer(axum::middleware::from_fn(limit_head))
-        .layer(axum::middleware::from_fn_with_state(
-            hosts,
-            host::check_host,
-        ))
+        .layer(axum::middleware::from_fn_with_state(guards, guard::guard))
         .with_state(broker);
     match cors {
         Some(c) => app.layer(c),

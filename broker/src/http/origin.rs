@@ -10,12 +10,8 @@
 //! The scheme is not compared, only host and port (a default port counts as given), so that
 //! a broker behind a TLS-terminating proxy recognises its own pages.
 
-use std::sync::Arc;
-
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, Request};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use crate::connection::ConnInfo;
 use crate::error::{Error, ErrorCode};
@@ -102,33 +98,28 @@ fn changes_state(req: &Request) -> bool {
     }
 }
 
-/// The middleware: `403 forbidden_origin` for a state-changing request from a foreign page.
-pub async fn check_origin(
-    State(policy): State<Arc<OriginPolicy>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The check: `403 forbidden_origin` for a state-changing request from a foreign page.
+pub fn check_origin(policy: &OriginPolicy, req: &Request) -> Result<(), Error> {
     if let Some(origin) = req.headers().get(axum::http::header::ORIGIN)
-        && changes_state(&req)
+        && changes_state(req)
     {
         let tls = req.extensions().get::<ConnInfo>().is_some_and(|c| c.tls);
-        let host = super::host::request_host(&req);
+        let host = super::host::request_host(req);
         let ok = origin.to_str().is_ok_and(|o| policy.allows(o, host, tls));
         if !ok {
             let shown: String = String::from_utf8_lossy(origin.as_bytes())
                 .chars()
                 .take(100)
                 .collect();
-            return Error::new(
+            return Err(Error::new(
                 ErrorCode::ForbiddenOrigin,
                 format!(
                     "a page of origin {shown:?} may not change state on this broker; allow it with --cors-origin"
                 ),
-            )
-            .into_response();
+            ));
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 #[cfg(test)]
