@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use bus_broker::storage::inspect::{DataDir, DirLock, Scanned};
-use bus_testkit::{Rng, TestServer, enc};
+use bus_testkit::{Rng, TestServer, enc, record_starts};
 use hyper::StatusCode;
 
 fn seed() -> u64 {
@@ -42,18 +42,6 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect();
     logs.sort();
     logs
-}
-
-/// The offset of every record in a segment's bytes.
-fn record_starts(data: &[u8]) -> Vec<usize> {
-    let mut starts = Vec::new();
-    let mut pos = 32;
-    while pos + 8 <= data.len() {
-        starts.push(pos);
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        pos += 8 + len;
-    }
-    starts
 }
 
 /// Where the damage of a flip at `byte` is reported: the start of its record, or 0 for the

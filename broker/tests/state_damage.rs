@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bus_broker::storage::io::StdFs;
 use bus_broker::storage::{LogStateStore, StateStore};
-use bus_testkit::Rng;
+use bus_testkit::{Rng, record_starts};
 use bytes::Bytes;
 
 fn seed() -> u64 {
@@ -75,18 +75,6 @@ fn copy_dir(from: &Path, to: &Path) {
     for f in files(from) {
         std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
     }
-}
-
-/// The offset of every record in a segment's bytes.
-fn record_starts(data: &[u8]) -> Vec<usize> {
-    let mut starts = Vec::new();
-    let mut pos = 32;
-    while pos + 8 <= data.len() {
-        starts.push(pos);
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        pos += 8 + len;
-    }
-    starts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

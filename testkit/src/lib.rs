@@ -19,6 +19,7 @@
 //! - [`proxy`]: [`Proxy`], a TCP proxy whose connections can be cut, for failure tests.
 //! - [`tls`]: [`TestCerts`], a CA and a server certificate made for the test.
 //! - [`rng`]: [`Rng`], a seeded generator for damage and kill tests that print their seed.
+//! - [`segment_bytes`]: where records start in a segment's raw bytes, for damage tests.
 //! - [`webdriver`]: [`webdriver::Browser`], headless Chromium driven through chromedriver
 //!   (not re-exported: a browser test says `webdriver::`).
 //!
@@ -32,6 +33,7 @@ pub mod events;
 pub mod http;
 pub mod proxy;
 pub mod rng;
+pub mod segment_bytes;
 pub mod server;
 pub mod sse;
 pub mod tls;
@@ -42,6 +44,7 @@ pub use events::*;
 pub use http::*;
 pub use proxy::*;
 pub use rng::*;
+pub use segment_bytes::*;
 pub use server::*;
 pub use sse::*;
 pub use tls::*;
