@@ -389,3 +389,17 @@ async fn a_stream_over_tls_with_curl() {
         "{seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A connection that never sent its first head does not hold up a graceful shutdown: with a
+/// header timeout far past the wait, the server still stops at once.
+async fn a_silent_connection_does_not_hold_up_shutdown() {
+    let mut s =
+        TestServer::start(|c| c.header_timeout = std::time::Duration::from_secs(3600)).await;
+    let silent = TcpStream::connect(s.addr()).await.unwrap();
+    // Served: a request on another connection is answered, so the silent one was accepted.
+    assert_eq!(s.get("/healthz").await.status, 200);
+    s.trigger_shutdown();
+    s.wait_stopped().await;
+    drop(silent);
+}

@@ -232,7 +232,13 @@ where
         request,
         keep_alive,
         rest,
-    } = match FirstHead::read(&mut io).await {
+    } = match tokio::select! {
+        read = FirstHead::read(&mut io) => read,
+        // A connection that has not sent its first head when shutdown begins is closed, as
+        // hyper closes one with no request under way: otherwise the graceful drain would
+        // wait for it until the header timeout.
+        () = shared.closing.cancelled() => return Outcome::Closed,
+    } {
         Read::Other(read) => return Outcome::KeepAlive(io, read),
         Read::Stream(head) => *head,
     };
