@@ -16,12 +16,7 @@ use bus_testkit::{Rng, TestServer, enc, record_starts};
 use hyper::StatusCode;
 
 fn seed() -> u64 {
-    let seed = std::env::var("BUS_DAMAGE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(bus_broker::storage::now_ns);
-    println!("damage seed {seed} (set BUS_DAMAGE_SEED={seed} to replay)");
-    seed
+    Rng::seed_from_env("BUS_DAMAGE_SEED", "damage")
 }
 
 /// Segments of 4 KiB, so that a few dozen events make sealed segments.

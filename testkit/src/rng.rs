@@ -7,6 +7,17 @@
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// The seed of a seeded test: the environment variable `var` when set (to replay a
+    /// run), else the clock; printed either way, with how to replay it.
+    pub fn seed_from_env(var: &str, what: &str) -> u64 {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(bus_broker::storage::now_ns);
+        println!("{what} seed {seed} (set {var}={seed} to replay)");
+        seed
+    }
+
     /// The next 64 bits.
     #[allow(clippy::should_implement_trait)] // not an iterator: it never ends
     pub fn next(&mut self) -> u64 {
