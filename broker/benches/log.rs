@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench -p bus-broker --bench log`; pass words to run only the cases whose
 //! name contains one of them, e.g. `cargo bench -p bus-broker --bench log -- append` (cases
-//! are named `disk`, `append/<policy>/<payload>/<appenders>`, `batch/never/128B/x100/<appenders>`,
+//! are named `disk`, `append/<policy>/<payload>/<appenders>`, `batch/<policy>/128B/x100/<appenders>`,
 //! `scan/<payload>` and `open`). Every case repeats a few times and reports the median and the
 //! min–max spread, because the machine it runs on is shared and noisy.
 //!
@@ -13,7 +13,8 @@
 //!   [`Log`] for a fixed time, under `always`, `interval:5` and `never`, with 128 B and 4 KiB
 //!   payloads; events/s (acknowledged), payload MB/s, and from [`LogStats`] the events per
 //!   write group and per `fdatasync`.
-//! - **batch**: as append, but each call appends 100 events (`never`, 128 B).
+//! - **batch**: as append, but each call appends 100 events (128 B; `never` with 4 and 64
+//!   appenders, `always` with 16 and 64).
 //! - **scan**: writes ≥ 256 MB (default 64 MiB segments, so at least four sealed ones),
 //!   closes, then repeatedly reopens and reads everything from [`Start::Oldest`] out of the page
 //!   cache; MB/s of payload and of bytes on disk.
@@ -550,8 +551,14 @@ fn main() {
         }
     }
     header = false;
-    for appenders in [4, 64] {
-        let case = format!("batch/never/128B/x{BATCH_EVENTS}/{appenders}");
+    // `always` with 16 appenders is what `bus bench pub -c 16 -b 100` compares with.
+    for (fsync, appenders) in [
+        (FsyncPolicy::Never, 4),
+        (FsyncPolicy::Never, 64),
+        (FsyncPolicy::Always, 16),
+        (FsyncPolicy::Always, 64),
+    ] {
+        let case = format!("batch/{fsync}/128B/x{BATCH_EVENTS}/{appenders}");
         if !filter.wants(&case) {
             continue;
         }
@@ -563,7 +570,7 @@ fn main() {
         rows.push(rt.block_on(append_case(
             &base,
             &case,
-            FsyncPolicy::Never,
+            fsync,
             128,
             appenders,
             BATCH_EVENTS,

@@ -99,6 +99,41 @@ fn pub_batches_with_a_baseline_report_a_ratio() {
 }
 
 #[test]
+fn pub_with_the_log_alone_makes_the_same_appends_and_times_the_disk() {
+    let r = bench(&[
+        "pub",
+        "--embedded",
+        "--fsync",
+        "always",
+        "-c",
+        "3",
+        "-n",
+        "95",
+        "-b",
+        "10",
+        "--log-alone",
+    ]);
+    let res = &r["results"];
+    assert_eq!(res["events"].as_u64(), Some(95), "{r}");
+    // The same appends: 9 batches of 10 and one of 5.
+    assert_eq!(res["log_alone_events"].as_u64(), Some(95), "{r}");
+    for k in ["log_alone_events_per_s", "disk_fdatasync_per_s"] {
+        assert!(res[k].as_u64().is_some_and(|n| n > 0), "{k}: {r}");
+    }
+    // Under `always` every acknowledged append was synced: at least one event per sync.
+    assert!(
+        res["log_alone_events_per_fdatasync"]
+            .as_f64()
+            .is_some_and(|x| x >= 1.0),
+        "{r}"
+    );
+    assert!(
+        res["ratio_to_log_alone"].as_f64().is_some_and(|x| x > 0.0),
+        "{r}"
+    );
+}
+
+#[test]
 fn pub_open_loop_sends_at_its_rate() {
     let r = bench(&[
         "pub",
@@ -334,6 +369,7 @@ fn bad_flags_are_refused_clearly() {
             "--group must be between",
         ),
         (&["pub", "--url", "https://127.0.0.1:1"], "plain http://"),
+        (&["pub", "--log-alone"], "needs --embedded"),
         (
             &["pub", "--embedded", "--namespace", "_bus_"],
             "invalid --namespace",

@@ -147,6 +147,10 @@ pub struct PubArgs {
     /// receipt, doing no other work, served in this process) and report bus as a ratio.
     #[arg(long)]
     pub baseline: bool,
+    /// With --embedded: make the same appends directly on the disk engine too (no HTTP),
+    /// measure the disk's fdatasync rate, and report bus as a ratio of the log alone.
+    #[arg(long)]
+    pub log_alone: bool,
 }
 
 /// Who the subscribers of `bus bench sub` subscribe to.
@@ -261,6 +265,11 @@ impl PubArgs {
     /// Checks the flags.
     pub fn check(&self, json: bool) -> Result<(), CliError> {
         self.common.check(json)?;
+        if self.log_alone && !self.common.embedded {
+            return Err(CliError::msg(
+                "--log-alone compares with the disk engine of this machine: it needs --embedded",
+            ));
+        }
         self.load.check()
     }
 }

@@ -1,6 +1,7 @@
 //! `bus bench`: load a broker and report its figures, like `nats bench`.
 //!
-//! Modes, one file each: [`pub_bench`] (publishing, and the [`baseline`] beside it),
+//! Modes, one file each: [`pub_bench`] (publishing, and the [`baseline`] and the
+//! [`log_alone`] beside it),
 //! [`sub_bench`] (SSE delivery, live or catching up), [`ack_bench`] (manual-ack consumers
 //! draining a filled namespace), [`req_bench`] (request/reply). The parts they share:
 //! [`args`] (flags), [`target`] (the broker at `--url`, or `--embedded` in this process on
@@ -18,6 +19,7 @@ pub mod baseline;
 pub mod connection;
 pub mod histogram;
 pub mod load;
+pub mod log_alone;
 pub mod progress;
 pub mod pub_bench;
 pub mod report;

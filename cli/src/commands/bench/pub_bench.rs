@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bus_broker::storage::FsyncPolicy;
 use bytes::Bytes;
 use hyper::Method;
 use serde_json::json;
@@ -57,6 +58,9 @@ async fn measure(target: &Target, args: &PubArgs) -> Result<super::report::Repor
             json!((ratio * 1000.0).round() / 1000.0),
         );
     }
+    if args.log_alone {
+        log_alone_figures(&mut results, &bus, args, deadline).await?;
+    }
     let params = vec![
         ("connections".to_owned(), json!(load.connections)),
         ("size".to_owned(), json!(load.size)),
@@ -88,6 +92,46 @@ async fn measure(target: &Target, args: &PubArgs) -> Result<super::report::Repor
         params,
         results: results.into_vec(),
     })
+}
+
+/// Runs the log alone with the same load, then the disk's fdatasync rate, and adds them
+/// and bus's ratio to the log alone.
+async fn log_alone_figures(
+    results: &mut Figures,
+    bus: &Outcome,
+    args: &PubArgs,
+    deadline: Instant,
+) -> Result<(), CliError> {
+    let fsync = args.common.fsync.unwrap_or(FsyncPolicy::Always);
+    let load = args.load.clone();
+    let deadline = deadline.into_std();
+    let progress = Progress::new("log alone", None);
+    let alone = tokio::task::spawn_blocking(move || {
+        let alone = super::log_alone::run(fsync, &load, deadline)?;
+        let syncs = super::log_alone::disk_syncs_per_s()?;
+        Ok::<_, CliError>((alone, syncs))
+    })
+    .await
+    .map_err(|e| CliError::msg(format!("the log-alone run failed: {e}")));
+    progress.finish();
+    let (alone, syncs) = alone??;
+    results.push("log_alone_events", json!(alone.events));
+    results.push("log_alone_events_per_s", whole(alone.events_per_s));
+    results.push(
+        "log_alone_events_per_fdatasync",
+        json!(round1(alone.events_per_sync)),
+    );
+    let ratio = if alone.events_per_s > 0.0 {
+        bus.events_per_s() / alone.events_per_s
+    } else {
+        0.0
+    };
+    results.push(
+        "ratio_to_log_alone",
+        json!((ratio * 1000.0).round() / 1000.0),
+    );
+    results.push("disk_fdatasync_per_s", whole(syncs));
+    Ok(())
 }
 
 /// The load plan of `load`: requests enough for its events, the rate in requests per
