@@ -59,7 +59,7 @@ pub use error::ErrorCode;
 pub use event::EventView;
 pub use gap::Gap;
 pub use namespace::NamespaceInfo;
-pub use receipt::Receipt;
+pub use receipt::{Receipt, ReceiptRef};
 pub use start::{InvalidStart, Start, StartParseError};
 pub use subscription::{Subscribed, SubscriptionInfo};
 pub use whoami::Whoami;

@@ -39,10 +39,11 @@ pub fn receipt_wire(r: &Receipt, subject: &str) -> bus_proto::Receipt {
     wire
 }
 
-/// The body of a batch's answer: `{"receipts": [...]}`.
+/// The body of a batch's answer: `{"receipts": [...]}`, written from the stored receipts
+/// without copying their strings.
 #[derive(serde::Serialize)]
-struct BatchReceipts {
-    receipts: Vec<bus_proto::Receipt>,
+struct BatchReceipts<'a> {
+    receipts: Vec<bus_proto::ReceiptRef<'a>>,
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
@@ -386,11 +387,18 @@ pub async fn publish_batch(
         broker.admit_namespace(s, &caller).await?;
     }
     let subjects: Vec<String> = publishes.iter().map(|p| p.subject.clone()).collect();
-    let receipts = broker.publish_batch(publishes).await?;
-    let receipts = receipts
+    let stored = broker.publish_batch(publishes).await?;
+    let receipts = stored
         .iter()
         .zip(&subjects)
-        .map(|(r, s)| receipt_wire(r, s))
+        .map(|(r, s)| bus_proto::ReceiptRef {
+            id: &r.id,
+            namespace: &r.namespace,
+            sequence: r.sequence,
+            subject: s,
+            time_ns: r.time_ns,
+            duplicate: r.duplicate,
+        })
         .collect();
     Ok((StatusCode::CREATED, axum::Json(BatchReceipts { receipts })).into_response())
 }
