@@ -29,6 +29,11 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 use crate::args::{Cli, Command};
 use crate::error::{CliError, EXIT_ERROR};
 
+/// mimalloc rather than glibc's malloc: a request's buffers are allocated on one thread and
+/// freed on another, which makes glibc take arena locks (futex waits) on every publish.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
