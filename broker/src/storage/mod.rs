@@ -43,6 +43,8 @@
 //! - `disk`: [`DiskStorage`]: the data directory, its lock, its namespaces.
 //! - `state`: `LogStateStore`, the broker's durable key-value state, kept in a log.
 //! - `memory`: [`MemoryStorage`], the same traits in memory.
+//! - [`jetstream`]: [`JetStreamStorage`], the same traits on a NATS JetStream server or
+//!   cluster.
 //! - [`inspect`]: offline inspection for the tools (`bus inspect`, `--verify`, `--repair`):
 //!   segments listed, records decoded, damage located, a namespace cut at its damage.
 //!
@@ -71,6 +73,7 @@ pub mod fd_limit;
 pub(crate) mod index;
 pub mod inspect;
 pub mod io;
+pub mod jetstream;
 mod log;
 mod memory;
 mod mmap;
@@ -104,6 +107,7 @@ pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use disk::{DiskStorage, StorageOptions};
 pub use error::{Corruption, StorageError};
 pub use event::{Event, NewEvent, Receipt};
+pub use jetstream::{JetStreamOptions, JetStreamStorage};
 pub use memory::MemoryStorage;
 pub use open::OpenReport;
 pub use pool::ThreadPools;
