@@ -212,6 +212,12 @@ impl TestServer {
                 .await
                 .expect("Broker::in_memory"),
             Engine::JetStream => {
+                // Tweaks set an fsync policy for the disk engine's speed; JetStream refuses
+                // one (its durability is the server's), so the harness drops it here.
+                config.log.fsync = bus_broker::storage::FsyncPolicy::Always;
+                for o in config.overrides.values_mut() {
+                    o.fsync = None;
+                }
                 let nats = self.nats.get_or_insert_with(NatsServer::start);
                 let options = JetStreamOptions::new(vec![nats.url().to_owned()]);
                 within(

@@ -27,8 +27,9 @@ use super::codec;
 use super::log::{JetStreamLog, remote};
 use crate::storage::{LogReader, ReadItem, StorageError};
 
-/// Events one fetch asks for at most.
-pub const FETCH_EVENTS: usize = 256;
+/// Events one fetch asks for at most: a subscription's scan budget, so that a pull page
+/// (which takes only what is at hand) passes over as many records as on the disk engine.
+pub const FETCH_EVENTS: usize = crate::subscription::SCAN_BUDGET;
 /// Bytes one fetch asks for at most.
 pub const FETCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long a fetch waits for the server's answer.
