@@ -245,6 +245,12 @@ impl TestServer {
         self.running.as_ref().expect("server is not running")
     }
 
+    /// `nats://127.0.0.1:<port>` of the NATS server under [`Engine::JetStream`] (once
+    /// launched), for tests that look at the streams directly.
+    pub fn nats_url(&self) -> Option<&str> {
+        self.nats.as_ref().map(NatsServer::url)
+    }
+
     /// The engine the server runs on.
     pub fn engine(&self) -> Engine {
         self.engine

@@ -275,10 +275,13 @@ impl Storage for JetStreamStorage {
             for log in logs {
                 log.close();
             }
-            self.client
-                .flush()
-                .await
-                .map_err(|e| remote("flushing the NATS connection", e))
+            // Bounded: with the server gone, a flush would wait for it forever.
+            match tokio::time::timeout(self.options.request_timeout, self.client.flush()).await {
+                Ok(r) => r.map_err(|e| remote("flushing the NATS connection", e)),
+                Err(_) => Err(StorageError::Remote(
+                    "the NATS server did not answer the closing flush".into(),
+                )),
+            }
         })
     }
 }
