@@ -11,8 +11,7 @@ use async_nats::jetstream;
 use bus_broker::broker::Broker;
 use bus_broker::config::Config;
 use bus_broker::storage::{
-    EventLog as _, FsyncPolicy, JetStreamOptions, JetStreamStorage, NewEvent, ReadItem, Start,
-    Storage as _,
+    FsyncPolicy, JetStreamOptions, JetStreamStorage, NewEvent, ReadItem, Start, Storage as _,
 };
 use bus_testkit::*;
 use futures::StreamExt;
@@ -257,7 +256,7 @@ async fn a_stream_bus_did_not_create_is_left_alone() {
         info.state.messages, 0,
         "bus wrote into a stream it did not create"
     );
-    assert!(info.config.metadata.get("bus.namespace").is_none());
+    assert!(!info.config.metadata.contains_key("bus.namespace"));
     let names = s.get_json("/v1/namespaces").await;
     assert!(!names.to_string().contains("orders"), "{names}");
 }
