@@ -164,6 +164,7 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
         Some(o) => format!("NATS JetStream at {}", o.servers.join(",")),
         None => format!("data directory {}", data_dir.display()),
     };
+    let jetstream_storage = nats.is_some();
     let (broker, reports) = match nats {
         Some(o) => (
             Broker::on_jetstream(config, o)
@@ -186,7 +187,11 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     tracing::info!(
         addr = %local,
         storage = %storage,
-        namespaces = %recovered(&reports),
+        namespaces = %if jetstream_storage {
+            streams(&broker)
+        } else {
+            recovered(&reports)
+        },
         "bus listening on {scheme}://{local}"
     );
     if !local.ip().is_loopback() && !broker.config().credentials_configured() {
@@ -295,6 +300,20 @@ fn init_tracing(level: &str) -> Result<(), CliError> {
 }
 
 /// `user: 42 events, rpc: 3 events (torn tail of 17 bytes cut at offset 4096)`.
+/// The namespaces found in JetStream at start, with their event counts, for the startup
+/// line.
+fn streams(broker: &Broker) -> String {
+    let names = broker.namespaces();
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("{}: {}", n.name, crate::output::plural(n.events, "event")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn recovered(reports: &[OpenReport]) -> String {
     if reports.is_empty() {
         return "none".to_owned();
