@@ -340,3 +340,22 @@ async fn state_survives_a_restart_in_the_kv_bucket() {
         .await;
     assert!(!keys.is_empty(), "no state in the bucket");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_knows_the_dedup_ids_stored_before_a_restart() {
+    let Some(mut s) = server().await else { return };
+    let batch = json!([{"subject": "user.a", "payload": "1", "msg_id": "k-1"},
+                       {"subject": "user.b", "payload": "2"}]);
+    let r = s.publish_batch(batch.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    s.restart().await;
+    let again = json!([{"subject": "user.c", "payload": "3"},
+                       {"subject": "user.a", "payload": "1", "msg_id": "k-1"}]);
+    let r = s.publish_batch(again.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let rs = r.json()["receipts"].clone();
+    assert_eq!(rs[0]["sequence"], 3);
+    assert_eq!(rs[1]["sequence"], 1, "{rs}");
+    assert_eq!(rs[1]["duplicate"], true);
+    assert_eq!(s.pull_all("user.>").await.len(), 3);
+}

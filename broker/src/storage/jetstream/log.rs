@@ -12,6 +12,9 @@
 //! (an async lock held while the messages are queued, not while the ack is awaited), so
 //! the server stores them in the order their `Bus-Time` was assigned: times never go back.
 //!
+//! **After a restart.** Opening reads back the events stored within the dedup window (at
+//! most [`RECENT_SCAN`]) for their dedup ids, and the newest event's time.
+//!
 //! **Figures.** `stats` answers from figures kept in memory: updated by every append and
 //! refreshed from the stream's info every [`REFRESH`] by a task that ends at close.
 
@@ -36,6 +39,9 @@ use crate::storage::{
     event_id, now_ns, parse_event_id, record,
 };
 use crate::sync::lock;
+
+/// Events read back at open, at most, for the dedup ids within the window.
+pub const RECENT_SCAN: u64 = 100_000;
 
 /// How often the figures are refreshed from the stream's info.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -159,15 +165,50 @@ impl JetStreamLog {
         lock(&self.figures).last_seq
     }
 
-    /// Reads the newest event's time, so that times go on from it after a restart.
-    pub(super) async fn load_last_time(&self) -> Result<(), StorageError> {
+    /// Reads the newest event's time, so that times go on from it after a restart, and
+    /// the dedup ids stored within the window (at most [`RECENT_SCAN`] events back), so
+    /// that batches and `lookup_msg_id` know them after a restart too.
+    pub(super) async fn load_recent(&self) -> Result<(), StorageError> {
         let last = self.stats_last();
         if last == 0 {
             return Ok(());
         }
         let t = self.time_of(last).await;
-        let mut f = lock(&self.figures);
-        f.last_time = f.last_time.max(t);
+        {
+            let mut f = lock(&self.figures);
+            f.last_time = f.last_time.max(t);
+        }
+        if self.config.dedup_window.is_zero() {
+            return Ok(());
+        }
+        let window = self.config.dedup_window.as_nanos().min(u64::MAX as u128) as u64;
+        let first = lock(&self.figures).first_seq;
+        let since = reader::seek_time(self, now_ns().saturating_sub(window), first).await?;
+        let mut from = since.max(last.saturating_sub(RECENT_SCAN));
+        while from <= last {
+            let items = reader::fetch(self, from, reader::FETCH_EVENTS).await?;
+            if items.is_empty() {
+                break;
+            }
+            let mut f = lock(&self.figures);
+            for item in items {
+                match item {
+                    crate::storage::ReadItem::Event(e) => {
+                        from = e.sequence + 1;
+                        if let Some(m) = e.msg_id.as_deref() {
+                            f.dedup.insert(
+                                m,
+                                DedupEntry {
+                                    sequence: e.sequence,
+                                    time_ns: e.time_ns,
+                                },
+                            );
+                        }
+                    }
+                    crate::storage::ReadItem::Gap { resume_at, .. } => from = resume_at,
+                }
+            }
+        }
         Ok(())
     }
 

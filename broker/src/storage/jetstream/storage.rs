@@ -220,7 +220,7 @@ impl JetStreamStorage {
             self.js.clone(),
             &info.state,
         );
-        log.load_last_time().await?;
+        log.load_recent().await?;
         let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
         let log = logs.entry(name.to_owned()).or_insert(log).clone();
         Ok(Some(log))
