@@ -11,7 +11,8 @@ use async_nats::jetstream;
 use bus_broker::broker::Broker;
 use bus_broker::config::Config;
 use bus_broker::storage::{
-    FsyncPolicy, JetStreamOptions, JetStreamStorage, NewEvent, ReadItem, Start, Storage as _,
+    FsyncPolicy, IdLookup, JetStreamOptions, JetStreamStorage, NewEvent, ReadItem, Start,
+    Storage as _,
 };
 use bus_testkit::*;
 use futures::StreamExt;
@@ -358,4 +359,94 @@ async fn a_batch_knows_the_dedup_ids_stored_before_a_restart() {
     assert_eq!(rs[1]["sequence"], 1, "{rs}");
     assert_eq!(rs[1]["duplicate"], true);
     assert_eq!(s.pull_all("user.>").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_keeps_sequences_ids_times_dedup_ids_and_state() {
+    if !NatsServer::available() {
+        return;
+    }
+    use bus_broker::storage::jetstream::migrate;
+    use bus_broker::storage::{DiskStorage, LogConfig, Retention, StorageOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.defaults = LogConfig {
+        segment_bytes: 4096,
+        retention: Retention {
+            max_events: Some(20),
+            ..Retention::default()
+        },
+        ..LogConfig::default()
+    };
+    let (disk, _) = DiskStorage::open(options).unwrap();
+    let user = disk.namespace("user", true).await.unwrap().unwrap();
+    for i in 0..120 {
+        let e = NewEvent {
+            headers: vec![("z".into(), format!("{i}")), ("a".into(), "x".into())],
+            msg_id: Some(format!("m-{i}")),
+            ..NewEvent::new("user.e", vec![b'p'; 100])
+        };
+        user.append(vec![e]).await.unwrap();
+    }
+    user.apply_retention().await.unwrap();
+    let rpc = disk.namespace("rpc", true).await.unwrap().unwrap();
+    rpc.append(vec![
+        NewEvent::new("rpc.a", "1"),
+        NewEvent::new("rpc.b", "2"),
+    ])
+    .await
+    .unwrap();
+    disk.state().put("consumer/w", "pos".into()).await.unwrap();
+    let first = user.stats().first_seq;
+    assert!(first > 1, "retention deleted nothing");
+    let mut source = Vec::new();
+    let mut r = user.reader(Start::Oldest).await.unwrap();
+    while let Some(ReadItem::Event(e)) = r.try_next().unwrap() {
+        source.push(e);
+    }
+    assert_eq!(source.len() as u64, 121 - first);
+
+    let nats = NatsServer::start();
+    let js = storage(&nats).await;
+    let report = within("migrate", migrate(&disk, &js, |_, _| {}))
+        .await
+        .unwrap();
+    assert_eq!(report.state_keys, 1);
+    disk.close().await.unwrap();
+    js.close().await.unwrap();
+
+    // A fresh engine, as the broker opens it after the move.
+    let js = storage(&nats).await;
+    assert_eq!(js.namespaces().await.unwrap(), ["rpc", "user"]);
+    let moved = js.namespace("user", false).await.unwrap().unwrap();
+    let mut r = moved.reader(Start::Oldest).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < source.len() {
+        match within("read", r.next()).await.unwrap() {
+            Some(ReadItem::Event(e)) => got.push(e),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        got, source,
+        "events, ids, times, headers or dedup ids changed"
+    );
+    assert_eq!(moved.lookup_id(&source[0].id).await, IdLookup::Found(first));
+    let dup = moved
+        .append(vec![NewEvent {
+            msg_id: Some("m-119".into()),
+            ..NewEvent::new("user.e", "again")
+        }])
+        .await
+        .unwrap();
+    assert!(dup[0].duplicate && dup[0].sequence == 120, "{dup:?}");
+    let next = moved
+        .append(vec![NewEvent::new("user.e", "new")])
+        .await
+        .unwrap();
+    assert_eq!(next[0].sequence, 121);
+    assert_eq!(
+        js.state().get("consumer/w").await.unwrap().as_deref(),
+        Some(&b"pos"[..])
+    );
 }

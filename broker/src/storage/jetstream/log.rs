@@ -475,6 +475,68 @@ impl JetStreamLog {
         Ok(out)
     }
 
+    /// Stores events copied from another engine with their own sequences, times and dedup
+    /// ids (`bus migrate`), as one atomic batch; refuses when the stream's sequences would
+    /// not be theirs.
+    pub async fn import(&self, events: Vec<crate::storage::Event>) -> Result<(), StorageError> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.sequence, last.sequence);
+        let expect = self.stats_last() + 1;
+        if first != expect.max(lock(&self.figures).first_seq)
+            || last + 1 - first != events.len() as u64
+        {
+            return Err(StorageError::Config(format!(
+                "stream {}: events {first}..={last} do not follow sequence {}",
+                self.stream,
+                expect - 1
+            )));
+        }
+        let mut messages = Vec::with_capacity(events.len());
+        let mut dedup = Vec::new();
+        let mut newest = 0;
+        for e in events {
+            newest = newest.max(e.time_ns);
+            if let Some(m) = &e.msg_id {
+                dedup.push((m.clone(), e.sequence, e.time_ns));
+            }
+            let n = NewEvent {
+                subject: e.subject,
+                headers: e.headers,
+                reply_to: e.reply_to,
+                msg_id: e.msg_id,
+                content_type: e.content_type,
+                payload: e.payload,
+            };
+            let h = codec::encode(&n, e.time_ns)?;
+            messages.push((n.subject, h, n.payload));
+        }
+        let ack = if messages.len() == 1 {
+            let (subject, h, payload) = messages.pop().expect("one message");
+            self.js
+                .publish_with_headers(subject, h, payload)
+                .await
+                .map_err(|e| remote("publishing", e))?
+        } else {
+            self.send_batch(messages).await?
+        };
+        let ack = ack.await.map_err(|e| remote("storing in JetStream", e))?;
+        if ack.sequence != last {
+            return Err(StorageError::Remote(format!(
+                "stream {}: stored up to {} where the source has {last}",
+                self.stream, ack.sequence
+            )));
+        }
+        let mut f = lock(&self.figures);
+        f.last_seq = last;
+        f.last_time = f.last_time.max(newest);
+        for (m, sequence, time_ns) in dedup {
+            f.dedup.insert(&m, DedupEntry { sequence, time_ns });
+        }
+        Ok(())
+    }
+
     /// Queues an atomic batch: every message but the last as a plain publish, the last as
     /// the commit, whose ack is returned.
     async fn send_batch(

@@ -9,14 +9,17 @@
 //! - `reader`: batched direct gets, and the reader built on them.
 //! - `state`: the state bucket.
 //! - `storage`: [`JetStreamStorage`], the engine.
+//! - `migrate`: [`migrate`], a data directory moved into JetStream (`bus migrate`).
 
 mod codec;
 mod log;
+mod migrate;
 pub mod options;
 mod reader;
 mod state;
 mod storage;
 
 pub use log::JetStreamLog;
+pub use migrate::{MigrateReport, migrate};
 pub use options::JetStreamOptions;
 pub use storage::JetStreamStorage;

@@ -121,6 +121,55 @@ impl JetStreamStorage {
         &self.options.servers
     }
 
+    /// Creates namespace `name`'s stream to receive events copied from another engine: its
+    /// sequences start at `first_seq` and its ids carry `incarnation`. Refused when the
+    /// stream exists.
+    pub async fn import_namespace(
+        &self,
+        name: &str,
+        first_seq: u64,
+        incarnation: u32,
+    ) -> Result<Arc<JetStreamLog>, StorageError> {
+        check_namespace(name)?;
+        let stream_name = format!("{STREAM_PREFIX}{name}");
+        if self.js.get_stream(&stream_name).await.is_ok() {
+            return Err(StorageError::Config(format!(
+                "stream {stream_name} exists already: migrate moves into an empty JetStream \
+                 and overwrites nothing"
+            )));
+        }
+        let config = self.options.log_config(name);
+        let metadata = HashMap::from([
+            (META_NAMESPACE.to_owned(), name.to_owned()),
+            (META_INCARNATION.to_owned(), incarnation.to_string()),
+        ]);
+        let mut c = stream_config(name, &config, self.options.replicas, metadata);
+        c.first_sequence = Some(first_seq.max(1));
+        let info = self
+            .js
+            .create_stream(c)
+            .await
+            .map_err(|e| remote("creating a stream", e))?
+            .info()
+            .await
+            .map_err(|e| remote("reading a new stream", e))?
+            .clone();
+        let log = JetStreamLog::open(
+            name,
+            stream_name,
+            config,
+            incarnation,
+            self.client.clone(),
+            self.js.clone(),
+            &info.state,
+        );
+        self.logs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), log.clone());
+        Ok(log)
+    }
+
     async fn open(
         &self,
         name: &str,
