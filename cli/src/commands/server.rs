@@ -16,7 +16,7 @@ use bus_broker::tls::{Tls, TlsFiles};
 use bus_broker::trusted_proxies::TrustedProxies;
 use tokio::time::Instant;
 
-use crate::args::ServerArgs;
+use crate::args::{NatsArgs, ServerArgs};
 use crate::error::CliError;
 
 /// From the signal to the process's exit, at most (with a margin under the promised 10 s).
@@ -90,12 +90,13 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
 /// An fsync policy (`--fsync`, or `fsync=` in `--ns-config`) is refused there: durability
 /// is the NATS server's.
 pub fn jetstream(args: &ServerArgs) -> Result<Option<JetStreamOptions>, CliError> {
-    let nats_flags = args.nats_user.is_some()
-        || args.nats_token.is_some()
-        || args.nats_creds.is_some()
-        || args.nats_tls_ca.is_some()
-        || args.nats_tls_required
-        || args.nats_replicas != 1;
+    let n = &args.nats;
+    let nats_flags = n.nats_user.is_some()
+        || n.nats_token.is_some()
+        || n.nats_creds.is_some()
+        || n.nats_tls_ca.is_some()
+        || n.nats_tls_required
+        || n.nats_replicas != 1;
     let Some(url) = args.storage.as_deref() else {
         if nats_flags {
             return Err(CliError::msg(
@@ -129,19 +130,25 @@ pub fn jetstream(args: &ServerArgs) -> Result<Option<JetStreamOptions>, CliError
              always on the servers to sync every write)"
         )));
     }
+    let o = nats_options(url, &args.nats)?;
+    Ok(Some(o))
+}
+
+/// The JetStream options for servers `url` with `n`'s credentials, TLS and replicas.
+pub fn nats_options(url: &str, n: &NatsArgs) -> Result<JetStreamOptions, CliError> {
     let servers = JetStreamOptions::parse_servers(url)
         .map_err(|e| CliError::with_cause("invalid configuration", e))?;
     let mut o = JetStreamOptions::new(servers);
-    o.user = args.nats_user.clone();
-    o.password = args.nats_password.clone();
-    o.token = args.nats_token.clone();
-    o.creds = args.nats_creds.clone();
-    o.tls_ca = args.nats_tls_ca.clone();
-    o.tls_required = args.nats_tls_required;
-    o.replicas = usize::from(args.nats_replicas);
+    o.user = n.nats_user.clone();
+    o.password = n.nats_password.clone();
+    o.token = n.nats_token.clone();
+    o.creds = n.nats_creds.clone();
+    o.tls_ca = n.nats_tls_ca.clone();
+    o.tls_required = n.nats_tls_required;
+    o.replicas = usize::from(n.nats_replicas);
     o.validate()
         .map_err(|e| CliError::with_cause("invalid configuration", e))?;
-    Ok(Some(o))
+    Ok(o)
 }
 
 /// Runs `bus server`.
