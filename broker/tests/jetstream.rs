@@ -450,3 +450,28 @@ async fn migrate_keeps_sequences_ids_times_dedup_ids_and_state() {
         Some(&b"pos"[..])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_another_nats_client_stores_is_read_as_an_event() {
+    let Some(s) = server().await else { return };
+    s.publish("user.a", "from bus").await;
+    let js = js(&s).await;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Trace", "t-1");
+    within(
+        "publish directly",
+        js.publish_with_headers("user.direct", h, "from nats".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let events = s.pull_all("user.>").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let e = &events[1];
+    assert_eq!(e["sequence"], 2);
+    assert_eq!(e["subject"], "user.direct");
+    assert_eq!(e["payload"], "from nats");
+    assert_eq!(e["headers"], json!({"trace": "t-1"}));
+    assert_time(e["time"].as_str().unwrap());
+}

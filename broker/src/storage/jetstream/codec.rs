@@ -12,6 +12,9 @@
 //! | content_type   | `Bus-Content-Type`                                                |
 //! | payload        | the payload                                                       |
 //!
+//! Messages other NATS clients publish on a namespace's subjects are stored too, and read
+//! as events: see [`decode`].
+//!
 //! NATS keeps headers in a map, so the order of different names is lost there:
 //! `Bus-Headers` restores it. bus's header names are lowercase and the server's own are
 //! capitalised (`Nats-*`), so the two never meet. A value with a CR or LF cannot be a
@@ -37,6 +40,8 @@ pub const CONTENT_TYPE: &str = "Bus-Content-Type";
 pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 /// Set by the server on a direct get: the stream sequence.
 pub const NATS_SEQUENCE: &str = "Nats-Sequence";
+/// Set by the server on a direct get: when the message was stored (RFC 3339).
+pub const NATS_TIME_STAMP: &str = "Nats-Time-Stamp";
 /// Set by the server on a direct get: the original subject.
 pub const NATS_SUBJECT: &str = "Nats-Subject";
 
@@ -103,8 +108,10 @@ fn get<'a>(h: &'a HeaderMap, key: &str) -> Option<&'a str> {
     h.get(key).map(|v| v.as_str())
 }
 
-/// The event a message fetched by direct get carries, with its id; `None` when it is not
-/// one bus wrote (no `Bus-Time`, no `Nats-Sequence`).
+/// The event a message fetched by direct get carries, with its id. A message bus did not
+/// write (no `Bus-Time`: another NATS client published on the namespace's subjects) is an
+/// event too, timed by the server, its headers in name order (lowercased); one without a
+/// sequence, subject or readable time is an error.
 pub fn decode(
     headers: &HeaderMap,
     payload: Bytes,
@@ -116,10 +123,33 @@ pub fn decode(
     let subject = get(headers, NATS_SUBJECT)
         .ok_or("no Nats-Subject header")?
         .to_owned();
-    let time_ns = get(headers, TIME)
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .ok_or_else(|| format!("message {sequence} has no {TIME} header: not written by bus"))?;
+    let written_by_bus = get(headers, TIME).is_some();
+    // A message another NATS client stored on the namespace's subjects: its time is the
+    // server's, its headers (but the server's own) in name order.
+    let time_ns = match get(headers, TIME) {
+        Some(t) => t.trim().parse::<u64>().ok(),
+        None => {
+            get(headers, NATS_TIME_STAMP).and_then(|t| bus_proto::units::parse_rfc3339(t.trim()))
+        }
+    }
+    .ok_or_else(|| format!("message {sequence} has no readable time"))?;
     let mut out = Vec::new();
+    if !written_by_bus {
+        let mut foreign: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| {
+                let k: &str = (*k).as_ref();
+                !k.starts_with("Nats-") && !k.starts_with("Bus-")
+            })
+            .flat_map(|(k, vs)| {
+                let k: &str = k.as_ref();
+                vs.iter()
+                    .map(move |v| (k.to_ascii_lowercase(), v.as_str().to_owned()))
+            })
+            .collect();
+        foreign.sort();
+        out = foreign;
+    }
     if let Some(order) = get(headers, HEADERS) {
         let mut taken: std::collections::HashMap<&str, usize> = Default::default();
         for k in order.split(',').filter(|k| !k.is_empty()) {

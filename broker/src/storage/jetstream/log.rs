@@ -16,7 +16,9 @@
 //! most [`RECENT_SCAN`]) for their dedup ids, and the newest event's time.
 //!
 //! **Figures.** `stats` answers from figures kept in memory: updated by every append and
-//! refreshed from the stream's info every [`REFRESH`] by a task that ends at close.
+//! refreshed from the stream's info every [`REFRESH`] while readers are open (every ten
+//! without one) by a task that ends at close; the refresh also wakes readers for messages
+//! other NATS clients stored.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,8 +45,10 @@ use crate::sync::lock;
 /// Events read back at open, at most, for the dedup ids within the window.
 pub const RECENT_SCAN: u64 = 100_000;
 
-/// How often the figures are refreshed from the stream's info.
+/// How often the figures are refreshed from the stream's info while a reader is open.
 pub const REFRESH: Duration = Duration::from_secs(1);
+/// Without a reader, the figures are refreshed every this many [`REFRESH`] ticks.
+const IDLE_REFRESH_TICKS: u64 = 10;
 
 /// The figures kept in memory.
 #[derive(Debug)]
@@ -148,12 +152,18 @@ impl JetStreamLog {
         let weak = Arc::downgrade(&log);
         let stop = log.shutdown.clone();
         tokio::spawn(async move {
+            let mut tick: u64 = 0;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(REFRESH) => {}
                 }
                 let Some(log) = weak.upgrade() else { return };
+                tick += 1;
+                // With no reader waiting, only the figures need it: every tenth tick.
+                if log.tail.receiver_count() == 0 && tick % IDLE_REFRESH_TICKS != 0 {
+                    continue;
+                }
                 let _ = log.refresh().await;
             }
         });
