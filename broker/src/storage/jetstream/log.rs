@@ -161,7 +161,7 @@ impl JetStreamLog {
                 let Some(log) = weak.upgrade() else { return };
                 tick += 1;
                 // With no reader waiting, only the figures need it: every tenth tick.
-                if log.tail.receiver_count() == 0 && tick % IDLE_REFRESH_TICKS != 0 {
+                if log.tail.receiver_count() == 0 && !tick.is_multiple_of(IDLE_REFRESH_TICKS) {
                     continue;
                 }
                 let _ = log.refresh().await;
