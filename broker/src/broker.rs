@@ -28,7 +28,8 @@ use crate::live::Routes;
 use crate::metrics::Metrics;
 use crate::namespaces::{NamespacePolicy, Namespaces};
 use crate::storage::{
-    DiskStorage, MemoryStorage, OpenReport, Receipt, Storage, StorageError, StorageOptions,
+    DiskStorage, JetStreamOptions, JetStreamStorage, MemoryStorage, OpenReport, Receipt, Storage,
+    StorageError, StorageOptions,
 };
 use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
@@ -130,6 +131,22 @@ impl Broker {
         config.validate().map_err(BrokerError::Config)?;
         let overrides = config.overrides_in_memory().map_err(BrokerError::Config)?;
         let storage = MemoryStorage::new(config.log.clone(), overrides.into_iter().collect());
+        Broker::with_storage(config, Arc::new(storage)).await
+    }
+
+    /// A broker on NATS JetStream (`options` name the servers and credentials): every
+    /// namespace a stream, the broker's state a KV bucket. `config`'s log settings become
+    /// the streams' limits; an fsync policy is refused (durability is the server's).
+    pub async fn on_jetstream(
+        mut config: Config,
+        mut options: JetStreamOptions,
+    ) -> Result<Broker, BrokerError> {
+        config.validate().map_err(BrokerError::Config)?;
+        let overrides = config.overrides_in_memory().map_err(BrokerError::Config)?;
+        options.defaults = config.log.clone();
+        options.overrides = overrides.into_iter().collect();
+        let storage = JetStreamStorage::connect(options).await?;
+        tracing::info!(servers = %storage.servers().join(","), "storage: NATS JetStream");
         Broker::with_storage(config, Arc::new(storage)).await
     }
 

@@ -75,6 +75,13 @@ impl From<StorageError> for Error {
                 )
             }
             StorageError::Damaged { .. } => Error::new(ErrorCode::NamespaceDamaged, e.to_string()),
+            StorageError::Remote(_) => {
+                tracing::error!(error = %e, "storage server failed");
+                Error::new(
+                    ErrorCode::StorageUnavailable,
+                    "the storage server failed or is unreachable; see the broker log",
+                )
+            }
             StorageError::Closed => {
                 Error::new(ErrorCode::ShuttingDown, "the broker is shutting down")
             }

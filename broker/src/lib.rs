@@ -10,8 +10,9 @@
 //! - [`storage`]: the durable event log, one per namespace (the first token of a subject).
 //!   Framed, checksummed records in rolling segment files, group-committed `fdatasync`,
 //!   memory-mapped reads of sealed segments, crash recovery, retention. Everything above it
-//!   reaches storage only through the [`storage::Storage`] trait; two engines implement it
-//!   (disk and memory), and [`broker::Broker::with_storage`] takes any other.
+//!   reaches storage only through the [`storage::Storage`] trait; three engines implement
+//!   it (disk, memory, and [`storage::jetstream`] on NATS JetStream, opened by
+//!   [`broker::Broker::on_jetstream`]), and [`broker::Broker::with_storage`] takes any other.
 //! - [`namespaces`]: [`namespaces::Namespaces`], the registry of logs over the trait, with
 //!   the namespace policy and the "namespace created" watch.
 //! - [`interest`]: [`interest::Interest`], the live subscriptions in the subject trie.

@@ -73,7 +73,8 @@ async fn namespaces_report_events_bytes_sequences_and_subscribers() {
     }
 }
 
-engines!(namespace_fsync_shows_the_configured_policy);
+// Local only: JetStream refuses an fsync policy (durability is the server's sync_interval).
+engines!(local: namespace_fsync_shows_the_configured_policy);
 async fn namespace_fsync_shows_the_configured_policy(engine: Engine) {
     let s = TestServer::start_on(engine, |c| {
         c.log.fsync = bus_broker::storage::FsyncPolicy::Never

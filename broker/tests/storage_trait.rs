@@ -1,12 +1,14 @@
-//! The `Storage` trait's contract, checked against both engines (disk and memory), through
-//! the trait only: what routing and delivery rely on.
+//! The `Storage` trait's contract, checked against every engine (disk, memory, and
+//! JetStream on a real `nats-server`), through the trait only: what routing and delivery
+//! rely on.
 
 use std::sync::Arc;
 
 use bus_broker::storage::{
-    DiskStorage, IdLookup, LogConfig, MemoryStorage, NewEvent, ReadItem, Retention, Start, Storage,
-    StorageError, StorageOptions,
+    DiskStorage, IdLookup, JetStreamOptions, JetStreamStorage, LogConfig, MemoryStorage, NewEvent,
+    ReadItem, Retention, Start, Storage, StorageError, StorageOptions,
 };
+use bus_testkit::NatsServer;
 
 fn with_id(subject: &str, msg_id: &str) -> NewEvent {
     NewEvent {
@@ -115,6 +117,60 @@ async fn the_disk_engine_keeps_the_contract() {
 #[tokio::test]
 async fn the_memory_engine_keeps_the_contract() {
     contract(Arc::new(MemoryStorage::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetstream_engine_keeps_the_contract() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let js = JetStreamStorage::connect(JetStreamOptions::new(vec![nats.url().to_owned()]))
+        .await
+        .unwrap();
+    contract(Arc::new(js)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetstream_engine_reports_gaps_after_retention() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let mut options = JetStreamOptions::new(vec![nats.url().to_owned()]);
+    options.defaults.retention.max_events = Some(2);
+    let storage = JetStreamStorage::connect(options).await.unwrap();
+    let log = storage.namespace("user", true).await.unwrap().unwrap();
+    let mut early = log.reader(Start::Oldest).await.unwrap();
+    let first = log
+        .append(vec![NewEvent::new("user.a", "0")])
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    for i in 1..5 {
+        log.append(vec![NewEvent::new("user.a", format!("{i}"))])
+            .await
+            .unwrap();
+    }
+    // JetStream keeps at most `max_msgs`: events 4 and 5.
+    assert_eq!(
+        early.next().await.unwrap(),
+        Some(ReadItem::Gap {
+            missed_from: 1,
+            resume_at: 4
+        })
+    );
+    assert!(matches!(early.next().await.unwrap(), Some(ReadItem::Event(e)) if e.sequence == 4));
+    assert_eq!(
+        log.lookup_id(&first).await,
+        IdLookup::Deleted {
+            sequence: 1,
+            first_available: 4
+        }
+    );
+    assert_eq!(log.stats().first_seq, 4);
+    storage.close().await.unwrap();
 }
 
 #[tokio::test]

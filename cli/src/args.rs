@@ -113,6 +113,12 @@ pub enum Command {
     /// Restoring the same dump twice stores each event once.
     #[command(after_help = RESTORE_HELP)]
     Restore(RestoreArgs),
+    /// Move a data directory into NATS JetStream, keeping event ids and cursors.
+    ///
+    /// Each namespace becomes its stream starting at the same sequence, with the same ids,
+    /// times, headers and dedup ids; consumers and their positions move to the state bucket.
+    /// Stop the broker first; then run `bus server --storage` with the same URL.
+    Migrate(MigrateArgs),
     /// Follow a live stream, for people.
     ///
     /// Subjects coloured, JSON payloads pretty-printed, times relative ("2s ago").
@@ -387,9 +393,19 @@ pub struct ServerArgs {
     )]
     pub namespaces: Option<Vec<String>>,
 
-    /// When a publish counts as durable: always, interval:<ms> or never.
-    #[arg(long, env = "BUS_FSYNC", default_value = "always", value_parser = parse_fsync, value_name = "POLICY")]
-    pub fsync: FsyncPolicy,
+    /// Where events are stored: the data directory (the default), or
+    /// nats://host:4222[,host2:4222...] for NATS JetStream (proto-docs/jetstream.md).
+    #[arg(long, env = "BUS_STORAGE", value_name = "URL")]
+    pub storage: Option<String>,
+
+    /// How to reach NATS under --storage nats://.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// When a publish counts as durable: always (the default), interval:<ms> or never.
+    /// Refused with --storage nats:// (durability is the NATS server's there).
+    #[arg(long, env = "BUS_FSYNC", value_parser = parse_fsync, value_name = "POLICY")]
+    pub fsync: Option<FsyncPolicy>,
 
     /// Largest payload accepted (65536, 64KiB, 1MiB).
     #[arg(long, env = "BUS_MAX_PAYLOAD", default_value = "1MiB", value_parser = parse_size_arg, value_name = "SIZE")]
@@ -521,6 +537,65 @@ pub struct ServerArgs {
     /// Kept in the data directory for later starts.
     #[arg(long = "ns-config", env = "BUS_NS_CONFIG", value_delimiter = ';', value_parser = parse_ns_config, value_name = "NAME:SETTINGS")]
     pub ns_config: Vec<(String, NamespaceOverride)>,
+}
+
+/// Credentials, TLS and replicas for NATS JetStream (`bus server --storage nats://`,
+/// `bus migrate --to`).
+#[derive(Args, Debug)]
+pub struct NatsArgs {
+    /// NATS user name (with --nats-password), under --storage nats://.
+    #[arg(
+        long,
+        env = "BUS_NATS_USER",
+        value_name = "USER",
+        requires = "nats_password"
+    )]
+    pub nats_user: Option<String>,
+
+    /// NATS password (with --nats-user).
+    #[arg(
+        long,
+        env = "BUS_NATS_PASSWORD",
+        value_name = "PASSWORD",
+        requires = "nats_user"
+    )]
+    pub nats_password: Option<String>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "BUS_NATS_TOKEN", value_name = "TOKEN")]
+    pub nats_token: Option<String>,
+
+    /// NATS credentials file (JWT and NKey seed, `.creds`).
+    #[arg(long, env = "BUS_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// PEM file of the CA certificates the NATS servers' certificates are checked against.
+    #[arg(long, env = "BUS_NATS_TLS_CA", value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Refuse NATS servers that do not speak TLS.
+    #[arg(long, env = "BUS_NATS_TLS_REQUIRED")]
+    pub nats_tls_required: bool,
+
+    /// Replicas of every JetStream stream bus creates (1 on one server; 3 or 5 in a cluster).
+    #[arg(long, env = "BUS_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5), value_name = "COUNT")]
+    pub nats_replicas: u8,
+}
+
+/// `bus migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The data directory to move (the broker must be stopped: it is locked while read).
+    #[arg(long, env = "BUS_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+
+    /// The JetStream servers to move it to: nats://host:4222[,host2:4222...].
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+
+    /// How to reach them.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// `bus put`.
@@ -837,7 +912,7 @@ mod tests {
         // These hold unless the environment sets BUS_* variables, which the test run does not.
         assert_eq!(s.addr, DEFAULT_ADDR.parse().unwrap());
         assert_eq!(s.data, PathBuf::from("./bus-data"));
-        assert_eq!(s.fsync, FsyncPolicy::Always);
+        assert_eq!(s.fsync, None);
         assert_eq!(s.max_payload, 1 << 20);
         assert_eq!(s.segment_size, 64 << 20);
         assert_eq!(s.dedup_window, Duration::from_secs(120));
@@ -892,7 +967,10 @@ mod tests {
         };
         assert_eq!(s.addr.port(), 9000);
         assert_eq!(s.namespaces, Some(vec!["user".into(), "rpc".into()]));
-        assert_eq!(s.fsync, FsyncPolicy::Interval(Duration::from_millis(5)));
+        assert_eq!(
+            s.fsync,
+            Some(FsyncPolicy::Interval(Duration::from_millis(5)))
+        );
         assert_eq!(s.max_payload, 65536);
         assert_eq!(s.retention_age, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(s.retention_bytes, Some(10 << 30));

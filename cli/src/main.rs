@@ -108,6 +108,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Inspect(args) => commands::inspect::run(cli.json, args),
             Command::Dump(args) => commands::dump::run(&cli.url, args).await,
             Command::Restore(args) => commands::restore::run(&cli.url, cli.json, args).await,
+            Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Tail(args) => commands::tail::run(&cli.url, cli.json, args).await,
             Command::Auth(a) => commands::auth::run(&cli.url, cli.json, a.action).await,
             Command::Health => commands::health::run(&cli.url, cli.json).await,

@@ -79,6 +79,9 @@ pub enum ErrorCode {
     NamespaceDamaged,
     /// 503: the broker is stopping.
     ShuttingDown,
+    /// 503: the storage server (NATS JetStream, under `--storage nats://`) failed or could
+    /// not be reached; the request may be retried. The detail is in the broker log.
+    StorageUnavailable,
     /// 404: a reply to an inbox no request waits on (timed out, answered, or never opened).
     UnknownInbox,
     /// 429: too many requests wait for replies already.
@@ -129,6 +132,7 @@ impl ErrorCode {
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::NamespaceDamaged => "namespace_damaged",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::UnknownInbox => "unknown_inbox",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::ReplyError => "reply_error",
@@ -175,6 +179,7 @@ impl ErrorCode {
             ErrorCode::ReadOnly
             | ErrorCode::NamespaceDamaged
             | ErrorCode::ShuttingDown
+            | ErrorCode::StorageUnavailable
             | ErrorCode::NoResponders => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
@@ -215,6 +220,7 @@ impl ErrorCode {
         ErrorCode::ReadOnly,
         ErrorCode::NamespaceDamaged,
         ErrorCode::ShuttingDown,
+        ErrorCode::StorageUnavailable,
         ErrorCode::UnknownInbox,
         ErrorCode::TooManyRequests,
         ErrorCode::ReplyError,

@@ -6,8 +6,11 @@
 //!   temporary directory, on the [`Engine`] the test asks for (disk or memory), with a
 //!   config tweak, a shutdown trigger, stop and restart on the same directory; and
 //!   [`ClientBroker`], the same with a connected `bus_client::Client`.
-//! - [`engines!`]: one test body, `async fn name(engine: Engine)`, run as two tests,
-//!   `name::disk` and `name::memory`.
+//! - [`engines!`]: one test body, `async fn name(engine: Engine)`, run as three tests,
+//!   `name::disk`, `name::memory` and `name::jetstream`; `engines!(local: ...)` for bodies
+//!   whose semantics only the local engines have.
+//! - [`nats`]: [`NatsServer`], a real `nats-server -js` on loopback for the JetStream
+//!   engine.
 //! - [`wait`]: [`within`] bounds one await, [`eventually`] polls a condition the server
 //!   reaches on its own, both with the hard deadline [`WAIT`].
 //! - [`http`]: a small HTTP client ([`send`], [`Resp`]), raw-socket exchanges
@@ -31,6 +34,7 @@
 
 pub mod events;
 pub mod http;
+pub mod nats;
 pub mod proxy;
 pub mod rng;
 pub mod segment_bytes;
@@ -42,6 +46,7 @@ pub mod webdriver;
 
 pub use events::*;
 pub use http::*;
+pub use nats::*;
 pub use proxy::*;
 pub use rng::*;
 pub use segment_bytes::*;
@@ -66,8 +71,28 @@ pub use wait::*;
 /// ```
 ///
 /// The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dependency.
+///
+/// `engines!(local: name, ...)` defines only the disk and memory cases, for bodies that
+/// test what JetStream does differently (segments, fsync, retention by segment, restarts
+/// of the memory engine): say why next to it. A `jetstream` case skips, with the reason
+/// printed, where no `nats-server` is found, and fails under CI.
 #[macro_export]
 macro_rules! engines {
+    (local: $($body:ident),+ $(,)?) => {
+        $(
+            mod $body {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn disk() {
+                    super::$body($crate::Engine::Disk).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$body($crate::Engine::Memory).await
+                }
+            }
+        )+
+    };
     ($($body:ident),+ $(,)?) => {
         $(
             mod $body {
@@ -79,6 +104,13 @@ macro_rules! engines {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn memory() {
                     super::$body($crate::Engine::Memory).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn jetstream() {
+                    if $crate::NatsServer::available() {
+                        super::$body($crate::Engine::JetStream).await
+                    }
                 }
             }
         )+

@@ -25,8 +25,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::http::{HttpClient, Resp, enc, send};
+use crate::nats::NatsServer;
 use crate::sse::{SseReader, sse};
 use crate::wait::within;
+use bus_broker::storage::JetStreamOptions;
 
 /// The storage engine a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,18 +37,27 @@ pub enum Engine {
     Disk,
     /// `Broker::in_memory`: nothing touches the disk; a restart starts empty.
     Memory,
+    /// `Broker::on_jetstream`: a `nats-server -js` of the test server's own (started with
+    /// it, kept across restarts, killed with it); a restart keeps the data.
+    JetStream,
 }
 
 impl Engine {
-    /// Both engines, disk first.
+    /// The local engines, disk first.
     pub const ALL: [Engine; 2] = [Engine::Disk, Engine::Memory];
 
-    /// `disk` or `memory`, for messages.
+    /// `disk`, `memory` or `jetstream`, for messages.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Disk => "disk",
             Engine::Memory => "memory",
+            Engine::JetStream => "jetstream",
         }
+    }
+
+    /// Whether a restart keeps what was stored (not on the memory engine).
+    pub fn persists(self) -> bool {
+        self != Engine::Memory
     }
 }
 
@@ -107,6 +118,7 @@ impl TestServerBuilder {
         };
         let mut s = TestServer {
             dir,
+            nats: None,
             engine: self.engine,
             tweak: self.tweak,
             running: None,
@@ -123,6 +135,9 @@ pub struct TestServer {
     /// The data directory, kept across restarts and deleted on drop. The broker's
     /// `data_dir` is its `data` subfolder.
     pub dir: tempfile::TempDir,
+    /// The NATS server of [`Engine::JetStream`], started at the first launch and kept
+    /// across restarts.
+    nats: Option<NatsServer>,
     /// The engine every incarnation runs on.
     engine: Engine,
     /// The configuration change, applied on every (re)start.
@@ -196,6 +211,22 @@ impl TestServer {
             Engine::Memory => within("Broker::in_memory", Broker::in_memory(config))
                 .await
                 .expect("Broker::in_memory"),
+            Engine::JetStream => {
+                // Tweaks set an fsync policy for the disk engine's speed; JetStream refuses
+                // one (its durability is the server's), so the harness drops it here.
+                config.log.fsync = bus_broker::storage::FsyncPolicy::Always;
+                for o in config.overrides.values_mut() {
+                    o.fsync = None;
+                }
+                let nats = self.nats.get_or_insert_with(NatsServer::start);
+                let options = JetStreamOptions::new(vec![nats.url().to_owned()]);
+                within(
+                    "Broker::on_jetstream",
+                    Broker::on_jetstream(config, options),
+                )
+                .await
+                .expect("Broker::on_jetstream")
+            }
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -212,6 +243,12 @@ impl TestServer {
 
     fn running(&self) -> &Running {
         self.running.as_ref().expect("server is not running")
+    }
+
+    /// `nats://127.0.0.1:<port>` of the NATS server under [`Engine::JetStream`] (once
+    /// launched), for tests that look at the streams directly.
+    pub fn nats_url(&self) -> Option<&str> {
+        self.nats.as_ref().map(NatsServer::url)
     }
 
     /// The engine the server runs on.

@@ -106,6 +106,9 @@ pub enum StorageError {
     /// Invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The remote storage (a NATS JetStream server) failed or could not be reached.
+    #[error("storage server: {0}")]
+    Remote(String),
     /// The log was closed.
     #[error("the log is closed")]
     Closed,

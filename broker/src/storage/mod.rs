@@ -2,10 +2,10 @@
 //!
 //! Routing and delivery use storage only through these traits: [`Storage`] (namespaces and
 //! the broker's own durable state), [`EventLog`] (append, read from a position, wait for new
-//! records, look up by event id and dedup id, retention, stats) and [`StateStore`]. Two
-//! engines implement them: [`DiskStorage`], the real one, and [`MemoryStorage`], for tests
-//! and embedding. Another engine (a NATS JetStream cluster, for users who outgrow one
-//! machine) can be added without touching routing or delivery.
+//! records, look up by event id and dedup id, retention, stats) and [`StateStore`]. Three
+//! engines implement them: [`DiskStorage`], the default, [`MemoryStorage`], for tests and
+//! embedding, and [`JetStreamStorage`], on a NATS JetStream server or cluster for users who
+//! outgrow one machine (`jetstream/`, its own module tree).
 //!
 //! The disk engine, file by file, each using only those listed before it (no file reaches
 //! into another's fields):
@@ -43,10 +43,13 @@
 //! - `disk`: [`DiskStorage`]: the data directory, its lock, its namespaces.
 //! - `state`: `LogStateStore`, the broker's durable key-value state, kept in a log.
 //! - `memory`: [`MemoryStorage`], the same traits in memory.
+//! - [`jetstream`]: [`JetStreamStorage`], the same traits on a NATS JetStream server or
+//!   cluster.
 //! - [`inspect`]: offline inspection for the tools (`bus inspect`, `--verify`, `--repair`):
 //!   segments listed, records decoded, damage located, a namespace cut at its damage.
 //!
 //! **Public API.** The traits and their value types, [`DiskStorage`], [`MemoryStorage`],
+//! [`JetStreamStorage`] with [`JetStreamOptions`] and [`jetstream::migrate`],
 //! [`io::FileSystem`] and [`io::StdFs`] (the broker's `Config` takes a file system, for fault
 //! injection), and [`inspect`]. Everything else is private to the crate.
 //!
@@ -71,6 +74,7 @@ pub mod fd_limit;
 pub(crate) mod index;
 pub mod inspect;
 pub mod io;
+pub mod jetstream;
 mod log;
 mod memory;
 mod mmap;
@@ -104,6 +108,7 @@ pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use disk::{DiskStorage, StorageOptions};
 pub use error::{Corruption, StorageError};
 pub use event::{Event, NewEvent, Receipt};
+pub use jetstream::{JetStreamOptions, JetStreamStorage};
 pub use memory::MemoryStorage;
 pub use open::OpenReport;
 pub use pool::ThreadPools;

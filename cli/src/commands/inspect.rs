@@ -49,6 +49,14 @@ struct Target {
 
 /// Runs `bus inspect`.
 pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
+    let path = args.path.to_string_lossy();
+    if path.starts_with("nats://") || path.starts_with("tls://") {
+        return Err(CliError::msg(format!(
+            "bus inspect reads a data directory's segment files; {path} is NATS JetStream \
+             storage, which has none: inspect its streams (BUS_<namespace>) with the nats CLI \
+             (nats stream info, nats stream view)"
+        )));
+    }
     let checking = args.verify || args.repair;
     let target = resolve(&args.path, checking)?;
     if !checking {

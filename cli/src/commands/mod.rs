@@ -11,6 +11,7 @@ pub mod follow;
 pub mod get;
 pub mod health;
 pub mod inspect;
+pub mod migrate;
 pub mod ns;
 pub mod put;
 pub mod reply;

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use bus_broker::broker::Broker;
 use bus_broker::config::Config;
-use bus_broker::storage::OpenReport;
+use bus_broker::storage::{JetStreamOptions, OpenReport};
 use bus_broker::tls::{Tls, TlsFiles};
 use bus_broker::trusted_proxies::TrustedProxies;
 use tokio::time::Instant;
 
-use crate::args::ServerArgs;
+use crate::args::{NatsArgs, ServerArgs};
 use crate::error::CliError;
 
 /// From the signal to the process's exit, at most (with a margin under the promised 10 s).
@@ -65,7 +65,7 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
     .apply();
     bus_broker::storage::open_files::set_max_open_files(args.max_open_files as usize);
     let log = &mut config.log;
-    log.fsync = args.fsync;
+    log.fsync = args.fsync.unwrap_or_default();
     log.segment_bytes = args.segment_size;
     log.max_payload_bytes = usize::try_from(args.max_payload)
         .map_err(|_| CliError::msg(format!("payload limit {} is too large", args.max_payload)))?;
@@ -86,10 +86,76 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
     Ok(config)
 }
 
+/// The JetStream options `--storage nats://...` asks for, or `None` for the disk engine.
+/// An fsync policy (`--fsync`, or `fsync=` in `--ns-config`) is refused there: durability
+/// is the NATS server's.
+pub fn jetstream(args: &ServerArgs) -> Result<Option<JetStreamOptions>, CliError> {
+    let n = &args.nats;
+    let nats_flags = n.nats_user.is_some()
+        || n.nats_token.is_some()
+        || n.nats_creds.is_some()
+        || n.nats_tls_ca.is_some()
+        || n.nats_tls_required
+        || n.nats_replicas != 1;
+    let Some(url) = args.storage.as_deref() else {
+        if nats_flags {
+            return Err(CliError::msg(
+                "--nats-* flags need --storage nats://host:4222 (the default storage is the data directory)",
+            ));
+        }
+        return Ok(None);
+    };
+    if !url.split(',').all(|u| {
+        let u = u.trim();
+        u.starts_with("nats://") || u.starts_with("tls://")
+    }) {
+        return Err(CliError::msg(format!(
+            "--storage {url:?}: expected nats://host:4222[,host2:4222] (leave it out for the data directory)"
+        )));
+    }
+    let fsync_ns = args
+        .ns_config
+        .iter()
+        .find(|(_, o)| o.fsync.is_some())
+        .map(|(ns, _)| ns.clone());
+    if args.fsync.is_some() || fsync_ns.is_some() {
+        let what = match fsync_ns {
+            Some(ns) if args.fsync.is_none() => format!("fsync for namespace {ns}"),
+            _ => "--fsync".to_owned(),
+        };
+        return Err(CliError::msg(format!(
+            "{what} cannot be used with --storage nats://: durability is JetStream's. An \
+             acknowledged publish is on the stream's replicas, and on their disks after the \
+             server's jetstream sync_interval (2 minutes by default; set sync_interval: \
+             always on the servers to sync every write)"
+        )));
+    }
+    let o = nats_options(url, &args.nats)?;
+    Ok(Some(o))
+}
+
+/// The JetStream options for servers `url` with `n`'s credentials, TLS and replicas.
+pub fn nats_options(url: &str, n: &NatsArgs) -> Result<JetStreamOptions, CliError> {
+    let servers = JetStreamOptions::parse_servers(url)
+        .map_err(|e| CliError::with_cause("invalid configuration", e))?;
+    let mut o = JetStreamOptions::new(servers);
+    o.user = n.nats_user.clone();
+    o.password = n.nats_password.clone();
+    o.token = n.nats_token.clone();
+    o.creds = n.nats_creds.clone();
+    o.tls_ca = n.nats_tls_ca.clone();
+    o.tls_required = n.nats_tls_required;
+    o.replicas = usize::from(n.nats_replicas);
+    o.validate()
+        .map_err(|e| CliError::with_cause("invalid configuration", e))?;
+    Ok(o)
+}
+
 /// Runs `bus server`.
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     init_tracing(&args.log_level)?;
     let config = config(&args)?;
+    let nats = jetstream(&args)?;
     let addr = config.addr;
     let data_dir = config.data_dir.clone();
     // Loaded before the data directory is opened, so that a bad file fails fast.
@@ -101,9 +167,22 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
 
-    let (broker, reports) = Broker::open(config)
-        .await
-        .map_err(|e| CliError::with_cause("cannot open data directory", e))?;
+    let storage = match &nats {
+        Some(o) => format!("NATS JetStream at {}", o.servers.join(",")),
+        None => format!("data directory {}", data_dir.display()),
+    };
+    let jetstream_storage = nats.is_some();
+    let (broker, reports) = match nats {
+        Some(o) => (
+            Broker::on_jetstream(config, o)
+                .await
+                .map_err(|e| CliError::with_cause("cannot open JetStream storage", e))?,
+            Vec::new(),
+        ),
+        None => Broker::open(config)
+            .await
+            .map_err(|e| CliError::with_cause("cannot open data directory", e))?,
+    };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -114,8 +193,12 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(
         addr = %local,
-        data_dir = %data_dir.display(),
-        namespaces = %recovered(&reports),
+        storage = %storage,
+        namespaces = %if jetstream_storage {
+            streams(&broker)
+        } else {
+            recovered(&reports)
+        },
         "bus listening on {scheme}://{local}"
     );
     if !local.ip().is_loopback() && !broker.config().credentials_configured() {
@@ -224,6 +307,20 @@ fn init_tracing(level: &str) -> Result<(), CliError> {
 }
 
 /// `user: 42 events, rpc: 3 events (torn tail of 17 bytes cut at offset 4096)`.
+/// The namespaces found in JetStream at start, with their event counts, for the startup
+/// line.
+fn streams(broker: &Broker) -> String {
+    let names = broker.namespaces();
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("{}: {}", n.name, crate::output::plural(n.events, "event")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn recovered(reports: &[OpenReport]) -> String {
     if reports.is_empty() {
         return "none".to_owned();
@@ -285,6 +382,51 @@ mod tests {
             Command::Server(s) => s,
             _ => panic!("not server"),
         }
+    }
+
+    #[test]
+    fn nats_storage_maps_its_flags_and_refuses_fsync() {
+        assert!(jetstream(&server_args(&[])).unwrap().is_none());
+        let o = jetstream(&server_args(&[
+            "--storage",
+            "nats://a:4222,nats://b:4222",
+            "--nats-user",
+            "u",
+            "--nats-password",
+            "p",
+            "--nats-replicas",
+            "3",
+            "--nats-tls-required",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.servers, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(
+            (o.user.as_deref(), o.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(o.replicas, 3);
+        assert!(o.tls_required);
+        for refused in [
+            &["--storage", "nats://a:4222", "--fsync", "always"][..],
+            &[
+                "--storage",
+                "nats://a:4222",
+                "--ns-config",
+                "rpc:fsync=never",
+            ][..],
+        ] {
+            let e = format!("{:?}", jetstream(&server_args(refused)).unwrap_err().error);
+            assert!(e.contains("sync_interval"), "{e}");
+        }
+        let e = format!(
+            "{:?}",
+            jetstream(&server_args(&["--storage", "/var/lib/bus"]))
+                .unwrap_err()
+                .error
+        );
+        assert!(e.contains("nats://"), "{e}");
+        assert!(jetstream(&server_args(&["--nats-replicas", "3"])).is_err());
     }
 
     #[test]

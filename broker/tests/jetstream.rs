@@ -1,0 +1,477 @@
+//! The JetStream engine against a real `nats-server -js`: what the shared suite's
+//! `::jetstream` cases cannot see, because it is about the mapping itself (streams,
+//! sequences, headers, dedup, batches) or about what differs (the 1,000-event atomic
+//! batch limit, fsync refused, a server that goes away, streams bus did not create).
+//!
+//! Each test skips, saying why, where no `nats-server` is found, and fails under CI.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bus_broker::broker::Broker;
+use bus_broker::config::Config;
+use bus_broker::storage::{
+    FsyncPolicy, IdLookup, JetStreamOptions, JetStreamStorage, NewEvent, ReadItem, Start,
+    Storage as _,
+};
+use bus_testkit::*;
+use futures::StreamExt;
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+async fn server() -> Option<TestServer> {
+    if !NatsServer::available() {
+        return None;
+    }
+    Some(TestServer::start_default_on(Engine::JetStream).await)
+}
+
+async fn js(s: &TestServer) -> jetstream::Context {
+    let client = within(
+        "connect to NATS",
+        async_nats::connect(s.nats_url().expect("a NATS server")),
+    )
+    .await
+    .expect("connect to NATS");
+    jetstream::new(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_is_a_stream_and_a_sequence_the_stream_sequence() {
+    let Some(s) = server().await else { return };
+    s.publish("user.a", "one").await;
+    let r = s
+        .publish_with(
+            "user.b.c",
+            &[
+                ("content-type", "text/plain"),
+                ("bus-header-zeta", "1"),
+                ("bus-header-alpha", "2"),
+            ],
+            "two",
+        )
+        .await;
+    assert_eq!(r["sequence"], 2);
+    let js = js(&s).await;
+    let mut stream = within("get stream", js.get_stream("BUS_user"))
+        .await
+        .expect("the namespace's stream");
+    let info = within("stream info", stream.info()).await.unwrap().clone();
+    assert_eq!(info.config.subjects, ["user", "user.>"]);
+    assert_eq!(info.config.metadata["bus.namespace"], "user");
+    assert!(info.config.allow_direct && info.config.allow_atomic_publish);
+    assert_eq!(info.state.last_sequence, 2);
+    let m = within("direct get", stream.direct_get(2)).await.unwrap();
+    assert_eq!(m.subject.as_str(), "user.b.c");
+    assert_eq!(&m.payload[..], b"two");
+    // Headers are NATS headers under their own names, their order kept beside them.
+    assert_eq!(m.headers.get("zeta").map(|v| v.as_str()), Some("1"));
+    assert_eq!(m.headers.get("alpha").map(|v| v.as_str()), Some("2"));
+    assert_eq!(
+        m.headers.get("Bus-Headers").map(|v| v.as_str()),
+        Some("zeta,alpha")
+    );
+    let events = s.pull_all("user.>").await;
+    assert_eq!(events[1]["headers"], json!({"zeta": "1", "alpha": "2"}));
+}
+
+/// The engine alone on a server of its own (the HTTP API shows headers as a JSON object,
+/// whose key order says nothing).
+async fn storage(nats: &NatsServer) -> JetStreamStorage {
+    within(
+        "connect",
+        JetStreamStorage::connect(JetStreamOptions::new(vec![nats.url().to_owned()])),
+    )
+    .await
+    .expect("JetStreamStorage::connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_come_back_in_the_order_given() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let st = storage(&nats).await;
+    let log = st.namespace("user", true).await.unwrap().unwrap();
+    let headers: Vec<(String, String)> =
+        [("m", "1"), ("b", "2"), ("m", "3"), ("a", ""), ("z", "5")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let e = NewEvent {
+        headers: headers.clone(),
+        ..NewEvent::new("user.h", "x")
+    };
+    within("append", log.append(vec![e])).await.unwrap();
+    let mut r = log.reader(Start::Oldest).await.unwrap();
+    let Some(ReadItem::Event(got)) = within("read", r.next()).await.unwrap() else {
+        panic!("no event")
+    };
+    assert_eq!(got.headers, headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_started_by_time_begins_at_the_first_event_at_or_after_it() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let st = storage(&nats).await;
+    let log = st.namespace("user", true).await.unwrap().unwrap();
+    let mut receipts = Vec::new();
+    for i in 0..4 {
+        let r = within(
+            "append",
+            log.append(vec![NewEvent::new("user.t", format!("{i}"))]),
+        )
+        .await
+        .unwrap();
+        receipts.push(r[0].clone());
+    }
+    for (i, r) in receipts.iter().enumerate() {
+        let mut reader = log.reader(Start::Time(r.time_ns)).await.unwrap();
+        let Some(ReadItem::Event(e)) = within("read", reader.next()).await.unwrap() else {
+            panic!("no event")
+        };
+        assert_eq!(e.sequence, i as u64 + 1, "start at {}", r.time_ns);
+    }
+    let mut after = log
+        .reader(Start::Time(receipts[3].time_ns + 1))
+        .await
+        .unwrap();
+    assert_eq!(after.position(), 5);
+    assert!(after.try_next().unwrap().is_none());
+    within("close", st.close()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_dedup_id_stores_nothing_in_the_stream() {
+    let Some(s) = server().await else { return };
+    let h = [("content-type", "text/plain"), ("bus-msg-id", "order-7")];
+    let first = s.publish_with("user.o", &h, "a").await;
+    let again = s.post("/v1/events/user.o", &h, "b").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    let again = again.json();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["time"], first["time"]);
+    let js = js(&s).await;
+    let mut stream = js.get_stream("BUS_user").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let m = stream.direct_get(1).await.unwrap();
+    assert_eq!(
+        m.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some("order-7")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_atomic_batch_of_at_most_a_thousand() {
+    let Some(s) = server().await else { return };
+    let item = json!({"subject": "user.x", "payload": "p"});
+    let r = s
+        .publish_batch(Value::Array(vec![item.clone(); 1001]).to_string())
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "invalid_batch");
+    assert!(r.text().contains("1000"), "{}", r.text());
+    assert!(
+        s.pull_all("user.>").await.is_empty(),
+        "a refused batch stored"
+    );
+
+    let mut batch = vec![item; 999];
+    batch.push(json!({"subject": "user.last", "payload": "end", "msg_id": "b-1"}));
+    let r = s.publish_batch(Value::Array(batch).to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let receipts = r.json()["receipts"].as_array().unwrap().clone();
+    let seqs: Vec<u64> = receipts
+        .iter()
+        .map(|r| r["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
+    // A batch repeating a dedup id this node stored answers the original.
+    let again = json!([{"subject": "user.last", "payload": "end", "msg_id": "b-1"},
+                       {"subject": "user.new", "payload": "n"}]);
+    let r = s.publish_batch(again.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let rs = r.json()["receipts"].clone();
+    assert_eq!(rs[0]["sequence"], 1000);
+    assert_eq!(rs[0]["duplicate"], true);
+    assert_eq!(rs[1]["sequence"], 1001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_resumes_after_a_restart() {
+    let Some(mut s) = server().await else { return };
+    let ids: Vec<String> = (0..5).map(|i| format!("e{i}")).collect::<Vec<_>>();
+    let mut receipts = Vec::new();
+    for p in &ids {
+        receipts.push(s.publish("user.r", p).await);
+    }
+    s.restart().await;
+    let after = receipts[2]["id"].as_str().unwrap();
+    let page = s
+        .pull(&format!("pattern=user.%3E&from={}", enc(after)))
+        .await;
+    let payloads: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, ["e3", "e4"], "{page}");
+    // Ids keep the stream's incarnation across restarts.
+    let r = s.publish("user.r", "e5").await;
+    let inc = |id: &Value| id.as_str().unwrap().rsplit('-').next().unwrap().to_owned();
+    assert_eq!(inc(&r["id"]), inc(&receipts[0]["id"]));
+    assert_eq!(r["sequence"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_bus_did_not_create_is_left_alone() {
+    let Some(s) = server().await else { return };
+    let js = js(&s).await;
+    within(
+        "create a foreign stream",
+        js.create_stream(jetstream::stream::Config {
+            name: "BUS_orders".into(),
+            subjects: vec!["orders".into(), "orders.>".into()],
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let r = s
+        .post(
+            "/v1/events/orders.new",
+            &[("content-type", "text/plain")],
+            "x",
+        )
+        .await;
+    assert!(r.status.is_server_error(), "{} {}", r.status, r.text());
+    let mut stream = js.get_stream("BUS_orders").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.state.messages, 0,
+        "bus wrote into a stream it did not create"
+    );
+    assert!(!info.config.metadata.contains_key("bus.namespace"));
+    let names = s.get_json("/v1/namespaces").await;
+    assert!(!names.to_string().contains("orders"), "{names}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fsync_policy_is_refused_with_the_reason() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let config = Config {
+        log: bus_broker::storage::LogConfig {
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let e = within(
+        "on_jetstream",
+        Broker::on_jetstream(config, JetStreamOptions::new(vec![nats.url().to_owned()])),
+    )
+    .await
+    .expect_err("fsync accepted on JetStream");
+    assert!(e.to_string().contains("sync_interval"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_server_is_a_503_storage_unavailable() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let mut options = JetStreamOptions::new(vec![nats.url().to_owned()]);
+    options.request_timeout = Duration::from_millis(500);
+    let broker = within(
+        "on_jetstream",
+        Broker::on_jetstream(Config::default(), options),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bus_broker::server::run(listener, broker.clone(), async {
+        let _ = rx.await;
+    }));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let url = format!("http://{addr}/v1/events/user.a");
+    let headers = [("content-type", "text/plain")];
+    let post = |body: &'static str| send(&client, hyper::Method::POST, &url, &headers, body.into());
+    assert_eq!(post("before").await.status, StatusCode::CREATED);
+    drop(nats);
+    let r = post("after").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "storage_unavailable");
+    let _ = tx.send(());
+    let _ = within("server stops", task).await;
+    let _ = within("broker closes", broker.close()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_restart_in_the_kv_bucket() {
+    let Some(mut s) = server().await else { return };
+    s.publish("job.run", "e1").await;
+    let (st, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=billing&ack=manual&ack_wait=1h")
+        .await;
+    drop(st);
+    s.restart().await;
+    let r = s.get("/v1/consumers/billing").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let js = js(&s).await;
+    let kv = js.get_key_value("BUS_STATE").await.unwrap();
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .unwrap()
+        .filter_map(|k| async move { k.ok() })
+        .collect()
+        .await;
+    assert!(!keys.is_empty(), "no state in the bucket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_knows_the_dedup_ids_stored_before_a_restart() {
+    let Some(mut s) = server().await else { return };
+    let batch = json!([{"subject": "user.a", "payload": "1", "msg_id": "k-1"},
+                       {"subject": "user.b", "payload": "2"}]);
+    let r = s.publish_batch(batch.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    s.restart().await;
+    let again = json!([{"subject": "user.c", "payload": "3"},
+                       {"subject": "user.a", "payload": "1", "msg_id": "k-1"}]);
+    let r = s.publish_batch(again.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let rs = r.json()["receipts"].clone();
+    assert_eq!(rs[0]["sequence"], 3);
+    assert_eq!(rs[1]["sequence"], 1, "{rs}");
+    assert_eq!(rs[1]["duplicate"], true);
+    assert_eq!(s.pull_all("user.>").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_keeps_sequences_ids_times_dedup_ids_and_state() {
+    if !NatsServer::available() {
+        return;
+    }
+    use bus_broker::storage::jetstream::migrate;
+    use bus_broker::storage::{DiskStorage, LogConfig, Retention, StorageOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StorageOptions::new(dir.path());
+    options.defaults = LogConfig {
+        segment_bytes: 4096,
+        retention: Retention {
+            max_events: Some(20),
+            ..Retention::default()
+        },
+        ..LogConfig::default()
+    };
+    let (disk, _) = DiskStorage::open(options).unwrap();
+    let user = disk.namespace("user", true).await.unwrap().unwrap();
+    for i in 0..120 {
+        let e = NewEvent {
+            headers: vec![("z".into(), format!("{i}")), ("a".into(), "x".into())],
+            msg_id: Some(format!("m-{i}")),
+            ..NewEvent::new("user.e", vec![b'p'; 100])
+        };
+        user.append(vec![e]).await.unwrap();
+    }
+    user.apply_retention().await.unwrap();
+    let rpc = disk.namespace("rpc", true).await.unwrap().unwrap();
+    rpc.append(vec![
+        NewEvent::new("rpc.a", "1"),
+        NewEvent::new("rpc.b", "2"),
+    ])
+    .await
+    .unwrap();
+    disk.state().put("consumer/w", "pos".into()).await.unwrap();
+    let first = user.stats().first_seq;
+    assert!(first > 1, "retention deleted nothing");
+    let mut source = Vec::new();
+    let mut r = user.reader(Start::Oldest).await.unwrap();
+    while let Some(ReadItem::Event(e)) = r.try_next().unwrap() {
+        source.push(e);
+    }
+    assert_eq!(source.len() as u64, 121 - first);
+
+    let nats = NatsServer::start();
+    let js = storage(&nats).await;
+    let report = within("migrate", migrate(&disk, &js, |_, _| {}))
+        .await
+        .unwrap();
+    assert_eq!(report.state_keys, 1);
+    disk.close().await.unwrap();
+    js.close().await.unwrap();
+
+    // A fresh engine, as the broker opens it after the move.
+    let js = storage(&nats).await;
+    assert_eq!(js.namespaces().await.unwrap(), ["rpc", "user"]);
+    let moved = js.namespace("user", false).await.unwrap().unwrap();
+    let mut r = moved.reader(Start::Oldest).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < source.len() {
+        match within("read", r.next()).await.unwrap() {
+            Some(ReadItem::Event(e)) => got.push(e),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        got, source,
+        "events, ids, times, headers or dedup ids changed"
+    );
+    assert_eq!(moved.lookup_id(&source[0].id).await, IdLookup::Found(first));
+    let dup = moved
+        .append(vec![NewEvent {
+            msg_id: Some("m-119".into()),
+            ..NewEvent::new("user.e", "again")
+        }])
+        .await
+        .unwrap();
+    assert!(dup[0].duplicate && dup[0].sequence == 120, "{dup:?}");
+    let next = moved
+        .append(vec![NewEvent::new("user.e", "new")])
+        .await
+        .unwrap();
+    assert_eq!(next[0].sequence, 121);
+    assert_eq!(
+        js.state().get("consumer/w").await.unwrap().as_deref(),
+        Some(&b"pos"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_another_nats_client_stores_is_read_as_an_event() {
+    let Some(s) = server().await else { return };
+    s.publish("user.a", "from bus").await;
+    let js = js(&s).await;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Trace", "t-1");
+    within(
+        "publish directly",
+        js.publish_with_headers("user.direct", h, "from nats".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let events = s.pull_all("user.>").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let e = &events[1];
+    assert_eq!(e["sequence"], 2);
+    assert_eq!(e["subject"], "user.direct");
+    assert_eq!(e["payload"], "from nats");
+    assert_eq!(e["headers"], json!({"trace": "t-1"}));
+    assert_time(e["time"].as_str().unwrap());
+}
