@@ -380,8 +380,8 @@ async fn a_segment_of_a_newer_format_is_refused_naming_its_version_and_never_cut
     s.stop().await;
     let active = segments(&ns_dir(&s, "user")).pop().unwrap();
     let mut data = std::fs::read(&active).unwrap();
-    // Version 2 with a header checksum that verifies: written by a newer bus, not damage.
-    data[8..10].copy_from_slice(&2u16.to_le_bytes());
+    // Version 3 with a header checksum that verifies: written by a newer bus, not damage.
+    data[8..10].copy_from_slice(&3u16.to_le_bytes());
     let crc = crc32fast::hash(&data[..28]);
     data[28..32].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&active, &data).unwrap();
@@ -395,7 +395,7 @@ async fn a_segment_of_a_newer_format_is_refused_naming_its_version_and_never_cut
         .await;
     let m = r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "namespace_damaged");
     assert!(
-        m.contains("segment format version 2 is not supported"),
+        m.contains("segment format version 3 is not supported"),
         "{m}"
     );
     assert_eq!(s.pull_all("orders.>").await.len(), 3);

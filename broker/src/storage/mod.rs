@@ -141,13 +141,15 @@ pub enum Start {
 pub enum ReadItem {
     /// The next event.
     Event(Event),
-    /// Events `missed_from..resume_at` were deleted by retention before they were read;
-    /// reading resumes at `resume_at`.
+    /// Events `missed_from..resume_at` are gone: deleted by retention before they were read,
+    /// or holes a repair left where records were damaged; reading resumes at `resume_at`.
     Gap {
         /// The first sequence skipped.
         missed_from: u64,
         /// The sequence reading resumes from.
         resume_at: u64,
+        /// Why they are gone.
+        reason: GapReason,
     },
 }
 
@@ -320,6 +322,7 @@ pub fn check_namespace(name: &str) -> Result<(), StorageError> {
     }
 }
 
+pub use bus_proto::GapReason;
 /// Event ids (`<namespace>-<sequence>-<incarnation>`): the wire grammar lives in
 /// `bus-proto`, which clients and cursors share.
 pub use bus_proto::event_id::{EventIdRef, event_id, parse_event_id};
