@@ -35,7 +35,8 @@
 //!   or age retention is due.
 //! - `syncer`: syncs written groups under `always` on the sync pool while the writer writes on.
 //! - `retention`: deleting the oldest sealed segments.
-//! - `salvage`: the records that still verify in a damaged segment (the state log's salvage).
+//! - `salvage`: the records that still verify in a damaged segment (the state log's salvage,
+//!   and the offline repair's).
 //! - `writer`: the writer job: group commit, rolling, failure and healing.
 //! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
 //! - `reader`: `Reader`, a cursor reading forward from a position.
@@ -44,11 +45,13 @@
 //! - `state`: `LogStateStore`, the broker's durable key-value state, kept in a log.
 //! - `memory`: [`MemoryStorage`], the same traits in memory.
 //! - [`inspect`]: offline inspection for the tools (`bus inspect`, `--verify`, `--repair`):
-//!   segments listed, records decoded, damage located, a namespace cut at its damage.
+//!   segments listed, records decoded, damage located.
+//! - [`repair`]: the offline repair that salvages a damaged namespace: damaged segments
+//!   rewritten as version 2 (with holes), original bytes quarantined, lost sequences named.
 //!
 //! **Public API.** The traits and their value types, [`DiskStorage`], [`MemoryStorage`],
 //! [`io::FileSystem`] and [`io::StdFs`] (the broker's `Config` takes a file system, for fault
-//! injection), and [`inspect`]. Everything else is private to the crate.
+//! injection), [`inspect`] and [`repair`]. Everything else is private to the crate.
 //!
 //! **The `test-util` feature** makes public, for this crate's own tests and benches and for
 //! the CLI's tests, what they drive directly: the concrete `Log`, `Reader` and
@@ -84,6 +87,7 @@ pub mod record;
 #[cfg(not(feature = "test-util"))]
 mod record;
 mod recovery;
+pub mod repair;
 mod retention;
 mod salvage;
 #[cfg(feature = "test-util")]
