@@ -190,10 +190,18 @@ pub fn repair(ns: &NamespaceDir, _lock: &DirLock) -> Result<NamespaceRepair, Ins
             out.new_active = Some(upgrade_active(ns, active, incarnation)?);
         }
     }
+    // Ranges of neighbouring segments join: the report names each run of losses once.
     let mut lost: Vec<RangeInclusive<u64>> =
         out.rewritten.iter().flat_map(|s| s.lost.clone()).collect();
     lost.sort_by_key(|r| *r.start());
-    out.lost = lost;
+    for r in lost {
+        match out.lost.last_mut() {
+            Some(prev) if prev.end().checked_add(1) == Some(*r.start()) => {
+                *prev = *prev.start()..=*r.end();
+            }
+            _ => out.lost.push(r),
+        }
+    }
     Ok(out)
 }
 
