@@ -65,7 +65,8 @@ pub enum StreamItem {
     Subscribed(Subscribed),
     /// An event.
     Event(Message),
-    /// Events this subscription had not read were deleted by retention; it resumed after them.
+    /// Events this subscription had not read are gone ([`Gap::reason`]: retention, or
+    /// damage a repair salvaged around); it resumed after them.
     Gap(Gap),
 }
 
