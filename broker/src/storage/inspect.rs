@@ -199,7 +199,8 @@ pub struct SegmentScan {
     path: PathBuf,
     /// The segment's bytes as read.
     data: Bytes,
-    /// The offset of each valid record, the i-th holding sequence `first_seq + i`.
+    /// The offset of each valid record, the i-th holding sequence `first_seq + i` (in a
+    /// version-2 segment, the i-th sequence it holds).
     offsets: Vec<u32>,
     /// What the broker cuts from the end of the active segment at start: a write cut short,
     /// zeros, an unfinished batch.
@@ -233,7 +234,8 @@ impl SegmentScan {
         self.torn.as_ref()
     }
 
-    /// The `i`-th valid record (sequence `first_seq + i`), decoded; `None` past the end.
+    /// The `i`-th valid record (sequence `first_seq + i` in a version-1 segment), decoded;
+    /// `None` past the end.
     pub fn record(&self, i: usize) -> Option<ScannedRecord<'_>> {
         let offset = *self.offsets.get(i)? as usize;
         // Every offset was verified by the scan, on these very bytes.
@@ -459,10 +461,11 @@ fn damaged(seg: &SegmentFile, data: Bytes, c: Corruption) -> Scanned {
     let mut seq = seg.first_seq;
     while (pos as u64) < c.offset {
         match record::decode(&data[pos.min(data.len())..]) {
-            Decoded::Record(r, n) if r.sequence == seq => {
+            // Before the damage every record verifies; a version-2 segment may skip sequences.
+            Decoded::Record(r, n) if r.sequence >= seq => {
                 offsets.push(pos as u32);
                 pos += n;
-                seq += 1;
+                seq = r.sequence + 1;
             }
             _ => break,
         }

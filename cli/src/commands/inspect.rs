@@ -175,7 +175,13 @@ fn print_events(json: bool, args: &InspectArgs, target: &Target) -> Result<(), C
                     continue;
                 }
             };
+            // Record `i` holds `first + i` but in a version-2 segment, which may skip some.
             let skip = from.saturating_sub(seg.first_seq) as usize;
+            let skip = if scan.record(skip).is_some_and(|r| r.event.sequence == from) {
+                skip
+            } else {
+                0
+            };
             for i in skip..scan.len() {
                 if printed == count {
                     break;
@@ -186,6 +192,9 @@ fn print_events(json: bool, args: &InspectArgs, target: &Target) -> Result<(), C
                         seg.path.display()
                     )));
                 };
+                if record.event.sequence < from {
+                    continue;
+                }
                 let line = to_json(&record.event, ns.namespace(), None);
                 let line = if json {
                     line
@@ -330,9 +339,11 @@ fn verify(target: &Target) -> Result<Vec<Report<'_>>, CliError> {
                 }
                 Scanned::Damaged(c, before) => {
                     let n = before.len() as u64;
-                    if n > 0 {
-                        let last = seg.first_seq + n - 1;
-                        r.range = Some((r.range.map_or(seg.first_seq, |x| x.0), last));
+                    let first = before.record(0).map(|f| f.event.sequence);
+                    let last = n.checked_sub(1).and_then(|i| before.record(i as usize));
+                    if let (Some(first), Some(last)) = (first, last) {
+                        let last = last.event.sequence;
+                        r.range = Some((r.range.map_or(first, |x| x.0), last));
                     }
                     r.events += n;
                     r.damage = Some(c);
