@@ -271,6 +271,20 @@ async fn after_a_repair_the_namespace_serves_again() {
         page["gaps"],
         serde_json::json!([{"namespace": "user", "missed_from": 4, "resume_at": 5, "reason": "damaged"}])
     );
+    // A stream gets the same gap, between the events on either side of it.
+    let mut st = s
+        .subscribe(&format!("pattern={}&from=oldest", enc("user.>")))
+        .await;
+    for want in 1..=3 {
+        assert_eq!(st.expect_event().await.json()["sequence"], want);
+    }
+    let gap = st.next_event().await.expect("gap message");
+    assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
+    assert_eq!(
+        gap.json(),
+        serde_json::json!({"namespace": "user", "missed_from": 4, "resume_at": 5, "reason": "damaged"})
+    );
+    assert_eq!(st.expect_event().await.json()["sequence"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
