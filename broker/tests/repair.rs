@@ -353,3 +353,41 @@ async fn after_a_repair_new_segments_are_version_2() {
     // The sealed segments the repair did not touch stay version 1.
     assert!(segs[1..].iter().all(|p| version_of(p) == SEGMENT_VERSION));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeking_by_time_passes_a_segment_whose_every_record_was_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = data.join("user");
+    let (log, _) = open(&dir, small_segments());
+    fill(&log, 0).await;
+    log.close().await;
+    let segs = segments(&dir);
+    assert!(segs.len() >= 4);
+    // The second segment keeps only its header: every record of it is lost.
+    let bytes = std::fs::read(&segs[1]).unwrap();
+    std::fs::write(&segs[1], &bytes[..segment::SEGMENT_HEADER_BYTES]).unwrap();
+    let (first, next) = (first_of(&segs[1]), first_of(&segs[2]));
+    assert_eq!(repair(&data), vec![first..=next - 1]);
+
+    let (log, _) = open(&dir, small_segments());
+    let all = read_all(&log, Start::Oldest);
+    assert_eq!(all.len() as u64, EVENTS - (next - first));
+    for e in &all {
+        let mut r = log.open_reader(Start::Time(e.time_ns)).unwrap();
+        let want = all.iter().find(|x| x.time_ns >= e.time_ns).unwrap();
+        let got = loop {
+            match r.try_next().unwrap() {
+                Some(ReadItem::Event(got)) => break got,
+                Some(ReadItem::Gap { .. }) => continue,
+                None => panic!("nothing read from the time of {}", e.sequence),
+            }
+        };
+        assert_eq!(
+            got.sequence, want.sequence,
+            "seek to the time of {}",
+            e.sequence
+        );
+    }
+    log.close().await;
+}

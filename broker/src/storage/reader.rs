@@ -328,11 +328,21 @@ impl LogReader for Reader {
 /// The sequence of the first event at or after `t` (the next sequence when there is none).
 fn seek_time(shared: &Shared, t: u64) -> Result<u64, StorageError> {
     let (sealed, active_hit, next_seq) = shared.time_index(t);
+    // A segment whose every record a repair lost holds no time: it sorts with the nearest
+    // older segment that holds one, so the search below stays monotonic.
+    let newest_time = |i: usize| -> Result<u64, StorageError> {
+        for seg in sealed[..=i].iter().rev() {
+            if !seg.load()?.index.is_empty() {
+                return seg.last_time();
+            }
+        }
+        Ok(0)
+    };
     // The first sealed segment whose newest event is at or after `t` (O(log n) loads).
     let (mut lo, mut hi) = (0, sealed.len());
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if sealed[mid].last_time()? < t {
+        if newest_time(mid)? < t {
             lo = mid + 1;
         } else {
             hi = mid;
