@@ -81,6 +81,9 @@ pub fn ranges(sorted: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u64>>
 /// The sequences of `first..=last` that `kept` (ascending) does not hold, as ranges.
 fn missing(first: u64, last: u64, kept: &[u64]) -> Vec<RangeInclusive<u64>> {
     let mut out = Vec::new();
+    if last < first {
+        return out;
+    }
     let mut next = first;
     for &k in kept.iter().filter(|&&k| (first..=last).contains(&k)) {
         if k > next {
@@ -134,12 +137,12 @@ pub fn repair(ns: &NamespaceDir, _lock: &DirLock) -> Result<NamespaceRepair, Ins
         let data = inspect::read_segment(&active.path)
             .map_err(|e| err(format!("cannot read {}", active.path.display()), e))?;
         // As recovery bounds it: no more records than the smallest record fits.
-        let bound = active.first_seq + data.len() as u64 / 46 + 1;
+        let bound = active.first_seq.saturating_add(data.len() as u64 / 46 + 1);
         let found = salvage::scan(&data, active.first_seq..bound);
         let highest = found.records.last().map(|(_, r)| r.sequence);
-        let high_water = highest.unwrap_or(active.first_seq - 1);
-        if high_water >= active.first_seq {
-            let next = high_water + 1;
+        let high_water = highest.unwrap_or(active.first_seq.saturating_sub(1));
+        if highest.is_some() {
+            let next = high_water.saturating_add(1);
             let path = ns.dir.join(segment::segment_name(next));
             segment::create(
                 &StdFs,
@@ -156,7 +159,7 @@ pub fn repair(ns: &NamespaceDir, _lock: &DirLock) -> Result<NamespaceRepair, Ins
             active_seal = Some(sealed);
         } else {
             // Nothing verifies in it: it stays the active segment, emptied, as version 2.
-            let seg = rewrite(ns, active, &data, &[], incarnation, active.first_seq - 1)?;
+            let seg = rewrite(ns, active, &data, &[], incarnation, 0)?;
             out.rewritten.push(seg);
         }
     }
