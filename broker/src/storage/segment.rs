@@ -417,6 +417,32 @@ mod tests {
     }
 
     #[test]
+    fn version_2_is_read_and_says_so() {
+        let h = encode_header_version(SEGMENT_VERSION_HOLES, 7, 42);
+        assert_eq!(decode_header(&h, 42), Ok(7));
+        assert_eq!(header_version(&h), SEGMENT_VERSION_HOLES);
+        assert_eq!(unknown_version(&h), None);
+        assert_eq!(header_version(&encode_header(7, 42)), SEGMENT_VERSION);
+    }
+
+    #[test]
+    fn a_holes_segment_scans_increasing_sequences_within_its_range_only() {
+        use crate::storage::NewEvent;
+        let mut data = encode_header_version(SEGMENT_VERSION_HOLES, 7, 10).to_vec();
+        for seq in [10, 12, 15] {
+            let e = NewEvent::new("k.v", "x");
+            record::encode(&mut data, &e, seq, 1, 0, format!("s-{seq}-00000007"));
+        }
+        let p = Path::new("00000000000000000010.log");
+        let (records, end) = scan_sealed(p, &data, 10..16, true).unwrap();
+        let seqs: Vec<u64> = records.iter().map(|&(s, _)| s).collect();
+        assert_eq!((seqs, end), (vec![10, 12, 15], data.len() as u64));
+        // Sequence 15 is outside 10..15, and version 1 allows no skip.
+        assert!(scan_sealed(p, &data, 10..15, true).is_err());
+        assert!(scan_sealed(p, &data, 10..16, false).is_err());
+    }
+
+    #[test]
     fn an_unknown_version_is_named_and_others_are_not() {
         let mut h = encode_header(7, 42);
         assert_eq!(unknown_version(&h), None);
