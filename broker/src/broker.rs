@@ -54,8 +54,8 @@ pub enum BrokerError {
 pub struct Page {
     /// The events, with their namespaces.
     pub events: Vec<Arc<crate::live::RoutedEvent>>,
-    /// Gaps met: (namespace, missed_from, resume_at).
-    pub gaps: Vec<(String, u64, u64)>,
+    /// Gaps met.
+    pub gaps: Vec<bus_proto::Gap>,
     /// Where to continue from.
     pub cursor: String,
 }
@@ -367,7 +367,13 @@ impl Broker {
                 namespace,
                 missed_from,
                 resume_at,
-            } => page.gaps.push((namespace, missed_from, resume_at)),
+                reason,
+            } => page.gaps.push(bus_proto::Gap {
+                namespace,
+                missed_from,
+                resume_at,
+                reason,
+            }),
         };
         if !wait.is_zero() {
             match sub.try_next().await? {

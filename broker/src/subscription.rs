@@ -31,7 +31,7 @@ use crate::interest::InterestGuard;
 use crate::live::{NsRouter, RoutedEvent, Routes, SlotGuard};
 use crate::metrics::{Metrics, NamespaceCounters};
 use crate::namespaces::Namespaces;
-use crate::storage::{EventLog, IdLookup, LogReader, ReadItem, Start};
+use crate::storage::{EventLog, GapReason, IdLookup, LogReader, ReadItem, Start};
 use crate::subject::{NamespaceScope, Pattern};
 
 /// Where a subscription starts.
@@ -89,7 +89,7 @@ pub enum Delivery {
         /// The cursor positioned just after this event (empty for readers without cursors).
         cursor: String,
     },
-    /// Events the subscription had not read were deleted by retention.
+    /// Events the subscription had not read are gone (retention, or damage).
     Gap {
         /// The namespace.
         namespace: String,
@@ -97,6 +97,8 @@ pub enum Delivery {
         missed_from: u64,
         /// Sequence reading resumed at.
         resume_at: u64,
+        /// Why they are gone.
+        reason: GapReason,
     },
 }
 
@@ -474,10 +476,12 @@ impl Subscription {
             ReadItem::Gap {
                 missed_from,
                 resume_at,
+                reason,
             } => Some(Delivery::Gap {
                 namespace: r.namespace.to_string(),
                 missed_from,
                 resume_at,
+                reason,
             }),
             ReadItem::Event(event) => {
                 // Subjects read from the log were checked when published.

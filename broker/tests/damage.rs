@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bus_broker::storage::inspect::{DataDir, DirLock, Scanned};
+use bus_broker::storage::inspect::{DataDir, DirLock};
 use bus_testkit::{Rng, TestServer, enc, record_starts};
 use hyper::StatusCode;
 
@@ -235,16 +235,16 @@ async fn after_a_repair_the_namespace_serves_again() {
         .assert_error(StatusCode::SERVICE_UNAVAILABLE, "namespace_damaged");
     s.stop().await;
 
-    // What `bus inspect --repair <dir>` does: cut the namespace at its damage.
+    // What `bus inspect --repair <dir>` does: salvage around the damage.
     let data = s.dir.path().join("data");
     let lock = DirLock::acquire(&data).unwrap();
     let dir = DataDir::open(&data).unwrap();
     for ns in dir.open_namespaces(true).unwrap() {
-        for (i, seg) in ns.segments.iter().enumerate() {
-            if let Scanned::Damaged(..) = ns.scan(seg).unwrap() {
-                ns.repair(i, &lock).unwrap();
-                break;
-            }
+        let fixed = ns.repair(&lock).unwrap();
+        if ns.label == "user" {
+            assert_eq!(fixed.lost, vec![4..=4], "{fixed:?}");
+        } else {
+            assert!(!fixed.changed(), "{}: {fixed:?}", ns.label);
         }
     }
     drop(lock);
@@ -253,12 +253,38 @@ async fn after_a_repair_the_namespace_serves_again() {
     let h = s.get_json("/healthz").await;
     assert_eq!(h["status"], "ok", "{h}");
     s.publish("user.after", "repaired").await;
-    let events = s.pull_all("user.>").await;
+    let page = s
+        .pull(&format!("pattern={}&from=oldest&limit=1000", enc("user.>")))
+        .await;
+    let seqs: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    // Every record after the damage is kept with its sequence, and the new event takes a
+    // sequence never handed out before.
+    let mut want: Vec<u64> = (1..=10).filter(|&q| q != 4).collect();
+    want.push(11);
+    assert_eq!(seqs, want);
     assert_eq!(
-        events.len(),
-        4,
-        "the three before the damage and the new one"
+        page["gaps"],
+        serde_json::json!([{"namespace": "user", "missed_from": 4, "resume_at": 5, "reason": "damaged"}])
     );
+    // A stream gets the same gap, between the events on either side of it.
+    let mut st = s
+        .subscribe(&format!("pattern={}&from=oldest", enc("user.>")))
+        .await;
+    for want in 1..=3 {
+        assert_eq!(st.expect_event().await.json()["sequence"], want);
+    }
+    let gap = st.next_event().await.expect("gap message");
+    assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
+    assert_eq!(
+        gap.json(),
+        serde_json::json!({"namespace": "user", "missed_from": 4, "resume_at": 5, "reason": "damaged"})
+    );
+    assert_eq!(st.expect_event().await.json()["sequence"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,8 +406,8 @@ async fn a_segment_of_a_newer_format_is_refused_naming_its_version_and_never_cut
     s.stop().await;
     let active = segments(&ns_dir(&s, "user")).pop().unwrap();
     let mut data = std::fs::read(&active).unwrap();
-    // Version 2 with a header checksum that verifies: written by a newer bus, not damage.
-    data[8..10].copy_from_slice(&2u16.to_le_bytes());
+    // Version 3 with a header checksum that verifies: written by a newer bus, not damage.
+    data[8..10].copy_from_slice(&3u16.to_le_bytes());
     let crc = crc32fast::hash(&data[..28]);
     data[28..32].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&active, &data).unwrap();
@@ -395,7 +421,7 @@ async fn a_segment_of_a_newer_format_is_refused_naming_its_version_and_never_cut
         .await;
     let m = r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "namespace_damaged");
     assert!(
-        m.contains("segment format version 2 is not supported"),
+        m.contains("segment format version 3 is not supported"),
         "{m}"
     );
     assert_eq!(s.pull_all("orders.>").await.len(), 3);
@@ -409,8 +435,7 @@ async fn a_segment_of_a_newer_format_is_refused_naming_its_version_and_never_cut
         .unwrap()
     {
         if ns.label == "user" {
-            let last = ns.segments.len() - 1;
-            assert!(ns.repair(last, &lock).is_err(), "repair refused");
+            assert!(ns.repair(&lock).is_err(), "repair refused");
         }
     }
     drop(lock);

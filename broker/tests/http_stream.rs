@@ -558,6 +558,7 @@ async fn start_before_retention_reports_a_gap_then_resumes_at_the_oldest_retaine
     let gaps = page["gaps"].as_array().expect("gaps");
     assert_eq!(gaps.len(), 1, "{page}");
     assert_eq!(gaps[0]["namespace"], "user", "{page}");
+    assert_eq!(gaps[0]["reason"], "retention", "{page}");
     assert!(
         gaps[0].get("missed_from").is_some() && gaps[0].get("resume_at").is_some(),
         "{page}"
@@ -576,6 +577,7 @@ async fn start_before_retention_reports_a_gap_then_resumes_at_the_oldest_retaine
     assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
     let g = gap.json();
     assert_eq!(g["namespace"], "user", "{g}");
+    assert_eq!(g["reason"], "retention", "{g}");
     assert!(
         g.get("missed_from").is_some() && g.get("resume_at").is_some(),
         "{g}"

@@ -390,7 +390,11 @@ async fn retention_by_count_bytes_and_age_leaves_readers_a_gap() {
             Some(ReadItem::Gap {
                 missed_from: 1,
                 resume_at,
-            }) => assert_eq!(resume_at, stats.first_seq),
+                reason,
+            }) => {
+                assert_eq!(resume_at, stats.first_seq);
+                assert_eq!(reason, bus_broker::storage::GapReason::Retention);
+            }
             other => panic!("{retention:?}: expected a gap, got {other:?}"),
         }
         assert_eq!(

@@ -108,7 +108,8 @@ fn run(ops: Vec<Op>) {
                             r.try_next().unwrap(),
                             Some(ReadItem::Gap {
                                 missed_from: next,
-                                resume_at: first
+                                resume_at: first,
+                                reason: bus_broker::storage::GapReason::Retention,
                             })
                         );
                         next = first;

@@ -201,7 +201,8 @@ async fn the_memory_engine_reports_gaps_after_retention() {
         early.try_next().unwrap(),
         Some(ReadItem::Gap {
             missed_from: 1,
-            resume_at: 4
+            resume_at: 4,
+            reason: bus_broker::storage::GapReason::Retention,
         })
     );
     assert_eq!(
@@ -245,7 +246,8 @@ async fn the_memory_engine_expires_by_age_without_an_append() {
         early.try_next().unwrap(),
         Some(ReadItem::Gap {
             missed_from: 1,
-            resume_at: 2
+            resume_at: 2,
+            reason: bus_broker::storage::GapReason::Retention,
         })
     );
     let mut late = log.reader(Start::Oldest).await.unwrap();

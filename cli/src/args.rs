@@ -191,12 +191,12 @@ broker at start) from damage (a valid record after the bad one, or any bad byte 
 segment), as the broker's recovery does.
 
 --repair needs a stopped broker: it takes the data directory's lock and fails when a broker
-holds it. In each damaged namespace it deletes the segments after the damaged one and cuts
-that one at the damage (and before an unfinished batch), as the broker's own repair does,
-and reports the events cut. Copy the directory first if the cut events matter.
-After a repair the namespace's next events take the cut sequences again: a durable consumer
-(or a saved cursor) already past the cut would skip them, so move such consumers back with
-`bus consumers seek NAME --to <id or time>` once the broker runs again.
+holds it. In each damaged namespace it keeps every record that still verifies, with its
+sequence: each damaged segment is rewritten (format version 2, which allows holes) and its
+original bytes are kept in <namespace>/quarantine/; no later segment is deleted. It reports
+exactly which sequences were lost, as ranges; readers then get them as a gap with the reason
+`damaged`, and no sequence is ever handed out again. A bus older than this one (which reads
+only format version 1) refuses a repaired namespace, naming the version.
 
 Exit status: 0 healthy (or repaired), 1 damage found (each damaged namespace is named on
 stdout, the first damage on stderr: file, offset and sequence), 2 an error (unreadable

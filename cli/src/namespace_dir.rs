@@ -7,7 +7,7 @@
 //! `bus: cannot read <file>: <cause>`.
 
 pub use bus_broker::storage::inspect::{
-    DataDir, DirLock, InspectError, NamespaceDir, RepairCut, Scanned, SegmentFile,
+    DataDir, DirLock, InspectError, NamespaceDir, NamespaceRepair, Scanned, SegmentFile,
     segment_first_seq,
 };
 

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal as _, Write as _};
 
 use bus_client::Message;
-use bus_proto::{ConsumerInfo, Gap, NamespaceInfo};
+use bus_proto::{ConsumerInfo, Gap, GapReason, NamespaceInfo};
 
 use crate::error::CliError;
 
@@ -73,10 +73,15 @@ pub fn notice(text: &str) {
 /// Tells on stderr that retention deleted events `g` covers before they were read.
 pub fn gap_notice(g: &Gap) {
     notice(&format!(
-        "gap in {}: events {} to {} were deleted by retention before they were read",
+        "gap in {}: events {} to {} {} (reason: {})",
         g.namespace,
         g.missed_from,
-        g.resume_at.saturating_sub(1)
+        g.resume_at.saturating_sub(1),
+        match g.reason {
+            GapReason::Retention => "were deleted by retention before they were read",
+            GapReason::Damaged => "were lost to damage on disk (a repair salvaged around them)",
+        },
+        g.reason
     ));
 }
 

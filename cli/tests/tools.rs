@@ -143,7 +143,7 @@ fn inspect_reads_a_live_broker_s_data_as_the_api_serves_it() {
 }
 
 #[test]
-fn verify_tells_a_zeroed_tail_from_damage_and_repair_cuts_at_it() {
+fn verify_tells_a_zeroed_tail_from_damage_and_repair_salvages_past_it() {
     let data = tempfile::tempdir().unwrap();
     let flags = ["--fsync", "never", "--segment-size", "4KiB"];
     let server = ServerProcess::start_with(data.path(), &flags);
@@ -198,23 +198,26 @@ fn verify_tells_a_zeroed_tail_from_damage_and_repair_cuts_at_it() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o).lines().count() as u64, damaged_seq - 1);
 
-    // Repair cuts from the damage on, then the log verifies and the broker serves it.
+    // Repair keeps every record but the damaged one, then the log verifies and the broker
+    // serves it.
     let o = ok(run(bus().args(["--json", "inspect", "--repair", path])));
     let reports = json_lines(&o);
     let repaired = reports
         .iter()
         .find_map(|r| r.get("repaired"))
         .unwrap_or_else(|| panic!("{reports:?}"));
-    assert_eq!(repaired["events_cut"], 40 - damaged_seq + 1);
-    assert_eq!(repaired["first_sequence"], damaged_seq);
-    assert_eq!(repaired["offset"], offsets[1]);
+    assert_eq!(repaired["events_lost"], 1);
+    assert_eq!(
+        repaired["lost"],
+        serde_json::json!([[damaged_seq, damaged_seq]])
+    );
     let o = ok(run(bus().args(["inspect", "--verify", path])));
-    let kept = damaged_seq - 1;
     assert!(
-        stdout(&o).contains(&format!("user: ok, {kept} events (1..{kept})")),
+        stdout(&o).contains("user: ok, 39 events (1..40, 1 lost to damage)"),
         "{}",
         stdout(&o)
     );
+    let kept = 40;
     let server = ServerProcess::start(data.path());
     let o = ok(run(&mut server.bus(&["--json", "ns"])));
     let list: Vec<Value> = serde_json::from_str(stdout(&o).trim()).unwrap();
@@ -223,7 +226,7 @@ fn verify_tells_a_zeroed_tail_from_damage_and_repair_cuts_at_it() {
 }
 
 #[test]
-fn damage_in_a_sealed_segment_cuts_every_later_segment() {
+fn damage_in_a_sealed_segment_loses_only_the_damaged_record() {
     let data = tempfile::tempdir().unwrap();
     let flags = ["--fsync", "never", "--segment-size", "4KiB"];
     let server = ServerProcess::start_with(data.path(), &flags);
@@ -250,17 +253,17 @@ fn damage_in_a_sealed_segment_cuts_every_later_segment() {
     let o = ok(run(bus().args(["inspect", "--repair"]).arg(&ns)));
     let out = stdout(&o);
     assert!(
-        out.contains("user: repaired: cut 29 events (sequence 2 on)"),
+        out.contains("user: repaired: lost 1 event (sequences 2)"),
         "{out}"
     );
-    assert!(
-        out.contains(&format!("deleted the {} segments after it", segs.len() - 1)),
-        "{out}"
-    );
-    assert_eq!(segments(&ns), vec![segs[0].clone()]);
+    assert!(out.contains("original kept in"), "{out}");
+    // Every later segment is kept; the active one was sealed under a new version-2 one.
+    let after = segments(&ns);
+    assert_eq!(&after[..segs.len()], &segs[..]);
+    assert_eq!(after.len(), segs.len() + 1);
     let o = ok(run(bus().args(["inspect", "--verify"]).arg(&ns)));
     assert!(
-        stdout(&o).contains("user: ok, 1 event (1..1)"),
+        stdout(&o).contains("user: ok, 29 events (1..30, 1 lost to damage)"),
         "{}",
         stdout(&o)
     );

@@ -176,7 +176,7 @@ pub use client::{
 pub use consumer::{AckMode, ConsumerInfo, ConsumerKind, ConsumerUpdate, SubscribeOptions};
 pub use error::{ApiError, Error, ErrorCode, ErrorKind, PublishError, RequestError};
 pub use message::{
-    DecodeError, Gap, Message, NamespaceInfo, Page, Receipt, Start, StartParseError,
+    DecodeError, Gap, GapReason, Message, NamespaceInfo, Page, Receipt, Start, StartParseError,
 };
 pub use publish::{BatchItem, PublishBuilder};
 pub use reconnect::ReconnectPolicy;

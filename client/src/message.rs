@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use bus_proto::DecodedEvent;
 
-pub use bus_proto::{Gap, NamespaceInfo, Receipt, Start, StartParseError};
+pub use bus_proto::{Gap, GapReason, NamespaceInfo, Receipt, Start, StartParseError};
 
 use crate::ack::{AckOp, AckStatus, Acker};
 use crate::error::{Error, ErrorKind};
@@ -311,7 +311,8 @@ pub struct Page {
     pub events: Vec<Message>,
     /// Pass as the next pull's `from` ([`Start::Cursor`]) to continue exactly after this page.
     pub cursor: String,
-    /// Retention gaps met while reading the page.
+    /// Gaps met while reading the page: events deleted by retention, or lost to damage
+    /// ([`Gap::reason`]).
     pub gaps: Vec<Gap>,
 }
 

@@ -65,7 +65,8 @@ pub enum StreamItem {
     Subscribed(Subscribed),
     /// An event.
     Event(Message),
-    /// Events this subscription had not read were deleted by retention; it resumed after them.
+    /// Events this subscription had not read are gone ([`Gap::reason`]: retention, or
+    /// damage a repair salvaged around); it resumed after them.
     Gap(Gap),
 }
 
@@ -632,7 +633,7 @@ mod tests {
             "event: subscribed\ndata: {{\"subscription\":\"s-3\",\"pattern\":\"user.>\",\"from\":\"oldest\"}}\n\n\
              : keep-alive\n\n\
              retry: 1000\nid: user-1-9f3c2a1b\ndata: {EVENT}\n\n\
-             event: gap\ndata: {{\"namespace\":\"user\",\"missed_from\":2,\"resume_at\":5}}\n\n\
+             event: gap\ndata: {{\"namespace\":\"user\",\"missed_from\":2,\"resume_at\":5,\"reason\":\"damaged\"}}\n\n\
              event: future\ndata: {{}}\n\n\
              event: shutdown\ndata: {{}}\n\n\
              data: {EVENT}\n\n"
@@ -644,7 +645,10 @@ mod tests {
         assert!(
             matches!(&items[1], StreamItem::Event(m) if &m.payload[..] == b"hi" && m.json() == EVENT)
         );
-        assert!(matches!(&items[2], StreamItem::Gap(g) if g.missed_from == 2 && g.resume_at == 5));
+        assert!(
+            matches!(&items[2], StreamItem::Gap(g) if g.missed_from == 2 && g.resume_at == 5
+                && g.reason == crate::GapReason::Damaged)
+        );
         assert!(s.done);
         assert_eq!(s.cursor(), Some("user-1-9f3c2a1b"));
         assert_eq!(s.retry(), Some(Duration::from_millis(1000)));

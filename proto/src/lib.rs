@@ -22,8 +22,8 @@
 //!   [`consumer_update`]: [`ConsumerUpdate`], the settings a `PATCH` changes.
 //! - [`namespace`]: [`NamespaceInfo`], a namespace's figures.
 //! - [`subscription`]: [`SubscriptionInfo`] (`GET /v1/subscriptions`) and [`Subscribed`],
-//!   the first message of a stream. [`gap`]: [`Gap`], events deleted by retention before
-//!   they were read.
+//!   the first message of a stream. [`gap`]: [`Gap`], events lost before they were
+//!   read, with a [`GapReason`] (retention, or damage a repair could not salvage).
 //! - [`error`]: [`ErrorCode`], the stable error codes with their spelling and HTTP status,
 //!   and the error JSON ([`ErrorBody`](error::ErrorBody), [`ErrorDetail`](error::ErrorDetail)).
 //! - [`sse`]: [`SseParser`](sse::SseParser), the one incremental, bounded parser of
@@ -57,7 +57,7 @@ pub use cursor::Cursor;
 pub use decoded_event::{DecodeError, DecodedEvent};
 pub use error::ErrorCode;
 pub use event::EventView;
-pub use gap::Gap;
+pub use gap::{Gap, GapReason};
 pub use namespace::NamespaceInfo;
 pub use receipt::{Receipt, ReceiptRef};
 pub use start::{InvalidStart, Start, StartParseError};

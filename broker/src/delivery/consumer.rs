@@ -29,7 +29,7 @@ use super::settings::{AckMode, ConsumerSettings};
 use crate::error::{Error, ErrorCode};
 use crate::live::RoutedEvent;
 use crate::publisher::Publish;
-use crate::storage::{Event, IdLookup, ReadItem, Start, StateStore, parse_event_id};
+use crate::storage::{Event, GapReason, IdLookup, ReadItem, Start, StateStore, parse_event_id};
 use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
 use crate::sync::lock;
@@ -70,7 +70,7 @@ pub enum Out {
         /// Deliveries of this event to this consumer, this one included.
         count: u32,
     },
-    /// Events were deleted by retention before they were delivered or acknowledged.
+    /// Events are gone (retention, or damage) before they were delivered or acknowledged.
     Gap {
         /// The namespace.
         namespace: String,
@@ -78,6 +78,8 @@ pub enum Out {
         missed_from: u64,
         /// Where delivery resumes.
         resume_at: u64,
+        /// Why they are gone.
+        reason: GapReason,
     },
 }
 
@@ -130,7 +132,7 @@ struct Persist {
 /// Outcome of reading one event back for redelivery or dead-lettering.
 enum ReadBack {
     Found(Event),
-    Gone { resume_at: u64 },
+    Gone { resume_at: u64, reason: GapReason },
 }
 
 /// A consumer. See the module documentation.
@@ -626,13 +628,14 @@ impl Consumer {
                             count,
                         }]));
                     }
-                    ReadBack::Gone { resume_at } => {
+                    ReadBack::Gone { resume_at, reason } => {
                         lock(&self.state).gap(&key.ns, resume_at);
                         self.changed.notify_waiters();
                         return Ok(Some(vec![Out::Gap {
                             namespace: key.ns.to_string(),
                             missed_from: key.seq,
                             resume_at,
+                            reason,
                         }]));
                     }
                 }
@@ -716,12 +719,14 @@ impl Consumer {
                 namespace,
                 missed_from,
                 resume_at,
+                reason,
             } => {
                 st.gap(&namespace, resume_at);
                 Out::Gap {
                     namespace,
                     missed_from,
                     resume_at,
+                    reason,
                 }
             }
         })
@@ -734,14 +739,18 @@ impl Consumer {
         let Some(log) = self.parts.namespaces.get(&key.ns) else {
             return Ok(ReadBack::Gone {
                 resume_at: key.seq + 1,
+                reason: GapReason::Retention,
             });
         };
         let mut r = log.reader(Start::Sequence(key.seq)).await?;
         Ok(match r.try_next()? {
             Some(ReadItem::Event(e)) if e.sequence == key.seq => ReadBack::Found(e),
-            Some(ReadItem::Gap { resume_at, .. }) => ReadBack::Gone { resume_at },
+            Some(ReadItem::Gap {
+                resume_at, reason, ..
+            }) => ReadBack::Gone { resume_at, reason },
             _ => ReadBack::Gone {
                 resume_at: key.seq + 1,
+                reason: GapReason::Retention,
             },
         })
     }

@@ -207,8 +207,8 @@ pub async fn stream(
                 Some(Ok(Some(Delivery::Event { event, cursor }))) => {
                     yield sse::event(&cursor, &event, None);
                 }
-                Some(Ok(Some(Delivery::Gap { namespace, missed_from, resume_at }))) => {
-                    yield gap_event(&namespace, missed_from, resume_at);
+                Some(Ok(Some(Delivery::Gap { namespace, missed_from, resume_at, reason }))) => {
+                    yield gap_event(bus_proto::Gap { namespace, missed_from, resume_at, reason });
                 }
                 Some(Err(e)) => {
                     yield error_event(&e);
@@ -220,22 +220,14 @@ pub async fn stream(
     Ok(sse::response(events, heartbeat))
 }
 
-/// `event: gap`: events `missed_from..resume_at` of `namespace` were deleted by retention.
-fn gap_event(namespace: &str, missed_from: u64, resume_at: u64) -> Vec<Bytes> {
-    sse::frame(
-        "gap",
-        &gap_json(namespace, missed_from, resume_at).to_string(),
-        false,
-    )
+/// `event: gap`: events `missed_from..resume_at` of `namespace` are gone (deleted by
+/// retention, or lost to damage), as its reason says.
+fn gap_event(gap: bus_proto::Gap) -> Vec<Bytes> {
+    sse::frame("gap", &gap_json(&gap).to_string(), false)
 }
 
 /// The wire [`bus_proto::Gap`] as a JSON value (keys in the order serde_json's map keeps).
-fn gap_json(namespace: &str, missed_from: u64, resume_at: u64) -> serde_json::Value {
-    let gap = bus_proto::Gap {
-        namespace: namespace.to_owned(),
-        missed_from,
-        resume_at,
-    };
+fn gap_json(gap: &bus_proto::Gap) -> serde_json::Value {
     // Strings and numbers: serialising cannot fail.
     serde_json::to_value(gap).unwrap_or_default()
 }
@@ -363,8 +355,8 @@ async fn consumer_stream(
                 Some(Ok(Some(Out::Event { event, count }))) => {
                     yield sse::event(&event.id, &event, manual.then_some(count));
                 }
-                Some(Ok(Some(Out::Gap { namespace, missed_from, resume_at }))) => {
-                    yield gap_event(&namespace, missed_from, resume_at);
+                Some(Ok(Some(Out::Gap { namespace, missed_from, resume_at, reason }))) => {
+                    yield gap_event(bus_proto::Gap { namespace, missed_from, resume_at, reason });
                 }
                 Some(Err(e)) => {
                     yield error_event(&e);
@@ -459,11 +451,7 @@ pub async fn pull(
             .to_string()
             .as_bytes(),
     );
-    let gaps: Vec<_> = page
-        .gaps
-        .iter()
-        .map(|(ns, from, to)| gap_json(ns, *from, *to))
-        .collect();
+    let gaps: Vec<_> = page.gaps.iter().map(gap_json).collect();
     body.extend_from_slice(b",\"gaps\":");
     body.extend_from_slice(serde_json::Value::Array(gaps).to_string().as_bytes());
     body.push(b'}');

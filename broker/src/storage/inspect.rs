@@ -8,8 +8,8 @@
 //!   [`NamespaceDir::scan`] reads and checks one, yielding its records
 //!   ([`SegmentScan::records`]: the decoded event with its file and byte offset) or the first
 //!   damage ([`Corruption`]: file, byte offset, sequence, reason).
-//! - [`NamespaceDir::repair`] cuts a namespace at its first damage; it needs a [`DirLock`],
-//!   the data directory's lock that a running broker holds.
+//! - [`NamespaceDir::repair`] salvages a damaged namespace ([`super::repair`]); it needs a
+//!   [`DirLock`], the data directory's lock that a running broker holds.
 //!
 //! **How segments are checked.**
 //!
@@ -27,10 +27,9 @@
 //! which would fault a map. Each scan holds one segment in memory, at most
 //! [`MAX_SEGMENT_BYTES`].
 //!
-//! **Repair** deletes the segments after the damaged one (newest first, so that an
-//! interruption leaves a shorter log that is still whole) and their indexes, then the
-//! damaged segment's index, and lets recovery cut the damaged segment, now the newest,
-//! with repair on, exactly as the broker treats a damaged active segment at open.
+//! **Repair** keeps every record that still verifies, with its sequence: each damaged
+//! segment is rewritten as a version-2 segment (holes allowed), nothing later is deleted, and
+//! the sequences lost are reported as ranges ([`super::repair`]).
 
 use std::fs::File;
 use std::io::Read as _;
@@ -40,8 +39,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::disk::{LOCK_FILE, STATE_DIR, lock_dir};
-use super::io::{DataFile, FileSystem as _, StdFs};
+use super::io::DataFile;
 use super::record::{self, Decoded};
+pub use super::repair::{NamespaceRepair, RewrittenSegment};
 use super::{Corruption, Event, StorageError, TornTail, check_namespace, recovery, segment};
 
 /// The largest file read as a segment: the largest segment size (1 GiB) plus the largest
@@ -59,7 +59,7 @@ pub struct InspectError {
 }
 
 impl InspectError {
-    fn new(
+    pub(crate) fn new(
         context: String,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> InspectError {
@@ -199,7 +199,8 @@ pub struct SegmentScan {
     path: PathBuf,
     /// The segment's bytes as read.
     data: Bytes,
-    /// The offset of each valid record, the i-th holding sequence `first_seq + i`.
+    /// The offset of each valid record, the i-th holding sequence `first_seq + i` (in a
+    /// version-2 segment, the i-th sequence it holds).
     offsets: Vec<u32>,
     /// What the broker cuts from the end of the active segment at start: a write cut short,
     /// zeros, an unfinished batch.
@@ -233,7 +234,8 @@ impl SegmentScan {
         self.torn.as_ref()
     }
 
-    /// The `i`-th valid record (sequence `first_seq + i`), decoded; `None` past the end.
+    /// The `i`-th valid record (sequence `first_seq + i` in a version-1 segment), decoded;
+    /// `None` past the end.
     pub fn record(&self, i: usize) -> Option<ScannedRecord<'_>> {
         let offset = *self.offsets.get(i)? as usize;
         // Every offset was verified by the scan, on these very bytes.
@@ -262,21 +264,6 @@ pub enum Scanned {
     Damaged(Corruption, SegmentScan),
     /// The file disappeared after the listing (retention deleted it while a broker runs).
     Gone,
-}
-
-/// What [`NamespaceDir::repair`] cut.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepairCut {
-    /// The segment cut, now the newest.
-    pub file: PathBuf,
-    /// The offset it now ends at.
-    pub offset: u64,
-    /// The first sequence cut.
-    pub first_cut: u64,
-    /// Events cut, damaged ones included.
-    pub events_cut: u64,
-    /// Later segments deleted.
-    pub segments_deleted: usize,
 }
 
 impl NamespaceDir {
@@ -368,57 +355,18 @@ impl NamespaceDir {
         })
     }
 
-    /// Cuts the namespace at the damage found in its segment `i`: deletes the later segments
-    /// and their indexes (newest first), the damaged segment's index, and lets the broker's
-    /// recovery cut the damaged segment, now the active one, with repair on (see the module
-    /// docs). Needs the data directory's lock. Returns what was cut.
-    pub fn repair(&self, i: usize, _lock: &DirLock) -> Result<RepairCut, InspectError> {
-        let ns = self;
-        let Some(seg) = ns.segments.get(i) else {
-            return Err(InspectError::new(
-                format!("cannot repair {}", ns.dir.display()),
-                format!("it has no segment {i}"),
-            ));
-        };
-        let newest = ns.newest_sequence()?;
-        let remove = |path: &Path| match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(InspectError::new(
-                format!("cannot delete {}", path.display()),
-                e,
-            )),
-            _ => Ok(()),
-        };
-        for later in ns.segments[i + 1..].iter().rev() {
-            remove(&later.path)?;
-            remove(&segment::index_path_for(&later.path))?;
-        }
-        remove(&segment::index_path_for(&seg.path))?;
-        StdFs
-            .sync_dir(&ns.dir)
-            .map_err(|e| InspectError::new(format!("cannot sync {}", ns.dir.display()), e))?;
-        let file = StdFs
-            .open(&seg.path)
-            .map_err(|e| InspectError::new(format!("cannot open {}", seg.path.display()), e))?;
-        let state = in_state_dir(&seg.path);
-        let scan = recovery::scan_active(&seg.path, &file, seg.first_seq, true, false, state)
-            .map_err(|e| InspectError::new(format!("cannot repair {}", seg.path.display()), e))?;
-        let kept_last = seg
-            .first_seq
-            .saturating_sub(1)
-            .saturating_add(scan.offsets.len() as u64);
-        Ok(RepairCut {
-            file: seg.path.clone(),
-            offset: scan.end,
-            first_cut: kept_last + 1,
-            events_cut: newest.saturating_sub(kept_last),
-            segments_deleted: ns.segments.len() - i - 1,
-        })
+    /// Repairs the namespace, salvaging every record that still verifies (see
+    /// [`super::repair`]): damaged segments are rewritten as version 2 with holes, their
+    /// original bytes kept in `quarantine/`, and the sequences lost are named. Needs the data
+    /// directory's lock.
+    pub fn repair(&self, lock: &DirLock) -> Result<NamespaceRepair, InspectError> {
+        super::repair::repair(self, lock)
     }
 }
 
 /// True for a segment of the state log, which keeps the valid part of an incomplete last
 /// batch, as the broker does.
-fn in_state_dir(segment: &Path) -> bool {
+pub(crate) fn in_state_dir(segment: &Path) -> bool {
     segment
         .parent()
         .and_then(|d| d.file_name())
@@ -439,7 +387,9 @@ fn scan_sealed(seg: &SegmentFile, data: Bytes, next: u64) -> Result<Scanned, Ins
     if let Err(reason) = segment::check_header(&data, seg.first_seq) {
         return damaged_at(0, seg.first_seq, reason);
     }
-    let (offsets, end) = match segment::scan_sealed(&seg.path, &data, seg.first_seq) {
+    let holes = segment::header_version(&data) == segment::SEGMENT_VERSION_HOLES;
+    let range = seg.first_seq..next;
+    let (records, end) = match segment::scan_sealed(&seg.path, &data, range, holes) {
         Ok(found) => found,
         Err(e) => {
             return match e.corruption() {
@@ -451,9 +401,10 @@ fn scan_sealed(seg: &SegmentFile, data: Bytes, next: u64) -> Result<Scanned, Ins
             };
         }
     };
+    let offsets: Vec<u32> = records.iter().map(|&(_, o)| o).collect();
     let expected = next.saturating_sub(seg.first_seq);
     let found = offsets.len() as u64;
-    if found != expected {
+    if !holes && found != expected {
         let reason = format!("segment holds {found} events where {expected} were expected");
         return if found < expected {
             damaged_at(end, seg.first_seq + found, reason)
@@ -510,10 +461,11 @@ fn damaged(seg: &SegmentFile, data: Bytes, c: Corruption) -> Scanned {
     let mut seq = seg.first_seq;
     while (pos as u64) < c.offset {
         match record::decode(&data[pos.min(data.len())..]) {
-            Decoded::Record(r, n) if r.sequence == seq => {
+            // Before the damage every record verifies; a version-2 segment may skip sequences.
+            Decoded::Record(r, n) if r.sequence >= seq => {
                 offsets.push(pos as u32);
                 pos += n;
-                seq += 1;
+                seq = r.sequence + 1;
             }
             _ => break,
         }
@@ -530,7 +482,7 @@ fn damaged(seg: &SegmentFile, data: Bytes, c: Corruption) -> Scanned {
 }
 
 /// Reads a whole segment file, refusing one over [`MAX_SEGMENT_BYTES`].
-fn read_segment(path: &Path) -> std::io::Result<Bytes> {
+pub(crate) fn read_segment(path: &Path) -> std::io::Result<Bytes> {
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
     if len > MAX_SEGMENT_BYTES {
@@ -716,7 +668,7 @@ mod tests {
     }
 
     #[test]
-    fn repair_cuts_at_the_damage_and_deletes_later_segments() {
+    fn repair_salvages_around_the_damage_and_keeps_later_segments() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let nsdir = data.join("user");
@@ -739,15 +691,33 @@ mod tests {
             Err(StorageError::Locked { .. })
         ));
         let ns = &data_dir.open_namespaces(false).unwrap()[0];
-        let cut = ns.repair(0, &lock).unwrap();
-        assert_eq!(cut.offset, second as u64);
+        let fixed = ns.repair(&lock).unwrap();
+        assert_eq!(fixed.lost, vec![2..=2]);
+        assert_eq!(fixed.rewritten.len(), 1);
+        assert_eq!(fixed.rewritten[0].kept, 2);
+        let kept = fixed.rewritten[0].quarantined.clone().unwrap();
         assert_eq!(
-            (cut.first_cut, cut.events_cut, cut.segments_deleted),
-            (2, 4, 1)
+            std::fs::read(kept).unwrap(),
+            bytes,
+            "the original bytes are kept"
         );
+        // The active segment became version 2: sealed, under a new empty one at 6.
+        assert_eq!(fixed.new_active, Some(nsdir.join(segment::segment_name(6))));
         let ns = NamespaceDir::open(&nsdir).unwrap();
-        assert_eq!(ns.segments.len(), 1);
-        assert_eq!(healthy(ns.scan(&ns.segments[0]).unwrap()).len(), 1);
+        let firsts: Vec<u64> = ns.segments.iter().map(|s| s.first_seq).collect();
+        assert_eq!(firsts, vec![1, 4, 6]);
+        let s = healthy(ns.scan(&ns.segments[0]).unwrap());
+        let seqs: Vec<u64> = s.records().map(|r| r.event.sequence).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        assert_eq!(healthy(ns.scan(&ns.segments[1]).unwrap()).len(), 2);
+        let active = std::fs::read(&ns.segments[2].path).unwrap();
+        assert_eq!(
+            segment::header_version(&active),
+            segment::SEGMENT_VERSION_HOLES
+        );
+        // A second repair finds nothing to do.
+        let again = ns.repair(&lock).unwrap();
+        assert!(!again.changed(), "{again:?}");
     }
 
     #[test]

@@ -328,6 +328,7 @@ impl LogReader for MemoryReader {
             let gap = ReadItem::Gap {
                 missed_from: self.next,
                 resume_at: g.first_seq,
+                reason: super::GapReason::Retention,
             };
             self.next = g.first_seq;
             return Ok(Some(gap));

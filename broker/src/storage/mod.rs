@@ -35,7 +35,8 @@
 //!   or age retention is due.
 //! - `syncer`: syncs written groups under `always` on the sync pool while the writer writes on.
 //! - `retention`: deleting the oldest sealed segments.
-//! - `salvage`: the records that still verify in a damaged segment (the state log's salvage).
+//! - `salvage`: the records that still verify in a damaged segment (the state log's salvage,
+//!   and the offline repair's).
 //! - `writer`: the writer job: group commit, rolling, failure and healing.
 //! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
 //! - `reader`: `Reader`, a cursor reading forward from a position.
@@ -46,12 +47,14 @@
 //! - [`jetstream`]: [`JetStreamStorage`], the same traits on a NATS JetStream server or
 //!   cluster.
 //! - [`inspect`]: offline inspection for the tools (`bus inspect`, `--verify`, `--repair`):
-//!   segments listed, records decoded, damage located, a namespace cut at its damage.
+//!   segments listed, records decoded, damage located.
+//! - [`repair`]: the offline repair that salvages a damaged namespace: damaged segments
+//!   rewritten as version 2 (with holes), original bytes quarantined, lost sequences named.
 //!
 //! **Public API.** The traits and their value types, [`DiskStorage`], [`MemoryStorage`],
 //! [`JetStreamStorage`] with [`JetStreamOptions`] and [`jetstream::migrate`],
 //! [`io::FileSystem`] and [`io::StdFs`] (the broker's `Config` takes a file system, for fault
-//! injection), and [`inspect`]. Everything else is private to the crate.
+//! injection), [`inspect`] and [`repair`]. Everything else is private to the crate.
 //!
 //! **The `test-util` feature** makes public, for this crate's own tests and benches and for
 //! the CLI's tests, what they drive directly: the concrete `Log`, `Reader` and
@@ -88,6 +91,7 @@ pub mod record;
 #[cfg(not(feature = "test-util"))]
 mod record;
 mod recovery;
+pub mod repair;
 mod retention;
 mod salvage;
 #[cfg(feature = "test-util")]
@@ -146,13 +150,15 @@ pub enum Start {
 pub enum ReadItem {
     /// The next event.
     Event(Event),
-    /// Events `missed_from..resume_at` were deleted by retention before they were read;
-    /// reading resumes at `resume_at`.
+    /// Events `missed_from..resume_at` are gone: deleted by retention before they were read,
+    /// or holes a repair left where records were damaged; reading resumes at `resume_at`.
     Gap {
         /// The first sequence skipped.
         missed_from: u64,
         /// The sequence reading resumes from.
         resume_at: u64,
+        /// Why they are gone.
+        reason: GapReason,
     },
 }
 
@@ -325,6 +331,7 @@ pub fn check_namespace(name: &str) -> Result<(), StorageError> {
     }
 }
 
+pub use bus_proto::GapReason;
 /// Event ids (`<namespace>-<sequence>-<incarnation>`): the wire grammar lives in
 /// `bus-proto`, which clients and cursors share.
 pub use bus_proto::event_id::{EventIdRef, event_id, parse_event_id};

@@ -81,7 +81,7 @@ pub(crate) fn open(
     if first_time {
         let inc = (uuid::Uuid::new_v4().as_u128() >> 96) as u32;
         let path = dir.join(segment::segment_name(1));
-        segment::create(&*fs, dir, &path, inc, 1)?;
+        segment::create(&*fs, dir, &path, segment::SEGMENT_VERSION, inc, 1)?;
         logs.insert(1, path);
     }
     let (&active_first, active_path) = logs.last_key_value().expect("at least one segment");
@@ -124,17 +124,17 @@ pub(crate) fn open(
             "cut a bad last record (a torn write, or damage to it); the cut bytes are kept in quarantine/"
         );
     }
-    let incarnation = match scan.incarnation {
-        Some(inc) => inc,
+    let (incarnation, segment_version) = match scan.incarnation {
+        Some(inc) => (inc, scan.version),
         None => {
             // The active segment's header was torn: rewrite it.
-            let inc = previous_incarnation(&logs, active_first, checkpoint.as_ref());
-            let h = segment::encode_header(inc, active_first);
+            let (inc, version) = previous_incarnation(&logs, active_first, checkpoint.as_ref());
+            let h = segment::encode_header_version(version, inc, active_first);
             file.write_all_at(&h, 0)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| StorageError::io("write", &active_path, e))?;
             scan.end = SEGMENT_HEADER_BYTES as u64;
-            inc
+            (inc, version)
         }
     };
 
@@ -240,7 +240,15 @@ pub(crate) fn open(
         next_seq,
         last_time,
     );
-    let shared = Arc::new(Shared::new(name, dir, config, incarnation, view, dedup));
+    let shared = Arc::new(Shared::new(
+        name,
+        dir,
+        config,
+        incarnation,
+        segment_version,
+        view,
+        dedup,
+    ));
     let writer = Writer::start(
         shared.clone(),
         fs,
@@ -277,7 +285,7 @@ fn sealed_msg_ids(seg: &SealedSegment) -> Result<Vec<(String, u64, u64)>, Storag
                 }
             }
             _ => {
-                let seq = seg.first_seq + i as u64;
+                let seq = l.index.sequence(i);
                 return Err(StorageError::corrupt(
                     &seg.path,
                     off as u64,
@@ -290,20 +298,25 @@ fn sealed_msg_ids(seg: &SealedSegment) -> Result<Vec<(String, u64, u64)>, Storag
     Ok(out)
 }
 
-/// The incarnation to give an active segment whose header was torn.
+/// The incarnation and format version to give an active segment whose header was torn:
+/// the previous segment's, else the checkpoint's incarnation (or a new one) and version 1.
 fn previous_incarnation(
     logs: &BTreeMap<u64, PathBuf>,
     active: u64,
     ck: Option<&Checkpoint>,
-) -> u32 {
+) -> (u32, u16) {
     let prev = logs.range(..active).next_back().and_then(|(first, path)| {
         let mut h = [0u8; SEGMENT_HEADER_BYTES];
         let f = std::fs::File::open(path).ok()?;
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 0).ok()?;
-        segment::decode_header(&h, *first).ok()
+        let inc = segment::decode_header(&h, *first).ok()?;
+        Some((inc, segment::header_version(&h)))
     });
-    prev.or(ck.map(|c| c.incarnation))
-        .unwrap_or_else(|| (uuid::Uuid::new_v4().as_u128() >> 96) as u32)
+    prev.or(ck.map(|c| (c.incarnation, segment::SEGMENT_VERSION)))
+        .unwrap_or_else(|| {
+            let inc = (uuid::Uuid::new_v4().as_u128() >> 96) as u32;
+            (inc, segment::SEGMENT_VERSION)
+        })
 }
 
 type Listing = (BTreeMap<u64, PathBuf>, Vec<(u64, PathBuf)>);

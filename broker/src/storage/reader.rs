@@ -5,7 +5,9 @@
 //! [`CHUNK_BYTES`], never past the visible end. Every record's checksum is verified on every
 //! read: damage reaches the reader as [`StorageError::Corrupt`] naming file, offset and
 //! sequence, and the reader stays where it was. A reader whose position was deleted by
-//! retention gets a [`ReadItem::Gap`] saying from where it resumes. A reader at the end
+//! retention gets a [`ReadItem::Gap`] saying from where it resumes (reason `retention`); one
+//! whose position is a hole a repair left in a version-2 segment gets one with the reason
+//! `damaged`, found through the segment's index (the next record it holds). A reader at the end
 //! waits on the writer's notification, without polling. Its memory does not grow with its
 //! lag: it holds at most one chunk (or one map).
 
@@ -20,7 +22,7 @@ use tokio::sync::watch;
 use super::io::DataFile;
 use super::record::{self, Decoded};
 use super::shared::{Located, Shared};
-use super::{IdLookup, LogReader, ReadItem, Start, StorageError};
+use super::{GapReason, IdLookup, LogReader, ReadItem, Start, StorageError};
 
 /// Most bytes a reader reads from the active segment at once (a larger record is read whole).
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -38,6 +40,9 @@ struct Chunk {
     partial: bool,
     /// The file read, for error reports.
     path: PathBuf,
+    /// For a version-2 sealed segment, its last sequence: its records may skip sequences up
+    /// to it (holes). `None` where every sequence is present.
+    holes_up_to: Option<u64>,
 }
 
 /// Reads one namespace's log forward.
@@ -102,6 +107,18 @@ impl Reader {
                 self.next += 1;
                 Ok(Some(ReadItem::Event(event)))
             }
+            // A hole: the record, verified, is read next.
+            Decoded::Record(r, _)
+                if r.sequence > self.next && c.holes_up_to.is_some_and(|l| r.sequence <= l) =>
+            {
+                let gap = ReadItem::Gap {
+                    missed_from: self.next,
+                    resume_at: r.sequence,
+                    reason: GapReason::Damaged,
+                };
+                self.next = r.sequence;
+                Ok(Some(gap))
+            }
             // A chunk of the active segment cut a record short: read again from it.
             Decoded::Incomplete if c.partial && c.pos > 0 => {
                 self.chunk = None;
@@ -132,6 +149,7 @@ impl Reader {
                 let gap = ReadItem::Gap {
                     missed_from: self.next,
                     resume_at: first_seq,
+                    reason: GapReason::Retention,
                 };
                 self.next = first_seq;
                 return Ok(Some(gap));
@@ -148,6 +166,7 @@ impl Reader {
                             let gap = ReadItem::Gap {
                                 missed_from: self.next,
                                 resume_at: first,
+                                reason: GapReason::Retention,
                             };
                             self.next = first;
                             return Ok(Some(gap));
@@ -155,7 +174,34 @@ impl Reader {
                         return Err(e);
                     }
                 };
-                let i = (self.next - seg.first_seq) as usize;
+                let i = match loaded.index.find(self.next) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        // A hole (only a version-2 segment has them, and its index names
+                        // every record's sequence): skip to the next record held, or past
+                        // the segment.
+                        let resume_at = if i < loaded.index.len() {
+                            loaded.index.sequence(i)
+                        } else {
+                            seg.last_seq + 1
+                        };
+                        if !loaded.index.has_holes_format() || resume_at <= self.next {
+                            return Err(StorageError::corrupt(
+                                &seg.path,
+                                loaded.index.end_offset(),
+                                self.next,
+                                "segment index does not hold the sequence",
+                            ));
+                        }
+                        let gap = ReadItem::Gap {
+                            missed_from: self.next,
+                            resume_at,
+                            reason: GapReason::Damaged,
+                        };
+                        self.next = resume_at;
+                        return Ok(Some(gap));
+                    }
+                };
                 let pos = loaded.index.offset(i);
                 let end = loaded.index.end_offset() as usize;
                 self.chunk = Some(Chunk {
@@ -165,6 +211,7 @@ impl Reader {
                     file_offset: 0,
                     partial: false,
                     path: seg.path.clone(),
+                    holes_up_to: loaded.index.has_holes_format().then_some(seg.last_seq),
                 });
             }
             Located::Active {
@@ -194,6 +241,7 @@ impl Reader {
                     file_offset: offset,
                     partial,
                     path,
+                    holes_up_to: None,
                 });
             }
         }
@@ -280,11 +328,21 @@ impl LogReader for Reader {
 /// The sequence of the first event at or after `t` (the next sequence when there is none).
 fn seek_time(shared: &Shared, t: u64) -> Result<u64, StorageError> {
     let (sealed, active_hit, next_seq) = shared.time_index(t);
+    // A segment whose every record a repair lost holds no time: it sorts with the nearest
+    // older segment that holds one, so the search below stays monotonic.
+    let newest_time = |i: usize| -> Result<u64, StorageError> {
+        for seg in sealed[..=i].iter().rev() {
+            if !seg.load()?.index.is_empty() {
+                return seg.last_time();
+            }
+        }
+        Ok(0)
+    };
     // The first sealed segment whose newest event is at or after `t` (O(log n) loads).
     let (mut lo, mut hi) = (0, sealed.len());
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if sealed[mid].last_time()? < t {
+        if newest_time(mid)? < t {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -299,7 +357,11 @@ fn seek_time(shared: &Shared, t: u64) -> Result<u64, StorageError> {
             let m = (a + b) / 2;
             if time_at(m) < t { a = m + 1 } else { b = m }
         }
-        return Ok(seg.first_seq + a as u64);
+        return Ok(if a < l.index.len() {
+            l.index.sequence(a)
+        } else {
+            seg.last_seq + 1
+        });
     }
     Ok(active_hit.unwrap_or(next_seq))
 }

@@ -24,6 +24,8 @@ use super::segment::{self, SEGMENT_HEADER_BYTES};
 pub struct ActiveScan {
     /// Namespace incarnation from the header (None when the header was torn and rewritten).
     pub incarnation: Option<u32>,
+    /// The header's format version (meaningful with `incarnation`).
+    pub version: u16,
     /// Offset of each valid record.
     pub offsets: Vec<u32>,
     /// Time of each valid record.
@@ -95,7 +97,10 @@ pub fn scan_active(
 
     // The header: a torn one (short, or all zeros) in an otherwise empty file is rewritten.
     match segment::check_header(&data, first_seq) {
-        Ok(inc) => scan.incarnation = Some(inc),
+        Ok(inc) => {
+            scan.incarnation = Some(inc);
+            scan.version = segment::header_version(&data);
+        }
         Err(reason) => {
             let header_torn = data.iter().all(|&b| b == 0) || data.len() < SEGMENT_HEADER_BYTES;
             // A newer format is not damage: even repair leaves it alone.

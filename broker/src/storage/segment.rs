@@ -10,12 +10,17 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `BUSSEG\r\n` |
-//! | 8 | 2 | format version (1) |
+//! | 8 | 2 | format version (1, or 2: the segment may skip sequences, see below) |
 //! | 10 | 2 | flags, must be 0 |
 //! | 12 | 4 | namespace incarnation (random, fixed when the namespace is created) |
 //! | 16 | 8 | first sequence (equals the file name) |
 //! | 24 | 4 | reserved, must be 0 |
 //! | 28 | 4 | CRC-32 of bytes 0..28 |
+//!
+//! **Versions.** In a version-1 segment record `i` holds sequence `first + i`. A version-2
+//! segment (written once a repair left holes in the namespace) holds records whose sequences
+//! strictly increase within its range, and has a version-2 index naming each record's
+//! sequence; the sequences it lacks are holes, read as gaps with the reason `damaged`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,8 +35,10 @@ use super::record::{self, Decoded};
 
 /// Magic number at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BUSSEG\r\n";
-/// Current segment format version.
+/// Segment format version of a namespace without holes; a new namespace starts with it.
 pub const SEGMENT_VERSION: u16 = 1;
+/// Segment format version that allows holes in the sequence (left by a repair).
+pub const SEGMENT_VERSION_HOLES: u16 = 2;
 /// Size of the segment header.
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 
@@ -54,11 +61,21 @@ pub fn parse_name(name: &str) -> Option<(u64, bool)> {
     Some((digits.parse().ok()?, is_index))
 }
 
-/// Encodes a segment header.
+/// Encodes a version-1 segment header.
+#[cfg(test)]
 pub fn encode_header(incarnation: u32, first_seq: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    encode_header_version(SEGMENT_VERSION, incarnation, first_seq)
+}
+
+/// Encodes a segment header of format `version`.
+pub fn encode_header_version(
+    version: u16,
+    incarnation: u32,
+    first_seq: u64,
+) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&incarnation.to_le_bytes());
     h[16..24].copy_from_slice(&first_seq.to_le_bytes());
     let crc = crc32fast::hash(&h[..28]);
@@ -78,7 +95,7 @@ pub fn decode_header(h: &[u8], first_seq: u64) -> Result<u32, &'static str> {
     if h[0..8] != SEGMENT_MAGIC {
         return Err("not a bus segment (bad magic)");
     }
-    if u16::from_le_bytes([h[8], h[9]]) != SEGMENT_VERSION {
+    if !is_known_version(u16::from_le_bytes([h[8], h[9]])) {
         return Err("unsupported segment format version");
     }
     if h[10..12] != [0, 0] || h[24..28] != [0, 0, 0, 0] {
@@ -92,6 +109,18 @@ pub fn decode_header(h: &[u8], first_seq: u64) -> Result<u32, &'static str> {
     Ok(u32::from_le_bytes([h[12], h[13], h[14], h[15]]))
 }
 
+fn is_known_version(v: u16) -> bool {
+    v == SEGMENT_VERSION || v == SEGMENT_VERSION_HOLES
+}
+
+/// The format version of a header that [`decode_header`] accepted (1 when `h` is too short).
+pub fn header_version(h: &[u8]) -> u16 {
+    match h.get(8..10) {
+        Some(v) => u16::from_le_bytes([v[0], v[1]]),
+        None => SEGMENT_VERSION,
+    }
+}
+
 /// The format version of a header whose checksum and magic verify but whose version this
 /// code does not read (one written by a newer bus), or `None`.
 pub fn unknown_version(h: &[u8]) -> Option<u16> {
@@ -99,15 +128,16 @@ pub fn unknown_version(h: &[u8]) -> Option<u16> {
         && crc32fast::hash(&h[..28]) == u32::from_le_bytes([h[28], h[29], h[30], h[31]])
         && h[0..8] == SEGMENT_MAGIC;
     let version = u16::from_le_bytes([h.get(8).copied()?, h.get(9).copied()?]);
-    (verifies && version != SEGMENT_VERSION).then_some(version)
+    (verifies && !is_known_version(version)).then_some(version)
 }
 
 /// [`decode_header`], with an unknown format version named in the reason.
 pub fn check_header(h: &[u8], first_seq: u64) -> Result<u32, String> {
     decode_header(h, first_seq).map_err(|reason| match unknown_version(h) {
         Some(v) => format!(
-            "segment format version {v} is not supported (this bus reads version \
-             {SEGMENT_VERSION}); it was written by a newer bus: open it with that one"
+            "segment format version {v} is not supported (this bus reads versions \
+             {SEGMENT_VERSION} and {SEGMENT_VERSION_HOLES}); it was written by a newer bus: \
+             open it with that one"
         ),
         None => reason.to_owned(),
     })
@@ -151,7 +181,8 @@ impl SealedSegment {
         }
     }
 
-    /// Events held.
+    /// Events held, counting the holes of a version-2 segment as events (the count is known
+    /// without reading the segment; holes are rare, left only by a repair).
     pub fn events(&self) -> u64 {
         self.last_seq + 1 - self.first_seq
     }
@@ -169,8 +200,12 @@ impl SealedSegment {
         let data = Bytes::from_owner(map);
         check_header(&data, self.first_seq)
             .map_err(|r| StorageError::corrupt(&self.path, 0, self.first_seq, r))?;
-        let index = load_index(&self.index_path(), &self.path, &data, self.first_seq)?;
-        if index.len() as u64 != self.events() {
+        let holes = header_version(&data) == SEGMENT_VERSION_HOLES;
+        let range = self.first_seq..self.last_seq + 1;
+        let index = load_index(&self.index_path(), &self.path, &data, range, holes)?;
+        if holes {
+            check_holes_index(&self.path, &index, self.first_seq, self.last_seq)?;
+        } else if index.len() as u64 != self.events() {
             return Err(StorageError::corrupt(
                 &self.path,
                 index.end_offset(),
@@ -192,9 +227,13 @@ impl SealedSegment {
         index_path_for(&self.path)
     }
 
-    /// The time of the segment's newest event (maps the segment if it is not yet).
+    /// The time of the segment's newest event (maps the segment if it is not yet); 0 for a
+    /// segment whose every record was lost to damage.
     pub fn last_time(&self) -> Result<u64, StorageError> {
         let l = self.load()?;
+        if l.index.is_empty() {
+            return Ok(0);
+        }
         let off = l.index.offset(l.index.len() - 1);
         record::peek_time(&l.data[off..]).ok_or_else(|| {
             StorageError::corrupt(&self.path, off as u64, self.last_seq, "truncated record")
@@ -202,18 +241,44 @@ impl SealedSegment {
     }
 }
 
-/// Creates a segment file with its header, durably (file and directory entry).
+/// Checks that a version-2 index names sequences that strictly increase within
+/// `first..=last` (its CRC verified, but it must still agree with the segment's range).
+fn check_holes_index(
+    path: &Path,
+    index: &SegmentIndex,
+    first: u64,
+    last: u64,
+) -> Result<(), StorageError> {
+    let mut prev = first.saturating_sub(1);
+    for i in 0..index.len() {
+        let seq = index.sequence(i);
+        if seq <= prev || seq > last {
+            return Err(StorageError::corrupt(
+                path,
+                index.offset(i) as u64,
+                seq,
+                format!("index names sequence {seq} outside {first}..={last} or out of order"),
+            ));
+        }
+        prev = seq;
+    }
+    Ok(())
+}
+
+/// Creates a segment file with its header (format `version`), durably (file and directory
+/// entry).
 pub(crate) fn create(
     fs: &dyn FileSystem,
     dir: &Path,
     path: &Path,
+    version: u16,
     incarnation: u32,
     first: u64,
 ) -> Result<Arc<dyn DataFile>, StorageError> {
     let file = fs
         .create(path)
         .map_err(|e| StorageError::io("create", path, e))?;
-    file.write_all_at(&encode_header(incarnation, first), 0)
+    file.write_all_at(&encode_header_version(version, incarnation, first), 0)
         .map_err(|e| StorageError::io("write", path, e))?;
     file.sync_data()
         .map_err(|e| StorageError::io("fdatasync", path, e))?;
@@ -228,43 +293,72 @@ pub fn index_path_for(log: &Path) -> PathBuf {
 }
 
 /// Loads the index at `idx_path`, or rebuilds it from `data` (the mapped segment at
-/// `log_path`) when it is missing or does not verify, writing the rebuilt one back.
+/// `log_path`, holding sequences in `range`) when it is missing or does not verify, writing
+/// the rebuilt one back. `holes` for a version-2 segment.
 pub fn load_index(
     idx_path: &Path,
     log_path: &Path,
     data: &Bytes,
-    first_seq: u64,
+    range: std::ops::Range<u64>,
+    holes: bool,
 ) -> Result<SegmentIndex, StorageError> {
-    match SegmentIndex::load(idx_path, first_seq, data.len() as u64) {
+    let first_seq = range.start;
+    match SegmentIndex::load(idx_path, first_seq, data.len() as u64, holes) {
         Ok(index) => return Ok(index),
         Err(reason) => {
             tracing::warn!(index = %idx_path.display(), reason, "rebuilding segment index");
         }
     }
-    let (offsets, end) = scan_sealed(log_path, data, first_seq)?;
-    if let Err(e) = SegmentIndex::write(idx_path, first_seq, end, &offsets) {
+    let (records, end) = scan_sealed(log_path, data, range, holes)?;
+    let written = if holes {
+        SegmentIndex::write_holes(idx_path, first_seq, end, &records)
+    } else {
+        let offsets: Vec<u32> = records.iter().map(|&(_, o)| o).collect();
+        SegmentIndex::write(idx_path, first_seq, end, &offsets)
+    };
+    if let Err(e) = written {
         tracing::warn!(index = %idx_path.display(), error = %e, "could not write rebuilt index");
     }
-    Ok(SegmentIndex::from_offsets(&offsets, end))
+    Ok(if holes {
+        SegmentIndex::from_entries(first_seq, &records, end)
+    } else {
+        let offsets: Vec<u32> = records.iter().map(|&(_, o)| o).collect();
+        SegmentIndex::from_offsets(first_seq, &offsets, end)
+    })
 }
 
-/// Scans a sealed segment, verifying every record: returns their offsets and the end of the
-/// last one. Any damage (including a torn end: a sealed segment was synced before the next
-/// one was made) is corruption.
+/// Scans a sealed segment that holds sequences in `range`, verifying every record: returns
+/// each one's (sequence, offset) and the end of the last one. Without `holes` (version 1)
+/// record `i` must hold `range.start + i`; with them (version 2) sequences must strictly
+/// increase within `range`. Any damage (including a torn end: a sealed segment was synced
+/// before the next one was made) is corruption. (A version-1 segment holding more records
+/// than its range is left for the caller's count check.)
 pub fn scan_sealed(
     path: &Path,
     data: &[u8],
-    first_seq: u64,
-) -> Result<(Vec<u32>, u64), StorageError> {
-    let mut offsets = Vec::new();
+    range: std::ops::Range<u64>,
+    holes: bool,
+) -> Result<(Vec<(u64, u32)>, u64), StorageError> {
+    let mut records = Vec::new();
     let mut pos = SEGMENT_HEADER_BYTES;
-    let mut seq = first_seq;
+    let mut seq = range.start;
     while pos < data.len() {
         match record::decode(&data[pos..]) {
-            Decoded::Record(r, n) if r.sequence == seq => {
-                offsets.push(pos as u32);
+            Decoded::Record(r, n)
+                if (r.sequence == seq || holes && r.sequence > seq)
+                    && (!holes || range.contains(&r.sequence)) =>
+            {
+                let Ok(at) = u32::try_from(pos) else {
+                    return Err(StorageError::corrupt(
+                        path,
+                        pos as u64,
+                        r.sequence,
+                        "record beyond the 4 GiB an index can address",
+                    ));
+                };
+                records.push((r.sequence, at));
                 pos += n;
-                seq += 1;
+                seq = r.sequence + 1;
             }
             Decoded::Record(..) => {
                 return Err(StorageError::corrupt(
@@ -287,7 +381,7 @@ pub fn scan_sealed(
             }
         }
     }
-    Ok((offsets, pos as u64))
+    Ok((records, pos as u64))
 }
 
 #[cfg(test)]
@@ -320,6 +414,32 @@ mod tests {
             assert!(decode_header(&bad, 42).is_err(), "flip at {i} passed");
         }
         assert!(decode_header(&[0; 32], 0).is_err());
+    }
+
+    #[test]
+    fn version_2_is_read_and_says_so() {
+        let h = encode_header_version(SEGMENT_VERSION_HOLES, 7, 42);
+        assert_eq!(decode_header(&h, 42), Ok(7));
+        assert_eq!(header_version(&h), SEGMENT_VERSION_HOLES);
+        assert_eq!(unknown_version(&h), None);
+        assert_eq!(header_version(&encode_header(7, 42)), SEGMENT_VERSION);
+    }
+
+    #[test]
+    fn a_holes_segment_scans_increasing_sequences_within_its_range_only() {
+        use crate::storage::NewEvent;
+        let mut data = encode_header_version(SEGMENT_VERSION_HOLES, 7, 10).to_vec();
+        for seq in [10, 12, 15] {
+            let e = NewEvent::new("k.v", "x");
+            record::encode(&mut data, &e, seq, 1, 0, format!("s-{seq}-00000007"));
+        }
+        let p = Path::new("00000000000000000010.log");
+        let (records, end) = scan_sealed(p, &data, 10..16, true).unwrap();
+        let seqs: Vec<u64> = records.iter().map(|&(s, _)| s).collect();
+        assert_eq!((seqs, end), (vec![10, 12, 15], data.len() as u64));
+        // Sequence 15 is outside 10..15, and version 1 allows no skip.
+        assert!(scan_sealed(p, &data, 10..15, true).is_err());
+        assert!(scan_sealed(p, &data, 10..16, false).is_err());
     }
 
     #[test]

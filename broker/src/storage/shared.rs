@@ -220,6 +220,9 @@ pub(crate) struct Shared {
     config: LogConfig,
     /// Fixed when the namespace was created; part of every event id.
     incarnation: u32,
+    /// The active segment's format version, given to every new segment: 1 until a repair
+    /// left holes in the namespace, then 2.
+    segment_version: u16,
     /// Appends waiting for the writer.
     queue: Mutex<Queue>,
     /// The namespace's writer job, notified when work is queued (set once it starts).
@@ -254,6 +257,7 @@ impl Shared {
         dir: &Path,
         config: LogConfig,
         incarnation: u32,
+        segment_version: u16,
         view: View,
         dedup: DedupTable,
     ) -> Shared {
@@ -263,6 +267,7 @@ impl Shared {
             name: name.to_owned(),
             dir: dir.to_owned(),
             incarnation,
+            segment_version,
             queue: Mutex::new(Queue::default()),
             writer: OnceLock::new(),
             permits: Arc::new(Semaphore::new(permit_cap)),
@@ -297,6 +302,11 @@ impl Shared {
     /// The incarnation, part of every event id.
     pub(crate) fn incarnation(&self) -> u32 {
         self.incarnation
+    }
+
+    /// The format version new segments are created with (the active segment's).
+    pub(crate) fn segment_version(&self) -> u16 {
+        self.segment_version
     }
 
     /// The counters.

@@ -305,7 +305,7 @@ fn salvage_dir(
     let inc = incarnation.unwrap_or_else(|| (uuid::Uuid::new_v4().as_u128() >> 96) as u32);
     let next = highest + 1;
     let path = dir.join(segment::segment_name(next));
-    let file = segment::create(fs, dir, &path, inc, next)?;
+    let file = segment::create(fs, dir, &path, segment::SEGMENT_VERSION, inc, next)?;
     let live: Vec<(&String, &Bytes)> = map
         .entries
         .iter()

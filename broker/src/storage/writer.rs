@@ -652,6 +652,7 @@ impl Writer {
             &*self.fs,
             &dir,
             &new_path,
+            self.shared.segment_version(),
             self.shared.incarnation(),
             new_first,
         )

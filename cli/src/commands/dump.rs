@@ -9,7 +9,8 @@
 //!
 //! The cursor is read for that check only (it is a list of event ids, one per namespace, of
 //! the last event read); a cursor that cannot be read just leaves the second test to end the
-//! dump. Gaps (events deleted by retention before they were read) are reported on stderr.
+//! dump. Gaps (events deleted by retention, or lost to damage, before they were read) are
+//! reported on stderr with their reason.
 //! Stdout is written through a buffer flushed once per page; the counts go to stderr.
 
 use std::collections::HashMap;

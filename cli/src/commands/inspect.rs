@@ -2,21 +2,22 @@
 //!
 //! Without flags it prints the events (as `bus get` does, or with `--json` in the event
 //! JSON), from `--from SEQ` and at most `--count N` in each namespace. `--verify` checks every
-//! segment instead and prints one report per namespace; `--repair` also cuts each damaged
-//! namespace at its first damage. Segments are checked by [`NamespaceDir`] with the broker's
+//! segment instead and prints one report per namespace; `--repair` also repairs each damaged
+//! namespace, keeping every record that still verifies. Segments are checked by [`NamespaceDir`] with the broker's
 //! own code, so inspect and the broker agree on what is a torn tail and what is damage.
 //!
 //! Printing and `--verify` take no lock and write nothing, so they work while a broker runs on
 //! the directory (they see the files as they were when read). `--repair` takes the data
-//! directory's lock first and refuses to run while a broker holds it. Its cut reuses the
-//! broker's recovery: the segments after the damaged one are deleted (newest first, so that
-//! an interruption leaves a shorter log that is still whole), then the damaged segment, now
-//! the newest, goes through the broker's recovery with repair on, exactly as `bus server`
-//! would treat a damaged active segment at open ([`NamespaceDir::repair`]).
+//! directory's lock first and refuses to run while a broker holds it. It is the broker's own
+//! repair ([`NamespaceDir::repair`]): each damaged segment is rewritten as a version-2
+//! segment holding the records that still verify, with their sequences; nothing later is
+//! deleted; the sequences lost are reported as ranges, and readers get them as a gap with the
+//! reason `damaged`.
 //!
 //! Exit status: 0 healthy or repaired, 1 damage found, 2 an error.
 
 use std::io::{BufWriter, IsTerminal as _, Write as _};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,8 @@ use bus_client::Message;
 use crate::args::InspectArgs;
 use crate::error::CliError;
 use crate::namespace_dir::{
-    DataDir, DirLock, NamespaceDir, RepairCut, Scanned, SegmentFile, failed, segment_first_seq,
+    DataDir, DirLock, NamespaceDir, NamespaceRepair, Scanned, SegmentFile, failed,
+    segment_first_seq,
 };
 use crate::output::{Output, human_size, notice, plural};
 
@@ -84,21 +86,13 @@ pub fn run(json: bool, args: InspectArgs) -> Result<(), CliError> {
             plural(reports.len() as u64, "namespace")
         )));
     };
-    let mut any = false;
     for r in damaged {
-        let repaired = repair(r.ns, r.damaged_segment, lock)?;
+        let repaired = repair(r.ns, lock)?;
         out.line(&if json {
             repaired.json()
         } else {
             repaired.human()
         })?;
-        any = true;
-    }
-    if any {
-        crate::output::notice(
-            "new events will take the cut sequence numbers again: move durable consumers that \
-             were past the cut back with `bus consumers seek` once the broker runs",
-        );
     }
     Ok(())
 }
@@ -189,7 +183,13 @@ fn print_events(json: bool, args: &InspectArgs, target: &Target) -> Result<(), C
                     continue;
                 }
             };
+            // Record `i` holds `first + i` but in a version-2 segment, which may skip some.
             let skip = from.saturating_sub(seg.first_seq) as usize;
+            let skip = if scan.record(skip).is_some_and(|r| r.event.sequence == from) {
+                skip
+            } else {
+                0
+            };
             for i in skip..scan.len() {
                 if printed == count {
                     break;
@@ -200,6 +200,9 @@ fn print_events(json: bool, args: &InspectArgs, target: &Target) -> Result<(), C
                         seg.path.display()
                     )));
                 };
+                if record.event.sequence < from {
+                    continue;
+                }
                 let line = to_json(&record.event, ns.namespace(), None);
                 let line = if json {
                     line
@@ -248,14 +251,17 @@ struct Report<'a> {
     torn: Option<(PathBuf, TornTail)>,
     /// The first damage.
     damage: Option<Corruption>,
-    /// The index in `ns.segments` of the damaged segment.
-    damaged_segment: usize,
 }
 
 impl Report<'_> {
     fn human(&self) -> String {
         let label = &self.ns.label;
         let held = match self.range {
+            Some((a, b)) if b + 1 - a > self.events => format!(
+                "{} ({a}..{b}, {} lost to damage)",
+                plural(self.events, "event"),
+                b + 1 - a - self.events
+            ),
             Some((a, b)) => format!("{} ({a}..{b})", plural(self.events, "event")),
             None => "no events".to_owned(),
         };
@@ -323,29 +329,32 @@ fn verify(target: &Target) -> Result<Vec<Report<'_>>, CliError> {
             gone: 0,
             torn: None,
             damage: None,
-            damaged_segment: 0,
         };
-        for (i, seg) in selected(ns, target.only) {
+        for (_, seg) in selected(ns, target.only) {
             r.segments += 1;
             match ns.scan(seg).map_err(failed)? {
                 Scanned::Healthy(scan) => {
                     let n = scan.len() as u64;
-                    if n > 0 {
-                        let last = seg.first_seq + n - 1;
-                        r.range = Some((r.range.map_or(seg.first_seq, |x| x.0), last));
+                    // A version-2 segment may skip sequences: the records say which they hold.
+                    let first = scan.record(0).map(|f| f.event.sequence);
+                    let last = n.checked_sub(1).and_then(|i| scan.record(i as usize));
+                    if let (Some(first), Some(last)) = (first, last) {
+                        let last = last.event.sequence;
+                        r.range = Some((r.range.map_or(first, |x| x.0), last));
                     }
                     r.events += n;
                     r.torn = scan.torn().map(|t| (seg.path.clone(), t.clone()));
                 }
                 Scanned::Damaged(c, before) => {
                     let n = before.len() as u64;
-                    if n > 0 {
-                        let last = seg.first_seq + n - 1;
-                        r.range = Some((r.range.map_or(seg.first_seq, |x| x.0), last));
+                    let first = before.record(0).map(|f| f.event.sequence);
+                    let last = n.checked_sub(1).and_then(|i| before.record(i as usize));
+                    if let (Some(first), Some(last)) = (first, last) {
+                        let last = last.event.sequence;
+                        r.range = Some((r.range.map_or(first, |x| x.0), last));
                     }
                     r.events += n;
                     r.damage = Some(c);
-                    r.damaged_segment = i;
                     break;
                 }
                 Scanned::Gone => r.gone += 1,
@@ -371,53 +380,92 @@ fn lock(data_dir: &Path) -> Result<DirLock, CliError> {
     })
 }
 
-/// What `--repair` cut from one namespace.
+/// What `--repair` did to one namespace.
 #[derive(Debug)]
 struct Repaired<'a> {
     /// The namespace directory.
     ns: &'a NamespaceDir,
-    /// What was cut.
-    cut: RepairCut,
+    /// What was salvaged and lost.
+    done: NamespaceRepair,
+}
+
+/// Ranges as `2..4, 9` (a single sequence alone).
+fn ranges_text(lost: &[RangeInclusive<u64>]) -> String {
+    let parts: Vec<String> = lost
+        .iter()
+        .map(|r| {
+            if r.start() == r.end() {
+                r.start().to_string()
+            } else {
+                format!("{}..{}", r.start(), r.end())
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 impl Repaired<'_> {
     fn human(&self) -> String {
+        let d = &self.done;
+        let kept: u64 = d.rewritten.iter().map(|s| s.kept).sum();
         let mut line = format!(
-            "{}: repaired: cut {} (sequence {} on); {} now ends at offset {}",
+            "{}: repaired: lost {} (sequences {}); kept {} in the {} rewritten",
             self.ns.label,
-            plural(self.cut.events_cut, "event"),
-            self.cut.first_cut,
-            self.cut.file.display(),
-            self.cut.offset
+            plural(d.events_lost(), "event"),
+            ranges_text(&d.lost),
+            plural(kept, "event"),
+            plural(d.rewritten.len() as u64, "segment"),
         );
-        if self.cut.segments_deleted > 0 {
-            line.push_str(&format!(
-                "; deleted the {} after it",
-                plural(self.cut.segments_deleted as u64, "segment")
-            ));
+        for s in &d.rewritten {
+            line.push_str(&format!("; rewrote {}", s.file.display()));
+            if let Some(q) = &s.quarantined {
+                line.push_str(&format!(" (original kept in {})", q.display()));
+            }
+        }
+        if let Some(a) = &d.new_active {
+            line.push_str(&format!("; new events go to {}", a.display()));
         }
         line
     }
 
     fn json(&self) -> String {
+        let pairs = |lost: &[RangeInclusive<u64>]| -> Vec<[u64; 2]> {
+            lost.iter().map(|r| [*r.start(), *r.end()]).collect()
+        };
+        let segments: Vec<_> = self
+            .done
+            .rewritten
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "file": s.file,
+                    "quarantined": s.quarantined,
+                    "kept": s.kept,
+                    "lost": pairs(&s.lost),
+                })
+            })
+            .collect();
         serde_json::json!({
             "namespace": self.ns.label,
             "repaired": {
-                "file": self.cut.file,
-                "offset": self.cut.offset,
-                "first_sequence": self.cut.first_cut,
-                "events_cut": self.cut.events_cut,
-                "segments_deleted": self.cut.segments_deleted,
+                "lost": pairs(&self.done.lost),
+                "events_lost": self.done.events_lost(),
+                "segments": segments,
+                "new_active": self.done.new_active,
             },
         })
         .to_string()
     }
 }
 
-/// Cuts `ns` at the damage found in its segment `i` (see [`NamespaceDir::repair`]).
-fn repair<'a>(ns: &'a NamespaceDir, i: usize, lock: &DirLock) -> Result<Repaired<'a>, CliError> {
-    let cut = ns.repair(i, lock).map_err(failed)?;
-    Ok(Repaired { ns, cut })
+/// Repairs `ns`, salvaging around its damage (see [`NamespaceDir::repair`]).
+fn repair<'a>(ns: &'a NamespaceDir, lock: &DirLock) -> Result<Repaired<'a>, CliError> {
+    let done = ns.repair(lock).map_err(failed)?;
+    Ok(Repaired { ns, done })
 }
 
 /// The `--verify` progress line on stderr: only on a terminal, only for large logs.
