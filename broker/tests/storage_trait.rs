@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bus_broker::storage::{
-    DiskStorage, IdLookup, JetStreamOptions, JetStreamStorage, LogConfig, MemoryStorage, NewEvent,
-    ReadItem, Retention, Start, Storage, StorageError, StorageOptions,
+    DiskStorage, GapReason, IdLookup, JetStreamOptions, JetStreamStorage, LogConfig, MemoryStorage,
+    NewEvent, ReadItem, Retention, Start, Storage, StorageError, StorageOptions,
 };
 use bus_testkit::NatsServer;
 
@@ -158,7 +158,8 @@ async fn the_jetstream_engine_reports_gaps_after_retention() {
         early.next().await.unwrap(),
         Some(ReadItem::Gap {
             missed_from: 1,
-            resume_at: 4
+            resume_at: 4,
+            reason: GapReason::Retention,
         })
     );
     assert!(matches!(early.next().await.unwrap(), Some(ReadItem::Event(e)) if e.sequence == 4));

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use super::codec;
 use super::log::{JetStreamLog, remote};
-use crate::storage::{LogReader, ReadItem, StorageError};
+use crate::storage::{GapReason, LogReader, ReadItem, StorageError};
 
 /// Events one fetch asks for at most: a subscription's scan budget, so that a pull page
 /// (which takes only what is at hand) passes over as many records as on the disk engine.
@@ -97,9 +97,12 @@ pub async fn fetch(
             continue;
         }
         if event.sequence > expect {
+            // Messages deleted inside the stream (limits, or `nats stream rmm`): removed on
+            // purpose, not damaged.
             out.push(ReadItem::Gap {
                 missed_from: expect,
                 resume_at: event.sequence,
+                reason: GapReason::Retention,
             });
         }
         expect = event.sequence + 1;
@@ -261,6 +264,7 @@ impl LogReader for JetStreamReader {
                         let gap = ReadItem::Gap {
                             missed_from: self.fetch_from,
                             resume_at: first,
+                            reason: GapReason::Retention,
                         };
                         self.fetch_from = first;
                         self.buf.push_back(gap);
