@@ -29,7 +29,7 @@ use super::settings::{AckMode, ConsumerSettings};
 use crate::error::{Error, ErrorCode};
 use crate::live::RoutedEvent;
 use crate::publisher::Publish;
-use crate::storage::{Event, GapReason, IdLookup, ReadItem, Start, StateStore, parse_event_id};
+use crate::storage::{Event, GapReason, ReadItem, Start, StateStore, parse_event_id};
 use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
 use crate::sync::lock;
@@ -837,9 +837,9 @@ impl Consumer {
         })?;
         self.parts.namespaces.check_damaged(ns)?;
         let log = self.parts.namespaces.get(ns).ok_or_else(unknown)?;
-        match log.lookup_id(id).await {
-            IdLookup::Found(seq) | IdLookup::Deleted { sequence: seq, .. } => Ok(Key::new(ns, seq)),
-            IdLookup::Unknown => Err(unknown()),
+        match log.sequence_of(id).await {
+            Some(seq) => Ok(Key::new(ns, seq)),
+            None => Err(unknown()),
         }
     }
 

@@ -211,6 +211,18 @@ pub trait EventLog: Send + Sync + 'static {
     /// Resolves an event id.
     fn lookup_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, IdLookup>;
 
+    /// The sequence of an event this log handed out, whether or not retention has removed it
+    /// since (`None`: not one of its ids). What an ack needs; an engine whose
+    /// [`lookup_id`](EventLog::lookup_id) asks a server answers it from what it knows.
+    fn sequence_of<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            match self.lookup_id(id).await {
+                IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => Some(s),
+                IdLookup::Unknown => None,
+            }
+        })
+    }
+
     /// The id the event at `sequence` has (or will have); sequence 0 names the position
     /// before the first event. Used for cursors. Pure: never waits.
     fn id_of(&self, sequence: u64) -> String;

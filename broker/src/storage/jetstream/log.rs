@@ -653,6 +653,25 @@ impl EventLog for Arc<JetStreamLog> {
         Box::pin(self.find_id(id))
     }
 
+    fn sequence_of<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            // Within the sequences already known to exist, the id needs no `STREAM.INFO`
+            // round trip (an ack paid one each, 0.03 of NATS's own consume+ack rate).
+            if let Some((ns, sequence, inc)) = parse_event_id(id)
+                && ns == self.name
+                && inc == self.incarnation
+                && sequence != 0
+                && sequence <= lock(&self.figures).last_seq
+            {
+                return Some(sequence);
+            }
+            match self.find_id(id).await {
+                IdLookup::Found(s) | IdLookup::Deleted { sequence: s, .. } => Some(s),
+                IdLookup::Unknown => None,
+            }
+        })
+    }
+
     fn id_of(&self, sequence: u64) -> String {
         self.id(sequence)
     }
