@@ -120,17 +120,44 @@ async fn fill(log: &bus_broker::storage::Log, from: u64) {
     }
 }
 
+/// A data directory whose namespace `user` holds [`EVENTS`] events in small segments, closed.
+struct Filled {
+    /// Keeps the directory alive.
+    _tmp: tempfile::TempDir,
+    /// The data directory.
+    data: PathBuf,
+    /// The namespace's directory.
+    dir: PathBuf,
+    /// Its segment files, oldest first.
+    segs: Vec<PathBuf>,
+}
+
+async fn filled() -> Filled {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = data.join("user");
+    let (log, _) = open(&dir, small_segments());
+    fill(&log, 0).await;
+    log.close().await;
+    let segs = segments(&dir);
+    Filled {
+        _tmp: tmp,
+        data,
+        dir,
+        segs,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_keeps_every_record_the_damage_missed_at_seeded_offsets() {
     let mut rng = Rng(seed());
     for round in 0..24 {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let dir = data.join("user");
-        let (log, _) = open(&dir, small_segments());
-        fill(&log, 0).await;
-        log.close().await;
-        let segs = segments(&dir);
+        let Filled {
+            _tmp,
+            data,
+            dir,
+            segs,
+        } = filled().await;
         assert!(segs.len() >= 4, "{segs:?}");
         let placed = layout(&dir);
         let active = segs.len() - 1;
@@ -254,13 +281,12 @@ async fn repair_keeps_every_record_the_damage_missed_at_seeded_offsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_lost_at_the_end_of_a_segment_is_a_gap_to_the_next_segment() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let dir = data.join("user");
-    let (log, _) = open(&dir, small_segments());
-    fill(&log, 0).await;
-    log.close().await;
-    let segs = segments(&dir);
+    let Filled {
+        _tmp,
+        data,
+        dir,
+        segs,
+    } = filled().await;
     let placed = layout(&dir);
     // The last record of the first segment, cut off.
     let last = placed.iter().rfind(|p| p.segment == 0).unwrap().clone();
@@ -324,13 +350,12 @@ async fn a_version_1_directory_opens_unchanged_and_stays_version_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_repair_new_segments_are_version_2() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let dir = data.join("user");
-    let (log, _) = open(&dir, small_segments());
-    fill(&log, 0).await;
-    log.close().await;
-    let segs = segments(&dir);
+    let Filled {
+        _tmp,
+        data,
+        dir,
+        segs,
+    } = filled().await;
     let placed = layout(&dir);
     let victim = &placed[1];
     let mut bytes = std::fs::read(&segs[0]).unwrap();
@@ -356,13 +381,12 @@ async fn after_a_repair_new_segments_are_version_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeking_by_time_passes_a_segment_whose_every_record_was_lost() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let dir = data.join("user");
-    let (log, _) = open(&dir, small_segments());
-    fill(&log, 0).await;
-    log.close().await;
-    let segs = segments(&dir);
+    let Filled {
+        _tmp,
+        data,
+        dir,
+        segs,
+    } = filled().await;
     assert!(segs.len() >= 4);
     // The second segment keeps only its header: every record of it is lost.
     let bytes = std::fs::read(&segs[1]).unwrap();
