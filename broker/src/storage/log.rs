@@ -35,6 +35,38 @@ use super::{
 /// Largest batch, in encoded bytes (record offsets within a segment are 32-bit).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024 * 1024;
 
+/// Checks a batch for namespace `namespace` before anything of it is stored, as every engine
+/// does: not empty, each payload within `max_payload_bytes` and each event within the record
+/// limits, all of it within [`MAX_BATCH_BYTES`] encoded. Returns the encoded size.
+pub(crate) fn check_batch(
+    events: &[NewEvent],
+    namespace: &str,
+    max_payload_bytes: usize,
+) -> Result<usize, StorageError> {
+    if events.is_empty() {
+        return Err(StorageError::InvalidEvent("empty batch".into()));
+    }
+    // An id is the namespace and at most 30 more bytes (`-<sequence>-<incarnation>`).
+    let id_len = namespace.len() + 30;
+    let mut bytes = 0usize;
+    for e in events {
+        if e.payload.len() > max_payload_bytes {
+            return Err(StorageError::PayloadTooLarge {
+                size: e.payload.len(),
+                limit: max_payload_bytes,
+            });
+        }
+        record::check_limits(e).map_err(StorageError::InvalidEvent)?;
+        bytes += record::encoded_len(e, id_len);
+    }
+    if bytes > MAX_BATCH_BYTES {
+        return Err(StorageError::InvalidEvent(format!(
+            "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// One namespace's log. Dropping it without [`Log::close`] stops the writer as a crash
 /// would (queued appends fail, no clean checkpoint is written).
 pub struct Log {
@@ -145,26 +177,7 @@ impl EventLog for Log {
     ) -> BoxFuture<'static, Result<Vec<Receipt>, StorageError>> {
         let shared = self.shared.clone();
         Box::pin(async move {
-            if events.is_empty() {
-                return Err(StorageError::InvalidEvent("empty batch".into()));
-            }
-            let id_len = shared.name().len() + 30;
-            let mut bytes = 0usize;
-            for e in &events {
-                if e.payload.len() > shared.config().max_payload_bytes {
-                    return Err(StorageError::PayloadTooLarge {
-                        size: e.payload.len(),
-                        limit: shared.config().max_payload_bytes,
-                    });
-                }
-                record::check_limits(e).map_err(StorageError::InvalidEvent)?;
-                bytes += record::encoded_len(e, id_len);
-            }
-            if bytes > MAX_BATCH_BYTES {
-                return Err(StorageError::InvalidEvent(format!(
-                    "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
-                )));
-            }
+            let bytes = check_batch(&events, shared.name(), shared.config().max_payload_bytes)?;
             if let Some(e) = shared.damage_error().or_else(|| shared.read_only_error()) {
                 return Err(e);
             }

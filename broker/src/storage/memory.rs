@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::dedup::{DedupEntry, DedupTable};
-use super::log::MAX_BATCH_BYTES;
+use super::log::check_batch;
 use super::{
     EventLog, IdLookup, LogConfig, LogReader, LogStats, NewEvent, ReadItem, Receipt, Start,
     StateStore, Storage, StorageError, check_namespace, event_id, now_ns, parse_event_id, record,
@@ -88,28 +88,7 @@ impl MemoryLog {
     }
 
     fn append_now(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>, StorageError> {
-        if events.is_empty() {
-            return Err(StorageError::InvalidEvent("empty batch".into()));
-        }
-        for e in &events {
-            if e.payload.len() > self.config.max_payload_bytes {
-                let limit = self.config.max_payload_bytes;
-                return Err(StorageError::PayloadTooLarge {
-                    size: e.payload.len(),
-                    limit,
-                });
-            }
-            record::check_limits(e).map_err(StorageError::InvalidEvent)?;
-        }
-        let bytes: usize = events
-            .iter()
-            .map(|e| record::encoded_len(e, self.name.len() + 30))
-            .sum();
-        if bytes > MAX_BATCH_BYTES {
-            return Err(StorageError::InvalidEvent(format!(
-                "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
-            )));
-        }
+        check_batch(&events, &self.name, self.config.max_payload_bytes)?;
         let now = now_ns();
         let mut g = lock(&self.inner);
         if g.closed {

@@ -35,7 +35,7 @@ use super::codec;
 use super::options::MAX_ATOMIC_BATCH;
 use super::reader::{self, JetStreamReader};
 use crate::storage::dedup::{DedupEntry, DedupTable};
-use crate::storage::log::MAX_BATCH_BYTES;
+use crate::storage::log::check_batch;
 use crate::storage::{
     EventLog, IdLookup, LogConfig, LogReader, LogStats, NewEvent, Receipt, Start, StorageError,
     event_id, now_ns, parse_event_id, record,
@@ -304,25 +304,7 @@ impl JetStreamLog {
                 events.len()
             )));
         }
-        for e in events {
-            if e.payload.len() > self.config.max_payload_bytes {
-                return Err(StorageError::PayloadTooLarge {
-                    size: e.payload.len(),
-                    limit: self.config.max_payload_bytes,
-                });
-            }
-            record::check_limits(e).map_err(StorageError::InvalidEvent)?;
-        }
-        let bytes: usize = events
-            .iter()
-            .map(|e| record::encoded_len(e, self.name.len() + 30))
-            .sum();
-        if bytes > MAX_BATCH_BYTES {
-            return Err(StorageError::InvalidEvent(format!(
-                "batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
-            )));
-        }
-        Ok(())
+        check_batch(events, &self.name, self.config.max_payload_bytes).map(drop)
     }
 
     /// The time of the stored event at `sequence` (for a duplicate's receipt).
