@@ -18,17 +18,16 @@
 //! client shares the machine's two cores with the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bus_broker::broker::{Broker, Publish};
 use bus_broker::storage::FsyncPolicy;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
 
 mod common;
-use common::HttpClient;
+use common::{acker, member};
 
 /// Events consumed per run.
 const EVENTS: usize = 200_000;
@@ -36,8 +35,6 @@ const EVENTS: usize = 200_000;
 const RUNS: usize = 5;
 /// Payload size.
 const PAYLOAD: usize = 128;
-/// Most ids per ack request.
-const ACK_BATCH: usize = 1000;
 /// Bound on one run.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
@@ -60,63 +57,6 @@ async fn fill(broker: &Broker) {
             })
             .collect();
         broker.publish_batch(items).await.expect("publish");
-    }
-}
-
-/// Reads one member's stream, sending every event id to `ids`, until `ids` closes.
-async fn member(client: HttpClient, url: String, ids: mpsc::UnboundedSender<String>) {
-    let stream = bus_testkit::sse(&client, &url, &[]).await;
-    assert_eq!(stream.status, 200, "stream refused");
-    // Lines, not parsed messages: the member shares the cores with the broker it measures.
-    // Every event carries its own `id:` line; the `subscribed` message has none.
-    stream
-        .for_each_line(|line| match line.strip_prefix(b"id: ") {
-            Some(id) => ids.send(String::from_utf8_lossy(id).into_owned()).is_ok(),
-            None => true,
-        })
-        .await;
-}
-
-/// Acks everything received, in batches, one request at a time; counts answered acks.
-async fn acker(
-    client: HttpClient,
-    url: String,
-    mut ids: mpsc::UnboundedReceiver<String>,
-    acked: Arc<AtomicU64>,
-    done: Arc<tokio::sync::Notify>,
-) {
-    let mut batch = Vec::with_capacity(ACK_BATCH);
-    while let Some(id) = ids.recv().await {
-        batch.push(id);
-        while batch.len() < ACK_BATCH {
-            match ids.try_recv() {
-                Ok(id) => batch.push(id),
-                Err(_) => break,
-            }
-        }
-        let body = serde_json::to_vec(&batch).expect("json");
-        let req = hyper::Request::post(&url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("request");
-        let resp = client.request(req).await.expect("ack");
-        assert_eq!(resp.status(), 200, "ack refused");
-        let answer = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("ack body")
-            .to_bytes();
-        // Counting the answers' statuses is enough to check them (and cheaper than parsing:
-        // the client shares the cores with the broker).
-        let text = String::from_utf8_lossy(&answer);
-        let ok = text.matches("\"status\":\"acked\"").count();
-        assert_eq!(ok, batch.len(), "every ack succeeds: {text}");
-        let total = acked.fetch_add(ok as u64, Ordering::AcqRel) + ok as u64;
-        if total >= EVENTS as u64 {
-            done.notify_one();
-        }
-        batch.clear();
     }
 }
 
@@ -144,6 +84,7 @@ async fn run_once(members: usize) -> f64 {
             rx,
             acked.clone(),
             done.clone(),
+            EVENTS as u64,
         )));
     }
     tokio::time::timeout(RUN_LIMIT, done.notified())

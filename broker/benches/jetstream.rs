@@ -44,6 +44,8 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
 
 mod common;
+// Most ids per bus ack request, and events per NATS pull.
+use common::{ACK_BATCH, acker, member};
 
 /// Runs per case.
 const RUNS: usize = 5;
@@ -55,8 +57,6 @@ const EVENTS: usize = 10_000;
 const IN_FLIGHT: usize = 64;
 /// Events per batch in publish/batch.
 const BATCH: usize = 100;
-/// Most ids per bus ack request, and events per NATS pull.
-const ACK_BATCH: usize = 1_000;
 /// Bound on one side of one run.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// Payload of each event.
@@ -250,6 +250,7 @@ impl Bench {
             rx,
             acked.clone(),
             done.clone(),
+            EVENTS as u64,
         ));
         done.notified().await;
         let took = t.elapsed();
@@ -423,50 +424,6 @@ async fn post(http: &HttpClient, url: &str, content_type: &str, body: Bytes) -> 
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, body)
-}
-
-/// Reads one member's stream, sending every event id to `ids`, until `ids` closes.
-async fn member(http: HttpClient, url: String, ids: mpsc::UnboundedSender<String>) {
-    let stream = bus_testkit::sse(&http, &url, &[]).await;
-    assert_eq!(stream.status, 200, "stream refused");
-    stream
-        .for_each_line(|line| match line.strip_prefix(b"id: ") {
-            Some(id) => ids.send(String::from_utf8_lossy(id).into_owned()).is_ok(),
-            None => true,
-        })
-        .await;
-}
-
-/// Acks everything received, in batches of up to [`ACK_BATCH`], one request at a time;
-/// counts answered acks and notifies `done` once [`EVENTS`] were.
-async fn acker(
-    http: HttpClient,
-    url: String,
-    mut ids: mpsc::UnboundedReceiver<String>,
-    acked: Arc<AtomicU64>,
-    done: Arc<tokio::sync::Notify>,
-) {
-    let mut batch = Vec::with_capacity(ACK_BATCH);
-    while let Some(id) = ids.recv().await {
-        batch.push(id);
-        while batch.len() < ACK_BATCH {
-            match ids.try_recv() {
-                Ok(id) => batch.push(id),
-                Err(_) => break,
-            }
-        }
-        let body = Bytes::from(serde_json::to_vec(&batch).expect("json"));
-        let (status, answer) = post(&http, &url, "application/json", body).await;
-        let text = String::from_utf8_lossy(&answer);
-        assert_eq!(status, 200, "ack refused: {text}");
-        let ok = text.matches("\"status\":\"acked\"").count();
-        assert_eq!(ok, batch.len(), "every ack succeeds: {text}");
-        let total = acked.fetch_add(ok as u64, Ordering::AcqRel) + ok as u64;
-        if total >= EVENTS as u64 {
-            done.notify_one();
-        }
-        batch.clear();
-    }
 }
 
 /// Median, min and max.

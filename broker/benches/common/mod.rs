@@ -5,11 +5,17 @@
 
 #![allow(dead_code)] // each benchmark uses its own part
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bus_broker::storage::FsyncPolicy;
 use bus_testkit::TestServer;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
 
 /// The benchmarks' HTTP/1.1 client (the testkit's client type).
 pub use bus_testkit::HttpClient;
@@ -49,4 +55,66 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// Most ids one ack request carries (the broker's limit per request).
+pub const ACK_BATCH: usize = 1000;
+
+/// Reads one member's stream, sending every event id to `ids`, until `ids` closes.
+pub async fn member(client: HttpClient, url: String, ids: mpsc::UnboundedSender<String>) {
+    let stream = bus_testkit::sse(&client, &url, &[]).await;
+    assert_eq!(stream.status, 200, "stream refused");
+    // Lines, not parsed messages: the member shares the cores with the broker it measures.
+    // Every event carries its own `id:` line; the `subscribed` message has none.
+    stream
+        .for_each_line(|line| match line.strip_prefix(b"id: ") {
+            Some(id) => ids.send(String::from_utf8_lossy(id).into_owned()).is_ok(),
+            None => true,
+        })
+        .await;
+}
+
+/// Acks everything received, in batches of up to [`ACK_BATCH`] ids, one request at a time;
+/// counts answered acks and notifies `done` once `total` were.
+pub async fn acker(
+    client: HttpClient,
+    url: String,
+    mut ids: mpsc::UnboundedReceiver<String>,
+    acked: Arc<AtomicU64>,
+    done: Arc<tokio::sync::Notify>,
+    total: u64,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    while let Some(id) = ids.recv().await {
+        batch.push(id);
+        while batch.len() < ACK_BATCH {
+            match ids.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
+        let body = serde_json::to_vec(&batch).expect("json");
+        let req = hyper::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        let resp = client.request(req).await.expect("ack");
+        assert_eq!(resp.status(), 200, "ack refused");
+        let answer = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("ack body")
+            .to_bytes();
+        // Counting the answers' statuses is enough to check them (and cheaper than parsing:
+        // the client shares the cores with the broker).
+        let text = String::from_utf8_lossy(&answer);
+        let ok = text.matches("\"status\":\"acked\"").count();
+        assert_eq!(ok, batch.len(), "every ack succeeds: {text}");
+        let answered = acked.fetch_add(ok as u64, Ordering::AcqRel) + ok as u64;
+        if answered >= total {
+            done.notify_one();
+        }
+        batch.clear();
+    }
 }
