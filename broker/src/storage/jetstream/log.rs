@@ -295,9 +295,6 @@ impl JetStreamLog {
 
     /// Checks what can be checked before anything is sent.
     fn check(&self, events: &[NewEvent]) -> Result<(), StorageError> {
-        if events.is_empty() {
-            return Err(StorageError::InvalidEvent("empty batch".into()));
-        }
         if events.len() > MAX_ATOMIC_BATCH {
             return Err(StorageError::InvalidEvent(format!(
                 "batch of {} events exceeds JetStream's atomic batch limit of {MAX_ATOMIC_BATCH}",
