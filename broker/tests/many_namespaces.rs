@@ -81,7 +81,10 @@ async fn two_thousand_namespaces_use_bounded_threads_and_keep_order_across_a_res
     // namespace.
     assert!(w.peak_threads <= bounds.writers, "{w:?}");
     assert!(s.peak_threads <= bounds.syncers, "{s:?}");
-    assert!(w.peak_running >= 1 && s.peak_running >= 1, "{w:?} {s:?}");
+    // Writer steps this short may all run on the appending thread (see "On the appender's
+    // thread" in storage/writer.rs), so the writers' pool may not have run at all; the
+    // syncers' has, for every namespace syncs.
+    assert!(s.peak_running >= 1, "{w:?} {s:?}");
     assert!(
         threads_peak <= threads_before + bounds.writers + bounds.syncers + 1,
         "{threads_peak} threads for {NAMESPACES} namespaces (from {threads_before})"

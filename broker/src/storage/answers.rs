@@ -17,6 +17,11 @@
 //! appender of the batch has a multi-threaded runtime. Answers of different batches may
 //! reach their appenders in any order; visibility to readers still follows sequence order.
 //!
+//! **On the spot.** A writer step that runs on an appender's own thread (a worker of its
+//! runtime, see [`Pool::notify_or_run_here`](super::pool::Pool::notify_or_run_here))
+//! answers there ([`Answers::send_here`]): the wakes go to that worker's local queue, and
+//! the appender whose append ran the step finds its answer ready without waiting.
+//!
 //! **Never lost.** The answers are sent when [`Answers`] is dropped, wherever that happens:
 //! in the spawned task, or, when the runtime has shut down and drops the task unrun, in the
 //! thread that drops it.
@@ -63,6 +68,11 @@ pub(crate) struct Done {
 pub(crate) struct Answers(Vec<Done>);
 
 impl Answers {
+    /// Answers every request now, on this thread.
+    pub(crate) fn send_here(done: Vec<Done>) {
+        drop(Answers(done));
+    }
+
     /// Answers every request: from a task on an appender's multi-threaded runtime when there
     /// is one (see the module's documentation), else here.
     pub(crate) fn send(done: Vec<Done>) {

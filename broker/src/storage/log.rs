@@ -188,6 +188,7 @@ impl EventLog for Log {
                 tx,
                 permit,
                 runtime: tokio::runtime::Handle::try_current().ok(),
+                bytes,
             })?;
             let stamps = rx.await.map_err(|_| StorageError::Closed)??;
             // Receipts are built here, on the appender's task, not on the writer thread.

@@ -88,7 +88,18 @@ pub(crate) trait Job: Send + Sync + 'static {
     /// One step: takes what is there to do now and does it. Never waits for a job of the
     /// same pool.
     fn run(&self);
+    /// One step on the thread that gave the job work ([`Pool::notify_or_run_here`]), if
+    /// this step is cheap enough to run there; returns false, doing nothing, if it is not
+    /// (the pool then runs it). By default a job never runs outside its pool.
+    fn run_here(&self) -> bool {
+        false
+    }
 }
+
+/// Most steps [`Pool::notify_or_run_here`] runs in a row on the notifying thread (work
+/// queued by others while a step ran is taken by the next one: flat combining), before it
+/// leaves the rest to the pool.
+const HERE_STEPS: usize = 3;
 
 const IDLE: u8 = 0;
 const QUEUED: u8 = 1;
@@ -219,6 +230,45 @@ impl Pool {
                 _ => return,
             }
         }
+    }
+
+    /// Like [`Pool::notify`], but an idle job runs its step on this thread at once, when it
+    /// agrees to ([`Job::run_here`]): the hand-over to a worker and back (a wake, two context
+    /// switches) cost more than a short step. Work that arrives while the step runs is taken
+    /// by up to [`HERE_STEPS`] steps in all; then, or when the job declines, it is queued
+    /// for the pool as [`Pool::notify`] would. A job running or queued already is only
+    /// notified.
+    pub(crate) fn notify_or_run_here(&'static self, job: Arc<dyn Job>) {
+        let s = &job.schedule().0;
+        if s.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return self.notify(job);
+        }
+        for _ in 0..HERE_STEPS {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run_here()));
+            match ran {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    tracing::error!(
+                        pool = self.name,
+                        "a storage step panicked; its namespace stops writing"
+                    );
+                    break;
+                }
+            }
+            if s.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+            // Notified while it ran: it is RUNNING again for the next step.
+            s.store(RUNNING, Ordering::Release);
+        }
+        // Declined, or still notified after the last step: the pool takes it from here.
+        s.store(QUEUED, Ordering::Release);
+        self.push(job);
     }
 
     fn push(&'static self, job: Arc<dyn Job>) {

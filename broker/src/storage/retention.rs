@@ -30,16 +30,26 @@ pub(crate) fn apply_if_due_by_size(shared: &Shared) {
 /// Whether the bytes or events limit asks for the oldest sealed segment to go (cheap: the
 /// figures in memory only).
 fn due_by_size(shared: &Shared) -> bool {
+    let (bytes, events) = room_by_size(shared);
+    bytes == 0 || events == 0
+}
+
+/// How many more bytes and events the log can take before the bytes or events limit asks
+/// for the oldest sealed segment to go (`u64::MAX` for a limit not set, or while no segment
+/// is sealed); 0 when it asks already. Cheap: the figures in memory only.
+pub(crate) fn room_by_size(shared: &Shared) -> (u64, u64) {
     let r = shared.config().retention;
     if r.max_bytes.is_none() && r.max_events.is_none() {
-        return false;
+        return (u64::MAX, u64::MAX);
     }
     let Some((oldest, total)) = shared.oldest_with_totals() else {
-        return false;
+        return (u64::MAX, u64::MAX);
     };
-    r.max_bytes.is_some_and(|m| total.bytes - oldest.bytes >= m)
-        || r.max_events
-            .is_some_and(|m| total.events - oldest.events() >= m)
+    let room = |limit: Option<u64>, kept: u64| limit.map_or(u64::MAX, |m| m.saturating_sub(kept));
+    (
+        room(r.max_bytes, total.bytes - oldest.bytes),
+        room(r.max_events, total.events - oldest.events()),
+    )
 }
 
 /// When the oldest sealed segment becomes older than the age limit: `None` without an age

@@ -4,7 +4,10 @@
 //! **The queue.** Appenders put [`Request`]s in it ([`Shared::enqueue`]), after taking room
 //! in the byte bound ([`Shared::acquire_room`]); the writer takes everything queued at once
 //! ([`Shared::take_work`]). Queueing notifies the namespace's writer job on the shared
-//! [`WRITERS`](super::pool::WRITERS) pool, which runs it if it is not queued or running.
+//! [`WRITERS`](super::pool::WRITERS) pool, which runs it if it is not queued or running;
+//! an idle writer whose next step is short runs it on the appender's thread instead
+//! ([`Pool::notify_or_run_here`](super::pool::Pool::notify_or_run_here)), taking
+//! [`Shared::take_short_work`].
 //!
 //! **The view.** What readers consult: which segments hold which sequences, and what is
 //! visible. It sits behind a `RwLock` held only for a few instructions by every method here;
@@ -135,6 +138,8 @@ pub(crate) struct Request {
     pub permit: OwnedSemaphorePermit,
     /// The appender's runtime, where its answer is sent from.
     pub runtime: Option<tokio::runtime::Handle>,
+    /// Encoded bytes of its events, at most (duplicates write nothing).
+    pub bytes: usize,
 }
 
 /// What the writer takes from the queue at once.
@@ -151,6 +156,10 @@ pub(crate) struct Work {
 struct Queue {
     /// Appends waiting for the writer, oldest first.
     reqs: Vec<Request>,
+    /// Their encoded bytes, at most.
+    bytes: usize,
+    /// Their events, at most.
+    events: u64,
     /// Set once the log is asked to stop; the first request wins.
     stop: Option<Stop>,
     /// Set by [`Shared::request_probe`]: a read-only log probes at once, not at its next tick.
@@ -341,6 +350,14 @@ impl Shared {
         }
     }
 
+    /// Notifies the writer job, which runs its step on this thread if it is idle and the
+    /// step short (see [`Shared::take_short_work`]).
+    fn wake_writer_here(&self) {
+        if let Some(job) = self.writer.get().and_then(Weak::upgrade) {
+            WRITERS.notify_or_run_here(job);
+        }
+    }
+
     /// Takes room for `bytes` of encoded events in the queue's bound, waiting for it;
     /// fails with [`StorageError::Closed`] once the log stops.
     pub(crate) async fn acquire_room(
@@ -363,9 +380,11 @@ impl Shared {
             if q.stop.is_some() {
                 return Err(StorageError::Closed);
             }
+            q.bytes += req.bytes;
+            q.events += req.events.len() as u64;
             q.reqs.push(req);
         }
-        self.wake_writer();
+        self.wake_writer_here();
         Ok(())
     }
 
@@ -390,11 +409,31 @@ impl Shared {
     pub(crate) fn take_work(&self) -> Work {
         let mut q = lock(&self.queue);
         let probe = std::mem::take(&mut q.probe);
+        q.bytes = 0;
+        q.events = 0;
         Work {
             reqs: std::mem::take(&mut q.reqs),
             stop: q.stop,
             probe,
         }
+    }
+
+    /// What is queued now, if it is only appends of fewer than `below_bytes` bytes and
+    /// `below_events` events in all: no stop and no probe asked for. `None` leaves the queue
+    /// as it is.
+    pub(crate) fn take_short_work(&self, below_bytes: u64, below_events: u64) -> Option<Work> {
+        let mut q = lock(&self.queue);
+        if q.stop.is_some() || q.probe || q.bytes as u64 >= below_bytes || q.events >= below_events
+        {
+            return None;
+        }
+        q.bytes = 0;
+        q.events = 0;
+        Some(Work {
+            reqs: std::mem::take(&mut q.reqs),
+            stop: None,
+            probe: false,
+        })
     }
 
     // Failure and healing.

@@ -175,7 +175,7 @@ impl Pipe {
             self.shared.wake_writer();
             return true;
         }
-        Written::publish_then(&self.shared, groups, || {
+        Written::publish_then(&self.shared, groups, false, || {
             retention::apply_if_due_by_size(&self.shared)
         });
         false

@@ -12,6 +12,18 @@
 //! ([`LogConfig::queue_bytes`](super::LogConfig::queue_bytes)) covers appends from the moment
 //! they queue until they are answered; past it, appenders wait for room.
 //!
+//! **On the appender's thread.** When an append finds its writer idle, and the step would
+//! only encode and write what is queued (no roll, no sync or retention due, no stop or probe,
+//! at most [`HERE_MAX_BYTES`]), the step runs on the appender's own thread
+//! ([`Pool::notify_or_run_here`](super::pool::Pool::notify_or_run_here)), taking every append
+//! queued by then: under `interval` and `never` the appender then has its answer without
+//! waiting (so do the others of its group, answered on that thread), and under `always`
+//! it hands the group to the syncer without a writer thread's wake. That thread is usually
+//! a runtime worker, which such a step holds for one `pwrite` into the page cache; what
+//! may take longer (a roll's syncs, retention's deletes, an `interval` sync, healing,
+//! closing) always runs on the pool. So the namespaces writing at once are at most the
+//! pool's threads plus the threads appending.
+//!
 //! **Rolling.** A batch never straddles segments: when it would overflow the active segment,
 //! the writer drains the syncer, seals the segment (synced, indexed, checkpointed) and starts
 //! the next one, then applies retention.
@@ -70,6 +82,9 @@ const RETENTION_FIRST: Duration = Duration::from_secs(1);
 const MIN_TIMER: Duration = Duration::from_micros(100);
 /// How often a read-only namespace probes whether its disk works again.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Most encoded bytes a step run on an appender's thread writes (more goes to the pool:
+/// a longer `pwrite` would hold a runtime worker for longer).
+pub const HERE_MAX_BYTES: usize = 256 * 1024;
 /// Zeros a probe writes past the end of the active segment (a page: on a full disk, a write
 /// inside an already allocated page would succeed without proving anything). Zeros never
 /// verify as a record, so a crash leaves them as a torn tail that recovery cuts.
@@ -136,6 +151,8 @@ pub(crate) struct Writer {
     failed: bool,
     /// When the disk was last probed while read-only.
     last_probe: Instant,
+    /// Set while a step runs on an appender's thread: its answers are sent there.
+    here: bool,
 }
 
 /// A namespace's writer as a job of the [`WRITERS`] pool, until it finishes.
@@ -165,14 +182,25 @@ impl Job for WriterJob {
         }
         *slot = None;
         drop(slot);
+        self.mark_finished();
+    }
+
+    fn run_here(&self) -> bool {
+        let mut slot = lock(&self.writer);
+        let Some(w) = slot.as_mut() else { return false };
+        w.step_here()
+    }
+}
+
+impl WriterJob {
+    /// Marks the writer finished and wakes whoever waits for that.
+    fn mark_finished(&self) {
         WRITERS.detach();
         *lock(&self.finished) = true;
         self.finished_cv.notify_all();
         self.finished_tx.send_replace(true);
     }
-}
 
-impl WriterJob {
     /// Blocks until the writer has finished.
     pub(crate) fn wait(&self) {
         let mut done = lock(&self.finished);
@@ -232,6 +260,7 @@ impl Writer {
                 job: job.clone(),
                 last_probe: Instant::now(),
                 failed: false,
+                here: false,
             };
             WriterJob {
                 schedule: Schedule::default(),
@@ -252,7 +281,44 @@ impl Writer {
     /// One step: takes what is queued, writes it, does what is due, and arms the next time
     /// something is due. Returns true once the writer has finished (a stop was asked for).
     fn step(&mut self) -> bool {
-        let Work { reqs, stop, probe } = self.shared.take_work();
+        let work = self.shared.take_work();
+        self.step_with(work)
+    }
+
+    /// A step on an appender's thread, if it only writes (see "On the appender's thread" in
+    /// the module docs): returns whether it ran.
+    fn step_here(&mut self) -> bool {
+        if self.failed || self.shared.has_failed() {
+            return false;
+        }
+        if self.next_due().is_some_and(|due| due <= Instant::now()) {
+            return false;
+        }
+        // What fits in the active segment is written without a roll, and what leaves the
+        // retention limits unreached deletes nothing.
+        let in_segment = self
+            .shared
+            .config()
+            .segment_bytes
+            .saturating_sub(self.write_pos);
+        let (bytes_left, events_left) = retention::room_by_size(&self.shared);
+        let below_bytes = (in_segment.saturating_add(1))
+            .min(bytes_left)
+            .min(HERE_MAX_BYTES as u64 + 1);
+        let Some(work) = self.shared.take_short_work(below_bytes, events_left) else {
+            return false;
+        };
+        self.here = true;
+        // No stop in `work`: the step cannot finish the writer.
+        let finished = self.step_with(work);
+        self.here = false;
+        debug_assert!(!finished);
+        true
+    }
+
+    /// One step over `work`; see [`Writer::step`].
+    fn step_with(&mut self, work: Work) -> bool {
+        let Work { reqs, stop, probe } = work;
         if probe && (self.failed || self.shared.has_failed()) {
             self.failed = true;
             self.heal();
@@ -353,6 +419,7 @@ impl Writer {
             tx,
             permit,
             runtime,
+            ..
         } in reqs
         {
             if self.failed {
@@ -499,7 +566,7 @@ impl Writer {
         self.buf.clear();
         match &self.syncer {
             Some(syncer) => syncer.submit(group),
-            None => Written::publish_then(&self.shared, vec![group], || {
+            None => Written::publish_then(&self.shared, vec![group], self.here, || {
                 retention::apply_if_due_by_size(&self.shared)
             }),
         }

@@ -83,10 +83,12 @@ impl Written {
     /// Makes the groups (consecutive, oldest first) visible to readers and answers their
     /// appenders, running `before_answers` once the groups are visible and before their
     /// appenders are answered (retention by size: an appender that has its
-    /// receipt finds retention done for the log its events made).
+    /// receipt finds retention done for the log its events made). With `here` (a step run
+    /// on an appender's thread) the answers are sent on this thread ([`Answers::send_here`]).
     pub(crate) fn publish_then(
         shared: &Shared,
         groups: Vec<Written>,
+        here: bool,
         before_answers: impl FnOnce(),
     ) {
         let Some(last) = groups.last() else { return };
@@ -118,7 +120,12 @@ impl Written {
             shared.notify_tail(next_seq - 1);
         }
         before_answers();
-        Answers::send(groups.into_iter().flat_map(|g| g.done).collect());
+        let done = groups.into_iter().flat_map(|g| g.done).collect();
+        if here {
+            Answers::send_here(done);
+        } else {
+            Answers::send(done);
+        }
     }
 
     /// Fails every request of the groups and forgets the dedup ids they inserted.
