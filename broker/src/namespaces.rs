@@ -130,7 +130,7 @@ impl Namespaces {
         if let Some(d) = self.recovery.damaged.get(name) {
             return Some(d.message.clone());
         }
-        self.get(name)?.stats().damaged
+        self.get(name)?.damaged()
     }
 
     /// Refuses a namespace set aside as damaged (`503 namespace_damaged`).
@@ -150,7 +150,7 @@ impl Namespaces {
             .map(|(n, d)| (n.clone(), d.message.clone()))
             .collect();
         for (n, log) in self.all() {
-            if let Some(m) = log.stats().damaged {
+            if let Some(m) = log.damaged() {
                 all.insert(n, m);
             }
         }

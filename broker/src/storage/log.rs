@@ -246,4 +246,8 @@ impl EventLog for Log {
     fn stats(&self) -> LogStats {
         self.shared.stats()
     }
+
+    fn damaged(&self) -> Option<String> {
+        self.shared.damage_error().map(|e| e.to_string())
+    }
 }

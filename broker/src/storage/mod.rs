@@ -236,6 +236,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// Figures for management and metrics, from what the engine keeps in memory (never
     /// waits on I/O).
     fn stats(&self) -> LogStats;
+
+    /// Why the log is damaged, if it is ([`LogStats::damaged`] alone: every request to the
+    /// namespace asks, so an engine answers it without gathering the other figures).
+    fn damaged(&self) -> Option<String> {
+        self.stats().damaged
+    }
 }
 
 /// A cursor reading a log forward.
