@@ -131,6 +131,13 @@ fn pub_with_the_log_alone_makes_the_same_appends_and_times_the_disk() {
         res["ratio_to_log_alone"].as_f64().is_some_and(|x| x > 0.0),
         "{r}"
     );
+    // The broker's own group size, from its /metrics: every event synced, none twice.
+    assert!(
+        res["events_per_fdatasync"]
+            .as_f64()
+            .is_some_and(|x| (1.0..=95.0).contains(&x)),
+        "{r}"
+    );
 }
 
 #[test]

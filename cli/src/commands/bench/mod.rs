@@ -127,6 +127,24 @@ impl Figures {
         }
     }
 
+    /// The broker's events per `fdatasync` in `namespace` over a run that appended `events`,
+    /// from `bus_fsync_total` (a namespace created by the run has no sample before it). Absent
+    /// when the broker synced nothing, e.g. under `never`.
+    pub fn events_per_sync(
+        &mut self,
+        before: &Scrape,
+        after: &Scrape,
+        namespace: &str,
+        events: u64,
+    ) {
+        let name = format!("bus_fsync_total{{namespace=\"{namespace}\"}}");
+        let synced = after.value(&name).unwrap_or(0.0) - before.value(&name).unwrap_or(0.0);
+        if synced >= 1.0 {
+            let per = events as f64 / synced;
+            self.push("events_per_fdatasync", json!((per * 10.0).round() / 10.0));
+        }
+    }
+
     /// The figures.
     pub fn into_vec(self) -> Vec<(String, Value)> {
         self.0

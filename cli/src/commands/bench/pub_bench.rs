@@ -41,6 +41,7 @@ async fn measure(target: &Target, args: &PubArgs) -> Result<super::report::Repor
     let mut results = Figures::new();
     outcome_figures(&mut results, &bus);
     results.cpu_per_event(&before, &after, bus.events, target);
+    results.events_per_sync(&before, &after, &args.common.namespace, bus.events);
     if args.baseline {
         let mut server = super::baseline::start()?;
         let base = run_phase("baseline", &Endpoint::local(server.addr), &plan, load, make).await;
