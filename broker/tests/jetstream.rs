@@ -577,3 +577,47 @@ async fn an_idle_namespace_asks_nothing_while_a_reader_finds_direct_publishes() 
     );
     assert_eq!(idle.stats().last_seq, 1);
 }
+
+/// `/metrics` and namespace info show what another NATS client stored once their cached
+/// figures expire, and scrapes many times a second ask the server about once a second
+/// (counted by the server's own JetStream API request total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_follow_direct_publishes_at_one_stream_info_a_second() {
+    let Some(s) = server().await else { return };
+    s.publish("user.a", "from bus").await;
+    let js = js(&s).await;
+    let api_total = || async {
+        within("account info", js.query_account())
+            .await
+            .expect("account info")
+            .requests
+            .total
+    };
+    within("publish directly", js.publish("user.direct", "x".into()))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let before = api_total().await;
+    let started = std::time::Instant::now();
+    eventually("/metrics counts the direct publish", || async {
+        let text = s.get("/metrics").await.text();
+        metric(&text, "bus_namespace_events{namespace=\"user\"}") == Some(2.0)
+    })
+    .await;
+    let asked = api_total().await - before;
+    let secs = started.elapsed().as_secs();
+    assert!(
+        asked <= secs + 3,
+        "{asked} JetStream API requests in {secs} s of scrapes every 20 ms"
+    );
+    assert_eq!(s.get_json("/v1/namespaces/user").await["events"], 2);
+
+    // Right after a refresh, a burst of scrapes is answered from the cached figures.
+    let before = api_total().await;
+    for _ in 0..20 {
+        s.get("/v1/namespaces").await;
+    }
+    let asked = api_total().await - before;
+    assert!(asked <= 2, "20 listings asked the server {asked} times");
+}
