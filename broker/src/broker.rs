@@ -69,6 +69,12 @@ pub const MAX_PULL_WAIT: Duration = Duration::from_secs(60);
 pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Most items in one batch publish.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// Namespaces [`Broker::refresh_stats`] asks for their figures at once, at most (a scrape
+/// of thousands of namespaces on JetStream keeps this many `STREAM.INFO` in flight).
+pub const REFRESH_CONCURRENCY: usize = 32;
+/// Longest [`Broker::refresh_stats`] waits for fresh figures; past it (a server gone, or
+/// slow), what is shown is the figures at hand.
+pub const MAX_REFRESH_WAIT: Duration = Duration::from_secs(2);
 
 /// What the façade holds: the parts, each behind its own handle.
 struct Inner {
@@ -407,6 +413,29 @@ impl Broker {
         }
         page.cursor = sub.cursor();
         Ok(page)
+    }
+
+    /// Brings the figures of the namespaces `wanted` names up to date where the engine keeps
+    /// them from a server ([`EventLog::refresh_stats`](crate::storage::EventLog::refresh_stats));
+    /// awaited before figures others may have changed are shown. At most
+    /// [`REFRESH_CONCURRENCY`] namespaces are asked at once, for at most
+    /// [`MAX_REFRESH_WAIT`] in all; engines that keep their figures current answer at once.
+    pub async fn refresh_stats(&self, wanted: impl Fn(&str) -> bool) {
+        use futures::StreamExt;
+        let logs: Vec<_> = self
+            .inner
+            .namespaces
+            .all()
+            .into_iter()
+            .filter(|(n, _)| wanted(n))
+            .map(|(_, l)| l)
+            .collect();
+        let all =
+            futures::stream::iter(logs).for_each_concurrent(REFRESH_CONCURRENCY, |l| async move {
+                l.refresh_stats().await
+            });
+        // Cancelling a refresh leaves the figures as they were.
+        let _ = tokio::time::timeout(MAX_REFRESH_WAIT, all).await;
     }
 
     /// Figures of every namespace.

@@ -475,3 +475,149 @@ async fn a_message_another_nats_client_stores_is_read_as_an_event() {
     assert_eq!(e["headers"], json!({"trace": "t-1"}));
     assert_time(e["time"].as_str().unwrap());
 }
+
+/// Opening namespaces starts nothing that runs by itself: no task per namespace, so no
+/// timer and no request while they sit idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_namespace_runs_no_task_of_its_own() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let storage = storage(&nats).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    // One namespace first, so that whatever the connection starts on first use is counted.
+    storage.namespace("warm", true).await.unwrap().unwrap();
+    let before = tasks();
+    const OPENED: usize = 20;
+    for i in 0..OPENED {
+        let log = storage
+            .namespace(&format!("ns{i}"), true)
+            .await
+            .unwrap()
+            .unwrap();
+        log.append(vec![NewEvent::new(format!("ns{i}.a"), "1")])
+            .await
+            .unwrap();
+    }
+    let after = tasks();
+    assert!(
+        after < before + OPENED,
+        "{OPENED} namespaces opened, alive tasks {before} -> {after}"
+    );
+}
+
+/// A namespace nobody reads asks its server nothing, while a reader waiting at another
+/// namespace's tail finds what a plain NATS client (not bus) stores there by its own polls.
+/// Each find takes at least one poll, so the two finds witness that time passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_namespace_asks_nothing_while_a_reader_finds_direct_publishes() {
+    if !NatsServer::available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let storage = storage(&nats).await;
+    let idle = storage.namespace("idle", true).await.unwrap().unwrap();
+    idle.append(vec![NewEvent::new("idle.a", "1")])
+        .await
+        .unwrap();
+    let busy = storage.namespace("busy", true).await.unwrap().unwrap();
+    let idle_log = storage.log("idle").expect("idle is open");
+    let busy_log = storage.log("busy").expect("busy is open");
+    let before = idle_log.info_requests();
+
+    // Figures asked for again and again within a second cost one request at most.
+    let asked = busy_log.info_requests();
+    for _ in 0..5 {
+        busy.refresh_stats().await;
+    }
+    assert!(busy_log.info_requests() - asked <= 1);
+
+    let mut reader = within("open a reader", busy.reader(Start::Newest))
+        .await
+        .unwrap();
+    let client = within("connect to NATS", async_nats::connect(nats.url()))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let asked = busy_log.info_requests();
+    for i in 1..=2u64 {
+        within(
+            "publish directly",
+            js.publish("busy.direct", format!("{i}").into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        match within("the reader finds a direct publish", reader.next())
+            .await
+            .unwrap()
+        {
+            Some(ReadItem::Event(e)) => {
+                assert_eq!((e.sequence, e.subject.as_str()), (i, "busy.direct"));
+                assert_eq!(&e.payload[..], format!("{i}").as_bytes());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let polls = busy_log.info_requests() - asked;
+    assert!(
+        (2..=4).contains(&polls),
+        "two finds by polling took {polls} STREAM.INFO"
+    );
+    assert_eq!(
+        idle_log.info_requests(),
+        before,
+        "the idle namespace asked for its stream's info"
+    );
+    assert_eq!(idle.stats().last_seq, 1);
+}
+
+/// `/metrics` and namespace info show what another NATS client stored once their cached
+/// figures expire, and scrapes many times a second ask the server about once a second
+/// (counted by the server's own JetStream API request total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_follow_direct_publishes_at_one_stream_info_a_second() {
+    let Some(s) = server().await else { return };
+    s.publish("user.a", "from bus").await;
+    let js = js(&s).await;
+    let api_total = || async {
+        within("account info", js.query_account())
+            .await
+            .expect("account info")
+            .requests
+            .total
+    };
+    within("publish directly", js.publish("user.direct", "x".into()))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let before = api_total().await;
+    let started = std::time::Instant::now();
+    eventually("/metrics counts the direct publish", || async {
+        let text = s.get("/metrics").await.text();
+        metric(&text, "bus_namespace_events{namespace=\"user\"}") == Some(2.0)
+    })
+    .await;
+    let asked = api_total().await - before;
+    let secs = started.elapsed().as_secs();
+    assert!(
+        asked <= secs + 3,
+        "{asked} JetStream API requests in {secs} s of scrapes every 20 ms"
+    );
+    assert_eq!(s.get_json("/v1/namespaces/user").await["events"], 2);
+
+    // Right after a refresh, a burst of scrapes is answered from the cached figures.
+    let before = api_total().await;
+    for _ in 0..20 {
+        s.get("/v1/namespaces").await;
+    }
+    let asked = api_total().await - before;
+    assert!(asked <= 2, "20 listings asked the server {asked} times");
+}

@@ -20,6 +20,12 @@ use crate::wait::within;
 /// The HTTP client every test uses (HTTP/1.1, or HTTP/2 prior knowledge when asked).
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Builds a plain HTTP/1.1 client (what [`TestServer`](crate::TestServer) uses), for a
+/// test that talks to a server it did not start.
+pub fn http1_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
 /// Builds an HTTP/2 prior-knowledge (h2c) client.
 pub fn h2c_client() -> HttpClient {
     Client::builder(TokioExecutor::new())

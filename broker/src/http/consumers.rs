@@ -106,13 +106,17 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     _: Query<NoParams>,
 ) -> Response {
-    let all: Vec<_> = broker
+    let seen: Vec<_> = broker
         .consumers()
         .all()
-        .iter()
+        .into_iter()
         .filter(|c| sees(&caller, c))
-        .map(|c| c.info())
         .collect();
+    // Their lag counts events others may have stored.
+    broker
+        .refresh_stats(|n| seen.iter().any(|c| c.pattern().namespace().includes(n)))
+        .await;
+    let all: Vec<_> = seen.iter().map(|c| c.info()).collect();
     axum::Json(all).into_response()
 }
 
@@ -140,6 +144,9 @@ pub async fn get(
             ),
         ));
     }
+    broker
+        .refresh_stats(|n| c.pattern().namespace().includes(n))
+        .await;
     Ok(axum::Json(c.info()).into_response())
 }
 

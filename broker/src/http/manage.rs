@@ -21,6 +21,7 @@ pub async fn namespaces(
     Extension(caller): Extension<Caller>,
     _: Query<NoParams>,
 ) -> Response {
+    broker.refresh_stats(|n| caller.sees_namespace(n)).await;
     let all: Vec<_> = broker
         .namespaces()
         .into_iter()
@@ -47,6 +48,7 @@ pub async fn namespace(
         ));
     }
     broker.check_damaged(&name)?;
+    broker.refresh_stats(|n| n == name).await;
     broker
         .namespace(&name)
         .map(|n| axum::Json(n).into_response())
@@ -89,6 +91,7 @@ pub async fn metrics(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, Error> {
     caller.check_metrics()?;
+    broker.refresh_stats(|_| true).await;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

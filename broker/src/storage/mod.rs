@@ -191,7 +191,9 @@ pub enum IdLookup {
 /// - `name` and `id_of` are pure: an id is computed from the namespace, the sequence and the
 ///   incarnation the engine fixed when it opened the log.
 /// - `stats` is served from figures the engine keeps in memory and updates as it writes
-///   (an engine over the network keeps them from its own appends and a background refresh).
+///   (an engine over the network keeps them from its own appends, and brings them up to
+///   date from its server when [`refresh_stats`](EventLog::refresh_stats) is awaited first:
+///   no engine does work per idle namespace by itself).
 pub trait EventLog: Send + Sync + 'static {
     /// The namespace.
     fn name(&self) -> &str;
@@ -232,6 +234,15 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Applies retention now (it also runs by itself); returns the events deleted.
     fn apply_retention(&self) -> BoxFuture<'_, Result<u64, StorageError>>;
+
+    /// Brings the figures [`stats`](EventLog::stats) answers up to date where the engine
+    /// keeps them from a server (the JetStream engine: one request, whose answer serves
+    /// every caller for a short while); awaited by whoever shows figures that others may
+    /// have changed (namespace info, `/metrics`). Never fails: on an error the figures stay
+    /// as they were. Default: nothing to do, the figures are always current.
+    fn refresh_stats(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// Figures for management and metrics, from what the engine keeps in memory (never
     /// waits on I/O).

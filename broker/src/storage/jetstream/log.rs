@@ -15,12 +15,20 @@
 //! **After a restart.** Opening reads back the events stored within the dedup window (at
 //! most [`RECENT_SCAN`]) for their dedup ids, and the newest event's time.
 //!
-//! **Figures.** `stats` answers from figures kept in memory: updated by every append and
-//! refreshed from the stream's info every [`REFRESH`] while readers are open (every ten
-//! without one) by a task that ends at close; the refresh also wakes readers for messages
-//! other NATS clients stored.
+//! **Figures.** `stats` answers from figures kept in memory, updated by every append.
+//! Nothing refreshes them by itself: an idle namespace costs no request and no timer.
+//! Whoever needs them current asks first ([`EventLog::refresh_stats`]: namespace info,
+//! `/metrics`, a reader waiting at the tail), and one answer of the stream's info serves
+//! every such ask for [`FIGURES_TTL`], so a scrape of N namespaces costs at most one
+//! `STREAM.INFO` per namespace per [`FIGURES_TTL`] however often it comes.
+//!
+//! **Waking readers.** This node's appends wake its readers waiting at the tail at once.
+//! Messages another bus node or another NATS client stored are found by the waiting readers
+//! themselves: each asks for the figures (above, so shared by the namespace's readers) every
+//! [`TAIL_POLL`](super::reader::TAIL_POLL) while it waits, a cost per waiting reader, none
+//! per namespace.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +37,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use super::codec;
 use super::options::MAX_ATOMIC_BATCH;
@@ -45,10 +53,9 @@ use crate::sync::lock;
 /// Events read back at open, at most, for the dedup ids within the window.
 pub const RECENT_SCAN: u64 = 100_000;
 
-/// How often the figures are refreshed from the stream's info while a reader is open.
-pub const REFRESH: Duration = Duration::from_secs(1);
-/// Without a reader, the figures are refreshed every this many [`REFRESH`] ticks.
-const IDLE_REFRESH_TICKS: u64 = 10;
+/// How long one answer of the stream's info serves [`EventLog::refresh_stats`]: at most one
+/// `STREAM.INFO` per namespace per this, however many ask.
+pub const FIGURES_TTL: Duration = Duration::from_secs(1);
 
 /// The figures kept in memory.
 #[derive(Debug)]
@@ -96,8 +103,11 @@ pub struct JetStreamLog {
     tail: watch::Sender<u64>,
     /// Set at close: appends are refused, readers end.
     closed: AtomicBool,
-    /// Ends the refresh task.
-    shutdown: CancellationToken,
+    /// When the figures were last read from the stream's info; held (an async lock) while
+    /// [`EventLog::refresh_stats`] asks, so that concurrent askers share one answer.
+    refreshed: tokio::sync::Mutex<Instant>,
+    /// `STREAM.INFO` requests made since open (what an idle namespace must not grow).
+    info_requests: AtomicU64,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -114,7 +124,8 @@ pub fn remote(what: &str, e: impl std::fmt::Display) -> StorageError {
 }
 
 impl JetStreamLog {
-    /// The log over stream `stream`, whose state is `state`; starts its refresh task.
+    /// The log over stream `stream`, whose state is `state` (just read: the figures count as
+    /// fresh). Starts no task.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         name: &str,
@@ -126,7 +137,7 @@ impl JetStreamLog {
         state: &jetstream::stream::State,
     ) -> Arc<Self> {
         let max_message = client.server_info().max_payload;
-        let log = Arc::new(JetStreamLog {
+        Arc::new(JetStreamLog {
             name: name.to_owned(),
             stream,
             incarnation,
@@ -144,30 +155,31 @@ impl JetStreamLog {
             }),
             tail: watch::Sender::new(state.last_sequence),
             closed: AtomicBool::new(false),
-            shutdown: CancellationToken::new(),
+            refreshed: tokio::sync::Mutex::new(Instant::now()),
+            info_requests: AtomicU64::new(0),
             config,
             client,
             js,
-        });
-        let weak = Arc::downgrade(&log);
-        let stop = log.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick: u64 = 0;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(REFRESH) => {}
-                }
-                let Some(log) = weak.upgrade() else { return };
-                tick += 1;
-                // With no reader waiting, only the figures need it: every tenth tick.
-                if log.tail.receiver_count() == 0 && !tick.is_multiple_of(IDLE_REFRESH_TICKS) {
-                    continue;
-                }
-                let _ = log.refresh().await;
-            }
-        });
-        log
+        })
+    }
+
+    /// `STREAM.INFO` requests this log made since it was opened (for tests and debugging:
+    /// an idle namespace makes none).
+    pub fn info_requests(&self) -> u64 {
+        self.info_requests.load(Ordering::Relaxed)
+    }
+
+    /// Reads the stream's info into the figures unless they were read within
+    /// [`FIGURES_TTL`]; concurrent callers share one request. A failure leaves the figures
+    /// as they were (the next call asks again).
+    pub(super) async fn refresh_cached(&self) {
+        let mut at = self.refreshed.lock().await;
+        if at.elapsed() < FIGURES_TTL || self.is_closed() {
+            return;
+        }
+        if self.refresh().await.is_ok() {
+            *at = Instant::now();
+        }
     }
 
     /// The newest sequence known.
@@ -247,16 +259,17 @@ impl JetStreamLog {
         event_id(&self.name, sequence, self.incarnation)
     }
 
-    /// Ends readers and the refresh task; appends are refused from now on.
+    /// Ends readers; appends are refused from now on.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.shutdown.cancel();
         self.tail.send_modify(|_| {});
     }
 
-    /// Reads the stream's state from the server into the figures; returns its first
-    /// sequence.
+    /// Reads the stream's state from the server into the figures, now (what needs the
+    /// current first sequence: opening a reader, an id lookup, retention); wakes readers
+    /// when it grew. Returns the first sequence.
     pub(super) async fn refresh(&self) -> Result<u64, StorageError> {
+        self.info_requests.fetch_add(1, Ordering::Relaxed);
         let stream = self
             .js
             .get_stream_no_info(&self.stream)
@@ -279,6 +292,10 @@ impl JetStreamLog {
         };
         if let Some(last) = grew {
             self.tail.send_replace(last);
+        }
+        // Fresh figures serve the next `refresh_stats` too (unless one is asking now).
+        if let Ok(mut at) = self.refreshed.try_lock() {
+            *at = Instant::now();
         }
         Ok(first)
     }
@@ -667,6 +684,10 @@ impl EventLog for Arc<JetStreamLog> {
             let first = self.refresh().await?;
             Ok(first.saturating_sub(before))
         })
+    }
+
+    fn refresh_stats(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.refresh_cached())
     }
 
     fn stats(&self) -> LogStats {

@@ -5,9 +5,13 @@
 //! its position with one batched direct get (`$JS.API.DIRECT.GET.<stream>` with `seq` and
 //! `batch`; the server answers with the messages, then an end-of-batch status), keeps them
 //! in a buffer [`LogReader::try_next`] drains, and fetches again in [`LogReader::next`].
-//! At the tail it waits on the log's newest sequence (bumped by this node's appends and by
-//! the log's refresh of the stream's info). Opening a reader fetches its first batch, so
-//! that what was in the log when it opened is at hand at once.
+//! At the tail it waits on the log's newest sequence, which this node's appends bump at
+//! once; for what another bus node or NATS client stored it also asks for the log's figures
+//! every [`TAIL_POLL`] while it waits (the log answers those from one `STREAM.INFO` a
+//! second, shared by its readers, and bumps the newest sequence when the stream grew). The
+//! poll's deadline is kept in the reader, so a caller that drops `next` and calls it again
+//! (a select with a timer) does not push it back. Opening a reader fetches its first batch,
+//! so that what was in the log when it opened is at hand at once.
 //!
 //! **Gaps.** A fetch that starts past the reader's position (retention deleted the events
 //! between) yields a gap first; so does an empty fetch once the stream's first sequence has
@@ -22,6 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::codec;
 use super::log::{JetStreamLog, remote};
@@ -37,6 +42,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an empty fetch below the newest sequence waits before it asks again (a
 /// replica answering direct gets may lag the stream's leader by a little).
 const LAG_RETRY: Duration = Duration::from_millis(20);
+/// How often a reader waiting at the tail asks for the stream's figures, to find messages
+/// other writers stored (this node's own appends wake it at once).
+pub const TAIL_POLL: Duration = Duration::from_secs(1);
 
 /// Fetches up to `max` events from `from` on, with a gap first when the first one found is
 /// past `from`.
@@ -180,6 +188,8 @@ pub struct JetStreamReader {
     buf: VecDeque<ReadItem>,
     /// Wakes the reader when events are appended.
     tail: watch::Receiver<u64>,
+    /// While waiting at the tail: when it next asks for the stream's figures.
+    poll_at: Option<Instant>,
 }
 
 impl JetStreamReader {
@@ -197,6 +207,7 @@ impl JetStreamReader {
             min_time,
             buf: VecDeque::new(),
             tail,
+            poll_at: None,
         };
         if next <= *r.tail.borrow() {
             r.fill().await?;
@@ -273,8 +284,20 @@ impl LogReader for JetStreamReader {
                     }
                     continue;
                 }
-                if self.tail.changed().await.is_err() {
-                    return Ok(None);
+                let poll_at = *self
+                    .poll_at
+                    .get_or_insert_with(|| Instant::now() + TAIL_POLL);
+                tokio::select! {
+                    changed = self.tail.changed() => {
+                        if changed.is_err() {
+                            return Ok(None);
+                        }
+                        self.poll_at = None;
+                    }
+                    () = tokio::time::sleep_until(poll_at) => {
+                        self.poll_at = None;
+                        self.log.refresh_cached().await;
+                    }
                 }
             }
         })

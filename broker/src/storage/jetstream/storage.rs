@@ -116,6 +116,16 @@ impl JetStreamStorage {
         })
     }
 
+    /// Namespace `name`'s log if it is open here, for what only this engine has
+    /// ([`JetStreamLog::info_requests`]).
+    pub fn log(&self, name: &str) -> Option<Arc<JetStreamLog>> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// The servers, for the startup log.
     pub fn servers(&self) -> &[String] {
         &self.options.servers
