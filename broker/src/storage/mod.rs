@@ -37,6 +37,8 @@
 //! - `retention`: deleting the oldest sealed segments.
 //! - `salvage`: the records that still verify in a damaged segment (the state log's salvage,
 //!   and the offline repair's).
+//! - `hole`: continuing a namespace above a high-water mark (a sealed version-2 segment holds
+//!   the hole); used by the offline repair.
 //! - `writer`: the writer job: group commit, rolling, failure and healing.
 //! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
 //! - `reader`: `Reader`, a cursor reading forward from a position.
@@ -74,6 +76,7 @@ mod disk;
 mod error;
 mod event;
 pub mod fd_limit;
+mod hole;
 pub(crate) mod index;
 pub mod inspect;
 pub mod io;
