@@ -308,3 +308,43 @@ async fn a_damaged_reservation_continues_above_every_sequence_the_segment_could_
     assert!(*skipped.end() < next[0] + (1 << 24), "{skipped:?}");
     log.close().await;
 }
+
+#[tokio::test]
+async fn the_reservation_is_synced_rarely_not_once_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_sim(dir.path(), never(), &fs);
+    let before = fs.syncs();
+    let n = 5000;
+    assert_eq!(append_n(&log, n).await.len(), n as usize);
+    // The first reservation, then one ahead when half its block was used: never per group.
+    let syncs = fs.syncs() - before;
+    assert!((1..=3).contains(&syncs), "{syncs} syncs for {n} groups");
+    log.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reservation_fails_the_append_and_heals() {
+    use bus_broker::storage::io::FaultOp;
+    use bus_broker::storage::{EventLog as _, StorageError};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_sim(dir.path(), never(), &fs);
+    // The first append needs the reservation's sync, which fails: nothing is handed out.
+    fs.fail(FaultOp::Sync, 0, std::io::ErrorKind::Other);
+    let err = log.append(vec![ev(1)]).await.unwrap_err();
+    assert!(matches!(err, StorageError::ReadOnly { .. }), "{err}");
+    assert!(read_items(&log).is_empty());
+    fs.clear_faults();
+    let mut heals = log.heals();
+    tokio::time::timeout(WAIT, heals.wait_for(|_| log.stats().read_only.is_none()))
+        .await
+        .expect("the log did not heal")
+        .expect("the log closed");
+    assert_eq!(append(&log, vec![ev(2)]).await, [1]);
+    drop(log);
+    fs.power_loss().unwrap();
+    let (log, report) = open_sim(dir.path(), never(), &fs);
+    assert_eq!(report.skipped.map(|s| *s.start()), Some(1));
+    log.close().await;
+}
