@@ -433,7 +433,11 @@ impl Writer {
         if self.retention_due.is_some_and(|d| d <= Instant::now()) {
             self.apply_retention();
         }
-        if self.reserve_due() && self.reserve_retry.is_none_or(|t| t <= Instant::now()) {
+        // Never on an appender's thread: armed below, it runs on the pool's next step.
+        if !self.here
+            && self.reserve_due()
+            && self.reserve_retry.is_none_or(|t| t <= Instant::now())
+        {
             self.reserve_retry = match self.reserve(self.next_seq - 1) {
                 Ok(()) => None,
                 Err(e) => {
