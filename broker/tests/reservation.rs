@@ -186,6 +186,19 @@ async fn a_process_crash_in_the_same_boot_makes_no_hole() {
     let skipped = report.skipped.expect("a hole after the power cut");
     assert_eq!(*skipped.start(), 11, "only 11 was unsynced");
     assert_eq!(read_items(&log)[..10], (1..=10).map(Ok).collect::<Vec<_>>());
+    let next = *skipped.end() + 1;
+    assert_eq!(append(&log, vec![ev(12)]).await, [next]);
+    log.close().await;
+    drop(log);
+    // A clean close, a new boot, then a process crash: the mark written before that boot is
+    // renewed at the first append after it, so this crash too makes no hole.
+    fs.reboot();
+    let (log, _) = open_sim(dir.path(), never(), &fs);
+    assert_eq!(append(&log, vec![ev(13)]).await, [next + 1]);
+    drop(log);
+    let (log, report) = open_sim(dir.path(), never(), &fs);
+    assert_eq!(report.skipped, None);
+    assert_eq!(append(&log, vec![ev(14)]).await, [next + 2]);
     log.close().await;
 }
 

@@ -261,7 +261,12 @@ pub(crate) fn open(
             reservation::remove(dir);
             None
         }
-        _ => Some(Reservation::new(dir, incarnation, next_seq - 1)),
+        _ => Some(Reservation::new(
+            dir,
+            incarnation,
+            next_seq - 1,
+            fs.boot_id(),
+        )),
     };
     // From now on a crash must not look clean.
     Checkpoint::write(

@@ -24,7 +24,9 @@
 //! **Same boot.** A process crash loses nothing that was written (the page cache survives
 //! it); only a power cut loses an unsynced tail, and a power cut means a new boot. Each slot
 //! carries the boot id of the run that wrote it ([`FileSystem::boot_id`]): a mark written in
-//! the running boot makes no hole (what recovery found is every sequence handed out).
+//! the running boot makes no hole (what recovery found is every sequence handed out); a mark
+//! from an earlier boot covers nothing handed out in this one, so the first append after open
+//! renews it.
 //!
 //! **File** `reservation` in the namespace directory: two copies of a 48-byte slot, at
 //! offsets 0 and 4096 (separate blocks: a torn write damages one copy at most), written in
@@ -217,6 +219,9 @@ pub(crate) struct Reservation {
     next_slot: usize,
     /// The mark: durable, and no sequence above it has been handed out.
     mark: u64,
+    /// The highest mark in the file: every new one is above it (never lower, and the copy
+    /// written last is the one read).
+    floor: u64,
     /// Sequences reserved at a time, as it stands.
     block: u64,
     /// When the last reservation was made.
@@ -227,17 +232,26 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     /// The reservation of the namespace in `dir`, when nothing above `handed_out` has been
-    /// handed out yet (at open: the next sequence minus one, above any mark open honoured).
-    pub(crate) fn new(dir: &Path, incarnation: u32, handed_out: u64) -> Reservation {
+    /// handed out yet (at open: the next sequence minus one, above any mark open honoured),
+    /// in the boot `boot`. A mark the file holds covers sequences handed out in this run only
+    /// if it was written in this boot: otherwise the first one handed out makes a new
+    /// reservation, which names this boot, so that a process crash in it makes no hole.
+    pub(crate) fn new(
+        dir: &Path,
+        incarnation: u32,
+        handed_out: u64,
+        boot: Option<[u8; 16]>,
+    ) -> Reservation {
         let path = dir.join(RESERVATION_FILE);
-        let (valid, next_slot, mark) = match std::fs::read(&path) {
+        let (valid, next_slot, floor, file_boot) = match std::fs::read(&path) {
             // The slot written next is the other one (a damaged one is written over first).
             Ok(data) => match best_slot(&data, incarnation) {
-                Ok((slot, (mark, _), _)) => (true, 1 - slot, mark),
-                Err(_) => (false, 0, 0),
+                Ok((slot, (mark, file_boot), _)) => (true, 1 - slot, mark, file_boot),
+                Err(_) => (false, 0, 0, None),
             },
-            Err(_) => (false, 0, 0),
+            Err(_) => (false, 0, 0, None),
         };
+        let this_boot = boot.is_some() && file_boot == boot;
         Reservation {
             dir: dir.to_owned(),
             path,
@@ -245,7 +259,12 @@ impl Reservation {
             file: None,
             valid,
             next_slot,
-            mark: mark.max(handed_out),
+            mark: if this_boot {
+                floor.max(handed_out)
+            } else {
+                handed_out
+            },
+            floor,
             block: MIN_BLOCK,
             last: None,
             opened_at: handed_out.saturating_add(1),
@@ -277,7 +296,10 @@ impl Reservation {
             Some(d) if d > SHRINK_AFTER => (self.block / 2).max(MIN_BLOCK),
             _ => self.block,
         };
-        let mark = need.max(self.mark).saturating_add(self.block);
+        let mark = need
+            .max(self.mark)
+            .saturating_add(self.block)
+            .max(self.floor.saturating_add(1));
         let file = match &self.file {
             Some(f) => f.clone(),
             None => {
@@ -308,6 +330,7 @@ impl Reservation {
         }
         self.next_slot = 1 - self.next_slot;
         self.mark = mark;
+        self.floor = mark;
         self.last = Some(now);
         Ok(())
     }
@@ -353,7 +376,7 @@ mod tests {
     fn the_mark_only_grows_and_survives_a_damaged_copy() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path(), 7), Found::None);
-        let mut r = Reservation::new(dir.path(), 7, 10);
+        let mut r = Reservation::new(dir.path(), 7, 10, StdFs.boot_id());
         assert_eq!(r.left(11), 0);
         r.extend(&StdFs, 11).unwrap();
         let first = r.mark;
@@ -390,7 +413,7 @@ mod tests {
         );
         assert!(first + MAX_STEP > second);
         // A writer reopening it writes over the damaged copy, never over the good one.
-        let mut r = Reservation::new(dir.path(), 7, 12);
+        let mut r = Reservation::new(dir.path(), 7, 12, StdFs.boot_id());
         assert_eq!(r.mark, first);
         r.extend(&StdFs, 13).unwrap();
         assert_eq!(
@@ -416,7 +439,7 @@ mod tests {
         };
         assert!(why.contains("another incarnation"), "{why}");
         // A writer creates it afresh, with the mark above what was handed out.
-        let mut r = Reservation::new(dir.path(), 7, 50);
+        let mut r = Reservation::new(dir.path(), 7, 50, StdFs.boot_id());
         r.extend(&StdFs, 51).unwrap();
         assert_eq!(
             read(dir.path(), 7),
