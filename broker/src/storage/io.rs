@@ -40,6 +40,23 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug + 'static {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn DataFile>>;
     /// Makes a directory's entries durable (`fsync` on the directory).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// What names the running boot of the machine (Linux's
+    /// `/proc/sys/kernel/random/boot_id`), or `None` where nothing does. Writes that returned
+    /// survive a process crash in the page cache, but not a power cut, which always means a
+    /// new boot: so a file written in this boot holds what was written to it.
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        boot_id()
+    }
+}
+
+/// This boot's id, read once (see [`FileSystem::boot_id`]).
+pub fn boot_id() -> Option<[u8; 16]> {
+    static BOOT_ID: std::sync::OnceLock<Option<[u8; 16]>> = std::sync::OnceLock::new();
+    *BOOT_ID.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = uuid::Uuid::parse_str(text.trim()).ok()?;
+        Some(id.into_bytes()).filter(|b| b != &[0; 16])
+    })
 }
 
 /// The real file system.

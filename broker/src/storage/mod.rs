@@ -37,6 +37,10 @@
 //! - `retention`: deleting the oldest sealed segments.
 //! - `salvage`: the records that still verify in a damaged segment (the state log's salvage,
 //!   and the offline repair's).
+//! - `reservation`: the mark no sequence handed out passes, synced ahead of the writer under
+//!   `interval` and `never`, so a crash that loses an unsynced tail never reuses a sequence.
+//! - `hole`: continuing a namespace above a high-water mark (a sealed version-2 segment holds
+//!   the hole); used by open (above the reservation) and by the offline repair.
 //! - `writer`: the writer job: group commit, rolling, failure and healing.
 //! - `open`: opening a log: listing, recovery, dedup, starting the writer ([`OpenReport`]).
 //! - `reader`: `Reader`, a cursor reading forward from a position.
@@ -74,6 +78,7 @@ mod disk;
 mod error;
 mod event;
 pub mod fd_limit;
+mod hole;
 pub(crate) mod index;
 pub mod inspect;
 pub mod io;
@@ -92,6 +97,7 @@ pub mod record;
 mod record;
 mod recovery;
 pub mod repair;
+mod reservation;
 mod retention;
 mod salvage;
 #[cfg(feature = "test-util")]

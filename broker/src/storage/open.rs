@@ -11,22 +11,31 @@
 //! tail is cut, damage is an error unless repair is asked for. A torn segment header is
 //! rewritten with the incarnation of the segment before it (or the checkpoint's).
 //!
+//! **Above the reservation.** After an unclean shutdown the active segment is synced (what
+//! recovery kept may have been in the page cache only), and if the reservation's mark is
+//! above the newest sequence found, the namespace continues above the mark ([`hole`]): the
+//! sequences between may have been handed out and lost with an unsynced tail. After a clean
+//! close the checkpoint knows the next sequence, and no hole is made.
+//!
 //! **No sealed segment read after a clean close.** The checkpoint written at close holds the
 //! dedup table and the newest time; only segments sealed after it (a seal interrupted by a
 //! crash) are read for their dedup ids. A checkpoint that says "not clean" is written before
 //! the writer starts, so a crash from then on never looks clean.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::checkpoint::Checkpoint;
-use super::config::LogConfig;
+use super::config::{FsyncPolicy, LogConfig};
 use super::dedup::{DedupEntry, DedupTable};
+use super::hole::{self, ActiveSegment};
 use super::io::FileSystem;
 use super::open_files::BoundedFs;
 use super::record::{self, Decoded};
 use super::recovery::{self, Repair, TornTail};
+use super::reservation::{self, Found, Reservation};
 use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
 use super::shared::{ActiveView, Shared, View};
 use super::writer::{Resume, Writer, WriterJob};
@@ -51,6 +60,10 @@ pub struct OpenReport {
     pub torn: Option<TornTail>,
     /// Damage that repair cut from the active segment.
     pub repaired: Option<Repair>,
+    /// Sequences skipped after an unclean shutdown because they may have been handed out
+    /// before a crash lost them (the reservation, log format 2.4): a hole readers get as a
+    /// gap.
+    pub skipped: Option<RangeInclusive<u64>>,
 }
 
 /// A log opened: its shared state, its running writer, and what recovery found.
@@ -85,7 +98,7 @@ pub(crate) fn open(
         logs.insert(1, path);
     }
     let (&active_first, active_path) = logs.last_key_value().expect("at least one segment");
-    let active_path = active_path.clone();
+    let (mut active_first, mut active_path) = (active_first, active_path.clone());
     for (first, idx) in &idxs {
         // An index without its segment is left over from retention; one beside the
         // active segment from a seal that did not finish. Both are rewritten if needed.
@@ -101,7 +114,7 @@ pub(crate) fn open(
         }
     };
 
-    let file = fs
+    let mut file = fs
         .open(&active_path)
         .map_err(|e| StorageError::io("open", &active_path, e))?;
     let mut scan = recovery::scan_active(
@@ -124,7 +137,7 @@ pub(crate) fn open(
             "cut a bad last record (a torn write, or damage to it); the cut bytes are kept in quarantine/"
         );
     }
-    let (incarnation, segment_version) = match scan.incarnation {
+    let (incarnation, mut segment_version) = match scan.incarnation {
         Some(inc) => (inc, scan.version),
         None => {
             // The active segment's header was torn: rewrite it.
@@ -164,7 +177,7 @@ pub(crate) fn open(
         )));
     }
     let first_seq = sealed.front().map_or(active_first, |s| s.first_seq);
-    let next_seq = active_first + scan.offsets.len() as u64;
+    let mut next_seq = active_first + scan.offsets.len() as u64;
 
     let ck = checkpoint.filter(|c| c.incarnation == incarnation);
     let mut last_time = scan.times.last().copied().unwrap_or(0);
@@ -202,6 +215,59 @@ pub(crate) fn open(
     let clean_shutdown = ck
         .as_ref()
         .is_some_and(|c| c.clean && c.last_seq + 1 == next_seq);
+    let mut skipped = None;
+    if !clean_shutdown && !first_time {
+        // What recovery found may be in the page cache only (a kill, not a power cut), and
+        // it is served from now on: synced first, so that no later crash loses it.
+        file.sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &active_path, e))?;
+        // The sequences handed out before the crash may go up to the reservation's mark:
+        // the namespace continues above it (a clean close needs none: the checkpoint knows
+        // the next sequence).
+        if let Some(mark) = reserved_mark(dir, name, incarnation, active_first, &*fs)
+            && mark >= next_seq
+        {
+            let active = ActiveSegment {
+                path: &active_path,
+                first: active_first,
+                version: segment_version,
+                offsets: &scan.offsets,
+                end: scan.end,
+            };
+            let above = hole::continue_above(&*fs, dir, &active, incarnation, mark)?;
+            tracing::warn!(
+                namespace = name,
+                from = next_seq,
+                to = mark,
+                active_segment = %above.path.display(),
+                "after an unclean shutdown, continuing above the sequences reserved before it: readers get them as a gap"
+            );
+            skipped = Some(next_seq..=mark);
+            for seg in above.sealed {
+                sealed_bytes += seg.bytes;
+                sealed.push_back(Arc::new(seg));
+            }
+            (active_first, active_path, file) = (above.first, above.path, above.file);
+            scan.offsets.clear();
+            scan.times.clear();
+            scan.end = SEGMENT_HEADER_BYTES as u64;
+            next_seq = above.first;
+            segment_version = segment::SEGMENT_VERSION_HOLES;
+        }
+    }
+    let reservation = match config.fsync {
+        // Visible and answered only once synced: a cut loses only what nobody saw.
+        FsyncPolicy::Always => {
+            reservation::remove(dir);
+            None
+        }
+        _ => Some(Reservation::new(
+            dir,
+            incarnation,
+            next_seq - 1,
+            fs.boot_id(),
+        )),
+    };
     // From now on a crash must not look clean.
     Checkpoint::write(
         dir,
@@ -222,6 +288,7 @@ pub(crate) fn open(
         active_segment: active_path.clone(),
         torn: scan.torn.clone(),
         repaired: scan.repaired.clone(),
+        skipped,
     };
     let active_len = scan.end;
     let active_count = scan.offsets.len() as u64;
@@ -260,6 +327,7 @@ pub(crate) fn open(
             end: active_len,
             next_seq,
             last_time,
+            reservation,
         },
     )?;
     Ok(Opened {
@@ -267,6 +335,35 @@ pub(crate) fn open(
         writer,
         report,
     })
+}
+
+/// The reservation's mark for a namespace whose last shutdown was unclean: what its file
+/// says, or, if the file is damaged, a mark above every sequence the active segment (first
+/// sequence `active_first`) could have held. `None` without a file, or when the mark was
+/// written in this boot (a process crash: the page cache kept every write).
+fn reserved_mark(
+    dir: &Path,
+    name: &str,
+    incarnation: u32,
+    active_first: u64,
+    fs: &dyn FileSystem,
+) -> Option<u64> {
+    match reservation::read(dir, incarnation) {
+        Found::None => None,
+        Found::Mark { boot, .. } if boot.is_some() && boot == fs.boot_id() => None,
+        Found::Mark { mark, .. } => Some(mark),
+        Found::Damaged(reason) => {
+            let mark = reservation::fallback_mark(active_first);
+            tracing::error!(
+                namespace = name,
+                file = %dir.join(reservation::RESERVATION_FILE).display(),
+                reason,
+                mark,
+                "damaged reservation file: continuing above every sequence the active segment could have held"
+            );
+            Some(mark)
+        }
+    }
 }
 
 fn last_sealed_time(sealed: &VecDeque<Arc<SealedSegment>>) -> Option<u64> {

@@ -189,6 +189,9 @@ impl FileSystem for BoundedFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.inner.sync_dir(path)
     }
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        self.inner.boot_id()
+    }
 }
 
 /// A data file that holds its descriptor only while used: closed by the sweep when idle and

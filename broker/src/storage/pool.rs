@@ -119,6 +119,8 @@ pub struct PoolStats {
     pub peak_threads: usize,
     /// The most jobs that ever ran at once.
     pub peak_running: usize,
+    /// Job steps run in all.
+    pub steps: u64,
     /// Logs registered now.
     pub users: usize,
 }
@@ -138,6 +140,8 @@ struct State {
     peak_threads: usize,
     /// The most jobs running at once.
     peak_running: usize,
+    /// Job steps run in all.
+    steps: u64,
 }
 
 /// A bounded set of worker threads running [`Job`]s (see the module docs).
@@ -165,6 +169,7 @@ impl Pool {
                 users: 0,
                 peak_threads: 0,
                 peak_running: 0,
+                steps: 0,
             }),
             work: Condvar::new(),
         }
@@ -203,6 +208,7 @@ impl Pool {
             threads: st.threads,
             peak_threads: st.peak_threads,
             peak_running: st.peak_running,
+            steps: st.steps,
             users: st.users,
         }
     }
@@ -315,6 +321,7 @@ impl Pool {
                 continue;
             };
             st.running += 1;
+            st.steps += 1;
             st.peak_running = st.peak_running.max(st.running);
             drop(st);
             let s = &job.schedule().0;

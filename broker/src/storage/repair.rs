@@ -28,7 +28,7 @@ use super::inspect::{self, DirLock, InspectError, NamespaceDir, Scanned, Segment
 use super::io::{FileSystem as _, StdFs};
 use super::record::{self, RecordView};
 use super::segment::{self, SEGMENT_VERSION, SEGMENT_VERSION_HOLES};
-use super::{quarantine, recovery, salvage};
+use super::{hole, quarantine, recovery, salvage};
 
 /// One segment a repair rewrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,29 +290,17 @@ fn upgrade_active(
         .map_err(|e| io("recover", &seg.path, e.to_string()))?;
     drop(file);
     if scan.offsets.is_empty() {
-        let name = seg
-            .path
-            .file_name()
-            .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned());
-        let tmp = ns.dir.join(format!("tmp.{name}"));
-        let h = segment::encode_header_version(SEGMENT_VERSION_HOLES, incarnation, seg.first_seq);
-        let f = StdFs
-            .create(&tmp)
-            .map_err(|e| io("create", &tmp, e.to_string()))?;
-        f.write_all_at(&h, 0)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| io("write", &tmp, e.to_string()))?;
-        drop(f);
-        std::fs::rename(&tmp, &seg.path).map_err(|e| io("rename", &tmp, e.to_string()))?;
-        StdFs
-            .sync_dir(&ns.dir)
-            .map_err(|e| io("sync", &ns.dir, e.to_string()))?;
+        hole::upgrade_empty(&StdFs, &ns.dir, &seg.path, incarnation, seg.first_seq)
+            .map_err(|e| io("upgrade", &seg.path, e.to_string()))?;
         return Ok(seg.path.clone());
     }
-    let idx = segment::index_path_for(&seg.path);
-    if let Err(e) = SegmentIndex::write(&idx, seg.first_seq, scan.end, &scan.offsets) {
-        tracing::warn!(index = %idx.display(), error = %e, "could not write segment index");
-    }
+    hole::write_index(
+        &seg.path,
+        seg.first_seq,
+        SEGMENT_VERSION,
+        scan.end,
+        &scan.offsets,
+    );
     let next = seg.first_seq + scan.offsets.len() as u64;
     let path = ns.dir.join(segment::segment_name(next));
     segment::create(

@@ -44,6 +44,8 @@ struct SimState {
     writes: u64,
     /// `sync_data` calls, held, failed or not.
     sync_calls: u64,
+    /// Power losses so far: each is a new boot ([`FileSystem::boot_id`]).
+    boots: u64,
 }
 
 /// A file system for tests: real files, plus power-loss simulation and fault injection.
@@ -132,8 +134,10 @@ impl SimFs {
     }
 
     /// Throws away everything written to each file after its last sync, as a power loss
-    /// would. Call it after the log using this file system has stopped.
+    /// would, and starts a new boot. Call it after the log using this file system has
+    /// stopped.
     pub fn power_loss(&self) -> io::Result<()> {
+        self.reboot();
         let st = self.lock();
         for (path, &len) in &st.synced {
             match std::fs::OpenOptions::new().write(true).open(path) {
@@ -144,6 +148,12 @@ impl SimFs {
             }
         }
         Ok(())
+    }
+
+    /// Starts a new boot ([`FileSystem::boot_id`] changes) and loses nothing: a power cut
+    /// after the kernel wrote back what a test left in the files.
+    pub fn reboot(&self) {
+        self.lock().boots += 1;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
@@ -240,5 +250,14 @@ impl FileSystem for SimFs {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         StdFs.sync_dir(path)
+    }
+    /// The real boot's id, changed by each [`SimFs::power_loss`].
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        let mut id = super::io::boot_id().unwrap_or([1; 16]);
+        let boots = self.lock().boots.to_le_bytes();
+        for (b, x) in id.iter_mut().zip(boots) {
+            *b ^= x;
+        }
+        Some(id)
     }
 }

@@ -28,6 +28,14 @@
 //! the writer drains the syncer, seals the segment (synced, indexed, checkpointed) and starts
 //! the next one, then applies retention.
 //!
+//! **Reservation.** Under `interval` and `never`, where a group is answered before it is
+//! synced, no sequence is handed out above the [`Reservation`]'s mark, which is synced
+//! ahead: once less than half a block is left, a step on the pool (armed like a timer, never
+//! on an appender's thread, whose steps take only what the mark covers) moves the mark a
+//! block ahead. A group that would pass the mark (the first after open, or a burst faster
+//! than the steps ahead) answers what was encoded before it, then waits for the mark to move.
+//! A failed reservation a group needs fails it as a failed write does.
+//!
 //! **Timers.** Nothing runs for an idle namespace. What is due later — an `interval` sync,
 //! a read-only namespace's probe, the time its oldest segment becomes too old for age
 //! retention — is armed on the one [`TIMERS`] thread, which notifies the job then. Size and
@@ -66,6 +74,7 @@ use super::index::SegmentIndex;
 use super::io::{DataFile, FileSystem};
 use super::pool::{Job, Schedule, WRITERS};
 use super::record;
+use super::reservation::Reservation;
 use super::retention;
 use super::segment::{self, SEGMENT_HEADER_BYTES, SealedSegment};
 use super::shared::{ActiveView, Request, Shared, Stop, Synced, Work};
@@ -106,6 +115,8 @@ pub(crate) struct Resume {
     pub next_seq: u64,
     /// Time of the newest event (times never go backwards).
     pub last_time: u64,
+    /// The sequences reserved (under `interval` and `never`; `None` under `always`).
+    pub reservation: Option<Reservation>,
 }
 
 /// The writer thread's own state.
@@ -153,6 +164,12 @@ pub(crate) struct Writer {
     last_probe: Instant,
     /// Set while a step runs on an appender's thread: its answers are sent there.
     here: bool,
+    /// Under `interval` and `never`, the mark no sequence handed out may pass; `None` under
+    /// `always`, where nothing is visible or answered before it is synced.
+    reservation: Option<Reservation>,
+    /// When a reservation ahead that failed is tried again (the one a group needs is tried
+    /// at once, and its failure fails the group).
+    reserve_retry: Option<Instant>,
 }
 
 /// A namespace's writer as a job of the [`WRITERS`] pool, until it finishes.
@@ -261,6 +278,8 @@ impl Writer {
                 last_probe: Instant::now(),
                 failed: false,
                 here: false,
+                reservation: at.reservation,
+                reserve_retry: None,
             };
             WriterJob {
                 schedule: Schedule::default(),
@@ -302,6 +321,11 @@ impl Writer {
             .segment_bytes
             .saturating_sub(self.write_pos);
         let (bytes_left, events_left) = retention::room_by_size(&self.shared);
+        // What needs a new reservation waits for the pool: its sync never runs here.
+        let events_left = match &self.reservation {
+            Some(r) => events_left.min(r.left(self.next_seq)),
+            None => events_left,
+        };
         let below_bytes = (in_segment.saturating_add(1))
             .min(bytes_left)
             .min(HERE_MAX_BYTES as u64 + 1);
@@ -381,7 +405,10 @@ impl Writer {
             (true, FsyncPolicy::Interval(every)) => Some(self.last_sync + every),
             _ => None,
         };
-        [probe, sync, self.retention_due]
+        let reserve = self
+            .reserve_due()
+            .then(|| self.reserve_retry.unwrap_or_else(Instant::now));
+        [probe, sync, reserve, self.retention_due]
             .into_iter()
             .flatten()
             .min()
@@ -405,6 +432,37 @@ impl Writer {
         }
         if self.retention_due.is_some_and(|d| d <= Instant::now()) {
             self.apply_retention();
+        }
+        // Never on an appender's thread: armed below, it runs on the pool's next step.
+        if !self.here
+            && self.reserve_due()
+            && self.reserve_retry.is_none_or(|t| t <= Instant::now())
+        {
+            self.reserve_retry = match self.reserve(self.next_seq - 1) {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(namespace = %self.shared.name(), error = %e, "could not reserve sequences ahead; trying again later");
+                    Some(Instant::now() + PROBE_INTERVAL)
+                }
+            };
+        }
+    }
+
+    /// Whether a reservation ahead is due: sequences were handed out since the writer
+    /// started (an idle namespace makes none), and less than half a block is left.
+    fn reserve_due(&self) -> bool {
+        !self.failed
+            && self
+                .reservation
+                .as_ref()
+                .is_some_and(|r| r.handed_out(self.next_seq) && r.due(self.next_seq))
+    }
+
+    /// Durably reserves sequences up to at least `need` (see [`Reservation::extend`]).
+    fn reserve(&mut self, need: u64) -> Result<(), StorageError> {
+        match &mut self.reservation {
+            Some(r) => r.extend(&*self.fs, need),
+            None => Ok(()),
         }
     }
 
@@ -463,6 +521,26 @@ impl Writer {
                 self.drain();
                 if !self.failed
                     && let Err(e) = self.roll()
+                {
+                    self.fail(e, &mut done, &mut inserted);
+                }
+                if self.failed {
+                    self.refuse(tx);
+                    continue;
+                }
+            }
+            // Never a sequence above the reservation's mark: the group written so far is
+            // answered first (it is below it), then the mark moves ahead, synced.
+            let last = self.next_seq + writes as u64 - 1;
+            if writes > 0
+                && self
+                    .reservation
+                    .as_ref()
+                    .is_some_and(|r| r.left(self.next_seq) < writes as u64)
+            {
+                self.flush(&mut done, &mut inserted);
+                if !self.failed
+                    && let Err(e) = self.reserve(last)
                 {
                     self.fail(e, &mut done, &mut inserted);
                 }

@@ -344,6 +344,13 @@ fn recovered(reports: &[OpenReport]) -> String {
             if let Some(rep) = &r.repaired {
                 s.push_str(&format!(" (repaired: {rep:?})"));
             }
+            if let Some(skipped) = &r.skipped {
+                s.push_str(&format!(
+                    " (sequences {}..={} skipped: they may have been handed out before the crash)",
+                    skipped.start(),
+                    skipped.end()
+                ));
+            }
             s
         })
         .collect::<Vec<_>>()
