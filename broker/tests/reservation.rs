@@ -16,7 +16,8 @@ use bus_broker::storage::inspect::{NamespaceDir, Scanned};
 use bus_broker::storage::io::SimFs;
 use bus_broker::storage::segment::{SEGMENT_VERSION, SEGMENT_VERSION_HOLES, header_version};
 use bus_broker::storage::{
-    FsyncPolicy, GapReason, Log, LogConfig, LogReader as _, ReadItem, Start,
+    EventLog as _, FsyncPolicy, GapReason, Log, LogConfig, LogReader as _, ReadItem, Retention,
+    Start,
 };
 use common::*;
 
@@ -368,4 +369,41 @@ async fn a_failed_reservation_fails_the_append_and_heals() {
     let (log, report) = open_sim(dir.path(), never(), &fs);
     assert_eq!(report.skipped.map(|s| *s.start()), Some(1));
     log.close().await;
+}
+
+#[tokio::test]
+async fn a_hole_above_the_reservation_counts_no_event_for_retention_by_count() {
+    // A count limit far below a block of reserved sequences, far above the events held.
+    let config = || LogConfig {
+        retention: Retention {
+            max_events: Some(50),
+            ..Retention::default()
+        },
+        ..never()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_sim(dir.path(), config(), &fs);
+    append_n(&log, 10).await;
+    drop(log);
+    lose_tail(dir.path(), 4);
+    fs.reboot();
+
+    let (log, report) = open_sim(dir.path(), config(), &fs);
+    let skipped = report
+        .skipped
+        .clone()
+        .expect("a hole above the reservation");
+    assert!(skipped.end() - skipped.start() + 1 > 50, "{skipped:?}");
+    let more = append_n(&log, 5).await;
+    log.apply_retention().await.unwrap();
+    // Nine events are held: the limit of 50 deletes none of them, and the figures count
+    // them, not the hole's sequences.
+    let stats = log.stats();
+    assert_eq!(stats.first_seq, 1, "{stats:?}");
+    assert_eq!(stats.events, 9, "{stats:?}");
+    let mut want: Vec<_> = (1..=4).map(Ok).collect();
+    want.push(Err((5, more[0])));
+    want.extend(more.iter().copied().map(Ok));
+    assert_eq!(read_items(&log), want);
 }

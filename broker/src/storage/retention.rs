@@ -48,7 +48,7 @@ pub(crate) fn room_by_size(shared: &Shared) -> (u64, u64) {
     let room = |limit: Option<u64>, kept: u64| limit.map_or(u64::MAX, |m| m.saturating_sub(kept));
     (
         room(r.max_bytes, total.bytes - oldest.bytes),
-        room(r.max_events, total.events - oldest.events()),
+        room(r.max_events, total.events - oldest.counted_events()),
     )
 }
 
@@ -97,7 +97,7 @@ pub(crate) fn remove_oldest(shared: &Shared, floor: u64) -> Result<u64, StorageE
             let by_bytes = r.max_bytes.is_some_and(|m| total.bytes - oldest.bytes >= m);
             let by_events = r
                 .max_events
-                .is_some_and(|m| total.events - oldest.events() >= m);
+                .is_some_and(|m| total.events - oldest.counted_events() >= m);
             let below_floor = oldest.last_seq < floor;
             too_old || by_bytes || by_events || below_floor
         });
@@ -109,7 +109,7 @@ pub(crate) fn remove_oldest(shared: &Shared, floor: u64) -> Result<u64, StorageE
     }
     let mut events = 0;
     for seg in &removed {
-        events += seg.events();
+        events += seg.counted_events();
         for path in [seg.path.clone(), seg.index_path()] {
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -117,7 +117,7 @@ pub(crate) fn remove_oldest(shared: &Shared, floor: u64) -> Result<u64, StorageE
                 return Err(StorageError::io("delete", path, e));
             }
         }
-        tracing::info!(namespace = %shared.name(), segment = %seg.path.display(), events = seg.events(), "retention deleted segment");
+        tracing::info!(namespace = %shared.name(), segment = %seg.path.display(), events = seg.counted_events(), "retention deleted segment");
     }
     if !removed.is_empty() {
         let _ = std::fs::File::open(shared.dir()).and_then(|d| d.sync_all());

@@ -187,6 +187,17 @@ impl SealedSegment {
         self.last_seq + 1 - self.first_seq
     }
 
+    /// Events held as far as counting goes (log format 2.3, "Counting"): none for a segment
+    /// holding no record (a header only: a hole left above a reservation, or a segment whose
+    /// every record a repair lost), else [`SealedSegment::events`].
+    pub fn counted_events(&self) -> u64 {
+        if self.bytes <= SEGMENT_HEADER_BYTES as u64 {
+            0
+        } else {
+            self.events()
+        }
+    }
+
     /// Maps the segment and loads (or rebuilds) its index, once.
     pub fn load(&self) -> Result<Arc<Loaded>, StorageError> {
         // The lock is held while loading so that two readers do not both rebuild an index;

@@ -93,11 +93,20 @@ pub(crate) struct View {
     last_time: u64,
     /// Bytes in sealed segments.
     sealed_bytes: u64,
+    /// Sequences of the sealed segments that hold no record (see
+    /// [`SealedSegment::counted_events`]), which counting leaves out.
+    uncounted: u64,
     /// Set when the writer has stopped.
     closed: bool,
 }
 
 impl View {
+    /// Events held, as counting goes: the retained sequences but those of sealed segments
+    /// holding no record.
+    fn counted(&self) -> u64 {
+        self.next_seq - self.first_seq - self.uncounted
+    }
+
     /// The view of a log just opened.
     pub(crate) fn new(
         sealed: VecDeque<Arc<SealedSegment>>,
@@ -107,6 +116,7 @@ impl View {
         next_seq: u64,
         last_time: u64,
     ) -> View {
+        let uncounted = sealed.iter().map(|s| s.events() - s.counted_events()).sum();
         View {
             sealed,
             active,
@@ -114,6 +124,7 @@ impl View {
             next_seq,
             last_time,
             sealed_bytes,
+            uncounted,
             closed: false,
         }
     }
@@ -597,7 +608,7 @@ impl Shared {
         let v = self.read_view();
         let m = &self.metrics;
         LogStats {
-            events: v.next_seq - v.first_seq,
+            events: v.counted(),
             bytes: v.sealed_bytes + v.active.len,
             first_seq: v.first_seq,
             last_seq: v.next_seq - 1,
@@ -672,6 +683,7 @@ impl Shared {
     pub(crate) fn seal_active(&self, sealed: SealedSegment, active: ActiveView) {
         let mut v = self.write_view();
         v.sealed_bytes += sealed.bytes;
+        v.uncounted += sealed.events() - sealed.counted_events();
         v.sealed.push_back(Arc::new(sealed));
         v.active = active;
     }
@@ -689,7 +701,7 @@ impl Shared {
             oldest,
             Totals {
                 bytes: v.sealed_bytes + v.active.len,
-                events: v.next_seq - v.first_seq,
+                events: v.counted(),
             },
         ))
     }
@@ -707,13 +719,14 @@ impl Shared {
         }
         let totals = Totals {
             bytes: v.sealed_bytes + v.active.len,
-            events: v.next_seq - v.first_seq,
+            events: v.counted(),
         };
         if !remove(totals) {
             return Removal::Kept;
         }
         v.sealed.pop_front();
         v.sealed_bytes -= oldest.bytes;
+        v.uncounted -= oldest.events() - oldest.counted_events();
         v.first_seq = oldest.last_seq + 1;
         Removal::Removed
     }
