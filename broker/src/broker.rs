@@ -438,12 +438,14 @@ impl Broker {
         let _ = tokio::time::timeout(MAX_REFRESH_WAIT, all).await;
     }
 
-    /// Figures of every namespace.
+    /// Figures of every namespace not set aside as damaged.
     pub fn namespaces(&self) -> Vec<NamespaceInfo> {
         self.inner
             .namespaces
             .names()
             .iter()
+            // Set aside, whenever found (`/healthz` lists it): as damage found at start.
+            .filter(|n| self.inner.namespaces.damage(n).is_none())
             .filter_map(|n| self.namespace(n))
             .collect()
     }

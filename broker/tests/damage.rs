@@ -106,6 +106,20 @@ async fn assert_set_aside(s: &TestServer, file: &Path, offset: usize, orders: us
         s.post("/v1/requests/user.rpc?timeout=1s", &[], "x").await,
     );
     check("namespace", s.get("/v1/namespaces/user").await);
+    // Not listed either (whether found at start or by a read), the healthy one is.
+    let listed: Vec<String> = s
+        .get("/v1/namespaces")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        listed.contains(&"orders".to_owned()) && !listed.contains(&"user".to_owned()),
+        "{listed:?}"
+    );
 
     let health = s.get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.text());
