@@ -407,3 +407,44 @@ async fn a_hole_above_the_reservation_counts_no_event_for_retention_by_count() {
     want.extend(more.iter().copied().map(Ok));
     assert_eq!(read_items(&log), want);
 }
+
+#[tokio::test]
+async fn a_version_2_segment_rolled_after_a_hole_is_sealed_with_a_version_2_index() {
+    let config = || LogConfig {
+        segment_bytes: 4096,
+        ..never()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_sim(dir.path(), config(), &fs);
+    append_n(&log, 3).await;
+    drop(log);
+    lose_tail(dir.path(), 1);
+    fs.reboot();
+    let (log, report) = open_sim(dir.path(), config(), &fs);
+    assert!(report.skipped.is_some());
+    // Enough to roll the version-2 active segment at least once.
+    append_n(&log, 200).await;
+    log.close().await;
+    // Nothing was read: every index is the one written when its segment was sealed, in the
+    // segment's own version.
+    let mut rolled = 0;
+    for seg in files_with_ext(dir.path(), "log") {
+        let idx = seg.with_extension("idx");
+        let Ok(index) = std::fs::read(&idx) else {
+            continue;
+        };
+        let version = header_version(&std::fs::read(&seg).unwrap());
+        assert_eq!(
+            u16::from_le_bytes([index[8], index[9]]),
+            version,
+            "{}",
+            idx.display()
+        );
+        rolled += usize::from(version == SEGMENT_VERSION_HOLES && index.len() > 32);
+    }
+    assert!(
+        rolled >= 1,
+        "no version-2 segment holding records was sealed"
+    );
+}

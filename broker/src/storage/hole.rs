@@ -72,7 +72,7 @@ pub(crate) fn continue_above(
         }
         active.path.to_owned()
     } else {
-        write_index(
+        segment::write_sealed_index(
             active.path,
             active.first,
             active.version,
@@ -104,22 +104,6 @@ pub(crate) fn continue_above(
         file,
         first: next,
     })
-}
-
-/// Writes the index of the segment at `path` being sealed (its first sequence `first`, its
-/// header's format `version`, its records at `offsets` with no hole, ending at `end`). A
-/// failure is only logged: a missing index is rebuilt when the segment is first read.
-pub(crate) fn write_index(path: &Path, first: u64, version: u16, end: u64, offsets: &[u32]) {
-    let idx = segment::index_path_for(path);
-    let written = if version == SEGMENT_VERSION_HOLES {
-        let entries: Vec<(u64, u32)> = (first..).zip(offsets.iter().copied()).collect();
-        SegmentIndex::write_holes(&idx, first, end, &entries)
-    } else {
-        SegmentIndex::write(&idx, first, end, offsets)
-    };
-    if let Err(e) = written {
-        tracing::warn!(index = %idx.display(), error = %e, "could not write segment index");
-    }
 }
 
 /// Makes the empty segment at `path` (first sequence `first`) version 2: `tmp.<name>` holding

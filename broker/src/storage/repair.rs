@@ -294,7 +294,7 @@ fn upgrade_active(
             .map_err(|e| io("upgrade", &seg.path, e.to_string()))?;
         return Ok(seg.path.clone());
     }
-    hole::write_index(
+    segment::write_sealed_index(
         &seg.path,
         seg.first_seq,
         SEGMENT_VERSION,

@@ -298,6 +298,22 @@ pub(crate) fn create(
     Ok(file)
 }
 
+/// Writes the index of the segment at `path` being sealed (its first sequence `first`, its
+/// header's format `version`, its records at `offsets` with no hole, ending at `end`). A
+/// failure is only logged: a missing index is rebuilt when the segment is first read.
+pub(crate) fn write_sealed_index(path: &Path, first: u64, version: u16, end: u64, offsets: &[u32]) {
+    let idx = index_path_for(path);
+    let written = if version == SEGMENT_VERSION_HOLES {
+        let entries: Vec<(u64, u32)> = (first..).zip(offsets.iter().copied()).collect();
+        SegmentIndex::write_holes(&idx, first, end, &entries)
+    } else {
+        SegmentIndex::write(&idx, first, end, offsets)
+    };
+    if let Err(e) = written {
+        tracing::warn!(index = %idx.display(), error = %e, "could not write segment index");
+    }
+}
+
 /// The `.idx` path beside a `.log` path.
 pub fn index_path_for(log: &Path) -> PathBuf {
     log.with_extension("idx")

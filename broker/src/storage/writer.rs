@@ -70,7 +70,6 @@ use super::answers::{Done, Reply, Slot, Stamp};
 use super::checkpoint::Checkpoint;
 use super::config::FsyncPolicy;
 use super::dedup::DedupEntry;
-use super::index::SegmentIndex;
 use super::io::{DataFile, FileSystem};
 use super::pool::{Job, Schedule, WRITERS};
 use super::record;
@@ -785,11 +784,15 @@ impl Writer {
             self.sync()?;
         }
         let offsets = self.shared.active_offsets();
-        let idx = segment::index_path_for(&self.path);
-        if let Err(e) = SegmentIndex::write(&idx, self.active_first, self.write_pos, &offsets) {
-            // Not fatal: a missing index is rebuilt when the segment is first read.
-            tracing::warn!(index = %idx.display(), error = %e, "could not write segment index");
-        }
+        // In the segment's own version: a version-2 one (after a repair or a hole) gets a
+        // version-2 index, not one its first reader would refuse and rebuild.
+        segment::write_sealed_index(
+            &self.path,
+            self.active_first,
+            self.shared.segment_version(),
+            self.write_pos,
+            &offsets,
+        );
         let dir = self.shared.dir().to_owned();
         let new_first = self.next_seq;
         let new_path = dir.join(segment::segment_name(new_first));
