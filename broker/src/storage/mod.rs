@@ -35,6 +35,7 @@
 //!   or age retention is due.
 //! - `syncer`: syncs written groups under `always` on the sync pool while the writer writes on.
 //! - `retention`: deleting the oldest sealed segments.
+//! - `server_consumer`: [`ServerConsumers`], durable consumers an engine keeps itself.
 //! - `salvage`: the records that still verify in a damaged segment (the state log's salvage,
 //!   and the offline repair's).
 //! - `reservation`: the mark no sequence handed out passes, synced ahead of the writer under
@@ -104,6 +105,7 @@ mod salvage;
 pub mod segment;
 #[cfg(not(feature = "test-util"))]
 mod segment;
+mod server_consumer;
 mod shared;
 #[cfg(feature = "test-util")]
 mod sim_fs;
@@ -123,6 +125,10 @@ pub use memory::MemoryStorage;
 pub use open::OpenReport;
 pub use pool::ThreadPools;
 pub use recovery::{Repair, TornTail};
+pub use server_consumer::{
+    ServerConsumer, ServerConsumerConfig, ServerConsumerState, ServerConsumers, ServerMessage,
+    ServerStart, Settle,
+};
 pub use stats::LogStats;
 
 /// The concrete disk engine, for tests and benches only (`test-util` feature; not a stable
@@ -346,6 +352,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The broker's durable state (a handle: never waits).
     fn state(&self) -> Arc<dyn StateStore>;
+
+    /// Durable consumers the engine keeps itself, when it has them (JetStream); `None` (the
+    /// default) leaves every consumer to the broker's own delivery engine.
+    fn server_consumers(&self) -> Option<Arc<dyn ServerConsumers>> {
+        None
+    }
 
     /// Finishes queued appends, syncs and closes everything.
     fn close(&self) -> BoxFuture<'_, Result<(), StorageError>>;

@@ -123,14 +123,27 @@ pub fn decode(
     let subject = get(headers, NATS_SUBJECT)
         .ok_or("no Nats-Subject header")?
         .to_owned();
+    let stored_ns =
+        get(headers, NATS_TIME_STAMP).and_then(|t| bus_proto::units::parse_rfc3339(t.trim()));
+    decode_delivered(headers, sequence, subject, stored_ns, payload, id)
+}
+
+/// The event a message carries whose sequence, subject and storage time the caller read
+/// elsewhere (a consumer's delivery: from its subject and ack reply subject).
+pub fn decode_delivered(
+    headers: &HeaderMap,
+    sequence: u64,
+    subject: String,
+    stored_ns: Option<u64>,
+    payload: Bytes,
+    id: impl FnOnce(u64) -> String,
+) -> Result<Event, String> {
     let written_by_bus = get(headers, TIME).is_some();
     // A message another NATS client stored on the namespace's subjects: its time is the
     // server's, its headers (but the server's own) in name order.
     let time_ns = match get(headers, TIME) {
         Some(t) => t.trim().parse::<u64>().ok(),
-        None => {
-            get(headers, NATS_TIME_STAMP).and_then(|t| bus_proto::units::parse_rfc3339(t.trim()))
-        }
+        None => stored_ns,
     }
     .ok_or_else(|| format!("message {sequence} has no readable time"))?;
     let mut out = Vec::new();

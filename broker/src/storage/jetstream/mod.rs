@@ -7,11 +7,13 @@
 //! - `log`: [`JetStreamLog`], one namespace's stream: appends (single publishes and atomic
 //!   batches), id lookups, figures.
 //! - `reader`: batched direct gets, and the reader built on them.
+//! - `consumer`: durable pull consumers, bus's durable consumers of one namespace.
 //! - `state`: the state bucket.
 //! - `storage`: [`JetStreamStorage`], the engine.
 //! - `migrate`: [`migrate`], a data directory moved into JetStream (`bus migrate`).
 
 mod codec;
+mod consumer;
 mod log;
 mod migrate;
 pub mod options;

@@ -14,10 +14,13 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
+use super::consumer::{JsConsumers, Logs};
 use super::log::{JetStreamLog, remote};
 use super::options::{JetStreamOptions, STATE_BUCKET, STREAM_PREFIX};
 use super::state::KvState;
-use crate::storage::{EventLog, LogConfig, StateStore, Storage, StorageError, check_namespace};
+use crate::storage::{
+    EventLog, LogConfig, ServerConsumers, StateStore, Storage, StorageError, check_namespace,
+};
 
 /// The metadata key naming the namespace a stream holds (bus's mark).
 pub const META_NAMESPACE: &str = "bus.namespace";
@@ -32,8 +35,10 @@ pub struct JetStreamStorage {
     client: async_nats::Client,
     /// JetStream on it.
     js: jetstream::Context,
-    /// Namespaces opened, by name.
-    logs: RwLock<BTreeMap<String, Arc<JetStreamLog>>>,
+    /// Namespaces opened, by name (shared with the consumers, which run on their streams).
+    logs: Logs,
+    /// Durable consumers on the streams.
+    consumers: Arc<JsConsumers>,
     /// The broker's state.
     state: Arc<KvState>,
 }
@@ -107,11 +112,19 @@ impl JetStreamStorage {
                 .await
                 .map_err(|e| remote("creating the state bucket", e))?,
         };
+        let logs: Logs = Arc::new(RwLock::new(BTreeMap::new()));
+        let consumers = Arc::new(JsConsumers::new(
+            client.clone(),
+            logs.clone(),
+            options.replicas,
+            options.request_timeout,
+        ));
         Ok(JetStreamStorage {
             options,
             client,
             js,
-            logs: RwLock::new(BTreeMap::new()),
+            logs,
+            consumers,
             state: Arc::new(KvState::new(kv)),
         })
     }
@@ -316,6 +329,10 @@ impl Storage for JetStreamStorage {
             names.sort();
             Ok(names)
         })
+    }
+
+    fn server_consumers(&self) -> Option<Arc<dyn ServerConsumers>> {
+        Some(self.consumers.clone())
     }
 
     fn state(&self) -> Arc<dyn StateStore> {
