@@ -180,6 +180,11 @@ impl Broker {
             store: namespaces.state_store(),
             dead_letters: DeadLetterSink::new(publisher.clone()),
             confirmations: confirmations.clone(),
+            server_consumers: if config.jetstream_consumers {
+                namespaces.server_consumers()
+            } else {
+                None
+            },
         }));
         let restored = consumers
             .restore()

@@ -159,6 +159,10 @@ pub struct Config {
     /// Whether listening on a non-loopback address without credentials is allowed
     /// (`--allow-anonymous`). Default: false, and such an address is refused at start.
     pub allow_anonymous: bool,
+    /// With `--storage nats://`, whether durable manual-ack consumers of one namespace are
+    /// JetStream durable consumers (`--jetstream-consumers`; see `proto-docs/jetstream.md`).
+    /// Default: false, every consumer runs on the broker's own delivery engine.
+    pub jetstream_consumers: bool,
     /// Credentials and permissions (`--auth FILE`): every request is authenticated and
     /// each operation checked against the caller's rights. Default: none, every client may
     /// do everything (and the loopback defaults above apply).
@@ -196,6 +200,7 @@ impl Default for Config {
             stalled_stream_timeout: DEFAULT_STALLED_STREAM_TIMEOUT,
             allowed_hosts: Vec::new(),
             allow_anonymous: false,
+            jetstream_consumers: false,
             auth: None,
             tls: None,
             heartbeat: DEFAULT_HEARTBEAT,

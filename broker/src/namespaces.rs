@@ -172,6 +172,11 @@ impl Namespaces {
         self.storage.state()
     }
 
+    /// The durable consumers the storage engine keeps itself, when it has them.
+    pub fn server_consumers(&self) -> Option<Arc<dyn crate::storage::ServerConsumers>> {
+        self.storage.server_consumers()
+    }
+
     /// Refuses a namespace outside `--namespaces`.
     pub fn check_allowed(&self, namespace: &str) -> Result<(), Error> {
         if let Some(allowed) = &self.policy.allowed

@@ -26,6 +26,14 @@ async fn server() -> Option<TestServer> {
     Some(TestServer::start_default_on(Engine::JetStream).await)
 }
 
+/// A broker on JetStream whose durable consumers of one namespace are JetStream's.
+async fn with_jetstream_consumers() -> Option<TestServer> {
+    if !NatsServer::available() {
+        return None;
+    }
+    Some(TestServer::start_on(Engine::JetStream, |c| c.jetstream_consumers = true).await)
+}
+
 async fn js(s: &TestServer) -> jetstream::Context {
     let client = within(
         "connect to NATS",
@@ -620,4 +628,155 @@ async fn figures_follow_direct_publishes_at_one_stream_info_a_second() {
     }
     let asked = api_total().await - before;
     assert!(asked <= 2, "20 listings asked the server {asked} times");
+}
+
+/// Sequence and delivery count of each delivery.
+fn deliveries(msgs: &[SseMessage]) -> Vec<(u64, u64)> {
+    msgs.iter()
+        .map(|m| {
+            let v = m.json();
+            (
+                v["sequence"].as_u64().expect("sequence"),
+                v["delivery_count"].as_u64().expect("delivery_count"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_of_one_namespace_is_a_jetstream_durable_consumer_with_its_settings() {
+    let Some(s) = with_jetstream_consumers().await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        ids.push(
+            s.publish("job.run", &format!("e{i}")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (mut st, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=45s&max_deliver=4&max_in_flight=7")
+        .await;
+    assert_eq!(
+        deliveries(&st.expect_events(3).await),
+        [(1, 1), (2, 1), (3, 1)]
+    );
+    let js = js(&s).await;
+    let stream = js
+        .get_stream("BUS_job")
+        .await
+        .expect("the namespace's stream");
+    let info = stream
+        .consumer_info("w")
+        .await
+        .expect("a JetStream consumer named w");
+    let c = &info.config;
+    assert_eq!(c.durable_name.as_deref(), Some("w"));
+    assert_eq!(c.filter_subject, "job.>");
+    assert_eq!(c.ack_wait, Duration::from_secs(45));
+    assert_eq!(c.max_ack_pending, 7);
+    // One delivery more than bus's max_deliver: the extra one becomes the dead letter.
+    assert_eq!(c.max_deliver, 5);
+    assert_eq!(info.num_ack_pending, 3, "{info:?}");
+
+    s.expect_ack("w", &ids[0], "ack", "acked").await;
+    s.expect_ack("w", &ids[1], "ack", "acked").await;
+    let info = stream.consumer_info("w").await.expect("consumer info");
+    assert_eq!(info.ack_floor.stream_sequence, 2, "{info:?}");
+    assert_eq!(info.num_ack_pending, 1, "{info:?}");
+    let listed = s.consumer("w").await;
+    assert_eq!(listed["pending"], 1, "{listed}");
+    assert_eq!(listed["positions"]["job"], 4, "{listed}");
+
+    // A pattern spanning namespaces stays on bus's own engine: no JetStream consumer.
+    let (wide, _) = s.attach("pattern=*.run&durable=wide&ack=manual").await;
+    assert!(
+        stream.consumer_info("wide").await.is_err(),
+        "a JetStream consumer for *.run"
+    );
+    drop(wide);
+
+    drop(st);
+    let r = s.delete("/v1/consumers/w").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        stream.consumer_info("w").await.is_err(),
+        "the JetStream consumer outlived its deletion"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_made_before_its_namespace_gets_its_jetstream_consumer_with_the_first_event() {
+    let Some(s) = with_jetstream_consumers().await else {
+        return;
+    };
+    let (mut st, _) = s
+        .attach("pattern=order.%3E&durable=o&ack=manual&ack_wait=1h")
+        .await;
+    let id = s.publish("order.placed", "first").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(deliveries(&st.expect_events(1).await), [(1, 1)]);
+    let js = js(&s).await;
+    let stream = js
+        .get_stream("BUS_order")
+        .await
+        .expect("the namespace's stream");
+    let info = stream
+        .consumer_info("o")
+        .await
+        .expect("a JetStream consumer named o");
+    assert_eq!(info.num_ack_pending, 1, "{info:?}");
+    s.expect_ack("o", &id, "ack", "acked").await;
+    s.expect_ack("o", &id, "ack", "already_acked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_reaches_jetstream_whichever_broker_delivered_the_event() {
+    let Some(mut s) = with_jetstream_consumers().await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        ids.push(
+            s.publish("job.run", &format!("e{i}")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let q = "pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=2s";
+    let (mut st, _) = s.attach(q).await;
+    assert_eq!(
+        deliveries(&st.expect_events(3).await),
+        [(1, 1), (2, 1), (3, 1)]
+    );
+    drop(st);
+    // A new broker process on the same NATS server: it made none of these deliveries and
+    // keeps nothing of the old one's.
+    s.restart().await;
+    s.expect_ack("w", &ids[1], "ack", "acked").await;
+    let js = js(&s).await;
+    let stream = js
+        .get_stream("BUS_job")
+        .await
+        .expect("the namespace's stream");
+    let info = stream.consumer_info("w").await.expect("consumer info");
+    assert_eq!(info.num_ack_pending, 2, "{info:?}");
+    // What was not acked comes back, counted by the server across both brokers (in the
+    // order the server redelivers them: the old broker's shutdown gave them back, or
+    // their ack wait ran out).
+    let (mut st, _) = s.attach(q).await;
+    let mut back = deliveries(&st.expect_events(2).await);
+    back.sort_unstable();
+    assert_eq!(back, [(1, 2), (3, 2)]);
+    s.expect_ack("w", &ids[1], "ack", "already_acked").await;
+    s.expect_ack("w", &ids[0], "ack", "acked").await;
+    s.expect_ack("w", &ids[2], "ack", "acked").await;
+    let info = stream.consumer_info("w").await.expect("consumer info");
+    assert_eq!(info.ack_floor.stream_sequence, 3, "{info:?}");
 }

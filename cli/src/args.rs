@@ -505,6 +505,11 @@ pub struct ServerArgs {
     #[arg(long, env = "BUS_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
+    /// With --storage nats://, keep durable manual-ack consumers of one namespace as
+    /// JetStream durable consumers (preview; see proto-docs/jetstream.md).
+    #[arg(long, env = "BUS_JETSTREAM_CONSUMERS")]
+    pub jetstream_consumers: bool,
+
     /// PEM certificate chain to serve HTTPS with (needs --tls-key); reloaded on SIGHUP.
     #[arg(long, env = "BUS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

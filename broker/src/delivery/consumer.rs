@@ -30,9 +30,14 @@ use crate::error::{Error, ErrorCode};
 use crate::live::RoutedEvent;
 use crate::publisher::Publish;
 use crate::storage::{Event, GapReason, ReadItem, Start, StateStore, parse_event_id};
+use crate::subject::NamespaceScope;
 use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
 use crate::sync::lock;
+
+mod server_backed;
+
+use server_backed::{ServerBacked, ServerRecord, server_config};
 
 /// Longest time a change that no ack waits for stays unwritten.
 pub const LAZY_PERSIST: Duration = Duration::from_millis(100);
@@ -56,8 +61,11 @@ pub struct ConsumerRecord {
     pub settings: ConsumerSettings,
     /// When it was created (ns since the epoch).
     pub created_ns: u64,
-    /// Its position and pending deliveries.
+    /// Its position and pending deliveries (empty when the storage engine keeps them).
     pub state: Snapshot,
+    /// Set when the storage engine keeps its deliveries (a JetStream durable consumer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerRecord>,
 }
 
 /// What a member receives.
@@ -146,7 +154,10 @@ pub struct Consumer {
     state: std::sync::Mutex<ConsumerState>,
     /// Woken when a delivery may have become possible (ack, nack, member left, seek...).
     changed: Notify,
-    reader: tokio::sync::Mutex<Subscription>,
+    /// The shared reader (`None` when the storage engine delivers: see `server`).
+    reader: Option<tokio::sync::Mutex<Subscription>>,
+    /// Set when the storage engine keeps the deliveries (`consumer/server_backed.rs`).
+    server: Option<ServerBacked>,
     /// Whether the reader is live everywhere (kept by the reader, also across a seek's new
     /// one; members' listings show it).
     live: Arc<AtomicBool>,
@@ -192,6 +203,11 @@ impl Consumer {
         start: &StartSpec,
         settings: ConsumerSettings,
     ) -> Result<Arc<Consumer>, Error> {
+        if let Some(c) =
+            Self::create_server_backed(parts, &name, kind, &pattern, start, &settings).await?
+        {
+            return Ok(c);
+        }
         let reader = Self::open_reader(parts, &pattern, start).await?;
         let mut state = ConsumerState::new(settings);
         if kind == ConsumerKind::Durable {
@@ -207,7 +223,8 @@ impl Consumer {
             pattern,
             crate::storage::now_ns(),
             state,
-            reader,
+            Some(reader),
+            None,
         );
         if let Some(p) = &c.persist {
             p.store.put(&c.state_key(), c.record()?.0).await?;
@@ -216,12 +233,116 @@ impl Consumer {
         Ok(c)
     }
 
+    /// A durable consumer whose deliveries the storage engine keeps, when this one
+    /// qualifies (see `consumer/server_backed.rs`); `None` leaves it to this engine.
+    async fn create_server_backed(
+        parts: &ConsumerParts,
+        name: &str,
+        kind: ConsumerKind,
+        pattern: &Pattern,
+        start: &StartSpec,
+        settings: &ConsumerSettings,
+    ) -> Result<Option<Arc<Consumer>>, Error> {
+        let (Some(servers), ConsumerKind::Durable, AckMode::Manual, NamespaceScope::One(ns)) = (
+            parts.server_consumers.clone(),
+            kind,
+            settings.ack,
+            pattern.namespace(),
+        ) else {
+            return Ok(None);
+        };
+        // Before the namespace exists, the server's consumer waits for it (and starts at its
+        // first event).
+        let (server, origin) = if parts.namespaces.get(ns).is_some() {
+            let origin = Self::start_in(parts, pattern, ns, start).await?;
+            let config = server_config(ns, name, pattern.as_str(), origin, settings);
+            (Some(servers.open(config).await?), origin)
+        } else {
+            (None, 1)
+        };
+        let sb = ServerBacked::new(ns, server, origin, origin.saturating_sub(1));
+        let c = Consumer::build(
+            parts,
+            name.to_owned(),
+            kind,
+            pattern.clone(),
+            crate::storage::now_ns(),
+            ConsumerState::new(settings.clone()),
+            None,
+            Some(sb),
+        );
+        let written = match c.record() {
+            Ok((bytes, _)) => parts
+                .store
+                .put(&c.state_key(), bytes)
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            let _ = servers.delete(ns, name).await;
+            return Err(e);
+        }
+        Ok(Some(c))
+    }
+
+    /// The sequence `start` resolves to in namespace `ns`.
+    async fn start_in(
+        parts: &ConsumerParts,
+        pattern: &Pattern,
+        ns: &str,
+        start: &StartSpec,
+    ) -> Result<u64, Error> {
+        let reader = Self::open_reader(parts, pattern, start).await?;
+        Ok(reader
+            .positions()
+            .into_iter()
+            .find(|(n, _)| n == ns)
+            .map_or(1, |(_, p)| p))
+    }
+
     /// A durable consumer read back from its record at start-up.
     pub(crate) async fn restore(
         parts: &ConsumerParts,
         record: ConsumerRecord,
     ) -> Result<Arc<Consumer>, Error> {
         let pattern = Pattern::parse(&record.pattern).map_err(Error::pattern)?;
+        if let Some(sr) = &record.server {
+            let servers = parts.server_consumers.clone().ok_or_else(|| {
+                Error::internal(
+                    "restoring consumers",
+                    format!(
+                        "consumer {:?} is kept by a storage engine with server-side consumers (JetStream), not this one",
+                        record.name
+                    ),
+                )
+            })?;
+            let config = server_config(
+                &sr.namespace,
+                &record.name,
+                &record.pattern,
+                sr.origin,
+                &record.settings,
+            );
+            let (server, delivered) = if parts.namespaces.get(&sr.namespace).is_some() {
+                let server = servers.open(config).await?;
+                let delivered = server.state().await.map_or(0, |s| s.delivered);
+                (Some(server), delivered)
+            } else {
+                (None, 0)
+            };
+            let sb = ServerBacked::new(&sr.namespace, server, sr.origin, delivered);
+            return Ok(Consumer::build(
+                parts,
+                record.name,
+                ConsumerKind::Durable,
+                pattern,
+                record.created_ns,
+                ConsumerState::new(record.settings),
+                None,
+                Some(sb),
+            ));
+        }
         let positions = record.state.next.clone();
         let (state, dead) = ConsumerState::restore(record.settings, record.state);
         let state = state.tentative();
@@ -233,7 +354,8 @@ impl Consumer {
             pattern,
             record.created_ns,
             state,
-            reader,
+            Some(reader),
+            None,
         );
         c.start_persister();
         if !dead.is_empty() {
@@ -261,6 +383,7 @@ impl Consumer {
         .without_cursors())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         parts: &ConsumerParts,
         name: String,
@@ -268,10 +391,11 @@ impl Consumer {
         pattern: Pattern,
         created_ns: u64,
         state: ConsumerState,
-        reader: Subscription,
+        reader: Option<Subscription>,
+        server: Option<ServerBacked>,
     ) -> Arc<Consumer> {
         let live = Arc::new(AtomicBool::new(false));
-        let persist = (kind == ConsumerKind::Durable).then(|| Persist {
+        let persist = (kind == ConsumerKind::Durable && server.is_none()).then(|| Persist {
             store: parts.store.clone(),
             durable: watch::Sender::new(Durable::default()),
             urgent: Notify::new(),
@@ -288,7 +412,8 @@ impl Consumer {
             state: std::sync::Mutex::new(state),
             changed: Notify::new(),
             live: live.clone(),
-            reader: tokio::sync::Mutex::new(reader.sharing_live(live)),
+            reader: reader.map(|r| tokio::sync::Mutex::new(r.sharing_live(live))),
+            server,
             seeking: AtomicBool::new(false),
             deleted: CancellationToken::new(),
             persist,
@@ -341,8 +466,20 @@ impl Consumer {
         &self.deleted
     }
 
-    /// The consumer as management lists it.
-    pub fn info(&self) -> ConsumerInfo {
+    /// The consumer as management lists it (a server-backed one with the server's figures,
+    /// asked for now).
+    pub async fn info(&self) -> ConsumerInfo {
+        let info = self.local_info();
+        if self.server.is_some() {
+            self.server_info(info).await
+        } else {
+            info
+        }
+    }
+
+    /// The listing from what this node keeps, without asking the storage engine (a
+    /// server-backed consumer's settings are right, its figures are not).
+    pub(crate) fn local_info(&self) -> ConsumerInfo {
         let (settings, positions, pending, redelivered, members) = {
             let st = lock(&self.state);
             let positions: BTreeMap<String, u64> =
@@ -399,6 +536,7 @@ impl Consumer {
             settings: st.settings().clone(),
             created_ns: self.created_ns,
             state: st.snapshot(),
+            server: self.server.as_ref().map(ServerBacked::record),
         };
         drop(st);
         serde_json::to_vec(&record)
@@ -535,10 +673,17 @@ impl Consumer {
         }
     }
 
-    /// Deletes the consumer: members' streams end; a durable's record is removed.
+    /// Deletes the consumer: members' streams end; a durable's record is removed (and the
+    /// server's consumer, for a server-backed one).
     pub(crate) async fn delete(&self) -> Result<(), Error> {
         self.deleted.cancel();
         self.changed.notify_waiters();
+        if let Some(sb) = &self.server {
+            if let Some(servers) = &self.parts.server_consumers {
+                servers.delete(sb.namespace(), &self.name).await?;
+            }
+            self.parts.store.delete(&self.state_key()).await?;
+        }
         if let Some(p) = &self.persist {
             p.stop.cancel();
             let task = lock(&p.task).take();
@@ -552,11 +697,18 @@ impl Consumer {
 
     /// Adds a member holding at most `max` deliveries at once.
     pub(crate) fn join(&self, member: MemberId, max: Option<usize>) {
+        if let Some(sb) = &self.server {
+            self.server_join(sb, member, max);
+        }
         lock(&self.state).join(member, max);
     }
 
     /// Removes a member; what it held goes to the others at once. Returns the members left.
     pub(crate) fn leave(self: &Arc<Self>, member: MemberId) -> usize {
+        if self.server.is_some() {
+            lock(&self.state).leave(member);
+            return self.server_leave(member);
+        }
         let (left, dead) = {
             let mut st = lock(&self.state);
             let dead = st.leave(member);
@@ -597,6 +749,15 @@ impl Consumer {
         member: MemberId,
         max: usize,
     ) -> Result<Option<Vec<Out>>, Error> {
+        if self.server.is_some() {
+            return self.server_next(member, max).await;
+        }
+        let Some(shared_reader) = &self.reader else {
+            return Err(Error::internal(
+                "consumer engine",
+                "a consumer without a reader",
+            ));
+        };
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -655,7 +816,7 @@ impl Consumer {
                 continue;
             }
             let mut reader = tokio::select! {
-                g = self.reader.lock() => g,
+                g = shared_reader.lock() => g,
                 _ = &mut notified => continue,
                 _ = &mut sleep => continue,
             };
@@ -872,6 +1033,9 @@ impl Consumer {
             );
             return items.iter().map(|_| Err(e.clone())).collect();
         }
+        if self.server.is_some() {
+            return self.server_acknowledge(items).await;
+        }
         let mut keys: Vec<Result<Key, Error>> = Vec::with_capacity(items.len());
         for item in items {
             keys.push(self.key_of(&item.id).await);
@@ -983,6 +1147,14 @@ impl Consumer {
         if self.deleted.is_cancelled() {
             return Err(self.deleted_error());
         }
+        if self.server.is_some() {
+            self.server_update(&settings).await?;
+            lock(&self.state).set_settings(settings);
+            let (bytes, _) = self.record()?;
+            self.parts.store.put(&self.state_key(), bytes).await?;
+            self.changed.notify_waiters();
+            return Ok(self.info().await);
+        }
         let (version, failures) = {
             let mut st = lock(&self.state);
             st.set_settings(settings);
@@ -991,15 +1163,24 @@ impl Consumer {
         // A wider bound may let members take more at once.
         self.changed.notify_waiters();
         self.durable(version, failures).await?;
-        Ok(self.info())
+        Ok(self.info().await)
     }
 
     /// Moves the consumer to `start`: pending deliveries are dropped and reading restarts.
     pub async fn seek(&self, start: &StartSpec) -> Result<(), Error> {
+        if let Some(sb) = &self.server {
+            return self.server_seek(sb, start).await;
+        }
+        let Some(shared_reader) = &self.reader else {
+            return Err(Error::internal(
+                "consumer engine",
+                "a consumer without a reader",
+            ));
+        };
         self.seeking.store(true, Ordering::Release);
         self.changed.notify_waiters();
         let result = async {
-            let mut reader = self.reader.lock().await;
+            let mut reader = shared_reader.lock().await;
             let fresh = Self::open_reader(&self.parts, &self.pattern, start)
                 .await?
                 .sharing_live(self.live.clone());
@@ -1014,5 +1195,34 @@ impl Consumer {
         self.changed.notify_waiters();
         let (version, failures) = result?;
         self.durable(version, failures).await
+    }
+
+    /// A seek of a server-backed consumer: the server's consumer is made anew at `start`.
+    async fn server_seek(&self, sb: &ServerBacked, start: &StartSpec) -> Result<(), Error> {
+        let Some(servers) = &self.parts.server_consumers else {
+            return Err(Error::internal(
+                "consumer engine",
+                "no server-side consumers",
+            ));
+        };
+        let ns = sb.namespace().to_owned();
+        servers.delete(&ns, &self.name).await?;
+        if self.parts.namespaces.get(&ns).is_some() {
+            let origin = Self::start_in(&self.parts, &self.pattern, &ns, start).await?;
+            let config = server_config(
+                &ns,
+                &self.name,
+                self.pattern.as_str(),
+                origin,
+                &self.settings(),
+            );
+            sb.replace(Some(servers.open(config).await?), origin);
+        } else {
+            sb.replace(None, 1);
+        }
+        let (bytes, _) = self.record()?;
+        self.parts.store.put(&self.state_key(), bytes).await?;
+        self.changed.notify_waiters();
+        Ok(())
     }
 }

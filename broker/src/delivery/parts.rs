@@ -12,7 +12,7 @@ use super::dead_letters::DeadLetterSink;
 use crate::live::Routes;
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
-use crate::storage::StateStore;
+use crate::storage::{ServerConsumers, StateStore};
 
 /// The parts a consumer works with. Cheap to clone (reference counts).
 #[derive(Clone)]
@@ -29,6 +29,8 @@ pub struct ConsumerParts {
     pub dead_letters: DeadLetterSink,
     /// Publishes waiting for acks.
     pub confirmations: Arc<Confirmations>,
+    /// Durable consumers the storage engine keeps itself (JetStream), when it has them.
+    pub server_consumers: Option<Arc<dyn ServerConsumers>>,
 }
 
 impl std::fmt::Debug for ConsumerParts {

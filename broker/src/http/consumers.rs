@@ -7,6 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bus_proto::AckStatus;
+use futures::StreamExt;
 
 use super::query::{NoParams, Params, Query};
 use super::stream::required;
@@ -23,6 +24,8 @@ use crate::subscription::StartSpec;
 pub const MAX_ACK_BATCH: usize = 10_000;
 /// Body limit of an acknowledgement batch.
 pub const MAX_ACK_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Consumers whose figures a listing asks the storage engine for at once.
+const INFO_CONCURRENCY: usize = 32;
 
 /// The consumer `name`, if `caller` holds `right` on it: by name for named consumers
 /// (checked before the lookup, so a refusal says nothing of whether it exists), by
@@ -116,7 +119,13 @@ pub async fn list(
     broker
         .refresh_stats(|n| seen.iter().any(|c| c.pattern().namespace().includes(n)))
         .await;
-    let all: Vec<_> = seen.iter().map(|c| c.info()).collect();
+    // A server-backed consumer's figures take one request to the server: a bounded number
+    // at once.
+    let all: Vec<_> = futures::stream::iter(seen)
+        .map(|c| async move { c.info().await })
+        .buffered(INFO_CONCURRENCY)
+        .collect()
+        .await;
     axum::Json(all).into_response()
 }
 
@@ -147,7 +156,7 @@ pub async fn get(
     broker
         .refresh_stats(|n| c.pattern().namespace().includes(n))
         .await;
-    Ok(axum::Json(c.info()).into_response())
+    Ok(axum::Json(c.info().await).into_response())
 }
 
 /// Largest body of `PATCH /v1/consumers/{name}`.
@@ -264,7 +273,7 @@ pub async fn seek(
         let start = StartSpec::parse(required(&q.to, "to")?)?;
         let c = consumer(&broker, &caller, &name, ConsumerRight::Manage)?;
         c.seek(&start).await?;
-        Ok(axum::Json(c.info()).into_response())
+        Ok(axum::Json(c.info().await).into_response())
     }
     .await;
     audit(&caller, "seek", &name, &r);

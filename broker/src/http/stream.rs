@@ -311,7 +311,7 @@ async fn consumer_stream(
         ));
     }
     let consumer = member.consumer().clone();
-    let info = consumer.info();
+    let info = consumer.local_info();
     let manual = info.ack == AckMode::Manual;
     let hello = serde_json::json!({
         "subscription": member.subscription_id(),

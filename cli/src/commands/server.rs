@@ -40,6 +40,7 @@ pub fn config(args: &ServerArgs) -> Result<Config, CliError> {
         stalled_stream_timeout: args.stalled_stream_timeout,
         allowed_hosts: args.allowed_hosts.clone(),
         allow_anonymous: args.allow_anonymous,
+        jetstream_consumers: args.jetstream_consumers,
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),

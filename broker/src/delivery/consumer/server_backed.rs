@@ -1,0 +1,811 @@
+//! [`ServerBacked`]: a durable consumer whose deliveries the storage engine keeps (a
+//! JetStream durable pull consumer), and the [`Consumer`] methods that run it.
+//!
+//! **Which consumers.** A durable, manual-ack consumer whose pattern lies in one namespace
+//! that exists when it is created, on an engine with [`ServerConsumers`]. Groups, single
+//! subscriptions, `ack=none` and patterns spanning namespaces stay on the broker's own engine.
+//!
+//! **What the server keeps**: the position, the pending deliveries and their counts, the
+//! redelivery timers (ack wait, backoff, nack delays, `in progress`) and the bound on
+//! unacknowledged deliveries (`max_in_flight`). The server delivers up to `max_deliver + 1`
+//! times: the extra delivery never reaches a member, it is this node's signal to publish the
+//! dead letter and end the event with `+TERM` (a dead letter lost in a crash is published
+//! again at the next such delivery, under the same dedup id).
+//!
+//! **What this node keeps** (in memory, rebuilt from nothing at start): the members and
+//! their caps; the deliveries it made and not yet settled (to answer `in progress` for one
+//! no longer held, to give a leaving member's events back at once, to settle with the
+//! delivery's own handle, and to tell of events retention deleted while pending); a
+//! bounded list of sequences it acknowledged (to answer a repeated ack `already_acked`);
+//! deliveries fetched but not yet handed out (at most one fetch). One fetch is on its way at
+//! a time, in a task of its own, so that a member leaving mid-fetch loses nothing.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{AckItem, Consumer, ConsumerInfo, DeadReason, Out, ReadBack};
+use crate::delivery::consumer_state::{Key, MemberId, Outcome, Verb};
+use crate::delivery::settings::ConsumerSettings;
+use crate::error::{Error, ErrorCode};
+use crate::live::RoutedEvent;
+use crate::storage::{
+    GapReason, ServerConsumer, ServerConsumerConfig, ServerMessage, ServerStart, Settle,
+};
+use crate::sync::lock;
+
+/// How long one pull request waits on the server for a first delivery.
+const FETCH_WAIT: Duration = Duration::from_secs(5);
+/// Sequences acknowledged here that a repeated ack is answered `already_acked` for.
+const RECENT_RESOLVED: usize = 65_536;
+
+/// A delivery this node made and has not settled.
+#[derive(Debug, Clone)]
+struct Held {
+    /// The member holding it; `None` once given back (nacked, or its member left): the
+    /// server redelivers it.
+    holder: Option<MemberId>,
+    /// Deliveries so far.
+    count: u32,
+    /// The server's handle on it.
+    token: String,
+    /// When its ack wait runs out.
+    due: Instant,
+    /// Set while its member's departure gives it back to the server: an acknowledgement
+    /// waits until that is sent, so that the server sees the two in order.
+    returning: bool,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    held: HashMap<u64, Held>,
+    /// Members and their caps: (held now, cap).
+    members: HashMap<MemberId, (usize, Option<usize>)>,
+    /// Fetched, not yet handed out, with when each arrived.
+    spare: VecDeque<(ServerMessage, Instant)>,
+    recent: VecDeque<u64>,
+    recent_set: HashSet<u64>,
+    /// Highest sequence delivered here for the first time (new events after it that are
+    /// gone by the next one are told of as a gap).
+    last_new: u64,
+    /// Whether a fetch is on its way.
+    fetching: bool,
+    /// Stops the fetch on its way.
+    fetch_cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The last fetch's error, for the next member to answer with.
+    error: Option<Error>,
+}
+
+impl Local {
+    fn remember(&mut self, seq: u64) {
+        if self.recent_set.insert(seq) {
+            self.recent.push_back(seq);
+            if self.recent.len() > RECENT_RESOLVED
+                && let Some(old) = self.recent.pop_front()
+            {
+                self.recent_set.remove(&old);
+            }
+        }
+    }
+
+    fn release(&mut self, seq: u64) -> Option<Held> {
+        let h = self.held.get_mut(&seq)?;
+        if let Some(m) = h.holder.take()
+            && let Some((n, _)) = self.members.get_mut(&m)
+        {
+            *n = n.saturating_sub(1);
+        }
+        Some(h.clone())
+    }
+
+    fn resolve(&mut self, seq: u64) {
+        self.release(seq);
+        self.held.remove(&seq);
+        self.remember(seq);
+    }
+
+    fn room(&self, member: MemberId) -> usize {
+        match self.members.get(&member) {
+            Some((n, Some(max))) => max.saturating_sub(*n),
+            Some((_, None)) => usize::MAX,
+            None => 0,
+        }
+    }
+}
+
+/// The server-side half of a durable consumer. See the module documentation.
+pub(in crate::delivery) struct ServerBacked {
+    namespace: Arc<str>,
+    /// The server's consumer and where it started (acks of events before are
+    /// `not_delivered`); both replaced by a seek. `None` until the namespace exists (a
+    /// consumer created before its namespace's first event gets the server's consumer,
+    /// from the first sequence, when the namespace is created).
+    current: std::sync::RwLock<Option<(Arc<dyn ServerConsumer>, u64)>>,
+    local: std::sync::Mutex<Local>,
+}
+
+/// What a server-backed consumer's record keeps (the rest is on the server).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerRecord {
+    /// The namespace whose stream holds the consumer.
+    pub namespace: String,
+    /// Where it started.
+    pub origin: u64,
+}
+
+/// The server's configuration for a consumer with these settings: one delivery more than
+/// `max_deliver` (see the module documentation), backoff steps beyond it dropped (the
+/// server wants fewer steps than deliveries).
+pub(in crate::delivery) fn server_config(
+    namespace: &str,
+    name: &str,
+    filter: &str,
+    start: u64,
+    s: &ConsumerSettings,
+) -> ServerConsumerConfig {
+    let mut backoff = s.backoff.clone();
+    if let Some(m) = s.max_deliver {
+        backoff.truncate(m as usize);
+    }
+    ServerConsumerConfig {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        filter: filter.to_owned(),
+        start: ServerStart::Sequence(start),
+        ack_wait: s.ack_wait,
+        backoff,
+        max_deliver: s.max_deliver.map(|m| m.saturating_add(1)),
+        max_ack_pending: s.max_in_flight,
+    }
+}
+
+impl ServerBacked {
+    /// Runs `consumer`, which started at `origin`; `delivered` is the highest sequence the
+    /// server delivered so far.
+    pub(in crate::delivery) fn new(
+        namespace: &str,
+        consumer: Option<Arc<dyn ServerConsumer>>,
+        origin: u64,
+        delivered: u64,
+    ) -> ServerBacked {
+        ServerBacked {
+            namespace: namespace.into(),
+            current: std::sync::RwLock::new(consumer.map(|c| (c, origin))),
+            local: std::sync::Mutex::new(Local {
+                last_new: delivered.max(origin.saturating_sub(1)),
+                ..Local::default()
+            }),
+        }
+    }
+
+    /// What its record keeps.
+    pub(in crate::delivery) fn record(&self) -> ServerRecord {
+        ServerRecord {
+            namespace: self.namespace.to_string(),
+            origin: self.origin(),
+        }
+    }
+
+    /// The namespace.
+    pub(in crate::delivery) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The server's consumer (an error before the namespace exists).
+    pub(in crate::delivery) fn consumer(&self) -> Result<Arc<dyn ServerConsumer>, Error> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(c, _)| c.clone())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::UnknownEvent,
+                    format!("namespace {:?} holds no event yet", self.namespace),
+                )
+            })
+    }
+
+    /// Whether the server's consumer is open.
+    fn is_open(&self) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Where it started (1 until the namespace exists: it will hold only later events).
+    fn origin(&self) -> u64 {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(1, |(_, o)| *o)
+    }
+
+    /// Starts over on `consumer` (a seek): nothing this node held or fetched counts.
+    pub(in crate::delivery) fn replace(
+        &self,
+        consumer: Option<Arc<dyn ServerConsumer>>,
+        origin: u64,
+    ) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = consumer.map(|c| (c, origin));
+        let mut l = lock(&self.local);
+        let members: Vec<MemberId> = l.members.keys().copied().collect();
+        let caps: Vec<Option<usize>> = l.members.values().map(|(_, c)| *c).collect();
+        *l = Local {
+            last_new: origin.saturating_sub(1),
+            members: members
+                .into_iter()
+                .zip(caps)
+                .map(|(m, c)| (m, (0, c)))
+                .collect(),
+            ..Local::default()
+        };
+    }
+}
+
+impl Consumer {
+    fn server(&self) -> Result<&ServerBacked, Error> {
+        self.server
+            .as_ref()
+            .ok_or_else(|| Error::internal("consumer engine", "not a server-backed consumer"))
+    }
+
+    pub(super) fn server_join(&self, sb: &ServerBacked, member: MemberId, max: Option<usize>) {
+        lock(&sb.local).members.insert(member, (0, max));
+    }
+
+    /// A member leaves: what it held goes back to the server at once (its last allowed
+    /// delivery to the dead letters).
+    pub(super) fn server_leave(self: &Arc<Self>, member: MemberId) -> usize {
+        let Ok(sb) = self.server() else { return 0 };
+        let settings = self.settings();
+        let (given_back, spare, left) = {
+            let mut l = lock(&sb.local);
+            l.members.remove(&member);
+            let mut mine: Vec<u64> = l
+                .held
+                .iter()
+                .filter(|(_, h)| h.holder == Some(member))
+                .map(|(s, _)| *s)
+                .collect();
+            // Given back lowest first: the server redelivers in the order it is told.
+            mine.sort_unstable();
+            let given: Vec<(u64, Held)> = mine
+                .into_iter()
+                .filter_map(|s| l.release(s).map(|h| (s, h)))
+                .collect();
+            for (s, _) in &given {
+                if let Some(h) = l.held.get_mut(s) {
+                    h.returning = true;
+                }
+            }
+            let spare: Vec<ServerMessage> = if l.members.is_empty() {
+                if let Some(c) = l.fetch_cancel.take() {
+                    c.cancel();
+                }
+                l.spare.drain(..).map(|(m, _)| m).collect()
+            } else {
+                Vec::new()
+            };
+            (given, spare, l.members.len())
+        };
+        if given_back.is_empty() && spare.is_empty() {
+            self.changed.notify_waiters();
+            return left;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // At teardown: the server redelivers them after their ack wait.
+            return left;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            let Ok(sb) = this.server() else { return };
+            let returned: Vec<u64> = given_back.iter().map(|(s, _)| *s).collect();
+            this.give_back(sb, given_back, spare, settings).await;
+            let mut l = lock(&sb.local);
+            for s in returned {
+                if let Some(h) = l.held.get_mut(&s) {
+                    h.returning = false;
+                }
+            }
+            drop(l);
+            this.changed.notify_waiters();
+        });
+        self.changed.notify_waiters();
+        left
+    }
+
+    /// Sends back what a departed member held (its last allowed deliveries to the dead
+    /// letters), and the spare deliveries when no member is left.
+    async fn give_back(
+        &self,
+        sb: &ServerBacked,
+        given_back: Vec<(u64, Held)>,
+        spare: Vec<ServerMessage>,
+        settings: ConsumerSettings,
+    ) {
+        let this = self;
+        {
+            let Ok(server) = sb.consumer() else { return };
+            for (seq, h) in given_back {
+                if settings.exhausted(h.count) {
+                    this.server_dead_letter(seq, DeadReason::MaxDeliver).await;
+                } else if let Err(e) = server.settle(seq, Some(&h.token), Settle::Nak(None)).await {
+                    tracing::warn!(consumer = %this.name, sequence = seq, error = %e, "giving a delivery back");
+                }
+            }
+            for m in spare {
+                let seq = m.event.sequence;
+                let _ = server.settle(seq, Some(&m.token), Settle::Nak(None)).await;
+            }
+        }
+    }
+
+    /// The next deliveries for `member` (see [`Consumer::next`]).
+    pub(super) async fn server_next(
+        self: &Arc<Self>,
+        member: MemberId,
+        max: usize,
+    ) -> Result<Option<Vec<Out>>, Error> {
+        let sb = self.server()?;
+        let mut created = self.parts.namespaces.changes();
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.deleted.is_cancelled() {
+                return Err(self.deleted_error());
+            }
+            if !self.server_open(sb).await? {
+                tokio::select! {
+                    _ = created.changed() => {}
+                    _ = &mut notified => {}
+                }
+                continue;
+            }
+            if let Some(e) = lock(&sb.local).error.take() {
+                return Err(e);
+            }
+            if let Some(gap) = self.server_gone(sb).await {
+                return Ok(Some(vec![gap]));
+            }
+            let settings = self.settings();
+            let now = Instant::now();
+            let (out, exhausted, start_fetch, room) = {
+                let mut l = lock(&sb.local);
+                let room = l.room(member).min(max);
+                let mut out = Vec::new();
+                let mut exhausted = Vec::new();
+                let first_seq = self.first_seq(sb);
+                while out.len() < room {
+                    let Some((m, at)) = l.spare.pop_front() else {
+                        break;
+                    };
+                    // Older than its ack wait: the server gives it out again anyway.
+                    if now.duration_since(at) >= settings.wait_after(m.delivered) {
+                        continue;
+                    }
+                    let seq = m.event.sequence;
+                    if settings.max_deliver.is_some_and(|x| m.delivered > x) {
+                        exhausted.push(m);
+                        continue;
+                    }
+                    if m.delivered <= 1 {
+                        if seq > l.last_new + 1 && first_seq > l.last_new + 1 {
+                            out.push(Out::Gap {
+                                namespace: sb.namespace.to_string(),
+                                missed_from: l.last_new + 1,
+                                resume_at: first_seq.min(seq),
+                                reason: GapReason::Retention,
+                            });
+                        }
+                        l.last_new = l.last_new.max(seq);
+                    }
+                    if let Some((n, _)) = l.members.get_mut(&member) {
+                        *n += 1;
+                    }
+                    if let Some(old) = l.held.insert(
+                        seq,
+                        Held {
+                            holder: Some(member),
+                            count: m.delivered,
+                            token: m.token,
+                            due: now + settings.wait_after(m.delivered),
+                            returning: false,
+                        },
+                    ) && let Some(h) = old.holder
+                        && let Some((n, _)) = l.members.get_mut(&h)
+                    {
+                        // Redelivered by the server while another member held it (its
+                        // ack wait ran out): it is this member's now.
+                        *n = n.saturating_sub(1);
+                    }
+                    if m.delivered > 1 {
+                        self.parts
+                            .metrics
+                            .redelivered
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    out.push(Out::Event {
+                        event: Arc::new(RoutedEvent::new(sb.namespace.clone(), m.event)),
+                        count: m.delivered,
+                    });
+                }
+                let start_fetch = out.is_empty() && room > 0 && !l.fetching && l.spare.is_empty();
+                if start_fetch {
+                    l.fetching = true;
+                }
+                (out, exhausted, start_fetch, room)
+            };
+            if !exhausted.is_empty() {
+                self.spawn_server_dead_letters(exhausted);
+            }
+            if out.iter().any(|o| matches!(o, Out::Event { .. })) || !out.is_empty() {
+                return Ok(Some(out));
+            }
+            if start_fetch {
+                self.spawn_fetch(room.min(super::super::consumers::MEMBER_BATCH));
+            }
+            notified.await;
+        }
+    }
+
+    /// Opens the server's consumer once the namespace exists; whether it is open.
+    async fn server_open(&self, sb: &ServerBacked) -> Result<bool, Error> {
+        if sb.is_open() {
+            return Ok(true);
+        }
+        let (Some(_), Some(servers)) = (
+            self.parts.namespaces.get(&sb.namespace),
+            &self.parts.server_consumers,
+        ) else {
+            return Ok(false);
+        };
+        let config = server_config(
+            &sb.namespace,
+            &self.name,
+            self.pattern.as_str(),
+            1,
+            &self.settings(),
+        );
+        let server = servers.open(config).await?;
+        let mut current = sb.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.is_none() {
+            *current = Some((server, 1));
+        }
+        Ok(true)
+    }
+
+    /// The namespace's first sequence as last known.
+    fn first_seq(&self, sb: &ServerBacked) -> u64 {
+        self.parts
+            .namespaces
+            .get(&sb.namespace)
+            .map_or(0, |l| l.stats().first_seq)
+    }
+
+    /// A gap for given-back deliveries whose events retention deleted (the server drops
+    /// them without a word).
+    async fn server_gone(&self, sb: &ServerBacked) -> Option<Out> {
+        let lowest = {
+            let l = lock(&sb.local);
+            l.held
+                .iter()
+                .filter(|(_, h)| h.holder.is_none())
+                .map(|(s, _)| *s)
+                .min()?
+        };
+        let log = self.parts.namespaces.get(&sb.namespace)?;
+        if log.stats().first_seq <= lowest {
+            log.refresh_stats().await;
+        }
+        let first = log.stats().first_seq;
+        if first <= lowest {
+            return None;
+        }
+        let mut l = lock(&sb.local);
+        let gone: Vec<u64> = l
+            .held
+            .iter()
+            .filter(|(s, h)| h.holder.is_none() && **s < first)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in &gone {
+            l.held.remove(s);
+        }
+        Some(Out::Gap {
+            namespace: sb.namespace.to_string(),
+            missed_from: lowest,
+            resume_at: first,
+            reason: GapReason::Retention,
+        })
+    }
+
+    /// Starts the one fetch of this node; what it brings goes to the spare deliveries.
+    fn spawn_fetch(self: &Arc<Self>, max: usize) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(sb) = this.server() else { return };
+            let server = match sb.consumer() {
+                Ok(c) => c,
+                Err(e) => {
+                    lock(&sb.local).fetching = false;
+                    lock(&sb.local).error = Some(e);
+                    this.changed.notify_waiters();
+                    return;
+                }
+            };
+            let cancel = tokio_util::sync::CancellationToken::new();
+            lock(&sb.local).fetch_cancel = Some(cancel.clone());
+            // Cancelled when the consumer goes or its last member leaves: dropping the pull
+            // request's subscription makes the server stop delivering to it.
+            let result = tokio::select! {
+                r = server.fetch(max.max(1), FETCH_WAIT) => r,
+                () = this.deleted.cancelled() => Ok(Vec::new()),
+                () = cancel.cancelled() => Ok(Vec::new()),
+            };
+            {
+                let mut l = lock(&sb.local);
+                l.fetching = false;
+                l.fetch_cancel = None;
+                match result {
+                    Ok(msgs) => {
+                        let now = Instant::now();
+                        l.spare.extend(msgs.into_iter().map(|m| (m, now)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(consumer = %this.name, error = %e, "fetching from the server's consumer");
+                        l.error = Some(Error::from(e));
+                    }
+                }
+            }
+            this.changed.notify_waiters();
+        });
+    }
+
+    fn spawn_server_dead_letters(self: &Arc<Self>, msgs: Vec<ServerMessage>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            for m in msgs {
+                let seq = m.event.sequence;
+                let count = m.delivered.saturating_sub(1);
+                if this
+                    .publish_dead_letter(m.event, count, DeadReason::MaxDeliver)
+                    .await
+                    .is_ok()
+                    && let Ok(sb) = this.server()
+                    && let Ok(server) = sb.consumer()
+                    && server
+                        .settle(seq, Some(&m.token), Settle::Term)
+                        .await
+                        .is_ok()
+                {
+                    this.parts
+                        .metrics
+                        .dead_lettered
+                        .fetch_add(1, Ordering::Relaxed);
+                    lock(&sb.local).resolve(seq);
+                }
+            }
+        });
+    }
+
+    /// Publishes the dead letter of `seq` (read back from the log), then ends it on the
+    /// server. Whether both happened; on failure the event stays pending there.
+    async fn server_dead_letter(&self, seq: u64, reason: DeadReason) -> bool {
+        let Ok(sb) = self.server() else { return false };
+        let (count, token) = {
+            let l = lock(&sb.local);
+            l.held
+                .get(&seq)
+                .map_or((0, None), |h| (h.count, Some(h.token.clone())))
+        };
+        let key = Key::new(&sb.namespace, seq);
+        let published = match self.read_back(&key).await {
+            Ok(ReadBack::Found(e)) => self.publish_dead_letter(e, count, reason).await,
+            Ok(ReadBack::Gone { .. }) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let settled = match (published, sb.consumer()) {
+            (Ok(()), Ok(server)) => server
+                .settle(seq, token.as_deref(), Settle::Term)
+                .await
+                .map_err(Error::from),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        match settled {
+            Ok(()) => {
+                self.parts
+                    .metrics
+                    .dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&sb.local).resolve(seq);
+                self.changed.notify_waiters();
+                true
+            }
+            Err(e) => {
+                tracing::error!(consumer = %self.name, namespace = %sb.namespace, sequence = seq, error = %e.message, "publishing a dead letter");
+                false
+            }
+        }
+    }
+
+    /// Applies a batch of acknowledgements (see [`Consumer::acknowledge`]).
+    pub(super) async fn server_acknowledge(
+        self: &Arc<Self>,
+        items: &[AckItem],
+    ) -> Vec<Result<Outcome, Error>> {
+        let Ok(sb) = self.server() else {
+            return Vec::new();
+        };
+        let settings = self.settings();
+        let mut results = Vec::with_capacity(items.len());
+        let mut server_state = None;
+        for item in items {
+            let r = async {
+                let key = self.key_of(&item.id).await?;
+                if *key.ns != *sb.namespace {
+                    return Ok(Outcome::NotDelivered);
+                }
+                let seq = key.seq;
+                // A delivery fetched but not handed out is superseded by this verb (a
+                // nack's delay, an ack): the server decides when it comes again.
+                let spare_token = {
+                    let mut l = lock(&sb.local);
+                    let i = l.spare.iter().position(|(m, _)| m.event.sequence == seq);
+                    i.and_then(|i| l.spare.remove(i)).map(|(m, _)| m.token)
+                };
+                let held = loop {
+                    let changed = self.changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    let h = lock(&sb.local).held.get(&seq).cloned();
+                    match h {
+                        Some(h) if h.returning => changed.await,
+                        other => break other,
+                    }
+                };
+                let (token, count, holder, due) = match held {
+                    Some(h) => (spare_token.or(Some(h.token)), h.count, h.holder, Some(h.due)),
+                    None => {
+                        if lock(&sb.local).recent_set.contains(&seq) {
+                            return Ok(Outcome::AlreadyResolved);
+                        }
+                        if seq < sb.origin() {
+                            return Ok(Outcome::NotDelivered);
+                        }
+                        let st = match server_state {
+                            Some(s) => s,
+                            None => {
+                                let s = sb.consumer()?.state().await?;
+                                server_state = Some(s);
+                                s
+                            }
+                        };
+                        if seq > st.delivered || !self.was_delivered(&key).await {
+                            return Ok(Outcome::NotDelivered);
+                        }
+                        if seq <= st.ack_floor {
+                            return Ok(Outcome::AlreadyResolved);
+                        }
+                        (None, 0, None, None)
+                    }
+                };
+                match item.verb {
+                    Verb::Ack => {
+                        sb.consumer()?
+                            .settle(seq, token.as_deref(), Settle::Ack)
+                            .await?;
+                        lock(&sb.local).resolve(seq);
+                        self.parts.metrics.acked.fetch_add(1, Ordering::Relaxed);
+                        self.parts
+                            .confirmations
+                            .acked(&sb.namespace, seq, &self.name);
+                        Ok(Outcome::Acked)
+                    }
+                    Verb::Nack(delay) => {
+                        let delay = delay.filter(|d| !d.is_zero());
+                        if delay.is_none() && count > 0 && settings.exhausted(count) {
+                            lock(&sb.local).release(seq);
+                            let this = self.clone();
+                            tokio::spawn(async move {
+                                this.server_dead_letter(seq, DeadReason::MaxDeliver).await;
+                            });
+                        } else {
+                            sb.consumer()?
+                                .settle(seq, token.as_deref(), Settle::Nak(delay))
+                                .await?;
+                            let mut l = lock(&sb.local);
+                            l.release(seq);
+                            if let (Some(d), Some(h)) = (delay, l.held.get_mut(&seq)) {
+                                h.due = Instant::now() + d;
+                            }
+                        }
+                        self.parts.metrics.nacked.fetch_add(1, Ordering::Relaxed);
+                        Ok(Outcome::Nacked)
+                    }
+                    Verb::InProgress => {
+                        let now = Instant::now();
+                        if holder.is_none() || due.is_some_and(|d| d <= now) {
+                            return Ok(Outcome::NotHeld);
+                        }
+                        sb.consumer()?
+                            .settle(seq, token.as_deref(), Settle::Progress)
+                            .await?;
+                        if let Some(h) = lock(&sb.local).held.get_mut(&seq) {
+                            h.due = now + settings.wait_after(count);
+                        }
+                        Ok(Outcome::InProgress)
+                    }
+                    Verb::Term => {
+                        if self.server_dead_letter(seq, DeadReason::Terminated).await {
+                            Ok(Outcome::Terminated)
+                        } else {
+                            Err(Error::new(
+                                ErrorCode::ReadOnly,
+                                "the dead letter could not be stored; the event stays pending (see the broker log)",
+                            ))
+                        }
+                    }
+                }
+            }
+            .await;
+            results.push(r);
+        }
+        self.changed.notify_waiters();
+        results
+    }
+
+    /// The listing, with the server's figures.
+    pub(super) async fn server_info(&self, mut info: ConsumerInfo) -> ConsumerInfo {
+        let Ok(sb) = self.server() else { return info };
+        let members = lock(&sb.local).members.len();
+        info.members = members as u64;
+        let Ok(server) = sb.consumer() else {
+            // No event yet, nothing delivered.
+            info.positions = Default::default();
+            return info;
+        };
+        match server.state().await {
+            Ok(st) => {
+                let next = st.delivered.max(sb.origin().saturating_sub(1)) + 1;
+                info.positions = [(sb.namespace.to_string(), next)].into_iter().collect();
+                info.pending = st.ack_pending;
+                info.redelivered = st.redelivered;
+                info.lag = match self.parts.namespaces.get(&sb.namespace) {
+                    Some(log) => {
+                        let s = log.stats();
+                        (s.last_seq + 1).saturating_sub(next.max(s.first_seq))
+                    }
+                    None => 0,
+                };
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %self.name, error = %e, "reading the server's consumer figures");
+            }
+        }
+        info
+    }
+
+    /// Sends the new settings to the server.
+    pub(super) async fn server_update(&self, settings: &ConsumerSettings) -> Result<(), Error> {
+        let sb = self.server()?;
+        if !sb.is_open() {
+            // Opened with the settings of the day when the namespace exists.
+            return Ok(());
+        }
+        let config = server_config(
+            &sb.namespace,
+            &self.name,
+            self.pattern.as_str(),
+            sb.origin(),
+            settings,
+        );
+        sb.consumer()?.update(config).await.map_err(Error::from)
+    }
+}
