@@ -161,7 +161,8 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// With `--storage nats://`, whether durable manual-ack consumers of one namespace are
     /// JetStream durable consumers (`--jetstream-consumers`; see `proto-docs/jetstream.md`).
-    /// Default: false, every consumer runs on the broker's own delivery engine.
+    /// Default: true; false runs every consumer on the broker's own delivery engine. No
+    /// effect on engines without server-side consumers.
     pub jetstream_consumers: bool,
     /// Credentials and permissions (`--auth FILE`): every request is authenticated and
     /// each operation checked against the caller's rights. Default: none, every client may
@@ -200,7 +201,7 @@ impl Default for Config {
             stalled_stream_timeout: DEFAULT_STALLED_STREAM_TIMEOUT,
             allowed_hosts: Vec::new(),
             allow_anonymous: false,
-            jetstream_consumers: false,
+            jetstream_consumers: true,
             auth: None,
             tls: None,
             heartbeat: DEFAULT_HEARTBEAT,

@@ -780,3 +780,37 @@ async fn an_ack_reaches_jetstream_whichever_broker_delivered_the_event() {
     let info = stream.consumer_info("w").await.expect("consumer info");
     assert_eq!(info.ack_floor.stream_sequence, 3, "{info:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_past_max_deliver_becomes_the_dead_letter_and_ends_the_jetstream_delivery() {
+    let Some(s) = server().await else { return };
+    let id = s.publish("job.run", "doomed").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut dead = s.subscribe("pattern=_bus_.dead.%3E&from=oldest").await;
+    let (mut st, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=100ms&max_deliver=2")
+        .await;
+    // The server redelivers after each ack wait; the third delivery never reaches a member.
+    assert_eq!(deliveries(&st.expect_events(2).await), [(1, 1), (1, 2)]);
+    let d = dead.expect_event().await.json();
+    assert_eq!(d["subject"], "_bus_.dead.job.run", "{d}");
+    assert_eq!(d["headers"]["bus-original-id"], id.as_str(), "{d}");
+    assert_eq!(d["headers"]["bus-delivery-count"], "2", "{d}");
+    assert_eq!(d["headers"]["bus-reason"], "max_deliver", "{d}");
+    let js = js(&s).await;
+    eventually("JetStream ends the delivery after its dead letter", || {
+        let js = js.clone();
+        async move {
+            let stream = js
+                .get_stream("BUS_job")
+                .await
+                .expect("the namespace's stream");
+            let info = stream.consumer_info("w").await.expect("consumer info");
+            info.num_ack_pending == 0 && info.ack_floor.stream_sequence == 1
+        }
+    })
+    .await;
+    s.expect_ack("w", &id, "ack", "already_acked").await;
+}

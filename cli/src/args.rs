@@ -505,9 +505,16 @@ pub struct ServerArgs {
     #[arg(long, env = "BUS_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
-    /// With --storage nats://, keep durable manual-ack consumers of one namespace as
-    /// JetStream durable consumers (preview; see proto-docs/jetstream.md).
-    #[arg(long, env = "BUS_JETSTREAM_CONSUMERS")]
+    /// With --storage nats://, whether durable manual-ack consumers of one namespace are
+    /// JetStream durable consumers (`false`: every consumer on bus's own engine, its state
+    /// in the KV bucket; see proto-docs/jetstream.md).
+    #[arg(
+        long,
+        env = "BUS_JETSTREAM_CONSUMERS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
     pub jetstream_consumers: bool,
 
     /// PEM certificate chain to serve HTTPS with (needs --tls-key); reloaded on SIGHUP.
@@ -931,12 +938,23 @@ mod tests {
         assert_eq!(s.stalled_stream_timeout, Duration::from_secs(300));
         assert_eq!(s.max_connections_per_client, 256);
         assert!(!s.limit_loopback && !s.allow_anonymous);
+        assert!(s.jetstream_consumers);
         assert!(s.trusted_proxies.is_empty() && s.allowed_hosts.is_empty());
         assert_eq!((s.tls_cert, s.tls_key), (None, None));
         assert_eq!(
             (s.retention_age, s.retention_bytes, s.retention_events),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn jetstream_consumers_can_be_turned_off() {
+        let cli = parse(&["server", "--jetstream-consumers", "false"]).unwrap();
+        let Command::Server(s) = cli.command else {
+            panic!("not server")
+        };
+        assert!(!s.jetstream_consumers);
+        assert!(parse(&["server", "--jetstream-consumers", "maybe"]).is_err());
     }
 
     #[test]

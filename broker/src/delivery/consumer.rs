@@ -1152,7 +1152,7 @@ impl Consumer {
             lock(&self.state).set_settings(settings);
             let (bytes, _) = self.record()?;
             self.parts.store.put(&self.state_key(), bytes).await?;
-            self.changed.notify_waiters();
+            self.server_changed();
             return Ok(self.info().await);
         }
         let (version, failures) = {
@@ -1222,7 +1222,7 @@ impl Consumer {
         }
         let (bytes, _) = self.record()?;
         self.parts.store.put(&self.state_key(), bytes).await?;
-        self.changed.notify_waiters();
+        self.server_changed();
         Ok(())
     }
 }

@@ -111,6 +111,14 @@ pub trait ServerConsumer: Send + Sync + 'static {
         how: Settle,
     ) -> BoxFuture<'a, Result<(), StorageError>>;
 
+    /// The newest sequence of the namespace this node knows of.
+    fn newest(&self) -> u64;
+
+    /// Resolves once the namespace's newest sequence is above `seen` (this node's appends
+    /// at once; other writers' when the engine next looks, within `at_most`), or after
+    /// `at_most`.
+    fn wait_past(&self, seen: u64, at_most: Duration) -> BoxFuture<'_, ()>;
+
     /// The server's figures, asked for now.
     fn state(&self) -> BoxFuture<'_, Result<ServerConsumerState, StorageError>>;
 

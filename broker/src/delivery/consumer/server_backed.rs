@@ -1,9 +1,11 @@
 //! [`ServerBacked`]: a durable consumer whose deliveries the storage engine keeps (a
 //! JetStream durable pull consumer), and the [`Consumer`] methods that run it.
 //!
-//! **Which consumers.** A durable, manual-ack consumer whose pattern lies in one namespace
-//! that exists when it is created, on an engine with [`ServerConsumers`]. Groups, single
-//! subscriptions, `ack=none` and patterns spanning namespaces stay on the broker's own engine.
+//! **Which consumers.** A durable, manual-ack consumer whose pattern lies in one namespace,
+//! on an engine with [`ServerConsumers`](crate::storage::ServerConsumers) (and unless
+//! `Config::jetstream_consumers` is off). Groups, single subscriptions, `ack=none` and
+//! patterns spanning namespaces stay on the broker's own engine. Before the namespace
+//! exists, the server's consumer is opened with its first event (from sequence 1).
 //!
 //! **What the server keeps**: the position, the pending deliveries and their counts, the
 //! redelivery timers (ack wait, backoff, nack delays, `in progress`) and the bound on
@@ -18,7 +20,8 @@
 //! delivery's own handle, and to tell of events retention deleted while pending); a
 //! bounded list of sequences it acknowledged (to answer a repeated ack `already_acked`);
 //! deliveries fetched but not yet handed out (at most one fetch). One fetch is on its way at
-//! a time, in a task of its own, so that a member leaving mid-fetch loses nothing.
+//! a time, in a task of its own, so that a member leaving mid-fetch loses nothing; between
+//! fetches members wait on this node's signals and poll (see [`POLL`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -37,10 +40,22 @@ use crate::storage::{
 };
 use crate::sync::lock;
 
-/// How long one pull request waits on the server for a first delivery.
-const FETCH_WAIT: Duration = Duration::from_secs(5);
+/// How long one pull request waits on the server for a first delivery: short, so that a
+/// request is rarely open when its member leaves. Between requests a member waits on this
+/// node's own signals (new events, acks, nacks, its deliveries' ack waits) and polls.
+const FETCH_WAIT: Duration = Duration::from_millis(20);
+/// Longest a waiting member goes without asking the server again (for what other bus
+/// nodes' deliveries, timers and writers make available).
+const POLL: Duration = Duration::from_secs(1);
+/// Slack after a delivery's ack wait before asking the server for its redelivery (the
+/// server's timer runs from its own send, a little earlier than this node's).
+const DUE_SLACK: Duration = Duration::from_millis(20);
 /// Sequences acknowledged here that a repeated ack is answered `already_acked` for.
-const RECENT_RESOLVED: usize = 65_536;
+const RECENT_RESOLVED: usize = 8_192;
+/// Deliveries given back (no member holds them) that this node remembers beyond
+/// `max_in_flight`: the server may have redelivered them to another node, which settles
+/// them there; the oldest are forgotten first.
+const GIVEN_BACK_SLACK: usize = 1_024;
 
 /// A delivery this node made and has not settled.
 #[derive(Debug, Clone)]
@@ -73,6 +88,9 @@ struct Local {
     last_new: u64,
     /// Whether a fetch is on its way.
     fetching: bool,
+    /// Set when the last fetch found nothing while the namespace's newest sequence was
+    /// this: members wait for a signal before asking again.
+    idle: Option<u64>,
     /// Stops the fetch on its way.
     fetch_cancel: Option<tokio_util::sync::CancellationToken>,
     /// The last fetch's error, for the next member to answer with.
@@ -105,6 +123,30 @@ impl Local {
         self.release(seq);
         self.held.remove(&seq);
         self.remember(seq);
+    }
+
+    /// Forgets the given-back deliveries with the oldest ack waits while more than `cap`
+    /// deliveries are remembered.
+    fn prune(&mut self, cap: usize) {
+        if self.held.len() <= cap {
+            return;
+        }
+        let mut unheld: Vec<(Instant, u64)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.holder.is_none() && !h.returning)
+            .map(|(s, h)| (h.due, *s))
+            .collect();
+        unheld.sort_unstable();
+        let excess = self.held.len() - cap;
+        for (_, s) in unheld.into_iter().take(excess) {
+            self.held.remove(&s);
+        }
+    }
+
+    /// When the earliest ack wait of a delivery held here runs out, if still ahead.
+    fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.held.values().map(|h| h.due).filter(|d| *d > now).min()
     }
 
     fn room(&self, member: MemberId) -> usize {
@@ -295,7 +337,7 @@ impl Consumer {
             (given, spare, l.members.len())
         };
         if given_back.is_empty() && spare.is_empty() {
-            self.changed.notify_waiters();
+            self.server_changed();
             return left;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -314,9 +356,9 @@ impl Consumer {
                 }
             }
             drop(l);
-            this.changed.notify_waiters();
+            this.server_changed();
         });
-        self.changed.notify_waiters();
+        self.server_changed();
         left
     }
 
@@ -330,6 +372,17 @@ impl Consumer {
         settings: ConsumerSettings,
     ) {
         let this = self;
+        // A pull request still open would take what is given back and lose it (its
+        // member is gone): wait until the fetch on its way ended, cancelled or not.
+        loop {
+            let ended = self.changed.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !lock(&sb.local).fetching {
+                break;
+            }
+            ended.await;
+        }
         {
             let Ok(server) = sb.consumer() else { return };
             for (seq, h) in given_back {
@@ -376,7 +429,7 @@ impl Consumer {
             }
             let settings = self.settings();
             let now = Instant::now();
-            let (out, exhausted, start_fetch, room) = {
+            let (out, exhausted, start_fetch, room, idle, next_due) = {
                 let mut l = lock(&sb.local);
                 let room = l.room(member).min(max);
                 let mut out = Vec::new();
@@ -436,23 +489,60 @@ impl Consumer {
                         count: m.delivered,
                     });
                 }
-                let start_fetch = out.is_empty() && room > 0 && !l.fetching && l.spare.is_empty();
+                l.prune(settings.max_in_flight.saturating_add(GIVEN_BACK_SLACK));
+                let start_fetch = out.is_empty()
+                    && room > 0
+                    && !l.fetching
+                    && l.idle.is_none()
+                    && l.spare.is_empty();
                 if start_fetch {
                     l.fetching = true;
                 }
-                (out, exhausted, start_fetch, room)
+                let idle = if out.is_empty() && room > 0 && !l.fetching {
+                    l.idle
+                } else {
+                    None
+                };
+                (out, exhausted, start_fetch, room, idle, l.next_due(now))
             };
             if !exhausted.is_empty() {
                 self.spawn_server_dead_letters(exhausted);
             }
-            if out.iter().any(|o| matches!(o, Out::Event { .. })) || !out.is_empty() {
+            if !out.is_empty() {
                 return Ok(Some(out));
             }
             if start_fetch {
                 self.spawn_fetch(room.min(super::super::consumers::MEMBER_BATCH));
             }
-            notified.await;
+            match idle {
+                Some(seen) => {
+                    let server = sb.consumer()?;
+                    let due = next_due.map_or(now + POLL, |d| (d + DUE_SLACK).min(now + POLL));
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        () = server.wait_past(seen, POLL) => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                    self.wake_fetch(sb);
+                }
+                None => notified.await,
+            }
         }
+    }
+
+    /// Lets the next member ask the server again (something may have become available).
+    fn wake_fetch(&self, sb: &ServerBacked) {
+        lock(&sb.local).idle = None;
+        self.changed.notify_waiters();
+    }
+
+    /// Wakes the members after a change that may make deliveries available (an ack, a
+    /// nack, a departure, new settings, a seek): they ask the server again.
+    pub(super) fn server_changed(&self) {
+        if let Some(sb) = &self.server {
+            lock(&sb.local).idle = None;
+        }
+        self.changed.notify_waiters();
     }
 
     /// Opens the server's consumer once the namespace exists; whether it is open.
@@ -542,6 +632,7 @@ impl Consumer {
             };
             let cancel = tokio_util::sync::CancellationToken::new();
             lock(&sb.local).fetch_cancel = Some(cancel.clone());
+            let seen = server.newest();
             // Cancelled when the consumer goes or its last member leaves: dropping the pull
             // request's subscription makes the server stop delivering to it.
             let result = tokio::select! {
@@ -554,9 +645,16 @@ impl Consumer {
                 l.fetching = false;
                 l.fetch_cancel = None;
                 match result {
+                    Ok(msgs) if msgs.is_empty() => l.idle = Some(seen),
                     Ok(msgs) => {
                         let now = Instant::now();
+                        l.idle = None;
                         l.spare.extend(msgs.into_iter().map(|m| (m, now)));
+                        // As bus's engine hands them out: redeliveries first, lowest
+                        // sequence first (the server keeps the order they came back in).
+                        l.spare
+                            .make_contiguous()
+                            .sort_by_key(|(m, _)| (m.delivered <= 1, m.event.sequence));
                     }
                     Err(e) => {
                         tracing::warn!(consumer = %this.name, error = %e, "fetching from the server's consumer");
@@ -625,7 +723,7 @@ impl Consumer {
                     .dead_lettered
                     .fetch_add(1, Ordering::Relaxed);
                 lock(&sb.local).resolve(seq);
-                self.changed.notify_waiters();
+                self.server_changed();
                 true
             }
             Err(e) => {
@@ -757,7 +855,7 @@ impl Consumer {
             .await;
             results.push(r);
         }
-        self.changed.notify_waiters();
+        self.server_changed();
         results
     }
 

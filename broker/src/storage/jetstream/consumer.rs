@@ -394,6 +394,25 @@ impl ServerConsumer for JsConsumer {
         })
     }
 
+    fn newest(&self) -> u64 {
+        *self.log.tail().borrow()
+    }
+
+    fn wait_past(&self, seen: u64, at_most: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut tail = self.log.tail();
+            let grew = tokio::time::timeout(at_most, async {
+                tail.wait_for(|n| *n > seen).await.is_ok()
+            })
+            .await;
+            if grew.is_err() {
+                // Another writer's events: the figures (one STREAM.INFO a second, shared)
+                // bump the newest sequence.
+                self.log.refresh_cached().await;
+            }
+        })
+    }
+
     fn state(&self) -> BoxFuture<'_, Result<ServerConsumerState, StorageError>> {
         Box::pin(async move {
             let subject = format!("$JS.API.CONSUMER.INFO.{}.{}", self.stream, self.name);
