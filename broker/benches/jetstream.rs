@@ -22,10 +22,12 @@
 //! - **consume+ack**: a durable consumer with acks drained from the oldest: through bus
 //!   (an SSE member of durable `bench`, `ack=manual`, `max_in_flight` 1,000, and a task
 //!   acking what it received in batches of up to 1,000 ids, one request in flight, as the
-//!   `delivery` bench does; the consumer state is kept in the KV bucket) against a NATS
+//!   `delivery` bench does; the consumer is a JetStream durable consumer) against a NATS
 //!   durable pull consumer with explicit acks (`max_ack_pending` 1,000, pulls of 1,000,
 //!   every message acked, the last one with a double ack so that the run ends when the
 //!   server has taken every ack).
+//! - **consume+ack/kv**: the same with `--jetstream-consumers false`: bus's own delivery
+//!   engine over the stream, the consumer state in the KV bucket.
 //!
 //! Each case runs [`RUNS`] times; which side goes first alternates from run to run. A run
 //! gives both rates and their ratio; reported are the median and min–max of each over the
@@ -67,13 +69,14 @@ const BUS_SUBJECT: &str = "bench.e";
 const NATS_SUBJECT: &str = "direct.e";
 
 /// The cases, in the order they run.
-const CASES: [&str; 6] = [
+const CASES: [&str; 7] = [
     "publish/1",
     "publish/64",
     "publish/batch",
     "catch-up/pull",
     "catch-up/sse",
     "consume+ack",
+    "consume+ack/kv",
 ];
 
 /// One side's measurement of one run.
@@ -98,8 +101,12 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start() -> Bench {
-        let server = TestServer::start_default_on(Engine::JetStream).await;
+    /// A run's bench; `jetstream_consumers` as `--jetstream-consumers`.
+    async fn start(jetstream_consumers: bool) -> Bench {
+        let server = TestServer::start_on(Engine::JetStream, move |c| {
+            c.jetstream_consumers = jetstream_consumers
+        })
+        .await;
         let client = async_nats::connect(server.nats_url().expect("nats url"))
             .await
             .expect("connect");
@@ -218,7 +225,7 @@ impl Bench {
                 assert_eq!(got, EVENTS, "the stream ended early");
                 side(got, t)
             }
-            "consume+ack" => self.bus_consume_ack().await,
+            "consume+ack" | "consume+ack/kv" => self.bus_consume_ack().await,
             other => unreachable!("no case {other}"),
         }
     }
@@ -358,7 +365,7 @@ impl Bench {
                 }
                 side(read, t)
             }
-            "consume+ack" => {
+            "consume+ack" | "consume+ack/kv" => {
                 let t = Instant::now();
                 let c = self
                     .direct()
@@ -458,8 +465,8 @@ async fn main() {
         }
         let (mut b, mut n, mut r) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..RUNS {
-            let bench = Bench::start().await;
-            if case.starts_with("catch-up") || case == "consume+ack" {
+            let bench = Bench::start(case != "consume+ack/kv").await;
+            if case.starts_with("catch-up") || case.starts_with("consume+ack") {
                 bench.fill(EVENTS).await;
             }
             let (bus, nats) = if run % 2 == 0 {

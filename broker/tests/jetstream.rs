@@ -814,3 +814,95 @@ async fn the_delivery_past_max_deliver_becomes_the_dead_letter_and_ends_the_jets
     .await;
     s.expect_ack("w", &id, "ack", "already_acked").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_on_one_server_share_a_durable_each_event_going_to_one() {
+    const EVENTS: usize = 20;
+    let Some(s) = server().await else { return };
+    for i in 0..EVENTS {
+        s.publish("job.run", &format!("e{i}")).await;
+    }
+    let created = s
+        .attach("pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=1h&max_in_flight=100")
+        .await;
+    drop(created);
+    eventually("the creating member left", || async {
+        s.consumer("w").await["members"] == 0
+    })
+    .await;
+    // One member on each broker, each capped at half the events (what the creating
+    // member took comes back to them as redeliveries).
+    let q = "pattern=job.%3E&durable=w&ack=manual&max_in_flight=10";
+    let (a, _) = s.attach(q).await;
+    // A second broker on the same NATS server, started after the consumer exists: it
+    // reads the consumer's record from the KV bucket and attaches to the same JetStream
+    // consumer.
+    let second = within(
+        "a second broker",
+        Broker::on_jetstream(
+            Config::default(),
+            JetStreamOptions::new(vec![s.nats_url().expect("NATS").to_owned()]),
+        ),
+    )
+    .await
+    .expect("a second broker");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bus_broker::server::run(listener, second, async move {
+        let _ = stopped.await;
+    }));
+    let mut b = sse(
+        &http1_client(),
+        &format!("http://{addr}/v1/stream?{q}"),
+        &[],
+    )
+    .await;
+    b.expect_subscribed().await;
+    // Each member reads on its own task; the test takes what they report until every
+    // event was seen.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let readers: Vec<_> = [('a', a), ('b', b)]
+        .into_iter()
+        .map(|(who, mut st)| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(m) = st.next_event().await {
+                    if tx.send((who, m.json())).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seen: Vec<(char, u64)> = Vec::new();
+    within("both members drain the namespace", async {
+        while seen.len() < EVENTS {
+            let (who, v) = rx.recv().await.expect("a delivery");
+            seen.push((who, v["sequence"].as_u64().expect("sequence")));
+        }
+    })
+    .await;
+    for r in readers {
+        r.abort();
+    }
+    let mut seqs: Vec<u64> = seen.iter().map(|(_, s)| *s).collect();
+    seqs.sort_unstable();
+    let want: Vec<u64> = (1..=EVENTS as u64).collect();
+    assert_eq!(seqs, want, "each event once, across both brokers: {seen:?}");
+    let on_b = seen.iter().filter(|(who, _)| *who == 'b').count();
+    assert_eq!(
+        on_b,
+        EVENTS / 2,
+        "each broker's member takes its cap: {seen:?}"
+    );
+    let js = js(&s).await;
+    let stream = js
+        .get_stream("BUS_job")
+        .await
+        .expect("the namespace's stream");
+    let info = stream.consumer_info("w").await.expect("consumer info");
+    assert_eq!(info.num_ack_pending, EVENTS, "{info:?}");
+    let _ = stop.send(());
+    let _ = within("the second broker stops", task).await;
+}

@@ -43,13 +43,17 @@ use crate::sync::lock;
 /// How long one pull request waits on the server for a first delivery: short, so that a
 /// request is rarely open when its member leaves. Between requests a member waits on this
 /// node's own signals (new events, acks, nacks, its deliveries' ack waits) and polls.
-const FETCH_WAIT: Duration = Duration::from_millis(20);
+const FETCH_WAIT: Duration = Duration::from_millis(5);
 /// Longest a waiting member goes without asking the server again (for what other bus
 /// nodes' deliveries, timers and writers make available).
 const POLL: Duration = Duration::from_secs(1);
 /// Slack after a delivery's ack wait before asking the server for its redelivery (the
 /// server's timer runs from its own send, a little earlier than this node's).
 const DUE_SLACK: Duration = Duration::from_millis(20);
+/// Entries of one acknowledgement batch sent to the server at once.
+const ACK_CONCURRENCY: usize = 1_024;
+/// Most deliveries one pull request asks for (so the most fetched and not handed out).
+const FETCH_MAX: usize = 256;
 /// Sequences acknowledged here that a repeated ack is answered `already_acked` for.
 const RECENT_RESOLVED: usize = 8_192;
 /// Deliveries given back (no member holds them) that this node remembers beyond
@@ -88,11 +92,12 @@ struct Local {
     last_new: u64,
     /// Whether a fetch is on its way.
     fetching: bool,
+    /// Departed members whose deliveries are still being given back (listed as members
+    /// until then: a departure is complete once the server has what it held).
+    departing: usize,
     /// Set when the last fetch found nothing while the namespace's newest sequence was
     /// this: members wait for a signal before asking again.
     idle: Option<u64>,
-    /// Stops the fetch on its way.
-    fetch_cancel: Option<tokio_util::sync::CancellationToken>,
     /// The last fetch's error, for the next member to answer with.
     error: Option<Error>,
 }
@@ -306,7 +311,7 @@ impl Consumer {
     pub(super) fn server_leave(self: &Arc<Self>, member: MemberId) -> usize {
         let Ok(sb) = self.server() else { return 0 };
         let settings = self.settings();
-        let (given_back, spare, left) = {
+        let (given_back, last, fetching, left) = {
             let mut l = lock(&sb.local);
             l.members.remove(&member);
             let mut mine: Vec<u64> = l
@@ -326,17 +331,15 @@ impl Consumer {
                     h.returning = true;
                 }
             }
-            let spare: Vec<ServerMessage> = if l.members.is_empty() {
-                if let Some(c) = l.fetch_cancel.take() {
-                    c.cancel();
-                }
-                l.spare.drain(..).map(|(m, _)| m).collect()
-            } else {
-                Vec::new()
-            };
-            (given, spare, l.members.len())
+            let last = l.members.is_empty();
+            (
+                given,
+                last,
+                l.fetching || !l.spare.is_empty(),
+                l.members.len(),
+            )
         };
-        if given_back.is_empty() && spare.is_empty() {
+        if given_back.is_empty() && !(last && fetching) {
             self.server_changed();
             return left;
         }
@@ -344,12 +347,14 @@ impl Consumer {
             // At teardown: the server redelivers them after their ack wait.
             return left;
         };
+        lock(&sb.local).departing += 1;
         let this = self.clone();
         rt.spawn(async move {
             let Ok(sb) = this.server() else { return };
             let returned: Vec<u64> = given_back.iter().map(|(s, _)| *s).collect();
-            this.give_back(sb, given_back, spare, settings).await;
+            this.give_back(sb, given_back, last, settings).await;
             let mut l = lock(&sb.local);
+            l.departing = l.departing.saturating_sub(1);
             for s in returned {
                 if let Some(h) = l.held.get_mut(&s) {
                     h.returning = false;
@@ -363,17 +368,19 @@ impl Consumer {
     }
 
     /// Sends back what a departed member held (its last allowed deliveries to the dead
-    /// letters), and the spare deliveries when no member is left.
+    /// letters), and, when it was the `last` member here, what was fetched and not handed
+    /// out.
     async fn give_back(
         &self,
         sb: &ServerBacked,
         given_back: Vec<(u64, Held)>,
-        spare: Vec<ServerMessage>,
+        last: bool,
         settings: ConsumerSettings,
     ) {
         let this = self;
-        // A pull request still open would take what is given back and lose it (its
-        // member is gone): wait until the fetch on its way ended, cancelled or not.
+        // A pull request still open would take what is given back (and, with no member
+        // left, hold it here): wait until the fetch on its way ended (it waits 5 ms at
+        // most on the server), then give back what it brought too.
         loop {
             let ended = self.changed.notified();
             tokio::pin!(ended);
@@ -383,6 +390,14 @@ impl Consumer {
             }
             ended.await;
         }
+        let spare: Vec<ServerMessage> = {
+            let mut l = lock(&sb.local);
+            if last && l.members.is_empty() {
+                l.spare.drain(..).map(|(m, _)| m).collect()
+            } else {
+                Vec::new()
+            }
+        };
         {
             let Ok(server) = sb.consumer() else { return };
             for (seq, h) in given_back {
@@ -431,7 +446,8 @@ impl Consumer {
             let now = Instant::now();
             let (out, exhausted, start_fetch, room, idle, next_due) = {
                 let mut l = lock(&sb.local);
-                let room = l.room(member).min(max);
+                let member_room = l.room(member);
+                let room = member_room.min(max);
                 let mut out = Vec::new();
                 let mut exhausted = Vec::new();
                 let first_seq = self.first_seq(sb);
@@ -503,7 +519,14 @@ impl Consumer {
                 } else {
                     None
                 };
-                (out, exhausted, start_fetch, room, idle, l.next_due(now))
+                (
+                    out,
+                    exhausted,
+                    start_fetch,
+                    member_room,
+                    idle,
+                    l.next_due(now),
+                )
             };
             if !exhausted.is_empty() {
                 self.spawn_server_dead_letters(exhausted);
@@ -512,7 +535,8 @@ impl Consumer {
                 return Ok(Some(out));
             }
             if start_fetch {
-                self.spawn_fetch(room.min(super::super::consumers::MEMBER_BATCH));
+                // What the member may take beyond this call waits in the spare deliveries.
+                self.spawn_fetch(room.min(FETCH_MAX));
             }
             match idle {
                 Some(seen) => {
@@ -630,20 +654,13 @@ impl Consumer {
                     return;
                 }
             };
-            let cancel = tokio_util::sync::CancellationToken::new();
-            lock(&sb.local).fetch_cancel = Some(cancel.clone());
             let seen = server.newest();
-            // Cancelled when the consumer goes or its last member leaves: dropping the pull
-            // request's subscription makes the server stop delivering to it.
-            let result = tokio::select! {
-                r = server.fetch(max.max(1), FETCH_WAIT) => r,
-                () = this.deleted.cancelled() => Ok(Vec::new()),
-                () = cancel.cancelled() => Ok(Vec::new()),
-            };
+            // Never cancelled: it ends within FETCH_WAIT (plus a round trip), and what it
+            // brings is handed out or given back, never dropped.
+            let result = server.fetch(max.max(1), FETCH_WAIT).await;
             {
                 let mut l = lock(&sb.local);
                 l.fetching = false;
-                l.fetch_cancel = None;
                 match result {
                     Ok(msgs) if msgs.is_empty() => l.idle = Some(seen),
                     Ok(msgs) => {
@@ -742,127 +759,153 @@ impl Consumer {
             return Vec::new();
         };
         let settings = self.settings();
+        let server_state = tokio::sync::OnceCell::new();
         let mut results = Vec::with_capacity(items.len());
-        let mut server_state = None;
-        for item in items {
-            let r = async {
-                let key = self.key_of(&item.id).await?;
-                if *key.ns != *sb.namespace {
-                    return Ok(Outcome::NotDelivered);
-                }
-                let seq = key.seq;
-                // A delivery fetched but not handed out is superseded by this verb (a
-                // nack's delay, an ack): the server decides when it comes again.
-                let spare_token = {
-                    let mut l = lock(&sb.local);
-                    let i = l.spare.iter().position(|(m, _)| m.event.sequence == seq);
-                    i.and_then(|i| l.spare.remove(i)).map(|(m, _)| m.token)
-                };
-                let held = loop {
-                    let changed = self.changed.notified();
-                    tokio::pin!(changed);
-                    changed.as_mut().enable();
-                    let h = lock(&sb.local).held.get(&seq).cloned();
-                    match h {
-                        Some(h) if h.returning => changed.await,
-                        other => break other,
-                    }
-                };
-                let (token, count, holder, due) = match held {
-                    Some(h) => (spare_token.or(Some(h.token)), h.count, h.holder, Some(h.due)),
-                    None => {
-                        if lock(&sb.local).recent_set.contains(&seq) {
-                            return Ok(Outcome::AlreadyResolved);
-                        }
-                        if seq < sb.origin() {
-                            return Ok(Outcome::NotDelivered);
-                        }
-                        let st = match server_state {
-                            Some(s) => s,
-                            None => {
-                                let s = sb.consumer()?.state().await?;
-                                server_state = Some(s);
-                                s
-                            }
-                        };
-                        if seq > st.delivered || !self.was_delivered(&key).await {
-                            return Ok(Outcome::NotDelivered);
-                        }
-                        if seq <= st.ack_floor {
-                            return Ok(Outcome::AlreadyResolved);
-                        }
-                        (None, 0, None, None)
-                    }
-                };
-                match item.verb {
-                    Verb::Ack => {
-                        sb.consumer()?
-                            .settle(seq, token.as_deref(), Settle::Ack)
-                            .await?;
-                        lock(&sb.local).resolve(seq);
-                        self.parts.metrics.acked.fetch_add(1, Ordering::Relaxed);
-                        self.parts
-                            .confirmations
-                            .acked(&sb.namespace, seq, &self.name);
-                        Ok(Outcome::Acked)
-                    }
-                    Verb::Nack(delay) => {
-                        let delay = delay.filter(|d| !d.is_zero());
-                        if delay.is_none() && count > 0 && settings.exhausted(count) {
-                            lock(&sb.local).release(seq);
-                            let this = self.clone();
-                            tokio::spawn(async move {
-                                this.server_dead_letter(seq, DeadReason::MaxDeliver).await;
-                            });
-                        } else {
-                            sb.consumer()?
-                                .settle(seq, token.as_deref(), Settle::Nak(delay))
-                                .await?;
-                            let mut l = lock(&sb.local);
-                            l.release(seq);
-                            if let (Some(d), Some(h)) = (delay, l.held.get_mut(&seq)) {
-                                h.due = Instant::now() + d;
-                            }
-                        }
-                        self.parts.metrics.nacked.fetch_add(1, Ordering::Relaxed);
-                        Ok(Outcome::Nacked)
-                    }
-                    Verb::InProgress => {
-                        let now = Instant::now();
-                        if holder.is_none() || due.is_some_and(|d| d <= now) {
-                            return Ok(Outcome::NotHeld);
-                        }
-                        sb.consumer()?
-                            .settle(seq, token.as_deref(), Settle::Progress)
-                            .await?;
-                        if let Some(h) = lock(&sb.local).held.get_mut(&seq) {
-                            h.due = now + settings.wait_after(count);
-                        }
-                        Ok(Outcome::InProgress)
-                    }
-                    Verb::Term => {
-                        if self.server_dead_letter(seq, DeadReason::Terminated).await {
-                            Ok(Outcome::Terminated)
-                        } else {
-                            Err(Error::new(
-                                ErrorCode::ReadOnly,
-                                "the dead letter could not be stored; the event stays pending (see the broker log)",
-                            ))
-                        }
-                    }
-                }
+        // Entries go to the server together, up to ACK_CONCURRENCY at once, in runs that
+        // name each event once (a repeated id waits for the run before it): so a batch
+        // costs a few round trips, and verbs on one event apply in order.
+        let mut start = 0;
+        while start < items.len() {
+            let mut ids = HashSet::new();
+            let mut end = start;
+            while end < items.len()
+                && end - start < ACK_CONCURRENCY
+                && ids.insert(items[end].id.as_str())
+            {
+                end += 1;
             }
-            .await;
-            results.push(r);
+            let run = items[start..end]
+                .iter()
+                .map(|item| self.server_ack_one(sb, item, &settings, &server_state));
+            results.extend(futures::future::join_all(run).await);
+            start = end;
         }
         self.server_changed();
         results
     }
 
+    /// One entry of an acknowledgement batch.
+    async fn server_ack_one(
+        self: &Arc<Self>,
+        sb: &ServerBacked,
+        item: &AckItem,
+        settings: &ConsumerSettings,
+        server_state: &tokio::sync::OnceCell<crate::storage::ServerConsumerState>,
+    ) -> Result<Outcome, Error> {
+        let key = self.key_of(&item.id).await?;
+        if *key.ns != *sb.namespace {
+            return Ok(Outcome::NotDelivered);
+        }
+        let seq = key.seq;
+        // A delivery fetched but not handed out is superseded by this verb (a
+        // nack's delay, an ack): the server decides when it comes again.
+        let spare_token = {
+            let mut l = lock(&sb.local);
+            let i = l.spare.iter().position(|(m, _)| m.event.sequence == seq);
+            i.and_then(|i| l.spare.remove(i)).map(|(m, _)| m.token)
+        };
+        let held = loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let h = lock(&sb.local).held.get(&seq).cloned();
+            match h {
+                Some(h) if h.returning => changed.await,
+                other => break other,
+            }
+        };
+        let (token, count, holder, due) = match held {
+            Some(h) => (
+                spare_token.or(Some(h.token)),
+                h.count,
+                h.holder,
+                Some(h.due),
+            ),
+            None => {
+                if lock(&sb.local).recent_set.contains(&seq) {
+                    return Ok(Outcome::AlreadyResolved);
+                }
+                if seq < sb.origin() {
+                    return Ok(Outcome::NotDelivered);
+                }
+                let st = *server_state
+                    .get_or_try_init(|| async { sb.consumer()?.state().await.map_err(Error::from) })
+                    .await?;
+                if seq > st.delivered || !self.was_delivered(&key).await {
+                    return Ok(Outcome::NotDelivered);
+                }
+                if seq <= st.ack_floor {
+                    return Ok(Outcome::AlreadyResolved);
+                }
+                (None, 0, None, None)
+            }
+        };
+        match item.verb {
+            Verb::Ack => {
+                sb.consumer()?
+                    .settle(seq, token.as_deref(), Settle::Ack)
+                    .await?;
+                lock(&sb.local).resolve(seq);
+                self.parts.metrics.acked.fetch_add(1, Ordering::Relaxed);
+                self.parts
+                    .confirmations
+                    .acked(&sb.namespace, seq, &self.name);
+                Ok(Outcome::Acked)
+            }
+            Verb::Nack(delay) => {
+                let delay = delay.filter(|d| !d.is_zero());
+                if delay.is_none() && count > 0 && settings.exhausted(count) {
+                    lock(&sb.local).release(seq);
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.server_dead_letter(seq, DeadReason::MaxDeliver).await;
+                    });
+                } else {
+                    sb.consumer()?
+                        .settle(seq, token.as_deref(), Settle::Nak(delay))
+                        .await?;
+                    let mut l = lock(&sb.local);
+                    l.release(seq);
+                    if let (Some(d), Some(h)) = (delay, l.held.get_mut(&seq)) {
+                        h.due = Instant::now() + d;
+                    }
+                }
+                self.parts.metrics.nacked.fetch_add(1, Ordering::Relaxed);
+                Ok(Outcome::Nacked)
+            }
+            Verb::InProgress => {
+                let now = Instant::now();
+                if holder.is_none() || due.is_some_and(|d| d <= now) {
+                    return Ok(Outcome::NotHeld);
+                }
+                sb.consumer()?
+                    .settle(seq, token.as_deref(), Settle::Progress)
+                    .await?;
+                if let Some(h) = lock(&sb.local).held.get_mut(&seq) {
+                    h.due = now + settings.wait_after(count);
+                }
+                Ok(Outcome::InProgress)
+            }
+            Verb::Term => {
+                if self.server_dead_letter(seq, DeadReason::Terminated).await {
+                    Ok(Outcome::Terminated)
+                } else {
+                    Err(Error::new(
+                        ErrorCode::ReadOnly,
+                        "the dead letter could not be stored; the event stays pending (see the broker log)",
+                    ))
+                }
+            }
+        }
+    }
+
     /// The listing, with the server's figures.
     pub(super) async fn server_info(&self, mut info: ConsumerInfo) -> ConsumerInfo {
         let Ok(sb) = self.server() else { return info };
-        let members = lock(&sb.local).members.len();
+        let members = {
+            let l = lock(&sb.local);
+            l.members.len() + l.departing
+        };
         info.members = members as u64;
         let Ok(server) = sb.consumer() else {
             // No event yet, nothing delivered.
