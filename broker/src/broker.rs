@@ -180,11 +180,8 @@ impl Broker {
             store: namespaces.state_store(),
             dead_letters: DeadLetterSink::new(publisher.clone()),
             confirmations: confirmations.clone(),
-            server_consumers: if config.jetstream_consumers {
-                namespaces.server_consumers()
-            } else {
-                None
-            },
+            server_consumers: namespaces.server_consumers(),
+            create_on_server: config.jetstream_consumers,
         }));
         let restored = consumers
             .restore()

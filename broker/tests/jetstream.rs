@@ -26,12 +26,14 @@ async fn server() -> Option<TestServer> {
     Some(TestServer::start_default_on(Engine::JetStream).await)
 }
 
-/// A broker on JetStream whose durable consumers of one namespace are JetStream's.
-async fn with_jetstream_consumers() -> Option<TestServer> {
-    if !NatsServer::available() {
-        return None;
+/// Publishes `e1`..`e<n>` on `subject`; their ids.
+async fn publish_ids(s: &TestServer, subject: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 1..=n {
+        let r = s.publish(subject, &format!("e{i}")).await;
+        ids.push(r["id"].as_str().expect("an id").to_owned());
     }
-    Some(TestServer::start_on(Engine::JetStream, |c| c.jetstream_consumers = true).await)
+    ids
 }
 
 async fn js(s: &TestServer) -> jetstream::Context {
@@ -645,18 +647,10 @@ fn deliveries(msgs: &[SseMessage]) -> Vec<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_of_one_namespace_is_a_jetstream_durable_consumer_with_its_settings() {
-    let Some(s) = with_jetstream_consumers().await else {
+    let Some(s) = server().await else {
         return;
     };
-    let mut ids = Vec::new();
-    for i in 1..=3 {
-        ids.push(
-            s.publish("job.run", &format!("e{i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids = publish_ids(&s, "job.run", 3).await;
     let (mut st, _) = s
         .attach("pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=45s&max_deliver=4&max_in_flight=7")
         .await;
@@ -678,8 +672,9 @@ async fn a_durable_of_one_namespace_is_a_jetstream_durable_consumer_with_its_set
     assert_eq!(c.filter_subject, "job.>");
     assert_eq!(c.ack_wait, Duration::from_secs(45));
     assert_eq!(c.max_ack_pending, 7);
-    // One delivery more than bus's max_deliver: the extra one becomes the dead letter.
-    assert_eq!(c.max_deliver, 5);
+    // Unlimited on the server (which would drop an event at its limit): bus turns the
+    // delivery past its own max_deliver into the dead letter.
+    assert_eq!(c.max_deliver, -1);
     assert_eq!(info.num_ack_pending, 3, "{info:?}");
 
     s.expect_ack("w", &ids[0], "ack", "acked").await;
@@ -710,7 +705,7 @@ async fn a_durable_of_one_namespace_is_a_jetstream_durable_consumer_with_its_set
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_made_before_its_namespace_gets_its_jetstream_consumer_with_the_first_event() {
-    let Some(s) = with_jetstream_consumers().await else {
+    let Some(s) = server().await else {
         return;
     };
     let (mut st, _) = s
@@ -737,18 +732,10 @@ async fn a_durable_made_before_its_namespace_gets_its_jetstream_consumer_with_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_reaches_jetstream_whichever_broker_delivered_the_event() {
-    let Some(mut s) = with_jetstream_consumers().await else {
+    let Some(mut s) = server().await else {
         return;
     };
-    let mut ids = Vec::new();
-    for i in 1..=3 {
-        ids.push(
-            s.publish("job.run", &format!("e{i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids = publish_ids(&s, "job.run", 3).await;
     let q = "pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=2s";
     let (mut st, _) = s.attach(q).await;
     assert_eq!(
@@ -905,4 +892,51 @@ async fn two_brokers_on_one_server_share_a_durable_each_event_going_to_one() {
     assert_eq!(info.num_ack_pending, EVENTS, "{info:?}");
     let _ = stop.send(());
     let _ = within("the second broker stops", task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_jetstream_consumers_off_a_durable_keeps_its_state_in_the_kv_bucket() {
+    if !NatsServer::available() {
+        return;
+    }
+    let s = TestServer::start_on(Engine::JetStream, |c| c.jetstream_consumers = false).await;
+    let ids = publish_ids(&s, "job.run", 2).await;
+    let (mut st, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=1h")
+        .await;
+    assert_eq!(deliveries(&st.expect_events(2).await), [(1, 1), (2, 1)]);
+    s.expect_ack("w", &ids[0], "ack", "acked").await;
+    let js = js(&s).await;
+    let stream = js
+        .get_stream("BUS_job")
+        .await
+        .expect("the namespace's stream");
+    assert!(
+        stream.consumer_info("w").await.is_err(),
+        "a JetStream consumer with --jetstream-consumers false"
+    );
+    assert_eq!(s.consumer("w").await["positions"]["job"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_at_its_cap_gets_its_timed_out_delivery_again() {
+    let Some(s) = server().await else { return };
+    publish_ids(&s, "job.run", 1).await;
+    let (created, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=300ms")
+        .await;
+    drop(created);
+    eventually("the creating member left", || async {
+        s.consumer("w").await["members"] == 0
+    })
+    .await;
+    // Capped at one delivery, which it never acks: once its ack wait runs out the member
+    // has room again, and the server's redelivery reaches it.
+    let (mut st, _) = s
+        .attach("pattern=job.%3E&durable=w&ack=manual&max_in_flight=1")
+        .await;
+    let first = deliveries(&st.expect_events(1).await)[0];
+    assert_eq!(first.0, 1);
+    let again = deliveries(&st.expect_events(1).await)[0];
+    assert_eq!(again, (1, first.1 + 1));
 }

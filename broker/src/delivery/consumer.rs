@@ -244,7 +244,10 @@ impl Consumer {
         settings: &ConsumerSettings,
     ) -> Result<Option<Arc<Consumer>>, Error> {
         let (Some(servers), ConsumerKind::Durable, AckMode::Manual, NamespaceScope::One(ns)) = (
-            parts.server_consumers.clone(),
+            parts
+                .server_consumers
+                .clone()
+                .filter(|_| parts.create_on_server),
             kind,
             settings.ack,
             pattern.namespace(),
@@ -935,12 +938,7 @@ impl Consumer {
     /// stays pending (and counted), and is dead-lettered again after a restart.
     async fn dead_letter(&self, key: &Key, reason: DeadReason) -> bool {
         let count = lock(&self.state).count(key).unwrap_or(0);
-        let published = match self.read_back(key).await {
-            Ok(ReadBack::Found(e)) => self.publish_dead_letter(e, count, reason).await,
-            Ok(ReadBack::Gone { .. }) => Ok(()),
-            Err(e) => Err(e),
-        };
-        match published {
+        match self.dead_letter_of(key, count, reason).await {
             Ok(()) => {
                 self.parts
                     .metrics
@@ -955,6 +953,15 @@ impl Consumer {
                 tracing::error!(consumer = %self.name, namespace = %key.ns, sequence = key.seq, error = %e.message, "publishing a dead letter");
                 false
             }
+        }
+    }
+
+    /// Reads event `key` back and publishes its dead letter (nothing when retention deleted
+    /// it meanwhile).
+    async fn dead_letter_of(&self, key: &Key, count: u32, reason: DeadReason) -> Result<(), Error> {
+        match self.read_back(key).await? {
+            ReadBack::Found(e) => self.publish_dead_letter(e, count, reason).await,
+            ReadBack::Gone { .. } => Ok(()),
         }
     }
 
@@ -1206,6 +1213,8 @@ impl Consumer {
             ));
         };
         let ns = sb.namespace().to_owned();
+        // What the fetch on its way brings is from the consumer being replaced.
+        self.fetch_ended(sb).await;
         servers.delete(&ns, &self.name).await?;
         if self.parts.namespaces.get(&ns).is_some() {
             let origin = Self::start_in(&self.parts, &self.pattern, &ns, start).await?;

@@ -31,6 +31,9 @@ pub struct ConsumerParts {
     pub confirmations: Arc<Confirmations>,
     /// Durable consumers the storage engine keeps itself (JetStream), when it has them.
     pub server_consumers: Option<Arc<dyn ServerConsumers>>,
+    /// Whether new durables that qualify are made there (`--jetstream-consumers`); those
+    /// made there before are served there whatever it says.
+    pub create_on_server: bool,
 }
 
 impl std::fmt::Debug for ConsumerParts {

@@ -9,10 +9,12 @@
 //!
 //! **What the server keeps**: the position, the pending deliveries and their counts, the
 //! redelivery timers (ack wait, backoff, nack delays, `in progress`) and the bound on
-//! unacknowledged deliveries (`max_in_flight`). The server delivers up to `max_deliver + 1`
-//! times: the extra delivery never reaches a member, it is this node's signal to publish the
-//! dead letter and end the event with `+TERM` (a dead letter lost in a crash is published
-//! again at the next such delivery, under the same dedup id).
+//! unacknowledged deliveries (`max_in_flight`). The server's own `max_deliver` is unlimited
+//! (at its limit JetStream drops an event without a word): a delivery past bus's
+//! `max_deliver` never reaches a member, it is this node's signal to publish the dead letter
+//! and end the event with `+TERM`. Should either fail (or the node crash between them), the
+//! server delivers it again after its ack wait and the next node to fetch it tries again;
+//! the dead letter's dedup id keeps it from being stored twice.
 //!
 //! **What this node keeps** (in memory, rebuilt from nothing at start): the members and
 //! their caps; the deliveries it made and not yet settled (to answer `in progress` for one
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AckItem, Consumer, ConsumerInfo, DeadReason, Out, ReadBack};
+use super::{AckItem, Consumer, ConsumerInfo, DeadReason, Out};
 use crate::delivery::consumer_state::{Key, MemberId, Outcome, Verb};
 use crate::delivery::settings::ConsumerSettings;
 use crate::error::{Error, ErrorCode};
@@ -60,6 +62,9 @@ const RECENT_RESOLVED: usize = 8_192;
 /// `max_in_flight`: the server may have redelivered them to another node, which settles
 /// them there; the oldest are forgotten first.
 const GIVEN_BACK_SLACK: usize = 1_024;
+/// How long a delivery given back (or whose ack wait ran out) is remembered past its due
+/// time: enough for the next member here to be told of it as a gap if retention deleted it.
+const GIVEN_BACK_MEMORY: Duration = Duration::from_secs(10);
 
 /// A delivery this node made and has not settled.
 #[derive(Debug, Clone)]
@@ -132,7 +137,10 @@ impl Local {
 
     /// Forgets the given-back deliveries with the oldest ack waits while more than `cap`
     /// deliveries are remembered.
-    fn prune(&mut self, cap: usize) {
+    fn prune(&mut self, cap: usize, now: Instant) {
+        // Given back long ago: the server has redelivered them, here or elsewhere.
+        self.held
+            .retain(|_, h| h.holder.is_some() || h.returning || h.due + GIVEN_BACK_MEMORY > now);
         if self.held.len() <= cap {
             return;
         }
@@ -147,6 +155,29 @@ impl Local {
         for (_, s) in unheld.into_iter().take(excess) {
             self.held.remove(&s);
         }
+    }
+
+    /// Deliveries whose ack wait ran out are no longer their members': the server gives
+    /// them out again, and the members have room again.
+    fn expire(&mut self, now: Instant) {
+        let mut freed = Vec::new();
+        for h in self.held.values_mut() {
+            if h.due <= now
+                && let Some(m) = h.holder.take()
+            {
+                freed.push(m);
+            }
+        }
+        for m in freed {
+            if let Some((n, _)) = self.members.get_mut(&m) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Deliveries members hold here now.
+    fn held_by_members(&self) -> usize {
+        self.held.values().filter(|h| h.holder.is_some()).count()
     }
 
     /// When the earliest ack wait of a delivery held here runs out, if still ahead.
@@ -183,9 +214,9 @@ pub struct ServerRecord {
     pub origin: u64,
 }
 
-/// The server's configuration for a consumer with these settings: one delivery more than
-/// `max_deliver` (see the module documentation), backoff steps beyond it dropped (the
-/// server wants fewer steps than deliveries).
+/// The server's configuration for a consumer with these settings. The server's own
+/// `max_deliver` stays unlimited: at its limit JetStream drops an event without a word,
+/// where bus must publish its dead letter first (see the module documentation).
 pub(in crate::delivery) fn server_config(
     namespace: &str,
     name: &str,
@@ -193,18 +224,14 @@ pub(in crate::delivery) fn server_config(
     start: u64,
     s: &ConsumerSettings,
 ) -> ServerConsumerConfig {
-    let mut backoff = s.backoff.clone();
-    if let Some(m) = s.max_deliver {
-        backoff.truncate(m as usize);
-    }
     ServerConsumerConfig {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         filter: filter.to_owned(),
         start: ServerStart::Sequence(start),
         ack_wait: s.ack_wait,
-        backoff,
-        max_deliver: s.max_deliver.map(|m| m.saturating_add(1)),
+        backoff: s.backoff.clone(),
+        max_deliver: None,
         max_ack_pending: s.max_in_flight,
     }
 }
@@ -262,6 +289,15 @@ impl ServerBacked {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// Whether `server` is still its consumer (a seek replaces it).
+    fn is_current(&self, server: &Arc<dyn ServerConsumer>) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(c, _)| Arc::ptr_eq(c, server))
     }
 
     /// Where it started (1 until the namespace exists: it will hold only later events).
@@ -326,9 +362,11 @@ impl Consumer {
                 .into_iter()
                 .filter_map(|s| l.release(s).map(|h| (s, h)))
                 .collect();
+            let now = Instant::now();
             for (s, _) in &given {
                 if let Some(h) = l.held.get_mut(s) {
                     h.returning = true;
+                    h.due = now;
                 }
             }
             let last = l.members.is_empty();
@@ -381,14 +419,8 @@ impl Consumer {
         // A pull request still open would take what is given back (and, with no member
         // left, hold it here): wait until the fetch on its way ended (it waits 5 ms at
         // most on the server), then give back what it brought too.
-        loop {
-            let ended = self.changed.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            if !lock(&sb.local).fetching {
-                break;
-            }
-            ended.await;
+        if last {
+            self.fetch_ended(sb).await;
         }
         let spare: Vec<ServerMessage> = {
             let mut l = lock(&sb.local);
@@ -444,7 +476,7 @@ impl Consumer {
             }
             let settings = self.settings();
             let now = Instant::now();
-            let (out, exhausted, start_fetch, room, idle, next_due) = {
+            let (out, exhausted, start_fetch, room, idle, (next_due, saturated, full)) = {
                 let mut l = lock(&sb.local);
                 let member_room = l.room(member);
                 let room = member_room.min(max);
@@ -455,13 +487,13 @@ impl Consumer {
                     let Some((m, at)) = l.spare.pop_front() else {
                         break;
                     };
-                    // Older than its ack wait: the server gives it out again anyway.
-                    if now.duration_since(at) >= settings.wait_after(m.delivered) {
-                        continue;
-                    }
                     let seq = m.event.sequence;
                     if settings.max_deliver.is_some_and(|x| m.delivered > x) {
                         exhausted.push(m);
+                        continue;
+                    }
+                    // Older than its ack wait: the server gives it out again anyway.
+                    if now.duration_since(at) >= settings.wait_after(m.delivered) {
                         continue;
                     }
                     if m.delivered <= 1 {
@@ -505,7 +537,8 @@ impl Consumer {
                         count: m.delivered,
                     });
                 }
-                l.prune(settings.max_in_flight.saturating_add(GIVEN_BACK_SLACK));
+                l.expire(now);
+                l.prune(settings.max_in_flight.saturating_add(GIVEN_BACK_SLACK), now);
                 let start_fetch = out.is_empty()
                     && room > 0
                     && !l.fetching
@@ -519,13 +552,15 @@ impl Consumer {
                 } else {
                     None
                 };
+                // At max_in_flight new events cannot come: wait for acks and ack waits.
+                let saturated = l.held_by_members() >= settings.max_in_flight;
                 (
                     out,
                     exhausted,
                     start_fetch,
                     member_room,
                     idle,
-                    l.next_due(now),
+                    (l.next_due(now), saturated, room == 0),
                 )
             };
             if !exhausted.is_empty() {
@@ -538,19 +573,39 @@ impl Consumer {
                 // What the member may take beyond this call waits in the spare deliveries.
                 self.spawn_fetch(room.min(FETCH_MAX));
             }
+            let due = next_due.map_or(now + POLL, |d| (d + DUE_SLACK).min(now + POLL));
             match idle {
                 Some(seen) => {
                     let server = sb.consumer()?;
-                    let due = next_due.map_or(now + POLL, |d| (d + DUE_SLACK).min(now + POLL));
                     tokio::select! {
                         _ = &mut notified => {}
-                        () = server.wait_past(seen, POLL) => {}
+                        () = server.wait_past(seen, POLL), if !saturated => {}
                         () = tokio::time::sleep_until(due) => {}
                     }
                     self.wake_fetch(sb);
                 }
+                // At its cap: until an ack or nack, or an ack wait runs out.
+                None if full => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
                 None => notified.await,
             }
+        }
+    }
+
+    /// Waits until no fetch is on its way (one ends within `FETCH_WAIT` and a round trip).
+    pub(super) async fn fetch_ended(&self, sb: &ServerBacked) {
+        loop {
+            let ended = self.changed.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !lock(&sb.local).fetching {
+                return;
+            }
+            ended.await;
         }
     }
 
@@ -662,6 +717,8 @@ impl Consumer {
                 let mut l = lock(&sb.local);
                 l.fetching = false;
                 match result {
+                    // From the consumer a seek replaced (and deleted): moot.
+                    Ok(_) if !sb.is_current(&server) => {}
                     Ok(msgs) if msgs.is_empty() => l.idle = Some(seen),
                     Ok(msgs) => {
                         let now = Instant::now();
@@ -721,11 +778,7 @@ impl Consumer {
                 .map_or((0, None), |h| (h.count, Some(h.token.clone())))
         };
         let key = Key::new(&sb.namespace, seq);
-        let published = match self.read_back(&key).await {
-            Ok(ReadBack::Found(e)) => self.publish_dead_letter(e, count, reason).await,
-            Ok(ReadBack::Gone { .. }) => Ok(()),
-            Err(e) => Err(e),
-        };
+        let published = self.dead_letter_of(&key, count, reason).await;
         let settled = match (published, sb.consumer()) {
             (Ok(()), Ok(server)) => server
                 .settle(seq, token.as_deref(), Settle::Term)
@@ -797,9 +850,12 @@ impl Consumer {
             return Ok(Outcome::NotDelivered);
         }
         let seq = key.seq;
-        // A delivery fetched but not handed out is superseded by this verb (a
-        // nack's delay, an ack): the server decides when it comes again.
-        let spare_token = {
+        // A delivery fetched but not handed out is superseded by an ack, a nack (its
+        // delay) or a term: the server decides when it comes again. `in progress` leaves
+        // it to be handed out.
+        let spare_token = if item.verb == Verb::InProgress {
+            None
+        } else {
             let mut l = lock(&sb.local);
             let i = l.spare.iter().position(|(m, _)| m.event.sequence == seq);
             i.and_then(|i| l.spare.remove(i)).map(|(m, _)| m.token)
@@ -861,14 +917,18 @@ impl Consumer {
                         this.server_dead_letter(seq, DeadReason::MaxDeliver).await;
                     });
                 } else {
+                    // Released before the server hears of it: its redelivery may come back
+                    // in the fetch on its way, to another member.
+                    {
+                        let mut l = lock(&sb.local);
+                        l.release(seq);
+                        if let Some(h) = l.held.get_mut(&seq) {
+                            h.due = Instant::now() + delay.unwrap_or_default();
+                        }
+                    }
                     sb.consumer()?
                         .settle(seq, token.as_deref(), Settle::Nak(delay))
                         .await?;
-                    let mut l = lock(&sb.local);
-                    l.release(seq);
-                    if let (Some(d), Some(h)) = (delay, l.held.get_mut(&seq)) {
-                        h.due = Instant::now() + d;
-                    }
                 }
                 self.parts.metrics.nacked.fetch_add(1, Ordering::Relaxed);
                 Ok(Outcome::Nacked)

@@ -196,10 +196,10 @@ impl ServerConsumers for JsConsumers {
         name: &'a str,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let Ok(log) = self.log(namespace) else {
-                return Ok(());
-            };
-            let subject = format!("$JS.API.CONSUMER.DELETE.{}.{name}", log.stream());
+            // By the stream's name, so that it goes also where this node never opened the
+            // namespace.
+            let stream = format!("{}{namespace}", super::options::STREAM_PREFIX);
+            let subject = format!("$JS.API.CONSUMER.DELETE.{stream}.{name}");
             match api(&self.client, self.timeout, subject, json!({})).await {
                 Ok(_) | Err(ApiError::NotFound) => Ok(()),
                 Err(ApiError::Other(e)) => Err(e),
@@ -256,29 +256,41 @@ impl JsConsumer {
         )
     }
 
-    fn message(&self, msg: async_nats::Message) -> Result<Option<ServerMessage>, StorageError> {
+    /// The delivery `msg` is; an error (with the ack subject, when it has one) for one that
+    /// is no event.
+    #[allow(clippy::result_large_err)]
+    fn message(
+        &self,
+        msg: async_nats::Message,
+    ) -> Result<Option<ServerMessage>, (StorageError, Option<String>)> {
         let Some(reply) = msg.reply.as_ref().map(|r| r.to_string()) else {
             return Ok(None);
         };
-        let info = ack_info(&reply).ok_or_else(|| {
-            StorageError::Remote(format!(
+        let Some(info) = ack_info(&reply) else {
+            let e = StorageError::Remote(format!(
                 "a delivery of {} with ack subject {reply:?}",
                 self.name
-            ))
-        })?;
+            ));
+            return Err((e, None));
+        };
         self.consumer_seq
             .fetch_max(info.consumer_seq, Ordering::Relaxed);
         let empty = async_nats::HeaderMap::new();
         let headers = msg.headers.as_ref().unwrap_or(&empty);
-        let event = codec::decode_delivered(
+        let event = match codec::decode_delivered(
             headers,
             info.stream_seq,
             msg.subject.to_string(),
             Some(info.time_ns),
             msg.payload.clone(),
             |s| self.log.id(s),
-        )
-        .map_err(|e| StorageError::Remote(format!("stream {}: {e}", self.stream)))?;
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                let e = StorageError::Remote(format!("stream {}: {e}", self.stream));
+                return Err((e, Some(reply)));
+            }
+        };
         Ok(Some(ServerMessage {
             event,
             delivered: info.delivered,
@@ -316,6 +328,8 @@ impl ServerConsumer for JsConsumer {
             loop {
                 let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
                     Ok(Some(m)) => m,
+                    // Connection closed: what came is this node's to hand out.
+                    Ok(None) if !out.is_empty() => break,
                     Ok(None) => return Err(StorageError::Closed),
                     // The server never ended the request: take what came.
                     Err(_) => break,
@@ -336,7 +350,7 @@ impl ServerConsumer for JsConsumer {
                             // Ended early with nothing (another request of the consumer
                             // waits, or it is at its max ack pending): do not spin.
                             if out.is_empty() && started.elapsed() < wait {
-                                tokio::time::sleep(REFUSED_PAUSE.min(wait)).await;
+                                tokio::time::sleep(REFUSED_PAUSE).await;
                             }
                             break;
                         }
@@ -350,10 +364,22 @@ impl ServerConsumer for JsConsumer {
                         }
                     }
                 }
-                if let Some(m) = self.message(msg)? {
-                    out.push(m);
-                    if out.len() >= max {
-                        break;
+                match self.message(msg) {
+                    Ok(Some(m)) => {
+                        out.push(m);
+                        if out.len() >= max {
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    // A message that cannot be an event (another NATS client stored it with
+                    // a bad `Bus-Time`): it would come back forever. Ended here, logged; the
+                    // rest of the batch goes on.
+                    Err((e, token)) => {
+                        tracing::error!(stream = %self.stream, consumer = %self.name, error = %e, "ending a delivery that is no event");
+                        if let Some(t) = token {
+                            let _ = self.client.publish(t, "+TERM".into()).await;
+                        }
                     }
                 }
             }
