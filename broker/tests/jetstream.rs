@@ -632,6 +632,15 @@ async fn figures_follow_direct_publishes_at_one_stream_info_a_second() {
     assert!(asked <= 2, "20 listings asked the server {asked} times");
 }
 
+/// Namespace stream `name`, through a NATS client of its own.
+async fn stream_of(s: &TestServer, name: &str) -> jetstream::stream::Stream {
+    js(s)
+        .await
+        .get_stream(name)
+        .await
+        .expect("the namespace's stream")
+}
+
 /// Sequence and delivery count of each delivery.
 fn deliveries(msgs: &[SseMessage]) -> Vec<(u64, u64)> {
     msgs.iter()
@@ -658,11 +667,7 @@ async fn a_durable_of_one_namespace_is_a_jetstream_durable_consumer_with_its_set
         deliveries(&st.expect_events(3).await),
         [(1, 1), (2, 1), (3, 1)]
     );
-    let js = js(&s).await;
-    let stream = js
-        .get_stream("BUS_job")
-        .await
-        .expect("the namespace's stream");
+    let stream = stream_of(&s, "BUS_job").await;
     let info = stream
         .consumer_info("w")
         .await
@@ -716,11 +721,7 @@ async fn a_durable_made_before_its_namespace_gets_its_jetstream_consumer_with_th
         .unwrap()
         .to_owned();
     assert_eq!(deliveries(&st.expect_events(1).await), [(1, 1)]);
-    let js = js(&s).await;
-    let stream = js
-        .get_stream("BUS_order")
-        .await
-        .expect("the namespace's stream");
+    let stream = stream_of(&s, "BUS_order").await;
     let info = stream
         .consumer_info("o")
         .await
@@ -747,11 +748,7 @@ async fn an_ack_reaches_jetstream_whichever_broker_delivered_the_event() {
     // keeps nothing of the old one's.
     s.restart().await;
     s.expect_ack("w", &ids[1], "ack", "acked").await;
-    let js = js(&s).await;
-    let stream = js
-        .get_stream("BUS_job")
-        .await
-        .expect("the namespace's stream");
+    let stream = stream_of(&s, "BUS_job").await;
     let info = stream.consumer_info("w").await.expect("consumer info");
     assert_eq!(info.num_ack_pending, 2, "{info:?}");
     // What was not acked comes back, counted by the server across both brokers (in the
@@ -883,11 +880,7 @@ async fn two_brokers_on_one_server_share_a_durable_each_event_going_to_one() {
         EVENTS / 2,
         "each broker's member takes its cap: {seen:?}"
     );
-    let js = js(&s).await;
-    let stream = js
-        .get_stream("BUS_job")
-        .await
-        .expect("the namespace's stream");
+    let stream = stream_of(&s, "BUS_job").await;
     let info = stream.consumer_info("w").await.expect("consumer info");
     assert_eq!(info.num_ack_pending, EVENTS, "{info:?}");
     let _ = stop.send(());
@@ -906,11 +899,7 @@ async fn with_jetstream_consumers_off_a_durable_keeps_its_state_in_the_kv_bucket
         .await;
     assert_eq!(deliveries(&st.expect_events(2).await), [(1, 1), (2, 1)]);
     s.expect_ack("w", &ids[0], "ack", "acked").await;
-    let js = js(&s).await;
-    let stream = js
-        .get_stream("BUS_job")
-        .await
-        .expect("the namespace's stream");
+    let stream = stream_of(&s, "BUS_job").await;
     assert!(
         stream.consumer_info("w").await.is_err(),
         "a JetStream consumer with --jetstream-consumers false"
