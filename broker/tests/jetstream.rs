@@ -929,3 +929,29 @@ async fn a_member_at_its_cap_gets_its_timed_out_delivery_again() {
     let again = deliveries(&st.expect_events(1).await)[0];
     assert_eq!(again, (1, first.1 + 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_consumer_left_with_another_filter_is_replaced_by_the_new_durable() {
+    let Some(s) = server().await else { return };
+    publish_ids(&s, "job.run", 2).await;
+    // A consumer of that name with another filter (left behind, or made by hand).
+    let stream = stream_of(&s, "BUS_job").await;
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("w".into()),
+            filter_subject: "job.other".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a hand-made consumer");
+    let (mut st, _) = s
+        .attach("pattern=job.%3E&from=oldest&durable=w&ack=manual&ack_wait=1h")
+        .await;
+    assert_eq!(deliveries(&st.expect_events(2).await), [(1, 1), (2, 1)]);
+    let info = stream.consumer_info("w").await.expect("consumer info");
+    assert_eq!(info.config.filter_subject, "job.>", "{info:?}");
+    assert_eq!(
+        info.config.ack_policy,
+        jetstream::consumer::AckPolicy::Explicit
+    );
+}

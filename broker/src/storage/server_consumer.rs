@@ -128,8 +128,9 @@ pub trait ServerConsumer: Send + Sync + 'static {
 
 /// The engine's server-side consumers.
 pub trait ServerConsumers: Send + Sync + 'static {
-    /// The consumer `config` names, created when it does not exist (an existing one is
-    /// opened as it is). Fails when the namespace does not exist.
+    /// The consumer `config` names, created when it does not exist. An existing one with
+    /// the same filter is opened as it is (its position and pending deliveries kept); one
+    /// with another filter or kind is replaced. Fails when the namespace does not exist.
     fn open(
         &self,
         config: ServerConsumerConfig,

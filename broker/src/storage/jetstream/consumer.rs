@@ -165,18 +165,35 @@ impl ServerConsumers for JsConsumers {
             let log = self.log(&config.namespace)?;
             let stream = log.stream().to_owned();
             let info = format!("$JS.API.CONSUMER.INFO.{stream}.{}", config.name);
-            match api(&self.client, self.timeout, info, json!({})).await {
-                Ok(_) => {}
-                Err(ApiError::NotFound) => {
-                    let body = json!({
-                        "stream_name": stream,
-                        "config": config_json(&config, self.replicas),
-                        "action": "create",
-                    });
-                    let create = format!("$JS.API.CONSUMER.CREATE.{stream}.{}", config.name);
-                    api(&self.client, self.timeout, create, body).await?;
+            let create = match api(&self.client, self.timeout, info, json!({})).await {
+                Ok(v) => {
+                    let c = &v["config"];
+                    let fits = c["filter_subject"].as_str() == Some(config.filter.as_str())
+                        && c["ack_policy"].as_str() == Some("explicit")
+                        && c.get("deliver_subject").is_none_or(Value::is_null);
+                    if !fits {
+                        // Not this consumer's (another filter, a push consumer, or one a
+                        // deleted namespace's consumer left): made anew.
+                        tracing::warn!(stream = %stream, consumer = %config.name, "replacing a JetStream consumer whose configuration is not this durable's");
+                        let delete = format!("$JS.API.CONSUMER.DELETE.{stream}.{}", config.name);
+                        match api(&self.client, self.timeout, delete, json!({})).await {
+                            Ok(_) | Err(ApiError::NotFound) => {}
+                            Err(ApiError::Other(e)) => return Err(e),
+                        }
+                    }
+                    !fits
                 }
+                Err(ApiError::NotFound) => true,
                 Err(ApiError::Other(e)) => return Err(e),
+            };
+            if create {
+                let body = json!({
+                    "stream_name": stream,
+                    "config": config_json(&config, self.replicas),
+                    "action": "create",
+                });
+                let create = format!("$JS.API.CONSUMER.CREATE.{stream}.{}", config.name);
+                api(&self.client, self.timeout, create, body).await?;
             }
             Ok(Arc::new(JsConsumer {
                 client: self.client.clone(),
