@@ -135,12 +135,39 @@ impl Local {
         self.remember(seq);
     }
 
+    /// One pass over the deliveries remembered here. Those whose ack wait ran out are no
+    /// longer their members' (the server gives them out again, and the members have room
+    /// again); those given back long ago are forgotten (the server has redelivered them,
+    /// here or elsewhere). Returns how many deliveries members hold, and when the next ack
+    /// wait runs out.
+    fn sweep(&mut self, now: Instant) -> (usize, Option<Instant>) {
+        let mut freed = Vec::new();
+        let (mut holding, mut next_due) = (0, None::<Instant>);
+        self.held.retain(|_, h| {
+            if h.due <= now
+                && let Some(m) = h.holder.take()
+            {
+                freed.push(m);
+            }
+            if h.holder.is_some() {
+                holding += 1;
+            }
+            if h.due > now {
+                next_due = Some(next_due.map_or(h.due, |d| d.min(h.due)));
+            }
+            h.holder.is_some() || h.returning || h.due + GIVEN_BACK_MEMORY > now
+        });
+        for m in freed {
+            if let Some((n, _)) = self.members.get_mut(&m) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        (holding, next_due)
+    }
+
     /// Forgets the given-back deliveries with the oldest ack waits while more than `cap`
     /// deliveries are remembered.
-    fn prune(&mut self, cap: usize, now: Instant) {
-        // Given back long ago: the server has redelivered them, here or elsewhere.
-        self.held
-            .retain(|_, h| h.holder.is_some() || h.returning || h.due + GIVEN_BACK_MEMORY > now);
+    fn prune(&mut self, cap: usize) {
         if self.held.len() <= cap {
             return;
         }
@@ -155,34 +182,6 @@ impl Local {
         for (_, s) in unheld.into_iter().take(excess) {
             self.held.remove(&s);
         }
-    }
-
-    /// Deliveries whose ack wait ran out are no longer their members': the server gives
-    /// them out again, and the members have room again.
-    fn expire(&mut self, now: Instant) {
-        let mut freed = Vec::new();
-        for h in self.held.values_mut() {
-            if h.due <= now
-                && let Some(m) = h.holder.take()
-            {
-                freed.push(m);
-            }
-        }
-        for m in freed {
-            if let Some((n, _)) = self.members.get_mut(&m) {
-                *n = n.saturating_sub(1);
-            }
-        }
-    }
-
-    /// Deliveries members hold here now.
-    fn held_by_members(&self) -> usize {
-        self.held.values().filter(|h| h.holder.is_some()).count()
-    }
-
-    /// When the earliest ack wait of a delivery held here runs out, if still ahead.
-    fn next_due(&self, now: Instant) -> Option<Instant> {
-        self.held.values().map(|h| h.due).filter(|d| *d > now).min()
     }
 
     fn room(&self, member: MemberId) -> usize {
@@ -478,6 +477,10 @@ impl Consumer {
             let now = Instant::now();
             let (out, exhausted, start_fetch, room, idle, (next_due, saturated, full)) = {
                 let mut l = lock(&sb.local);
+                // Before the room is taken: a delivery whose ack wait ran out frees it.
+                // (Deliveries handed out below matter only when this returns them.)
+                let (holding, next_due) = l.sweep(now);
+                l.prune(settings.max_in_flight.saturating_add(GIVEN_BACK_SLACK));
                 let member_room = l.room(member);
                 let room = member_room.min(max);
                 let mut out = Vec::new();
@@ -537,8 +540,6 @@ impl Consumer {
                         count: m.delivered,
                     });
                 }
-                l.expire(now);
-                l.prune(settings.max_in_flight.saturating_add(GIVEN_BACK_SLACK), now);
                 let start_fetch = out.is_empty()
                     && room > 0
                     && !l.fetching
@@ -553,14 +554,14 @@ impl Consumer {
                     None
                 };
                 // At max_in_flight new events cannot come: wait for acks and ack waits.
-                let saturated = l.held_by_members() >= settings.max_in_flight;
+                let saturated = holding >= settings.max_in_flight;
                 (
                     out,
                     exhausted,
                     start_fetch,
                     member_room,
                     idle,
-                    (l.next_due(now), saturated, room == 0),
+                    (next_due, saturated, room == 0),
                 )
             };
             if !exhausted.is_empty() {
