@@ -35,6 +35,10 @@ pub struct Query<T>(pub T);
 
 /// The query string's (name, value) pairs, percent-decoded, in order.
 fn pairs(query: &str) -> Result<Vec<(String, String)>, Error> {
+    if query.is_empty() {
+        // Most requests carry none: no URI to build and parse for them.
+        return Ok(Vec::new());
+    }
     serde_urlencoded_pairs(query).map_err(|e| {
         Error::new(
             ErrorCode::InvalidParameter,
