@@ -12,7 +12,9 @@
 //! percent-decoded first, and `+` is a space, as in HTML forms.
 
 use axum::extract::FromRequestParts;
+use axum::http::Uri;
 use axum::http::request::Parts;
+use axum::http::uri::InvalidUri;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorCode};
@@ -33,34 +35,34 @@ const START_PARAMS: &[&str] = &["from", "to", "lastEventId"];
 #[derive(Debug)]
 pub struct Query<T>(pub T);
 
-/// The query string's (name, value) pairs, percent-decoded, in order.
-fn pairs(query: &str) -> Result<Vec<(String, String)>, Error> {
-    if query.is_empty() {
-        // Most requests carry none: no URI to build and parse for them.
-        return Ok(Vec::new());
-    }
-    serde_urlencoded_pairs(query).map_err(|e| {
+/// The query string's (name, value) pairs, percent-decoded, in order: axum's own query
+/// decoder (serde_urlencoded) asked for the raw pairs, on the request's URI as it came.
+fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, Error> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| {
+            Error::new(
+                ErrorCode::InvalidParameter,
+                format!("the query string does not decode: {}", e.body_text()),
+            )
+        })
+}
+
+/// A query string parsed into `T`, as [`Query`] parses a request's.
+pub fn parse<T: Params>(query: &str) -> Result<T, Error> {
+    let uri: Uri = format!("/?{query}").parse().map_err(|e: InvalidUri| {
         Error::new(
             ErrorCode::InvalidParameter,
             format!("the query string does not decode: {e}"),
         )
-    })
+    })?;
+    parse_uri(&uri)
 }
 
-fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
-    // axum's own query decoder (serde_urlencoded), asked for the raw pairs.
-    let uri: axum::http::Uri = format!("/?{query}")
-        .parse()
-        .map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
-        .map(|q| q.0)
-        .map_err(|e| e.body_text())
-}
-
-/// Checks names and values against `T`'s list, then deserialises them.
-pub fn parse<T: Params>(query: &str) -> Result<T, Error> {
+/// Checks the names and values of `uri`'s query against `T`'s list, then deserialises them.
+fn parse_uri<T: Params>(uri: &Uri) -> Result<T, Error> {
     let mut seen: Vec<(String, String)> = Vec::new();
-    for (name, value) in pairs(query)? {
+    for (name, value) in pairs(uri)? {
         if name == CACHE_BUSTER {
             continue;
         }
@@ -112,7 +114,7 @@ impl<T: Params, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        parse(parts.uri.query().unwrap_or_default()).map(Query)
+        parse_uri(&parts.uri).map(Query)
     }
 }
 
