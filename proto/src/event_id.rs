@@ -8,20 +8,20 @@
 
 /// The id of event `sequence` in namespace `namespace` of incarnation `incarnation`.
 pub fn event_id(namespace: &str, sequence: u64, incarnation: u32) -> String {
-    use std::fmt::Write as _;
-    // Sized up front: `to_string` would grow the string three times on the appender's path.
-    let mut id = String::with_capacity(namespace.len() + 30);
-    let _ = write!(
-        id,
-        "{}",
-        EventIdRef {
-            namespace,
-            sequence,
-            incarnation,
-        }
-    );
-    id
+    let id = EventIdRef {
+        namespace,
+        sequence,
+        incarnation,
+    };
+    // Sized up front: growing it would cost more on the appender's path than the writing.
+    let mut bytes = Vec::with_capacity(namespace.len() + ID_TAIL_MAX);
+    id.write_to(&mut bytes);
+    // Valid UTF-8: the namespace is a `str`, the rest ASCII.
+    String::from_utf8(bytes).unwrap_or_default()
 }
+
+/// The most bytes an id has after its namespace: `-`, 20 digits, `-`, 8 hex digits.
+const ID_TAIL_MAX: usize = 30;
 
 /// An event id not yet formatted: writes itself where it is needed.
 #[derive(Debug, Clone, Copy)]
@@ -34,13 +34,52 @@ pub struct EventIdRef<'a> {
     pub incarnation: u32,
 }
 
+impl EventIdRef<'_> {
+    /// Appends the id to `out`, as [`Display`](std::fmt::Display) writes it. Written by hand,
+    /// not through `fmt`: every append writes it twice (record and receipt), and the
+    /// formatting machinery cost more than the rest of the id's work.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.namespace.as_bytes());
+        let mut tail = [0u8; ID_TAIL_MAX];
+        let n = self.write_tail(&mut tail);
+        out.extend_from_slice(&tail[..n]);
+    }
+
+    /// Writes `-<sequence>-<incarnation>` at the start of `tail`; returns its length.
+    fn write_tail(&self, tail: &mut [u8; ID_TAIL_MAX]) -> usize {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut v = self.sequence;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let seq = &digits[at..];
+        tail[0] = b'-';
+        tail[1..1 + seq.len()].copy_from_slice(seq);
+        let mut n = 1 + seq.len();
+        tail[n] = b'-';
+        n += 1;
+        for shift in (0..8).rev() {
+            tail[n] = HEX[(self.incarnation >> (shift * 4)) as usize & 0xf];
+            n += 1;
+        }
+        n
+    }
+}
+
 impl std::fmt::Display for EventIdRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}-{}-{:08x}",
-            self.namespace, self.sequence, self.incarnation
-        )
+        let mut tail = [0u8; ID_TAIL_MAX];
+        let n = self.write_tail(&mut tail);
+        f.write_str(self.namespace)?;
+        // ASCII digits and dashes only.
+        f.write_str(std::str::from_utf8(&tail[..n]).unwrap_or_default())
     }
 }
 
@@ -63,6 +102,30 @@ pub fn parse_event_id(id: &str) -> Option<(&str, u64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_written_as_the_format_says() {
+        for (ns, seq, inc) in [
+            ("user", 0, 0),
+            ("a", 7, 0xabc),
+            ("user-x", 1_000_000, 0x9f3c_2a1b),
+            ("n", u64::MAX, u32::MAX),
+            ("\u{e9}t\u{e9}", 10, 1 << 28),
+        ] {
+            let id = EventIdRef {
+                namespace: ns,
+                sequence: seq,
+                incarnation: inc,
+            };
+            let want = format!("{ns}-{seq}-{inc:08x}");
+            let mut bytes = b"x".to_vec();
+            id.write_to(&mut bytes);
+            assert_eq!(bytes, format!("x{want}").into_bytes());
+            assert_eq!(id.to_string(), want);
+            assert_eq!(event_id(ns, seq, inc), want);
+            assert_eq!(parse_event_id(&want), Some((ns, seq, inc)));
+        }
+    }
 
     #[test]
     fn event_ids_round_trip() {

@@ -138,32 +138,28 @@ pub fn format_rfc3339(ns: u64) -> String {
     out
 }
 
-/// Appends [`format_rfc3339`]'s text to `out` (digit by digit: this runs once per event sent).
+/// Appends [`format_rfc3339`]'s text to `out`. It runs once per event sent and per receipt,
+/// so the fixed-width text is filled digit by digit from the right, without `fmt`.
 pub fn write_rfc3339(out: &mut String, ns: u64) {
-    fn digits(out: &mut String, v: u64, width: u32) {
-        for i in (0..width).rev() {
-            let d = (v / 10u64.pow(i)) % 10;
-            out.push(char::from(b'0' + d as u8));
+    fn put(field: &mut [u8], mut v: u64) {
+        for d in field.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
         }
     }
     let secs = (ns / 1_000_000_000) as i64;
-    let nanos = ns % 1_000_000_000;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400) as u64;
-    digits(out, y.clamp(0, 9999) as u64, 4);
-    out.push('-');
-    digits(out, u64::from(mo), 2);
-    out.push('-');
-    digits(out, u64::from(d), 2);
-    out.push('T');
-    digits(out, sod / 3600, 2);
-    out.push(':');
-    digits(out, sod % 3600 / 60, 2);
-    out.push(':');
-    digits(out, sod % 60, 2);
-    out.push('.');
-    digits(out, nanos, 9);
-    out.push('Z');
+    let mut text = *b"0000-00-00T00:00:00.000000000Z";
+    put(&mut text[0..4], y.clamp(0, 9999) as u64);
+    put(&mut text[5..7], u64::from(mo));
+    put(&mut text[8..10], u64::from(d));
+    put(&mut text[11..13], sod / 3600);
+    put(&mut text[14..16], sod % 3600 / 60);
+    put(&mut text[17..19], sod % 60);
+    put(&mut text[20..29], ns % 1_000_000_000);
+    // ASCII digits and separators only.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// Parses an RFC 3339 time (`2026-11-23T13:22:11.5Z`, `2026-11-23T14:22:11+01:00`; a space
@@ -341,6 +337,7 @@ mod tests {
             (1_700_000_000_123_456_789, "2023-11-14T22:13:20.123456789Z"),
             (951_782_400_000_000_000, "2000-02-29T00:00:00.000000000Z"),
             (4_102_444_800_000_000_001, "2100-01-01T00:00:00.000000001Z"),
+            (u64::MAX, "2554-07-21T23:34:33.709551615Z"),
         ];
         for (ns, s) in cases {
             assert_eq!(format_rfc3339(ns), s);

@@ -27,6 +27,7 @@
 
 use bytes::Bytes;
 
+use super::EventIdRef;
 use super::event::{Event, NewEvent};
 
 /// Bytes before the body: the length and the CRC.
@@ -176,6 +177,31 @@ pub fn check_limits(event: &NewEvent) -> Result<(), String> {
     Ok(())
 }
 
+/// An id [`encode`] writes into a record: the log's own ([`EventIdRef`], written without
+/// the formatting machinery) or any text (tests, tools).
+pub trait RecordId {
+    /// Appends the id's UTF-8 bytes to `buf`.
+    fn write_id(&self, buf: &mut Vec<u8>);
+}
+
+impl RecordId for EventIdRef<'_> {
+    fn write_id(&self, buf: &mut Vec<u8>) {
+        self.write_to(buf);
+    }
+}
+
+impl RecordId for &str {
+    fn write_id(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl RecordId for String {
+    fn write_id(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.as_bytes());
+    }
+}
+
 /// Appends the framed record for `event` to `buf`. The caller has checked
 /// [`check_limits`] and the payload limit.
 pub fn encode(
@@ -184,7 +210,7 @@ pub fn encode(
     sequence: u64,
     time_ns: u64,
     batch_left: u32,
-    id: impl std::fmt::Display,
+    id: impl RecordId,
 ) {
     let start = buf.len();
     buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
@@ -196,11 +222,11 @@ pub fn encode(
         buf.extend_from_slice(&(s.len() as u16).to_le_bytes());
         buf.extend_from_slice(s.as_bytes());
     };
-    // The id is formatted straight into the buffer (no allocation on the writer's path),
+    // The id is written straight into the buffer (no allocation on the writer's path),
     // then its length is filled in.
     let at = buf.len();
     buf.extend_from_slice(&[0, 0]);
-    let _ = std::io::Write::write_fmt(buf, format_args!("{id}"));
+    id.write_id(buf);
     let id_len = (buf.len() - at - 2) as u16;
     buf[at..at + 2].copy_from_slice(&id_len.to_le_bytes());
     put_str(buf, &event.subject);
