@@ -5,7 +5,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
@@ -39,11 +39,54 @@ pub fn receipt_wire(r: &Receipt, subject: &str) -> bus_proto::Receipt {
     wire
 }
 
-/// The body of a batch's answer: `{"receipts": [...]}`, written from the stored receipts
-/// without copying their strings.
-#[derive(serde::Serialize)]
-struct BatchReceipts<'a> {
-    receipts: Vec<bus_proto::ReceiptRef<'a>>,
+/// The borrowed form of a stored receipt, for writing it.
+fn receipt_ref<'a>(r: &'a Receipt, subject: &'a str) -> bus_proto::ReceiptRef<'a> {
+    bus_proto::ReceiptRef {
+        id: &r.id,
+        namespace: &r.namespace,
+        sequence: r.sequence,
+        subject,
+        time_ns: r.time_ns,
+        duplicate: r.duplicate,
+    }
+}
+
+/// A JSON answer already written.
+fn json_answer(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// A publish's answer: its receipt, written directly ([`bus_proto::ReceiptRef::write_json`]).
+fn receipt_answer(status: StatusCode, r: &Receipt, subject: &str) -> Response {
+    json_answer(status, receipt_ref(r, subject).to_json())
+}
+
+/// A batch's answer: `{"receipts": [...]}`, one receipt per item in order, written into one
+/// string sized up front.
+fn batch_answer(stored: &[Receipt], subjects: &[String]) -> Response {
+    let text: usize = stored
+        .iter()
+        .zip(subjects)
+        .map(|(r, s)| receipt_ref(r, s).text_len() + bus_proto::receipt::RECEIPT_FIXED_BYTES)
+        .sum();
+    let mut out = String::with_capacity(16 + text);
+    out.push_str("{\"receipts\":[");
+    for (i, (r, s)) in stored.iter().zip(subjects).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        receipt_ref(r, s).write_json(&mut out);
+    }
+    out.push_str("]}");
+    json_answer(StatusCode::CREATED, out)
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
@@ -236,7 +279,7 @@ pub async fn publish_one(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, axum::Json(receipt_wire(&r, &subject))).into_response())
+    Ok(receipt_answer(status, &r, &subject))
 }
 
 #[derive(serde::Deserialize)]
@@ -388,17 +431,5 @@ pub async fn publish_batch(
     }
     let subjects: Vec<String> = publishes.iter().map(|p| p.subject.clone()).collect();
     let stored = broker.publish_batch(publishes).await?;
-    let receipts = stored
-        .iter()
-        .zip(&subjects)
-        .map(|(r, s)| bus_proto::ReceiptRef {
-            id: &r.id,
-            namespace: &r.namespace,
-            sequence: r.sequence,
-            subject: s,
-            time_ns: r.time_ns,
-            duplicate: r.duplicate,
-        })
-        .collect();
-    Ok((StatusCode::CREATED, axum::Json(BatchReceipts { receipts })).into_response())
+    Ok(batch_answer(&stored, &subjects))
 }
