@@ -396,6 +396,42 @@ async fn batch_ndjson_stores_every_item_in_order(engine: Engine) {
     assert_eq!(events[2]["payload"], json!([1]));
 }
 
+engines!(batch_strings_with_escapes_are_decoded);
+async fn batch_strings_with_escapes_are_decoded(engine: Engine) {
+    // Escaped and plain strings take different paths through the batch decoder (a plain one
+    // is copied from the body as it is): both must store the decoded text.
+    let s = TestServer::start_default_on(engine).await;
+    let body = concat!(
+        r#"{"subject":"\u006frder.esc","payload":"say \"hi\"\n\u00e9\\"}"#,
+        "\n",
+        r#"{"subject":"order.plain","payload":"caf\u00e9 plain"}"#,
+        "\n",
+        r#"{"subject":"order.raw","payload":"é, as UTF-8"}"#,
+        "\n",
+        r#"{"subject":"order.b64","payload":"aGk\u003d","encoding":"base64"}"#,
+        "\n",
+    );
+    let r = s.publish_batch(body.to_owned()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let receipts = r.json()["receipts"].as_array().unwrap().clone();
+    let subjects: Vec<&str> = receipts
+        .iter()
+        .map(|rc| rc["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["order.esc", "order.plain", "order.raw", "order.b64"]
+    );
+    let events = s.pull_all("order.>").await;
+    assert_eq!(events[0]["subject"], "order.esc");
+    assert_eq!(events[0]["payload"], "say \"hi\"\n\u{e9}\\");
+    assert_eq!(events[1]["payload"], "caf\u{e9} plain");
+    assert_eq!(events[2]["payload"], "\u{e9}, as UTF-8");
+    // `aGk=` once its escape is decoded: "hi", shown as the text it is.
+    assert_eq!(events[3]["payload"], "hi");
+    assert_eq!(events[3]["content_type"], "application/octet-stream");
+}
+
 engines!(batch_duplicate_item_receipt_is_marked);
 async fn batch_duplicate_item_receipt_is_marked(engine: Engine) {
     let s = TestServer::start_default_on(engine).await;

@@ -1,6 +1,8 @@
 //! `POST /v1/events/{subject}` (one event, the body is the payload) and `POST /v1/events`
 //! (a batch, JSON array or NDJSON).
 
+use std::borrow::Cow;
+
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -9,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use super::query::{NoParams, Params, Query};
 use crate::auth::Caller;
@@ -282,13 +285,16 @@ pub async fn publish_one(
     Ok(receipt_answer(status, &r, &subject))
 }
 
+/// One item of a batch, borrowing from the request body where it can (its subject and
+/// payload are copied once, into the event).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchItem {
-    subject: String,
+struct BatchItem<'a> {
+    #[serde(borrow)]
+    subject: Cow<'a, str>,
     /// Kept as its exact text: a JSON payload is stored as given, never re-serialised.
-    #[serde(default)]
-    payload: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
     #[serde(default)]
     encoding: Option<String>,
     #[serde(default)]
@@ -301,26 +307,42 @@ struct BatchItem {
     reply_to: Option<String>,
 }
 
+/// A JSON string payload's text (`None` for any other JSON value).
+fn string_payload(i: usize, raw: &RawValue) -> Result<Option<Cow<'_, str>>, Error> {
+    let r = raw.get();
+    if !r.starts_with('"') {
+        Ok(None)
+    } else if !r.contains('\\') {
+        // The parser checked it is a JSON string: without escapes, its text is the string
+        // between the quotes.
+        Ok(r.get(1..r.len() - 1).map(Cow::Borrowed))
+    } else {
+        serde_json::from_str::<String>(r)
+            .map(|s| Some(Cow::Owned(s)))
+            .map_err(|e| batch_error(i, e))
+    }
+}
+
+/// The bytes of `s`, copied only when borrowed.
+fn owned_bytes(s: Cow<'_, str>) -> Bytes {
+    match s {
+        Cow::Borrowed(b) => Bytes::copy_from_slice(b.as_bytes()),
+        Cow::Owned(o) => Bytes::from(o),
+    }
+}
+
 fn batch_error(i: usize, what: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::InvalidBatch, format!("item {i}: {what}"))
 }
 
-fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error> {
+fn to_publish(i: usize, item: BatchItem<'_>, limit: usize) -> Result<Publish, Error> {
     // A JSON string payload is decoded; any other JSON value is kept as its exact text.
-    let text = |raw: &serde_json::value::RawValue| -> Result<Option<String>, Error> {
-        if raw.get().starts_with('"') {
-            serde_json::from_str::<String>(raw.get())
-                .map(Some)
-                .map_err(|e| batch_error(i, e))
-        } else {
-            Ok(None)
-        }
-    };
+    let text = |raw| string_payload(i, raw);
     let (payload, default_ct) = match (item.payload, item.encoding.as_deref()) {
         (None, _) => (Bytes::new(), None),
         (Some(raw), Some("base64")) => {
             let s =
-                text(&raw)?.ok_or_else(|| batch_error(i, "a base64 payload must be a string"))?;
+                text(raw)?.ok_or_else(|| batch_error(i, "a base64 payload must be a string"))?;
             let b = base64::engine::general_purpose::STANDARD
                 .decode(s.as_bytes())
                 .map_err(|e| batch_error(i, format!("payload is not valid base64: {e}")))?;
@@ -332,9 +354,12 @@ fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error>
                 format!("unknown encoding {other:?} (only \"base64\")"),
             ));
         }
-        (Some(raw), None) => match text(&raw)? {
-            Some(s) => (Bytes::from(s), Some("text/plain; charset=utf-8")),
-            None => (Bytes::from(raw.get().to_owned()), Some("application/json")),
+        (Some(raw), None) => match text(raw)? {
+            Some(s) => (owned_bytes(s), Some("text/plain; charset=utf-8")),
+            None => (
+                Bytes::copy_from_slice(raw.get().as_bytes()),
+                Some("application/json"),
+            ),
         },
     };
     if payload.len() > limit {
@@ -357,7 +382,7 @@ fn to_publish(i: usize, item: BatchItem, limit: usize) -> Result<Publish, Error>
         headers.push((k, v));
     }
     Ok(Publish {
-        subject: item.subject,
+        subject: item.subject.into_owned(),
         headers,
         msg_id: item.msg_id.filter(|s| !s.is_empty()),
         reply_to: item.reply_to.filter(|s| !s.is_empty()),
