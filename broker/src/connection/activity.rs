@@ -65,12 +65,19 @@ impl Reason {
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
 /// What one connection is doing. Every method takes the lock for a few assignments only.
+///
+/// The watchdog is woken only when a change brings the closing deadline earlier than the one
+/// it sleeps until (or gives one to a watchdog that has none). A later deadline waits for
+/// the watchdog's own wake-up, which looks again: so a busy keep-alive connection, whose
+/// deadlines only move later, does not wake it (nor re-arm its timer) for every request.
 #[derive(Debug)]
 pub struct Activity {
     /// The state the rule reads.
     state: Mutex<State>,
-    /// Woken when a deadline may have moved earlier, so the watchdog looks again.
+    /// Woken when the deadline moved earlier than the one the watchdog waits for.
     changed: Notify,
+    /// The timeouts the rule applies.
+    timeouts: Timeouts,
 }
 
 /// The facts the rule is made of.
@@ -92,11 +99,53 @@ struct State {
     read_any: bool,
     /// HTTP/2: frames between requests (pings, settings) are not a request head.
     h2: bool,
+    /// The deadline the watchdog sleeps until, from its last look; `None` while it waits
+    /// for a change without one (or has not looked yet).
+    armed: Option<Instant>,
+}
+
+impl State {
+    /// The deadlines that apply, each with the reason it closes the connection for (the
+    /// stall first).
+    fn deadlines(&self, t: &Timeouts) -> [Option<(Instant, Reason)>; 2] {
+        let stalled = self
+            .blocked_since
+            .map(|since| (since + t.stalled, Reason::Stalled));
+        let quiet = (self.open == 0).then(|| {
+            if self.started == 0 {
+                (self.accepted + t.header, Reason::NoRequest)
+            } else if let Some(h) = self.head_since {
+                (h + t.header, Reason::SlowHeader)
+            } else {
+                (self.idle_since + t.idle, Reason::Idle)
+            }
+        });
+        [stalled, quiet]
+    }
+
+    /// The earliest deadline that applies.
+    fn next_deadline(&self, t: &Timeouts) -> Option<Instant> {
+        self.deadlines(t)
+            .into_iter()
+            .flatten()
+            .map(|(at, _)| at)
+            .min()
+    }
+
+    /// Whether the watchdog must look again: the deadline is now earlier than the one it
+    /// sleeps until, or it has none.
+    fn needs_wake(&self, t: &Timeouts) -> bool {
+        match (self.next_deadline(t), self.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
 }
 
 impl Activity {
-    /// A connection accepted at `now`.
-    pub fn new(now: Instant) -> Activity {
+    /// A connection accepted at `now`, closed under `timeouts`.
+    pub fn new(now: Instant, timeouts: Timeouts) -> Activity {
         Activity {
             state: Mutex::new(State {
                 accepted: now,
@@ -107,8 +156,10 @@ impl Activity {
                 blocked_since: None,
                 read_any: false,
                 h2: false,
+                armed: None,
             }),
             changed: Notify::new(),
+            timeouts,
         }
     }
 
@@ -117,9 +168,20 @@ impl Activity {
         f(&mut crate::sync::lock(&self.state))
     }
 
+    /// Applies `change`, then wakes the watchdog if the deadline moved earlier.
+    fn change(&self, change: impl FnOnce(&mut State)) {
+        let wake = self.with(|s| {
+            change(s);
+            s.needs_wake(&self.timeouts)
+        });
+        if wake {
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Bytes `first` were read at `now` (`first`: the start of what was read).
     pub fn on_read(&self, now: Instant, first: &[u8]) {
-        let woke = self.with(|s| {
+        self.change(|s| {
             if !s.read_any {
                 s.read_any = true;
                 let n = first.len().min(H2_PREFACE_START.len());
@@ -129,13 +191,8 @@ impl Activity {
             }
             if s.open == 0 && s.head_since.is_none() && s.started > 0 && !s.h2 {
                 s.head_since = Some(now);
-                return true;
             }
-            false
         });
-        if woke {
-            self.changed.notify_waiters();
-        }
     }
 
     /// The connection speaks HTTP/2 (negotiated by ALPN).
@@ -145,86 +202,55 @@ impl Activity {
 
     /// The socket accepted output (`accepted`) or refused it for now, at `now`.
     pub fn on_write(&self, now: Instant, accepted: bool) {
-        let woke = self.with(|s| match (accepted, s.blocked_since) {
-            (true, Some(_)) => {
-                s.blocked_since = None;
-                false
-            }
-            (false, None) => {
-                s.blocked_since = Some(now);
-                true
-            }
-            _ => false,
+        self.change(|s| match (accepted, s.blocked_since) {
+            (true, Some(_)) => s.blocked_since = None,
+            (false, None) => s.blocked_since = Some(now),
+            _ => {}
         });
-        if woke {
-            self.changed.notify_waiters();
-        }
     }
 
     /// A request started (its head was read whole).
     pub fn request_started(&self) {
-        let woke = self.with(|s| {
+        self.change(|s| {
             s.open += 1;
             s.started += 1;
             s.head_since = None;
-            s.open == 1
         });
-        if woke {
-            self.changed.notify_waiters();
-        }
     }
 
     /// A request's response ended (written whole, or dropped), at `now`.
     pub fn request_ended(&self, now: Instant) {
-        let woke = self.with(|s| {
+        self.change(|s| {
             s.open = s.open.saturating_sub(1);
             if s.open == 0 {
                 s.idle_since = now;
-                return true;
             }
-            false
         });
-        if woke {
-            self.changed.notify_waiters();
-        }
     }
 
-    /// The rule at `now`: `Err` with the reason when the connection must close, otherwise
-    /// the next instant at which it might (`None`: not before something changes).
-    pub fn check(&self, now: Instant, t: &Timeouts) -> Result<Option<Instant>, Reason> {
-        let s = self.with(|s| s.clone());
-        let mut next: Option<Instant> = None;
-        if let Some(since) = s.blocked_since {
-            let at = since + t.stalled;
-            if now >= at {
-                return Err(Reason::Stalled);
+    /// The watchdog's look at `now`: `Err` with the reason when the connection must close,
+    /// otherwise the next instant at which it might (`None`: not before something changes),
+    /// which is recorded as the deadline the watchdog now sleeps until.
+    pub fn check(&self, now: Instant) -> Result<Option<Instant>, Reason> {
+        self.with(|s| {
+            let deadlines = s.deadlines(&self.timeouts);
+            if let Some((_, reason)) = deadlines.iter().flatten().find(|(at, _)| now >= *at) {
+                return Err(*reason);
             }
-            next = Some(at);
-        }
-        if s.open == 0 {
-            let (at, reason) = if s.started == 0 {
-                (s.accepted + t.header, Reason::NoRequest)
-            } else if let Some(h) = s.head_since {
-                (h + t.header, Reason::SlowHeader)
-            } else {
-                (s.idle_since + t.idle, Reason::Idle)
-            };
-            if now >= at {
-                return Err(reason);
-            }
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-        Ok(next)
+            s.armed = s.next_deadline(&self.timeouts);
+            Ok(s.armed)
+        })
     }
 }
 
-/// Resolves with the reason once `activity` must be closed under `timeouts`.
-pub async fn watch(activity: &Activity, timeouts: Timeouts) -> Reason {
+/// Resolves with the reason once `activity` must be closed under its timeouts.
+pub async fn watch(activity: &Activity) -> Reason {
     loop {
         let changed = activity.changed.notified();
         tokio::pin!(changed);
+        // Enabled before the look: a change made after it still wakes this wait.
         changed.as_mut().enable();
-        match activity.check(Instant::now(), &timeouts) {
+        match activity.check(Instant::now()) {
             Err(reason) => return reason,
             Ok(Some(at)) => {
                 tokio::select! {
@@ -254,79 +280,132 @@ mod tests {
     #[test]
     fn a_connection_that_sends_no_request_closes_after_the_header_timeout() {
         let t0 = Instant::now();
-        let a = Activity::new(t0);
-        assert_eq!(a.check(t0, &T), Ok(Some(t0 + secs(10))));
+        let a = Activity::new(t0, T);
+        assert_eq!(a.check(t0), Ok(Some(t0 + secs(10))));
         // Half a head changes nothing: the head must be whole by then.
         a.on_read(t0 + secs(9), b"GET / HT");
-        assert_eq!(a.check(t0 + secs(10), &T), Err(Reason::NoRequest));
+        assert_eq!(a.check(t0 + secs(10)), Err(Reason::NoRequest));
     }
 
     #[test]
     fn an_idle_keep_alive_closes_after_the_idle_timeout() {
         let t0 = Instant::now();
-        let a = Activity::new(t0);
+        let a = Activity::new(t0, T);
         a.request_started();
         assert_eq!(
-            a.check(t0 + secs(1000), &T),
+            a.check(t0 + secs(1000)),
             Ok(None),
             "open requests are not timed"
         );
         a.request_ended(t0 + secs(1));
-        assert_eq!(a.check(t0 + secs(60), &T), Ok(Some(t0 + secs(61))));
-        assert_eq!(a.check(t0 + secs(61), &T), Err(Reason::Idle));
+        assert_eq!(a.check(t0 + secs(60)), Ok(Some(t0 + secs(61))));
+        assert_eq!(a.check(t0 + secs(61)), Err(Reason::Idle));
     }
 
     #[test]
     fn a_later_head_must_be_whole_within_the_header_timeout() {
         let t0 = Instant::now();
-        let a = Activity::new(t0);
+        let a = Activity::new(t0, T);
         a.request_started();
         a.request_ended(t0);
         a.on_read(t0 + secs(5), b"GET /");
-        assert_eq!(a.check(t0 + secs(15), &T), Err(Reason::SlowHeader));
+        assert_eq!(a.check(t0 + secs(15)), Err(Reason::SlowHeader));
         // Once the head is whole, the request is open and not timed.
         a.request_started();
-        assert_eq!(a.check(t0 + secs(15), &T), Ok(None));
+        assert_eq!(a.check(t0 + secs(15)), Ok(None));
     }
 
     #[test]
     fn http2_frames_between_requests_are_not_a_head() {
         let t0 = Instant::now();
-        let a = Activity::new(t0);
+        let a = Activity::new(t0, T);
         a.on_read(t0, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         a.request_started();
         a.request_ended(t0);
         a.on_read(t0 + secs(5), b"\0\0\x08\x06");
-        assert_eq!(a.check(t0 + secs(15), &T), Ok(Some(t0 + secs(60))));
+        assert_eq!(a.check(t0 + secs(15)), Ok(Some(t0 + secs(60))));
     }
 
     #[test]
     fn a_stalled_socket_closes_even_with_a_request_open() {
         let t0 = Instant::now();
-        let a = Activity::new(t0);
+        let a = Activity::new(t0, T);
         a.request_started();
         a.on_write(t0 + secs(1), false);
         // Refused again later: the stall counts from the first refusal.
         a.on_write(t0 + secs(100), false);
-        assert_eq!(a.check(t0 + secs(300), &T), Ok(Some(t0 + secs(301))));
-        assert_eq!(a.check(t0 + secs(301), &T), Err(Reason::Stalled));
+        assert_eq!(a.check(t0 + secs(300)), Ok(Some(t0 + secs(301))));
+        assert_eq!(a.check(t0 + secs(301)), Err(Reason::Stalled));
         // Progress resets it.
         a.on_write(t0 + secs(301), true);
-        assert_eq!(a.check(t0 + secs(301), &T), Ok(None));
+        assert_eq!(a.check(t0 + secs(301)), Ok(None));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_watchdog_wakes_when_a_deadline_moves_earlier() {
-        let a = std::sync::Arc::new(Activity::new(Instant::now()));
+        let a = std::sync::Arc::new(Activity::new(Instant::now(), T));
         a.request_started();
         let start = Instant::now();
         let w = tokio::spawn({
             let a = a.clone();
-            async move { watch(&a, T).await }
+            async move { watch(&a).await }
         });
         tokio::task::yield_now().await;
         a.request_ended(Instant::now());
         assert_eq!(w.await.unwrap(), Reason::Idle);
         assert_eq!(start.elapsed(), secs(60));
+    }
+
+    /// Whether the watchdog's wait has been woken since it was enabled.
+    fn woken(wait: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        wait.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_busy_connection_does_not_wake_its_watchdog_for_every_request() {
+        let t0 = Instant::now();
+        let a = Activity::new(t0, T);
+        a.request_started();
+        a.request_ended(t0);
+        a.on_read(t0, b"GET /");
+        assert_eq!(a.check(t0), Ok(Some(t0 + secs(10))));
+        let wait = std::pin::pin!(a.changed.notified());
+        let mut wait = wait;
+        wait.as_mut().enable();
+        // Request after request: every deadline they set is later than the one armed.
+        for ms in 1..=5 {
+            let t = t0 + Duration::from_millis(ms);
+            a.request_started();
+            a.request_ended(t);
+            a.on_read(t, b"GET /");
+        }
+        a.on_write(t0 + secs(1), false);
+        assert!(!woken(wait.as_mut()), "no deadline moved earlier");
+        // Its own wake-up finds the deadlines as they are now.
+        assert_eq!(
+            a.check(t0 + secs(10)),
+            Ok(Some(t0 + Duration::from_millis(5) + secs(10)))
+        );
+        assert_eq!(
+            a.check(t0 + Duration::from_millis(5) + secs(10)),
+            Err(Reason::SlowHeader)
+        );
+    }
+
+    #[test]
+    fn a_deadline_earlier_than_the_armed_one_wakes_the_watchdog() {
+        let t0 = Instant::now();
+        let a = Activity::new(t0, T);
+        a.request_started();
+        a.request_ended(t0);
+        // Armed for the idle timeout; the next head's own timeout is sooner.
+        assert_eq!(a.check(t0), Ok(Some(t0 + secs(60))));
+        let wait = std::pin::pin!(a.changed.notified());
+        let mut wait = wait;
+        wait.as_mut().enable();
+        a.on_read(t0 + secs(1), b"GET /");
+        assert!(woken(wait.as_mut()));
+        assert_eq!(a.check(t0 + secs(1)), Ok(Some(t0 + secs(11))));
     }
 }

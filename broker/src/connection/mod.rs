@@ -85,7 +85,7 @@ pub async fn serve(
 ) {
     let accepted = Instant::now();
     let deadline = accepted + shared.timeouts.header;
-    let activity = Arc::new(Activity::new(accepted));
+    let activity = Arc::new(Activity::new(accepted, shared.timeouts));
     let mut stream = stream;
     let trusted = shared.trusted.contains(peer.ip());
     // The PROXY header is read from the socket itself, before the watched IO: what the
@@ -214,7 +214,7 @@ async fn http<I>(
     };
     tokio::select! {
         () = serve => {}
-        reason = activity::watch(&activity, shared.timeouts) => {
+        reason = activity::watch(&activity) => {
             tracing::debug!(client = %info.client, reason = reason.as_str(), "closing connection");
         }
     }
