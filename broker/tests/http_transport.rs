@@ -454,3 +454,24 @@ async fn refuses_to_listen_beyond_loopback_without_allow_anonymous() {
     within("run to return", task).await.unwrap().unwrap();
     broker.close().await;
 }
+
+#[tokio::test]
+async fn timeouts_too_long_for_a_clock_mean_no_timeout() {
+    // `--idle-timeout 500000000000d` parses; adding it to an instant would overflow.
+    let s = TestServer::start(|c| {
+        c.header_timeout = Duration::MAX;
+        c.body_timeout = Duration::MAX;
+        c.idle_timeout = Duration::MAX;
+        c.stalled_stream_timeout = Duration::MAX;
+    })
+    .await;
+    let mut c = connect(s.addr()).await;
+    let published = exchange(
+        &mut c,
+        "POST /v1/events/user.a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
+    assert!(published.starts_with("HTTP/1.1 201"), "{published}");
+    let health = exchange(&mut c, HEALTHZ).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}

@@ -36,6 +36,18 @@ pub struct Timeouts {
     pub stalled: Duration,
 }
 
+/// How far off a deadline is put when its timeout is too long to add to an instant: a
+/// century, beyond any connection's life.
+const FAR_OFF: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant `timeout` after `since`. A timeout too long for the clock (`--idle-timeout
+/// 500000000000d` parses) gives an instant far off instead of overflowing.
+pub fn deadline_after(since: Instant, timeout: Duration) -> Instant {
+    since
+        .checked_add(timeout)
+        .unwrap_or_else(|| since + FAR_OFF)
+}
+
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -81,7 +93,7 @@ pub struct Activity {
 }
 
 /// The facts the rule is made of.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct State {
     /// When the connection was accepted.
     accepted: Instant,
@@ -106,20 +118,23 @@ struct State {
 
 impl State {
     /// The deadlines that apply, each with the reason it closes the connection for (the
-    /// stall first).
+    /// stall first). A timeout too long to add to an instant sets no deadline.
     fn deadlines(&self, t: &Timeouts) -> [Option<(Instant, Reason)>; 2] {
+        let after = |since: Instant, timeout: Duration, reason: Reason| {
+            since.checked_add(timeout).map(|at| (at, reason))
+        };
         let stalled = self
             .blocked_since
-            .map(|since| (since + t.stalled, Reason::Stalled));
-        let quiet = (self.open == 0).then(|| {
-            if self.started == 0 {
-                (self.accepted + t.header, Reason::NoRequest)
-            } else if let Some(h) = self.head_since {
-                (h + t.header, Reason::SlowHeader)
-            } else {
-                (self.idle_since + t.idle, Reason::Idle)
-            }
-        });
+            .and_then(|since| after(since, t.stalled, Reason::Stalled));
+        let quiet = if self.open > 0 {
+            None
+        } else if self.started == 0 {
+            after(self.accepted, t.header, Reason::NoRequest)
+        } else if let Some(h) = self.head_since {
+            after(h, t.header, Reason::SlowHeader)
+        } else {
+            after(self.idle_since, t.idle, Reason::Idle)
+        };
         [stalled, quiet]
     }
 
@@ -391,6 +406,22 @@ mod tests {
             a.check(t0 + Duration::from_millis(5) + secs(10)),
             Err(Reason::SlowHeader)
         );
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_an_instant_sets_no_deadline() {
+        let t0 = Instant::now();
+        let forever = Timeouts {
+            header: Duration::MAX,
+            idle: Duration::MAX,
+            stalled: Duration::MAX,
+        };
+        let a = Activity::new(t0, forever);
+        a.on_write(t0, false);
+        a.request_started();
+        a.request_ended(t0);
+        a.on_read(t0, b"GET /");
+        assert_eq!(a.check(t0 + secs(1_000_000)), Ok(None));
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub async fn serve(
     slot: OwnedSemaphorePermit,
 ) {
     let accepted = Instant::now();
-    let deadline = accepted + shared.timeouts.header;
+    let deadline = activity::deadline_after(accepted, shared.timeouts.header);
     let activity = Arc::new(Activity::new(accepted, shared.timeouts));
     let mut stream = stream;
     let trusted = shared.trusted.contains(peer.ip());

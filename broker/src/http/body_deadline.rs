@@ -14,6 +14,8 @@ use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::connection::activity::deadline_after;
+
 /// The error of a body that did not arrive in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTimedOut(pub Duration);
@@ -70,7 +72,10 @@ pub fn limit_body_time(req: Request, timeout: Duration) -> Request {
         }
         Body::new(DeadlineBody {
             inner,
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+            sleep: Box::pin(tokio::time::sleep_until(deadline_after(
+                Instant::now(),
+                timeout,
+            ))),
             timeout,
         })
     })
