@@ -14,10 +14,10 @@ pub fn event_id(namespace: &str, sequence: u64, incarnation: u32) -> String {
         incarnation,
     };
     // Sized up front: growing it would cost more on the appender's path than the writing.
-    let mut bytes = Vec::with_capacity(namespace.len() + ID_TAIL_MAX);
-    id.write_to(&mut bytes);
-    // Valid UTF-8: the namespace is a `str`, the rest ASCII.
-    String::from_utf8(bytes).unwrap_or_default()
+    let mut text = String::with_capacity(namespace.len() + ID_TAIL_MAX);
+    text.push_str(namespace);
+    text.push_str(id.tail(&mut [0; ID_TAIL_MAX]));
+    text
 }
 
 /// The most bytes an id has after its namespace: `-`, 20 digits, `-`, 8 hex digits.
@@ -43,6 +43,13 @@ impl EventIdRef<'_> {
         let mut tail = [0u8; ID_TAIL_MAX];
         let n = self.write_tail(&mut tail);
         out.extend_from_slice(&tail[..n]);
+    }
+
+    /// `-<sequence>-<incarnation>`, written into `buf`.
+    fn tail<'b>(&self, buf: &'b mut [u8; ID_TAIL_MAX]) -> &'b str {
+        let n = self.write_tail(buf);
+        // ASCII digits and dashes only.
+        std::str::from_utf8(&buf[..n]).unwrap_or_default()
     }
 
     /// Writes `-<sequence>-<incarnation>` at the start of `tail`; returns its length.
@@ -75,11 +82,8 @@ impl EventIdRef<'_> {
 
 impl std::fmt::Display for EventIdRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut tail = [0u8; ID_TAIL_MAX];
-        let n = self.write_tail(&mut tail);
         f.write_str(self.namespace)?;
-        // ASCII digits and dashes only.
-        f.write_str(std::str::from_utf8(&tail[..n]).unwrap_or_default())
+        f.write_str(self.tail(&mut [0; ID_TAIL_MAX]))
     }
 }
 
