@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bus_client::{AckMode, Client, StreamItem, SubscribeOptions, Subscription};
+use bus_client::{
+    AckMode, ApiError, Client, ErrorCode, StreamItem, SubscribeOptions, Subscription,
+};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use serde_json::json;
@@ -163,13 +165,21 @@ async fn call(
     Ok(latency)
 }
 
-/// One responder: answers each request with its payload, then acks it.
+/// One responder: answers each request with its payload, then acks it. Delivery is at least
+/// once, so a request may come again after it was answered: the broker then refuses the reply
+/// with `unknown_inbox` (nobody waits on the inbox), which is acked and passed over, as
+/// `Client::serve` does.
 async fn respond(i: usize, mut sub: Subscription, client: Client) -> Result<(), CliError> {
     while let Some(item) = sub.next().await {
         match item {
             Ok(StreamItem::Event(m)) => {
-                if let Some(inbox) = &m.reply_to {
-                    client.reply(inbox.clone(), m.payload.clone()).await?;
+                if let Some(inbox) = &m.reply_to
+                    && let Err(e) = client.reply(inbox.clone(), m.payload.clone()).await
+                {
+                    let code = e.api_error().and_then(ApiError::error_code);
+                    if code != Some(ErrorCode::UnknownInbox) {
+                        return Err(e.into());
+                    }
                 }
                 m.ack().await.map_err(|e| {
                     CliError::client_context(format!("responder {i} cannot ack"), e)
