@@ -231,6 +231,40 @@ fn excerpt(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
+/// Which bytes may appear in a literal token: [`is_token_char`] as a table, for [`plain_tokens`].
+const TOKEN_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b':' | b'@' | b'+' | b'=');
+        b += 1;
+    }
+    t
+};
+
+/// The token count of `input` when it is literal tokens only (token bytes and single dots,
+/// neither first nor last): the common case, checked in one pass over the bytes. `None` for
+/// anything else, which [`scan`]'s token-by-token walk then accepts or explains.
+fn plain_tokens(input: &str) -> Option<usize> {
+    let mut count = 1;
+    let mut token_empty = true;
+    for &b in input.as_bytes() {
+        if b == b'.' {
+            if token_empty {
+                return None;
+            }
+            count += 1;
+            token_empty = true;
+        } else if TOKEN_BYTES[usize::from(b)] {
+            token_empty = false;
+        } else {
+            return None;
+        }
+    }
+    (!token_empty).then_some(count)
+}
+
 /// Checks `input` against the grammar and returns its token count. `kind` says whether wildcards
 /// are allowed (only in a [`Kind::Pattern`]).
 fn scan(input: &str, kind: Kind, limits: Limits) -> Result<usize, SubjectError> {
@@ -245,6 +279,17 @@ fn scan(input: &str, kind: Kind, limits: Limits) -> Result<usize, SubjectError> 
             max: limits.bytes,
         });
     }
+    if let Some(count) = plain_tokens(input)
+        && count <= limits.tokens
+    {
+        return Ok(count);
+    }
+    walk_tokens(input, kind, limits)
+}
+
+/// [`scan`] token by token, naming what is wrong: the grammar's definition, which
+/// [`plain_tokens`] shortcuts for the common case.
+fn walk_tokens(input: &str, kind: Kind, limits: Limits) -> Result<usize, SubjectError> {
     let count = input.bytes().filter(|&b| b == b'.').count() + 1;
     if count > limits.tokens {
         return Err(SubjectError::TooManyTokens {
@@ -1026,6 +1071,25 @@ mod tests {
             last = next;
         }
         all
+    }
+
+    proptest::proptest! {
+        /// The one-pass shortcut accepts only what the token walk accepts, with the same count,
+        /// so errors and limits stay the walk's.
+        #[test]
+        fn plain_tokens_agree_with_the_token_walk(input in "[a.b*>_%\u{e9}-]{1,12}") {
+            let limits = Limits { bytes: 64, tokens: 4 };
+            for kind in [Kind::Subject, Kind::Pattern, Kind::Namespace, Kind::Prefix] {
+                let walked = walk_tokens(&input, kind, limits);
+                if let Some(count) = plain_tokens(&input) {
+                    proptest::prop_assert!(
+                        count > limits.tokens || walked == Ok(count),
+                        "{input:?} as {kind:?}: shortcut {count}, walk {walked:?}"
+                    );
+                }
+                proptest::prop_assert_eq!(scan(&input, kind, limits), walked);
+            }
+        }
     }
 
     #[test]
