@@ -35,7 +35,7 @@ use crate::subject::{Pattern, Subject};
 use crate::subscription::{Delivery, StartSpec, Subscription};
 
 pub use crate::interest::InterestGuard as SubscriptionGuard;
-pub use crate::publisher::{Publish, Publisher};
+pub use crate::publisher::{CheckedPublish, Publish, Publisher};
 pub use bus_proto::{NamespaceInfo, SubscriptionInfo};
 
 /// Why the broker could not open.
@@ -254,18 +254,17 @@ impl Broker {
         self.inner.consumers.attach(pattern, start, a, guard).await
     }
 
-    /// Publishes one event and waits until `required` distinct consumers acked it, or
+    /// Publishes one checked event and waits until `required` distinct consumers acked it, or
     /// `timeout`: the receipt and how many confirmed. A duplicate does not wait.
     pub async fn publish_confirmed(
         &self,
-        p: Publish,
+        p: CheckedPublish,
         required: usize,
         timeout: Duration,
     ) -> Result<(Receipt, Option<usize>), Error> {
-        let subject = Publisher::check_subject(&p.subject)?;
         let confirms = &self.inner.confirmations;
-        let interest = confirms.interest(subject.namespace());
-        let receipt = self.publish(p).await?;
+        let interest = confirms.interest(p.subject().namespace());
+        let receipt = self.publish_checked(p).await?;
         if receipt.duplicate {
             return Ok((receipt, None));
         }
@@ -317,9 +316,22 @@ impl Broker {
         self.inner.publisher.publish(p).await
     }
 
+    /// [`Broker::publish`] of an event whose subject is checked already.
+    pub async fn publish_checked(&self, p: CheckedPublish) -> Result<Receipt, Error> {
+        self.inner.publisher.publish_checked(p).await
+    }
+
     /// Publishes events of one namespace atomically.
     pub async fn publish_batch(&self, items: Vec<Publish>) -> Result<Vec<Receipt>, Error> {
         self.inner.publisher.publish_batch(items).await
+    }
+
+    /// [`Broker::publish_batch`] of events whose subjects are checked already.
+    pub async fn publish_batch_checked(
+        &self,
+        items: Vec<CheckedPublish>,
+    ) -> Result<Vec<Receipt>, Error> {
+        self.inner.publisher.publish_batch_checked(items).await
     }
 
     fn parse_pattern(&self, pattern: &str) -> Result<Pattern, Error> {

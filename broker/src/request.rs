@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::broker::{Broker, Publish};
+use crate::broker::{Broker, CheckedPublish, Publish};
 use crate::error::{Error, ErrorCode};
 use crate::inboxes::{Reply, Undeliverable};
 use crate::storage::Receipt;
@@ -96,6 +96,7 @@ impl Broker {
                 )
             })?;
         p.reply_to = Some(waiter.subject.as_str().to_owned());
+        let p = CheckedPublish::with_subject(subject.clone(), p)?;
         // Counts the request as abandoned if this future is dropped (the caller hung up)
         // before an outcome was counted. Armed before the publish: the caller may hang up
         // while the append is answered (the responder can see the request before this task
@@ -104,7 +105,7 @@ impl Broker {
             counter: &metrics.requests_abandoned,
             armed: true,
         };
-        let receipt = match self.publish(p).await {
+        let receipt = match self.publish_checked(p).await {
             Ok(r) => r,
             Err(e) => {
                 abandoned.armed = false;

@@ -15,9 +15,10 @@ use serde_json::value::RawValue;
 
 use super::query::{NoParams, Params, Query};
 use crate::auth::Caller;
-use crate::broker::{Broker, MAX_BATCH_ITEMS, Publish};
+use crate::broker::{Broker, CheckedPublish, MAX_BATCH_ITEMS, Publish};
 use crate::error::{Error, ErrorCode};
 use crate::storage::Receipt;
+use crate::subject::Subject;
 use crate::units::format_rfc3339;
 
 /// Header prefix of event headers.
@@ -74,11 +75,13 @@ fn receipt_answer(status: StatusCode, r: &Receipt, subject: &str) -> Response {
 
 /// A batch's answer: `{"receipts": [...]}`, one receipt per item in order, written into one
 /// string sized up front.
-fn batch_answer(stored: &[Receipt], subjects: &[String]) -> Response {
+fn batch_answer(stored: &[Receipt], subjects: &[Subject]) -> Response {
     let text: usize = stored
         .iter()
         .zip(subjects)
-        .map(|(r, s)| receipt_ref(r, s).text_len() + bus_proto::receipt::RECEIPT_FIXED_BYTES)
+        .map(|(r, s)| {
+            receipt_ref(r, s.as_str()).text_len() + bus_proto::receipt::RECEIPT_FIXED_BYTES
+        })
         .sum();
     let mut out = String::with_capacity(16 + text);
     out.push_str("{\"receipts\":[");
@@ -86,7 +89,7 @@ fn batch_answer(stored: &[Receipt], subjects: &[String]) -> Response {
         if i > 0 {
             out.push(',');
         }
-        receipt_ref(r, s).write_json(&mut out);
+        receipt_ref(r, s.as_str()).write_json(&mut out);
     }
     out.push_str("]}");
     json_answer(StatusCode::CREATED, out)
@@ -259,6 +262,7 @@ pub async fn publish_one(
     let mut p = read_publish(&broker, subject.clone(), &headers, body).await?;
     p.dedup_scope = caller.dedup_scope();
     broker.admit_namespace(&checked, &caller).await?;
+    let p = CheckedPublish::with_subject(checked, p)?;
     if let Some((required, timeout)) = confirm {
         let (r, confirmed) = broker.publish_confirmed(p, required, timeout).await?;
         let mut body = receipt_wire(&r, &subject);
@@ -276,7 +280,7 @@ pub async fn publish_one(
         };
         return Ok((status, axum::Json(body)).into_response());
     }
-    let r = broker.publish(p).await?;
+    let r = broker.publish_checked(p).await?;
     let status = if r.duplicate {
         StatusCode::OK
     } else {
@@ -440,21 +444,24 @@ pub async fn publish_batch(
     for (i, item) in items.into_iter().enumerate() {
         publishes.push(to_publish(i, item, limit)?);
     }
-    // Every item's right is checked before anything is stored: a batch is atomic.
-    let mut first = None;
-    for (i, p) in publishes.iter_mut().enumerate() {
+    // Every item's right is checked before anything is stored: a batch is atomic. Each
+    // subject is parsed once, here; the publisher takes it checked.
+    let scope = caller.dedup_scope();
+    let mut checked = Vec::with_capacity(publishes.len());
+    let mut subjects = Vec::with_capacity(publishes.len());
+    for (i, mut p) in publishes.into_iter().enumerate() {
         let at_item = |e| crate::publisher::at_item(e, i);
-        let checked = Broker::check_subject(&p.subject).map_err(at_item)?;
+        p.dedup_scope = scope.clone();
+        let c = CheckedPublish::new(p).map_err(at_item)?;
         caller
-            .check_publish(&checked, "publish to")
+            .check_publish(c.subject(), "publish to")
             .map_err(at_item)?;
-        p.dedup_scope = caller.dedup_scope();
-        first.get_or_insert(checked);
+        subjects.push(c.subject().clone());
+        checked.push(c);
     }
-    if let Some(s) = &first {
+    if let Some(s) = subjects.first() {
         broker.admit_namespace(s, &caller).await?;
     }
-    let subjects: Vec<String> = publishes.iter().map(|p| p.subject.clone()).collect();
-    let stored = broker.publish_batch(publishes).await?;
+    let stored = broker.publish_batch_checked(checked).await?;
     Ok(batch_answer(&stored, &subjects))
 }
