@@ -105,15 +105,15 @@ impl EventView<'_> {
     /// deliveries whose counts differ (see [`delivery_count_field`]). When
     /// `delivery_count` is set it is written, and the offset is where it begins.
     pub fn write_json_marked(&self, out: &mut String) -> usize {
-        use std::fmt::Write as _;
         out.push_str("{\"id\":");
         push_json_str(out, self.id);
         out.push_str(",\"subject\":");
         push_json_str(out, self.subject);
         out.push_str(",\"namespace\":");
         push_json_str(out, self.namespace);
-        // Writing into a String cannot fail.
-        let _ = write!(out, ",\"sequence\":{},\"time\":\"", self.sequence);
+        out.push_str(",\"sequence\":");
+        out.push_str(crate::units::decimal(self.sequence, &mut [0; 20]));
+        out.push_str(",\"time\":\"");
         write_rfc3339(out, self.time_ns);
         out.push('"');
         push_headers(

@@ -79,13 +79,12 @@ impl ReceiptRef<'_> {
     /// `Serialize`, written directly (a batch answer writes thousands; through serde, every
     /// key went through the string escaper and every time through a temporary string).
     pub fn write_json(&self, out: &mut String) {
-        use std::fmt::Write as _;
         out.push_str("{\"id\":");
         push_json_str(out, self.id);
         out.push_str(",\"namespace\":");
         push_json_str(out, self.namespace);
-        // Writing into a String cannot fail.
-        let _ = write!(out, ",\"sequence\":{}", self.sequence);
+        out.push_str(",\"sequence\":");
+        out.push_str(crate::units::decimal(self.sequence, &mut [0; 20]));
         out.push_str(",\"subject\":");
         push_json_str(out, self.subject);
         out.push_str(",\"time\":\"");

@@ -138,6 +138,28 @@ pub fn format_rfc3339(ns: u64) -> String {
     out
 }
 
+/// The decimal digits of `v`, written into the end of `buf` without `fmt`: every event id,
+/// receipt and delivered event carries a sequence number.
+///
+/// ```
+/// let mut buf = [0; 20];
+/// assert_eq!(bus_proto::units::decimal(0, &mut buf), "0");
+/// assert_eq!(bus_proto::units::decimal(u64::MAX, &mut buf), u64::MAX.to_string());
+/// ```
+pub fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+}
+
 /// Appends [`format_rfc3339`]'s text to `out`. It runs once per event sent and per receipt,
 /// so the fixed-width text is filled digit by digit from the right, without `fmt`.
 pub fn write_rfc3339(out: &mut String, ns: u64) {
