@@ -364,7 +364,8 @@ pub fn validate_namespace(namespace: &str) -> Result<(), SubjectError> {
 
 /// The first token of a valid subject or pattern.
 fn first_token(text: &str) -> &str {
-    text.split('.').next().unwrap_or(text)
+    // Every publish asks for its namespace several times: `memchr` rather than a `split`.
+    memchr::memchr(b'.', text.as_bytes()).map_or(text, |dot| &text[..dot])
 }
 
 /// A validated publish subject: one or more literal tokens, no wildcards.

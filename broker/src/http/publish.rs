@@ -316,7 +316,7 @@ fn string_payload(i: usize, raw: &RawValue) -> Result<Option<Cow<'_, str>>, Erro
     let r = raw.get();
     if !r.starts_with('"') {
         Ok(None)
-    } else if !r.contains('\\') {
+    } else if memchr::memchr(b'\\', r.as_bytes()).is_none() {
         // The parser checked it is a JSON string: without escapes, its text is the string
         // between the quotes.
         Ok(r.get(1..r.len() - 1).map(Cow::Borrowed))
@@ -396,6 +396,27 @@ fn to_publish(i: usize, item: BatchItem<'_>, limit: usize) -> Result<Publish, Er
     })
 }
 
+/// The lines of `text`, exactly as [`str::lines`] gives them (split after each `\n`, one
+/// `\r` before it dropped), found with `memchr`: an NDJSON batch of 100 spent more on
+/// finding its line ends byte by byte than on anything else it did with the items.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let line = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(end) => {
+                let line = &rest[..end];
+                rest = &rest[end + 1..];
+                line.strip_suffix('\r').unwrap_or(line)
+            }
+            None => std::mem::take(&mut rest),
+        };
+        Some(line)
+    })
+}
+
 /// `POST /v1/events`.
 pub async fn publish_batch(
     State(broker): State<Broker>,
@@ -412,8 +433,7 @@ pub async fn publish_batch(
             .map_err(|e| Error::new(ErrorCode::InvalidBatch, format!("invalid JSON array: {e}")))?
     } else {
         let mut v = Vec::new();
-        for (line_no, line) in text
-            .lines()
+        for (line_no, line) in lines(text)
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
@@ -464,4 +484,18 @@ pub async fn publish_batch(
     }
     let stored = broker.publish_batch_checked(checked).await?;
     Ok(batch_answer(&stored, &subjects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn lines_are_those_of_str_lines(text in "[a\r\n ]{0,16}") {
+            let ours: Vec<&str> = lines(&text).collect();
+            let std: Vec<&str> = text.lines().collect();
+            proptest::prop_assert_eq!(ours, std);
+        }
+    }
 }
