@@ -460,17 +460,14 @@ pub async fn publish_batch(
         ));
     }
     let limit = broker.config().log.max_payload_bytes;
-    let mut publishes = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        publishes.push(to_publish(i, item, limit)?);
-    }
-    // Every item's right is checked before anything is stored: a batch is atomic. Each
-    // subject is parsed once, here; the publisher takes it checked.
+    // Every item is decoded and its right checked before anything is stored: a batch is
+    // atomic. Each subject is parsed once, here; the publisher takes it checked.
     let scope = caller.dedup_scope();
-    let mut checked = Vec::with_capacity(publishes.len());
-    let mut subjects = Vec::with_capacity(publishes.len());
-    for (i, mut p) in publishes.into_iter().enumerate() {
+    let mut checked = Vec::with_capacity(items.len());
+    let mut subjects = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
         let at_item = |e| crate::publisher::at_item(e, i);
+        let mut p = to_publish(i, item, limit)?;
         p.dedup_scope = scope.clone();
         let c = CheckedPublish::new(p).map_err(at_item)?;
         caller
