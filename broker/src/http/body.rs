@@ -10,10 +10,23 @@ use futures::StreamExt;
 
 use crate::error::{Error, ErrorCode};
 
+/// The most [`read`] reserves ahead on a body's declared length: a client may declare a
+/// length and then send nothing, so the rest of a larger body is reserved as it arrives.
+const MAX_RESERVE_AHEAD: usize = 1 << 20;
+
 /// Reads `body` whole; `what` names it in errors ("request body", "an ack batch").
+///
+/// The chunks are copied into one buffer sized up front from the declared length (up to
+/// `limit` and [`MAX_RESERVE_AHEAD`]), so a batch is not copied again each time the buffer
+/// grows. They are copied even when one chunk holds the whole body: a chunk shares the
+/// connection's read buffer, which a stored or routed payload would otherwise keep alive.
 pub async fn read(body: Body, limit: usize, what: &str) -> Result<Bytes, Error> {
+    let declared = axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
     let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(declared.min(limit).min(MAX_RESERVE_AHEAD));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| match super::body_deadline::is_timeout(&e) {
             Some(t) => Error::new(
