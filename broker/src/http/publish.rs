@@ -7,7 +7,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
@@ -99,7 +99,14 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     super::body::read(body, limit, "the request body").await
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Result<Option<String>, Error> {
+/// `Bus-Msg-Id`: a single publish's dedup id.
+const BUS_MSG_ID: HeaderName = HeaderName::from_static("bus-msg-id");
+/// `Bus-Reply-To`: a single publish's reply subject.
+const BUS_REPLY_TO: HeaderName = HeaderName::from_static("bus-reply-to");
+
+/// Header `name` as text. Looked up by a [`HeaderName`], which is not parsed again per
+/// request as a `&str` name is.
+fn header_str(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Error> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
@@ -218,9 +225,9 @@ pub(crate) async fn read_publish(
     Ok(Publish {
         subject,
         headers: event_headers,
-        msg_id: header_str(headers, "bus-msg-id")?.filter(|s| !s.is_empty()),
-        reply_to: header_str(headers, "bus-reply-to")?.filter(|s| !s.is_empty()),
-        content_type: header_str(headers, "content-type")?,
+        msg_id: header_str(headers, &BUS_MSG_ID)?.filter(|s| !s.is_empty()),
+        reply_to: header_str(headers, &BUS_REPLY_TO)?.filter(|s| !s.is_empty()),
+        content_type: header_str(headers, &header::CONTENT_TYPE)?,
         payload,
         dedup_scope: None,
     })
