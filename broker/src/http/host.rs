@@ -9,6 +9,7 @@
 //! or `--allow-anonymous` on the network) any name. The port is never compared. A request
 //! without a `Host` (HTTP/1.0 tools) is not a browser's and passes.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use axum::extract::Request;
@@ -37,7 +38,7 @@ impl HostPolicy {
                 config
                     .allowed_hosts
                     .iter()
-                    .map(|h| normalize(h).to_owned())
+                    .map(|h| normalize(h).into_owned())
                     .collect(),
             )
         } else if config.loopback_hosts_only() {
@@ -60,12 +61,12 @@ impl HostPolicy {
                 is_loopback_name(&name)
                     || list.iter().any(|allowed| match allowed.strip_prefix('.') {
                         Some(domain) => {
-                            name == domain
+                            *name == *domain
                                 || name
                                     .strip_suffix(domain)
                                     .is_some_and(|sub| sub.ends_with('.'))
                         }
-                        None => name == *allowed,
+                        None => *name == **allowed,
                     })
             }
         }
@@ -89,13 +90,18 @@ pub fn check_allowed_host(spec: &str) -> Result<(), String> {
 }
 
 /// `name` lowercase, without brackets or a trailing dot.
-fn normalize(name: &str) -> String {
+fn normalize(name: &str) -> Cow<'_, str> {
     let n = name.trim().trim_end_matches('.');
     let n = n
         .strip_prefix('[')
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(n);
-    n.to_ascii_lowercase()
+    // Checked on every request: most names are lowercase already and are not copied.
+    if n.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(n.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(n)
+    }
 }
 
 /// `host` without its `:port` (an IPv6 address keeps its brackets).
@@ -115,7 +121,8 @@ pub fn strip_port(host: &str) -> &str {
 
 /// `localhost`, `*.localhost`, 127.0.0.0/8, `::1` (and `::ffff:127.x.y.z`).
 pub fn is_loopback_name(name: &str) -> bool {
-    if name == "localhost" || name.ends_with(".localhost") {
+    // The names clients use most, answered before parsing an address.
+    if matches!(name, "localhost" | "127.0.0.1" | "::1") || name.ends_with(".localhost") {
         return true;
     }
     name.parse::<IpAddr>()
