@@ -112,7 +112,7 @@ impl EventView<'_> {
         out.push_str(",\"namespace\":");
         push_json_str(out, self.namespace);
         out.push_str(",\"sequence\":");
-        out.push_str(crate::units::decimal(self.sequence, &mut [0; 20]));
+        crate::units::push_decimal(out, self.sequence);
         out.push_str(",\"time\":\"");
         write_rfc3339(out, self.time_ns);
         out.push('"');

@@ -56,7 +56,7 @@ impl EventIdRef<'_> {
     fn write_tail(&self, tail: &mut [u8; ID_TAIL_MAX]) -> usize {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut digits = [0u8; 20];
-        let seq = crate::units::decimal(self.sequence, &mut digits).as_bytes();
+        let seq = crate::units::decimal(self.sequence, &mut digits);
         tail[0] = b'-';
         tail[1..1 + seq.len()].copy_from_slice(seq);
         let mut n = 1 + seq.len();

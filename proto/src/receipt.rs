@@ -84,7 +84,7 @@ impl ReceiptRef<'_> {
         out.push_str(",\"namespace\":");
         push_json_str(out, self.namespace);
         out.push_str(",\"sequence\":");
-        out.push_str(crate::units::decimal(self.sequence, &mut [0; 20]));
+        crate::units::push_decimal(out, self.sequence);
         out.push_str(",\"subject\":");
         push_json_str(out, self.subject);
         out.push_str(",\"time\":\"");

@@ -138,15 +138,15 @@ pub fn format_rfc3339(ns: u64) -> String {
     out
 }
 
-/// The decimal digits of `v`, written into the end of `buf` without `fmt`: every event id,
-/// receipt and delivered event carries a sequence number.
+/// The decimal digits of `v` as ASCII, written into the end of `buf` without `fmt`: every
+/// event id, receipt and delivered event carries a sequence number.
 ///
 /// ```
 /// let mut buf = [0; 20];
-/// assert_eq!(bus_proto::units::decimal(0, &mut buf), "0");
-/// assert_eq!(bus_proto::units::decimal(u64::MAX, &mut buf), u64::MAX.to_string());
+/// assert_eq!(bus_proto::units::decimal(0, &mut buf), b"0");
+/// assert_eq!(bus_proto::units::decimal(u64::MAX, &mut buf), u64::MAX.to_string().as_bytes());
 /// ```
-pub fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
+pub fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -156,8 +156,19 @@ pub fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    // ASCII digits only.
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+    &buf[at..]
+}
+
+/// Appends the decimal digits of `v` to `out` ([`decimal`]). Pushed as chars: a sequence
+/// has a few digits, fewer than it takes to check them as UTF-8.
+///
+/// ```
+/// let mut out = String::from("seq ");
+/// bus_proto::units::push_decimal(&mut out, 1234567);
+/// assert_eq!(out, "seq 1234567");
+/// ```
+pub fn push_decimal(out: &mut String, v: u64) {
+    out.extend(decimal(v, &mut [0; 20]).iter().map(|&b| char::from(b)));
 }
 
 /// Appends [`format_rfc3339`]'s text to `out`. It runs once per event sent and per receipt,
