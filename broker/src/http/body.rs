@@ -10,9 +10,10 @@ use futures::StreamExt;
 
 use crate::error::{Error, ErrorCode};
 
-/// The most [`read`] reserves ahead on a body's declared length: a client may declare a
-/// length and then send nothing, so the rest of a larger body is reserved as it arrives.
-const MAX_RESERVE_AHEAD: usize = 1 << 20;
+/// The most [`read`] reserves ahead on a body's declared length. A client may declare a
+/// length and then send nothing, on each of its connections, so the rest of a larger body is
+/// reserved only as it arrives. 64 KiB holds a batch of a few hundred small events.
+const MAX_RESERVE_AHEAD: usize = 64 << 10;
 
 /// Reads `body` whole; `what` names it in errors ("request body", "an ack batch").
 ///
