@@ -42,6 +42,7 @@ pub mod error;
 pub mod event;
 pub mod event_id;
 pub mod gap;
+pub mod json_out;
 pub mod namespace;
 pub mod receipt;
 pub mod sse;
