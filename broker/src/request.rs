@@ -139,7 +139,7 @@ impl Broker {
                     ErrorCode::Timeout,
                     format!(
                         "no reply within {timeout:?} to request {} on {subject}",
-                        receipt.id
+                        receipt.id()
                     ),
                 ))
             }

@@ -53,7 +53,7 @@ async fn round_trips_every_field_across_a_clean_reopen() {
             assert_eq!(g.content_type, want.content_type);
             assert_eq!(
                 (g.id.as_str(), g.sequence, g.time_ns),
-                (r.id.as_str(), r.sequence, r.time_ns)
+                (r.id().as_str(), r.sequence, r.time_ns)
             );
         }
     };
@@ -738,7 +738,7 @@ async fn dedup_ids_are_remembered_within_the_window_and_across_restarts() {
     assert!(!first.duplicate);
     let again = log.append(vec![with_id("a", 1)]).await.unwrap().remove(0);
     assert!(again.duplicate);
-    assert_eq!((again.sequence, &again.id), (first.sequence, &first.id));
+    assert_eq!((again.sequence, &again.id()), (first.sequence, &first.id()));
     // Within one batch: the second use of an id is a duplicate of the first.
     let batch = log
         .append(vec![with_id("b", 2), with_id("b", 3), ev(4)])
@@ -788,7 +788,7 @@ async fn dedup_ids_are_remembered_within_the_window_and_across_restarts() {
 async fn ids_of_a_recreated_namespace_are_unknown() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
-    let id = log.append(vec![ev(0)]).await.unwrap().remove(0).id;
+    let id = log.append(vec![ev(0)]).await.unwrap().remove(0).id();
     assert_eq!(log.lookup_id(&id).await, IdLookup::Found(1));
     assert_eq!(log.lookup_id("user-2-00000000").await, IdLookup::Unknown);
     assert_eq!(log.lookup_id("garbage").await, IdLookup::Unknown);

@@ -32,7 +32,7 @@ async fn contract(storage: Arc<dyn Storage>) {
         .await
         .unwrap();
     assert_eq!(
-        (r[0].sequence, r[0].namespace.as_str(), r[0].duplicate),
+        (r[0].sequence, &*r[0].namespace, r[0].duplicate),
         (1, "user", false)
     );
     let r = log
@@ -147,7 +147,7 @@ async fn the_jetstream_engine_reports_gaps_after_retention() {
         .await
         .unwrap()
         .remove(0)
-        .id;
+        .id();
     for i in 1..5 {
         log.append(vec![NewEvent::new("user.a", format!("{i}"))])
             .await
@@ -191,7 +191,7 @@ async fn the_memory_engine_reports_gaps_after_retention() {
         .await
         .unwrap()
         .remove(0)
-        .id;
+        .id();
     for i in 1..5 {
         log.append(vec![NewEvent::new("user.a", format!("{i}"))])
             .await

@@ -6,6 +6,8 @@
 //! re-created namespace is told apart from a live one). The sequence is written without
 //! leading zeros, so every position has exactly one id.
 
+use crate::json_out::JsonOut;
+
 /// The id of event `sequence` in namespace `namespace` of incarnation `incarnation`.
 pub fn event_id(namespace: &str, sequence: u64, incarnation: u32) -> String {
     let id = EventIdRef {
@@ -38,11 +40,27 @@ impl EventIdRef<'_> {
     /// Appends the id to `out`, as [`Display`](std::fmt::Display) writes it. Written by hand,
     /// not through `fmt`: every append writes it twice (record and receipt), and the
     /// formatting machinery cost more than the rest of the id's work.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.namespace.as_bytes());
+    pub fn write_to(&self, out: &mut impl JsonOut) {
+        out.push_str(self.namespace);
+        self.write_tail_to(out);
+    }
+
+    /// Appends the id as a JSON string: the text [`write_to`](Self::write_to) writes, in
+    /// quotes, its namespace escaped as any JSON string is.
+    pub fn write_json(&self, out: &mut impl JsonOut) {
+        out.push_ascii(b'"');
+        crate::event::push_json_escaped(out, self.namespace);
+        self.write_tail_to(out);
+        out.push_ascii(b'"');
+    }
+
+    /// The bytes of its text besides the namespace, at most.
+    pub const TAIL_MAX: usize = ID_TAIL_MAX;
+
+    fn write_tail_to(&self, out: &mut impl JsonOut) {
         let mut tail = [0u8; ID_TAIL_MAX];
         let n = self.write_tail(&mut tail);
-        out.extend_from_slice(&tail[..n]);
+        out.push_ascii_bytes(&tail[..n]);
     }
 
     /// `-<sequence>-<incarnation>`, written into `buf`.
@@ -67,6 +85,13 @@ impl EventIdRef<'_> {
             n += 1;
         }
         n
+    }
+}
+
+/// Serialised as its text, a string.
+impl serde::Serialize for EventIdRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -115,6 +140,10 @@ mod tests {
             let mut bytes = b"x".to_vec();
             id.write_to(&mut bytes);
             assert_eq!(bytes, format!("x{want}").into_bytes());
+            let mut json = String::new();
+            id.write_json(&mut json);
+            assert_eq!(json, serde_json::to_string(&want).unwrap());
+            assert_eq!(serde_json::to_string(&id).unwrap(), json);
             assert_eq!(id.to_string(), want);
             assert_eq!(event_id(ns, seq, inc), want);
             assert_eq!(parse_event_id(&want), Some((ns, seq, inc)));

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::push_json_str;
+use crate::event_id::EventIdRef;
+use crate::json_out::JsonOut;
 
 /// Where a published event was stored.
 ///
@@ -53,24 +55,19 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// A [`Receipt`] without confirmation figures that borrows its strings and keeps its time as
-/// nanoseconds, for the broker to write many at once (a batch's answer) without copying
-/// them. It serialises exactly as the [`Receipt`] with the same values.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// A [`Receipt`] without confirmation figures that borrows its strings, keeps its id
+/// unwritten and its time as nanoseconds, for the broker to write many at once (a batch's
+/// answer) without copying them. It serialises exactly as the [`Receipt`] with the same
+/// values.
+#[derive(Debug, Clone, Copy)]
 pub struct ReceiptRef<'a> {
-    /// The event id.
-    pub id: &'a str,
-    /// The namespace it went to.
-    pub namespace: &'a str,
-    /// Its sequence in the namespace.
-    pub sequence: u64,
+    /// The event id, which also names the namespace and the sequence.
+    pub id: EventIdRef<'a>,
     /// The subject.
     pub subject: &'a str,
     /// Its creation time in nanoseconds since the Unix epoch, written as RFC 3339.
-    #[serde(rename = "time", serialize_with = "rfc3339")]
     pub time_ns: u64,
     /// As [`Receipt::duplicate`].
-    #[serde(skip_serializing_if = "is_false")]
     pub duplicate: bool,
 }
 
@@ -78,22 +75,22 @@ impl ReceiptRef<'_> {
     /// Appends the receipt's JSON to `out`: the same members in the same order as its
     /// `Serialize`, written directly (a batch answer writes thousands; through serde, every
     /// key went through the string escaper and every time through a temporary string).
-    pub fn write_json(&self, out: &mut String) {
+    pub fn write_json(&self, out: &mut impl JsonOut) {
         out.push_str("{\"id\":");
-        push_json_str(out, self.id);
+        self.id.write_json(out);
         out.push_str(",\"namespace\":");
-        push_json_str(out, self.namespace);
+        push_json_str(out, self.id.namespace);
         out.push_str(",\"sequence\":");
-        crate::units::push_decimal(out, self.sequence);
+        crate::units::push_decimal(out, self.id.sequence);
         out.push_str(",\"subject\":");
         push_json_str(out, self.subject);
         out.push_str(",\"time\":\"");
         crate::units::write_rfc3339(out, self.time_ns);
-        out.push('"');
+        out.push_ascii(b'"');
         if self.duplicate {
             out.push_str(",\"duplicate\":true");
         }
-        out.push('}');
+        out.push_ascii(b'}');
     }
 
     /// The receipt's JSON ([`ReceiptRef::write_json`]).
@@ -103,21 +100,34 @@ impl ReceiptRef<'_> {
         out
     }
 
-    /// The bytes of its strings, for sizing an answer before writing it.
+    /// The bytes of its strings (the namespace twice, in the id and on its own), for sizing
+    /// an answer before writing it.
     pub fn text_len(&self) -> usize {
-        self.id.len() + self.namespace.len() + self.subject.len()
+        2 * self.id.namespace.len() + EventIdRef::TAIL_MAX + self.subject.len()
+    }
+}
+
+impl Serialize for ReceiptRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut time = String::with_capacity(30);
+        crate::units::write_rfc3339(&mut time, self.time_ns);
+        let mut r = s.serialize_struct("Receipt", 5 + usize::from(self.duplicate))?;
+        r.serialize_field("id", &self.id)?;
+        r.serialize_field("namespace", self.id.namespace)?;
+        r.serialize_field("sequence", &self.id.sequence)?;
+        r.serialize_field("subject", self.subject)?;
+        r.serialize_field("time", &time)?;
+        if self.duplicate {
+            r.serialize_field("duplicate", &true)?;
+        }
+        r.end()
     }
 }
 
 /// The bytes a receipt's JSON has besides its three strings: keys, punctuation, a 20-digit
 /// sequence, the time and `duplicate`.
 pub const RECEIPT_FIXED_BYTES: usize = 128;
-
-fn rfc3339<S: serde::Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
-    let mut text = String::with_capacity(30);
-    crate::units::write_rfc3339(&mut text, *ns);
-    s.serialize_str(&text)
-}
 
 impl Receipt {
     /// A receipt of a stored event, without the optional parts.
@@ -187,7 +197,7 @@ mod tests {
             let owned = Receipt {
                 duplicate,
                 ..Receipt::new(
-                    "user-7-00ab".into(),
+                    "user-7-000000ab".into(),
                     "user".into(),
                     7,
                     "user.\"odd\"".into(),
@@ -195,9 +205,11 @@ mod tests {
                 )
             };
             let borrowed = ReceiptRef {
-                id: "user-7-00ab",
-                namespace: "user",
-                sequence: 7,
+                id: EventIdRef {
+                    namespace: "user",
+                    sequence: 7,
+                    incarnation: 0xab,
+                },
                 subject: "user.\"odd\"",
                 time_ns: ns,
                 duplicate,
@@ -221,14 +233,19 @@ mod tests {
         for (i, subject) in subjects.into_iter().enumerate() {
             for duplicate in [false, true] {
                 let r = ReceiptRef {
-                    id: "user-18446744073709551615-ffffffff",
-                    namespace: "user",
-                    sequence: u64::MAX - i as u64,
+                    id: EventIdRef {
+                        namespace: "user",
+                        sequence: u64::MAX - i as u64,
+                        incarnation: u32::MAX,
+                    },
                     subject,
                     time_ns: 1_795_000_000_123_456_789 + i as u64,
                     duplicate,
                 };
                 let json = r.to_json();
+                let mut bytes = Vec::new();
+                r.write_json(&mut bytes);
+                assert_eq!(bytes, json.as_bytes(), "a body is written as the text is");
                 assert!(
                     json.len() <= RECEIPT_FIXED_BYTES + r.text_len() + 8,
                     "{json}"
@@ -240,9 +257,9 @@ mod tests {
                         back.namespace.as_str(),
                         back.subject.as_str()
                     ),
-                    (r.id, r.namespace, r.subject)
+                    (r.id.to_string().as_str(), r.id.namespace, r.subject)
                 );
-                assert_eq!((back.sequence, back.duplicate), (r.sequence, duplicate));
+                assert_eq!((back.sequence, back.duplicate), (r.id.sequence, duplicate));
                 assert_eq!(
                     crate::units::parse_rfc3339(&back.time),
                     Some(r.time_ns),

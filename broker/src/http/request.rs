@@ -84,7 +84,7 @@ pub async fn request(
     caller.check_publish(&checked, "send a request to")?;
     let p = read_publish(&broker, subject, &headers, body).await?;
     let (receipt, reply) = broker.request_as(p, timeout, &caller).await?;
-    let mut out = reply_headers(&reply, &receipt.id);
+    let mut out = reply_headers(&reply, &receipt.id());
     if let Some(message) = reply.error() {
         let mut response = Error::new(ErrorCode::ReplyError, message).into_response();
         response.headers_mut().extend(out);

@@ -1,7 +1,11 @@
 //! The event as the log stores it: [`NewEvent`] goes in, [`Event`] comes out, and an append
 //! answers with a [`Receipt`] per event.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+use super::{EventIdRef, event_id};
 
 /// An event to append. The log assigns its sequence number, id and time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,15 +61,31 @@ pub struct Event {
 /// The answer to one appended event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The event id.
-    pub id: String,
-    /// The namespace.
-    pub namespace: String,
+    /// The namespace, shared with its log (a receipt is made per event appended).
+    pub namespace: Arc<str>,
     /// The sequence number.
     pub sequence: u64,
+    /// The namespace's incarnation, which the event id carries.
+    pub incarnation: u32,
     /// Creation time in nanoseconds since the Unix epoch.
     pub time_ns: u64,
     /// True when the dedup id was seen within the window: nothing was stored and this is the
     /// original event's receipt.
     pub duplicate: bool,
+}
+
+impl Receipt {
+    /// The event id, not yet written.
+    pub fn id_ref(&self) -> EventIdRef<'_> {
+        EventIdRef {
+            namespace: &self.namespace,
+            sequence: self.sequence,
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// The event id.
+    pub fn id(&self) -> String {
+        event_id(&self.namespace, self.sequence, self.incarnation)
+    }
 }

@@ -195,8 +195,8 @@ impl EventLog for Log {
             Ok(stamps
                 .into_iter()
                 .map(|s| Receipt {
-                    id: event_id(shared.name(), s.sequence, shared.incarnation()),
-                    namespace: shared.name().to_owned(),
+                    namespace: shared.name_shared().clone(),
+                    incarnation: shared.incarnation(),
                     sequence: s.sequence,
                     time_ns: s.time_ns,
                     duplicate: s.duplicate,
@@ -224,12 +224,8 @@ impl EventLog for Log {
     fn lookup_msg_id<'a>(&'a self, msg_id: &'a str) -> BoxFuture<'a, Option<Receipt>> {
         let entry = self.shared.dedup().get(msg_id, now_ns());
         let receipt = entry.map(|entry| Receipt {
-            id: event_id(
-                self.shared.name(),
-                entry.sequence,
-                self.shared.incarnation(),
-            ),
-            namespace: self.shared.name().to_owned(),
+            namespace: self.shared.name_shared().clone(),
+            incarnation: self.shared.incarnation(),
             sequence: entry.sequence,
             time_ns: entry.time_ns,
             duplicate: true,

@@ -46,7 +46,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct MemoryLog {
     /// The namespace.
-    name: String,
+    name: Arc<str>,
     /// Its settings (payload limit, retention, dedup window).
     config: LogConfig,
     /// Random, fixed at creation: ids of a re-created namespace differ.
@@ -61,7 +61,7 @@ impl MemoryLog {
     /// An empty log.
     pub fn new(name: &str, config: LogConfig) -> Self {
         MemoryLog {
-            name: name.to_owned(),
+            name: Arc::from(name),
             incarnation: (uuid::Uuid::new_v4().as_u128() >> 96) as u32,
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
@@ -79,8 +79,8 @@ impl MemoryLog {
 
     fn receipt(&self, sequence: u64, time_ns: u64, duplicate: bool) -> Receipt {
         Receipt {
-            id: event_id(&self.name, sequence, self.incarnation),
             namespace: self.name.clone(),
+            incarnation: self.incarnation,
             sequence,
             time_ns,
             duplicate,
@@ -276,7 +276,7 @@ impl MemoryLog {
             return IdLookup::Unknown;
         };
         let g = lock(&self.inner);
-        if ns != self.name || inc != self.incarnation || sequence == 0 || sequence >= g.next_seq {
+        if ns != &*self.name || inc != self.incarnation || sequence == 0 || sequence >= g.next_seq {
             IdLookup::Unknown
         } else if sequence < g.first_seq {
             IdLookup::Deleted {

@@ -233,7 +233,7 @@ pub(crate) enum Removal {
 /// State shared by the log handle, its writer and its readers.
 pub(crate) struct Shared {
     /// The namespace.
-    name: String,
+    name: Arc<str>,
     /// The namespace's directory.
     dir: PathBuf,
     /// Its settings.
@@ -284,7 +284,7 @@ impl Shared {
         let permit_cap = config.queue_bytes.min(u32::MAX as usize);
         let tail = watch::Sender::new(view.next_seq - 1);
         Shared {
-            name: name.to_owned(),
+            name: Arc::from(name),
             dir: dir.to_owned(),
             incarnation,
             segment_version,
@@ -306,6 +306,11 @@ impl Shared {
 
     /// The namespace.
     pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's name, to share (each receipt holds it).
+    pub(crate) fn name_shared(&self) -> &Arc<str> {
         &self.name
     }
 
@@ -454,7 +459,7 @@ impl Shared {
         lock(&self.failure)
             .clone()
             .map(|cause| StorageError::ReadOnly {
-                namespace: self.name.clone(),
+                namespace: self.name.to_string(),
                 cause,
             })
     }
@@ -472,7 +477,7 @@ impl Shared {
     /// The error appends get once a reader found damage.
     pub(crate) fn damage_error(&self) -> Option<StorageError> {
         lock(&self.damage).clone().map(|c| StorageError::Damaged {
-            namespace: self.name.clone(),
+            namespace: self.name.to_string(),
             corruption: Box::new(c),
             data_dir: self.dir.parent().unwrap_or(&self.dir).to_owned(),
         })
@@ -587,7 +592,7 @@ impl Shared {
         let Some((ns, sequence, inc)) = parse_event_id(id) else {
             return IdLookup::Unknown;
         };
-        if ns != self.name || inc != self.incarnation || sequence == 0 {
+        if ns != &*self.name || inc != self.incarnation || sequence == 0 {
             return IdLookup::Unknown;
         }
         let v = self.read_view();

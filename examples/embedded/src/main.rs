@@ -32,7 +32,7 @@ async fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let mut live = broker.subscribe("user.*", "newest").await?;
     for name in ["ada", "grace"] {
         let receipt = broker.publish(event("user.created", name)).await?;
-        seen.push(format!("published {} as {}", name, receipt.id));
+        seen.push(format!("published {} as {}", name, receipt.id()));
     }
     for _ in 0..2 {
         if let Some(Delivery::Event { event, .. }) = live.next().await? {

@@ -81,7 +81,7 @@ struct Figures {
 /// One namespace on JetStream.
 pub struct JetStreamLog {
     /// The namespace.
-    name: String,
+    name: Arc<str>,
     /// Its stream (`BUS_<namespace>`).
     stream: String,
     /// Its settings.
@@ -138,7 +138,7 @@ impl JetStreamLog {
     ) -> Arc<Self> {
         let max_message = client.server_info().max_payload;
         Arc::new(JetStreamLog {
-            name: name.to_owned(),
+            name: Arc::from(name),
             stream,
             incarnation,
             max_message,
@@ -302,8 +302,8 @@ impl JetStreamLog {
 
     fn receipt(&self, sequence: u64, time_ns: u64, duplicate: bool) -> Receipt {
         Receipt {
-            id: self.id(sequence),
             namespace: self.name.clone(),
+            incarnation: self.incarnation,
             sequence,
             time_ns,
             duplicate,
@@ -578,7 +578,7 @@ impl JetStreamLog {
         let Some((ns, sequence, inc)) = parse_event_id(id) else {
             return IdLookup::Unknown;
         };
-        if ns != self.name || inc != self.incarnation || sequence == 0 {
+        if ns != &*self.name || inc != self.incarnation || sequence == 0 {
             return IdLookup::Unknown;
         }
         let _ = self.refresh().await;
@@ -654,7 +654,7 @@ impl EventLog for Arc<JetStreamLog> {
             // Within the sequences already known to exist, the id needs no `STREAM.INFO`
             // round trip (an ack paid one each, 0.03 of NATS's own consume+ack rate).
             if let Some((ns, sequence, inc)) = parse_event_id(id)
-                && ns == self.name
+                && ns == &*self.name
                 && inc == self.incarnation
                 && sequence != 0
                 && sequence <= lock(&self.figures).last_seq
