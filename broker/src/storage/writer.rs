@@ -549,6 +549,10 @@ impl Writer {
                 }
             }
             let mut left = writes as u32;
+            // Both are handed on with each group, so they start empty: sized once here
+            // rather than grown record by record.
+            self.offsets.reserve(writes);
+            self.times.reserve(writes);
             let mut dedup = self.shared.dedup();
             for (e, slot) in events.iter().zip(slots.iter_mut()) {
                 let Slot::Write(receipt) = slot else { continue };
