@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use axum::Extension;
 use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -238,9 +239,11 @@ pub async fn publish_one(
     Extension(caller): Extension<Caller>,
     subject: Result<Path<String>, PathRejection>,
     Query(q): Query<PublishParams>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Result<Response, Error> {
+    // The request itself, not a `HeaderMap` extractor, which copies every header.
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
     let Path(subject) = subject.map_err(super::error::bad_path)?;
     let confirm = confirm_params(&q)?;
     if let Some(id) = subject.strip_prefix(INBOX_PREFIX) {
@@ -258,14 +261,14 @@ pub async fn publish_one(
                 "a reply cannot wait for confirmations",
             ));
         }
-        let p = read_publish(&broker, subject.clone(), &headers, body).await?;
+        let p = read_publish(&broker, subject.clone(), headers, body).await?;
         broker.reply_as(p, &caller)?;
         let body = serde_json::json!({ "subject": subject, "replied": true });
         return Ok((StatusCode::OK, axum::Json(body)).into_response());
     }
     let checked = Broker::check_subject(&subject)?;
     caller.check_publish(&checked, "publish to")?;
-    let mut p = read_publish(&broker, subject.clone(), &headers, body).await?;
+    let mut p = read_publish(&broker, subject.clone(), headers, body).await?;
     p.dedup_scope = caller.dedup_scope();
     broker.admit_namespace(&checked, &caller).await?;
     let p = CheckedPublish::with_subject(checked, p)?;

@@ -62,6 +62,10 @@ pub fn parse<T: Params>(query: &str) -> Result<T, Error> {
 /// Checks the names and values of `uri`'s query against `T`'s list, then deserialises them.
 fn parse_uri<T: Params>(uri: &Uri) -> Result<T, Error> {
     let mut seen: Vec<(String, String)> = Vec::new();
+    if uri.query().is_none_or(str::is_empty) {
+        // Most requests carry none: nothing to decode or check.
+        return from_pairs(seen);
+    }
     for (name, value) in pairs(uri)? {
         if name == CACHE_BUSTER {
             continue;
@@ -102,6 +106,11 @@ fn parse_uri<T: Params>(uri: &Uri) -> Result<T, Error> {
         }
         seen.push((name, value));
     }
+    from_pairs(seen)
+}
+
+/// `T` from checked (name, value) pairs.
+fn from_pairs<T: Params>(seen: Vec<(String, String)>) -> Result<T, Error> {
     let map: serde_json::Map<String, serde_json::Value> = seen
         .into_iter()
         .map(|(k, v)| (k, serde_json::Value::String(v)))

@@ -9,7 +9,7 @@
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -75,14 +75,14 @@ pub async fn request(
     Extension(caller): Extension<Caller>,
     subject: Result<Path<String>, PathRejection>,
     Query(q): Query<RequestParams>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Result<Response, Error> {
+    let (parts, body) = req.into_parts();
     let Path(subject) = subject.map_err(super::error::bad_path)?;
     let timeout = timeout_param(&q)?;
     let checked = Broker::check_subject(&subject)?;
     caller.check_publish(&checked, "send a request to")?;
-    let p = read_publish(&broker, subject, &headers, body).await?;
+    let p = read_publish(&broker, subject, &parts.headers, body).await?;
     let (receipt, reply) = broker.request_as(p, timeout, &caller).await?;
     let mut out = reply_headers(&reply, &receipt.id());
     if let Some(message) = reply.error() {
