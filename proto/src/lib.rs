@@ -15,7 +15,9 @@
 //! - [`event`]: the event JSON, written from an [`EventView`] of an event's fields (the one
 //!   form an event takes on the wire: SSE `data:`, pull pages, CLI output);
 //!   [`decoded_event`]: [`DecodedEvent`], the same JSON read back.
-//! - [`receipt`]: [`Receipt`], the answer to a publish.
+//! - [`receipt`]: [`Receipt`], the answer to a publish. The hand-written JSON writers of
+//!   events and receipts append to a [`json_out::JsonOut`]: a `String`, or a `Vec<u8>` that
+//!   is an HTTP body as it is.
 //! - [`ack`]: [`AckMode`] (`none` / `manual`) and [`AckStatus`], the answer to an
 //!   acknowledgement.
 //! - [`consumer`]: [`ConsumerInfo`] and [`ConsumerKind`], consumers as the broker lists them;
