@@ -125,8 +125,8 @@ impl Serialize for ReceiptRef<'_> {
     }
 }
 
-/// The bytes a receipt's JSON has besides its three strings: keys, punctuation, a 20-digit
-/// sequence, the time and `duplicate`.
+/// The bytes a receipt's JSON has besides what [`ReceiptRef::text_len`] counts: keys,
+/// punctuation, a 20-digit sequence, the time and `duplicate`.
 pub const RECEIPT_FIXED_BYTES: usize = 128;
 
 impl Receipt {
