@@ -17,8 +17,7 @@ pub fn event_id(namespace: &str, sequence: u64, incarnation: u32) -> String {
     };
     // Sized up front: growing it would cost more on the appender's path than the writing.
     let mut text = String::with_capacity(namespace.len() + ID_TAIL_MAX);
-    text.push_str(namespace);
-    text.push_str(id.tail(&mut [0; ID_TAIL_MAX]));
+    id.write_to(&mut text);
     text
 }
 

@@ -110,8 +110,7 @@ impl ReceiptRef<'_> {
 impl Serialize for ReceiptRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut time = String::with_capacity(30);
-        crate::units::write_rfc3339(&mut time, self.time_ns);
+        let time = crate::units::format_rfc3339(self.time_ns);
         let mut r = s.serialize_struct("Receipt", 5 + usize::from(self.duplicate))?;
         r.serialize_field("id", &self.id)?;
         r.serialize_field("namespace", self.id.namespace)?;
