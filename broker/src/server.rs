@@ -101,7 +101,7 @@ pub async fn run_with_tls(
 /// baseline differs from the broker only in what the handlers do.
 pub async fn serve_app(
     listener: TcpListener,
-    app: axum::Router,
+    app: crate::http::App,
     config: &crate::config::Config,
     tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -8,7 +8,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use hyper::{Request, Response};
 use hyper_util::service::TowerToHyperService;
@@ -16,13 +15,14 @@ use tokio::time::Instant;
 
 use super::ConnInfo;
 use super::activity::Activity;
+use crate::http::App;
 use crate::http::holding_body::HoldingBody;
 
 /// The service of one connection.
 #[derive(Clone)]
 pub struct Counted {
     /// The application.
-    app: TowerToHyperService<Router>,
+    app: TowerToHyperService<App>,
     /// Where requests are counted.
     activity: Arc<Activity>,
     /// Given to every request.
@@ -31,7 +31,7 @@ pub struct Counted {
 
 impl Counted {
     /// `app`, counting in `activity`, telling requests `info`.
-    pub fn new(app: Router, activity: Arc<Activity>, info: ConnInfo) -> Counted {
+    pub fn new(app: App, activity: Arc<Activity>, info: ConnInfo) -> Counted {
         Counted {
             app: TowerToHyperService::new(app),
             activity,

@@ -15,7 +15,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::Watcher;
@@ -24,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::http::App;
 use crate::trusted_proxies::TrustedProxies;
 
 pub mod activity;
@@ -59,7 +59,7 @@ pub struct ConnInfo {
 /// What every connection of one server shares.
 pub struct Shared {
     /// The application.
-    pub app: Router,
+    pub app: App,
     /// The HTTP/1.1 and HTTP/2 settings.
     pub builder: Builder<TokioExecutor>,
     /// TLS, when configured.

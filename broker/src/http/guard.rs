@@ -1,6 +1,6 @@
-//! [`Guards`]: every check that stands in front of every route, run by one middleware
-//! ([`guard`]) in a fixed order, so that a request pays for one layer instead of one per
-//! check. In order:
+//! [`Guards`]: every check that stands in front of every route, run by one service in front
+//! of the router ([`Guarded`]) in a fixed order, so that a request pays for one step instead
+//! of one layer per check. In order:
 //! 1. [`host`](super::host): `421 misdirected_request` for a `Host` this broker does not answer
 //!    (DNS rebinding);
 //! 2. the request head's limits ([`check_head`]): `414 uri_too_long`, `431 headers_too_large`;
@@ -14,13 +14,19 @@
 //! 7. [`authenticate`](super::authenticate): who the caller is (each handler then checks its
 //!    right), and afterwards the count of handlers' `403 forbidden`.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::Router;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use tokio_util::sync::CancellationToken;
+use tower::Service;
 
 use super::forwarded::Forwarded;
 use super::host::HostPolicy;
@@ -46,18 +52,90 @@ pub struct Guards {
     pub shutdown: CancellationToken,
 }
 
-/// The middleware: runs the checks in order, then the route.
-pub async fn guard(State(guards): State<Arc<Guards>>, req: Request, next: Next) -> Response {
-    let (req, permit) = match guards.admit(req) {
-        Ok(admitted) => admitted,
-        Err(Refusal::Check(e)) => return e.into_response(),
-        Err(Refusal::Auth(e)) => return super::authenticate::refusal(&e),
-    };
-    let response = next.run(req).await;
-    if let Some(auth) = &guards.auth {
-        super::authenticate::count_refusal(auth, &response);
+/// The guard: runs the checks in order, then the routes. It is a service in front of the
+/// whole router rather than a layer on each route, which would put a boxed copy of itself
+/// on every route and clone it for every request.
+#[derive(Clone)]
+pub struct Guarded {
+    /// The checks.
+    guards: Arc<Guards>,
+    /// The routes behind them.
+    routes: Router,
+}
+
+impl Guarded {
+    /// `routes` behind `guards`.
+    pub fn new(guards: Arc<Guards>, routes: Router) -> Guarded {
+        Guarded { guards, routes }
     }
-    Forwarded::hold(response, permit)
+}
+
+impl Service<Request> for Guarded {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GuardedFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> GuardedFuture {
+        match self.guards.admit(req) {
+            Ok((req, permit)) => GuardedFuture::Admitted {
+                route: self.routes.call(req),
+                permit,
+                auth: self.guards.auth.clone(),
+            },
+            Err(Refusal::Check(e)) => GuardedFuture::Refused(Some(e.into_response())),
+            Err(Refusal::Auth(e)) => GuardedFuture::Refused(Some(super::authenticate::refusal(&e))),
+        }
+    }
+}
+
+/// A guarded request's answer: the refusal, or the route's response, which then holds the
+/// forwarded client's slot until its body is done (and counts a handler's `403` under
+/// `--auth`).
+// The admitted variant, the large one, is the common one: boxing it would cost every
+// request an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum GuardedFuture {
+    /// Refused by a check (taken when polled).
+    Refused(Option<Response>),
+    /// Admitted: the route's answer to come.
+    Admitted {
+        /// The route.
+        route: RouteFuture<Infallible>,
+        /// The forwarded client's slot, behind a trusted proxy (taken when answered).
+        permit: Option<ClientPermit>,
+        /// Where a handler's `403` is counted, with `--auth`.
+        auth: Option<Arc<Auth>>,
+    },
+}
+
+impl Future for GuardedFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            // Polled again after its answer (which a caller must not do): an empty 200
+            // rather than a panic.
+            GuardedFuture::Refused(refusal) => Poll::Ready(Ok(refusal.take().unwrap_or_default())),
+            GuardedFuture::Admitted {
+                route,
+                permit,
+                auth,
+            } => {
+                let response = match std::task::ready!(Pin::new(route).poll(cx)) {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                if let Some(auth) = auth {
+                    super::authenticate::count_refusal(auth, &response);
+                }
+                Poll::Ready(Ok(Forwarded::hold(response, permit.take())))
+            }
+        }
+    }
 }
 
 /// Why [`Guards::admit`] refused a request.

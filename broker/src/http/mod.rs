@@ -1,6 +1,7 @@
 //! The HTTP API (`proto-docs/http-api.md`): [`router`] maps each path to its handler, one
-//! file per endpoint family; [`error`] holds the one `IntoResponse` for errors. The checks
-//! in front of every route run in one middleware, [`guard`]: [`host`] (DNS rebinding), the
+//! file per endpoint family, and puts them behind the checks and CORS as an [`App`];
+//! [`error`] holds the one `IntoResponse` for errors. The checks in front of every route run
+//! in one service, [`guard`]: [`host`] (DNS rebinding), the
 //! head's limits, [`forwarded`] (per-client limit behind a trusted proxy), shutdown,
 //! [`origin`] (cross-site requests), [`body_deadline`] (the body timeout), [`authenticate`]
 //! (who the caller is; each handler then checks its right).
@@ -8,11 +9,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::broker::Broker;
 
+pub use app::App;
+
+mod app;
 pub mod authenticate;
 pub mod body;
 pub mod body_deadline;
@@ -97,8 +100,9 @@ fn cors(origins: &[String], credentials: bool) -> Option<tower_http::cors::CorsL
 }
 
 /// The application: every route, JSON 404/405, the Host, Origin, per-client and body-time
-/// guards, shutdown refusal, CORS.
-pub fn router(broker: Broker) -> Router {
+/// guards, shutdown refusal, CORS. Bodies are read by each handler with its own limit,
+/// which answers in JSON (no route uses axum's body extractors and their default limit).
+pub fn router(broker: Broker) -> App {
     let config = broker.config();
     // `*` with credentials is refused by `Config::validate`.
     let cors = cors(&config.cors_origins, config.auth.is_some());
@@ -116,7 +120,7 @@ pub fn router(broker: Broker) -> Router {
         auth: config.auth.clone(),
         shutdown: broker.shutdown_token(),
     });
-    let app = Router::new()
+    let routes = Router::new()
         .route("/v1/events/{subject}", post(publish::publish_one))
         .route("/v1/events", post(publish::publish_batch).get(stream::pull))
         .route("/v1/requests/{subject}", post(request::request))
@@ -152,12 +156,6 @@ pub fn router(broker: Broker) -> Router {
         .route("/ui/{file}", get(console::asset))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        // Bodies are read with their own limits, which answer in JSON.
-        .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn_with_state(guards, guard::guard))
         .with_state(broker);
-    match cors {
-        Some(c) => app.layer(c),
-        None => app,
-    }
+    App::guarded(guard::Guarded::new(guards, routes), cors)
 }

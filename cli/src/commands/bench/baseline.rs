@@ -96,7 +96,14 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = Config::default();
-    bus_broker::server::serve_app(listener, router(), &config, None, shutdown).await
+    bus_broker::server::serve_app(
+        listener,
+        bus_broker::http::App::bare(router()),
+        &config,
+        None,
+        shutdown,
+    )
+    .await
 }
 
 /// Starts the baseline on a loopback port, on threads of its own like the embedded broker.
