@@ -230,6 +230,43 @@ async fn cors_allows_a_configured_origin(engine: Engine) {
     st.expect_subscribed().await;
 }
 
+engines!(cors_stands_in_front_of_the_checks);
+async fn cors_stands_in_front_of_the_checks(engine: Engine) {
+    let s = TestServer::start_on(engine, |c| {
+        c.cors_origins = vec!["https://app.example".into()]
+    })
+    .await;
+    // A preflight is answered by CORS itself: no route takes OPTIONS.
+    let r = s
+        .request(
+            Method::OPTIONS,
+            "/v1/events/user.created",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("POST")),
+        "{:?}",
+        r.headers
+    );
+    // A refusal by a check carries the CORS headers, so that the page can read its error.
+    let long = format!("/healthz?x={}", "a".repeat(33 * 1024));
+    let r = s
+        .get_with(&long, &[("origin", "https://app.example")])
+        .await;
+    r.assert_error(StatusCode::URI_TOO_LONG, "uri_too_long");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+}
+
 engines!(no_cors_headers_without_configured_origins);
 async fn no_cors_headers_without_configured_origins(engine: Engine) {
     let s = TestServer::start_default_on(engine).await;
