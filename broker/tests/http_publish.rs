@@ -258,6 +258,27 @@ async fn duplicate_msg_id_within_window_returns_original_receipt(engine: Engine)
     assert_eq!(elsewhere["sequence"], 1);
 }
 
+engines!(a_header_given_twice_counts_by_its_first_value);
+async fn a_header_given_twice_counts_by_its_first_value(engine: Engine) {
+    let s = TestServer::start_default_on(engine).await;
+    s.publish_with(
+        "user.created",
+        &[("bus-msg-id", "first"), ("bus-msg-id", "second")],
+        "one",
+    )
+    .await;
+    let again = s
+        .post("/v1/events/user.created", &[("bus-msg-id", "first")], "two")
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.json()["duplicate"], true);
+    let other = s
+        .publish_with("user.created", &[("bus-msg-id", "second")], "three")
+        .await;
+    assert!(other.get("duplicate").is_none(), "{other}");
+    assert_eq!(texts(&s.pull_all("user.>").await), ["one", "three"]);
+}
+
 // disk only: restarts and checks what survived (the memory engine starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_msg_id_is_still_a_duplicate_after_restart() {

@@ -104,10 +104,9 @@ const BUS_MSG_ID: HeaderName = HeaderName::from_static("bus-msg-id");
 /// `Bus-Reply-To`: a single publish's reply subject.
 const BUS_REPLY_TO: HeaderName = HeaderName::from_static("bus-reply-to");
 
-/// Header `name` as text. Looked up by a [`HeaderName`], which is not parsed again per
-/// request as a `&str` name is.
-fn header_str(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Error> {
-    match headers.get(name) {
+/// Header `name`'s first value, `value`, as text.
+fn header_str(name: &HeaderName, value: Option<&HeaderValue>) -> Result<Option<String>, Error> {
+    match value {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
             Error::new(
@@ -203,9 +202,18 @@ pub(crate) async fn read_publish(
             ),
         ));
     }
+    // One pass over the headers finds the event's own and the first value of each named
+    // one (as `HeaderMap::get` would, which hashes the name for each look-up).
     let mut event_headers = Vec::new();
+    let (mut msg_id, mut reply_to, mut content_type) = (None, None, None);
     for (name, value) in headers {
-        if let Some(n) = name.as_str().strip_prefix(HEADER_PREFIX) {
+        if *name == header::CONTENT_TYPE {
+            content_type.get_or_insert(value);
+        } else if *name == BUS_MSG_ID {
+            msg_id.get_or_insert(value);
+        } else if *name == BUS_REPLY_TO {
+            reply_to.get_or_insert(value);
+        } else if let Some(n) = name.as_str().strip_prefix(HEADER_PREFIX) {
             if n.is_empty() {
                 return Err(Error::new(
                     ErrorCode::InvalidHeader,
@@ -225,9 +233,9 @@ pub(crate) async fn read_publish(
     Ok(Publish {
         subject,
         headers: event_headers,
-        msg_id: header_str(headers, &BUS_MSG_ID)?.filter(|s| !s.is_empty()),
-        reply_to: header_str(headers, &BUS_REPLY_TO)?.filter(|s| !s.is_empty()),
-        content_type: header_str(headers, &header::CONTENT_TYPE)?,
+        msg_id: header_str(&BUS_MSG_ID, msg_id)?.filter(|s| !s.is_empty()),
+        reply_to: header_str(&BUS_REPLY_TO, reply_to)?.filter(|s| !s.is_empty()),
+        content_type: header_str(&header::CONTENT_TYPE, content_type)?,
         payload,
         dedup_scope: None,
     })
