@@ -56,20 +56,23 @@ fn receipt_ref<'a>(r: &'a Receipt, subject: &'a str) -> bus_proto::ReceiptRef<'a
 
 /// A JSON answer already written.
 fn json_answer(status: StatusCode, body: impl Into<Body>) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.into(),
-    )
-        .into_response()
+    // Built directly: a tuple's `IntoResponse` converts each header through `TryInto`,
+    // with an error answer for a header that does not convert.
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// A publish's answer: its receipt, written directly ([`bus_proto::ReceiptRef::write_json`]).
 fn receipt_answer(status: StatusCode, r: &Receipt, subject: &str) -> Response {
-    json_answer(status, receipt_ref(r, subject).to_json())
+    let receipt = receipt_ref(r, subject);
+    let mut out = Vec::with_capacity(bus_proto::receipt::RECEIPT_FIXED_BYTES + receipt.text_len());
+    receipt.write_json(&mut out);
+    json_answer(status, out)
 }
 
 /// A batch's answer: `{"receipts": [...]}`, one receipt per item in order, written into one
