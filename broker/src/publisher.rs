@@ -198,30 +198,37 @@ impl Publisher {
         let Some(first) = items.first() else {
             return Err(Error::new(ErrorCode::InvalidBatch, "empty batch"));
         };
-        let namespace = first.subject.namespace().to_owned();
-        let mut events = Vec::with_capacity(items.len());
-        let mut sizes = Vec::with_capacity(items.len());
-        for (
-            i,
-            CheckedPublish {
-                subject,
-                publish: p,
-            },
-        ) in items.into_iter().enumerate()
+        let namespace = first.subject.namespace();
+        if let Some((i, other)) = items
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.subject.namespace() != namespace)
         {
-            if subject.namespace() != namespace {
-                return Err(Error::new(
-                    ErrorCode::InvalidBatch,
-                    format!(
-                        "item {i}: subject {:?} is not in namespace {namespace:?}: a batch must stay in one namespace",
-                        p.subject
-                    ),
-                ));
+            return Err(Error::new(
+                ErrorCode::InvalidBatch,
+                format!(
+                    "item {i}: subject {:?} is not in namespace {namespace:?}: a batch must stay in one namespace",
+                    other.publish.subject
+                ),
+            ));
+        }
+        // Each payload's size, for the bytes counted (a single publish needs only its own).
+        let mut sizes = Vec::with_capacity(if batch { items.len() } else { 0 });
+        let mut total_bytes = 0;
+        let mut events = Vec::with_capacity(items.len());
+        for (i, CheckedPublish { publish: p, .. }) in items.into_iter().enumerate() {
+            let size = p.payload.len() as u64;
+            total_bytes += size;
+            if batch {
+                sizes.push(size);
             }
-            sizes.push(p.payload.len() as u64);
             events.push(new_event(p).map_err(|e| at_item(e, i))?);
         }
-        let log = self.namespaces.get_or_create(&namespace).await?;
+        // The events keep the checked subjects, so the namespace is read from the first
+        // rather than copied out of the items before they are taken apart.
+        let namespace = crate::subject::first_token(&events[0].subject);
+        let log = self.namespaces.get_or_create(namespace).await?;
+        let c = self.metrics.namespace(namespace);
         let receipts = log.append(events).await.map_err(|e| match Error::from(e) {
             e if !batch && e.code == ErrorCode::InvalidBatch => {
                 Error::new(ErrorCode::InvalidHeader, e.message)
@@ -229,13 +236,18 @@ impl Publisher {
             e => e,
         })?;
         let fresh = receipts.iter().filter(|r| !r.duplicate).count() as u64;
-        let fresh_bytes: u64 = receipts
-            .iter()
-            .zip(&sizes)
-            .filter(|(r, _)| !r.duplicate)
-            .map(|(_, n)| n)
-            .sum();
-        let c = self.metrics.namespace(&namespace);
+        let fresh_bytes: u64 = if batch {
+            receipts
+                .iter()
+                .zip(&sizes)
+                .filter(|(r, _)| !r.duplicate)
+                .map(|(_, n)| n)
+                .sum()
+        } else if fresh == 0 {
+            0
+        } else {
+            total_bytes
+        };
         c.published.fetch_add(fresh, Ordering::Relaxed);
         c.published_bytes.fetch_add(fresh_bytes, Ordering::Relaxed);
         self.metrics.publish_latency.observe(started.elapsed());

@@ -364,7 +364,7 @@ pub fn validate_namespace(namespace: &str) -> Result<(), SubjectError> {
 }
 
 /// The first token of a valid subject or pattern.
-fn first_token(text: &str) -> &str {
+pub(crate) fn first_token(text: &str) -> &str {
     // Every publish asks for its namespace several times. The first token is short: a plain
     // loop over bytes costs less than setting up a `split` or a `memchr` search.
     text.bytes()
