@@ -32,8 +32,11 @@ impl std::error::Error for BodyTimedOut {}
 struct DeadlineBody {
     /// The request's body.
     inner: Body,
-    /// Fires at the deadline.
-    sleep: Pin<Box<Sleep>>,
+    /// The deadline.
+    deadline: Instant,
+    /// Fires at the deadline; made the first time the body is not ready (most bodies
+    /// arrive with their head and never need a timer).
+    sleep: Option<Pin<Box<Sleep>>>,
     /// The timeout, for the error.
     timeout: Duration,
 }
@@ -49,7 +52,11 @@ impl hyper::body::Body for DeadlineBody {
         if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(r.map(|f| f.map_err(Into::into)));
         }
-        match self.sleep.as_mut().poll(cx) {
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.timeout))))),
             Poll::Pending => Poll::Pending,
         }
@@ -72,10 +79,8 @@ pub fn limit_body_time(req: Request, timeout: Duration) -> Request {
         }
         Body::new(DeadlineBody {
             inner,
-            sleep: Box::pin(tokio::time::sleep_until(deadline_after(
-                Instant::now(),
-                timeout,
-            ))),
+            deadline: deadline_after(Instant::now(), timeout),
+            sleep: None,
             timeout,
         })
     })
