@@ -651,9 +651,16 @@ impl Shared {
         v.last_time = last_time;
     }
 
-    /// Tells waiting readers that `newest` is visible.
+    /// Tells waiting readers that `newest` is visible. With no reader the value is stored
+    /// and nobody is woken (a wake costs a lock per shard of the channel's waiters): a reader
+    /// subscribes before it first looks at the view, and the view shows `newest` before
+    /// this is called, so a reader counted after this check finds `newest` in the view.
     pub(crate) fn notify_tail(&self, newest: u64) {
-        self.tail.send_replace(newest);
+        let readers = self.tail.receiver_count();
+        self.tail.send_if_modified(|tail| {
+            *tail = newest;
+            readers > 0
+        });
     }
 
     /// Marks the log closed and wakes every waiting reader.
