@@ -78,10 +78,12 @@ const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
 /// What one connection is doing. Every method takes the lock for a few assignments only.
 ///
-/// The watchdog is woken only when a change brings the closing deadline earlier than the one
-/// it sleeps until (or gives one to a watchdog that has none). A later deadline waits for
-/// the watchdog's own wake-up, which looks again: so a busy keep-alive connection, whose
-/// deadlines only move later, does not wake it (nor re-arm its timer) for every request.
+/// The watchdog is woken only when a change brings the closing deadline earlier than the
+/// instant it sleeps until. A later deadline waits for the watchdog's own wake-up, which
+/// looks again: so a busy keep-alive connection, whose deadlines only move later, does not
+/// wake it (nor re-arm its timer) for every request. A look that finds no deadline (a
+/// request open) still sleeps until a next look, the shortest timeout away, so that the
+/// end of that request, which gives the connection its idle deadline, need not wake it.
 #[derive(Debug)]
 pub struct Activity {
     /// The state the rule reads.
@@ -111,8 +113,8 @@ struct State {
     read_any: bool,
     /// HTTP/2: frames between requests (pings, settings) are not a request head.
     h2: bool,
-    /// The deadline the watchdog sleeps until, from its last look; `None` while it waits
-    /// for a change without one (or has not looked yet).
+    /// The instant the watchdog sleeps until, from its last look (the deadline, or with
+    /// none its next look, [`Activity::look_again`]); `None` before its first look.
     armed: Option<Instant>,
 }
 
@@ -244,17 +246,27 @@ impl Activity {
     }
 
     /// The watchdog's look at `now`: `Err` with the reason when the connection must close,
-    /// otherwise the next instant at which it might (`None`: not before something changes),
-    /// which is recorded as the deadline the watchdog now sleeps until.
+    /// otherwise the next instant at which it might (`None`: not before something changes).
+    /// The watchdog sleeps until that instant, or with none until [`Activity::look_again`],
+    /// and that is recorded as the instant it is armed for.
     pub fn check(&self, now: Instant) -> Result<Option<Instant>, Reason> {
         self.with(|s| {
             let deadlines = s.deadlines(&self.timeouts);
             if let Some((_, reason)) = deadlines.iter().flatten().find(|(at, _)| now >= *at) {
                 return Err(*reason);
             }
-            s.armed = s.next_deadline(&self.timeouts);
-            Ok(s.armed)
+            let next = s.next_deadline(&self.timeouts);
+            s.armed = Some(next.unwrap_or_else(|| self.look_again(now)));
+            Ok(next)
         })
+    }
+
+    /// When a watchdog whose look at `now` found no deadline looks again: the shortest
+    /// timeout away, so that no deadline a later change sets can come before it unseen
+    /// (each is at least that far from the change).
+    pub fn look_again(&self, now: Instant) -> Instant {
+        let t = &self.timeouts;
+        deadline_after(now, t.header.min(t.idle).min(t.stalled))
     }
 }
 
@@ -265,15 +277,14 @@ pub async fn watch(activity: &Activity) -> Reason {
         tokio::pin!(changed);
         // Enabled before the look: a change made after it still wakes this wait.
         changed.as_mut().enable();
-        match activity.check(Instant::now()) {
+        let now = Instant::now();
+        let at = match activity.check(now) {
             Err(reason) => return reason,
-            Ok(Some(at)) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = &mut changed => {}
-                }
-            }
-            Ok(None) => changed.await,
+            Ok(at) => at.unwrap_or_else(|| activity.look_again(now)),
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = &mut changed => {}
         }
     }
 }
@@ -406,6 +417,45 @@ mod tests {
             a.check(t0 + Duration::from_millis(5) + secs(10)),
             Err(Reason::SlowHeader)
         );
+    }
+
+    #[test]
+    fn the_end_of_a_request_open_at_the_last_look_does_not_wake_the_watchdog() {
+        let t0 = Instant::now();
+        let a = Activity::new(t0, T);
+        a.request_started();
+        // No deadline while the request is open: the next look is a header timeout away.
+        assert_eq!(a.check(t0), Ok(None));
+        assert_eq!(a.look_again(t0), t0 + secs(10));
+        let wait = std::pin::pin!(a.changed.notified());
+        let mut wait = wait;
+        wait.as_mut().enable();
+        // Its end sets the idle deadline, later than that look.
+        a.request_ended(t0 + secs(1));
+        assert!(
+            !woken(wait.as_mut()),
+            "the idle deadline is after the next look"
+        );
+        assert_eq!(a.check(t0 + secs(10)), Ok(Some(t0 + secs(61))));
+        assert_eq!(a.check(t0 + secs(61)), Err(Reason::Idle));
+    }
+
+    #[test]
+    fn a_slow_head_after_a_request_open_at_the_last_look_closes_on_time() {
+        let t0 = Instant::now();
+        let a = Activity::new(t0, T);
+        a.request_started();
+        assert_eq!(a.check(t0), Ok(None));
+        let wait = std::pin::pin!(a.changed.notified());
+        let mut wait = wait;
+        wait.as_mut().enable();
+        // The request ends and half of the next head arrives: its deadline (t0 + 11 s)
+        // comes after the next look (t0 + 10 s), which finds it.
+        a.request_ended(t0 + secs(1));
+        a.on_read(t0 + secs(1), b"GET /");
+        assert!(!woken(wait.as_mut()));
+        assert_eq!(a.check(t0 + secs(10)), Ok(Some(t0 + secs(11))));
+        assert_eq!(a.check(t0 + secs(11)), Err(Reason::SlowHeader));
     }
 
     #[test]
