@@ -287,8 +287,8 @@ impl Broker {
         caller: &crate::auth::Caller,
     ) -> Result<(), Error> {
         let ns = subject.namespace();
-        self.inner.namespaces.check_damaged(ns)?;
-        if subject.is_reserved() || self.inner.namespaces.get(ns).is_some() {
+        let exists = self.inner.namespaces.check_damaged_exists(ns)?;
+        if exists || subject.is_reserved() {
             return Ok(());
         }
         match caller.create_quota(ns)? {

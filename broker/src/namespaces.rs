@@ -127,18 +127,33 @@ impl Namespaces {
     /// sealed segment is checked when first read). The message names file, offset and the
     /// repair command.
     pub fn damage(&self, name: &str) -> Option<String> {
+        self.look(name).err()
+    }
+
+    /// The namespace's log, if it exists, or why it is set aside ([`Namespaces::damage`]).
+    fn look(&self, name: &str) -> Result<Option<Arc<dyn EventLog>>, String> {
         if let Some(d) = self.recovery.damaged.get(name) {
-            return Some(d.message.clone());
+            return Err(d.message.clone());
         }
-        self.get(name)?.damaged()
+        match self.get(name) {
+            Some(log) => match log.damaged() {
+                Some(message) => Err(message),
+                None => Ok(Some(log)),
+            },
+            None => Ok(None),
+        }
     }
 
     /// Refuses a namespace set aside as damaged (`503 namespace_damaged`).
     pub fn check_damaged(&self, name: &str) -> Result<(), Error> {
-        match self.damage(name) {
-            Some(message) => Err(Error::new(ErrorCode::NamespaceDamaged, message)),
-            None => Ok(()),
-        }
+        self.check_damaged_exists(name).map(|_| ())
+    }
+
+    /// [`Namespaces::check_damaged`], then whether the namespace exists, from one look-up.
+    pub fn check_damaged_exists(&self, name: &str) -> Result<bool, Error> {
+        self.look(name)
+            .map(|log| log.is_some())
+            .map_err(|message| Error::new(ErrorCode::NamespaceDamaged, message))
     }
 
     /// Every namespace set aside as damaged, with why, sorted by name.
