@@ -1,5 +1,5 @@
-//! The request body timeout (`--body-timeout`): a middleware that gives every request body a
-//! deadline, counted from the request head. A body still incomplete at the deadline fails
+//! The request body timeout (`--body-timeout`): the guard ([`super::guard`]) gives every
+//! request body a deadline, counted from the request head. A body still incomplete at the deadline fails
 //! with [`BodyTimedOut`], which [`super::body::read`] answers `408 request_timeout`; the
 //! connection is then closed (its body was not read to the end), which frees its slot. A
 //! client that sends half a body and stops holds the connection for this long at most.

@@ -1,6 +1,6 @@
 //! The baseline: the broker's own HTTP stack (the same listener, connection handling and
-//! axum router type, through `bus_broker::server::serve_app`) answering a publish with a
-//! receipt-sized JSON body and doing no other work. `bus bench pub --baseline` runs the same
+//! axum router, through `bus_broker::server::serve_app`, without the broker's guard)
+//! answering a publish with a receipt-sized JSON body and doing no other work. `bus bench pub --baseline` runs the same
 //! load against it in the same run, so that the broker's figures can be read as a ratio of
 //! what its HTTP stack alone allows on this machine.
 //!
