@@ -212,14 +212,15 @@ impl Publisher {
                 ),
             ));
         }
-        // Each payload's size, for the bytes counted (a single publish needs only its own).
-        let mut sizes = Vec::with_capacity(if batch { items.len() } else { 0 });
+        // Each payload's size, for the bytes counted (a single event needs only its own).
+        let many = items.len() > 1;
+        let mut sizes = Vec::with_capacity(if many { items.len() } else { 0 });
         let mut total_bytes = 0;
         let mut events = Vec::with_capacity(items.len());
         for (i, CheckedPublish { publish: p, .. }) in items.into_iter().enumerate() {
             let size = p.payload.len() as u64;
             total_bytes += size;
-            if batch {
+            if many {
                 sizes.push(size);
             }
             events.push(new_event(p).map_err(|e| at_item(e, i))?);
@@ -236,7 +237,7 @@ impl Publisher {
             e => e,
         })?;
         let fresh = receipts.iter().filter(|r| !r.duplicate).count() as u64;
-        let fresh_bytes: u64 = if batch {
+        let fresh_bytes: u64 = if many {
             receipts
                 .iter()
                 .zip(&sizes)

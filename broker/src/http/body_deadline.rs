@@ -1,8 +1,9 @@
 //! The request body timeout (`--body-timeout`): the guard ([`super::guard`]) gives every
-//! request body a deadline, counted from the request head. A body still incomplete at the deadline fails
-//! with [`BodyTimedOut`], which [`super::body::read`] answers `408 request_timeout`; the
-//! connection is then closed (its body was not read to the end), which frees its slot. A
-//! client that sends half a body and stops holds the connection for this long at most.
+//! request body a deadline, counted from the request head. A body still incomplete at the
+//! deadline fails with [`BodyTimedOut`], which [`super::body::read`] answers
+//! `408 request_timeout`; the connection is then closed (its body was not read to the end),
+//! which frees its slot. A client that sends half a body and stops holds the connection for
+//! this long at most.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -1,8 +1,8 @@
 //! The baseline: the broker's own HTTP stack (the same listener, connection handling and
 //! axum router, through `bus_broker::server::serve_app`, without the broker's guard)
-//! answering a publish with a receipt-sized JSON body and doing no other work. `bus bench pub --baseline` runs the same
-//! load against it in the same run, so that the broker's figures can be read as a ratio of
-//! what its HTTP stack alone allows on this machine.
+//! answering a publish with a receipt-sized JSON body and doing no other work. `bus bench
+//! pub --baseline` runs the same load against it in the same run, so that the broker's
+//! figures can be read as a ratio of what its HTTP stack alone allows on this machine.
 //!
 //! Routes: `POST /v1/events/{subject}` reads the body and answers `201` with a fixed
 //! receipt; `POST /v1/events` (a batch) reads the body and answers one fixed receipt per
