@@ -95,9 +95,22 @@ impl ReceiptRef<'_> {
 
     /// The receipt's JSON ([`ReceiptRef::write_json`]).
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(RECEIPT_FIXED_BYTES + self.text_len());
+        let mut out = String::with_capacity(self.json_capacity());
         self.write_json(&mut out);
         out
+    }
+
+    /// [`ReceiptRef::to_json`] as bytes, ready to be an HTTP body (written without the
+    /// UTF-8 checks a `String` makes of its digits).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json_capacity());
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Room for the whole JSON: the fixed part and the strings.
+    fn json_capacity(&self) -> usize {
+        RECEIPT_FIXED_BYTES + self.text_len()
     }
 
     /// The bytes of its strings (the namespace twice, in the id and on its own), for sizing
@@ -218,6 +231,10 @@ mod tests {
                 serde_json::to_string(&owned).unwrap()
             );
             assert_eq!(borrowed.to_json(), serde_json::to_string(&owned).unwrap());
+            assert_eq!(
+                borrowed.to_json_bytes(),
+                serde_json::to_vec(&owned).unwrap()
+            );
         }
     }
 

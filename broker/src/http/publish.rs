@@ -69,10 +69,7 @@ fn json_answer(status: StatusCode, body: impl Into<Body>) -> Response {
 
 /// A publish's answer: its receipt, written directly ([`bus_proto::ReceiptRef::write_json`]).
 fn receipt_answer(status: StatusCode, r: &Receipt, subject: &str) -> Response {
-    let receipt = receipt_ref(r, subject);
-    let mut out = Vec::with_capacity(bus_proto::receipt::RECEIPT_FIXED_BYTES + receipt.text_len());
-    receipt.write_json(&mut out);
-    json_answer(status, out)
+    json_answer(status, receipt_ref(r, subject).to_json_bytes())
 }
 
 /// A batch's answer: `{"receipts": [...]}`, one receipt per item in order, written into one
