@@ -382,6 +382,13 @@ mod tests {
         assert_eq!(start.elapsed(), secs(60));
     }
 
+    /// The watchdog's wait for a change, enabled as `watch` enables it before a look.
+    fn watchdog_wait(a: &Activity) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut wait = Box::pin(a.changed.notified());
+        wait.as_mut().enable();
+        wait
+    }
+
     /// Whether the watchdog's wait has been woken since it was enabled.
     fn woken(wait: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -396,9 +403,7 @@ mod tests {
         a.request_ended(t0);
         a.on_read(t0, b"GET /");
         assert_eq!(a.check(t0), Ok(Some(t0 + secs(10))));
-        let wait = std::pin::pin!(a.changed.notified());
-        let mut wait = wait;
-        wait.as_mut().enable();
+        let mut wait = watchdog_wait(&a);
         // Request after request: every deadline they set is later than the one armed.
         for ms in 1..=5 {
             let t = t0 + Duration::from_millis(ms);
@@ -427,9 +432,7 @@ mod tests {
         // No deadline while the request is open: the next look is a header timeout away.
         assert_eq!(a.check(t0), Ok(None));
         assert_eq!(a.look_again(t0), t0 + secs(10));
-        let wait = std::pin::pin!(a.changed.notified());
-        let mut wait = wait;
-        wait.as_mut().enable();
+        let mut wait = watchdog_wait(&a);
         // Its end sets the idle deadline, later than that look.
         a.request_ended(t0 + secs(1));
         assert!(
@@ -446,9 +449,7 @@ mod tests {
         let a = Activity::new(t0, T);
         a.request_started();
         assert_eq!(a.check(t0), Ok(None));
-        let wait = std::pin::pin!(a.changed.notified());
-        let mut wait = wait;
-        wait.as_mut().enable();
+        let mut wait = watchdog_wait(&a);
         // The request ends and half of the next head arrives: its deadline (t0 + 11 s)
         // comes after the next look (t0 + 10 s), which finds it.
         a.request_ended(t0 + secs(1));
@@ -482,9 +483,7 @@ mod tests {
         a.request_ended(t0);
         // Armed for the idle timeout; the next head's own timeout is sooner.
         assert_eq!(a.check(t0), Ok(Some(t0 + secs(60))));
-        let wait = std::pin::pin!(a.changed.notified());
-        let mut wait = wait;
-        wait.as_mut().enable();
+        let mut wait = watchdog_wait(&a);
         a.on_read(t0 + secs(1), b"GET /");
         assert!(woken(wait.as_mut()));
         assert_eq!(a.check(t0 + secs(1)), Ok(Some(t0 + secs(11))));
