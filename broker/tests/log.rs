@@ -1102,3 +1102,77 @@ async fn several_namespaces_sync_at_once_on_the_shared_pool() {
         log.close().await;
     }
 }
+
+/// Under `never` (and `interval`), appends ready at once on one thread are written together:
+/// the first leads the group and lets the others run before it hands it to the writer, so one
+/// `pwrite` covers them all.
+#[tokio::test(flavor = "current_thread")]
+async fn appends_ready_together_are_written_in_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_fs(dir.path(), never(), Arc::new(fs.clone())).unwrap();
+    let log = Arc::new(log);
+    let appends: Vec<_> = (1..=8).map(|i| spawn_append(&log, i)).collect();
+    for (a, seq) in appends.into_iter().zip(1..) {
+        assert_eq!(a.await.unwrap().unwrap(), [seq]);
+    }
+    assert_eq!(log.stats().groups, 1, "one group for all eight");
+    assert_eq!(
+        seqs(&read_all(&log, Start::Oldest)),
+        (1..=8).collect::<Vec<_>>()
+    );
+}
+
+/// An append that comes alone is written at once, without waiting for company, once a group
+/// was led alone: its first poll has its answer. So are the next ones, up to 32 of them; the
+/// one after leads a group again.
+#[tokio::test(flavor = "current_thread")]
+async fn appends_that_come_alone_do_not_wait_for_company() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open_fs(dir.path(), never(), Arc::new(SimFs::new())).unwrap();
+    // The first leads a group that nobody joins (its first poll lets other tasks run).
+    let mut first = log.append(vec![ev(1)]);
+    assert!(futures::poll!(&mut first).is_pending());
+    assert_eq!(first.await.unwrap()[0].sequence, 1);
+    for seq in 2..=33 {
+        let mut next = log.append(vec![ev(seq)]);
+        let std::task::Poll::Ready(r) = futures::poll!(&mut next) else {
+            panic!("append {seq} waited")
+        };
+        assert_eq!(r.unwrap()[0].sequence, seq);
+    }
+    let mut again = log.append(vec![ev(34)]);
+    assert!(futures::poll!(&mut again).is_pending(), "leads again");
+    assert_eq!(again.await.unwrap()[0].sequence, 34);
+}
+
+/// An append dropped while it leads its group (its caller went away) still has the group
+/// written: those who joined it are answered, and the dropped one is stored as a cancelled
+/// append always was once queued.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_whose_leader_is_dropped_is_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SimFs::new();
+    let (log, _) = open_fs(dir.path(), never(), Arc::new(fs.clone())).unwrap();
+    let log = Arc::new(log);
+    let mut lead = log.append(vec![ev(1)]);
+    // Polled once, it queues its event, leads the group and lets other tasks run.
+    assert!(futures::poll!(&mut lead).is_pending());
+    let joined = spawn_append(&log, 2);
+    tokio::task::yield_now().await;
+    assert!(
+        !joined.is_finished(),
+        "answered before its group was written"
+    );
+    drop(lead);
+    assert_eq!(joined.await.unwrap().unwrap(), [2]);
+    assert_eq!(log.stats().groups, 1, "the follower joined the group");
+    assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2]);
+}
+
+fn never() -> LogConfig {
+    LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..LogConfig::default()
+    }
+}

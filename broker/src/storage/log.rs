@@ -25,7 +25,7 @@ use super::open::{self, OpenReport, Opened};
 use super::reader::Reader;
 use super::record;
 use super::retention;
-use super::shared::{Request, Shared, Stop};
+use super::shared::{Queued, Request, Shared, Stop};
 use super::stats::LogStats;
 use super::writer::WriterJob;
 use super::{
@@ -65,6 +65,27 @@ pub(crate) fn check_batch(
         )));
     }
     Ok(bytes)
+}
+
+/// The group an append leads (see [`Shared::enqueue`]), ended when the append goes on or,
+/// if it is dropped before, when it is dropped: what joined the group is never left unwritten.
+struct Lead<'a>(Option<&'a Shared>);
+
+impl Lead<'_> {
+    /// Ends the group, writing it on this thread if the writer agrees.
+    fn end(mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.end_lead(true);
+        }
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.end_lead(false);
+        }
+    }
 }
 
 /// One namespace's log. Dropping it without [`Log::close`] stops the writer as a crash
@@ -183,13 +204,20 @@ impl EventLog for Log {
             }
             let permit = shared.acquire_room(bytes).await?;
             let (tx, rx) = oneshot::channel();
-            shared.enqueue(Request {
+            let queued = shared.enqueue(Request {
                 events,
                 tx,
                 permit,
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 bytes,
             })?;
+            if queued == Queued::Lead {
+                // The tasks ready on this thread run first; those that append queue behind
+                // this one, and the writer takes them all in one step.
+                let lead = Lead(Some(&shared));
+                tokio::task::yield_now().await;
+                lead.end();
+            }
             let stamps = rx.await.map_err(|_| StorageError::Closed)??;
             // Receipts are built here, on the appender's task, not on the writer thread.
             Ok(stamps

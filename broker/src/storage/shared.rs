@@ -7,7 +7,10 @@
 //! [`WRITERS`](super::pool::WRITERS) pool, which runs it if it is not queued or running;
 //! an idle writer whose next step is short runs it on the appender's thread instead
 //! ([`Pool::notify_or_run_here`](super::pool::Pool::notify_or_run_here)), taking
-//! [`Shared::take_short_work`].
+//! [`Shared::take_short_work`]. Under `interval` and `never` the first append queued leads
+//! a group: it lets the tasks ready on its thread run, whose appends join the group without
+//! notifying anyone, and then notifies the writer for all of them ([`Shared::end_lead`]).
+//! After a group led alone, the next appends notify at once for a while (light load).
 //!
 //! **The view.** What readers consult: which segments hold which sequences, and what is
 //! visible. It sits behind a `RwLock` held only for a few instructions by every method here;
@@ -30,7 +33,7 @@ use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::answers::Reply;
-use super::config::LogConfig;
+use super::config::{FsyncPolicy, LogConfig};
 use super::dedup::DedupTable;
 use super::error::Corruption;
 use super::io::DataFile;
@@ -175,6 +178,40 @@ struct Queue {
     stop: Option<Stop>,
     /// Set by [`Shared::request_probe`]: a read-only log probes at once, not at its next tick.
     probe: bool,
+    /// Set while an appender leads the group being queued ([`Shared::enqueue`]): it notifies
+    /// the writer for everything queued by then, so those who queue meanwhile do not.
+    led: bool,
+    /// Appends still to hand to the writer at once, without leading a group: set to
+    /// [`ALONE_SKIP`] when a group was led alone, cleared when the writer takes more than one.
+    alone: u32,
+}
+
+impl Queue {
+    /// Resets the counts as the writer takes the queued appends (right after, `reqs` is
+    /// taken): more than one at a time means appends come together, so they lead again.
+    fn took(&mut self) {
+        if self.reqs.len() > 1 {
+            self.alone = 0;
+        }
+        self.bytes = 0;
+        self.events = 0;
+    }
+}
+
+/// Appends handed to the writer at once after a group was led alone ([`Shared::enqueue`]):
+/// under light load, waiting for company costs a scheduler pass for nothing. The next one
+/// after them leads again, so a burst groups again within this many appends.
+const ALONE_SKIP: u32 = 32;
+
+/// What [`Shared::enqueue`] made of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// It leads its group: its caller must call [`Shared::end_lead`].
+    Lead,
+    /// It joined a group another appender leads.
+    Joined,
+    /// The writer was notified of it (under `always`, and while appends come alone).
+    Notified,
 }
 
 /// Where the next sequence a reader asks for is.
@@ -388,10 +425,19 @@ impl Shared {
             .map_err(|_| StorageError::Closed)
     }
 
-    /// Queues an append for the writer and notifies it; fails with [`StorageError::Closed`]
-    /// once the log is asked to stop.
-    pub(crate) fn enqueue(&self, req: Request) -> Result<(), StorageError> {
-        {
+    /// Queues an append for the writer; fails with [`StorageError::Closed`] once the log is
+    /// asked to stop. Under `interval` and `never`, the first append queued while no group is
+    /// led becomes its leader ([`Queued::Lead`]): the caller lets other ready tasks run (they
+    /// queue behind it) and then calls [`Shared::end_lead`], which notifies the writer once
+    /// for all of them. One `pwrite` then covers what would have been a `pwrite` each, and
+    /// the group is answered as soon as it is written. An append queued while a group is led
+    /// only joins it ([`Queued::Joined`]). A group led alone (nobody joined) makes the next
+    /// [`ALONE_SKIP`] appends notify the writer at once ([`Queued::Notified`]), until the
+    /// writer takes more than one append at a time. Under `always` every append notifies the
+    /// writer at once: groups written while a sync runs are synced together anyway, and a
+    /// write held back could miss the next sync's start.
+    pub(crate) fn enqueue(&self, req: Request) -> Result<Queued, StorageError> {
+        let lead = {
             let mut q = lock(&self.queue);
             if q.stop.is_some() {
                 return Err(StorageError::Closed);
@@ -399,9 +445,45 @@ impl Shared {
             q.bytes += req.bytes;
             q.events += req.events.len() as u64;
             q.reqs.push(req);
+            if self.config.fsync == FsyncPolicy::Always {
+                None
+            } else if q.led {
+                Some(false)
+            } else if q.alone > 0 {
+                q.alone -= 1;
+                None
+            } else {
+                q.led = true;
+                Some(true)
+            }
+        };
+        Ok(match lead {
+            None => {
+                self.wake_writer_here();
+                Queued::Notified
+            }
+            Some(true) => Queued::Lead,
+            Some(false) => Queued::Joined,
+        })
+    }
+
+    /// Ends the group led by the caller of [`Shared::enqueue`] and notifies the writer, which
+    /// runs its step on this thread if it is idle and the step short (see
+    /// [`Shared::take_short_work`]). `here` false leaves the step to the pool (a leader
+    /// dropped before it ended its group: dropping is no place for a write).
+    pub(crate) fn end_lead(&self, here: bool) {
+        {
+            let mut q = lock(&self.queue);
+            q.led = false;
+            if q.reqs.len() == 1 {
+                q.alone = ALONE_SKIP;
+            }
         }
-        self.wake_writer_here();
-        Ok(())
+        if here {
+            self.wake_writer_here();
+        } else {
+            self.wake_writer();
+        }
     }
 
     /// Asks the writer to stop (the first request wins) and refuses further room.
@@ -425,8 +507,7 @@ impl Shared {
     pub(crate) fn take_work(&self) -> Work {
         let mut q = lock(&self.queue);
         let probe = std::mem::take(&mut q.probe);
-        q.bytes = 0;
-        q.events = 0;
+        q.took();
         Work {
             reqs: std::mem::take(&mut q.reqs),
             stop: q.stop,
@@ -443,8 +524,7 @@ impl Shared {
         {
             return None;
         }
-        q.bytes = 0;
-        q.events = 0;
+        q.took();
         Some(Work {
             reqs: std::mem::take(&mut q.reqs),
             stop: None,

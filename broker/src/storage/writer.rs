@@ -2,15 +2,20 @@
 //! [`WRITERS`] pool (one step at a time per namespace, never a thread of its own).
 //!
 //! **Writing.** Appenders put their events in the queue and notify the writer job; a step
-//! takes everything queued at once, encodes it into one buffer and issues one `write`: that is
-//! group commit. Under `interval` and `never` the writer then makes the records visible to
-//! readers and answers every appender of the group itself. Under `always` it hands the
-//! written group to the namespace's [`Syncer`] (whose syncs run on the sync pool) and goes on
-//! with the next group while
-//! the disk syncs: one `fdatasync` covers every group written before it started, and the
-//! syncer answers them once it returns (pipelined group commit). One bound in encoded bytes
-//! ([`LogConfig::queue_bytes`](super::LogConfig::queue_bytes)) covers appends from the moment
-//! they queue until they are answered; past it, appenders wait for room.
+//! takes everything queued at once, encodes it into one buffer and issues one `write`: that
+//! is group commit. Under `interval` and `never`, the first appender of a group yields once
+//! to the other tasks ready on its thread before it notifies the writer, and those that
+//! append meanwhile join its group ([`Shared::enqueue`]): under load, single-event
+//! publishes arrive one per connection, and the group then takes all of them rather than
+//! the one or two a step would find otherwise. (Under `always` the syncs group them.) Under
+//! `interval` and `never` the writer then makes the records visible to readers and answers
+//! every appender of the group itself. Under `always` it hands the written group to the
+//! namespace's [`Syncer`] (whose syncs run on the sync pool) and goes on with the next
+//! group while the disk syncs: one `fdatasync` covers every group written before it
+//! started, and the syncer answers them once it returns (pipelined group commit). One bound
+//! in encoded bytes ([`LogConfig::queue_bytes`](super::LogConfig::queue_bytes)) covers
+//! appends from the moment they queue until they are answered; past it, appenders wait for
+//! room.
 //!
 //! **On the appender's thread.** When an append finds its writer idle, and the step would
 //! only encode and write what is queued (no roll, no sync or retention due, no stop or probe,
