@@ -437,7 +437,7 @@ impl Shared {
     /// writer at once: groups written while a sync runs are synced together anyway, and a
     /// write held back could miss the next sync's start.
     pub(crate) fn enqueue(&self, req: Request) -> Result<Queued, StorageError> {
-        let lead = {
+        let queued = {
             let mut q = lock(&self.queue);
             if q.stop.is_some() {
                 return Err(StorageError::Closed);
@@ -446,25 +446,21 @@ impl Shared {
             q.events += req.events.len() as u64;
             q.reqs.push(req);
             if self.config.fsync == FsyncPolicy::Always {
-                None
+                Queued::Notified
             } else if q.led {
-                Some(false)
+                Queued::Joined
             } else if q.alone > 0 {
                 q.alone -= 1;
-                None
+                Queued::Notified
             } else {
                 q.led = true;
-                Some(true)
+                Queued::Lead
             }
         };
-        Ok(match lead {
-            None => {
-                self.wake_writer_here();
-                Queued::Notified
-            }
-            Some(true) => Queued::Lead,
-            Some(false) => Queued::Joined,
-        })
+        if queued == Queued::Notified {
+            self.wake_writer_here();
+        }
+        Ok(queued)
     }
 
     /// Ends the group led by the caller of [`Shared::enqueue`] and notifies the writer, which
