@@ -1124,8 +1124,8 @@ async fn appends_ready_together_are_written_in_one_group() {
 }
 
 /// An append that comes alone is written at once, without waiting for company, once a group
-/// was led alone: its first poll has its answer. So are the next ones, up to 32 of them; the
-/// one after leads a group again.
+/// was led with fewer than three appends: its first poll has its answer. So are the next
+/// ones, up to 32 of them; the one after leads a group again.
 #[tokio::test(flavor = "current_thread")]
 async fn appends_that_come_alone_do_not_wait_for_company() {
     let dir = tempfile::tempdir().unwrap();

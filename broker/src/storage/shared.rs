@@ -10,7 +10,8 @@
 //! [`Shared::take_short_work`]. Under `interval` and `never` the first append queued leads
 //! a group: it lets the tasks ready on its thread run, whose appends join the group without
 //! notifying anyone, and then notifies the writer for all of them ([`Shared::end_lead`]).
-//! After a group led alone, the next appends notify at once for a while (light load).
+//! After a group led with fewer than three appends, the next appends notify at once for a
+//! while (light load).
 //!
 //! **The view.** What readers consult: which segments hold which sequences, and what is
 //! visible. It sits behind a `RwLock` held only for a few instructions by every method here;
@@ -182,25 +183,18 @@ struct Queue {
     /// the writer for everything queued by then, so those who queue meanwhile do not.
     led: bool,
     /// Appends still to hand to the writer at once, without leading a group: set to
-    /// [`ALONE_SKIP`] when a group was led alone, cleared when the writer takes more than one.
+    /// [`ALONE_SKIP`] when a group was led with fewer than [`MIN_COMPANY`] appends.
     alone: u32,
 }
 
-impl Queue {
-    /// Resets the counts as the writer takes the queued appends (right after, `reqs` is
-    /// taken): more than one at a time means appends come together, so they lead again.
-    fn took(&mut self) {
-        if self.reqs.len() > 1 {
-            self.alone = 0;
-        }
-        self.bytes = 0;
-        self.events = 0;
-    }
-}
+/// A led group of fewer appends than this was not worth its wait ([`Shared::enqueue`]).
+const MIN_COMPANY: usize = 3;
 
-/// Appends handed to the writer at once after a group was led alone ([`Shared::enqueue`]):
-/// under light load, waiting for company costs a scheduler pass for nothing. The next one
-/// after them leads again, so a burst groups again within this many appends.
+/// Appends handed to the writer at once after a group was led with fewer than
+/// [`MIN_COMPANY`] appends ([`Shared::enqueue`]): under light load, waiting for company
+/// costs a scheduler pass for little or nothing, behind whatever else is ready (streams,
+/// deliveries). The next one after them leads again, so a burst groups again within this
+/// many appends.
 const ALONE_SKIP: u32 = 32;
 
 /// What [`Shared::enqueue`] made of an append.
@@ -210,7 +204,7 @@ pub(crate) enum Queued {
     Lead,
     /// It joined a group another appender leads.
     Joined,
-    /// The writer was notified of it (under `always`, and while appends come alone).
+    /// The writer was notified of it (under `always`, and while appends come few at once).
     Notified,
 }
 
@@ -431,11 +425,11 @@ impl Shared {
     /// queue behind it) and then calls [`Shared::end_lead`], which notifies the writer once
     /// for all of them. One `pwrite` then covers what would have been a `pwrite` each, and
     /// the group is answered as soon as it is written. An append queued while a group is led
-    /// only joins it ([`Queued::Joined`]). A group led alone (nobody joined) makes the next
-    /// [`ALONE_SKIP`] appends notify the writer at once ([`Queued::Notified`]), until the
-    /// writer takes more than one append at a time. Under `always` every append notifies the
-    /// writer at once: groups written while a sync runs are synced together anyway, and a
-    /// write held back could miss the next sync's start.
+    /// only joins it ([`Queued::Joined`]). A group led with fewer than [`MIN_COMPANY`]
+    /// appends makes the next [`ALONE_SKIP`] appends notify the writer at once
+    /// ([`Queued::Notified`]). Under `always` every append notifies the writer at once:
+    /// groups written while a sync runs are synced together anyway, and a write held back
+    /// could miss the next sync's start.
     pub(crate) fn enqueue(&self, req: Request) -> Result<Queued, StorageError> {
         let queued = {
             let mut q = lock(&self.queue);
@@ -471,7 +465,7 @@ impl Shared {
         {
             let mut q = lock(&self.queue);
             q.led = false;
-            if q.reqs.len() == 1 {
+            if q.reqs.len() < MIN_COMPANY {
                 q.alone = ALONE_SKIP;
             }
         }
@@ -503,7 +497,8 @@ impl Shared {
     pub(crate) fn take_work(&self) -> Work {
         let mut q = lock(&self.queue);
         let probe = std::mem::take(&mut q.probe);
-        q.took();
+        q.bytes = 0;
+        q.events = 0;
         Work {
             reqs: std::mem::take(&mut q.reqs),
             stop: q.stop,
@@ -520,7 +515,8 @@ impl Shared {
         {
             return None;
         }
-        q.took();
+        q.bytes = 0;
+        q.events = 0;
         Some(Work {
             reqs: std::mem::take(&mut q.reqs),
             stop: None,
