@@ -10,7 +10,7 @@
 //! [`Shared::take_short_work`]. Under `interval` and `never` the first append queued leads
 //! a group: it lets the tasks ready on its thread run, whose appends join the group without
 //! notifying anyone, and then notifies the writer for all of them ([`Shared::end_lead`]).
-//! After a group led with fewer than three appends, the next appends notify at once for a
+//! After a group led with fewer than four appends, the next appends notify at once for a
 //! while (light load).
 //!
 //! **The view.** What readers consult: which segments hold which sequences, and what is
@@ -188,7 +188,7 @@ struct Queue {
 }
 
 /// A led group of fewer appends than this was not worth its wait ([`Shared::enqueue`]).
-const MIN_COMPANY: usize = 3;
+const MIN_COMPANY: usize = 4;
 
 /// Appends handed to the writer at once after a group was led with fewer than
 /// [`MIN_COMPANY`] appends ([`Shared::enqueue`]): under light load, waiting for company
