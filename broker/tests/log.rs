@@ -1123,29 +1123,6 @@ async fn appends_ready_together_are_written_in_one_group() {
     );
 }
 
-/// An append that comes alone is written at once, without waiting for company, once a group
-/// was led with fewer than three appends: its first poll has its answer. So are the next
-/// ones, up to 32 of them; the one after leads a group again.
-#[tokio::test(flavor = "current_thread")]
-async fn appends_that_come_alone_do_not_wait_for_company() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open_fs(dir.path(), never(), Arc::new(SimFs::new())).unwrap();
-    // The first leads a group that nobody joins (its first poll lets other tasks run).
-    let mut first = log.append(vec![ev(1)]);
-    assert!(futures::poll!(&mut first).is_pending());
-    assert_eq!(first.await.unwrap()[0].sequence, 1);
-    for seq in 2..=33 {
-        let mut next = log.append(vec![ev(seq)]);
-        let std::task::Poll::Ready(r) = futures::poll!(&mut next) else {
-            panic!("append {seq} waited")
-        };
-        assert_eq!(r.unwrap()[0].sequence, seq);
-    }
-    let mut again = log.append(vec![ev(34)]);
-    assert!(futures::poll!(&mut again).is_pending(), "leads again");
-    assert_eq!(again.await.unwrap()[0].sequence, 34);
-}
-
 /// An append dropped while it leads its group (its caller went away) still has the group
 /// written: those who joined it are answered, and the dropped one is stored as a cancelled
 /// append always was once queued.

@@ -275,3 +275,63 @@ impl EventLog for Log {
         self.shared.damage_error().map(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::answers::Stamp;
+    use crate::storage::config::FsyncPolicy;
+    use crate::storage::io::SimFs;
+
+    type Answer = oneshot::Receiver<Result<Vec<Stamp>, StorageError>>;
+
+    /// Queues event `i` as [`Log::append`] does, without its waits.
+    async fn queue_one(shared: &Shared, i: u64) -> (Queued, Answer) {
+        let events = vec![NewEvent::new(format!("user.e{i}"), b"x".to_vec())];
+        let bytes = check_batch(&events, shared.name(), shared.config().max_payload_bytes).unwrap();
+        let permit = shared.acquire_room(bytes).await.unwrap();
+        let (tx, rx) = oneshot::channel();
+        let req = Request {
+            events,
+            tx,
+            permit,
+            runtime: None,
+            bytes,
+        };
+        (shared.enqueue(req).unwrap(), rx)
+    }
+
+    async fn sequence(rx: Answer) -> u64 {
+        rx.await.unwrap().unwrap()[0].sequence
+    }
+
+    /// Under `never`, appends that come alone stop leading groups for a while: after a group
+    /// led with fewer than four appends, the next 32 notify the writer at once; the one after
+    /// leads again, and one queued while it leads joins it. Decided by the queue alone,
+    /// whatever the writer is doing meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn appends_that_come_alone_stop_leading_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            fsync: FsyncPolicy::Never,
+            ..LogConfig::default()
+        };
+        let (log, _) = Log::open(dir.path(), "user", config, Arc::new(SimFs::new())).unwrap();
+        let shared = &log.shared;
+        let (first, rx) = queue_one(shared, 1).await;
+        assert_eq!(first, Queued::Lead);
+        shared.end_lead(true);
+        assert_eq!(sequence(rx).await, 1);
+        for i in 2..=33 {
+            let (queued, rx) = queue_one(shared, i).await;
+            assert_eq!(queued, Queued::Notified, "append {i}");
+            assert_eq!(sequence(rx).await, i);
+        }
+        let (again, rx) = queue_one(shared, 34).await;
+        assert_eq!(again, Queued::Lead, "leads again");
+        let (joined, rx2) = queue_one(shared, 35).await;
+        assert_eq!(joined, Queued::Joined);
+        shared.end_lead(true);
+        assert_eq!((sequence(rx).await, sequence(rx2).await), (34, 35));
+    }
+}
