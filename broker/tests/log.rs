@@ -1109,9 +1109,7 @@ async fn several_namespaces_sync_at_once_on_the_shared_pool() {
 #[tokio::test(flavor = "current_thread")]
 async fn appends_ready_together_are_written_in_one_group() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = SimFs::new();
-    let (log, _) = open_fs(dir.path(), never(), Arc::new(fs.clone())).unwrap();
-    let log = Arc::new(log);
+    let log = never_log(dir.path());
     let appends: Vec<_> = (1..=8).map(|i| spawn_append(&log, i)).collect();
     for (a, seq) in appends.into_iter().zip(1..) {
         assert_eq!(a.await.unwrap().unwrap(), [seq]);
@@ -1129,9 +1127,7 @@ async fn appends_ready_together_are_written_in_one_group() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_group_whose_leader_is_dropped_is_still_written() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = SimFs::new();
-    let (log, _) = open_fs(dir.path(), never(), Arc::new(fs.clone())).unwrap();
-    let log = Arc::new(log);
+    let log = never_log(dir.path());
     let mut lead = log.append(vec![ev(1)]);
     // Polled once, it queues its event, leads the group and lets other tasks run.
     assert!(futures::poll!(&mut lead).is_pending());
@@ -1147,9 +1143,11 @@ async fn a_group_whose_leader_is_dropped_is_still_written() {
     assert_eq!(seqs(&read_all(&log, Start::Oldest)), [1, 2]);
 }
 
-fn never() -> LogConfig {
-    LogConfig {
+/// A log in `dir` under `never`, on a simulated file system.
+fn never_log(dir: &std::path::Path) -> Arc<bus_broker::storage::Log> {
+    let config = LogConfig {
         fsync: FsyncPolicy::Never,
         ..LogConfig::default()
-    }
+    };
+    Arc::new(open_fs(dir, config, Arc::new(SimFs::new())).unwrap().0)
 }
