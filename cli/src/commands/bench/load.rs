@@ -5,8 +5,9 @@
 //! claims request numbers 0, 1, 2, ... from one counter and sends them one at a time.
 //! Closed loop: a connection sends its next request once the last is answered, and a
 //! latency runs from sending to the answer. Open loop (`rate`): request `j` is due at
-//! `start + j / rate`; a connection waits until then, and its latency runs from when it was
-//! due, so time spent waiting for a free connection counts (no coordinated omission).
+//! `start + j / rate`; a connection waits until the [`Pacer`] releases it, and its latency
+//! runs from when it was due, so time spent waiting for a free connection counts (no
+//! coordinated omission).
 //!
 //! Invariant: the requests answered are exactly numbers `0..requests` of the outcome (a
 //! number is claimed only when it will be sent), which the subscriber bench relies on to
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 
 use super::connection::{Call, Connection, Endpoint, excerpt};
 use super::histogram::Latency;
+use super::pacer::{Pacer, Schedule};
 use super::progress::Progress;
 use crate::error::CliError;
 
@@ -104,14 +106,26 @@ pub async fn drive(
         Some(d) => (start + d).min(plan.deadline),
         None => plan.deadline,
     };
+    let pacer = match plan.rate {
+        Some(rate) => {
+            let schedule = Schedule {
+                start: start.into_std(),
+                interval: 1.0 / rate,
+                stop: stop.into_std(),
+                requests: plan.requests,
+            };
+            Some(Arc::new(Pacer::start(schedule, plan.connections)?))
+        }
+        None => None,
+    };
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for conn in connections {
         tasks.spawn(one_connection(
             conn,
             plan.clone(),
-            start,
             stop,
+            pacer.clone(),
             next.clone(),
             make.clone(),
             progress.clone(),
@@ -145,8 +159,8 @@ pub async fn drive(
 async fn one_connection(
     mut conn: Connection,
     plan: Plan,
-    start: Instant,
     stop: Instant,
+    pacer: Option<Arc<Pacer>>,
     next: Arc<AtomicU64>,
     make: MakeCall,
     progress: Progress,
@@ -157,25 +171,20 @@ async fn one_connection(
         payload_bytes: 0,
         latency: Latency::new(),
     };
-    let interval = plan.rate.map(|r| 1.0 / r);
     loop {
-        if interval.is_none() && Instant::now() >= stop {
-            break;
+        match &pacer {
+            Some(p) => p.wait().await,
+            None if Instant::now() >= stop => break,
+            None => {}
         }
         let j = next.fetch_add(1, Ordering::Relaxed);
         if j >= plan.requests {
             break;
         }
-        let due = match interval {
-            Some(i) => {
-                let due = start + Duration::from_secs_f64(i * j as f64);
-                if due >= stop {
-                    // Every later number is due later still: none of them is sent either.
-                    break;
-                }
-                tokio::time::sleep_until(due).await;
-                due
-            }
+        let due = match pacer.as_ref().map(|p| p.schedule().due(j)) {
+            Some(Some(due)) => Instant::from_std(due),
+            // Due at `stop` or later: every later number is too, and none of them is sent.
+            Some(None) => break,
             None => Instant::now(),
         };
         let (call, events, bytes) = make(j);

@@ -6,9 +6,9 @@
 //! draining a filled namespace), [`req_bench`] (request/reply). The parts they share:
 //! [`args`] (flags), [`target`] (the broker at `--url`, or `--embedded` in this process on
 //! [`server_thread`]), [`connection`] and [`load`] (the load generator: N HTTP/1.1
-//! connections, closed or open loop), [`histogram`] (latency percentiles), [`scrape`] (the
-//! broker's `/metrics`: version, fsync policy, CPU), [`progress`] (the bar on stderr) and
-//! [`report`] (table, `--json`, `--csv`).
+//! connections, closed or open loop, the open loop timed by [`pacer`]), [`histogram`]
+//! (latency percentiles), [`scrape`] (the broker's `/metrics`: version, fsync policy, CPU),
+//! [`progress`] (the bar on stderr) and [`report`] (table, `--json`, `--csv`).
 //!
 //! Every phase is bounded in count and in time (`--max-time`, and a timeout per request),
 //! so a bench ends even against a broker that stopped answering.
@@ -20,6 +20,7 @@ pub mod connection;
 pub mod histogram;
 pub mod load;
 pub mod log_alone;
+pub mod pacer;
 pub mod progress;
 pub mod pub_bench;
 pub mod report;
