@@ -165,6 +165,26 @@ fn pub_open_loop_sends_at_its_rate() {
 }
 
 #[test]
+fn a_rate_too_small_to_schedule_ends_with_an_error_not_a_panic() {
+    // At 1e-300 events/s the second request is due later than any time there is.
+    let o = run(bus().args([
+        "bench",
+        "pub",
+        "--embedded",
+        "--fsync",
+        "never",
+        "-n",
+        "3",
+        "--rate",
+        "1e-300",
+    ]));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("after 1 of 3 requests"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn csv_is_a_header_and_one_row() {
     let o = ok(run(bus().args([
         "bench",
