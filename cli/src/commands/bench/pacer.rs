@@ -11,9 +11,9 @@
 //! the thread's timer slack, which on Linux it lowers from the default 50 µs to 1 µs, and by
 //! the time it takes to be scheduled) until the next request is due. It then releases every
 //! request due by then as permits of a semaphore that the connections wait on
-//! ([`Pacer::wait`]), which wakes as many of them as were released. Which number a connection sends is still claimed from the
-//! load loop's counter after its permit, so the numbers sent stay `0, 1, 2, ...` in order,
-//! and none goes before it is due.
+//! ([`Pacer::wait`]), which wakes as many of them as were released. Which number a
+//! connection sends is still claimed from the load loop's counter after its permit, so the
+//! numbers sent stay `0, 1, 2, ...` in order, and none goes before it is due.
 //!
 //! End: once the next request would be due at `stop` or later, or all `requests` were
 //! released, the pacer releases one permit more per connection, so that every connection
