@@ -32,6 +32,22 @@ fn ordered(v: &Value) {
     assert!(p("p99_9") <= p("max"), "{v}");
 }
 
+/// Asserts that the send lags `lag` are ordered percentiles, each at most the same percentile
+/// of the latencies `latency`: each request's lag is a part of its latency.
+fn within(lag: &Value, latency: &Value) {
+    let p = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let keys = ["p50", "p90", "p99", "p99_9", "max"];
+    for pair in keys.windows(2) {
+        assert!(p(lag, pair[0]) <= p(lag, pair[1]), "{lag}");
+    }
+    for k in keys {
+        assert!(
+            p(lag, k) <= p(latency, k),
+            "{k}: lag {lag}, latency {latency}"
+        );
+    }
+}
+
 /// Asserts the machine and the versions are reported, with fsync `policy`.
 fn described(r: &Value, mode: &str, policy: &str) {
     assert_eq!(r["mode"], mode, "{r}");
@@ -64,6 +80,8 @@ fn pub_single_counts_every_event_and_reports_the_policy() {
     assert!(res["events_per_s"].as_u64().is_some_and(|n| n > 0), "{r}");
     ordered(&res["latency_us"]);
     assert_eq!(r["params"]["loop"], "closed");
+    // A closed loop sends each request when it is ready: it has no send lag.
+    assert!(res.get("send_lag_us").is_none(), "{r}");
 }
 
 #[test]
@@ -151,17 +169,17 @@ fn pub_open_loop_sends_at_its_rate() {
         "40",
         "--rate",
         "4000",
+        "--baseline",
     ]);
     assert_eq!(r["params"]["loop"], "open");
-    assert_eq!(r["results"]["events"], 40);
+    let res = &r["results"];
+    assert_eq!(res["events"], 40);
     // 40 events due over 10 ms at least.
-    assert!(
-        r["results"]["elapsed_s"]
-            .as_f64()
-            .is_some_and(|s| s >= 0.009),
-        "{r}"
-    );
-    ordered(&r["results"]["latency_us"]);
+    assert!(res["elapsed_s"].as_f64().is_some_and(|s| s >= 0.009), "{r}");
+    ordered(&res["latency_us"]);
+    within(&res["send_lag_us"], &res["latency_us"]);
+    ordered(&res["baseline_latency_us"]);
+    within(&res["baseline_send_lag_us"], &res["baseline_latency_us"]);
 }
 
 #[test]

@@ -90,7 +90,8 @@ pub struct Load {
     pub duration: Option<Duration>,
 
     /// Open loop: send at this many events per second in all, each latency measured from
-    /// the time its request was due (free of coordinated omission). Default: closed loop,
+    /// the time its request was due (free of coordinated omission); `send_lag_us` is the part
+    /// of it before the request was sent. Default: closed loop,
     /// each connection sending its next request once the last is answered.
     #[arg(long, value_name = "EVENTS_PER_S")]
     pub rate: Option<f64>,

@@ -7,7 +7,10 @@
 //! latency runs from sending to the answer. Open loop (`rate`): request `j` is due at
 //! `start + j / rate`; a connection waits until the [`Pacer`] releases it, and its latency
 //! runs from when it was due, so time spent waiting for a free connection counts (no
-//! coordinated omission).
+//! coordinated omission). The part of it before the request was sent, its send lag, is
+//! reported apart: waiting for a free connection, and the bench's own wake (the pacer's
+//! timer, then the connection's task). A send lag close to the latency says the bench (or
+//! too few connections), not the server, set the latency.
 //!
 //! Invariant: the requests answered are exactly numbers `0..requests` of the outcome (a
 //! number is claimed only when it will be sent), which the subscriber bench relies on to
@@ -62,6 +65,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Each request's latency.
     pub latency: Latency,
+    /// Open loop: each request's send lag, from when it was due to when it was sent;
+    /// `None` in a closed loop.
+    pub send_lag: Option<Latency>,
 }
 
 impl Outcome {
@@ -83,6 +89,7 @@ struct Share {
     events: u64,
     payload_bytes: u64,
     latency: Latency,
+    send_lag: Latency,
 }
 
 /// Runs `plan` against `endpoint`, request `j` being `make(j)`.
@@ -137,6 +144,7 @@ pub async fn drive(
         payload_bytes: 0,
         elapsed: Duration::ZERO,
         latency: Latency::new(),
+        send_lag: pacer.as_ref().map(|_| Latency::new()),
     };
     while let Some(share) = tasks.join_next().await {
         // On an error, dropping `tasks` aborts the other connections.
@@ -145,6 +153,9 @@ pub async fn drive(
         outcome.events += share.events;
         outcome.payload_bytes += share.payload_bytes;
         outcome.latency.merge(&share.latency);
+        if let Some(lag) = outcome.send_lag.as_mut() {
+            lag.merge(&share.send_lag);
+        }
     }
     outcome.elapsed = start.elapsed();
     if plan.duration.is_none() && outcome.requests < plan.requests {
@@ -170,6 +181,7 @@ async fn one_connection(
         events: 0,
         payload_bytes: 0,
         latency: Latency::new(),
+        send_lag: Latency::new(),
     };
     loop {
         match &pacer {
@@ -189,6 +201,9 @@ async fn one_connection(
         };
         let (call, events, bytes) = make(j);
         let path = call.path.clone();
+        if pacer.is_some() {
+            share.send_lag.record(due.elapsed());
+        }
         let (status, body) = conn.send(call).await?;
         share.latency.record(due.elapsed());
         if !status.is_success() {

@@ -49,6 +49,9 @@ async fn measure(target: &Target, args: &PubArgs) -> Result<super::report::Repor
         let base = base?;
         results.push("baseline_events_per_s", whole(base.events_per_s()));
         results.push("baseline_latency_us", base.latency.summary());
+        if let Some(lag) = &base.send_lag {
+            results.push("baseline_send_lag_us", lag.summary());
+        }
         let ratio = if base.events_per_s() > 0.0 {
             bus.events_per_s() / base.events_per_s()
         } else {
@@ -178,6 +181,9 @@ pub fn outcome_figures(results: &mut Figures, o: &Outcome) {
         json!(round1(mb / o.elapsed.as_secs_f64().max(1e-9))),
     );
     results.push("latency_us", o.latency.summary());
+    if let Some(lag) = &o.send_lag {
+        results.push("send_lag_us", lag.summary());
+    }
 }
 
 /// A payload of `size` bytes (`x`s).
