@@ -89,7 +89,8 @@ struct Share {
     events: u64,
     payload_bytes: u64,
     latency: Latency,
-    send_lag: Latency,
+    /// Open loop only, as in [`Outcome::send_lag`].
+    send_lag: Option<Latency>,
 }
 
 /// Runs `plan` against `endpoint`, request `j` being `make(j)`.
@@ -153,8 +154,8 @@ pub async fn drive(
         outcome.events += share.events;
         outcome.payload_bytes += share.payload_bytes;
         outcome.latency.merge(&share.latency);
-        if let Some(lag) = outcome.send_lag.as_mut() {
-            lag.merge(&share.send_lag);
+        if let (Some(lag), Some(part)) = (outcome.send_lag.as_mut(), &share.send_lag) {
+            lag.merge(part);
         }
     }
     outcome.elapsed = start.elapsed();
@@ -181,7 +182,7 @@ async fn one_connection(
         events: 0,
         payload_bytes: 0,
         latency: Latency::new(),
-        send_lag: Latency::new(),
+        send_lag: pacer.as_ref().map(|_| Latency::new()),
     };
     loop {
         match &pacer {
@@ -201,8 +202,8 @@ async fn one_connection(
         };
         let (call, events, bytes) = make(j);
         let path = call.path.clone();
-        if pacer.is_some() {
-            share.send_lag.record(due.elapsed());
+        if let Some(lag) = share.send_lag.as_mut() {
+            lag.record(due.elapsed());
         }
         let (status, body) = conn.send(call).await?;
         share.latency.record(due.elapsed());
